@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/`; the memory measurement in `src/bin`.

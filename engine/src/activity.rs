@@ -1,0 +1,155 @@
+//! Products and activities: the configuration every shard holds a copy of.
+
+use seckill_proto::{ErrorCode, Phase};
+
+/// Limits that keep one bad admin call from exhausting memory or overflowing sums.
+pub const STOCK_MAX: u64 = 1_000_000_000;
+pub const PER_USER_LIMIT_MAX: u32 = 10_000;
+pub const PAYMENT_TIMEOUT_S_MAX: u32 = 7 * 24 * 3600;
+pub const TEXT_BYTES_MAX: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Product {
+    pub id: u64,
+    pub name: String,
+    pub description: String,
+    pub image_url: String,
+    pub price_cents: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ActivityStatus {
+    Active = 1,
+    Paused = 2,
+    Disabled = 3,
+}
+
+impl ActivityStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Activity {
+    pub id: u64,
+    pub product_id: u64,
+    pub product_name: String,
+    pub title: String,
+    pub price_cents: u64,
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    /// 0 means only users with a quota may buy.
+    pub per_user_limit: u32,
+    pub payment_timeout_s: u32,
+    pub require_buy_token: bool,
+    pub gate_factor: u32,
+    pub status: ActivityStatus,
+}
+
+impl Activity {
+    /// The phase buyers see at `now_ms`. Disabled and past-the-end both read
+    /// as ended; a pause only shows while the sale would otherwise be open
+    /// or upcoming.
+    pub fn phase(&self, now_ms: u64) -> Phase {
+        if self.status == ActivityStatus::Disabled || now_ms >= self.ends_at_ms {
+            Phase::Ended
+        } else if self.status == ActivityStatus::Paused {
+            Phase::Paused
+        } else if now_ms < self.starts_at_ms {
+            Phase::Upcoming
+        } else {
+            Phase::Ongoing
+        }
+    }
+
+    /// Why a buy is refused at `now_ms`, if it is.
+    pub fn refuse_buy(&self, now_ms: u64) -> Option<ErrorCode> {
+        match self.phase(now_ms) {
+            Phase::Ongoing => None,
+            Phase::Upcoming => Some(ErrorCode::NotStarted),
+            Phase::Ended => Some(ErrorCode::Ended),
+            Phase::Paused => Some(ErrorCode::Paused),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.title.is_empty() || self.title.len() > TEXT_BYTES_MAX {
+            return Err("title must be 1..=1024 bytes");
+        }
+        if self.ends_at_ms <= self.starts_at_ms {
+            return Err("ends_at must be after starts_at");
+        }
+        if self.per_user_limit > PER_USER_LIMIT_MAX {
+            return Err("per_user_limit must be at most 10000");
+        }
+        if self.payment_timeout_s == 0 || self.payment_timeout_s > PAYMENT_TIMEOUT_S_MAX {
+            return Err("payment_timeout_s must be 1..=604800");
+        }
+        if self.gate_factor == 0 || self.gate_factor > 1000 {
+            return Err("gate_factor must be 1..=1000");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Activity {
+        Activity {
+            id: 1,
+            product_id: 1,
+            product_name: "phone".into(),
+            title: "sale".into(),
+            price_cents: 100,
+            starts_at_ms: 1_000,
+            ends_at_ms: 2_000,
+            per_user_limit: 1,
+            payment_timeout_s: 1800,
+            require_buy_token: false,
+            gate_factor: 5,
+            status: ActivityStatus::Active,
+        }
+    }
+
+    #[test]
+    fn phases_follow_the_clock_and_status() {
+        let mut a = sample();
+        assert_eq!(a.phase(999), Phase::Upcoming);
+        assert_eq!(a.phase(1_000), Phase::Ongoing);
+        assert_eq!(a.phase(1_999), Phase::Ongoing);
+        assert_eq!(a.phase(2_000), Phase::Ended);
+        a.status = ActivityStatus::Paused;
+        assert_eq!(a.phase(1_500), Phase::Paused);
+        assert_eq!(a.phase(500), Phase::Paused);
+        assert_eq!(a.phase(2_500), Phase::Ended);
+        a.status = ActivityStatus::Disabled;
+        assert_eq!(a.phase(1_500), Phase::Ended);
+    }
+
+    #[test]
+    fn refusals_name_the_phase() {
+        let a = sample();
+        assert_eq!(a.refuse_buy(0), Some(ErrorCode::NotStarted));
+        assert_eq!(a.refuse_buy(1_500), None);
+        assert_eq!(a.refuse_buy(3_000), Some(ErrorCode::Ended));
+        let p = Activity { status: ActivityStatus::Paused, ..sample() };
+        assert_eq!(p.refuse_buy(1_500), Some(ErrorCode::Paused));
+    }
+
+    #[test]
+    fn validation_catches_bad_specs() {
+        assert!(sample().validate().is_ok());
+        assert!(Activity { ends_at_ms: 1_000, ..sample() }.validate().is_err());
+        assert!(Activity { title: String::new(), ..sample() }.validate().is_err());
+        assert!(Activity { payment_timeout_s: 0, ..sample() }.validate().is_err());
+        assert!(Activity { per_user_limit: 10_001, ..sample() }.validate().is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! The hand-off between a decision and its answer.
+//!
+//! A shard decides a batch of requests, then passes the batch to its
+//! [`Sink`]. Answers and returned stock tokens are released only by
+//! [`Batch::release`], which the sink calls once the batch's events are
+//! durable. That one function is where "no answer reveals non-durable state"
+//! is enforced.
+
+use crate::event::Event;
+use crate::stock::StockPool;
+use crossbeam_channel::Sender;
+use seckill_proto::Response;
+use std::sync::Arc;
+
+/// Where answers go: the connection (or caller) that asked, with its tag.
+pub type ReplyTx = Sender<(u64, Response)>;
+
+pub struct Reply {
+    pub tx: ReplyTx,
+    pub tag: u64,
+    pub resp: Response,
+}
+
+/// Tokens freed by a cancel, expiry or refund, returned once durable.
+pub struct StockReturn {
+    pub pool: Arc<StockPool>,
+    pub quantity: u64,
+}
+
+#[derive(Default)]
+pub struct Batch {
+    pub events: Vec<Event>,
+    pub returns: Vec<StockReturn>,
+    pub replies: Vec<Reply>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.returns.is_empty() && self.replies.is_empty()
+    }
+
+    /// Runs once the events of this batch are durable: tokens go back to
+    /// their pools, then the answers go out. Leaves the batch empty.
+    pub fn release(&mut self) {
+        self.events.clear();
+        for r in self.returns.drain(..) {
+            if let Err(e) = r.pool.give_back(r.quantity) {
+                // A token returned twice would let the activity oversell.
+                panic!("stock invariant broken: {e}");
+            }
+        }
+        for r in self.replies.drain(..) {
+            // The asker may have gone away (connection closed); that is fine.
+            let _ = r.tx.send((r.tag, r.resp));
+        }
+    }
+}
+
+/// What a shard does with a decided batch.
+#[derive(Clone)]
+pub enum Sink {
+    /// No log: release at once. For the in-memory core and its benchmarks.
+    Immediate,
+    /// Hand the batch to the WAL writer, which releases it after fsync.
+    Log(Sender<Batch>),
+}
+
+impl Sink {
+    pub fn commit(&self, batch: &mut Batch) {
+        match self {
+            Sink::Immediate => batch.release(),
+            Sink::Log(tx) => {
+                if tx.send(std::mem::take(batch)).is_err() {
+                    // The writer is gone (shutting down or failed): nothing
+                    // may be acknowledged any more.
+                    tracing::error!("WAL writer stopped; dropping undurable batch");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The engine handle: starts the shards, routes requests to their owners,
+//! and runs the control path (products, activities, stock) for operators.
+
+use crate::activity::{Activity, ActivityStatus, Product, STOCK_MAX, TEXT_BYTES_MAX};
+use crate::clock::Clock;
+use crate::commit::{Batch, Reply, Sink};
+use crate::event::Event;
+use crate::shard::{self, state::view_of, Control, Envelope, ShardState};
+use crate::stock::StockPool;
+use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
+use parking_lot::Mutex;
+use seckill_proto::{ActivityView, ErrorCode, Request, Response, Route};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Hard ceiling on shards: the order id has 12 bits for it.
+pub const SHARDS_MAX: usize = 256;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub shards: usize,
+    /// Requests waiting per shard before new ones are answered `busy`.
+    pub queue_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self { shards: cores.saturating_sub(1).max(1), queue_capacity: 4096 }
+    }
+}
+
+/// An operator's request refused, with a message that says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AdminError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// What an operator gives to create an activity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivitySpec {
+    pub title: String,
+    pub product_id: Option<u64>,
+    pub price_cents: u64,
+    pub stock: u64,
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    pub per_user_limit: u32,
+    pub payment_timeout_s: u32,
+    pub require_buy_token: bool,
+    pub gate_factor: u32,
+}
+
+/// Products and activities as the control path owns them. Shards hold
+/// read-only copies of the activities, pushed to them on every change.
+#[derive(Default)]
+pub struct Catalog {
+    pub products: BTreeMap<u64, Product>,
+    pub activities: BTreeMap<u64, (Arc<Activity>, Arc<StockPool>)>,
+}
+
+impl Catalog {
+    /// Applies a control event (live after it is durable, or in recovery).
+    pub fn apply(&mut self, ev: &Event) {
+        match ev {
+            Event::ProductCreated(p) => {
+                self.products.insert(p.id, p.clone());
+            }
+            Event::ActivityUpserted(a) => {
+                let pool = match self.activities.get(&a.id) {
+                    Some((_, pool)) => pool.clone(),
+                    None => Arc::new(StockPool::new(0)),
+                };
+                self.activities.insert(a.id, (Arc::new(a.clone()), pool));
+            }
+            Event::StockAdded { activity_id, amount } => {
+                if let Some((_, pool)) = self.activities.get(activity_id) {
+                    pool.add(*amount);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn next_product_id(&self) -> u64 {
+        self.products.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    fn next_activity_id(&self) -> u64 {
+        self.activities.keys().next_back().map_or(1, |id| id + 1)
+    }
+}
+
+struct ShardHandle {
+    data: Sender<Envelope>,
+    control: Sender<Control>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub struct Engine {
+    shards: Vec<ShardHandle>,
+    catalog: Mutex<Catalog>,
+    sink: Sink,
+    clock: Arc<dyn Clock>,
+    round_robin: AtomicUsize,
+}
+
+impl Engine {
+    /// Starts an empty engine.
+    pub fn start(config: EngineConfig, clock: Arc<dyn Clock>, sink: Sink) -> Self {
+        let states = (0..config.shards).map(|i| ShardState::new(i as u16)).collect();
+        Self::start_from(config, clock, sink, Catalog::default(), states)
+    }
+
+    /// Starts from recovered state: a catalog and one state per shard.
+    pub fn start_from(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        sink: Sink,
+        catalog: Catalog,
+        states: Vec<ShardState>,
+    ) -> Self {
+        assert!((1..=SHARDS_MAX).contains(&config.shards), "shards must be 1..=256");
+        assert_eq!(states.len(), config.shards);
+        assert!(config.queue_capacity > 0);
+        let shards = states
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut state)| {
+                for (activity, pool) in catalog.activities.values() {
+                    state.install(activity.clone(), pool.clone());
+                }
+                let (data_tx, data_rx) = bounded(config.queue_capacity);
+                let (control_tx, control_rx) = unbounded();
+                let (sink, clock) = (sink.clone(), clock.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("shard-{i}"))
+                    .spawn(move || shard::run(state, data_rx, control_rx, sink, clock))
+                    .expect("spawning a shard thread");
+                ShardHandle { data: data_tx, control: control_tx, thread: Some(thread) }
+            })
+            .collect();
+        Self { shards, catalog: Mutex::new(catalog), sink, clock, round_robin: AtomicUsize::new(0) }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The shard that owns what `route` names, or `None` for an order id no
+    /// shard could have issued.
+    pub fn shard_for(&self, route: Route) -> Option<usize> {
+        let n = self.shards.len();
+        match route {
+            Route::User(user_id) => Some(shard_of_user(user_id, n)),
+            Route::Order(id) => Some(id.shard() as usize).filter(|s| *s < n),
+            Route::Any => Some(self.round_robin.fetch_add(1, Ordering::Relaxed) % n),
+        }
+    }
+
+    /// Queues a request without waiting. A full shard queue answers `busy`
+    /// at once: load is shed here, memory never grows.
+    pub fn try_submit(&self, env: Envelope) -> Result<(), ErrorCode> {
+        let Some(shard) = self.shard_for(env.req.route()) else {
+            let _ = env.reply.send((env.tag, Response::Error(ErrorCode::OrderNotFound)));
+            return Ok(());
+        };
+        match self.shards[shard].data.try_send(env) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("seckill_engine_busy_total").increment(1);
+                Err(ErrorCode::Busy)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(ErrorCode::Busy),
+        }
+    }
+
+    /// One request, waiting for room and for the answer. For operators and
+    /// tests; the front uses `try_submit`.
+    pub fn call(&self, req: Request) -> Response {
+        let (tx, rx) = bounded(1);
+        let Some(shard) = self.shard_for(req.route()) else {
+            return Response::Error(ErrorCode::OrderNotFound);
+        };
+        if self.shards[shard].data.send(Envelope { req, tag: 0, reply: tx }).is_err() {
+            return Response::Error(ErrorCode::Busy);
+        }
+        rx.recv().map(|(_, r)| r).unwrap_or(Response::Error(ErrorCode::Busy))
+    }
+
+    /// Runs `f` on every shard's state, in shard order. Waits for each.
+    pub fn inspect<R: Send + 'static>(&self, f: impl Fn(&ShardState) -> R + Send + Sync + 'static) -> Vec<R> {
+        let f = Arc::new(f);
+        self.shards
+            .iter()
+            .map(|s| {
+                let (tx, rx) = bounded(1);
+                let f = f.clone();
+                let probe = Control::Inspect(Box::new(move |st| {
+                    let _ = tx.send(f(st));
+                }));
+                s.control.send(probe).expect("shard thread alive");
+                rx.recv().expect("shard answered the inspection")
+            })
+            .collect()
+    }
+
+    // ---- control path ------------------------------------------------
+
+    /// Makes `events` durable through the same sink as the shards and waits.
+    fn log(&self, events: Vec<Event>) -> Result<(), AdminError> {
+        let (tx, rx) = bounded(1);
+        let mut batch = Batch { events, returns: Vec::new(), replies: Vec::new() };
+        batch.replies.push(Reply { tx, tag: 0, resp: Response::Done });
+        self.sink.commit(&mut batch);
+        rx.recv()
+            .map(|_| ())
+            .map_err(|_| AdminError::new(ErrorCode::Busy, "the write-ahead log is not accepting writes"))
+    }
+
+    /// Pushes the current version of an activity to every shard and waits
+    /// until all of them have it.
+    fn broadcast(&self, activity: &Arc<Activity>, pool: &Arc<StockPool>) {
+        let waits: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| {
+                let (tx, rx) = bounded(1);
+                let _ = s.control.send(Control::Install(activity.clone(), pool.clone()));
+                let _ = s.control.send(Control::Barrier(tx));
+                rx
+            })
+            .collect();
+        for rx in waits {
+            let _ = rx.recv();
+        }
+    }
+
+    pub fn create_product(
+        &self,
+        name: String,
+        description: String,
+        image_url: String,
+        price_cents: u64,
+    ) -> Result<Product, AdminError> {
+        if name.is_empty() || [&name, &description, &image_url].iter().any(|s| s.len() > TEXT_BYTES_MAX) {
+            return Err(AdminError::new(ErrorCode::BadRequest, "name must be 1..=1024 bytes; description and image_url at most 1024"));
+        }
+        let mut catalog = self.catalog.lock();
+        let product = Product { id: catalog.next_product_id(), name, description, image_url, price_cents };
+        let ev = Event::ProductCreated(product.clone());
+        self.log(vec![ev.clone()])?;
+        catalog.apply(&ev);
+        Ok(product)
+    }
+
+    pub fn create_activity(&self, spec: ActivitySpec) -> Result<ActivityView, AdminError> {
+        if spec.stock > STOCK_MAX {
+            return Err(AdminError::new(ErrorCode::BadRequest, "stock must be at most 1000000000"));
+        }
+        let mut catalog = self.catalog.lock();
+        let product_name = match spec.product_id {
+            Some(pid) => catalog
+                .products
+                .get(&pid)
+                .map(|p| p.name.clone())
+                .ok_or_else(|| AdminError::new(ErrorCode::ProductNotFound, format!("no product {pid}; create it with product.create")))?,
+            None => spec.title.clone(),
+        };
+        let activity = Activity {
+            id: catalog.next_activity_id(),
+            product_id: spec.product_id.unwrap_or(0),
+            product_name,
+            title: spec.title,
+            price_cents: spec.price_cents,
+            starts_at_ms: spec.starts_at_ms,
+            ends_at_ms: spec.ends_at_ms,
+            per_user_limit: spec.per_user_limit,
+            payment_timeout_s: spec.payment_timeout_s,
+            require_buy_token: spec.require_buy_token,
+            gate_factor: spec.gate_factor,
+            status: ActivityStatus::Active,
+        };
+        activity.validate().map_err(|m| AdminError::new(ErrorCode::BadRequest, m))?;
+        let id = activity.id;
+        let events = vec![
+            Event::ActivityUpserted(activity),
+            Event::StockAdded { activity_id: id, amount: spec.stock },
+        ];
+        self.log(events.clone())?;
+        events.iter().for_each(|ev| catalog.apply(ev));
+        let (a, pool) = catalog.activities[&id].clone();
+        self.broadcast(&a, &pool);
+        Ok(self.view(&a, &pool))
+    }
+
+    /// Changes an activity's configuration; `change` edits a copy, which is
+    /// validated, logged, then pushed to every shard.
+    pub fn update_activity(
+        &self,
+        activity_id: u64,
+        change: impl FnOnce(&mut Activity),
+    ) -> Result<ActivityView, AdminError> {
+        let mut catalog = self.catalog.lock();
+        let (current, pool) = catalog.activities.get(&activity_id).cloned().ok_or_else(|| not_found(activity_id))?;
+        let mut next = (*current).clone();
+        change(&mut next);
+        next.id = activity_id;
+        next.validate().map_err(|m| AdminError::new(ErrorCode::BadRequest, m))?;
+        if next == *current {
+            return Ok(self.view(&current, &pool));
+        }
+        let ev = Event::ActivityUpserted(next);
+        self.log(vec![ev.clone()])?;
+        catalog.apply(&ev);
+        let (a, pool) = catalog.activities[&activity_id].clone();
+        self.broadcast(&a, &pool);
+        Ok(self.view(&a, &pool))
+    }
+
+    pub fn set_activity_status(&self, activity_id: u64, status: ActivityStatus) -> Result<ActivityView, AdminError> {
+        self.update_activity(activity_id, |a| a.status = status)
+    }
+
+    /// Adds stock. The tokens enter the pool only after the record is durable.
+    pub fn add_stock(&self, activity_id: u64, amount: u64) -> Result<ActivityView, AdminError> {
+        let catalog = self.catalog.lock();
+        let (a, pool) = catalog.activities.get(&activity_id).cloned().ok_or_else(|| not_found(activity_id))?;
+        if amount == 0 || pool.added().saturating_add(amount) > STOCK_MAX {
+            return Err(AdminError::new(ErrorCode::BadRequest, "amount must be >= 1 and total stock at most 1000000000"));
+        }
+        self.log(vec![Event::StockAdded { activity_id, amount }])?;
+        pool.add(amount);
+        Ok(self.view(&a, &pool))
+    }
+
+    pub fn activity(&self, activity_id: u64) -> Result<ActivityView, AdminError> {
+        let catalog = self.catalog.lock();
+        let (a, pool) = catalog.activities.get(&activity_id).ok_or_else(|| not_found(activity_id))?;
+        Ok(self.view(a, pool))
+    }
+
+    pub fn products(&self) -> Vec<Product> {
+        self.catalog.lock().products.values().cloned().collect()
+    }
+
+    fn view(&self, activity: &Arc<Activity>, pool: &Arc<StockPool>) -> ActivityView {
+        let slot = shard::state::Slot {
+            activity: activity.clone(),
+            pool: pool.clone(),
+            purchases: Default::default(),
+            quotas: Default::default(),
+        };
+        view_of(&slot, self.clock.now_ms())
+    }
+
+    /// Stops the shards after they finish what is queued.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for s in &mut self.shards {
+            // Replacing the senders with dead ones closes the queues.
+            let (dead_data, _) = bounded(1);
+            let (dead_control, _) = bounded(1);
+            drop(std::mem::replace(&mut s.data, dead_data));
+            drop(std::mem::replace(&mut s.control, dead_control));
+        }
+        for s in &mut self.shards {
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn not_found(activity_id: u64) -> AdminError {
+    AdminError::new(ErrorCode::ActivityNotFound, format!("no activity {activity_id}; see activity.list"))
+}
+
+/// Users spread over shards by a multiplicative hash, so consecutive ids do
+/// not pile onto one shard's cache lines in lockstep.
+#[inline]
+pub fn shard_of_user(user_id: u64, shards: usize) -> usize {
+    ((user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % shards as u64) as usize
+}

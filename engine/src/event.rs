@@ -1,0 +1,23 @@
+//! State changes: what the WAL records and what recovery replays.
+//! Rejections change nothing and are never events.
+
+use crate::activity::{Activity, Product};
+use crate::order::Order;
+use seckill_proto::{OrderId, OrderStatus};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    ProductCreated(Product),
+    /// The whole activity configuration, on create and on every change.
+    ActivityUpserted(Activity),
+    StockAdded { activity_id: u64, amount: u64 },
+    QuotaSet { activity_id: u64, user_id: u64, limit: u32 },
+    OrderCreated(Order),
+    OrderStatusChanged {
+        order_id: OrderId,
+        user_id: u64,
+        activity_id: u64,
+        status: OrderStatus,
+        at_ms: u64,
+    },
+}

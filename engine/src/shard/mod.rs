@@ -1,0 +1,84 @@
+//! Shard owner threads. Each shard owns its users' purchases and orders
+//! outright; the only thing shards share is the stock pool's atomic.
+
+pub mod state;
+
+use crate::activity::Activity;
+use crate::clock::Clock;
+use crate::commit::{Batch, Reply, ReplyTx, Sink};
+use crate::stock::StockPool;
+use crossbeam_channel::{select, Receiver, Sender};
+use seckill_proto::Request;
+pub use state::ShardState;
+use std::sync::Arc;
+
+/// A request on its way to a shard, with where its answer goes.
+pub struct Envelope {
+    pub req: Request,
+    pub tag: u64,
+    pub reply: ReplyTx,
+}
+
+/// Configuration pushed to every shard by the control path. These travel on
+/// their own unbounded channel so an admin command is never refused as busy.
+pub enum Control {
+    Install(Arc<Activity>, Arc<StockPool>),
+    /// Answers once every control message sent before it is applied.
+    Barrier(Sender<()>),
+    /// Runs a read-only inspection of the shard state (checks and tests).
+    Inspect(Box<dyn FnOnce(&ShardState) + Send>),
+}
+
+/// Most requests one shard decides before handing the batch on: bounds the
+/// latency a batch adds and the size of one WAL group.
+pub const BATCH_MAX: usize = 256;
+
+pub(crate) fn run(
+    mut state: ShardState,
+    data: Receiver<Envelope>,
+    control: Receiver<Control>,
+    sink: Sink,
+    clock: Arc<dyn Clock>,
+) {
+    let mut batch = Batch::default();
+    loop {
+        let first = select! {
+            recv(control) -> msg => match msg {
+                Ok(c) => { apply_control(&mut state, c); continue; }
+                Err(_) => return,
+            },
+            recv(data) -> msg => match msg {
+                Ok(env) => env,
+                Err(_) => return,
+            },
+        };
+        // Configuration first: a buy decided after an admin call returned
+        // must see that call's effect.
+        while let Ok(c) = control.try_recv() {
+            apply_control(&mut state, c);
+        }
+        let now_ms = clock.now_ms();
+        decide(&mut state, first, now_ms, &mut batch);
+        for env in data.try_iter().take(BATCH_MAX - 1) {
+            decide(&mut state, env, now_ms, &mut batch);
+        }
+        metrics::histogram!("seckill_shard_batch_size").record(batch.replies.len() as f64);
+        sink.commit(&mut batch);
+    }
+}
+
+#[inline]
+fn decide(state: &mut ShardState, env: Envelope, now_ms: u64, batch: &mut Batch) {
+    let resp = state.handle(&env.req, now_ms, batch);
+    batch.replies.push(Reply { tx: env.reply, tag: env.tag, resp });
+}
+
+fn apply_control(state: &mut ShardState, c: Control) {
+    match c {
+        Control::Install(activity, pool) => state.install(activity, pool),
+        Control::Barrier(done) => {
+            let _ = done.send(());
+        }
+        Control::Inspect(f) => f(&state),
+    }
+}

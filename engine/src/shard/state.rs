@@ -1,0 +1,308 @@
+//! Everything one shard owns, and the decisions it makes. No threads, no
+//! I/O: `handle` is a plain function of (state, request, now), which is what
+//! the `engine/decide` benchmark and the property tests drive directly.
+
+use crate::activity::Activity;
+use crate::commit::{Batch, StockReturn};
+use crate::event::Event;
+use crate::order::{step, Order, Step, Transition};
+use crate::purchases::Purchases;
+use crate::stock::StockPool;
+use hashbrown::HashMap;
+use seckill_proto::{
+    ActivityView, ErrorCode, OrderId, OrderStatus, Phase, Request, Response, PAGE_LIMIT_MAX,
+};
+use std::sync::Arc;
+
+/// One activity as a shard sees it: shared config and stock, own users.
+pub struct Slot {
+    pub activity: Arc<Activity>,
+    pub pool: Arc<StockPool>,
+    pub purchases: Purchases,
+    /// Per-user limits that override `per_user_limit` (VIP, whitelist).
+    pub quotas: HashMap<u64, u32>,
+}
+
+impl Slot {
+    fn limit_of(&self, user_id: u64) -> u32 {
+        self.quotas.get(&user_id).copied().unwrap_or(self.activity.per_user_limit)
+    }
+}
+
+pub struct ShardState {
+    pub id: u16,
+    pub slots: HashMap<u64, Slot>,
+    pub orders: HashMap<OrderId, Order>,
+    /// Each user's orders, oldest first.
+    pub user_orders: HashMap<u64, Vec<OrderId>>,
+    /// The last order id issued; ids only grow.
+    last_id: OrderId,
+}
+
+type Outcome = Result<Response, ErrorCode>;
+
+impl ShardState {
+    pub fn new(id: u16) -> Self {
+        assert!(id <= OrderId::SHARD_MAX);
+        Self {
+            id,
+            slots: HashMap::new(),
+            orders: HashMap::new(),
+            user_orders: HashMap::new(),
+            last_id: OrderId::first_at(0, id),
+        }
+    }
+
+    pub fn install(&mut self, activity: Arc<Activity>, pool: Arc<StockPool>) {
+        let id = activity.id;
+        match self.slots.get_mut(&id) {
+            Some(slot) => {
+                slot.activity = activity;
+                slot.pool = pool;
+            }
+            None => {
+                let slot = Slot {
+                    activity,
+                    pool,
+                    purchases: Purchases::default(),
+                    quotas: HashMap::new(),
+                };
+                self.slots.insert(id, slot);
+            }
+        }
+    }
+
+    /// Decides one request. State changes go into `batch.events` (and freed
+    /// tokens into `batch.returns`); the answer is returned to the caller,
+    /// who must hold it until the batch is durable.
+    pub fn handle(&mut self, req: &Request, now_ms: u64, batch: &mut Batch) -> Response {
+        let outcome = match *req {
+            Request::Buy { user_id, activity_id, quantity } => {
+                self.buy(user_id, activity_id, quantity, now_ms, batch)
+            }
+            Request::GetOrder { user_id, order_id } => {
+                self.find(user_id, order_id).map(|o| Response::Order(o.view()))
+            }
+            Request::ListOrders { user_id, offset, limit } => {
+                Ok(self.list_orders(user_id, offset, limit))
+            }
+            Request::Cancel { user_id, order_id } => {
+                self.transition(Some(user_id), order_id, Transition::Cancel, None, now_ms, batch)
+            }
+            Request::Pay { order_id, amount_cents } => {
+                self.transition(None, order_id, Transition::Pay, Some(amount_cents), now_ms, batch)
+            }
+            Request::Refund { user_id, order_id } => {
+                let t = Transition::Refund { activity_ended: false };
+                self.transition(Some(user_id), order_id, t, None, now_ms, batch)
+            }
+            Request::Ship { order_id } => {
+                self.transition(None, order_id, Transition::Ship, None, now_ms, batch)
+            }
+            Request::Expire { order_id } => {
+                self.transition(None, order_id, Transition::Expire, None, now_ms, batch)
+            }
+            Request::SetQuota { activity_id, user_id, limit } => {
+                self.set_quota(activity_id, user_id, limit, batch)
+            }
+            Request::GetActivity { activity_id } => self
+                .slots
+                .get(&activity_id)
+                .map(|s| Response::Activity(Box::new(view_of(s, now_ms))))
+                .ok_or(ErrorCode::ActivityNotFound),
+            Request::ListActivities { offset, limit } => Ok(self.list_activities(offset, limit, now_ms)),
+        };
+        outcome.unwrap_or_else(Response::Error)
+    }
+
+    fn buy(&mut self, user_id: u64, activity_id: u64, quantity: u32, now_ms: u64, batch: &mut Batch) -> Outcome {
+        let slot = self.slots.get(&activity_id).ok_or(ErrorCode::ActivityNotFound)?;
+        if let Some(code) = slot.activity.refuse_buy(now_ms) {
+            return Err(code);
+        }
+        let limit = slot.limit_of(user_id);
+        if limit == 0 {
+            return Err(ErrorCode::LimitReached);
+        }
+        if quantity == 0 || quantity > limit {
+            return Err(ErrorCode::BadRequest);
+        }
+        if slot.purchases.held(user_id) + quantity > limit {
+            return Err(ErrorCode::LimitReached);
+        }
+        if !slot.pool.try_take(quantity as u64) {
+            return Err(ErrorCode::SoldOut);
+        }
+        let amount_cents = slot.activity.price_cents.saturating_mul(quantity as u64);
+        let pay_before_ms = now_ms + slot.activity.payment_timeout_s as u64 * 1000;
+        let order = Order {
+            id: self.next_id(now_ms),
+            user_id,
+            activity_id,
+            quantity,
+            amount_cents,
+            status: OrderStatus::PendingPayment,
+            created_at_ms: now_ms,
+            pay_before_ms,
+        };
+        self.insert_order(order);
+        batch.events.push(Event::OrderCreated(order));
+        Ok(Response::Order(order.view()))
+    }
+
+    fn next_id(&mut self, now_ms: u64) -> OrderId {
+        let id = OrderId::first_at(now_ms, self.id).max(self.last_id.successor());
+        self.last_id = id;
+        id
+    }
+
+    fn find(&self, user_id: Option<u64>, order_id: OrderId) -> Result<&Order, ErrorCode> {
+        self.orders
+            .get(&order_id)
+            .filter(|o| user_id.is_none_or(|u| u == o.user_id))
+            .ok_or(ErrorCode::OrderNotFound)
+    }
+
+    fn transition(
+        &mut self,
+        user_id: Option<u64>,
+        order_id: OrderId,
+        mut t: Transition,
+        amount_cents: Option<u64>,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Outcome {
+        let order = *self.find(user_id, order_id)?;
+        if amount_cents.is_some_and(|a| a != order.amount_cents) {
+            return Err(ErrorCode::AmountMismatch);
+        }
+        let slot = self.slots.get(&order.activity_id).ok_or(ErrorCode::ActivityNotFound)?;
+        match t {
+            Transition::Refund { .. } => {
+                t = Transition::Refund { activity_ended: slot.activity.phase(now_ms) == Phase::Ended }
+            }
+            Transition::Expire if now_ms < order.pay_before_ms => {
+                if order.status == OrderStatus::PendingPayment {
+                    return Err(ErrorCode::InvalidState);
+                }
+            }
+            _ => {}
+        }
+        match step(order.status, t)? {
+            Step::AlreadyDone => Ok(Response::Order(order.view())),
+            Step::To { status, frees_stock } => {
+                if frees_stock {
+                    let pool = slot.pool.clone();
+                    batch.returns.push(StockReturn { pool, quantity: order.quantity as u64 });
+                }
+                self.set_status(order_id, status);
+                batch.events.push(Event::OrderStatusChanged {
+                    order_id,
+                    user_id: order.user_id,
+                    activity_id: order.activity_id,
+                    status,
+                    at_ms: now_ms,
+                });
+                Ok(Response::Order(self.orders[&order_id].view()))
+            }
+        }
+    }
+
+    fn set_quota(&mut self, activity_id: u64, user_id: u64, limit: u32, batch: &mut Batch) -> Outcome {
+        if limit > crate::activity::PER_USER_LIMIT_MAX {
+            return Err(ErrorCode::BadRequest);
+        }
+        let slot = self.slots.get_mut(&activity_id).ok_or(ErrorCode::ActivityNotFound)?;
+        slot.quotas.insert(user_id, limit);
+        batch.events.push(Event::QuotaSet { activity_id, user_id, limit });
+        Ok(Response::Done)
+    }
+
+    fn list_orders(&self, user_id: u64, offset: u32, limit: u32) -> Response {
+        let ids = self.user_orders.get(&user_id).map(Vec::as_slice).unwrap_or(&[]);
+        let items = ids
+            .iter()
+            .rev()
+            .skip(offset as usize)
+            .take(limit.min(PAGE_LIMIT_MAX) as usize)
+            .map(|id| self.orders[id].view())
+            .collect();
+        Response::Orders { items, total: ids.len() as u64 }
+    }
+
+    fn list_activities(&self, offset: u32, limit: u32, now_ms: u64) -> Response {
+        let mut ids: Vec<u64> = self.slots.keys().copied().collect();
+        ids.sort_unstable();
+        let items = ids
+            .iter()
+            .skip(offset as usize)
+            .take(limit.min(PAGE_LIMIT_MAX) as usize)
+            .map(|id| view_of(&self.slots[id], now_ms))
+            .collect();
+        Response::Activities { items, total: ids.len() as u64 }
+    }
+
+    // The two mutations below are shared by live decisions and recovery, so
+    // a replayed log rebuilds exactly the state the live shard had.
+
+    /// Records a new order and the units its buyer now holds.
+    pub fn insert_order(&mut self, order: Order) {
+        if let Some(slot) = self.slots.get_mut(&order.activity_id) {
+            if order.status.holds_stock() {
+                slot.purchases.add(order.user_id, order.quantity);
+            }
+        }
+        self.user_orders.entry(order.user_id).or_default().push(order.id);
+        let previous = self.orders.insert(order.id, order);
+        assert!(previous.is_none(), "order id {} issued twice", order.id);
+        if order.id.shard() == self.id && order.id > self.last_id {
+            self.last_id = order.id;
+        }
+    }
+
+    /// Moves an order to `status`, releasing the buyer's units when the new
+    /// status no longer holds stock.
+    pub fn set_status(&mut self, order_id: OrderId, status: OrderStatus) {
+        let Some(order) = self.orders.get_mut(&order_id) else {
+            panic!("status change for unknown order {order_id}");
+        };
+        let was_holding = order.status.holds_stock();
+        order.status = status;
+        if was_holding && !status.holds_stock() {
+            let (user, activity, quantity) = (order.user_id, order.activity_id, order.quantity);
+            if let Some(slot) = self.slots.get_mut(&activity) {
+                slot.purchases.release(user, quantity);
+            }
+        }
+    }
+
+    /// Units held by orders of this shard, per activity (for recovery and checks).
+    pub fn held_by_activity(&self) -> HashMap<u64, u64> {
+        let mut held = HashMap::new();
+        for o in self.orders.values().filter(|o| o.status.holds_stock()) {
+            *held.entry(o.activity_id).or_insert(0) += o.quantity as u64;
+        }
+        held
+    }
+}
+
+pub fn view_of(slot: &Slot, now_ms: u64) -> ActivityView {
+    let a = &slot.activity;
+    ActivityView {
+        id: a.id,
+        product_id: a.product_id,
+        product_name: a.product_name.clone(),
+        title: a.title.clone(),
+        price_cents: a.price_cents,
+        total_stock: slot.pool.added(),
+        remaining: slot.pool.remaining(),
+        starts_at_ms: a.starts_at_ms,
+        ends_at_ms: a.ends_at_ms,
+        per_user_limit: a.per_user_limit,
+        payment_timeout_s: a.payment_timeout_s,
+        require_buy_token: a.require_buy_token,
+        gate_factor: a.gate_factor,
+        status: a.status.as_str().to_string(),
+        phase: a.phase(now_ms),
+    }
+}

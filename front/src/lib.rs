@@ -1,0 +1,1 @@
+//! The HTTP front. Not built yet: see the "HTTP front" issue.

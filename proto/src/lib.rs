@@ -1,0 +1,12 @@
+//! The vocabulary shared by the front, the engine and the tools.
+//!
+//! Architecture Invariant: this crate does no I/O and depends on no other
+//! seckill crate. It turns bytes into messages and back, nothing else.
+
+pub mod error;
+pub mod model;
+pub mod msg;
+
+pub use error::ErrorCode;
+pub use model::{ActivityView, OrderId, OrderStatus, OrderView, Phase};
+pub use msg::{Request, Response, Route, PAGE_LIMIT_MAX};

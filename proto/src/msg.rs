@@ -1,0 +1,61 @@
+//! Requests a front (or a tool) sends to the engine, and the answers.
+
+use crate::{ActivityView, ErrorCode, OrderId, OrderView};
+
+/// One request to the engine. Each variant says who owns the state it
+/// touches, so the engine can route it without looking inside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Buy { user_id: u64, activity_id: u64, quantity: u32 },
+    /// `user_id: None` is an operator's view (admin `order.show`).
+    GetOrder { user_id: Option<u64>, order_id: OrderId },
+    ListOrders { user_id: u64, offset: u32, limit: u32 },
+    Cancel { user_id: u64, order_id: OrderId },
+    /// Payment confirmed (sandbox or a verified notify).
+    Pay { order_id: OrderId, amount_cents: u64 },
+    Refund { user_id: u64, order_id: OrderId },
+    Ship { order_id: OrderId },
+    /// The payment deadline passed; sent by the engine's own timers and tests.
+    Expire { order_id: OrderId },
+    SetQuota { activity_id: u64, user_id: u64, limit: u32 },
+    GetActivity { activity_id: u64 },
+    ListActivities { offset: u32, limit: u32 },
+}
+
+/// Which owner a request belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    User(u64),
+    Order(OrderId),
+    Any,
+}
+
+impl Request {
+    pub fn route(&self) -> Route {
+        match *self {
+            Request::Buy { user_id, .. }
+            | Request::ListOrders { user_id, .. }
+            | Request::Cancel { user_id, .. }
+            | Request::Refund { user_id, .. }
+            | Request::SetQuota { user_id, .. } => Route::User(user_id),
+            Request::GetOrder { order_id, .. }
+            | Request::Pay { order_id, .. }
+            | Request::Ship { order_id }
+            | Request::Expire { order_id } => Route::Order(order_id),
+            Request::GetActivity { .. } | Request::ListActivities { .. } => Route::Any,
+        }
+    }
+}
+
+/// Upper bound on one page of a list; larger asks are clamped.
+pub const PAGE_LIMIT_MAX: u32 = 100;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    Order(OrderView),
+    Orders { items: Vec<OrderView>, total: u64 },
+    Activity(Box<ActivityView>),
+    Activities { items: Vec<ActivityView>, total: u64 },
+    Done,
+    Error(ErrorCode),
+}
