@@ -104,7 +104,7 @@ impl Catalog {
 struct ShardHandle {
     data: Sender<Envelope>,
     control: Sender<Control>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 pub struct Engine {
@@ -147,7 +147,7 @@ impl Engine {
                     .name(format!("shard-{i}"))
                     .spawn(move || shard::run(state, data_rx, control_rx, sink, clock))
                     .expect("spawning a shard thread");
-                ShardHandle { data: data_tx, control: control_tx, thread: Some(thread) }
+                ShardHandle { data: data_tx, control: control_tx, thread: Mutex::new(Some(thread)) }
             })
             .collect();
         Self { shards, catalog: Mutex::new(catalog), sink, clock, round_robin: AtomicUsize::new(0) }
@@ -155,6 +155,11 @@ impl Engine {
 
     pub fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// Requests waiting in each shard's queue.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.shards.iter().map(|s| s.data.len()).collect()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -368,21 +373,24 @@ impl Engine {
         view_of(&slot, self.clock.now_ms())
     }
 
-    /// Stops the shards after they finish what is queued.
-    pub fn shutdown(mut self) {
-        self.stop();
+    /// Waits until everything decided so far is durable and answered.
+    pub fn sync(&self) -> Result<(), AdminError> {
+        self.log(Vec::new())
     }
 
-    fn stop(&mut self) {
-        for s in &mut self.shards {
-            // Replacing the senders with dead ones closes the queues.
-            let (dead_data, _) = bounded(1);
-            let (dead_control, _) = bounded(1);
-            drop(std::mem::replace(&mut s.data, dead_data));
-            drop(std::mem::replace(&mut s.control, dead_control));
+    /// Stops the shards (see `close`) and drops the engine.
+    pub fn shutdown(self) {
+        self.close();
+    }
+
+    /// Stops the shards after they decide what is queued; later requests
+    /// are answered `busy`. Safe to call more than once.
+    pub fn close(&self) {
+        for s in &self.shards {
+            let _ = s.control.send(Control::Stop);
         }
-        for s in &mut self.shards {
-            if let Some(t) = s.thread.take() {
+        for s in &self.shards {
+            if let Some(t) = s.thread.lock().take() {
                 let _ = t.join();
             }
         }
@@ -391,7 +399,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.stop();
+        self.close();
     }
 }
 

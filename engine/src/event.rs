@@ -6,6 +6,7 @@ use crate::order::Order;
 use seckill_proto::{OrderId, OrderStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Event {
     ProductCreated(Product),
     /// The whole activity configuration, on create and on every change.

@@ -5,14 +5,19 @@
 //! they depend on it (or only on `proto`).
 
 pub mod activity;
+pub mod client;
 pub mod clock;
 pub mod commit;
 pub mod engine;
 pub mod event;
+pub mod node;
 pub mod order;
 pub mod purchases;
+pub mod replica;
+pub mod server;
 pub mod shard;
 pub mod stock;
+pub mod wal;
 
 pub use activity::{Activity, ActivityStatus, Product};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -3,6 +3,7 @@
 use seckill_proto::{ErrorCode, OrderId, OrderStatus, OrderView};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Order {
     pub id: OrderId,
     pub user_id: u64,

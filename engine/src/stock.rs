@@ -40,13 +40,16 @@ impl StockPool {
     /// Gives back `n` tokens taken earlier. Refuses to go above `added`:
     /// that would mean a token was returned twice.
     pub fn give_back(&self, n: u64) -> Result<(), Overfilled> {
-        let added = self.added.load(Ordering::Acquire);
+        // `added` is read after each `remaining` it is compared with: `add`
+        // grows `added` first, so that read covers every addition `r` shows
+        // (reading it once up front refused tokens while stock was added).
+        let added = || self.added.load(Ordering::Acquire);
         self.remaining
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-                r.checked_add(n).filter(|sum| *sum <= added)
+                r.checked_add(n).filter(|sum| *sum <= added())
             })
             .map(|_| ())
-            .map_err(|remaining| Overfilled { returned: n, remaining, added })
+            .map_err(|remaining| Overfilled { returned: n, remaining, added: added() })
     }
 
     /// Adds new stock. `added` grows first so `remaining <= added` holds for

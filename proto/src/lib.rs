@@ -4,9 +4,15 @@
 //! seckill crate. It turns bytes into messages and back, nothing else.
 
 pub mod error;
+pub mod frame;
+pub mod json;
 pub mod model;
 pub mod msg;
 
 pub use error::ErrorCode;
+pub use frame::{
+    decode_request, decode_response, encode_request, encode_response, split_frame, FrameError,
+    FRAME_BYTES_MAX,
+};
 pub use model::{ActivityView, OrderId, OrderStatus, OrderView, Phase};
 pub use msg::{Request, Response, Route, PAGE_LIMIT_MAX};

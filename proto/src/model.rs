@@ -8,7 +8,7 @@ use std::str::FromStr;
 /// the version nibble, 12 bits of shard, the variant bits and a 62-bit
 /// per-shard sequence. Ids therefore sort by creation time, are unique
 /// across shards without coordination, and name the shard that owns them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct OrderId(pub u128);
 
 impl OrderId {
@@ -109,7 +109,7 @@ impl<'de> Deserialize<'de> for OrderId {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum OrderStatus {
@@ -164,6 +164,12 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 4] = [Self::Upcoming, Self::Ongoing, Self::Ended, Self::Paused];
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| *p as u8 == v)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Upcoming => "upcoming",

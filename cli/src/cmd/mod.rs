@@ -1,1 +1,3 @@
+pub mod admin;
 pub mod demo;
+pub mod engine;

@@ -27,6 +27,8 @@ pub enum Control {
     Barrier(Sender<()>),
     /// Runs a read-only inspection of the shard state (checks and tests).
     Inspect(Box<dyn FnOnce(&ShardState) + Send>),
+    /// Finish what is queued, hand the last batch on, and exit.
+    Stop,
 }
 
 /// Most requests one shard decides before handing the batch on: bounds the
@@ -44,8 +46,11 @@ pub(crate) fn run(
     loop {
         let first = select! {
             recv(control) -> msg => match msg {
+                Ok(Control::Stop) | Err(_) => {
+                    drain(&mut state, &data, &sink, &clock, &mut batch);
+                    return;
+                }
                 Ok(c) => { apply_control(&mut state, c); continue; }
-                Err(_) => return,
             },
             recv(data) -> msg => match msg {
                 Ok(env) => env,
@@ -54,7 +59,9 @@ pub(crate) fn run(
         };
         // Configuration first: a buy decided after an admin call returned
         // must see that call's effect.
+        let mut stop = false;
         while let Ok(c) = control.try_recv() {
+            stop |= matches!(c, Control::Stop);
             apply_control(&mut state, c);
         }
         let now_ms = clock.now_ms();
@@ -64,6 +71,24 @@ pub(crate) fn run(
         }
         metrics::histogram!("seckill_shard_batch_size").record(batch.replies.len() as f64);
         sink.commit(&mut batch);
+        if stop {
+            drain(&mut state, &data, &sink, &clock, &mut batch);
+            return;
+        }
+    }
+}
+
+/// Decides whatever is still queued, so a clean stop answers everyone.
+fn drain(state: &mut ShardState, data: &Receiver<Envelope>, sink: &Sink, clock: &Arc<dyn Clock>, batch: &mut Batch) {
+    let now_ms = clock.now_ms();
+    for env in data.try_iter() {
+        decide(state, env, now_ms, batch);
+        if batch.replies.len() >= BATCH_MAX {
+            sink.commit(batch);
+        }
+    }
+    if !batch.is_empty() {
+        sink.commit(batch);
     }
 }
 
@@ -80,5 +105,6 @@ fn apply_control(state: &mut ShardState, c: Control) {
             let _ = done.send(());
         }
         Control::Inspect(f) => f(&state),
+        Control::Stop => {}
     }
 }

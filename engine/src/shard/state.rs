@@ -288,6 +288,9 @@ impl ShardState {
 
 pub fn view_of(slot: &Slot, now_ms: u64) -> ActivityView {
     let a = &slot.activity;
+    // `remaining` first: `add` grows `added` before `remaining`, so in this
+    // order a view never shows more remaining than total during a stock.add.
+    let remaining = slot.pool.remaining();
     ActivityView {
         id: a.id,
         product_id: a.product_id,
@@ -295,7 +298,7 @@ pub fn view_of(slot: &Slot, now_ms: u64) -> ActivityView {
         title: a.title.clone(),
         price_cents: a.price_cents,
         total_stock: slot.pool.added(),
-        remaining: slot.pool.remaining(),
+        remaining,
         starts_at_ms: a.starts_at_ms,
         ends_at_ms: a.ends_at_ms,
         per_user_limit: a.per_user_limit,

@@ -1,0 +1,105 @@
+//! `seckill engine`: the durable engine alone, serving the wire protocol
+//! and the admin socket.
+
+use anyhow::Context;
+use crossbeam_channel::bounded;
+use seckill_engine::node::{Node, NodeConfig};
+use seckill_engine::server::{admin, wire, Address};
+use seckill_engine::wal::Durability;
+use seckill_engine::{EngineConfig, SystemClock};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// WAL, snapshots, engine.sock, admin.sock and generated secrets live here.
+    #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Where the engine listens for fronts: unix:PATH or tcp:HOST:PORT
+    /// [default: unix:<data-dir>/engine.sock].
+    #[arg(long, env = "SECKILL_ENGINE")]
+    pub engine: Option<Address>,
+    /// `fsync`: every answer waits for fdatasync (safe). `none`: no fsync (benchmarks only; a crash of the machine loses orders).
+    #[arg(long, env = "SECKILL_DURABILITY", default_value = "fsync")]
+    pub durability: Durability,
+    /// Shard threads [default: cores - 1, at least 1]. Fixed for the life of a data dir.
+    #[arg(long, env = "SECKILL_SHARDS")]
+    pub shards: Option<usize>,
+    /// Requests waiting per shard before new ones are answered `busy`.
+    #[arg(long, env = "SECKILL_QUEUE_CAPACITY", default_value_t = 4096)]
+    pub queue_capacity: usize,
+    /// Write a snapshot after this many log records.
+    #[arg(long, env = "SECKILL_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
+    pub snapshot_every: u64,
+    /// Start a new WAL segment after this many bytes.
+    #[arg(long, env = "SECKILL_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub wal_segment_bytes: u64,
+}
+
+impl Args {
+    pub fn engine_address(&self) -> Address {
+        self.engine.clone().unwrap_or_else(|| Address::Unix(self.data_dir.join("engine.sock")))
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut cfg = NodeConfig::new(&args.data_dir);
+    cfg.durability = args.durability;
+    cfg.engine = EngineConfig { queue_capacity: args.queue_capacity, ..EngineConfig::default() };
+    if let Some(n) = args.shards {
+        anyhow::ensure!((1..=256).contains(&n), "--shards must be 1..=256");
+        cfg.engine.shards = n;
+    }
+    anyhow::ensure!(args.queue_capacity >= 1, "--queue-capacity must be at least 1");
+    cfg.snapshot_every_records = args.snapshot_every.max(1);
+    anyhow::ensure!(args.wal_segment_bytes >= 4096, "--wal-segment-bytes must be at least 4096");
+    cfg.segment_bytes_max = args.wal_segment_bytes;
+    let node = Node::open(cfg, Arc::new(SystemClock))?;
+
+    let addr = args.engine_address();
+    let listener = wire::Listener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+    let admin_path = args.data_dir.join("admin.sock");
+    let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
+
+    let (stop_tx, stop_rx) = bounded::<&'static str>(4);
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    {
+        let engine = node.engine.clone();
+        let stop_flag = stop_flag.clone();
+        std::thread::Builder::new().name("wire-accept".into()).spawn(move || wire::serve(engine, listener, stop_flag))?;
+    }
+    {
+        let stop_tx = stop_tx.clone();
+        let ctx = admin::AdminCtx {
+            engine: node.engine.clone(),
+            wal_status: node.wal.status.clone(),
+            checkpoints: node.wal.checkpoints.clone(),
+            snapshotter: node.wal.snapshotter(),
+            on_shutdown: Arc::new(move || {
+                let _ = stop_tx.try_send("admin shutdown");
+            }),
+        };
+        std::thread::Builder::new().name("admin-accept".into()).spawn(move || admin::serve(ctx, admin_listener))?;
+    }
+    {
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = stop_tx.try_send("signal");
+            }
+        })?;
+    }
+    tracing::info!(wire = %addr, admin = %admin_path.display(), durability = ?args.durability, "seckill engine listening");
+    println!("seckill engine listening on {addr} (admin: {})", admin_path.display());
+
+    let why = stop_rx.recv().unwrap_or("channel closed");
+    tracing::info!(why, "stopping: draining shards, final fsync");
+    node.shutdown();
+    if let Address::Unix(p) = &addr {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_file(&admin_path);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

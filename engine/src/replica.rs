@@ -1,0 +1,149 @@
+//! The whole engine state as one plain value, rebuilt by applying events in
+//! log order. Recovery builds one (snapshot + WAL), the snapshot thread keeps
+//! one current, and `into_parts` turns it into a catalog and shard states.
+
+use crate::activity::{Activity, Product};
+use crate::engine::{shard_of_user, Catalog};
+use crate::event::Event;
+use crate::order::Order;
+use crate::shard::ShardState;
+use crate::stock::StockPool;
+use seckill_proto::OrderId;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replica {
+    /// The LSN of the last event applied.
+    pub lsn: u64,
+    pub products: BTreeMap<u64, Product>,
+    /// Each activity with every token ever added to it.
+    pub activities: BTreeMap<u64, (Activity, u64)>,
+    pub orders: HashMap<OrderId, Order>,
+    pub quotas: BTreeMap<(u64, u64), u32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplicaError {
+    #[error("event at LSN {lsn} does not follow LSN {last}")]
+    OutOfOrder { lsn: u64, last: u64 },
+    #[error("event at LSN {lsn} names unknown order {order_id}")]
+    UnknownOrder { lsn: u64, order_id: OrderId },
+    #[error("event at LSN {lsn} names unknown activity {activity_id}")]
+    UnknownActivity { lsn: u64, activity_id: u64 },
+    #[error("order {order_id} appears twice (LSN {lsn})")]
+    DuplicateOrder { lsn: u64, order_id: OrderId },
+}
+
+impl Replica {
+    /// Applies one event. A log that breaks the rules is an error, never a
+    /// panic: recovery reports it and stops.
+    pub fn apply(&mut self, lsn: u64, event: &Event) -> Result<(), ReplicaError> {
+        if lsn <= self.lsn && self.lsn != 0 {
+            return Err(ReplicaError::OutOfOrder { lsn, last: self.lsn });
+        }
+        match event {
+            Event::ProductCreated(p) => {
+                self.products.insert(p.id, p.clone());
+            }
+            Event::ActivityUpserted(a) => {
+                let added = self.activities.get(&a.id).map_or(0, |(_, n)| *n);
+                self.activities.insert(a.id, (a.clone(), added));
+            }
+            Event::StockAdded { activity_id, amount } => {
+                let (_, added) = self
+                    .activities
+                    .get_mut(activity_id)
+                    .ok_or(ReplicaError::UnknownActivity { lsn, activity_id: *activity_id })?;
+                *added += amount;
+            }
+            Event::QuotaSet { activity_id, user_id, limit } => {
+                self.quotas.insert((*activity_id, *user_id), *limit);
+            }
+            Event::OrderCreated(o) => {
+                if self.orders.insert(o.id, *o).is_some() {
+                    return Err(ReplicaError::DuplicateOrder { lsn, order_id: o.id });
+                }
+            }
+            Event::OrderStatusChanged { order_id, status, .. } => {
+                let o = self
+                    .orders
+                    .get_mut(order_id)
+                    .ok_or(ReplicaError::UnknownOrder { lsn, order_id: *order_id })?;
+                o.status = *status;
+            }
+        }
+        self.lsn = lsn;
+        Ok(())
+    }
+
+    /// Events that rebuild this state from nothing (what a snapshot stores).
+    pub fn to_events(&self) -> impl Iterator<Item = Event> + '_ {
+        let products = self.products.values().cloned().map(Event::ProductCreated);
+        let activities = self.activities.values().flat_map(|(a, added)| {
+            [Event::ActivityUpserted(a.clone()), Event::StockAdded { activity_id: a.id, amount: *added }]
+        });
+        let quotas = self
+            .quotas
+            .iter()
+            .map(|(&(activity_id, user_id), &limit)| Event::QuotaSet { activity_id, user_id, limit });
+        let mut ids: Vec<&OrderId> = self.orders.keys().collect();
+        ids.sort_unstable();
+        let orders = ids.into_iter().map(|id| Event::OrderCreated(self.orders[id]));
+        products.chain(activities).chain(quotas).chain(orders)
+    }
+
+    /// Units held per activity by orders that hold stock.
+    pub fn held_by_activity(&self) -> BTreeMap<u64, u64> {
+        let mut held = BTreeMap::new();
+        for o in self.orders.values().filter(|o| o.status.holds_stock()) {
+            *held.entry(o.activity_id).or_insert(0) += o.quantity as u64;
+        }
+        held
+    }
+
+    /// Splits the state into what the engine runs on. Stock pools are set
+    /// from the orders (`remaining = added - held`), which is exact however
+    /// the shards' records interleaved in the log.
+    pub fn into_parts(&self, shards: usize) -> Result<(Catalog, Vec<ShardState>), String> {
+        let held = self.held_by_activity();
+        let mut catalog = Catalog::default();
+        catalog.products = self.products.clone();
+        for (id, (activity, added)) in &self.activities {
+            let h = held.get(id).copied().unwrap_or(0);
+            if h > *added {
+                return Err(format!("activity {id}: orders hold {h} units but only {added} were ever added"));
+            }
+            let pool = StockPool::new(0);
+            pool.reset(*added, h);
+            catalog.activities.insert(*id, (Arc::new(activity.clone()), Arc::new(pool)));
+        }
+        let mut states: Vec<ShardState> = (0..shards).map(|i| ShardState::new(i as u16)).collect();
+        for state in &mut states {
+            for (a, pool) in catalog.activities.values() {
+                state.install(a.clone(), pool.clone());
+            }
+        }
+        for (&(activity_id, user_id), &limit) in &self.quotas {
+            let shard = &mut states[shard_of_user(user_id, shards)];
+            if let Some(slot) = shard.slots.get_mut(&activity_id) {
+                slot.quotas.insert(user_id, limit);
+            }
+        }
+        let mut orders: Vec<&Order> = self.orders.values().collect();
+        orders.sort_unstable_by_key(|o| o.id);
+        for o in orders {
+            let shard = shard_of_user(o.user_id, shards);
+            if o.id.shard() as usize != shard {
+                return Err(format!(
+                    "order {} was issued by shard {} but its user maps to shard {shard} of {shards}; \
+                     start with the shard count the data was written with",
+                    o.id,
+                    o.id.shard()
+                ));
+            }
+            states[shard].insert_order(*o);
+        }
+        Ok((catalog, states))
+    }
+}

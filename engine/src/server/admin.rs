@@ -1,0 +1,366 @@
+//! The admin socket: one JSON object per line each way.
+//!
+//! `{"cmd":"activity.create","args":{…}}` → `{"ok":true,"result":…}` or
+//! `{"ok":false,"error":{"code","message"}}`. The socket file is mode 0600:
+//! only the user running the engine can manage it.
+
+use crate::activity::{Activity, ActivityStatus};
+use crate::engine::{ActivitySpec, AdminError, Engine};
+use crate::wal::{Checkpoints, Snapshotter, WalStatus};
+use seckill_proto::{json, ErrorCode, OrderId, Request, Response, PAGE_LIMIT_MAX};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Longest request line accepted; longer ones get an error and the connection closes.
+pub const LINE_BYTES_MAX: u64 = 64 * 1024;
+
+/// What the admin commands act on.
+#[derive(Clone)]
+pub struct AdminCtx {
+    pub engine: Arc<Engine>,
+    pub wal_status: Arc<WalStatus>,
+    pub checkpoints: Arc<Checkpoints>,
+    pub snapshotter: Snapshotter,
+    /// Called once on `shutdown`.
+    pub on_shutdown: Arc<dyn Fn() + Send + Sync>,
+}
+
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("product.create", r#"{"name","description"?,"image_url"?,"price_cents"}"#),
+    ("activity.create", r#"{"title","product_id"?,"price_cents","stock","starts_at","ends_at","per_user_limit"?,"payment_timeout_s"?,"require_buy_token"?,"gate_factor"?}"#),
+    ("activity.update", r#"{"activity_id", any of title, price_cents, starts_at, ends_at, per_user_limit, payment_timeout_s, require_buy_token, gate_factor}"#),
+    ("activity.pause", r#"{"activity_id"}"#),
+    ("activity.resume", r#"{"activity_id"}"#),
+    ("activity.disable", r#"{"activity_id"}"#),
+    ("activity.list", r#"{"offset"?,"limit"?}"#),
+    ("activity.show", r#"{"activity_id"}"#),
+    ("stock.add", r#"{"activity_id","amount"}"#),
+    ("quota.set", r#"{"activity_id","user_id","limit"}"#),
+    ("order.show", r#"{"order_id"}"#),
+    ("order.ship", r#"{"order_id"}"#),
+    ("stats", "{}"),
+    ("snapshot", "{}"),
+    ("shutdown", "{}"),
+];
+
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if path.exists() && UnixStream::connect(path).is_err() {
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+pub fn serve(ctx: AdminCtx, listener: UnixListener) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let ctx = ctx.clone();
+        let _ = std::thread::Builder::new().name("admin-conn".into()).spawn(move || {
+            if let Err(e) = connection(&ctx, stream) {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+fn connection(ctx: &AdminCtx, stream: UnixStream) -> io::Result<()> {
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader).take(LINE_BYTES_MAX + 1).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if n as u64 > LINE_BYTES_MAX {
+            let e = AdminError::new(ErrorCode::PayloadTooLarge, "request line longer than 64 KiB");
+            writeln!(out, "{}", failure(&e))?;
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let (reply, shutdown) = handle_line(ctx, text.trim());
+        writeln!(out, "{reply}")?;
+        out.flush()?;
+        if shutdown {
+            (ctx.on_shutdown)();
+            return Ok(());
+        }
+    }
+}
+
+fn failure(e: &AdminError) -> Value {
+    json!({"ok": false, "error": json::error(e.code, &e.message)})
+}
+
+/// Answers one request line. The bool says whether to shut down after replying.
+pub fn handle_line(ctx: &AdminCtx, line: &str) -> (Value, bool) {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        cmd: String,
+        #[serde(default)]
+        args: Value,
+    }
+    let parsed: Line = match serde_json::from_str(line) {
+        Ok(l) => l,
+        Err(e) => {
+            let msg = format!("expected {{\"cmd\":\"…\",\"args\":{{…}}}}: {e}");
+            return (failure(&AdminError::new(ErrorCode::BadRequest, msg)), false);
+        }
+    };
+    let shutdown = parsed.cmd == "shutdown";
+    match dispatch(ctx, &parsed.cmd, parsed.args) {
+        Ok(result) => (json!({"ok": true, "result": result}), shutdown),
+        Err(e) => (failure(&e), false),
+    }
+}
+
+fn args<T: DeserializeOwned>(v: Value) -> Result<T, AdminError> {
+    let v = if v.is_null() { json!({}) } else { v };
+    serde_json::from_value(v).map_err(|e| AdminError::new(ErrorCode::BadRequest, format!("bad args: {e}")))
+}
+
+fn time_arg(name: &str, s: &str) -> Result<u64, AdminError> {
+    json::parse_rfc3339(s).ok_or_else(|| {
+        AdminError::new(ErrorCode::BadRequest, format!("{name} must be an RFC 3339 time like 2026-11-25T10:00:00Z"))
+    })
+}
+
+fn order_arg(s: &str) -> Result<OrderId, AdminError> {
+    s.parse().map_err(|e| AdminError::new(ErrorCode::BadRequest, format!("order_id: {e}")))
+}
+
+fn engine_answer(resp: Response, now_ms: u64) -> Result<Value, AdminError> {
+    match resp {
+        Response::Order(o) => Ok(json::order(&o)),
+        Response::Activity(a) => Ok(json::activity(&a, now_ms)),
+        Response::Done => Ok(json!({})),
+        Response::Error(code) => Err(AdminError::new(code, code.as_str().replace('_', " "))),
+        other => Err(AdminError::new(ErrorCode::Internal, format!("unexpected engine answer {other:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivityId {
+    activity_id: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderArg {
+    order_id: String,
+}
+
+fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> {
+    let engine = &ctx.engine;
+    let now_ms = engine.clock().now_ms();
+    let view = |v: seckill_proto::ActivityView| json::activity(&v, now_ms);
+    match cmd {
+        "product.create" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct A {
+                name: String,
+                #[serde(default)]
+                description: String,
+                #[serde(default)]
+                image_url: String,
+                price_cents: u64,
+            }
+            let a: A = args(raw)?;
+            let p = engine.create_product(a.name, a.description, a.image_url, a.price_cents)?;
+            Ok(json!({"id": p.id, "name": p.name, "description": p.description, "image_url": p.image_url, "price_cents": p.price_cents}))
+        }
+        "activity.create" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct A {
+                title: String,
+                product_id: Option<u64>,
+                price_cents: u64,
+                stock: u64,
+                starts_at: String,
+                ends_at: String,
+                per_user_limit: Option<u32>,
+                payment_timeout_s: Option<u32>,
+                require_buy_token: Option<bool>,
+                gate_factor: Option<u32>,
+            }
+            let a: A = args(raw)?;
+            let spec = ActivitySpec {
+                title: a.title,
+                product_id: a.product_id,
+                price_cents: a.price_cents,
+                stock: a.stock,
+                starts_at_ms: time_arg("starts_at", &a.starts_at)?,
+                ends_at_ms: time_arg("ends_at", &a.ends_at)?,
+                per_user_limit: a.per_user_limit.unwrap_or(1),
+                payment_timeout_s: a.payment_timeout_s.unwrap_or(1800),
+                require_buy_token: a.require_buy_token.unwrap_or(false),
+                gate_factor: a.gate_factor.unwrap_or(5),
+            };
+            engine.create_activity(spec).map(view)
+        }
+        "activity.update" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct A {
+                activity_id: u64,
+                title: Option<String>,
+                price_cents: Option<u64>,
+                starts_at: Option<String>,
+                ends_at: Option<String>,
+                per_user_limit: Option<u32>,
+                payment_timeout_s: Option<u32>,
+                require_buy_token: Option<bool>,
+                gate_factor: Option<u32>,
+            }
+            let a: A = args(raw)?;
+            let starts = a.starts_at.as_deref().map(|s| time_arg("starts_at", s)).transpose()?;
+            let ends = a.ends_at.as_deref().map(|s| time_arg("ends_at", s)).transpose()?;
+            engine
+                .update_activity(a.activity_id, |x: &mut Activity| {
+                    if let Some(v) = a.title {
+                        x.title = v;
+                    }
+                    if let Some(v) = a.price_cents {
+                        x.price_cents = v;
+                    }
+                    if let Some(v) = starts {
+                        x.starts_at_ms = v;
+                    }
+                    if let Some(v) = ends {
+                        x.ends_at_ms = v;
+                    }
+                    if let Some(v) = a.per_user_limit {
+                        x.per_user_limit = v;
+                    }
+                    if let Some(v) = a.payment_timeout_s {
+                        x.payment_timeout_s = v;
+                    }
+                    if let Some(v) = a.require_buy_token {
+                        x.require_buy_token = v;
+                    }
+                    if let Some(v) = a.gate_factor {
+                        x.gate_factor = v;
+                    }
+                })
+                .map(view)
+        }
+        "activity.pause" | "activity.resume" | "activity.disable" => {
+            let a: ActivityId = args(raw)?;
+            let current = engine.activity(a.activity_id)?;
+            if current.status == ActivityStatus::Disabled.as_str() {
+                return Err(AdminError::new(ErrorCode::InvalidState, "the activity is disabled; that cannot be undone"));
+            }
+            let status = match cmd {
+                "activity.pause" => ActivityStatus::Paused,
+                "activity.resume" => ActivityStatus::Active,
+                _ => ActivityStatus::Disabled,
+            };
+            engine.set_activity_status(a.activity_id, status).map(view)
+        }
+        "activity.show" => {
+            let a: ActivityId = args(raw)?;
+            engine.activity(a.activity_id).map(view)
+        }
+        "activity.list" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct A {
+                #[serde(default)]
+                offset: u32,
+                #[serde(default = "default_limit")]
+                limit: u32,
+            }
+            let a: A = args(raw)?;
+            match engine.call(Request::ListActivities { offset: a.offset, limit: a.limit.min(PAGE_LIMIT_MAX) }) {
+                Response::Activities { items, total } => {
+                    Ok(json!({"items": items.into_iter().map(view).collect::<Vec<_>>(), "total": total}))
+                }
+                other => engine_answer(other, now_ms),
+            }
+        }
+        "stock.add" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct A {
+                activity_id: u64,
+                amount: u64,
+            }
+            let a: A = args(raw)?;
+            engine.add_stock(a.activity_id, a.amount).map(view)
+        }
+        "quota.set" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct A {
+                activity_id: u64,
+                user_id: u64,
+                limit: u32,
+            }
+            let a: A = args(raw)?;
+            let req = Request::SetQuota { activity_id: a.activity_id, user_id: a.user_id, limit: a.limit };
+            engine_answer(engine.call(req), now_ms)
+                .map(|_| json!({"activity_id": a.activity_id, "user_id": a.user_id, "limit": a.limit}))
+        }
+        "order.show" => {
+            let a: OrderArg = args(raw)?;
+            let req = Request::GetOrder { user_id: None, order_id: order_arg(&a.order_id)? };
+            engine_answer(engine.call(req), now_ms)
+        }
+        "order.ship" => {
+            let a: OrderArg = args(raw)?;
+            engine_answer(engine.call(Request::Ship { order_id: order_arg(&a.order_id)? }), now_ms)
+        }
+        "stats" => {
+            let _: Value = raw;
+            let s = &ctx.wal_status;
+            let checkpoints: serde_json::Map<String, Value> =
+                ctx.checkpoints.all().into_iter().map(|(k, v)| (k, json!(v))).collect();
+            Ok(json!({
+                "shards": engine.shard_count(),
+                "queue_depths": engine.queue_depths(),
+                "written_lsn": s.written_lsn.load(Ordering::Acquire),
+                "durable_lsn": s.durable_lsn.load(Ordering::Acquire),
+                "fsyncs": s.fsyncs.load(Ordering::Acquire),
+                "wal_failed": s.failed.load(Ordering::Acquire),
+                "checkpoints": checkpoints,
+            }))
+        }
+        "snapshot" => {
+            let _: Value = raw;
+            let lsn = ctx
+                .snapshotter
+                .snapshot()
+                .map_err(|e| AdminError::new(ErrorCode::Internal, format!("snapshot failed: {e}")))?;
+            Ok(json!({"lsn": lsn}))
+        }
+        "shutdown" => Ok(json!({"stopping": true})),
+        "warmup" => Err(AdminError::new(
+            ErrorCode::BadRequest,
+            "warmup loads from MySQL, which needs the persister (not built yet)",
+        )),
+        other => {
+            let names: Vec<&str> = COMMANDS.iter().map(|(n, _)| *n).collect();
+            Err(AdminError::new(ErrorCode::BadRequest, format!("unknown command `{other}`; commands: {}", names.join(", "))))
+        }
+    }
+}
+
+fn default_limit() -> u32 {
+    20
+}

@@ -1,0 +1,193 @@
+//! The wire server: long-lived, pipelined, multiplexed connections.
+//!
+//! Each connection has a reader thread (frames in, requests to the shards)
+//! and a writer thread (answers out, many per `write`). Connections are few
+//! (a front keeps a small pool), so two threads each is cheap and keeps the
+//! engine free of an async runtime. A malformed frame closes its connection
+//! and nothing else.
+
+use super::Address;
+use crate::commit::ReplyTx;
+use crate::engine::Engine;
+use crate::shard::Envelope;
+use crossbeam_channel::{unbounded, Receiver};
+use seckill_proto::{decode_request, encode_response, split_frame, Response};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Connections served at once; more are closed at accept.
+pub const CONNECTIONS_MAX: usize = 256;
+/// Requests one connection may have waiting for answers; the reader stops
+/// reading until answers drain (the client feels back-pressure, memory stays bounded).
+pub const IN_FLIGHT_MAX: usize = 16 * 1024;
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+const WRITE_BATCH_MAX: usize = 1024;
+
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// A connected stream of either kind.
+pub trait Stream: Read + Write + Send + 'static {
+    fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>>;
+    fn shutdown_both(&self);
+}
+
+impl Stream for UnixStream {
+    fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl Stream for TcpStream {
+    fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl Listener {
+    /// Binds `addr`. A stale unix socket file (no one listening) is replaced.
+    pub fn bind(addr: &Address) -> io::Result<Listener> {
+        match addr {
+            Address::Unix(path) => {
+                if path.exists() && UnixStream::connect(path).is_err() {
+                    std::fs::remove_file(path)?;
+                }
+                Ok(Listener::Unix(UnixListener::bind(path)?))
+            }
+            Address::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a)?)),
+        }
+    }
+
+    fn accept(&self) -> io::Result<Box<dyn Stream>> {
+        match self {
+            Listener::Unix(l) => Ok(Box::new(l.accept()?.0)),
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nodelay(true)?;
+                Ok(Box::new(s))
+            }
+        }
+    }
+}
+
+/// Accepts connections until `stop` is set (checked after each accept).
+pub fn serve(engine: Arc<Engine>, listener: Listener, stop: Arc<AtomicBool>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::Acquire) {
+        let stream = match listener.accept() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        if open.load(Ordering::Acquire) >= CONNECTIONS_MAX {
+            tracing::warn!("wire connection refused: {CONNECTIONS_MAX} already open");
+            stream.shutdown_both();
+            continue;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        let (engine, open) = (engine.clone(), open.clone());
+        let spawned = std::thread::Builder::new().name("wire-conn".into()).spawn(move || {
+            if let Err(e) = connection(&engine, stream) {
+                tracing::debug!(error = %e, "wire connection ended");
+            }
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not spawn a connection thread");
+        }
+    }
+}
+
+fn connection(engine: &Engine, mut stream: Box<dyn Stream>) -> io::Result<()> {
+    let writer_stream = stream.try_clone_stream()?;
+    let (tx, rx) = unbounded::<(u64, Response)>();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let in_flight = in_flight.clone();
+        std::thread::Builder::new()
+            .name("wire-write".into())
+            .spawn(move || write_loop(writer_stream, rx, &in_flight))?
+    };
+    let result = read_loop(engine, &mut *stream, &tx, &in_flight);
+    if result.is_err() {
+        stream.shutdown_both();
+    }
+    drop(tx);
+    let _ = writer.join();
+    result
+}
+
+fn read_loop(engine: &Engine, stream: &mut dyn Stream, tx: &ReplyTx, in_flight: &AtomicUsize) -> io::Result<()> {
+    let mut buf = vec![0u8; READ_CHUNK_BYTES * 2];
+    let (mut start, mut end) = (0usize, 0usize);
+    loop {
+        if buf.len() - end < READ_CHUNK_BYTES {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        let n = stream.read(&mut buf[end..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        end += n;
+        loop {
+            let (frame, used) = match split_frame(&buf[start..end]) {
+                Ok(Some(found)) => found,
+                Ok(None) => break,
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            };
+            let (tag, req) = decode_request(frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            start += used;
+            while in_flight.load(Ordering::Acquire) >= IN_FLIGHT_MAX {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            in_flight.fetch_add(1, Ordering::AcqRel);
+            if let Err(code) = engine.try_submit(Envelope { req, tag, reply: tx.clone() }) {
+                let _ = tx.send((tag, Response::Error(code)));
+            }
+        }
+        if start == end {
+            (start, end) = (0, 0);
+        }
+    }
+}
+
+fn write_loop(mut stream: Box<dyn Stream>, rx: Receiver<(u64, Response)>, in_flight: &AtomicUsize) {
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut broken = false;
+    while let Ok((tag, resp)) = rx.recv() {
+        out.clear();
+        encode_response(&mut out, tag, &resp);
+        let mut n = 1;
+        for (tag, resp) in rx.try_iter().take(WRITE_BATCH_MAX) {
+            encode_response(&mut out, tag, &resp);
+            n += 1;
+        }
+        in_flight.fetch_sub(n, Ordering::AcqRel);
+        // After a failed write keep draining (discarding), so the reader
+        // never waits on answers that will not be written.
+        if !broken && stream.write_all(&out).is_err() {
+            stream.shutdown_both();
+            broken = true;
+        }
+    }
+}

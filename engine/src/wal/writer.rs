@@ -1,0 +1,236 @@
+//! The WAL writer thread: the one owner of the log files.
+//!
+//! Group commit: it takes every batch that arrived while the previous fsync
+//! ran, writes them with one `write` and one `fdatasync`, and only then
+//! releases them (tokens back, answers out). If a write or fsync fails it
+//! never acknowledges again: the pages that failed may be lost, and retrying
+//! the fsync would only report success for data that is gone (fsyncgate).
+
+use super::codec::Encoder;
+use super::segment::{self, MAGIC};
+use super::{Checkpoints, Durability};
+use crate::commit::Batch;
+use crate::event::Event;
+use crossbeam_channel::{Receiver, Sender};
+use seckill_proto::ErrorCode;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Bytes gathered into one group before it is written, whatever is queued.
+pub const GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// What the writer needs to write through; tests inject faults here.
+pub trait LogFile: Send {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+impl LogFile for File {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        Write::write_all(self, buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// Opens segment files. Tests swap it for one that fails on cue.
+pub type OpenSegment = Box<dyn FnMut(&std::path::Path) -> io::Result<Box<dyn LogFile>> + Send>;
+
+pub fn open_os_segment() -> OpenSegment {
+    Box::new(|path| {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Box::new(f) as Box<dyn LogFile>)
+    })
+}
+
+/// State the writer shares read-only with the rest of the process.
+#[derive(Debug, Default)]
+pub struct WalStatus {
+    /// Highest LSN written to the OS.
+    pub written_lsn: AtomicU64,
+    /// Highest LSN known durable (equal to written with `--durability none`).
+    pub durable_lsn: AtomicU64,
+    /// Set once a write or fsync failed; nothing is acknowledged after it.
+    pub failed: AtomicBool,
+    pub fsyncs: AtomicU64,
+}
+
+pub struct WriterConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    pub segment_bytes_max: u64,
+}
+
+pub struct Writer {
+    cfg: WriterConfig,
+    open: OpenSegment,
+    file: Box<dyn LogFile>,
+    segment_bytes: u64,
+    next_lsn: u64,
+    status: Arc<WalStatus>,
+    checkpoints: Arc<Checkpoints>,
+    /// Durable events go here too (the snapshot thread), in LSN order.
+    tap: Option<Sender<(u64, Vec<Event>)>>,
+    encoder: Encoder,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// `file` is the open tail segment, already `segment_bytes` long.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: WriterConfig,
+        open: OpenSegment,
+        file: Box<dyn LogFile>,
+        segment_bytes: u64,
+        next_lsn: u64,
+        status: Arc<WalStatus>,
+        checkpoints: Arc<Checkpoints>,
+        tap: Option<Sender<(u64, Vec<Event>)>>,
+    ) -> Self {
+        assert!(next_lsn >= 1);
+        status.written_lsn.store(next_lsn - 1, Ordering::Release);
+        status.durable_lsn.store(next_lsn - 1, Ordering::Release);
+        Self {
+            cfg,
+            open,
+            file,
+            segment_bytes,
+            next_lsn,
+            status,
+            checkpoints,
+            tap,
+            encoder: Encoder::default(),
+            buf: Vec::with_capacity(GROUP_BYTES_MAX),
+        }
+    }
+
+    /// Runs until every sender of `rx` is gone, then returns after a final
+    /// fsync (everything acknowledged was already durable).
+    pub fn run(mut self, rx: Receiver<Batch>) {
+        let mut group: Vec<Batch> = Vec::with_capacity(1024);
+        while let Ok(first) = rx.recv() {
+            group.push(first);
+            let first_lsn = self.next_lsn;
+            self.encode(group.last_mut().map(|b| &b.events));
+            while self.buf.len() < GROUP_BYTES_MAX {
+                let Ok(b) = rx.try_recv() else { break };
+                group.push(b);
+                self.encode(group.last_mut().map(|b| &b.events));
+            }
+            if self.status.failed.load(Ordering::Acquire) {
+                self.fail_group(&mut group);
+                continue;
+            }
+            match self.flush() {
+                Ok(()) => {
+                    if let Some(tap) = &self.tap {
+                        let mut lsn = first_lsn;
+                        for b in &mut group {
+                            let events = std::mem::take(&mut b.events);
+                            let n = events.len() as u64;
+                            if n > 0 && tap.send((lsn, events)).is_err() {
+                                self.tap = None;
+                                break;
+                            }
+                            lsn += n;
+                        }
+                    }
+                    for mut b in group.drain(..) {
+                        b.release();
+                    }
+                    if let Err(e) = self.maybe_rotate() {
+                        self.fail(&e, "rotating the WAL segment");
+                    }
+                }
+                Err(e) => {
+                    self.fail(&e, "writing the WAL");
+                    self.fail_group(&mut group);
+                }
+            }
+        }
+        tracing::info!(durable_lsn = self.status.durable_lsn.load(Ordering::Acquire), "WAL writer stopped");
+    }
+
+    fn encode(&mut self, events: Option<&Vec<Event>>) {
+        for ev in events.into_iter().flatten() {
+            self.encoder.append(&mut self.buf, self.next_lsn, ev);
+            self.next_lsn += 1;
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.buf)?;
+        self.segment_bytes += self.buf.len() as u64;
+        metrics::counter!("seckill_wal_bytes_total").increment(self.buf.len() as u64);
+        self.buf.clear();
+        let last = self.next_lsn - 1;
+        self.status.written_lsn.store(last, Ordering::Release);
+        if self.cfg.durability == Durability::Fsync {
+            let started = Instant::now();
+            self.file.sync_data()?;
+            metrics::histogram!("seckill_wal_fsync_seconds").record(started.elapsed().as_secs_f64());
+            self.status.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.status.durable_lsn.store(last, Ordering::Release);
+        metrics::gauge!("seckill_wal_durable_lsn").set(last as f64);
+        Ok(())
+    }
+
+    fn fail(&mut self, e: &io::Error, what: &str) {
+        tracing::error!(error = %e, "{what} failed: the engine stops acknowledging; restart it to recover from the log");
+        self.status.failed.store(true, Ordering::Release);
+        self.buf.clear();
+    }
+
+    /// Answers `busy` to everyone in the group and keeps their tokens taken:
+    /// the decisions may or may not be on disk, so the stock stays out of
+    /// the pool until a restart recovers the truth from the log.
+    fn fail_group(&mut self, group: &mut Vec<Batch>) {
+        self.buf.clear();
+        for b in group.drain(..) {
+            for r in b.replies {
+                let _ = r.tx.send((r.tag, seckill_proto::Response::Error(ErrorCode::Busy)));
+            }
+        }
+    }
+
+    fn maybe_rotate(&mut self) -> io::Result<()> {
+        if self.segment_bytes < self.cfg.segment_bytes_max {
+            return Ok(());
+        }
+        let path = segment::segment_path(&self.cfg.dir, self.next_lsn);
+        let mut file = (self.open)(&path)?;
+        file.write_all(MAGIC)?;
+        file.sync_data()?;
+        super::sync_dir(&self.cfg.dir)?;
+        self.file = file;
+        self.segment_bytes = MAGIC.len() as u64;
+        self.delete_old_segments();
+        Ok(())
+    }
+
+    /// Deletes segments whose every record is at or below what all
+    /// consumers (snapshot, persister, mirror) no longer need.
+    fn delete_old_segments(&self) {
+        let keep_after = self.checkpoints.min();
+        let Ok(segments) = segment::list(&self.cfg.dir) else { return };
+        for pair in segments.windows(2) {
+            // Records of pair[0] are pair[0].first_lsn ..= pair[1].first_lsn - 1.
+            if pair[1].first_lsn.saturating_sub(1) <= keep_after {
+                match std::fs::remove_file(&pair[0].path) {
+                    Ok(()) => tracing::debug!(path = %pair[0].path.display(), "deleted WAL segment"),
+                    Err(e) => tracing::warn!(error = %e, "could not delete an old WAL segment"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1399 @@
+//! Property tests of the DESIGN.md invariants on the in-memory engine.
+//!
+//! * `shard_state_matches_model`: one thread drives several `ShardState`s
+//!   (sharing `StockPool`s, as the engine's shards do) with random
+//!   operations, predicts every answer with a plain reference model and
+//!   checks the invariants after every step: tokens conserved exactly, never
+//!   oversold, no user above their limit, purchases consistent with orders,
+//!   tokens returned only on `Batch::release` and exactly once, and every
+//!   transition idempotent.
+//! * `engine_concurrent_clients_keep_invariants`: several client threads
+//!   hammer a real `Engine` (1..=4 shards, `Sink::Immediate`, a
+//!   `ManualClock`) and the final state is checked through `Engine::inspect`
+//!   and `Engine::activity`.
+//! * `give_back_races_stock_add`: a targeted race between returning tokens
+//!   and `stock.add` on one pool.
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+use seckill_engine::activity::{Activity, ActivityStatus, PER_USER_LIMIT_MAX};
+use seckill_engine::engine::shard_of_user;
+use seckill_engine::event::Event;
+use seckill_engine::{
+    ActivitySpec, Batch, Clock, Engine, EngineConfig, ManualClock, Order, ShardState, Sink,
+    StockPool,
+};
+use seckill_proto::{ErrorCode, OrderId, OrderStatus, OrderView, Request, Response};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Start of every test's clock (2024-01-01T00:00:00Z).
+const T0: u64 = 1_704_067_200_000;
+
+// ---------------------------------------------------------------------------
+// Reference model of the status machine, written from DESIGN.md (not from
+// `order::step`), shared by both tests.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum T {
+    Pay { amount_cents: u64 },
+    Cancel,
+    Expire,
+    Refund { activity_ended: bool },
+    Ship,
+}
+
+/// What a transition on `o` must answer at `now_ms`: the new status (equal
+/// to the old one when the transition already happened), or an error.
+fn predict_transition(o: &OrderView, t: T, now_ms: u64) -> Result<OrderStatus, ErrorCode> {
+    use OrderStatus::*;
+    match (o.status, t) {
+        (_, T::Pay { amount_cents }) if amount_cents != o.amount_cents => {
+            Err(ErrorCode::AmountMismatch)
+        }
+        (PendingPayment, T::Pay { .. }) => Ok(Paid),
+        (Paid | Shipped | Refunded, T::Pay { .. }) => Ok(o.status),
+        (PendingPayment, T::Cancel) => Ok(Cancelled),
+        (Cancelled, T::Cancel) => Ok(Cancelled),
+        (PendingPayment, T::Expire) if now_ms < o.pay_before_ms => Err(ErrorCode::InvalidState),
+        (PendingPayment, T::Expire) => Ok(Expired),
+        (Expired, T::Expire) => Ok(Expired),
+        (
+            Paid,
+            T::Refund {
+                activity_ended: false,
+            },
+        ) => Ok(Refunded),
+        (Refunded, T::Refund { .. }) => Ok(Refunded),
+        (Paid, T::Ship) => Ok(Shipped),
+        (Shipped, T::Ship) => Ok(Shipped),
+        _ => Err(ErrorCode::InvalidState),
+    }
+}
+
+fn holds(s: OrderStatus) -> bool {
+    matches!(
+        s,
+        OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Shipped
+    )
+}
+
+fn as_order(resp: &Response) -> Option<&OrderView> {
+    match resp {
+        Response::Order(v) => Some(v),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. Single-threaded model test on `ShardState::handle`.
+// ---------------------------------------------------------------------------
+
+const USERS: u64 = 6;
+/// Activities 1..=ACTIVITIES exist; ACTIVITIES + 1 is never installed.
+const ACTIVITIES: u64 = 3;
+
+#[derive(Clone, Debug)]
+struct ActSpec {
+    stock: u64,
+    per_user_limit: u32,
+    price_cents: u64,
+    timeout_s: u32,
+    starts_in_ms: u64,
+    lasts_ms: u64,
+}
+
+/// Mostly 1, sometimes more, sometimes the invalid 0.
+fn quantity() -> impl Strategy<Value = u32> {
+    prop_oneof![1 => Just(0u32), 6 => Just(1), 2 => Just(2), 1 => Just(3)]
+}
+
+fn act_spec() -> impl Strategy<Value = ActSpec> {
+    (
+        prop_oneof![1 => Just(0u64), 6 => 1u64..=8],
+        prop_oneof![1 => Just(0u32), 6 => 1u32..=3],
+        1u64..=500,
+        1u32..=3,
+        prop_oneof![4 => Just(0u64), 1 => 1u64..=2_000],
+        2_000u64..=40_000,
+    )
+        .prop_map(
+            |(stock, per_user_limit, price_cents, timeout_s, starts_in_ms, lasts_ms)| ActSpec {
+                stock,
+                per_user_limit,
+                price_cents,
+                timeout_s,
+                starts_in_ms,
+                lasts_ms,
+            },
+        )
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Buy {
+        user: u64,
+        act: u64,
+        qty: u32,
+    },
+    /// `by` is the requester; a different user than the owner must get
+    /// `order_not_found`.
+    Cancel {
+        pick: Index,
+        by: Option<u64>,
+    },
+    Pay {
+        pick: Index,
+        wrong_amount: bool,
+    },
+    /// `advance` moves the clock to the deadline (or 1 ms past it) first.
+    Expire {
+        pick: Index,
+        advance: Option<u64>,
+    },
+    Refund {
+        pick: Index,
+        by: Option<u64>,
+    },
+    Ship {
+        pick: Index,
+    },
+    AddStock {
+        act: u64,
+        amount: u64,
+    },
+    SetQuota {
+        user: u64,
+        act: u64,
+        limit: u32,
+    },
+    SetStatus {
+        act: u64,
+        status: ActivityStatus,
+    },
+    Advance {
+        ms: u64,
+    },
+    /// A transition on an id no shard issued.
+    Ghost {
+        kind: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let user = 1..=USERS;
+    let act = prop_oneof![12 => 1..=ACTIVITIES, 1 => Just(ACTIVITIES + 1)];
+    let by = prop_oneof![3 => Just(None), 1 => (1..=USERS).prop_map(Some)];
+    prop_oneof![
+        8 => (user.clone(), act.clone(), quantity()).prop_map(|(user, act, qty)| Op::Buy { user, act, qty }),
+        3 => (any::<Index>(), by.clone()).prop_map(|(pick, by)| Op::Cancel { pick, by }),
+        4 => (any::<Index>(), prop::bool::weighted(0.2)).prop_map(|(pick, wrong_amount)| Op::Pay { pick, wrong_amount }),
+        3 => (any::<Index>(), prop_oneof![Just(None), Just(Some(0u64)), Just(Some(1u64))])
+            .prop_map(|(pick, advance)| Op::Expire { pick, advance }),
+        3 => (any::<Index>(), by).prop_map(|(pick, by)| Op::Refund { pick, by }),
+        2 => any::<Index>().prop_map(|pick| Op::Ship { pick }),
+        2 => (1..=ACTIVITIES, 1u64..=3).prop_map(|(act, amount)| Op::AddStock { act, amount }),
+        2 => (user, act.clone(), prop_oneof![10 => 0u32..=4, 1 => Just(PER_USER_LIMIT_MAX + 1)])
+            .prop_map(|(user, act, limit)| Op::SetQuota { user, act, limit }),
+        1 => (1..=ACTIVITIES, prop_oneof![
+                6 => Just(ActivityStatus::Active),
+                2 => Just(ActivityStatus::Paused),
+                1 => Just(ActivityStatus::Disabled),
+            ])
+            .prop_map(|(act, status)| Op::SetStatus { act, status }),
+        2 => (0u64..=4_000).prop_map(|ms| Op::Advance { ms }),
+        1 => (0u8..5).prop_map(|kind| Op::Ghost { kind }),
+    ]
+}
+
+/// The reference model: plain maps, no sharing, no atomics.
+struct Model {
+    now: u64,
+    acts: BTreeMap<u64, Activity>,
+    added: BTreeMap<u64, u64>,
+    quotas: HashMap<(u64, u64), u32>,
+    orders: HashMap<OrderId, OrderView>,
+    /// Creation order, for picking an order to act on.
+    order_ids: Vec<OrderId>,
+    /// (user, activity) whose quota was lowered below what they already
+    /// held: they keep those units (nothing is revoked) but may never grow.
+    grandfathered: HashMap<(u64, u64), u32>,
+}
+
+impl Model {
+    fn limit(&self, user: u64, act: u64) -> u32 {
+        self.quotas
+            .get(&(user, act))
+            .copied()
+            .unwrap_or(self.acts[&act].per_user_limit)
+    }
+
+    fn held(&self, user: u64, act: u64) -> u32 {
+        self.orders
+            .values()
+            .filter(|o| o.user_id == user && o.activity_id == act && holds(o.status))
+            .map(|o| o.quantity)
+            .sum()
+    }
+
+    fn held_total(&self, act: u64) -> u64 {
+        self.orders
+            .values()
+            .filter(|o| o.activity_id == act && holds(o.status))
+            .map(|o| o.quantity as u64)
+            .sum()
+    }
+
+    fn ended(&self, act: u64) -> bool {
+        let a = &self.acts[&act];
+        a.status == ActivityStatus::Disabled || self.now >= a.ends_at_ms
+    }
+
+    /// The answer a buy must get: `Ok(view without its id)` or the error.
+    fn predict_buy(&self, user: u64, act: u64, qty: u32) -> Result<OrderView, ErrorCode> {
+        let a = self.acts.get(&act).ok_or(ErrorCode::ActivityNotFound)?;
+        if self.ended(act) {
+            return Err(ErrorCode::Ended);
+        }
+        if a.status == ActivityStatus::Paused {
+            return Err(ErrorCode::Paused);
+        }
+        if self.now < a.starts_at_ms {
+            return Err(ErrorCode::NotStarted);
+        }
+        let limit = self.limit(user, act);
+        if limit == 0 {
+            return Err(ErrorCode::LimitReached);
+        }
+        if qty == 0 || qty > limit {
+            return Err(ErrorCode::BadRequest);
+        }
+        if self.held(user, act) + qty > limit {
+            return Err(ErrorCode::LimitReached);
+        }
+        if self.added[&act] - self.held_total(act) < qty as u64 {
+            return Err(ErrorCode::SoldOut);
+        }
+        Ok(OrderView {
+            order_id: OrderId::default(),
+            user_id: user,
+            activity_id: act,
+            quantity: qty,
+            amount_cents: a.price_cents * qty as u64,
+            status: OrderStatus::PendingPayment,
+            created_at_ms: self.now,
+            pay_before_ms: self.now + a.payment_timeout_s as u64 * 1000,
+        })
+    }
+}
+
+struct Harness {
+    shards: Vec<ShardState>,
+    pools: BTreeMap<u64, Arc<StockPool>>,
+    model: Model,
+}
+
+/// Everything observable about the engine side, to prove that a repeated
+/// request changed nothing.
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint {
+    orders: Vec<(OrderId, Order)>,
+    pools: Vec<(u64, u64, u64)>,
+    purchases: Vec<(u16, u64, u64, u32)>,
+    quotas: Vec<(u16, u64, u64, u32)>,
+}
+
+impl Harness {
+    fn new(n_shards: usize, specs: &[ActSpec]) -> Self {
+        let mut shards: Vec<ShardState> =
+            (0..n_shards).map(|i| ShardState::new(i as u16)).collect();
+        let mut pools = BTreeMap::new();
+        let mut acts = BTreeMap::new();
+        let mut added = BTreeMap::new();
+        for (i, s) in specs.iter().enumerate() {
+            let id = i as u64 + 1;
+            let starts_at_ms = T0 + s.starts_in_ms;
+            // Activity 1 never ends, so the clock can move freely.
+            let ends_at_ms = if id == 1 {
+                T0 + 1_000_000_000
+            } else {
+                starts_at_ms + s.lasts_ms
+            };
+            let a = Activity {
+                id,
+                product_id: 0,
+                product_name: format!("product {id}"),
+                title: format!("sale {id}"),
+                price_cents: s.price_cents,
+                starts_at_ms,
+                ends_at_ms,
+                per_user_limit: s.per_user_limit,
+                payment_timeout_s: s.timeout_s,
+                require_buy_token: false,
+                gate_factor: 5,
+                status: ActivityStatus::Active,
+            };
+            a.validate().expect("test activity is valid");
+            let pool = Arc::new(StockPool::new(s.stock));
+            let a_arc = Arc::new(a.clone());
+            for sh in &mut shards {
+                sh.install(a_arc.clone(), pool.clone());
+            }
+            pools.insert(id, pool);
+            acts.insert(id, a);
+            added.insert(id, s.stock);
+        }
+        let model = Model {
+            now: T0,
+            acts,
+            added,
+            quotas: HashMap::new(),
+            orders: HashMap::new(),
+            order_ids: Vec::new(),
+            grandfathered: HashMap::new(),
+        };
+        Self {
+            shards,
+            pools,
+            model,
+        }
+    }
+
+    fn shard_of(&self, user: u64) -> usize {
+        shard_of_user(user, self.shards.len())
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        let mut orders: Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.orders.iter().map(|(k, v)| (*k, *v)))
+            .collect();
+        orders.sort_by_key(|(k, _)| *k);
+        let pools = self
+            .pools
+            .iter()
+            .map(|(id, p)| (*id, p.added(), p.remaining()))
+            .collect();
+        let mut purchases = Vec::new();
+        let mut quotas = Vec::new();
+        for s in &self.shards {
+            for (aid, slot) in &s.slots {
+                purchases.extend(slot.purchases.iter().map(|(u, n)| (s.id, *aid, u, n)));
+                quotas.extend(slot.quotas.iter().map(|(u, n)| (s.id, *aid, *u, *n)));
+            }
+        }
+        purchases.sort_unstable();
+        quotas.sort_unstable();
+        Fingerprint {
+            orders,
+            pools,
+            purchases,
+            quotas,
+        }
+    }
+
+    /// Runs one request on one shard, before release: the answer and the batch.
+    fn decide(&mut self, shard: usize, req: &Request) -> (Response, Batch) {
+        let mut batch = Batch::default();
+        let resp = self.shards[shard].handle(req, self.model.now, &mut batch);
+        (resp, batch)
+    }
+
+    /// A transition request, checked against the model, then repeated.
+    fn transition(&mut self, shard: usize, req: Request, order_id: OrderId, t: T) {
+        let expected = match self.model.orders.get(&order_id) {
+            None => Err(ErrorCode::OrderNotFound),
+            Some(o) => {
+                let owner_ok = match req {
+                    Request::Cancel { user_id, .. } | Request::Refund { user_id, .. } => {
+                        user_id == o.user_id
+                    }
+                    _ => true,
+                };
+                if owner_ok {
+                    predict_transition(o, t, self.model.now)
+                } else {
+                    Err(ErrorCode::OrderNotFound)
+                }
+            }
+        };
+        let before = self.fingerprint();
+        let (resp, mut batch) = self.decide(shard, &req);
+        match expected {
+            Err(code) => {
+                assert_eq!(resp, Response::Error(code), "{req:?}");
+                assert!(
+                    batch.events.is_empty() && batch.returns.is_empty(),
+                    "a refusal changed state: {req:?}"
+                );
+            }
+            Ok(status) => {
+                let old = self.model.orders[&order_id];
+                let new = OrderView { status, ..old };
+                assert_eq!(resp, Response::Order(new), "{req:?}");
+                if status == old.status {
+                    assert!(
+                        batch.events.is_empty() && batch.returns.is_empty(),
+                        "a repeat changed state: {req:?}"
+                    );
+                } else {
+                    assert_eq!(batch.events.len(), 1, "{req:?}");
+                    assert!(
+                        matches!(batch.events[0], Event::OrderStatusChanged { order_id: id, status: s, .. } if id == order_id && s == status),
+                        "{:?}",
+                        batch.events
+                    );
+                    let pool = &self.pools[&old.activity_id];
+                    if holds(old.status) && !holds(status) {
+                        // Invariant 5: exactly this order's tokens, once, to its own pool.
+                        assert_eq!(batch.returns.len(), 1);
+                        assert_eq!(batch.returns[0].quantity, old.quantity as u64);
+                        assert!(Arc::ptr_eq(&batch.returns[0].pool, pool));
+                    } else {
+                        assert!(batch.returns.is_empty(), "{req:?} returned tokens");
+                    }
+                }
+            }
+        }
+        // Tokens go back only on release (once durable), never at decision time.
+        let pools_before: Vec<u64> = self.pools.values().map(|p| p.remaining()).collect();
+        assert_eq!(
+            pools_before,
+            before.pools.iter().map(|p| p.2).collect::<Vec<_>>()
+        );
+        batch.release();
+        if let Ok(status) = expected {
+            self.model
+                .orders
+                .get_mut(&order_id)
+                .expect("predicted order")
+                .status = status;
+        }
+        self.check();
+
+        // Idempotence: the same request again answers the same and changes nothing.
+        let before = self.fingerprint();
+        let (again, mut batch) = self.decide(shard, &req);
+        assert_eq!(again, resp, "repeat of {req:?}");
+        assert!(
+            batch.events.is_empty() && batch.returns.is_empty(),
+            "repeat of {req:?} changed state"
+        );
+        batch.release();
+        assert_eq!(
+            self.fingerprint(),
+            before,
+            "repeat of {req:?} changed state"
+        );
+    }
+
+    fn pick(&self, pick: &Index) -> Option<OrderView> {
+        if self.model.order_ids.is_empty() {
+            None
+        } else {
+            Some(self.model.orders[&self.model.order_ids[pick.index(self.model.order_ids.len())]])
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Buy { user, act, qty } => {
+                let expected = self.model.predict_buy(user, act, qty);
+                let shard = self.shard_of(user);
+                let remaining_before = self.pools.get(&act).map(|p| p.remaining());
+                let req = Request::Buy {
+                    user_id: user,
+                    activity_id: act,
+                    quantity: qty,
+                };
+                let (resp, mut batch) = self.decide(shard, &req);
+                assert!(batch.returns.is_empty());
+                match expected {
+                    Err(code) => {
+                        assert_eq!(resp, Response::Error(code), "{req:?}");
+                        assert!(batch.events.is_empty(), "a refused buy changed state");
+                        assert_eq!(
+                            self.pools.get(&act).map(|p| p.remaining()),
+                            remaining_before
+                        );
+                    }
+                    Ok(want) => {
+                        let got = *as_order(&resp).unwrap_or_else(|| panic!("{req:?} -> {resp:?}"));
+                        assert_eq!(
+                            OrderView {
+                                order_id: OrderId::default(),
+                                ..got
+                            },
+                            want,
+                            "{req:?}"
+                        );
+                        assert!(got.order_id.is_well_formed());
+                        assert_eq!(
+                            got.order_id.shard() as usize,
+                            shard,
+                            "order id names its shard"
+                        );
+                        assert!(
+                            !self.model.orders.contains_key(&got.order_id),
+                            "order id issued twice"
+                        );
+                        assert!(
+                            matches!(&batch.events[..], [Event::OrderCreated(o)] if o.view() == got),
+                            "{:?}",
+                            batch.events
+                        );
+                        // The tokens are taken at decision time.
+                        assert_eq!(
+                            self.pools[&act].remaining(),
+                            remaining_before.expect("pool") - qty as u64
+                        );
+                        self.model.orders.insert(got.order_id, got);
+                        self.model.order_ids.push(got.order_id);
+                        let (limit, held) =
+                            (self.model.limit(user, act), self.model.held(user, act));
+                        assert!(
+                            held <= limit,
+                            "user {user} holds {held} > limit {limit} after a buy"
+                        );
+                    }
+                }
+                batch.release();
+            }
+            Op::Cancel { ref pick, by } => {
+                let Some(o) = self.pick(pick) else { return };
+                let user_id = by.unwrap_or(o.user_id);
+                let req = Request::Cancel {
+                    user_id,
+                    order_id: o.order_id,
+                };
+                self.transition(self.shard_of(user_id), req, o.order_id, T::Cancel);
+            }
+            Op::Refund { ref pick, by } => {
+                let Some(o) = self.pick(pick) else { return };
+                let user_id = by.unwrap_or(o.user_id);
+                let req = Request::Refund {
+                    user_id,
+                    order_id: o.order_id,
+                };
+                let t = T::Refund {
+                    activity_ended: self.model.ended(o.activity_id),
+                };
+                self.transition(self.shard_of(user_id), req, o.order_id, t);
+            }
+            Op::Pay {
+                ref pick,
+                wrong_amount,
+            } => {
+                let Some(o) = self.pick(pick) else { return };
+                let amount_cents = if wrong_amount {
+                    o.amount_cents + 1
+                } else {
+                    o.amount_cents
+                };
+                let req = Request::Pay {
+                    order_id: o.order_id,
+                    amount_cents,
+                };
+                self.transition(
+                    o.order_id.shard() as usize,
+                    req,
+                    o.order_id,
+                    T::Pay { amount_cents },
+                );
+            }
+            Op::Expire { ref pick, advance } => {
+                let Some(o) = self.pick(pick) else { return };
+                if let Some(extra) = advance {
+                    self.model.now = self.model.now.max(o.pay_before_ms + extra);
+                }
+                let req = Request::Expire {
+                    order_id: o.order_id,
+                };
+                self.transition(o.order_id.shard() as usize, req, o.order_id, T::Expire);
+            }
+            Op::Ship { ref pick } => {
+                let Some(o) = self.pick(pick) else { return };
+                let req = Request::Ship {
+                    order_id: o.order_id,
+                };
+                self.transition(o.order_id.shard() as usize, req, o.order_id, T::Ship);
+            }
+            Op::Ghost { kind } => {
+                let ghost = OrderId::first_at(self.model.now, OrderId::SHARD_MAX);
+                let req = match kind {
+                    0 => Request::Pay {
+                        order_id: ghost,
+                        amount_cents: 1,
+                    },
+                    1 => Request::Cancel {
+                        user_id: 1,
+                        order_id: ghost,
+                    },
+                    2 => Request::Refund {
+                        user_id: 1,
+                        order_id: ghost,
+                    },
+                    3 => Request::Ship { order_id: ghost },
+                    _ => Request::Expire { order_id: ghost },
+                };
+                self.transition(0, req, ghost, T::Ship);
+            }
+            Op::AddStock { act, amount } => {
+                self.pools[&act].add(amount);
+                *self.model.added.get_mut(&act).expect("activity") += amount;
+            }
+            Op::SetQuota { user, act, limit } => {
+                let shard = self.shard_of(user);
+                let req = Request::SetQuota {
+                    activity_id: act,
+                    user_id: user,
+                    limit,
+                };
+                let (resp, mut batch) = self.decide(shard, &req);
+                if limit > PER_USER_LIMIT_MAX {
+                    assert_eq!(resp, Response::Error(ErrorCode::BadRequest));
+                    assert!(batch.events.is_empty());
+                } else if !self.model.acts.contains_key(&act) {
+                    assert_eq!(resp, Response::Error(ErrorCode::ActivityNotFound));
+                    assert!(batch.events.is_empty());
+                } else {
+                    assert_eq!(resp, Response::Done);
+                    assert_eq!(
+                        batch.events,
+                        vec![Event::QuotaSet {
+                            activity_id: act,
+                            user_id: user,
+                            limit
+                        }]
+                    );
+                    self.model.quotas.insert((user, act), limit);
+                    let held = self.model.held(user, act);
+                    if held > limit {
+                        self.model.grandfathered.insert((user, act), held);
+                    } else {
+                        self.model.grandfathered.remove(&(user, act));
+                    }
+                }
+                batch.release();
+            }
+            Op::SetStatus { act, status } => {
+                let a = self.model.acts.get_mut(&act).expect("activity");
+                a.status = status;
+                let a = Arc::new(a.clone());
+                for s in &mut self.shards {
+                    s.install(a.clone(), self.pools[&act].clone());
+                }
+            }
+            Op::Advance { ms } => self.model.now += ms,
+        }
+        self.check();
+    }
+
+    /// The invariants, after every step.
+    fn check(&self) {
+        let m = &self.model;
+        let mut engine_held: BTreeMap<u64, u64> = BTreeMap::new();
+        for s in &self.shards {
+            for (a, n) in s.held_by_activity() {
+                *engine_held.entry(a).or_default() += n;
+            }
+        }
+        for (&act, pool) in &self.pools {
+            let held = engine_held.get(&act).copied().unwrap_or(0);
+            assert_eq!(pool.added(), m.added[&act], "activity {act}: tokens added");
+            assert!(
+                pool.remaining() <= pool.added(),
+                "activity {act}: remaining above added"
+            );
+            // Invariant 1: never oversold; tokens conserved exactly.
+            assert!(
+                held <= pool.added(),
+                "activity {act} oversold: {held} held of {}",
+                pool.added()
+            );
+            assert_eq!(
+                held,
+                pool.added() - pool.remaining(),
+                "activity {act}: tokens not conserved"
+            );
+            assert_eq!(
+                held,
+                m.held_total(act),
+                "activity {act}: engine and model disagree"
+            );
+        }
+        let engine_orders: usize = self.shards.iter().map(|s| s.orders.len()).sum();
+        assert_eq!(engine_orders, m.orders.len(), "phantom or lost orders");
+        for o in m.orders.values() {
+            let s = &self.shards[o.order_id.shard() as usize];
+            assert_eq!(
+                s.orders.get(&o.order_id).map(Order::view),
+                Some(*o),
+                "order differs from model"
+            );
+        }
+        for s in &self.shards {
+            for u in 1..=USERS {
+                let mine = shard_of_user(u, self.shards.len()) == s.id as usize;
+                let n = s.user_orders.get(&u).map_or(0, Vec::len);
+                let want = if mine {
+                    m.orders.values().filter(|o| o.user_id == u).count()
+                } else {
+                    0
+                };
+                assert_eq!(n, want, "user {u}: order list on shard {}", s.id);
+            }
+            for (&act, slot) in &s.slots {
+                for (u, _) in slot.purchases.iter() {
+                    assert!((1..=USERS).contains(&u), "purchase by unknown user {u}");
+                }
+                for u in 1..=USERS {
+                    let mine = shard_of_user(u, self.shards.len()) == s.id as usize;
+                    let from_orders: u32 = s
+                        .orders
+                        .values()
+                        .filter(|o| o.user_id == u && o.activity_id == act && holds(o.status))
+                        .map(|o| o.quantity)
+                        .sum();
+                    let held = slot.purchases.held(u);
+                    assert_eq!(held, from_orders, "user {u} act {act}: purchases vs orders");
+                    assert_eq!(
+                        held,
+                        if mine { m.held(u, act) } else { 0 },
+                        "user {u} act {act}: purchases vs model"
+                    );
+                    if mine {
+                        assert_eq!(
+                            slot.quotas.get(&u).copied(),
+                            m.quotas.get(&(u, act)).copied()
+                        );
+                        // Invariant 2: nobody above their limit (a lowered quota revokes nothing).
+                        let limit = m.limit(u, act);
+                        let cap = m
+                            .grandfathered
+                            .get(&(u, act))
+                            .copied()
+                            .unwrap_or(0)
+                            .max(limit);
+                        assert!(
+                            held <= cap,
+                            "user {u} act {act}: holds {held} > limit {limit}"
+                        );
+                    } else {
+                        assert!(slot.quotas.get(&u).is_none(), "quota on the wrong shard");
+                    }
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 768, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn shard_state_matches_model(
+        n_shards in 1usize..=3,
+        specs in prop::collection::vec(act_spec(), ACTIVITIES as usize),
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        let mut h = Harness::new(n_shards, &specs);
+        h.check();
+        for op in &ops {
+            h.apply(op);
+        }
+        // Drain: expire or cancel everything still pending; every token must come home.
+        h.model.now += 10_000;
+        let ids = h.model.order_ids.clone();
+        for id in ids {
+            let o = h.model.orders[&id];
+            h.transition(id.shard() as usize, Request::Expire { order_id: id }, id, T::Expire);
+            if o.status == OrderStatus::Paid && !h.model.ended(o.activity_id) {
+                let req = Request::Refund { user_id: o.user_id, order_id: id };
+                h.transition(h.shard_of(o.user_id), req, id, T::Refund { activity_ended: false });
+            }
+        }
+        for (act, pool) in &h.pools {
+            let still_held = h.model.held_total(*act);
+            prop_assert_eq!(pool.added() - pool.remaining(), still_held);
+            let unreleasable: u64 = h.model.orders.values()
+                .filter(|o| o.activity_id == *act && holds(o.status))
+                .inspect(|o| assert!(o.status == OrderStatus::Shipped || h.model.ended(*act), "{o:?} still holds stock"))
+                .map(|o| o.quantity as u64)
+                .sum();
+            prop_assert_eq!(still_held, unreleasable);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. Concurrent clients on a real `Engine`.
+// ---------------------------------------------------------------------------
+
+const MT_ACTIVITIES: u64 = 2;
+const MT_USERS_PER_CLIENT: u64 = 3;
+
+#[derive(Clone, Debug)]
+enum COp {
+    Buy {
+        user: u64,
+        act: u64,
+        qty: u32,
+    },
+    Cancel {
+        pick: Index,
+    },
+    Pay {
+        pick: Index,
+        wrong_amount: bool,
+    },
+    Refund {
+        pick: Index,
+    },
+    Ship {
+        pick: Index,
+    },
+    /// `advance`: move the shared clock to the deadline first.
+    Expire {
+        pick: Index,
+        advance: bool,
+    },
+    AddStock {
+        act: u64,
+        amount: u64,
+    },
+    SetQuota {
+        user: u64,
+        act: u64,
+        limit: u32,
+    },
+}
+
+fn cop() -> impl Strategy<Value = COp> {
+    let user = 0..MT_USERS_PER_CLIENT;
+    let act = 1..=MT_ACTIVITIES;
+    prop_oneof![
+        8 => (user.clone(), act.clone(), quantity()).prop_map(|(user, act, qty)| COp::Buy { user, act, qty }),
+        3 => any::<Index>().prop_map(|pick| COp::Cancel { pick }),
+        3 => (any::<Index>(), prop::bool::weighted(0.2)).prop_map(|(pick, wrong_amount)| COp::Pay { pick, wrong_amount }),
+        2 => any::<Index>().prop_map(|pick| COp::Refund { pick }),
+        1 => any::<Index>().prop_map(|pick| COp::Ship { pick }),
+        2 => (any::<Index>(), any::<bool>()).prop_map(|(pick, advance)| COp::Expire { pick, advance }),
+        1 => (act.clone(), 1u64..=3).prop_map(|(act, amount)| COp::AddStock { act, amount }),
+        1 => (user, act, 0u32..=3).prop_map(|(user, act, limit)| COp::SetQuota { user, act, limit }),
+    ]
+}
+
+/// What one client knows: its own users, their quotas, and the last answer
+/// it got for each of its orders. Only this client touches these.
+struct Client {
+    users: Vec<u64>,
+    per_user_limit: BTreeMap<u64, u32>,
+    quotas: HashMap<(u64, u64), u32>,
+    grandfathered: HashMap<(u64, u64), u32>,
+    orders: Vec<OrderView>,
+    stock_added: BTreeMap<u64, u64>,
+}
+
+impl Client {
+    fn limit(&self, user: u64, act: u64) -> u32 {
+        self.quotas
+            .get(&(user, act))
+            .copied()
+            .unwrap_or(self.per_user_limit[&act])
+    }
+
+    fn held(&self, user: u64, act: u64) -> u32 {
+        self.orders
+            .iter()
+            .filter(|o| o.user_id == user && o.activity_id == act && holds(o.status))
+            .map(|o| o.quantity)
+            .sum()
+    }
+
+    fn run(
+        &mut self,
+        engine: &Engine,
+        clock: &ManualClock,
+        prices: &BTreeMap<u64, u64>,
+        ops: &[COp],
+    ) {
+        for op in ops {
+            match *op {
+                COp::Buy { user, act, qty } => {
+                    let user = self.users[user as usize];
+                    let req = Request::Buy {
+                        user_id: user,
+                        activity_id: act,
+                        quantity: qty,
+                    };
+                    let resp = engine.call(req.clone());
+                    let after = engine.clock().now_ms();
+                    let limit = self.limit(user, act);
+                    let expected = if limit == 0 {
+                        Some(ErrorCode::LimitReached)
+                    } else if qty == 0 || qty > limit {
+                        Some(ErrorCode::BadRequest)
+                    } else if self.held(user, act) + qty > limit {
+                        Some(ErrorCode::LimitReached)
+                    } else {
+                        None // success or sold_out: the stock is shared
+                    };
+                    match (expected, &resp) {
+                        (Some(code), _) => assert_eq!(resp, Response::Error(code), "{req:?}"),
+                        (None, Response::Error(ErrorCode::SoldOut)) => {}
+                        (None, Response::Order(v)) => {
+                            assert_eq!((v.user_id, v.activity_id, v.quantity), (user, act, qty));
+                            assert_eq!(v.status, OrderStatus::PendingPayment);
+                            assert_eq!(v.amount_cents, prices[&act] * qty as u64);
+                            // Decided at a time the clock showed (see `transition`).
+                            assert!(v.created_at_ms <= after, "{v:?}");
+                            assert!(v.created_at_ms >= T0, "{v:?}");
+                            let timeout_ms = 1_000 * act; // activity i+1 has a timeout of i+1 s
+                            assert_eq!(v.pay_before_ms, v.created_at_ms + timeout_ms, "{v:?}");
+                            assert!(
+                                !self.orders.iter().any(|o| o.order_id == v.order_id),
+                                "id issued twice"
+                            );
+                            self.orders.push(*v);
+                            assert!(self.held(user, act) <= limit, "limit exceeded by {v:?}");
+                        }
+                        (None, other) => panic!("{req:?} -> {other:?}"),
+                    }
+                }
+                COp::Cancel { ref pick } => self.transition(engine, pick, T::Cancel),
+                COp::Pay {
+                    ref pick,
+                    wrong_amount,
+                } => {
+                    if let Some(o) = self.pick(pick) {
+                        let amount_cents = o.amount_cents + wrong_amount as u64;
+                        self.transition(engine, pick, T::Pay { amount_cents });
+                    }
+                }
+                COp::Refund { ref pick } => self.transition(
+                    engine,
+                    pick,
+                    T::Refund {
+                        activity_ended: false,
+                    },
+                ),
+                COp::Ship { ref pick } => self.transition(engine, pick, T::Ship),
+                COp::Expire { ref pick, advance } => {
+                    if let (true, Some(o)) = (advance, self.pick(pick)) {
+                        // Only ever forward: other clients move the clock too.
+                        let now = clock.now_ms();
+                        clock.advance_ms(o.pay_before_ms.saturating_sub(now));
+                    }
+                    self.transition(engine, pick, T::Expire);
+                }
+                COp::AddStock { act, amount } => {
+                    let v = engine.add_stock(act, amount).expect("stock.add");
+                    assert!(v.remaining <= v.total_stock, "{v:?}");
+                    *self.stock_added.entry(act).or_default() += amount;
+                }
+                COp::SetQuota { user, act, limit } => {
+                    let user = self.users[user as usize];
+                    let resp = engine.call(Request::SetQuota {
+                        activity_id: act,
+                        user_id: user,
+                        limit,
+                    });
+                    assert_eq!(resp, Response::Done);
+                    self.quotas.insert((user, act), limit);
+                    let held = self.held(user, act);
+                    if held > limit {
+                        self.grandfathered.insert((user, act), held);
+                    } else {
+                        self.grandfathered.remove(&(user, act));
+                    }
+                }
+            }
+        }
+    }
+
+    fn pick(&self, pick: &Index) -> Option<OrderView> {
+        (!self.orders.is_empty()).then(|| self.orders[pick.index(self.orders.len())])
+    }
+
+    fn transition(&mut self, engine: &Engine, pick: &Index, t: T) {
+        let Some(o) = self.pick(pick) else { return };
+        let req = match t {
+            T::Pay { amount_cents } => Request::Pay {
+                order_id: o.order_id,
+                amount_cents,
+            },
+            T::Cancel => Request::Cancel {
+                user_id: o.user_id,
+                order_id: o.order_id,
+            },
+            T::Expire => Request::Expire {
+                order_id: o.order_id,
+            },
+            T::Refund { .. } => Request::Refund {
+                user_id: o.user_id,
+                order_id: o.order_id,
+            },
+            T::Ship => Request::Ship {
+                order_id: o.order_id,
+            },
+        };
+        // A shard decides a whole batch at the time it read when the batch
+        // began, so a request may be decided slightly in the past. An order
+        // past its deadline must still expire once a fresh batch sees the
+        // clock: retry a refusal a bounded number of times.
+        let before = engine.clock().now_ms();
+        let mut resp = engine.call(req.clone());
+        let must_expire =
+            t == T::Expire && o.status == OrderStatus::PendingPayment && before >= o.pay_before_ms;
+        for _ in 0..1_000 {
+            if !(must_expire && resp == Response::Error(ErrorCode::InvalidState)) {
+                break;
+            }
+            std::thread::yield_now();
+            resp = engine.call(req.clone());
+        }
+        let after = engine.clock().now_ms();
+        let expected = predict_transition(&o, t, before);
+        let alternative = predict_transition(&o, t, after);
+        let ok = |e: Result<OrderStatus, ErrorCode>| match e {
+            Ok(status) => resp == Response::Order(OrderView { status, ..o }),
+            Err(code) => resp == Response::Error(code),
+        };
+        assert!(
+            ok(expected) || ok(alternative),
+            "{req:?} on {o:?} -> {resp:?}"
+        );
+        // Idempotent: the same request again, same answer (the clock may
+        // have moved between, which only matters for a refused expiry).
+        let again = engine.call(req.clone());
+        if !(t == T::Expire
+            && o.status == OrderStatus::PendingPayment
+            && resp == Response::Error(ErrorCode::InvalidState))
+        {
+            assert_eq!(again, resp, "repeat of {req:?}");
+        }
+        let last = match (&resp, &again) {
+            (_, Response::Order(v)) | (Response::Order(v), _) => *v,
+            _ => o,
+        };
+        assert_eq!(last.order_id, o.order_id);
+        let slot = self
+            .orders
+            .iter_mut()
+            .find(|x| x.order_id == o.order_id)
+            .expect("own order");
+        *slot = last;
+    }
+}
+
+/// Per shard: (held per activity, every order, every purchase record, quotas).
+type ShardDump = (
+    HashMap<u64, u64>,
+    Vec<OrderView>,
+    Vec<(u64, u64, u32)>,
+    Vec<(u64, u64, u32)>,
+);
+
+fn mt_case(
+    n_shards: usize,
+    queue_capacity: usize,
+    stocks: &[u64],
+    limits: &[u32],
+    clients: &[Vec<COp>],
+) {
+    let clock = ManualClock::new(T0);
+    let engine = Engine::start(
+        EngineConfig {
+            shards: n_shards,
+            queue_capacity,
+        },
+        Arc::new(clock.clone()),
+        Sink::Immediate,
+    );
+    let mut prices = BTreeMap::new();
+    let mut per_user_limit = BTreeMap::new();
+    for (i, (&stock, &limit)) in stocks.iter().zip(limits).enumerate() {
+        let v = engine
+            .create_activity(ActivitySpec {
+                title: format!("sale {i}"),
+                product_id: None,
+                price_cents: 100 + i as u64,
+                stock,
+                starts_at_ms: T0,
+                ends_at_ms: T0 + 1_000_000_000,
+                per_user_limit: limit,
+                payment_timeout_s: 1 + i as u32,
+                require_buy_token: false,
+                gate_factor: 5,
+            })
+            .expect("activity.create");
+        prices.insert(v.id, v.price_cents);
+        per_user_limit.insert(v.id, limit);
+    }
+    assert_eq!(
+        prices.keys().copied().collect::<Vec<_>>(),
+        (1..=MT_ACTIVITIES).collect::<Vec<_>>()
+    );
+
+    // While the clients run, a watcher reads the activities the way an
+    // operator (`activity.show`) and a buyer (`GET /activities/{id}`, served
+    // by a shard) do: remaining never above total.
+    let done = AtomicBool::new(false);
+    let results: Vec<Client> = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            while !done.load(Ordering::Acquire) {
+                for id in 1..=MT_ACTIVITIES {
+                    let v = engine.activity(id).expect("activity");
+                    assert!(v.remaining <= v.total_stock, "{v:?}");
+                    match engine.call(Request::GetActivity { activity_id: id }) {
+                        Response::Activity(v) => {
+                            assert!(v.remaining <= v.total_stock, "{v:?}")
+                        }
+                        other => panic!("GetActivity {id} -> {other:?}"),
+                    }
+                }
+                std::thread::yield_now();
+            }
+        });
+        let handles: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(c, ops)| {
+                let (engine, clock, prices) = (&engine, &clock, &prices);
+                let mut client = Client {
+                    users: (0..MT_USERS_PER_CLIENT)
+                        .map(|u| 1_000 * (c as u64 + 1) + u)
+                        .collect(),
+                    per_user_limit: per_user_limit.clone(),
+                    quotas: HashMap::new(),
+                    grandfathered: HashMap::new(),
+                    orders: Vec::new(),
+                    stock_added: BTreeMap::new(),
+                };
+                s.spawn(move || {
+                    client.run(engine, clock, prices, ops);
+                    client
+                })
+            })
+            .collect();
+        let results = handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect();
+        done.store(true, Ordering::Release);
+        watcher.join().expect("watcher thread");
+        results
+    });
+
+    let dumps: Vec<ShardDump> = engine.inspect(|st| {
+        let orders = st.orders.values().map(Order::view).collect();
+        let mut purchases = Vec::new();
+        let mut quotas = Vec::new();
+        for (&a, slot) in &st.slots {
+            purchases.extend(slot.purchases.iter().map(|(u, n)| (a, u, n)));
+            quotas.extend(slot.quotas.iter().map(|(&u, &n)| (a, u, n)));
+        }
+        (
+            st.held_by_activity().into_iter().collect(),
+            orders,
+            purchases,
+            quotas,
+        )
+    });
+
+    // Invariant 1, across shards: tokens conserved exactly, never oversold.
+    for (i, &stock) in stocks.iter().enumerate() {
+        let act = i as u64 + 1;
+        let v = engine.activity(act).expect("activity");
+        let added: u64 = results
+            .iter()
+            .map(|c| c.stock_added.get(&act).copied().unwrap_or(0))
+            .sum();
+        assert_eq!(v.total_stock, stock + added, "activity {act}: total");
+        let held: u64 = dumps
+            .iter()
+            .map(|d| d.0.get(&act).copied().unwrap_or(0))
+            .sum();
+        assert!(v.remaining <= v.total_stock);
+        assert!(
+            held <= v.total_stock,
+            "activity {act} oversold: {held} of {}",
+            v.total_stock
+        );
+        assert_eq!(
+            held,
+            v.total_stock - v.remaining,
+            "activity {act}: tokens not conserved"
+        );
+    }
+
+    // Every order a client was answered exists, with the last status it saw;
+    // and no order exists that no client was answered.
+    let engine_orders: HashMap<OrderId, OrderView> = dumps
+        .iter()
+        .flat_map(|d| d.1.iter().map(|o| (o.order_id, *o)))
+        .collect();
+    let client_orders: usize = results.iter().map(|c| c.orders.len()).sum();
+    assert_eq!(engine_orders.len(), client_orders, "phantom or lost orders");
+    for c in &results {
+        for o in &c.orders {
+            assert_eq!(
+                engine_orders.get(&o.order_id),
+                Some(o),
+                "order lost or changed"
+            );
+        }
+    }
+
+    // Invariant 2 and purchase records: per user, what the orders say.
+    let mut purchases: HashMap<(u64, u64), u32> = HashMap::new();
+    for (s, d) in dumps.iter().enumerate() {
+        for &(a, u, n) in &d.2 {
+            assert_eq!(
+                shard_of_user(u, n_shards),
+                s,
+                "user {u}'s purchases on the wrong shard"
+            );
+            assert!(purchases.insert((u, a), n).is_none());
+        }
+        for &(_, u, _) in &d.3 {
+            assert_eq!(
+                shard_of_user(u, n_shards),
+                s,
+                "user {u}'s quota on the wrong shard"
+            );
+        }
+    }
+    for c in &results {
+        for &u in &c.users {
+            for act in 1..=MT_ACTIVITIES {
+                let held = purchases.remove(&(u, act)).unwrap_or(0);
+                assert_eq!(
+                    held,
+                    c.held(u, act),
+                    "user {u} act {act}: purchases vs orders"
+                );
+                let limit = c.limit(u, act);
+                let cap = c
+                    .grandfathered
+                    .get(&(u, act))
+                    .copied()
+                    .unwrap_or(0)
+                    .max(limit);
+                assert!(
+                    held <= cap,
+                    "user {u} act {act}: holds {held} > limit {limit}"
+                );
+            }
+        }
+    }
+    assert!(purchases.is_empty(), "purchases by nobody: {purchases:?}");
+    engine.shutdown();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_concurrent_clients_keep_invariants(
+        n_shards in 1usize..=4,
+        queue_capacity in prop_oneof![Just(1usize), 2usize..=64],
+        stocks in prop::collection::vec(0u64..=12, MT_ACTIVITIES as usize),
+        limits in prop::collection::vec(1u32..=3, MT_ACTIVITIES as usize),
+        clients in prop::collection::vec(prop::collection::vec(cop(), 1..80), 2..=4),
+    ) {
+        mt_case(n_shards, queue_capacity, &stocks, &limits, &clients);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3. Returning tokens while stock is added.
+// ---------------------------------------------------------------------------
+
+/// Invariant 5 under concurrency: a cancelled order's tokens must go back
+/// even while an operator adds stock to the same pool (the shard panics and
+/// stops serving if `give_back` refuses them).
+#[test]
+fn give_back_races_stock_add() {
+    const ROUNDS: u64 = 200_000;
+    let pool = Arc::new(StockPool::new(1));
+    std::thread::scope(|s| {
+        let p = pool.clone();
+        s.spawn(move || {
+            for _ in 0..ROUNDS {
+                p.add(1);
+            }
+        });
+        let p = pool.clone();
+        s.spawn(move || {
+            for i in 0..ROUNDS {
+                if p.try_take(1) {
+                    if let Err(e) = p.give_back(1) {
+                        panic!("round {i}: a held token was refused: {e}");
+                    }
+                }
+            }
+        });
+    });
+    assert_eq!(pool.added(), ROUNDS + 1);
+    assert_eq!(pool.remaining(), ROUNDS + 1, "every taken token came back");
+}
+
+/// A buyer's view of an activity (served by a shard, without the catalog
+/// lock) must never show more remaining than total, even while stock is
+/// added.
+#[test]
+fn activity_view_consistent_during_stock_add() {
+    const READS: u64 = 200_000;
+    let pool = Arc::new(StockPool::new(0));
+    let activity = Activity {
+        id: 1,
+        product_id: 0,
+        product_name: "p".into(),
+        title: "sale".into(),
+        price_cents: 1,
+        starts_at_ms: T0,
+        ends_at_ms: T0 + 1_000,
+        per_user_limit: 1,
+        payment_timeout_s: 1,
+        require_buy_token: false,
+        gate_factor: 5,
+        status: ActivityStatus::Active,
+    };
+    let mut shard = ShardState::new(0);
+    shard.install(Arc::new(activity), pool.clone());
+    let done = AtomicBool::new(false);
+    let added = std::thread::scope(|s| {
+        let adder = s.spawn(|| {
+            let mut added = 0u64;
+            while !done.load(Ordering::Acquire) {
+                pool.add(1);
+                added += 1;
+            }
+            added
+        });
+        let mut batch = Batch::default();
+        for read in 0..READS {
+            let resp = shard.handle(&Request::GetActivity { activity_id: 1 }, T0, &mut batch);
+            let Response::Activity(v) = resp else {
+                panic!("{resp:?}")
+            };
+            if v.remaining > v.total_stock {
+                done.store(true, Ordering::Release);
+                panic!(
+                    "read {read}: remaining {} > total {}",
+                    v.remaining, v.total_stock
+                );
+            }
+        }
+        done.store(true, Ordering::Release);
+        assert!(batch.is_empty(), "a read changed state");
+        adder.join().expect("adder thread")
+    });
+    assert!(added > 0);
+    assert_eq!((pool.added(), pool.remaining()), (added, added));
+}
