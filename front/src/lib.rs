@@ -1,1 +1,103 @@
-//! The HTTP front. Not built yet: see the "HTTP front" issue.
+//! The HTTP front: hyper on tokio, JWT auth, per-user rate limits, load
+//! shedding and a sold-out short circuit, forwarding each request to the
+//! engine over a pooled, pipelined wire connection.
+//!
+//! Architecture Invariant: the front holds no order or stock state of its
+//! own (only caches that expire: sold-out marks, rate buckets); every
+//! decision is the engine's. It depends on `proto`, never on `engine`.
+
+pub mod auth;
+pub mod engine_client;
+pub mod http;
+pub mod limits;
+pub mod payment;
+pub mod secrets;
+
+use engine_client::{EngineAddr, EnginePool};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// HTTP connections served at once; more wait in the accept backlog.
+pub const CONNECTIONS_MAX: usize = 16_384;
+/// A client must send its request head within this time (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct FrontConfig {
+    pub http: SocketAddr,
+    pub engine: EngineAddr,
+    pub engine_connections: usize,
+    pub auth_secret: Vec<u8>,
+    pub payment_secret: Vec<u8>,
+    pub payment_sandbox: bool,
+    pub buys_per_minute: u32,
+}
+
+pub struct Front {
+    pub engine: Arc<EnginePool>,
+    pub auth: auth::Auth,
+    pub rate: limits::RateLimit,
+    pub sold_out: limits::SoldOut,
+    pub prometheus: Option<PrometheusHandle>,
+    pub payment_secret: Vec<u8>,
+    pub payment_sandbox: bool,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Binds the HTTP port and returns the front and its listener; `run` serves.
+pub async fn bind(cfg: FrontConfig, prometheus: Option<PrometheusHandle>) -> std::io::Result<(Arc<Front>, TcpListener)> {
+    let listener = TcpListener::bind(cfg.http).await?;
+    let front = Arc::new(Front {
+        engine: EnginePool::start(cfg.engine, cfg.engine_connections.max(1)),
+        auth: auth::Auth::new(&cfg.auth_secret),
+        rate: limits::RateLimit::new(cfg.buys_per_minute.max(1)),
+        sold_out: limits::SoldOut::new(1_000),
+        prometheus,
+        payment_secret: cfg.payment_secret,
+        payment_sandbox: cfg.payment_sandbox,
+    });
+    Ok((front, listener))
+}
+
+/// Serves HTTP/1.1 until `shutdown` resolves.
+pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let front = front.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| http::handle(front.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+}

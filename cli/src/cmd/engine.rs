@@ -2,7 +2,7 @@
 //! and the admin socket.
 
 use anyhow::Context;
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Receiver};
 use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::server::{admin, wire, Address};
 use seckill_engine::wal::Durability;
@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(clap::Args, Clone, Debug)]
+#[group(id = "engine_options")]
 pub struct Args {
     /// WAL, snapshots, engine.sock, admin.sock and generated secrets live here.
     #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
@@ -44,6 +45,40 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let running = start(&args)?;
+    println!("seckill engine listening on {} (admin: {})", running.addr, running.admin_path.display());
+    let why = running.wait();
+    running.stop(why);
+    Ok(())
+}
+
+/// A started engine: the node, its sockets, and the stop signal.
+pub struct Running {
+    pub node: Node,
+    pub addr: Address,
+    pub admin_path: PathBuf,
+    stop_rx: Receiver<&'static str>,
+}
+
+impl Running {
+    /// Blocks until Ctrl-C, SIGTERM or the admin `shutdown` command.
+    pub fn wait(&self) -> &'static str {
+        self.stop_rx.recv().unwrap_or("stop channel closed")
+    }
+
+    /// Clean stop: drain the shards, final fsync, remove the sockets.
+    pub fn stop(self, why: &str) {
+        tracing::info!(why, "stopping: draining shards, final fsync");
+        self.node.shutdown();
+        if let Address::Unix(p) = &self.addr {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_file(&self.admin_path);
+        tracing::info!("stopped cleanly");
+    }
+}
+
+pub fn start(args: &Args) -> anyhow::Result<Running> {
     let mut cfg = NodeConfig::new(&args.data_dir);
     cfg.durability = args.durability;
     cfg.engine = EngineConfig { queue_capacity: args.queue_capacity, ..EngineConfig::default() };
@@ -63,10 +98,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
 
     let (stop_tx, stop_rx) = bounded::<&'static str>(4);
-    let stop_flag = Arc::new(AtomicBool::new(false));
     {
         let engine = node.engine.clone();
-        let stop_flag = stop_flag.clone();
+        let stop_flag = Arc::new(AtomicBool::new(false));
         std::thread::Builder::new().name("wire-accept".into()).spawn(move || wire::serve(engine, listener, stop_flag))?;
     }
     {
@@ -91,15 +125,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?;
     }
     tracing::info!(wire = %addr, admin = %admin_path.display(), durability = ?args.durability, "seckill engine listening");
-    println!("seckill engine listening on {addr} (admin: {})", admin_path.display());
-
-    let why = stop_rx.recv().unwrap_or("channel closed");
-    tracing::info!(why, "stopping: draining shards, final fsync");
-    node.shutdown();
-    if let Address::Unix(p) = &addr {
-        let _ = std::fs::remove_file(p);
-    }
-    let _ = std::fs::remove_file(&admin_path);
-    tracing::info!("stopped cleanly");
-    Ok(())
+    Ok(Running { node, addr, admin_path, stop_rx })
 }

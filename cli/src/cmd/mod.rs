@@ -1,3 +1,6 @@
 pub mod admin;
 pub mod demo;
 pub mod engine;
+pub mod front;
+pub mod token;
+pub mod up;

@@ -1,0 +1,94 @@
+//! `seckill front`: an HTTP front alone, forwarding to an engine.
+
+use anyhow::Context;
+use seckill_front::engine_client::EngineAddr;
+use seckill_front::{secrets, FrontConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Clone, Debug)]
+#[group(id = "http_options")]
+pub struct HttpArgs {
+    /// HTTP listen address.
+    #[arg(long, env = "SECKILL_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// `notify`: orders are paid by signed provider callbacks only. `sandbox`: also POST /orders/{id}/pay.
+    #[arg(long, env = "SECKILL_PAYMENT", default_value = "notify", value_parser = ["notify", "sandbox"])]
+    pub payment: String,
+    /// Buy clicks each user may make per minute (token bucket).
+    #[arg(long, env = "SECKILL_BUYS_PER_MINUTE", default_value_t = 60)]
+    pub buys_per_minute: u32,
+    /// Pipelined connections from this front to the engine.
+    #[arg(long, env = "SECKILL_ENGINE_CONNECTIONS", default_value_t = 4)]
+    pub engine_connections: usize,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Data dir shared with the engine (secrets are read from it).
+    #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Engine address: unix:PATH or tcp:HOST:PORT [default: unix:<data-dir>/engine.sock].
+    #[arg(long, env = "SECKILL_ENGINE")]
+    pub engine: Option<String>,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::Result<FrontConfig> {
+    anyhow::ensure!(http.buys_per_minute >= 1, "--buys-per-minute must be at least 1");
+    anyhow::ensure!((1..=64).contains(&http.engine_connections), "--engine-connections must be 1..=64");
+    Ok(FrontConfig {
+        http: http.http,
+        engine,
+        engine_connections: http.engine_connections,
+        auth_secret: secrets::load_or_create("SECKILL_AUTH_SECRET", data_dir, "auth.secret")
+            .context("reading or creating the auth secret")?,
+        payment_secret: secrets::load_or_create("SECKILL_PAYMENT_SECRET", data_dir, "payment.secret")
+            .context("reading or creating the payment secret")?,
+        payment_sandbox: http.payment == "sandbox",
+        buys_per_minute: http.buys_per_minute,
+    })
+}
+
+pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+            None
+        }
+    }
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("front").build().context("starting the tokio runtime")
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let engine: EngineAddr = match &args.engine {
+        Some(s) => s.parse().map_err(anyhow::Error::msg)?,
+        None => EngineAddr::Unix(args.data_dir.join("engine.sock")),
+    };
+    let cfg = config(&args.http, &args.data_dir, engine.clone())?;
+    let prometheus = install_metrics();
+    runtime()?.block_on(async move {
+        let (front, listener) = seckill_front::bind(cfg, prometheus).await.with_context(|| format!("binding {}", args.http.http))?;
+        tracing::info!(http = %args.http.http, engine = %engine, "seckill front listening");
+        println!("seckill front listening on http://{} (engine {engine})", args.http.http);
+        seckill_front::run(front, listener, shutdown_signal()).await;
+        tracing::info!("front stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,41 @@
+//! `seckill token`: print a JWT for a user (for curl and tests).
+
+use anyhow::Context;
+use seckill_front::{auth::Auth, secrets};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The user id (the token's `sub`).
+    #[arg(long)]
+    pub user: u64,
+    /// Lifetime: seconds, or with a unit: 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: u64,
+    /// Data dir holding the generated auth secret (unless SECKILL_AUTH_SECRET is set).
+    #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 3600, 30m or 1h"))?;
+    match n.checked_mul(mult) {
+        Some(v) if v > 0 && v <= 366 * 86_400 => Ok(v),
+        _ => Err("ttl must be between 1 s and 366 days".into()),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.user > 0, "--user must be a positive user id");
+    let secret = secrets::load_or_create("SECKILL_AUTH_SECRET", &args.data_dir, "auth.secret")
+        .context("reading or creating the auth secret")?;
+    println!("{}", Auth::new(&secret).issue(args.user, args.ttl));
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The front's connections to the engine: a few long-lived, pipelined,
+//! multiplexed connections shared by every HTTP request.
+//!
+//! Each connection has a writer task (frames from many requests go out in
+//! one `write`) and a reader task (answers matched to waiting requests by
+//! id). A dead connection is redialed in the background; while no
+//! connection is up, calls fail at once with `busy` (never a hang).
+
+use bytes::BytesMut;
+use seckill_proto::{decode_response, encode_request, split_frame, ErrorCode, Request, Response};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests queued toward one connection before callers get `busy`.
+const OUTBOX_MAX: usize = 8192;
+/// Longest wait for one answer: the engine answers within a group commit, so
+/// this only fires when something is badly wrong.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const REDIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub enum EngineAddr {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl std::str::FromStr for EngineAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            Ok(EngineAddr::Unix(p.into()))
+        } else if let Some(a) = s.strip_prefix("tcp:") {
+            a.parse().map(EngineAddr::Tcp).map_err(|e| format!("tcp:{a}: {e}"))
+        } else {
+            Err(format!("`{s}` is not an engine address: use unix:PATH or tcp:HOST:PORT"))
+        }
+    }
+}
+
+impl std::fmt::Display for EngineAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            EngineAddr::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+struct Conn {
+    outbox: mpsc::Sender<(u64, Request)>,
+    waiters: Waiters,
+    up: Arc<AtomicBool>,
+}
+
+pub struct EnginePool {
+    conns: Vec<Conn>,
+    next_conn: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl EnginePool {
+    /// Starts `connections` connections to `addr` (dialed in the background,
+    /// so the front can start before the engine).
+    pub fn start(addr: EngineAddr, connections: usize) -> Arc<EnginePool> {
+        assert!(connections >= 1);
+        let conns = (0..connections)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(OUTBOX_MAX);
+                let waiters: Waiters = Arc::default();
+                let up = Arc::new(AtomicBool::new(false));
+                tokio::spawn(run_conn(addr.clone(), rx, waiters.clone(), up.clone()));
+                Conn { outbox: tx, waiters, up }
+            })
+            .collect();
+        Arc::new(EnginePool { conns, next_conn: AtomicUsize::new(0), next_id: AtomicU64::new(1) })
+    }
+
+    /// True when at least one connection is up.
+    pub fn is_up(&self) -> bool {
+        self.conns.iter().any(|c| c.up.load(Ordering::Acquire))
+    }
+
+    /// Sends a request and waits for its answer. Engine unreachable, queue
+    /// full or timeout all come back as `Response::Error(Busy)`.
+    pub async fn call(&self, req: Request) -> Response {
+        let n = self.conns.len();
+        let start = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let Some(conn) = (0..n).map(|i| &self.conns[(start + i) % n]).find(|c| c.up.load(Ordering::Acquire)) else {
+            return Response::Error(ErrorCode::Busy);
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&conn.waiters).insert(id, tx);
+        if conn.outbox.try_send((id, req)).is_err() {
+            lock(&conn.waiters).remove(&id);
+            return Response::Error(ErrorCode::Busy);
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(_)) => Response::Error(ErrorCode::Busy),
+            Err(_) => {
+                lock(&conn.waiters).remove(&id);
+                Response::Error(ErrorCode::Busy)
+            }
+        }
+    }
+}
+
+fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Response>>> {
+    // A panic while holding this lock cannot leave the map inconsistent.
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn run_conn(addr: EngineAddr, mut outbox: mpsc::Receiver<(u64, Request)>, waiters: Waiters, up: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let result = match &addr {
+            EngineAddr::Unix(p) => match tokio::net::UnixStream::connect(p).await {
+                Ok(s) => {
+                    let (r, w) = s.into_split();
+                    Some(session(r, w, &mut outbox, &waiters, &up).await)
+                }
+                Err(_) => None,
+            },
+            EngineAddr::Tcp(a) => match tokio::net::TcpStream::connect(a).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    let (r, w) = s.into_split();
+                    Some(session(r, w, &mut outbox, &waiters, &up).await)
+                }
+                Err(_) => None,
+            },
+        };
+        up.store(false, Ordering::Release);
+        // Everyone still waiting on this connection gets `busy` now.
+        lock(&waiters).clear();
+        match result {
+            Some(()) => {
+                tracing::warn!(engine = %addr, "engine connection lost; redialing");
+                backoff = Duration::from_millis(20);
+            }
+            None => {
+                // Queued requests cannot be sent: drop them (their waiters are cleared).
+                while outbox.try_recv().is_ok() {}
+                backoff = (backoff * 2).min(REDIAL_BACKOFF_MAX);
+            }
+        }
+        if outbox.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn session<R, W>(
+    mut r: R,
+    mut w: W,
+    outbox: &mut mpsc::Receiver<(u64, Request)>,
+    waiters: &Waiters,
+    up: &AtomicBool,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    up.store(true, Ordering::Release);
+    let reader = async {
+        let mut buf = BytesMut::with_capacity(128 * 1024);
+        loop {
+            match r.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let mut at = 0;
+            while let Ok(Some((frame, used))) = split_frame(&buf[at..]) {
+                let Ok((id, resp)) = decode_response(frame) else { return };
+                if let Some(tx) = lock(waiters).remove(&id) {
+                    let _ = tx.send(resp);
+                }
+                at += used;
+            }
+            if split_frame(&buf[at..]).is_err() {
+                return;
+            }
+            let _ = buf.split_to(at);
+        }
+    };
+    let writer = async {
+        let mut out = Vec::with_capacity(64 * 1024);
+        while let Some((id, req)) = outbox.recv().await {
+            out.clear();
+            encode_request(&mut out, id, &req);
+            while out.len() < 60 * 1024 {
+                match outbox.try_recv() {
+                    Ok((id, req)) => encode_request(&mut out, id, &req),
+                    Err(_) => break,
+                }
+            }
+            if w.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+    }
+}
