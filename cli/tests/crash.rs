@@ -131,7 +131,7 @@ fn client(
             let (req, target) = if op == 0 {
                 (Request::Cancel { user_id, order_id: id }, OrderStatus::Cancelled)
             } else {
-                (Request::Pay { order_id: id, amount_cents }, OrderStatus::Paid)
+                (Request::Pay { order_id: id, amount_cents, txn: id.0 as u64 }, OrderStatus::Paid)
             };
             mine.get_mut(&id).expect("known").maybe.insert(target);
             match pool.call(&req) {
@@ -149,7 +149,7 @@ fn client(
         } else {
             let user_id = rng.gen_range(0..USERS / CLIENTS as u64) * CLIENTS as u64 + client + 1;
             let quantity = rng.gen_range(1..=LIMIT);
-            match pool.call(&Request::Buy { user_id, activity_id, quantity }) {
+            match pool.call(&Request::Buy { user_id, activity_id, quantity, idempotency_key: 0, buy_token_ok: false }) {
                 Ok(Response::Order(o)) => {
                     assert_eq!((o.user_id, o.quantity, o.status), (user_id, quantity, OrderStatus::PendingPayment));
                     let known = Known { user_id, amount_cents: o.amount_cents, acked: o.status, maybe: HashSet::new() };

@@ -20,5 +20,10 @@ pub enum Event {
         activity_id: u64,
         status: OrderStatus,
         at_ms: u64,
+        /// The payment transaction hash when `status` is paid, else 0.
+        txn: u64,
     },
+    /// Money arrived for an order that cannot take it (expired, cancelled,
+    /// or already paid by another transaction): kept for reconciliation.
+    PaymentRefused { order_id: OrderId, amount_cents: u64, txn: u64, at_ms: u64 },
 }

@@ -13,6 +13,10 @@ pub struct Order {
     pub status: OrderStatus,
     pub created_at_ms: u64,
     pub pay_before_ms: u64,
+    /// Hash of the buyer's Idempotency-Key (0: none).
+    pub idempotency_key: u64,
+    /// Hash of the payment transaction that paid it (0: unpaid).
+    pub paid_txn: u64,
 }
 
 impl Order {

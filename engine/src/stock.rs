@@ -13,6 +13,8 @@ pub struct StockPool {
     added: AtomicU64,
     /// Tokens nobody holds. Invariant: `remaining <= added`.
     remaining: AtomicU64,
+    /// Buy tokens handed out (gate of seed 002); not durable: they expire in minutes.
+    gate_issued: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,7 +27,7 @@ pub struct Overfilled {
 
 impl StockPool {
     pub fn new(total: u64) -> Self {
-        Self { added: AtomicU64::new(total), remaining: AtomicU64::new(total) }
+        Self { added: AtomicU64::new(total), remaining: AtomicU64::new(total), gate_issued: AtomicU64::new(0) }
     }
 
     /// Takes `n` tokens if that many are left; all or nothing, lock-free.
@@ -57,6 +59,12 @@ impl StockPool {
     pub fn add(&self, n: u64) {
         self.added.fetch_add(n, Ordering::AcqRel);
         self.remaining.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Counts one more buy token if fewer than `gate_factor` × stock were issued.
+    pub fn try_issue_gate(&self, gate_factor: u32) -> bool {
+        let cap = self.added().saturating_mul(gate_factor as u64);
+        self.gate_issued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).is_ok()
     }
 
     pub fn remaining(&self) -> u64 {

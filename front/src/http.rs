@@ -20,6 +20,7 @@ pub type Body = Full<Bytes>;
 
 /// Largest request body read; larger ones get 413 before they are read whole.
 pub const BODY_BYTES_MAX: usize = 4 * 1024;
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
 
 pub async fn handle(front: Arc<Front>, req: HttpRequest<Incoming>) -> Result<HttpResponse<Body>, Infallible> {
     let started = Instant::now();
@@ -65,10 +66,7 @@ async fn route(front: &Front, req: HttpRequest<Incoming>) -> (&'static str, Http
         (["activities"], &Method::GET) => ("activities.list", list_activities(front, &req).await),
         (["activities", id], &Method::GET) => ("activities.show", show_activity(front, id).await),
         (["activities", id, "buy"], &Method::POST) => ("buy", buy(front, id, req).await),
-        (["activities", _, "token"], &Method::POST) => (
-            "buy_token",
-            error(ErrorCode::BadRequest, "buy tokens are not built yet (order lifecycle issue)"),
-        ),
+        (["activities", id, "token"], &Method::POST) => ("buy_token", buy_token(front, &req, id).await),
         (["orders"], &Method::GET) => ("orders.list", list_orders(front, &req).await),
         (["orders", id], &Method::GET) => ("orders.show", show_order(front, &req, id).await),
         (["orders", id, "cancel"], &Method::POST) => ("orders.cancel", cancel(front, &req, id).await),
@@ -157,6 +155,8 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse<Body> {
 
 fn order_response(resp: Response, status: StatusCode) -> HttpResponse<Body> {
     match resp {
+        // The same Idempotency-Key again: the first order, 200 not 201.
+        Response::Replayed(o) => respond(StatusCode::OK, &json::order(&o)),
         Response::Order(o) => {
             let mut r = respond(status, &json::order(&o));
             if status == StatusCode::CREATED {
@@ -291,15 +291,22 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
         Ok(id) => id,
         Err(r) => return r,
     };
+    let idempotency_key = match req.headers().get("idempotency-key").map(|v| v.as_bytes()) {
+        None => 0,
+        Some(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_BYTES_MAX => seckill_proto::stable_hash(k),
+        Some(_) => return error(ErrorCode::BadRequest, "Idempotency-Key must be 1..=255 bytes"),
+    };
     let bytes = match body(req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (quantity, _buy_token) = match parse_buy(&bytes) {
+    let (quantity, buy_token) = match parse_buy(&bytes) {
         Ok(q) => q,
         Err(msg) => return error(ErrorCode::BadRequest, msg),
     };
     let now = crate::now_ms();
+    let buy_token_ok =
+        buy_token.is_some_and(|t| crate::buy_token::verify(&front.token_secret, &t, user_id, activity_id, now));
     if let Err(retry_after_s) = front.rate.check(user_id, now) {
         let mut r = engine_error(ErrorCode::RateLimited);
         if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
@@ -311,11 +318,34 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
         metrics::counter!("seckill_front_sold_out_short_circuit_total").increment(1);
         return engine_error(ErrorCode::SoldOut);
     }
-    let resp = front.engine.call(Request::Buy { user_id, activity_id, quantity }).await;
+    let resp = front.engine.call(Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok }).await;
     if resp == Response::Error(ErrorCode::SoldOut) {
         front.sold_out.mark(activity_id, now);
     }
     order_response(resp, StatusCode::CREATED)
+}
+
+async fn buy_token(front: &Front, req: &HttpRequest<Incoming>, id: &str) -> HttpResponse<Body> {
+    let user_id = match user(front, req) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let activity_id = match activity_id(id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match front.engine.call(Request::IssueBuyToken { user_id, activity_id }).await {
+        Response::Done => {
+            let expires_ms = crate::now_ms() + crate::buy_token::TTL_MS;
+            let token = crate::buy_token::issue(&front.token_secret, user_id, activity_id, expires_ms);
+            ok(json!({"buy_token": token, "expires_at": json::rfc3339(expires_ms)}))
+        }
+        Response::Error(ErrorCode::BadRequest) => {
+            error(ErrorCode::BadRequest, "this activity does not use buy tokens; buy directly")
+        }
+        Response::Error(code) => engine_error(code),
+        _ => error(ErrorCode::Internal, "unexpected engine answer"),
+    }
 }
 
 async fn list_orders(front: &Front, req: &HttpRequest<Incoming>) -> HttpResponse<Body> {
@@ -376,7 +406,8 @@ async fn pay(front: &Front, req: &HttpRequest<Incoming>, id: &str) -> HttpRespon
         Response::Order(o) => o.amount_cents,
         other => return order_response(other, StatusCode::OK),
     };
-    order_response(front.engine.call(Request::Pay { order_id, amount_cents }).await, StatusCode::OK)
+    let txn = seckill_proto::stable_hash(b"sandbox");
+    order_response(front.engine.call(Request::Pay { order_id, amount_cents, txn }).await, StatusCode::OK)
 }
 
 async fn notify(front: &Front, req: HttpRequest<Incoming>) -> HttpResponse<Body> {
@@ -392,7 +423,8 @@ async fn notify(front: &Front, req: HttpRequest<Incoming>) -> HttpResponse<Body>
         Ok(n) => n,
         Err(msg) => return error(ErrorCode::BadRequest, msg),
     };
-    let resp = front.engine.call(Request::Pay { order_id: n.order_id, amount_cents: n.amount_cents }).await;
+    let txn = seckill_proto::stable_hash(n.provider_txn_id.as_bytes());
+    let resp = front.engine.call(Request::Pay { order_id: n.order_id, amount_cents: n.amount_cents, txn }).await;
     if matches!(resp, Response::Error(ErrorCode::InvalidState | ErrorCode::AmountMismatch)) {
         tracing::warn!(order_id = %n.order_id, provider_txn_id = %n.provider_txn_id, ?resp, "payment notify refused; reconcile with the provider");
         metrics::counter!("seckill_payment_notify_refused_total").increment(1);

@@ -7,6 +7,7 @@
 //! decision is the engine's. It depends on `proto`, never on `engine`.
 
 pub mod auth;
+pub mod buy_token;
 pub mod engine_client;
 pub mod http;
 pub mod limits;
@@ -41,6 +42,8 @@ pub struct FrontConfig {
 pub struct Front {
     pub engine: Arc<EnginePool>,
     pub auth: auth::Auth,
+    /// Signs buy tokens (the auth secret: same trust boundary).
+    pub token_secret: Vec<u8>,
     pub rate: limits::RateLimit,
     pub sold_out: limits::SoldOut,
     pub prometheus: Option<PrometheusHandle>,
@@ -58,6 +61,7 @@ pub async fn bind(cfg: FrontConfig, prometheus: Option<PrometheusHandle>) -> std
     let front = Arc::new(Front {
         engine: EnginePool::start(cfg.engine, cfg.engine_connections.max(1)),
         auth: auth::Auth::new(&cfg.auth_secret),
+        token_secret: cfg.auth_secret.clone(),
         rate: limits::RateLimit::new(cfg.buys_per_minute.max(1)),
         sold_out: limits::SoldOut::new(1_000),
         prometheus,

@@ -13,13 +13,14 @@
 //! written in declaration order. The encoding is canonical: a frame that
 //! decodes re-encodes to the same bytes.
 //!
-//! Kinds 1..=11 are the [`Request`] variants in declaration order; kinds
-//! 128.. are the [`Response`] variants (see [`kind`]).
+//! Kinds 1..=12 are the [`Request`] variants in declaration order; kinds
+//! 128..=134 are the [`Response`] variants, also in declaration order (see
+//! [`kind`]).
 //!
 //! Decoding never panics and never trusts a count: a malformed frame is a
 //! [`FrameError`], and the connection that sent it is closed by its owner.
-//! Requests and `Response::Order`/`Done`/`Error` decode without allocating;
-//! encoding only appends to the caller's (reused) buffer.
+//! Requests and `Response::Order`/`Replayed`/`Done`/`Error` decode without
+//! allocating; encoding only appends to the caller's (reused) buffer.
 
 use crate::{ActivityView, ErrorCode, OrderId, OrderStatus, OrderView, Phase, Request, Response};
 
@@ -43,15 +44,17 @@ pub mod kind {
     pub const SHIP: u8 = 7;
     pub const EXPIRE: u8 = 8;
     pub const SET_QUOTA: u8 = 9;
-    pub const GET_ACTIVITY: u8 = 10;
-    pub const LIST_ACTIVITIES: u8 = 11;
+    pub const ISSUE_BUY_TOKEN: u8 = 10;
+    pub const GET_ACTIVITY: u8 = 11;
+    pub const LIST_ACTIVITIES: u8 = 12;
 
     pub const ORDER: u8 = 128;
-    pub const ORDERS: u8 = 129;
-    pub const ACTIVITY: u8 = 130;
-    pub const ACTIVITIES: u8 = 131;
-    pub const DONE: u8 = 132;
-    pub const ERROR: u8 = 133;
+    pub const REPLAYED: u8 = 129;
+    pub const ORDERS: u8 = 130;
+    pub const ACTIVITY: u8 = 131;
+    pub const ACTIVITIES: u8 = 132;
+    pub const DONE: u8 = 133;
+    pub const ERROR: u8 = 134;
 }
 
 /// Encoded size of one [`OrderView`].
@@ -121,10 +124,14 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
             user_id,
             activity_id,
             quantity,
+            idempotency_key,
+            buy_token_ok,
         } => {
             put_u64(out, user_id);
             put_u64(out, activity_id);
             put_u32(out, quantity);
+            put_u64(out, idempotency_key);
+            put_bool(out, buy_token_ok);
         }
         Request::GetOrder { user_id, order_id } => {
             put_opt_u64(out, user_id);
@@ -146,9 +153,11 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
         Request::Pay {
             order_id,
             amount_cents,
+            txn,
         } => {
             put_order_id(out, order_id);
             put_u64(out, amount_cents);
+            put_u64(out, txn);
         }
         Request::Ship { order_id } | Request::Expire { order_id } => put_order_id(out, order_id),
         Request::SetQuota {
@@ -159,6 +168,13 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
             put_u64(out, activity_id);
             put_u64(out, user_id);
             put_u32(out, limit);
+        }
+        Request::IssueBuyToken {
+            user_id,
+            activity_id,
+        } => {
+            put_u64(out, user_id);
+            put_u64(out, activity_id);
         }
         Request::GetActivity { activity_id } => put_u64(out, activity_id),
         Request::ListActivities { offset, limit } => {
@@ -205,7 +221,7 @@ fn encode_response_unchecked(out: &mut Vec<u8>, request_id: u64, resp: &Response
     }
     let start = begin(out, response_kind(resp), request_id);
     match resp {
-        Response::Order(view) => put_order_view(out, view),
+        Response::Order(view) | Response::Replayed(view) => put_order_view(out, view),
         Response::Orders { items, total } => {
             put_count(out, items.len());
             for view in items {
@@ -238,6 +254,7 @@ fn request_kind(req: &Request) -> u8 {
         Request::Ship { .. } => kind::SHIP,
         Request::Expire { .. } => kind::EXPIRE,
         Request::SetQuota { .. } => kind::SET_QUOTA,
+        Request::IssueBuyToken { .. } => kind::ISSUE_BUY_TOKEN,
         Request::GetActivity { .. } => kind::GET_ACTIVITY,
         Request::ListActivities { .. } => kind::LIST_ACTIVITIES,
     }
@@ -246,6 +263,7 @@ fn request_kind(req: &Request) -> u8 {
 fn response_kind(resp: &Response) -> u8 {
     match resp {
         Response::Order(_) => kind::ORDER,
+        Response::Replayed(_) => kind::REPLAYED,
         Response::Orders { .. } => kind::ORDERS,
         Response::Activity(_) => kind::ACTIVITY,
         Response::Activities { .. } => kind::ACTIVITIES,
@@ -288,6 +306,10 @@ fn finish(out: &mut [u8], start: usize) -> bool {
 
 fn put_u8(out: &mut Vec<u8>, v: u8) {
     out.push(v);
+}
+
+fn put_bool(out: &mut Vec<u8>, v: bool) {
+    put_u8(out, u8::from(v));
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -352,7 +374,7 @@ fn put_activity_view(out: &mut Vec<u8>, v: &ActivityView) {
     put_u64(out, v.ends_at_ms);
     put_u32(out, v.per_user_limit);
     put_u32(out, v.payment_timeout_s);
-    put_u8(out, u8::from(v.require_buy_token));
+    put_bool(out, v.require_buy_token);
     put_u32(out, v.gate_factor);
     put_str(out, &v.status);
     put_u8(out, v.phase as u8);
@@ -371,6 +393,8 @@ pub fn decode_request(frame: &[u8]) -> Result<(u64, Request), FrameError> {
             user_id: r.u64("user_id")?,
             activity_id: r.u64("activity_id")?,
             quantity: r.u32("quantity")?,
+            idempotency_key: r.u64("idempotency_key")?,
+            buy_token_ok: r.bool("buy_token_ok")?,
         },
         kind::GET_ORDER => Request::GetOrder {
             user_id: r.opt_u64("user_id")?,
@@ -388,6 +412,7 @@ pub fn decode_request(frame: &[u8]) -> Result<(u64, Request), FrameError> {
         kind::PAY => Request::Pay {
             order_id: r.order_id("order_id")?,
             amount_cents: r.u64("amount_cents")?,
+            txn: r.u64("txn")?,
         },
         kind::REFUND => Request::Refund {
             user_id: r.u64("user_id")?,
@@ -404,6 +429,10 @@ pub fn decode_request(frame: &[u8]) -> Result<(u64, Request), FrameError> {
             user_id: r.u64("user_id")?,
             limit: r.u32("limit")?,
         },
+        kind::ISSUE_BUY_TOKEN => Request::IssueBuyToken {
+            user_id: r.u64("user_id")?,
+            activity_id: r.u64("activity_id")?,
+        },
         kind::GET_ACTIVITY => Request::GetActivity {
             activity_id: r.u64("activity_id")?,
         },
@@ -418,11 +447,13 @@ pub fn decode_request(frame: &[u8]) -> Result<(u64, Request), FrameError> {
 }
 
 /// Decodes one response frame body (kind + id + payload, as returned by
-/// [`split_frame`]). `Order`, `Done` and `Error` allocate nothing.
+/// [`split_frame`]). `Order`, `Replayed`, `Done` and `Error` allocate
+/// nothing.
 pub fn decode_response(frame: &[u8]) -> Result<(u64, Response), FrameError> {
     let (kind, request_id, mut r) = header(frame)?;
     let resp = match kind {
         kind::ORDER => Response::Order(r.order_view()?),
+        kind::REPLAYED => Response::Replayed(r.order_view()?),
         kind::ORDERS => {
             let n = r.count("orders.count", ORDER_VIEW_BYTES)?;
             let mut items = Vec::with_capacity(n);
@@ -620,15 +651,24 @@ mod tests {
 
     fn request() -> impl Strategy<Value = Request> {
         prop_oneof![
-            (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
-                |(user_id, activity_id, quantity)| {
-                    Request::Buy {
-                        user_id,
-                        activity_id,
-                        quantity,
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<bool>()
+            )
+                .prop_map(
+                    |(user_id, activity_id, quantity, idempotency_key, buy_token_ok)| {
+                        Request::Buy {
+                            user_id,
+                            activity_id,
+                            quantity,
+                            idempotency_key,
+                            buy_token_ok,
+                        }
                     }
-                }
-            ),
+                ),
             (any::<Option<u64>>(), order_id())
                 .prop_map(|(user_id, order_id)| Request::GetOrder { user_id, order_id }),
             (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(user_id, offset, limit)| {
@@ -640,9 +680,12 @@ mod tests {
             }),
             (any::<u64>(), order_id())
                 .prop_map(|(user_id, order_id)| Request::Cancel { user_id, order_id }),
-            (order_id(), any::<u64>()).prop_map(|(order_id, amount_cents)| Request::Pay {
-                order_id,
-                amount_cents
+            (order_id(), any::<u64>(), any::<u64>()).prop_map(|(order_id, amount_cents, txn)| {
+                Request::Pay {
+                    order_id,
+                    amount_cents,
+                    txn,
+                }
             }),
             (any::<u64>(), order_id())
                 .prop_map(|(user_id, order_id)| Request::Refund { user_id, order_id }),
@@ -653,6 +696,12 @@ mod tests {
                     activity_id,
                     user_id,
                     limit,
+                }
+            }),
+            (any::<u64>(), any::<u64>()).prop_map(|(user_id, activity_id)| {
+                Request::IssueBuyToken {
+                    user_id,
+                    activity_id,
                 }
             }),
             any::<u64>().prop_map(|activity_id| Request::GetActivity { activity_id }),
@@ -756,6 +805,7 @@ mod tests {
     fn response() -> impl Strategy<Value = Response> {
         prop_oneof![
             order_view().prop_map(Response::Order),
+            order_view().prop_map(Response::Replayed),
             (proptest::collection::vec(order_view(), 0..24), any::<u64>())
                 .prop_map(|(items, total)| Response::Orders { items, total }),
             activity_view().prop_map(|v| Response::Activity(Box::new(v))),
@@ -814,6 +864,15 @@ mod tests {
                 user_id: 1,
                 activity_id: 2,
                 quantity: 3,
+                idempotency_key: 0,
+                buy_token_ok: false,
+            },
+            Request::Buy {
+                user_id: 1,
+                activity_id: 2,
+                quantity: 1,
+                idempotency_key: 0xdead_beef_cafe_f00d,
+                buy_token_ok: true,
             },
             Request::GetOrder {
                 user_id: None,
@@ -835,6 +894,7 @@ mod tests {
             Request::Pay {
                 order_id: id(4),
                 amount_cents: 1998,
+                txn: 0x0123_4567_89ab_cdef,
             },
             Request::Refund {
                 user_id: 1,
@@ -847,6 +907,10 @@ mod tests {
                 user_id: 1,
                 limit: 4,
             },
+            Request::IssueBuyToken {
+                user_id: 1,
+                activity_id: 7,
+            },
             Request::GetActivity { activity_id: 7 },
             Request::ListActivities {
                 offset: 0,
@@ -858,6 +922,10 @@ mod tests {
     fn all_responses() -> Vec<Response> {
         vec![
             Response::Order(sample_order()),
+            Response::Replayed(OrderView {
+                status: OrderStatus::Paid,
+                ..sample_order()
+            }),
             Response::Orders {
                 items: vec![],
                 total: 0,
@@ -927,24 +995,28 @@ mod tests {
                 user_id: 5,
                 activity_id: 6,
                 quantity: 7,
+                idempotency_key: 8,
+                buy_token_ok: true,
             },
         );
         let mut want = Vec::new();
-        want.extend_from_slice(&29u32.to_le_bytes());
+        want.extend_from_slice(&38u32.to_le_bytes());
         want.push(kind::BUY);
         want.extend_from_slice(&0x0102u64.to_le_bytes());
         want.extend_from_slice(&5u64.to_le_bytes());
         want.extend_from_slice(&6u64.to_le_bytes());
         want.extend_from_slice(&7u32.to_le_bytes());
+        want.extend_from_slice(&8u64.to_le_bytes());
+        want.push(1);
         assert_eq!(out, want);
     }
 
     #[test]
     fn kinds_follow_declaration_order() {
         let kinds: Vec<u8> = all_requests().iter().map(request_kind).collect();
-        assert_eq!(kinds, [1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(kinds, [1, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let kinds: Vec<u8> = all_responses().iter().map(response_kind).collect();
-        assert_eq!(kinds, [128, 129, 129, 130, 131, 131, 132, 133]);
+        assert_eq!(kinds, [128, 129, 130, 130, 131, 132, 132, 133, 134]);
     }
 
     #[test]
@@ -1141,6 +1213,29 @@ mod tests {
             Err(FrameError::BadValue { field: "user_id" })
         );
 
+        // A bool other than 0/1.
+        let mut body = encoded_request(
+            1,
+            &Request::Buy {
+                user_id: 1,
+                activity_id: 2,
+                quantity: 1,
+                idempotency_key: 3,
+                buy_token_ok: true,
+            },
+        );
+        let token_ok_at = body.len() - 1;
+        assert_eq!(body[token_ok_at], 1);
+        for b in [2u8, 0x80, 255] {
+            body[token_ok_at] = b;
+            assert_eq!(
+                decode_request(&body),
+                Err(FrameError::BadValue {
+                    field: "buy_token_ok"
+                })
+            );
+        }
+
         let mut body = encoded_response(1, &Response::Error(ErrorCode::Busy));
         for code in [0u8, 18, 255] {
             body[HEADER_BYTES] = code;
@@ -1152,16 +1247,21 @@ mod tests {
             );
         }
 
-        let mut body = encoded_response(1, &Response::Order(sample_order()));
-        let status_at = HEADER_BYTES + 16 + 8 + 8 + 4 + 8;
-        assert_eq!(body[status_at], OrderStatus::PendingPayment as u8);
-        body[status_at] = 7;
-        assert_eq!(
-            decode_response(&body),
-            Err(FrameError::BadValue {
-                field: "order.status"
-            })
-        );
+        for resp in [
+            Response::Order(sample_order()),
+            Response::Replayed(sample_order()),
+        ] {
+            let mut body = encoded_response(1, &resp);
+            let status_at = HEADER_BYTES + 16 + 8 + 8 + 4 + 8;
+            assert_eq!(body[status_at], OrderStatus::PendingPayment as u8);
+            body[status_at] = 7;
+            assert_eq!(
+                decode_response(&body),
+                Err(FrameError::BadValue {
+                    field: "order.status"
+                })
+            );
+        }
 
         let activity = ActivityView {
             product_name: String::new(),
@@ -1312,20 +1412,30 @@ mod tests {
             user_id: 1,
             activity_id: 2,
             quantity: 1,
+            idempotency_key: 0xfeed,
+            buy_token_ok: true,
         };
         let order = Response::Order(sample_order());
+        let replayed = Response::Replayed(sample_order());
         let mut out = Vec::with_capacity(1024);
         let before = alloc_count::allocations();
         for i in 0..100 {
             out.clear();
             encode_request(&mut out, i, &buy);
             encode_response(&mut out, i, &order);
+            encode_response(&mut out, i, &replayed);
             encode_response(&mut out, i, &Response::Error(ErrorCode::SoldOut));
             let (body, used) = split_frame(&out).unwrap().unwrap();
             assert_eq!(decode_request(body).unwrap().1, buy);
             let rest = &out[used..];
             let (body, used) = split_frame(rest).unwrap().unwrap();
             assert!(matches!(decode_response(body), Ok((_, Response::Order(_)))));
+            let rest = &rest[used..];
+            let (body, used) = split_frame(rest).unwrap().unwrap();
+            assert!(matches!(
+                decode_response(body),
+                Ok((_, Response::Replayed(_)))
+            ));
             let (body, _) = split_frame(&rest[used..]).unwrap().unwrap();
             assert!(matches!(
                 decode_response(body),
@@ -1399,7 +1509,7 @@ mod tests {
 
         #[test]
         fn arbitrary_payloads_behind_a_valid_header_never_panic(
-            kind in prop_oneof![1u8..=11, 128u8..=133, any::<u8>()],
+            kind in prop_oneof![1u8..=12, 128u8..=134, any::<u8>()],
             payload in proptest::collection::vec(any::<u8>(), 0..512),
         ) {
             let mut body = vec![kind];

@@ -137,7 +137,7 @@ fn buyer_thread(
     let mut next = users.start;
     while received < total {
         while next < users.end && sent - received < IN_FLIGHT_MAX {
-            let req = Request::Buy { user_id: next + 1, activity_id, quantity: 1 };
+            let req = Request::Buy { user_id: next + 1, activity_id, quantity: 1, idempotency_key: 0, buy_token_ok: false };
             match engine.try_submit(Envelope { req, tag: next, reply: tx.clone() }) {
                 Ok(()) => {
                     sent += 1;

@@ -11,6 +11,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use seckill_proto::Request;
 pub use state::ShardState;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A request on its way to a shard, with where its answer goes.
 pub struct Envelope {
@@ -35,6 +36,10 @@ pub enum Control {
 /// latency a batch adds and the size of one WAL group.
 pub const BATCH_MAX: usize = 256;
 
+/// Longest a shard sleeps while payment deadlines are pending, so expiry is
+/// never late by more than this (and a test clock that jumps is noticed).
+pub const DEADLINE_TICK: Duration = Duration::from_millis(50);
+
 pub(crate) fn run(
     mut state: ShardState,
     data: Receiver<Envelope>,
@@ -44,18 +49,31 @@ pub(crate) fn run(
 ) {
     let mut batch = Batch::default();
     loop {
-        let first = select! {
-            recv(control) -> msg => match msg {
-                Ok(Control::Stop) | Err(_) => {
-                    drain(&mut state, &data, &sink, &clock, &mut batch);
-                    return;
-                }
-                Ok(c) => { apply_control(&mut state, c); continue; }
+        let wait = state
+            .next_deadline_ms()
+            .map(|d| Duration::from_millis(d.saturating_sub(clock.now_ms())).min(DEADLINE_TICK));
+        let first = match wait {
+            Some(timeout) => select! {
+                recv(control) -> msg => Wake::Control(msg.ok()),
+                recv(data) -> msg => Wake::Data(msg.ok()),
+                default(timeout) => Wake::Tick,
             },
-            recv(data) -> msg => match msg {
-                Ok(env) => env,
-                Err(_) => return,
+            None => select! {
+                recv(control) -> msg => Wake::Control(msg.ok()),
+                recv(data) -> msg => Wake::Data(msg.ok()),
             },
+        };
+        let first = match first {
+            Wake::Control(Some(Control::Stop)) | Wake::Control(None) | Wake::Data(None) => {
+                drain(&mut state, &data, &sink, &clock, &mut batch);
+                return;
+            }
+            Wake::Control(Some(c)) => {
+                apply_control(&mut state, c);
+                None
+            }
+            Wake::Data(Some(env)) => Some(env),
+            Wake::Tick => None,
         };
         // Configuration first: a buy decided after an admin call returned
         // must see that call's effect.
@@ -65,17 +83,28 @@ pub(crate) fn run(
             apply_control(&mut state, c);
         }
         let now_ms = clock.now_ms();
-        decide(&mut state, first, now_ms, &mut batch);
-        for env in data.try_iter().take(BATCH_MAX - 1) {
+        state.expire_due(now_ms, &mut batch);
+        if let Some(env) = first {
             decide(&mut state, env, now_ms, &mut batch);
+            for env in data.try_iter().take(BATCH_MAX - 1) {
+                decide(&mut state, env, now_ms, &mut batch);
+            }
+            metrics::histogram!("seckill_shard_batch_size").record(batch.replies.len() as f64);
         }
-        metrics::histogram!("seckill_shard_batch_size").record(batch.replies.len() as f64);
-        sink.commit(&mut batch);
+        if !batch.is_empty() {
+            sink.commit(&mut batch);
+        }
         if stop {
             drain(&mut state, &data, &sink, &clock, &mut batch);
             return;
         }
     }
+}
+
+enum Wake {
+    Control(Option<Control>),
+    Data(Option<Envelope>),
+    Tick,
 }
 
 /// Decides whatever is still queued, so a clean stop answers everyone.

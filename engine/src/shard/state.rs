@@ -9,6 +9,8 @@ use crate::order::{step, Order, Step, Transition};
 use crate::purchases::Purchases;
 use crate::stock::StockPool;
 use hashbrown::HashMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use seckill_proto::{
     ActivityView, ErrorCode, OrderId, OrderStatus, Phase, Request, Response, PAGE_LIMIT_MAX,
 };
@@ -37,6 +39,11 @@ pub struct ShardState {
     pub user_orders: HashMap<u64, Vec<OrderId>>,
     /// The last order id issued; ids only grow.
     last_id: OrderId,
+    /// (user, Idempotency-Key hash) → the order that key made.
+    idempotency: HashMap<(u64, u64), OrderId>,
+    /// Payment deadlines, soonest first. Entries of orders that left
+    /// pending_payment are skipped when they come due (no removal needed).
+    deadlines: BinaryHeap<Reverse<(u64, OrderId)>>,
 }
 
 type Outcome = Result<Response, ErrorCode>;
@@ -50,6 +57,8 @@ impl ShardState {
             orders: HashMap::new(),
             user_orders: HashMap::new(),
             last_id: OrderId::first_at(0, id),
+            idempotency: HashMap::new(),
+            deadlines: BinaryHeap::new(),
         }
     }
 
@@ -77,9 +86,13 @@ impl ShardState {
     /// who must hold it until the batch is durable.
     pub fn handle(&mut self, req: &Request, now_ms: u64, batch: &mut Batch) -> Response {
         let outcome = match *req {
-            Request::Buy { user_id, activity_id, quantity } => {
-                self.buy(user_id, activity_id, quantity, now_ms, batch)
+            Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok } => {
+                if let Some(id) = self.idempotency.get(&(user_id, idempotency_key)).filter(|_| idempotency_key != 0) {
+                    return Response::Replayed(self.orders[id].view());
+                }
+                self.buy(user_id, activity_id, quantity, idempotency_key, buy_token_ok, now_ms, batch)
             }
+            Request::IssueBuyToken { user_id, activity_id } => self.issue_buy_token(user_id, activity_id, now_ms),
             Request::GetOrder { user_id, order_id } => {
                 self.find(user_id, order_id).map(|o| Response::Order(o.view()))
             }
@@ -87,21 +100,15 @@ impl ShardState {
                 Ok(self.list_orders(user_id, offset, limit))
             }
             Request::Cancel { user_id, order_id } => {
-                self.transition(Some(user_id), order_id, Transition::Cancel, None, now_ms, batch)
+                self.transition(Some(user_id), order_id, Transition::Cancel, now_ms, 0, batch)
             }
-            Request::Pay { order_id, amount_cents } => {
-                self.transition(None, order_id, Transition::Pay, Some(amount_cents), now_ms, batch)
-            }
+            Request::Pay { order_id, amount_cents, txn } => self.pay(order_id, amount_cents, txn, now_ms, batch),
             Request::Refund { user_id, order_id } => {
                 let t = Transition::Refund { activity_ended: false };
-                self.transition(Some(user_id), order_id, t, None, now_ms, batch)
+                self.transition(Some(user_id), order_id, t, now_ms, 0, batch)
             }
-            Request::Ship { order_id } => {
-                self.transition(None, order_id, Transition::Ship, None, now_ms, batch)
-            }
-            Request::Expire { order_id } => {
-                self.transition(None, order_id, Transition::Expire, None, now_ms, batch)
-            }
+            Request::Ship { order_id } => self.transition(None, order_id, Transition::Ship, now_ms, 0, batch),
+            Request::Expire { order_id } => self.transition(None, order_id, Transition::Expire, now_ms, 0, batch),
             Request::SetQuota { activity_id, user_id, limit } => {
                 self.set_quota(activity_id, user_id, limit, batch)
             }
@@ -115,10 +122,23 @@ impl ShardState {
         outcome.unwrap_or_else(Response::Error)
     }
 
-    fn buy(&mut self, user_id: u64, activity_id: u64, quantity: u32, now_ms: u64, batch: &mut Batch) -> Outcome {
+    #[allow(clippy::too_many_arguments)]
+    fn buy(
+        &mut self,
+        user_id: u64,
+        activity_id: u64,
+        quantity: u32,
+        idempotency_key: u64,
+        buy_token_ok: bool,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Outcome {
         let slot = self.slots.get(&activity_id).ok_or(ErrorCode::ActivityNotFound)?;
         if let Some(code) = slot.activity.refuse_buy(now_ms) {
             return Err(code);
+        }
+        if slot.activity.require_buy_token && !buy_token_ok {
+            return Err(ErrorCode::BuyTokenRequired);
         }
         let limit = slot.limit_of(user_id);
         if limit == 0 {
@@ -144,6 +164,8 @@ impl ShardState {
             status: OrderStatus::PendingPayment,
             created_at_ms: now_ms,
             pay_before_ms,
+            idempotency_key,
+            paid_txn: 0,
         };
         self.insert_order(order);
         batch.events.push(Event::OrderCreated(order));
@@ -163,19 +185,83 @@ impl ShardState {
             .ok_or(ErrorCode::OrderNotFound)
     }
 
+    /// A payment arrived. Checked against the amount and the transaction
+    /// that paid the order before; money that cannot be taken is recorded
+    /// (a `PaymentRefused` event) so it can be returned to the buyer.
+    fn pay(&mut self, order_id: OrderId, amount_cents: u64, txn: u64, now_ms: u64, batch: &mut Batch) -> Outcome {
+        let order = *self.find(None, order_id)?;
+        let refused = |batch: &mut Batch, code| {
+            batch.events.push(Event::PaymentRefused { order_id, amount_cents, txn, at_ms: now_ms });
+            tracing::warn!(%order_id, amount_cents, txn, ?code, "payment refused; recorded for reconciliation");
+            Err(code)
+        };
+        if amount_cents != order.amount_cents {
+            return refused(batch, ErrorCode::AmountMismatch);
+        }
+        match order.status {
+            OrderStatus::Paid | OrderStatus::Shipped | OrderStatus::Refunded if order.paid_txn != txn => {
+                refused(batch, ErrorCode::InvalidState)
+            }
+            OrderStatus::Cancelled | OrderStatus::Expired => refused(batch, ErrorCode::InvalidState),
+            _ => self.transition(None, order_id, Transition::Pay, now_ms, txn, batch),
+        }
+    }
+
+    /// The buy-token gate: may `user_id` get a token for `activity_id`?
+    fn issue_buy_token(&mut self, user_id: u64, activity_id: u64, now_ms: u64) -> Outcome {
+        let slot = self.slots.get(&activity_id).ok_or(ErrorCode::ActivityNotFound)?;
+        if !slot.activity.require_buy_token {
+            return Err(ErrorCode::BadRequest);
+        }
+        if let Some(code) = slot.activity.refuse_buy(now_ms) {
+            return Err(code);
+        }
+        let limit = slot.limit_of(user_id);
+        if limit == 0 || slot.purchases.held(user_id) >= limit {
+            return Err(ErrorCode::LimitReached);
+        }
+        if slot.pool.remaining() == 0 || !slot.pool.try_issue_gate(slot.activity.gate_factor) {
+            return Err(ErrorCode::SoldOut);
+        }
+        Ok(Response::Done)
+    }
+
+    /// Expires every pending order whose deadline is at or before `now_ms`.
+    /// Returns how many it expired.
+    pub fn expire_due(&mut self, now_ms: u64, batch: &mut Batch) -> usize {
+        let mut expired = 0;
+        while let Some(Reverse((deadline, id))) = self.deadlines.peek().copied() {
+            if deadline > now_ms {
+                break;
+            }
+            self.deadlines.pop();
+            if self.orders.get(&id).is_some_and(|o| o.status == OrderStatus::PendingPayment) {
+                let r = self.transition(None, id, Transition::Expire, now_ms, 0, batch);
+                debug_assert!(matches!(r, Ok(Response::Order(_))), "{r:?}");
+                expired += 1;
+            }
+        }
+        if expired > 0 {
+            metrics::counter!("seckill_orders_expired_total").increment(expired as u64);
+        }
+        expired
+    }
+
+    /// The next payment deadline, if any order is waiting.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadlines.peek().map(|Reverse((d, _))| *d)
+    }
+
     fn transition(
         &mut self,
         user_id: Option<u64>,
         order_id: OrderId,
         mut t: Transition,
-        amount_cents: Option<u64>,
         now_ms: u64,
+        txn: u64,
         batch: &mut Batch,
     ) -> Outcome {
         let order = *self.find(user_id, order_id)?;
-        if amount_cents.is_some_and(|a| a != order.amount_cents) {
-            return Err(ErrorCode::AmountMismatch);
-        }
         let slot = self.slots.get(&order.activity_id).ok_or(ErrorCode::ActivityNotFound)?;
         match t {
             Transition::Refund { .. } => {
@@ -195,13 +281,14 @@ impl ShardState {
                     let pool = slot.pool.clone();
                     batch.returns.push(StockReturn { pool, quantity: order.quantity as u64 });
                 }
-                self.set_status(order_id, status);
+                self.set_status(order_id, status, txn);
                 batch.events.push(Event::OrderStatusChanged {
                     order_id,
                     user_id: order.user_id,
                     activity_id: order.activity_id,
                     status,
                     at_ms: now_ms,
+                    txn,
                 });
                 Ok(Response::Order(self.orders[&order_id].view()))
             }
@@ -253,6 +340,12 @@ impl ShardState {
             }
         }
         self.user_orders.entry(order.user_id).or_default().push(order.id);
+        if order.idempotency_key != 0 {
+            self.idempotency.insert((order.user_id, order.idempotency_key), order.id);
+        }
+        if order.status == OrderStatus::PendingPayment {
+            self.deadlines.push(Reverse((order.pay_before_ms, order.id)));
+        }
         let previous = self.orders.insert(order.id, order);
         assert!(previous.is_none(), "order id {} issued twice", order.id);
         if order.id.shard() == self.id && order.id > self.last_id {
@@ -262,12 +355,15 @@ impl ShardState {
 
     /// Moves an order to `status`, releasing the buyer's units when the new
     /// status no longer holds stock.
-    pub fn set_status(&mut self, order_id: OrderId, status: OrderStatus) {
+    pub fn set_status(&mut self, order_id: OrderId, status: OrderStatus, txn: u64) {
         let Some(order) = self.orders.get_mut(&order_id) else {
             panic!("status change for unknown order {order_id}");
         };
         let was_holding = order.status.holds_stock();
         order.status = status;
+        if status == OrderStatus::Paid {
+            order.paid_txn = txn;
+        }
         if was_holding && !status.holds_stock() {
             let (user, activity, quantity) = (order.user_id, order.activity_id, order.quantity);
             if let Some(slot) = self.slots.get_mut(&activity) {

@@ -91,6 +91,8 @@ mod tests {
             status: OrderStatus::PendingPayment,
             created_at_ms: n,
             pay_before_ms: n + 1,
+            idempotency_key: n,
+            paid_txn: 0,
         })
     }
 
