@@ -1,2 +1,11 @@
-//! WAL → MySQL persister and Redis mirror. Not built yet: see the
-//! "Persister" and "Redis mirror" issues. Nothing here pretends to work.
+//! Downstream copies of the engine's state, fed from its WAL: the MySQL
+//! persister (`mysql/`) and the Redis mirror (`redis/`). Both tail the log
+//! (`seckill_engine::wal::tail::Tailer`), apply records in batches, and
+//! register a checkpoint so the WAL is kept until they have it.
+//!
+//! Architecture Invariant: nothing here can slow or stop the engine. A
+//! consumer that falls behind only lags; MySQL or Redis being down never
+//! blocks a buy.
+
+pub mod mysql;
+pub mod redis;

@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod segment;
 pub mod snapshot;
+pub mod tail;
 pub mod writer;
 
 use crate::commit::Batch;

@@ -1,0 +1,136 @@
+//! Reading the log as it grows, for consumers downstream of the engine
+//! (persister, Redis mirror). A tailer only ever returns durable records,
+//! in LSN order, each once; it survives segment rotation.
+
+use super::codec::{decode, Decoded};
+use super::segment::{self, MAGIC};
+use super::WalStatus;
+use crate::event::Event;
+use rkyv::util::AlignedVec;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error("I/O error reading the WAL: {0}")]
+    Io(#[from] io::Error),
+    #[error("WAL records from {0} on are gone (deleted below a checkpoint); resync from engine state")]
+    Truncated(u64),
+    #[error("WAL damaged at LSN {0}: {1}")]
+    Corrupt(u64, &'static str),
+}
+
+pub struct Tailer {
+    dir: PathBuf,
+    status: Arc<WalStatus>,
+    /// The next LSN this tailer will return.
+    next_lsn: u64,
+    file: Option<(std::fs::File, segment::Segment)>,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already consumed.
+    at: usize,
+    aligned: AlignedVec<16>,
+}
+
+impl Tailer {
+    /// A tailer that returns records after `after_lsn`.
+    pub fn new(data_dir: &std::path::Path, status: Arc<WalStatus>, after_lsn: u64) -> Self {
+        Self {
+            dir: data_dir.join("wal"),
+            status,
+            next_lsn: after_lsn + 1,
+            file: None,
+            buf: Vec::with_capacity(1 << 20),
+            at: 0,
+            aligned: AlignedVec::new(),
+        }
+    }
+
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Records not yet returned that are durable now.
+    pub fn lag_records(&self) -> u64 {
+        (self.status.durable_lsn.load(Ordering::Acquire) + 1).saturating_sub(self.next_lsn)
+    }
+
+    /// Appends up to `max` durable records to `out`. Returns how many.
+    pub fn poll(&mut self, max: usize, out: &mut Vec<(u64, Event)>) -> Result<usize, TailError> {
+        let durable = self.status.durable_lsn.load(Ordering::Acquire);
+        let mut n = 0;
+        while n < max && self.next_lsn <= durable {
+            if self.file.is_none() {
+                self.open_segment_for(self.next_lsn)?;
+            }
+            match decode(&self.buf[self.at..], &mut self.aligned) {
+                Decoded::Record { lsn, event, bytes } => {
+                    if lsn < self.next_lsn {
+                        self.at += bytes; // before where we start
+                        continue;
+                    }
+                    if lsn != self.next_lsn {
+                        return Err(TailError::Corrupt(self.next_lsn, "LSN out of sequence"));
+                    }
+                    self.at += bytes;
+                    out.push((lsn, *event));
+                    self.next_lsn += 1;
+                    n += 1;
+                }
+                Decoded::Incomplete => {
+                    // Durable records are on disk: read more of this segment,
+                    // or move to the next one when this one is finished.
+                    if self.read_more()? == 0 && !self.advance_segment()? {
+                        break;
+                    }
+                }
+                Decoded::Corrupt(why) => return Err(TailError::Corrupt(self.next_lsn, why)),
+            }
+        }
+        Ok(n)
+    }
+
+    fn read_more(&mut self) -> io::Result<usize> {
+        let Some((f, _)) = self.file.as_mut() else { return Ok(0) };
+        self.buf.drain(..self.at);
+        self.at = 0;
+        let len = self.buf.len();
+        self.buf.resize(len + (1 << 20), 0);
+        let got = f.read(&mut self.buf[len..])?;
+        self.buf.truncate(len + got);
+        Ok(got)
+    }
+
+    /// Switches to the segment holding `next_lsn` if the current one ended.
+    fn advance_segment(&mut self) -> Result<bool, TailError> {
+        let segments = segment::list(&self.dir)?;
+        let current = self.file.as_ref().map(|(_, s)| s.first_lsn).unwrap_or(0);
+        match segments.iter().find(|s| s.first_lsn > current && s.first_lsn <= self.next_lsn) {
+            Some(_) => {
+                self.open_segment_for(self.next_lsn)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn open_segment_for(&mut self, lsn: u64) -> Result<(), TailError> {
+        let segments = segment::list(&self.dir)?;
+        let Some(seg) = segments.iter().rev().find(|s| s.first_lsn <= lsn) else {
+            return Err(TailError::Truncated(lsn));
+        };
+        let mut f = std::fs::File::open(&seg.path)?;
+        let mut magic = [0u8; 8];
+        f.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(TailError::Corrupt(lsn, "bad segment magic"));
+        }
+        f.seek(SeekFrom::Start(MAGIC.len() as u64))?;
+        self.buf.clear();
+        self.at = 0;
+        self.file = Some((f, seg.clone()));
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! The Redis mirror. (being built)
