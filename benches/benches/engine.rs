@@ -45,6 +45,8 @@ fn buys(activity_id: u64, users: std::ops::Range<u64>) -> Vec<Request> {
             user_id: user_id(i),
             activity_id,
             quantity: 1,
+            idempotency_key: 0,
+            buy_token_ok: false,
         })
         .collect()
 }

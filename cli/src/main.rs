@@ -24,32 +24,38 @@ enum Command {
     Front(cmd::front::Args),
     /// Send one command to a running engine's admin socket.
     Admin(cmd::admin::Args),
-    /// Load generator.
-    Load,
+    /// Load generator: many buyers against a running front, latency percentiles, --verify.
+    Load(cmd::load::Args),
     /// Print a JWT for a user.
     Token(cmd::token::Args),
-    /// Apply the MySQL migrations.
-    Migrate,
+    /// Create the MySQL database if missing and apply the migrations.
+    Migrate(cmd::migrate::Args),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Servers log what they do; one-shot tools (demo, load, admin, token)
+    // print a report and log only problems. RUST_LOG overrides both.
+    let default_level = match cli.command {
+        Command::Up(_) | Command::Engine(_) | Command::Front(_) | Command::Migrate(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Up(args) => cmd::up::run(args),
         Command::Engine(args) => cmd::engine::run(args),
         Command::Front(args) => cmd::front::run(args),
         Command::Admin(args) => cmd::admin::run(args),
-        Command::Load => not_built("load", "Load generator, `seckill demo`, and the end-to-end benchmark"),
+        Command::Load(args) => cmd::load::run(args),
         Command::Token(args) => cmd::token::run(args),
-        Command::Migrate => not_built("migrate", "Persister: WAL → MySQL"),
+        Command::Migrate(args) => cmd::migrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,10 +64,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn not_built(command: &str, issue: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`seckill {command}` is not built yet (issue \"{issue}\"); `seckill demo` `up`, `engine`, `front`, `admin` and `token` work today")
 }
 
 #[cfg(test)]

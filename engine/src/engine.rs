@@ -262,11 +262,25 @@ impl Engine {
         image_url: String,
         price_cents: u64,
     ) -> Result<Product, AdminError> {
+        self.create_product_as(None, name, description, image_url, price_cents)
+    }
+
+    /// `create_product` with a chosen id, which must be above every product
+    /// id the engine has (warmup from MySQL keeps the ids rows have there).
+    pub fn create_product_as(
+        &self,
+        id: Option<u64>,
+        name: String,
+        description: String,
+        image_url: String,
+        price_cents: u64,
+    ) -> Result<Product, AdminError> {
         if name.is_empty() || [&name, &description, &image_url].iter().any(|s| s.len() > TEXT_BYTES_MAX) {
             return Err(AdminError::new(ErrorCode::BadRequest, "name must be 1..=1024 bytes; description and image_url at most 1024"));
         }
         let mut catalog = self.catalog.lock();
-        let product = Product { id: catalog.next_product_id(), name, description, image_url, price_cents };
+        let id = chosen_id(id, catalog.next_product_id(), "product")?;
+        let product = Product { id, name, description, image_url, price_cents };
         let ev = Event::ProductCreated(product.clone());
         self.log(vec![ev.clone()])?;
         catalog.apply(&ev);
@@ -274,6 +288,12 @@ impl Engine {
     }
 
     pub fn create_activity(&self, spec: ActivitySpec) -> Result<ActivityView, AdminError> {
+        self.create_activity_as(None, spec)
+    }
+
+    /// `create_activity` with a chosen id, which must be above every
+    /// activity id the engine has (warmup from MySQL).
+    pub fn create_activity_as(&self, id: Option<u64>, spec: ActivitySpec) -> Result<ActivityView, AdminError> {
         if spec.stock > STOCK_MAX {
             return Err(AdminError::new(ErrorCode::BadRequest, "stock must be at most 1000000000"));
         }
@@ -287,7 +307,7 @@ impl Engine {
             None => spec.title.clone(),
         };
         let activity = Activity {
-            id: catalog.next_activity_id(),
+            id: chosen_id(id, catalog.next_activity_id(), "activity")?,
             product_id: spec.product_id.unwrap_or(0),
             product_name,
             title: spec.title,
@@ -363,12 +383,19 @@ impl Engine {
         self.catalog.lock().products.values().cloned().collect()
     }
 
+    /// The largest product id and activity id so far (0: none yet).
+    pub fn last_ids(&self) -> (u64, u64) {
+        let c = self.catalog.lock();
+        (c.next_product_id() - 1, c.next_activity_id() - 1)
+    }
+
     fn view(&self, activity: &Arc<Activity>, pool: &Arc<StockPool>) -> ActivityView {
         let slot = shard::state::Slot {
             activity: activity.clone(),
             pool: pool.clone(),
             purchases: Default::default(),
             quotas: Default::default(),
+            token_holders: Default::default(),
         };
         view_of(&slot, self.clock.now_ms())
     }
@@ -400,6 +427,19 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// The id a new product or activity gets: `next`, or the caller's choice
+/// when it is at least `next` (ids only grow).
+fn chosen_id(wanted: Option<u64>, next: u64, what: &str) -> Result<u64, AdminError> {
+    match wanted {
+        None => Ok(next),
+        Some(id) if id >= next && id < u64::MAX => Ok(id),
+        Some(id) => Err(AdminError::new(
+            ErrorCode::BadRequest,
+            format!("{what} id {id} is taken or below the largest id; new ids start at {next}"),
+        )),
     }
 }
 

@@ -6,13 +6,16 @@
 //!   checks the invariants after every step: tokens conserved exactly, never
 //!   oversold, no user above their limit, purchases consistent with orders,
 //!   tokens returned only on `Batch::release` and exactly once, and every
-//!   transition idempotent.
+//!   transition idempotent (a refused payment is only ever recorded for
+//!   reconciliation), idempotency keys replay, and the shards' own payment
+//!   timers (`expire_due`) expire exactly the orders past their deadline.
 //! * `engine_concurrent_clients_keep_invariants`: several client threads
 //!   hammer a real `Engine` (1..=4 shards, `Sink::Immediate`, a
-//!   `ManualClock`) and the final state is checked through `Engine::inspect`
-//!   and `Engine::activity`.
-//! * `give_back_races_stock_add`: a targeted race between returning tokens
-//!   and `stock.add` on one pool.
+//!   `ManualClock`) while the shards' timers expire orders on their own; the
+//!   final state is checked through `Engine::inspect` and `Engine::activity`.
+//! * `give_back_races_stock_add` and `activity_view_consistent_during_stock_add`:
+//!   targeted races between `stock.add` and returning tokens / reading the
+//!   activity view.
 
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -38,23 +41,35 @@ const T0: u64 = 1_704_067_200_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum T {
-    Pay { amount_cents: u64 },
+    Pay { amount_cents: u64, txn: u64 },
     Cancel,
     Expire,
     Refund { activity_ended: bool },
     Ship,
 }
 
-/// What a transition on `o` must answer at `now_ms`: the new status (equal
-/// to the old one when the transition already happened), or an error.
-fn predict_transition(o: &OrderView, t: T, now_ms: u64) -> Result<OrderStatus, ErrorCode> {
+/// What a transition on `o` (paid by `paid_txn`, 0 if unpaid) must do at
+/// `now_ms`: the status it leaves (the same one when the transition already
+/// happened) or the error, and whether refused money is recorded for
+/// reconciliation (a `PaymentRefused` event).
+fn predict_transition(
+    o: &OrderView,
+    paid_txn: u64,
+    t: T,
+    now_ms: u64,
+) -> (Result<OrderStatus, ErrorCode>, bool) {
     use OrderStatus::*;
-    match (o.status, t) {
-        (_, T::Pay { amount_cents }) if amount_cents != o.amount_cents => {
-            Err(ErrorCode::AmountMismatch)
-        }
-        (PendingPayment, T::Pay { .. }) => Ok(Paid),
-        (Paid | Shipped | Refunded, T::Pay { .. }) => Ok(o.status),
+    if let T::Pay { amount_cents, txn } = t {
+        return match o.status {
+            _ if amount_cents != o.amount_cents => (Err(ErrorCode::AmountMismatch), true),
+            PendingPayment => (Ok(Paid), false),
+            // The same transaction again is a replay; another one is a
+            // second payment, refused and recorded.
+            Paid | Shipped | Refunded if txn == paid_txn => (Ok(o.status), false),
+            _ => (Err(ErrorCode::InvalidState), true),
+        };
+    }
+    let outcome = match (o.status, t) {
         (PendingPayment, T::Cancel) => Ok(Cancelled),
         (Cancelled, T::Cancel) => Ok(Cancelled),
         (PendingPayment, T::Expire) if now_ms < o.pay_before_ms => Err(ErrorCode::InvalidState),
@@ -70,6 +85,40 @@ fn predict_transition(o: &OrderView, t: T, now_ms: u64) -> Result<OrderStatus, E
         (Paid, T::Ship) => Ok(Shipped),
         (Shipped, T::Ship) => Ok(Shipped),
         _ => Err(ErrorCode::InvalidState),
+    };
+    (outcome, false)
+}
+
+fn refused_payment(order_id: OrderId, t: T, at_ms: u64) -> Event {
+    let T::Pay { amount_cents, txn } = t else {
+        panic!("only a payment is refused with a record")
+    };
+    Event::PaymentRefused {
+        order_id,
+        amount_cents,
+        txn,
+        at_ms,
+    }
+}
+
+fn request_for(o: &OrderView, t: T) -> Request {
+    let order_id = o.order_id;
+    match t {
+        T::Pay { amount_cents, txn } => Request::Pay {
+            order_id,
+            amount_cents,
+            txn,
+        },
+        T::Cancel => Request::Cancel {
+            user_id: o.user_id,
+            order_id,
+        },
+        T::Expire => Request::Expire { order_id },
+        T::Refund { .. } => Request::Refund {
+            user_id: o.user_id,
+            order_id,
+        },
+        T::Ship => Request::Ship { order_id },
     }
 }
 
@@ -103,6 +152,7 @@ struct ActSpec {
     timeout_s: u32,
     starts_in_ms: u64,
     lasts_ms: u64,
+    require_buy_token: bool,
 }
 
 /// Mostly 1, sometimes more, sometimes the invalid 0.
@@ -118,25 +168,33 @@ fn act_spec() -> impl Strategy<Value = ActSpec> {
         1u32..=3,
         prop_oneof![4 => Just(0u64), 1 => 1u64..=2_000],
         2_000u64..=40_000,
+        prop::bool::weighted(0.2),
     )
         .prop_map(
-            |(stock, per_user_limit, price_cents, timeout_s, starts_in_ms, lasts_ms)| ActSpec {
-                stock,
-                per_user_limit,
-                price_cents,
-                timeout_s,
-                starts_in_ms,
-                lasts_ms,
+            |(stock, per_user_limit, price_cents, timeout_s, starts_in_ms, lasts_ms, token)| {
+                ActSpec {
+                    stock,
+                    per_user_limit,
+                    price_cents,
+                    timeout_s,
+                    starts_in_ms,
+                    lasts_ms,
+                    require_buy_token: token,
+                }
             },
         )
 }
 
 #[derive(Clone, Debug)]
 enum Op {
+    /// `key`: an Idempotency-Key hash (0: none); `token_ok`: the front
+    /// verified a buy token.
     Buy {
         user: u64,
         act: u64,
         qty: u32,
+        key: u64,
+        token_ok: bool,
     },
     /// `by` is the requester; a different user than the owner must get
     /// `order_not_found`.
@@ -147,6 +205,7 @@ enum Op {
     Pay {
         pick: Index,
         wrong_amount: bool,
+        txn: u64,
     },
     /// `advance` moves the clock to the deadline (or 1 ms past it) first.
     Expire {
@@ -180,6 +239,8 @@ enum Op {
     Ghost {
         kind: u8,
     },
+    /// The shards' payment timers run (`ShardState::expire_due`).
+    ExpireDue,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -187,9 +248,11 @@ fn op() -> impl Strategy<Value = Op> {
     let act = prop_oneof![12 => 1..=ACTIVITIES, 1 => Just(ACTIVITIES + 1)];
     let by = prop_oneof![3 => Just(None), 1 => (1..=USERS).prop_map(Some)];
     prop_oneof![
-        8 => (user.clone(), act.clone(), quantity()).prop_map(|(user, act, qty)| Op::Buy { user, act, qty }),
+        8 => (user.clone(), act.clone(), quantity(), prop_oneof![4 => Just(0u64), 1 => 1u64..=2], prop::bool::weighted(0.5))
+            .prop_map(|(user, act, qty, key, token_ok)| Op::Buy { user, act, qty, key, token_ok }),
         3 => (any::<Index>(), by.clone()).prop_map(|(pick, by)| Op::Cancel { pick, by }),
-        4 => (any::<Index>(), prop::bool::weighted(0.2)).prop_map(|(pick, wrong_amount)| Op::Pay { pick, wrong_amount }),
+        4 => (any::<Index>(), prop::bool::weighted(0.2), prop_oneof![4 => Just(1u64), 1 => Just(2u64)])
+            .prop_map(|(pick, wrong_amount, txn)| Op::Pay { pick, wrong_amount, txn }),
         3 => (any::<Index>(), prop_oneof![Just(None), Just(Some(0u64)), Just(Some(1u64))])
             .prop_map(|(pick, advance)| Op::Expire { pick, advance }),
         3 => (any::<Index>(), by).prop_map(|(pick, by)| Op::Refund { pick, by }),
@@ -205,6 +268,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(act, status)| Op::SetStatus { act, status }),
         2 => (0u64..=4_000).prop_map(|ms| Op::Advance { ms }),
         1 => (0u8..5).prop_map(|kind| Op::Ghost { kind }),
+        2 => Just(Op::ExpireDue),
     ]
 }
 
@@ -217,6 +281,10 @@ struct Model {
     orders: HashMap<OrderId, OrderView>,
     /// Creation order, for picking an order to act on.
     order_ids: Vec<OrderId>,
+    /// The transaction that paid each paid order.
+    paid_txn: HashMap<OrderId, u64>,
+    /// (user, Idempotency-Key hash) → the order that key made.
+    idempotency: HashMap<(u64, u64), OrderId>,
     /// (user, activity) whose quota was lowered below what they already
     /// held: they keep those units (nothing is revoked) but may never grow.
     grandfathered: HashMap<(u64, u64), u32>,
@@ -252,7 +320,13 @@ impl Model {
     }
 
     /// The answer a buy must get: `Ok(view without its id)` or the error.
-    fn predict_buy(&self, user: u64, act: u64, qty: u32) -> Result<OrderView, ErrorCode> {
+    fn predict_buy(
+        &self,
+        user: u64,
+        act: u64,
+        qty: u32,
+        token_ok: bool,
+    ) -> Result<OrderView, ErrorCode> {
         let a = self.acts.get(&act).ok_or(ErrorCode::ActivityNotFound)?;
         if self.ended(act) {
             return Err(ErrorCode::Ended);
@@ -262,6 +336,9 @@ impl Model {
         }
         if self.now < a.starts_at_ms {
             return Err(ErrorCode::NotStarted);
+        }
+        if a.require_buy_token && !token_ok {
+            return Err(ErrorCode::BuyTokenRequired);
         }
         let limit = self.limit(user, act);
         if limit == 0 {
@@ -331,7 +408,7 @@ impl Harness {
                 ends_at_ms,
                 per_user_limit: s.per_user_limit,
                 payment_timeout_s: s.timeout_s,
-                require_buy_token: false,
+                require_buy_token: s.require_buy_token,
                 gate_factor: 5,
                 status: ActivityStatus::Active,
             };
@@ -352,6 +429,8 @@ impl Harness {
             quotas: HashMap::new(),
             orders: HashMap::new(),
             order_ids: Vec::new(),
+            paid_txn: HashMap::new(),
+            idempotency: HashMap::new(),
             grandfathered: HashMap::new(),
         };
         Self {
@@ -404,8 +483,9 @@ impl Harness {
 
     /// A transition request, checked against the model, then repeated.
     fn transition(&mut self, shard: usize, req: Request, order_id: OrderId, t: T) {
-        let expected = match self.model.orders.get(&order_id) {
-            None => Err(ErrorCode::OrderNotFound),
+        let now = self.model.now;
+        let (expected, refused) = match self.model.orders.get(&order_id) {
+            None => (Err(ErrorCode::OrderNotFound), false),
             Some(o) => {
                 let owner_ok = match req {
                     Request::Cancel { user_id, .. } | Request::Refund { user_id, .. } => {
@@ -414,79 +494,135 @@ impl Harness {
                     _ => true,
                 };
                 if owner_ok {
-                    predict_transition(o, t, self.model.now)
+                    let paid_txn = self.model.paid_txn.get(&order_id).copied().unwrap_or(0);
+                    predict_transition(o, paid_txn, t, now)
                 } else {
-                    Err(ErrorCode::OrderNotFound)
+                    (Err(ErrorCode::OrderNotFound), false)
                 }
             }
+        };
+        // A refused payment leaves one reconciliation record and nothing else.
+        let refusal_record: Vec<Event> = if refused {
+            vec![refused_payment(order_id, t, now)]
+        } else {
+            Vec::new()
         };
         let before = self.fingerprint();
         let (resp, mut batch) = self.decide(shard, &req);
         match expected {
             Err(code) => {
                 assert_eq!(resp, Response::Error(code), "{req:?}");
+                assert_eq!(batch.events, refusal_record, "{req:?}");
                 assert!(
-                    batch.events.is_empty() && batch.returns.is_empty(),
-                    "a refusal changed state: {req:?}"
+                    batch.returns.is_empty(),
+                    "a refusal returned tokens: {req:?}"
                 );
             }
             Ok(status) => {
                 let old = self.model.orders[&order_id];
-                let new = OrderView { status, ..old };
-                assert_eq!(resp, Response::Order(new), "{req:?}");
+                assert_eq!(
+                    resp,
+                    Response::Order(OrderView { status, ..old }),
+                    "{req:?}"
+                );
                 if status == old.status {
                     assert!(
                         batch.events.is_empty() && batch.returns.is_empty(),
                         "a repeat changed state: {req:?}"
                     );
                 } else {
-                    assert_eq!(batch.events.len(), 1, "{req:?}");
-                    assert!(
-                        matches!(batch.events[0], Event::OrderStatusChanged { order_id: id, status: s, .. } if id == order_id && s == status),
-                        "{:?}",
-                        batch.events
-                    );
-                    let pool = &self.pools[&old.activity_id];
-                    if holds(old.status) && !holds(status) {
-                        // Invariant 5: exactly this order's tokens, once, to its own pool.
-                        assert_eq!(batch.returns.len(), 1);
-                        assert_eq!(batch.returns[0].quantity, old.quantity as u64);
-                        assert!(Arc::ptr_eq(&batch.returns[0].pool, pool));
-                    } else {
-                        assert!(batch.returns.is_empty(), "{req:?} returned tokens");
-                    }
+                    let txn = match t {
+                        T::Pay { txn, .. } => txn,
+                        _ => 0,
+                    };
+                    let changed = Event::OrderStatusChanged {
+                        order_id,
+                        user_id: old.user_id,
+                        activity_id: old.activity_id,
+                        status,
+                        at_ms: now,
+                        txn,
+                    };
+                    assert_eq!(batch.events, vec![changed], "{req:?}");
+                    self.check_returns(&batch, &[old], status);
                 }
             }
         }
         // Tokens go back only on release (once durable), never at decision time.
-        let pools_before: Vec<u64> = self.pools.values().map(|p| p.remaining()).collect();
-        assert_eq!(
-            pools_before,
-            before.pools.iter().map(|p| p.2).collect::<Vec<_>>()
-        );
+        self.check_pools_unchanged(&before);
         batch.release();
         if let Ok(status) = expected {
-            self.model
+            let o = self
+                .model
                 .orders
                 .get_mut(&order_id)
-                .expect("predicted order")
-                .status = status;
+                .expect("predicted order");
+            if status == OrderStatus::Paid && o.status == OrderStatus::PendingPayment {
+                let T::Pay { txn, .. } = t else {
+                    panic!("paid by {t:?}")
+                };
+                self.model.paid_txn.insert(order_id, txn);
+            }
+            o.status = status;
         }
         self.check();
 
-        // Idempotence: the same request again answers the same and changes nothing.
+        // Idempotence: the same request again answers the same and changes
+        // nothing (a refused payment is recorded again: it is money again).
         let before = self.fingerprint();
         let (again, mut batch) = self.decide(shard, &req);
         assert_eq!(again, resp, "repeat of {req:?}");
+        assert_eq!(batch.events, refusal_record, "repeat of {req:?}");
         assert!(
-            batch.events.is_empty() && batch.returns.is_empty(),
-            "repeat of {req:?} changed state"
+            batch.returns.is_empty(),
+            "repeat of {req:?} returned tokens"
         );
         batch.release();
         assert_eq!(
             self.fingerprint(),
             before,
             "repeat of {req:?} changed state"
+        );
+    }
+
+    /// Invariant 5: the batch returns exactly the tokens of the `orders`
+    /// that stopped holding stock, once each, to their own pools.
+    fn check_returns(&self, batch: &Batch, orders: &[OrderView], status: OrderStatus) {
+        let freeing: Vec<&OrderView> = orders
+            .iter()
+            .filter(|o| holds(o.status) && !holds(status))
+            .collect();
+        assert_eq!(
+            batch.returns.len(),
+            freeing.len(),
+            "one return per freed order"
+        );
+        let mut returned: BTreeMap<u64, u64> = BTreeMap::new();
+        for r in &batch.returns {
+            let act = self
+                .pools
+                .iter()
+                .find(|(_, p)| Arc::ptr_eq(p, &r.pool))
+                .map(|(a, _)| *a)
+                .expect("tokens returned to a pool of this test");
+            *returned.entry(act).or_default() += r.quantity;
+        }
+        let mut want: BTreeMap<u64, u64> = BTreeMap::new();
+        for o in freeing {
+            *want.entry(o.activity_id).or_default() += o.quantity as u64;
+        }
+        assert_eq!(returned, want, "tokens returned per activity");
+    }
+
+    fn check_pools_unchanged(&self, before: &Fingerprint) {
+        let now: Vec<(u64, u64, u64)> = self
+            .pools
+            .iter()
+            .map(|(id, p)| (*id, p.added(), p.remaining()))
+            .collect();
+        assert_eq!(
+            now, before.pools,
+            "tokens moved before the batch was released"
         );
     }
 
@@ -498,29 +634,105 @@ impl Harness {
         }
     }
 
+    /// The shards' payment timers: exactly the pending orders at or past
+    /// their deadline expire, each returning its tokens once.
+    fn expire_due(&mut self) {
+        let now = self.model.now;
+        for shard in 0..self.shards.len() {
+            let mut due: Vec<OrderView> = self
+                .model
+                .orders
+                .values()
+                .filter(|o| o.order_id.shard() as usize == shard)
+                .filter(|o| o.status == OrderStatus::PendingPayment && o.pay_before_ms <= now)
+                .copied()
+                .collect();
+            due.sort_by_key(|o| o.order_id);
+            let before = self.fingerprint();
+            let mut batch = Batch::default();
+            let n = self.shards[shard].expire_due(now, &mut batch);
+            assert_eq!(n, due.len(), "shard {shard}: orders expired at {now}");
+            let mut events = batch.events.clone();
+            events.sort_by_key(|e| match e {
+                Event::OrderStatusChanged { order_id, .. } => *order_id,
+                _ => OrderId::default(),
+            });
+            let want: Vec<Event> = due
+                .iter()
+                .map(|o| Event::OrderStatusChanged {
+                    order_id: o.order_id,
+                    user_id: o.user_id,
+                    activity_id: o.activity_id,
+                    status: OrderStatus::Expired,
+                    at_ms: now,
+                    txn: 0,
+                })
+                .collect();
+            assert_eq!(events, want, "shard {shard}: expiry events");
+            self.check_returns(&batch, &due, OrderStatus::Expired);
+            self.check_pools_unchanged(&before);
+            batch.release();
+            for o in &due {
+                self.model
+                    .orders
+                    .get_mut(&o.order_id)
+                    .expect("due order")
+                    .status = OrderStatus::Expired;
+            }
+            self.check();
+            // Running the timers again at the same time does nothing.
+            let before = self.fingerprint();
+            let mut batch = Batch::default();
+            assert_eq!(self.shards[shard].expire_due(now, &mut batch), 0);
+            assert!(batch.is_empty(), "timers ran twice");
+            assert_eq!(self.fingerprint(), before);
+        }
+    }
+
     fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Buy { user, act, qty } => {
-                let expected = self.model.predict_buy(user, act, qty);
+            Op::Buy {
+                user,
+                act,
+                qty,
+                key,
+                token_ok,
+            } => {
+                let replay = self
+                    .model
+                    .idempotency
+                    .get(&(user, key))
+                    .copied()
+                    .filter(|_| key != 0);
+                let expected = match replay {
+                    Some(id) => Ok(self.model.orders[&id]),
+                    None => self.model.predict_buy(user, act, qty, token_ok),
+                };
                 let shard = self.shard_of(user);
+                let before = self.fingerprint();
                 let remaining_before = self.pools.get(&act).map(|p| p.remaining());
                 let req = Request::Buy {
                     user_id: user,
                     activity_id: act,
                     quantity: qty,
+                    idempotency_key: key,
+                    buy_token_ok: token_ok,
                 };
                 let (resp, mut batch) = self.decide(shard, &req);
                 assert!(batch.returns.is_empty());
-                match expected {
-                    Err(code) => {
+                match (expected, replay.is_some()) {
+                    (Err(code), _) => {
                         assert_eq!(resp, Response::Error(code), "{req:?}");
                         assert!(batch.events.is_empty(), "a refused buy changed state");
-                        assert_eq!(
-                            self.pools.get(&act).map(|p| p.remaining()),
-                            remaining_before
-                        );
+                        self.check_pools_unchanged(&before);
                     }
-                    Ok(want) => {
+                    (Ok(first), true) => {
+                        // The same key again: the order it made, nothing new.
+                        assert_eq!(resp, Response::Replayed(first), "{req:?}");
+                        assert!(batch.events.is_empty(), "a replayed buy changed state");
+                        self.check_pools_unchanged(&before);
+                    }
+                    (Ok(want), false) => {
                         let got = *as_order(&resp).unwrap_or_else(|| panic!("{req:?} -> {resp:?}"));
                         assert_eq!(
                             OrderView {
@@ -541,7 +753,8 @@ impl Harness {
                             "order id issued twice"
                         );
                         assert!(
-                            matches!(&batch.events[..], [Event::OrderCreated(o)] if o.view() == got),
+                            matches!(&batch.events[..], [Event::OrderCreated(o)]
+                                if o.view() == got && o.idempotency_key == key && o.paid_txn == 0),
                             "{:?}",
                             batch.events
                         );
@@ -552,6 +765,9 @@ impl Harness {
                         );
                         self.model.orders.insert(got.order_id, got);
                         self.model.order_ids.push(got.order_id);
+                        if key != 0 {
+                            self.model.idempotency.insert((user, key), got.order_id);
+                        }
                         let (limit, held) =
                             (self.model.limit(user, act), self.model.held(user, act));
                         assert!(
@@ -586,22 +802,16 @@ impl Harness {
             Op::Pay {
                 ref pick,
                 wrong_amount,
+                txn,
             } => {
                 let Some(o) = self.pick(pick) else { return };
-                let amount_cents = if wrong_amount {
-                    o.amount_cents + 1
-                } else {
-                    o.amount_cents
-                };
-                let req = Request::Pay {
-                    order_id: o.order_id,
-                    amount_cents,
-                };
+                let amount_cents = o.amount_cents + wrong_amount as u64;
+                let t = T::Pay { amount_cents, txn };
                 self.transition(
                     o.order_id.shard() as usize,
-                    req,
+                    request_for(&o, t),
                     o.order_id,
-                    T::Pay { amount_cents },
+                    t,
                 );
             }
             Op::Expire { ref pick, advance } => {
@@ -609,38 +819,46 @@ impl Harness {
                 if let Some(extra) = advance {
                     self.model.now = self.model.now.max(o.pay_before_ms + extra);
                 }
-                let req = Request::Expire {
-                    order_id: o.order_id,
-                };
-                self.transition(o.order_id.shard() as usize, req, o.order_id, T::Expire);
+                let t = T::Expire;
+                self.transition(
+                    o.order_id.shard() as usize,
+                    request_for(&o, t),
+                    o.order_id,
+                    t,
+                );
             }
             Op::Ship { ref pick } => {
                 let Some(o) = self.pick(pick) else { return };
-                let req = Request::Ship {
-                    order_id: o.order_id,
-                };
-                self.transition(o.order_id.shard() as usize, req, o.order_id, T::Ship);
+                let t = T::Ship;
+                self.transition(
+                    o.order_id.shard() as usize,
+                    request_for(&o, t),
+                    o.order_id,
+                    t,
+                );
             }
             Op::Ghost { kind } => {
-                let ghost = OrderId::first_at(self.model.now, OrderId::SHARD_MAX);
+                let order_id = OrderId::first_at(self.model.now, OrderId::SHARD_MAX);
                 let req = match kind {
                     0 => Request::Pay {
-                        order_id: ghost,
+                        order_id,
                         amount_cents: 1,
+                        txn: 1,
                     },
                     1 => Request::Cancel {
                         user_id: 1,
-                        order_id: ghost,
+                        order_id,
                     },
                     2 => Request::Refund {
                         user_id: 1,
-                        order_id: ghost,
+                        order_id,
                     },
-                    3 => Request::Ship { order_id: ghost },
-                    _ => Request::Expire { order_id: ghost },
+                    3 => Request::Ship { order_id },
+                    _ => Request::Expire { order_id },
                 };
-                self.transition(0, req, ghost, T::Ship);
+                self.transition(0, req, order_id, T::Ship);
             }
+            Op::ExpireDue => self.expire_due(),
             Op::AddStock { act, amount } => {
                 self.pools[&act].add(amount);
                 *self.model.added.get_mut(&act).expect("activity") += amount;
@@ -729,13 +947,31 @@ impl Harness {
         assert_eq!(engine_orders, m.orders.len(), "phantom or lost orders");
         for o in m.orders.values() {
             let s = &self.shards[o.order_id.shard() as usize];
+            let e = s.orders.get(&o.order_id).expect("order lost");
+            assert_eq!(e.view(), *o, "order differs from model");
             assert_eq!(
-                s.orders.get(&o.order_id).map(Order::view),
-                Some(*o),
-                "order differs from model"
+                e.paid_txn,
+                m.paid_txn.get(&o.order_id).copied().unwrap_or(0)
             );
         }
         for s in &self.shards {
+            // The payment timer is armed no later than the first deadline.
+            let first_due = m
+                .orders
+                .values()
+                .filter(|o| o.order_id.shard() == s.id && o.status == OrderStatus::PendingPayment)
+                .map(|o| o.pay_before_ms)
+                .min();
+            if let Some(due) = first_due {
+                let armed = s
+                    .next_deadline_ms()
+                    .expect("a pending order without a timer");
+                assert!(
+                    armed <= due,
+                    "shard {}: timer at {armed}, first deadline {due}",
+                    s.id
+                );
+            }
             for u in 1..=USERS {
                 let mine = shard_of_user(u, self.shards.len()) == s.id as usize;
                 let n = s.user_orders.get(&u).map_or(0, Vec::len);
@@ -792,7 +1028,7 @@ impl Harness {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 768, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 768, max_shrink_iters: 2_000, max_shrink_time: 60_000, ..ProptestConfig::default() })]
 
     #[test]
     fn shard_state_matches_model(
@@ -805,11 +1041,15 @@ proptest! {
         for op in &ops {
             h.apply(op);
         }
-        // Drain: expire or cancel everything still pending; every token must come home.
+        // Drain: the timers expire everything pending, paid orders are
+        // refunded; every token not held by a shipped order (or a paid one
+        // whose sale ended) comes home.
         h.model.now += 10_000;
+        h.expire_due();
         let ids = h.model.order_ids.clone();
         for id in ids {
             let o = h.model.orders[&id];
+            prop_assert_ne!(o.status, OrderStatus::PendingPayment);
             h.transition(id.shard() as usize, Request::Expire { order_id: id }, id, T::Expire);
             if o.status == OrderStatus::Paid && !h.model.ended(o.activity_id) {
                 let req = Request::Refund { user_id: o.user_id, order_id: id };
@@ -849,6 +1089,7 @@ enum COp {
     Pay {
         pick: Index,
         wrong_amount: bool,
+        txn: u64,
     },
     Refund {
         pick: Index,
@@ -878,7 +1119,8 @@ fn cop() -> impl Strategy<Value = COp> {
     prop_oneof![
         8 => (user.clone(), act.clone(), quantity()).prop_map(|(user, act, qty)| COp::Buy { user, act, qty }),
         3 => any::<Index>().prop_map(|pick| COp::Cancel { pick }),
-        3 => (any::<Index>(), prop::bool::weighted(0.2)).prop_map(|(pick, wrong_amount)| COp::Pay { pick, wrong_amount }),
+        3 => (any::<Index>(), prop::bool::weighted(0.2), prop_oneof![4 => Just(1u64), 1 => Just(2u64)])
+            .prop_map(|(pick, wrong_amount, txn)| COp::Pay { pick, wrong_amount, txn }),
         2 => any::<Index>().prop_map(|pick| COp::Refund { pick }),
         1 => any::<Index>().prop_map(|pick| COp::Ship { pick }),
         2 => (any::<Index>(), any::<bool>()).prop_map(|(pick, advance)| COp::Expire { pick, advance }),
@@ -887,14 +1129,22 @@ fn cop() -> impl Strategy<Value = COp> {
     ]
 }
 
+/// A pending order whose deadline has passed by `now_ms`: the shard's
+/// timer may expire it at any moment, so its status is uncertain.
+fn may_have_expired(o: &OrderView, now_ms: u64) -> bool {
+    o.status == OrderStatus::PendingPayment && o.pay_before_ms <= now_ms
+}
+
 /// What one client knows: its own users, their quotas, and the last answer
-/// it got for each of its orders. Only this client touches these.
+/// it got for each of its orders. Only this client (and the shards' payment
+/// timers) touch these.
 struct Client {
     users: Vec<u64>,
     per_user_limit: BTreeMap<u64, u32>,
     quotas: HashMap<(u64, u64), u32>,
     grandfathered: HashMap<(u64, u64), u32>,
     orders: Vec<OrderView>,
+    paid_txn: HashMap<OrderId, u64>,
     stock_added: BTreeMap<u64, u64>,
 }
 
@@ -906,12 +1156,48 @@ impl Client {
             .unwrap_or(self.per_user_limit[&act])
     }
 
+    /// Units held, exactly (once no status is uncertain any more).
     fn held(&self, user: u64, act: u64) -> u32 {
-        self.orders
+        self.held_range(user, act, 0).1
+    }
+
+    /// Units held at `now_ms`: (surely, at most).
+    fn held_range(&self, user: u64, act: u64, now_ms: u64) -> (u32, u32) {
+        let mine = self
+            .orders
             .iter()
-            .filter(|o| o.user_id == user && o.activity_id == act && holds(o.status))
-            .map(|o| o.quantity)
-            .sum()
+            .filter(|o| o.user_id == user && o.activity_id == act && holds(o.status));
+        mine.fold((0, 0), |(min, max), o| {
+            let sure = if may_have_expired(o, now_ms) {
+                0
+            } else {
+                o.quantity
+            };
+            (min + sure, max + o.quantity)
+        })
+    }
+
+    /// Asks for every order whose status the timers may have changed.
+    fn refresh(&mut self, engine: &Engine) {
+        let now = engine.clock().now_ms();
+        for o in self.orders.iter_mut().filter(|o| may_have_expired(o, now)) {
+            let req = Request::GetOrder {
+                user_id: Some(o.user_id),
+                order_id: o.order_id,
+            };
+            match engine.call(req) {
+                Response::Order(v)
+                    if v == *o
+                        || v == OrderView {
+                            status: OrderStatus::Expired,
+                            ..*o
+                        } =>
+                {
+                    *o = v
+                }
+                other => panic!("GetOrder of {o:?} -> {other:?}"),
+            }
+        }
     }
 
     fn run(
@@ -922,73 +1208,30 @@ impl Client {
         ops: &[COp],
     ) {
         for op in ops {
+            self.refresh(engine);
             match *op {
                 COp::Buy { user, act, qty } => {
-                    let user = self.users[user as usize];
-                    let req = Request::Buy {
-                        user_id: user,
-                        activity_id: act,
-                        quantity: qty,
-                    };
-                    let resp = engine.call(req.clone());
-                    let after = engine.clock().now_ms();
-                    let limit = self.limit(user, act);
-                    let expected = if limit == 0 {
-                        Some(ErrorCode::LimitReached)
-                    } else if qty == 0 || qty > limit {
-                        Some(ErrorCode::BadRequest)
-                    } else if self.held(user, act) + qty > limit {
-                        Some(ErrorCode::LimitReached)
-                    } else {
-                        None // success or sold_out: the stock is shared
-                    };
-                    match (expected, &resp) {
-                        (Some(code), _) => assert_eq!(resp, Response::Error(code), "{req:?}"),
-                        (None, Response::Error(ErrorCode::SoldOut)) => {}
-                        (None, Response::Order(v)) => {
-                            assert_eq!((v.user_id, v.activity_id, v.quantity), (user, act, qty));
-                            assert_eq!(v.status, OrderStatus::PendingPayment);
-                            assert_eq!(v.amount_cents, prices[&act] * qty as u64);
-                            // Decided at a time the clock showed (see `transition`).
-                            assert!(v.created_at_ms <= after, "{v:?}");
-                            assert!(v.created_at_ms >= T0, "{v:?}");
-                            let timeout_ms = 1_000 * act; // activity i+1 has a timeout of i+1 s
-                            assert_eq!(v.pay_before_ms, v.created_at_ms + timeout_ms, "{v:?}");
-                            assert!(
-                                !self.orders.iter().any(|o| o.order_id == v.order_id),
-                                "id issued twice"
-                            );
-                            self.orders.push(*v);
-                            assert!(self.held(user, act) <= limit, "limit exceeded by {v:?}");
-                        }
-                        (None, other) => panic!("{req:?} -> {other:?}"),
-                    }
+                    self.buy(engine, prices, self.users[user as usize], act, qty)
                 }
-                COp::Cancel { ref pick } => self.transition(engine, pick, T::Cancel),
+                COp::Cancel { ref pick } => self.transition(engine, pick, |_| T::Cancel),
                 COp::Pay {
                     ref pick,
                     wrong_amount,
-                } => {
-                    if let Some(o) = self.pick(pick) {
-                        let amount_cents = o.amount_cents + wrong_amount as u64;
-                        self.transition(engine, pick, T::Pay { amount_cents });
-                    }
-                }
-                COp::Refund { ref pick } => self.transition(
-                    engine,
-                    pick,
-                    T::Refund {
-                        activity_ended: false,
-                    },
-                ),
-                COp::Ship { ref pick } => self.transition(engine, pick, T::Ship),
+                    txn,
+                } => self.transition(engine, pick, |o| T::Pay {
+                    amount_cents: o.amount_cents + wrong_amount as u64,
+                    txn,
+                }),
+                COp::Refund { ref pick } => self.transition(engine, pick, |_| T::Refund {
+                    activity_ended: false,
+                }),
+                COp::Ship { ref pick } => self.transition(engine, pick, |_| T::Ship),
                 COp::Expire { ref pick, advance } => {
                     if let (true, Some(o)) = (advance, self.pick(pick)) {
                         // Only ever forward: other clients move the clock too.
-                        let now = clock.now_ms();
-                        clock.advance_ms(o.pay_before_ms.saturating_sub(now));
+                        clock.advance_ms(o.pay_before_ms.saturating_sub(clock.now_ms()));
                     }
-                    self.transition(engine, pick, T::Expire);
+                    self.transition(engine, pick, |_| T::Expire);
                 }
                 COp::AddStock { act, amount } => {
                     let v = engine.add_stock(act, amount).expect("stock.add");
@@ -1004,7 +1247,7 @@ impl Client {
                     });
                     assert_eq!(resp, Response::Done);
                     self.quotas.insert((user, act), limit);
-                    let held = self.held(user, act);
+                    let held = self.held_range(user, act, engine.clock().now_ms()).1;
                     if held > limit {
                         self.grandfathered.insert((user, act), held);
                     } else {
@@ -1015,40 +1258,66 @@ impl Client {
         }
     }
 
+    fn buy(&mut self, engine: &Engine, prices: &BTreeMap<u64, u64>, user: u64, act: u64, qty: u32) {
+        let req = Request::Buy {
+            user_id: user,
+            activity_id: act,
+            quantity: qty,
+            idempotency_key: 0,
+            buy_token_ok: false,
+        };
+        let resp = engine.call(req.clone());
+        let after = engine.clock().now_ms();
+        let limit = self.limit(user, act);
+        let (held_min, held_max) = self.held_range(user, act, after);
+        let exact = if limit == 0 {
+            Some(ErrorCode::LimitReached)
+        } else if qty == 0 || qty > limit {
+            Some(ErrorCode::BadRequest)
+        } else if held_min + qty > limit {
+            Some(ErrorCode::LimitReached)
+        } else {
+            None // success or sold_out (the stock is shared), or limit_reached
+                 // if an order of this user has not expired yet
+        };
+        match (exact, &resp) {
+            (Some(code), _) => assert_eq!(resp, Response::Error(code), "{req:?}"),
+            (None, Response::Error(ErrorCode::SoldOut)) => {}
+            (None, Response::Error(ErrorCode::LimitReached)) if held_max + qty > limit => {}
+            (None, Response::Order(v)) => {
+                assert_eq!((v.user_id, v.activity_id, v.quantity), (user, act, qty));
+                assert_eq!(v.status, OrderStatus::PendingPayment);
+                assert_eq!(v.amount_cents, prices[&act] * qty as u64);
+                // Decided at a time the clock showed (see `transition`).
+                assert!((T0..=after).contains(&v.created_at_ms), "{v:?}");
+                let timeout_ms = 1_000 * act; // activity i+1 has a timeout of i+1 s
+                assert_eq!(v.pay_before_ms, v.created_at_ms + timeout_ms, "{v:?}");
+                assert!(
+                    !self.orders.iter().any(|o| o.order_id == v.order_id),
+                    "id issued twice"
+                );
+                self.orders.push(*v);
+            }
+            (None, other) => panic!("{req:?} -> {other:?}"),
+        }
+    }
+
     fn pick(&self, pick: &Index) -> Option<OrderView> {
         (!self.orders.is_empty()).then(|| self.orders[pick.index(self.orders.len())])
     }
 
-    fn transition(&mut self, engine: &Engine, pick: &Index, t: T) {
+    fn transition(&mut self, engine: &Engine, pick: &Index, t: impl Fn(&OrderView) -> T) {
         let Some(o) = self.pick(pick) else { return };
-        let req = match t {
-            T::Pay { amount_cents } => Request::Pay {
-                order_id: o.order_id,
-                amount_cents,
-            },
-            T::Cancel => Request::Cancel {
-                user_id: o.user_id,
-                order_id: o.order_id,
-            },
-            T::Expire => Request::Expire {
-                order_id: o.order_id,
-            },
-            T::Refund { .. } => Request::Refund {
-                user_id: o.user_id,
-                order_id: o.order_id,
-            },
-            T::Ship => Request::Ship {
-                order_id: o.order_id,
-            },
-        };
+        let t = t(&o);
+        let req = request_for(&o, t);
+        let paid_txn = self.paid_txn.get(&o.order_id).copied().unwrap_or(0);
         // A shard decides a whole batch at the time it read when the batch
         // began, so a request may be decided slightly in the past. An order
         // past its deadline must still expire once a fresh batch sees the
         // clock: retry a refusal a bounded number of times.
         let before = engine.clock().now_ms();
         let mut resp = engine.call(req.clone());
-        let must_expire =
-            t == T::Expire && o.status == OrderStatus::PendingPayment && before >= o.pay_before_ms;
+        let must_expire = t == T::Expire && may_have_expired(&o, before);
         for _ in 0..1_000 {
             if !(must_expire && resp == Response::Error(ErrorCode::InvalidState)) {
                 break;
@@ -1057,18 +1326,31 @@ impl Client {
             resp = engine.call(req.clone());
         }
         let after = engine.clock().now_ms();
-        let expected = predict_transition(&o, t, before);
-        let alternative = predict_transition(&o, t, after);
-        let ok = |e: Result<OrderStatus, ErrorCode>| match e {
-            Ok(status) => resp == Response::Order(OrderView { status, ..o }),
-            Err(code) => resp == Response::Error(code),
+        // The order as it may have been when decided: as last seen, or
+        // expired by its shard's timer.
+        let mut states = vec![o];
+        if may_have_expired(&o, after) {
+            states.push(OrderView {
+                status: OrderStatus::Expired,
+                ..o
+            });
+        }
+        let explains = |s: &OrderView, resp: &Response| {
+            [before, after]
+                .iter()
+                .any(|&now| match predict_transition(s, paid_txn, t, now).0 {
+                    Ok(status) => *resp == Response::Order(OrderView { status, ..*s }),
+                    Err(code) => *resp == Response::Error(code),
+                })
         };
-        assert!(
-            ok(expected) || ok(alternative),
-            "{req:?} on {o:?} -> {resp:?}"
-        );
-        // Idempotent: the same request again, same answer (the clock may
-        // have moved between, which only matters for a refused expiry).
+        let possible: Vec<OrderView> = states
+            .iter()
+            .copied()
+            .filter(|s| explains(s, &resp))
+            .collect();
+        assert!(!possible.is_empty(), "{req:?} on {o:?} -> {resp:?}");
+        // Idempotent: the same request again, same answer (unless it was a
+        // refused expiry, which the clock may have made due in between).
         let again = engine.call(req.clone());
         if !(t == T::Expire
             && o.status == OrderStatus::PendingPayment
@@ -1078,9 +1360,16 @@ impl Client {
         }
         let last = match (&resp, &again) {
             (_, Response::Order(v)) | (Response::Order(v), _) => *v,
+            // Only "expired" explains the refusal: the timer got there first.
+            _ if possible.len() == 1 => possible[0],
             _ => o,
         };
         assert_eq!(last.order_id, o.order_id);
+        if let (T::Pay { txn, .. }, OrderStatus::PendingPayment, OrderStatus::Paid) =
+            (t, o.status, last.status)
+        {
+            self.paid_txn.insert(o.order_id, txn);
+        }
         let slot = self
             .orders
             .iter_mut()
@@ -1093,7 +1382,7 @@ impl Client {
 /// Per shard: (held per activity, every order, every purchase record, quotas).
 type ShardDump = (
     HashMap<u64, u64>,
-    Vec<OrderView>,
+    Vec<Order>,
     Vec<(u64, u64, u32)>,
     Vec<(u64, u64, u32)>,
 );
@@ -1106,14 +1395,11 @@ fn mt_case(
     clients: &[Vec<COp>],
 ) {
     let clock = ManualClock::new(T0);
-    let engine = Engine::start(
-        EngineConfig {
-            shards: n_shards,
-            queue_capacity,
-        },
-        Arc::new(clock.clone()),
-        Sink::Immediate,
-    );
+    let config = EngineConfig {
+        shards: n_shards,
+        queue_capacity,
+    };
+    let engine = Engine::start(config, Arc::new(clock.clone()), Sink::Immediate);
     let mut prices = BTreeMap::new();
     let mut per_user_limit = BTreeMap::new();
     for (i, (&stock, &limit)) in stocks.iter().zip(limits).enumerate() {
@@ -1143,16 +1429,14 @@ fn mt_case(
     // operator (`activity.show`) and a buyer (`GET /activities/{id}`, served
     // by a shard) do: remaining never above total.
     let done = AtomicBool::new(false);
-    let results: Vec<Client> = std::thread::scope(|s| {
+    let mut results: Vec<Client> = std::thread::scope(|s| {
         let watcher = s.spawn(|| {
             while !done.load(Ordering::Acquire) {
                 for id in 1..=MT_ACTIVITIES {
                     let v = engine.activity(id).expect("activity");
                     assert!(v.remaining <= v.total_stock, "{v:?}");
                     match engine.call(Request::GetActivity { activity_id: id }) {
-                        Response::Activity(v) => {
-                            assert!(v.remaining <= v.total_stock, "{v:?}")
-                        }
+                        Response::Activity(v) => assert!(v.remaining <= v.total_stock, "{v:?}"),
                         other => panic!("GetActivity {id} -> {other:?}"),
                     }
                 }
@@ -1172,6 +1456,7 @@ fn mt_case(
                     quotas: HashMap::new(),
                     grandfathered: HashMap::new(),
                     orders: Vec::new(),
+                    paid_txn: HashMap::new(),
                     stock_added: BTreeMap::new(),
                 };
                 s.spawn(move || {
@@ -1180,23 +1465,50 @@ fn mt_case(
                 })
             })
             .collect();
-        let results = handles
-            .into_iter()
-            .map(|h| h.join().expect("client thread"))
-            .collect();
+        // Stop the watcher even when a client failed, then report the failure.
+        let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
         done.store(true, Ordering::Release);
-        watcher.join().expect("watcher thread");
+        let watched = watcher.join();
+        let results = joined
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect();
+        watched.unwrap_or_else(|e| std::panic::resume_unwind(e));
         results
     });
 
+    // The clock stands still now. The shards' timers must expire every
+    // order past its deadline on their own; after that nothing moves.
+    let now = clock.now_ms();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let due: usize = engine
+            .inspect(move |st| {
+                st.orders
+                    .values()
+                    .filter(|o| may_have_expired(&o.view(), now))
+                    .count()
+            })
+            .into_iter()
+            .sum();
+        if due == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{due} orders past their deadline never expired"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
     let dumps: Vec<ShardDump> = engine.inspect(|st| {
-        let orders = st.orders.values().map(Order::view).collect();
         let mut purchases = Vec::new();
         let mut quotas = Vec::new();
         for (&a, slot) in &st.slots {
             purchases.extend(slot.purchases.iter().map(|(u, n)| (a, u, n)));
             quotas.extend(slot.quotas.iter().map(|(&u, &n)| (a, u, n)));
         }
+        let orders = st.orders.values().copied().collect();
         (
             st.held_by_activity().into_iter().collect(),
             orders,
@@ -1231,20 +1543,29 @@ fn mt_case(
         );
     }
 
-    // Every order a client was answered exists, with the last status it saw;
-    // and no order exists that no client was answered.
-    let engine_orders: HashMap<OrderId, OrderView> = dumps
+    // Every order a client was answered exists, with the last status it saw
+    // (or expired, if it was pending past its deadline), paid by the
+    // transaction the client paid it with; no order exists that no client
+    // was answered.
+    let engine_orders: HashMap<OrderId, Order> = dumps
         .iter()
-        .flat_map(|d| d.1.iter().map(|o| (o.order_id, *o)))
+        .flat_map(|d| d.1.iter().map(|o| (o.id, *o)))
         .collect();
     let client_orders: usize = results.iter().map(|c| c.orders.len()).sum();
     assert_eq!(engine_orders.len(), client_orders, "phantom or lost orders");
-    for c in &results {
-        for o in &c.orders {
+    for c in &mut results {
+        for o in &mut c.orders {
+            let e = engine_orders
+                .get(&o.order_id)
+                .unwrap_or_else(|| panic!("lost {o:?}"));
+            if may_have_expired(o, now) && e.status == OrderStatus::Expired {
+                o.status = OrderStatus::Expired;
+            }
+            assert_eq!(e.view(), *o, "order changed");
             assert_eq!(
-                engine_orders.get(&o.order_id),
-                Some(o),
-                "order lost or changed"
+                e.paid_txn,
+                c.paid_txn.get(&o.order_id).copied().unwrap_or(0),
+                "{o:?}"
             );
         }
     }
@@ -1296,7 +1617,7 @@ fn mt_case(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 192, max_shrink_iters: 200, max_shrink_time: 60_000, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_concurrent_clients_keep_invariants(

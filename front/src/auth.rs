@@ -30,7 +30,11 @@ impl Auth {
     /// The user id of a valid `Authorization` header value, if it is one.
     pub fn user_of(&self, header: Option<&[u8]>) -> Option<u64> {
         let value = std::str::from_utf8(header?).ok()?;
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let token = token.trim();
         if token.len() > 4096 {
             return None;
         }

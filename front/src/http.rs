@@ -3,6 +3,10 @@
 //! Handlers turn HTTP into one engine request and the answer back into JSON.
 //! Errors are always `{"error":{"code","message"}}` with the status of the code.
 
+// Handlers return a ready response as their error; boxing it would only add
+// an allocation to every refusal.
+#![allow(clippy::result_large_err)]
+
 use crate::Front;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -226,8 +230,11 @@ pub struct BuyBody {
 
 /// Parses a buy body: empty means quantity 1. Never panics.
 pub fn parse_buy(bytes: &[u8]) -> Result<(u32, Option<String>), &'static str> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok((1, None));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok((1, None)),
+        Some(b'{') => {}
+        // serde would also take `[2]` as a struct; only an object is a body.
+        Some(_) => return Err("the body must be a JSON object like {\"quantity\":1}"),
     }
     let b: BuyBody = serde_json::from_slice(bytes).map_err(|_| "the body must be a JSON object like {\"quantity\":1}")?;
     let q = b.quantity.unwrap_or(1);
@@ -293,7 +300,10 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
     };
     let idempotency_key = match req.headers().get("idempotency-key").map(|v| v.as_bytes()) {
         None => 0,
-        Some(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_BYTES_MAX => seckill_proto::stable_hash(k),
+        // Scoped to the activity: the same key on another sale is another buy.
+        Some(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_BYTES_MAX => {
+            seckill_proto::stable_hash(&[&activity_id.to_le_bytes()[..], k].concat())
+        }
         Some(_) => return error(ErrorCode::BadRequest, "Idempotency-Key must be 1..=255 bytes"),
     };
     let bytes = match body(req).await {
@@ -304,17 +314,15 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
         Ok(q) => q,
         Err(msg) => return error(ErrorCode::BadRequest, msg),
     };
+    if let Err(r) = rate_limited(front, user_id) {
+        return r;
+    }
     let now = crate::now_ms();
     let buy_token_ok =
         buy_token.is_some_and(|t| crate::buy_token::verify(&front.token_secret, &t, user_id, activity_id, now));
-    if let Err(retry_after_s) = front.rate.check(user_id, now) {
-        let mut r = engine_error(ErrorCode::RateLimited);
-        if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
-            r.headers_mut().insert(RETRY_AFTER, v);
-        }
-        return r;
-    }
-    if front.sold_out.is_sold_out(activity_id, now) {
+    // A retry with an Idempotency-Key must reach the engine: its order may
+    // have taken the last unit.
+    if idempotency_key == 0 && front.sold_out.is_sold_out(activity_id, now) {
         metrics::counter!("seckill_front_sold_out_short_circuit_total").increment(1);
         return engine_error(ErrorCode::SoldOut);
     }
@@ -325,11 +333,25 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
     order_response(resp, StatusCode::CREATED)
 }
 
+/// One click from `user_id` against its token bucket: 429 with Retry-After when empty.
+fn rate_limited(front: &Front, user_id: u64) -> Result<(), HttpResponse<Body>> {
+    front.rate.check(user_id, crate::now_ms()).map_err(|retry_after_s| {
+        let mut r = engine_error(ErrorCode::RateLimited);
+        if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
+            r.headers_mut().insert(RETRY_AFTER, v);
+        }
+        r
+    })
+}
+
 async fn buy_token(front: &Front, req: &HttpRequest<Incoming>, id: &str) -> HttpResponse<Body> {
     let user_id = match user(front, req) {
         Ok(u) => u,
         Err(r) => return r,
     };
+    if let Err(r) = rate_limited(front, user_id) {
+        return r;
+    }
     let activity_id = match activity_id(id) {
         Ok(id) => id,
         Err(r) => return r,

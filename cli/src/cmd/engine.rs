@@ -113,6 +113,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
             on_shutdown: Arc::new(move || {
                 let _ = stop_tx.try_send("admin shutdown");
             }),
+            warmup: None,
         };
         std::thread::Builder::new().name("admin-accept".into()).spawn(move || admin::serve(ctx, admin_listener))?;
     }

@@ -5,7 +5,7 @@ use anyhow::Context;
 use seckill_engine::server::Address;
 use seckill_front::engine_client::EngineAddr;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     #[command(flatten)]
     pub engine: engine::Args,
@@ -19,41 +19,68 @@ pub struct Args {
     pub redis_url: String,
 }
 
+/// A running engine + front in this process.
+pub struct Service {
+    pub running: engine::Running,
+    rt: tokio::runtime::Runtime,
+    server: tokio::task::JoinHandle<()>,
+    stop_front: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Service {
+    pub fn start(args: &Args, prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<Service> {
+        let running = engine::start(&args.engine)?;
+        let engine_addr = match &running.addr {
+            Address::Unix(p) => EngineAddr::Unix(p.clone()),
+            Address::Tcp(a) => EngineAddr::Tcp(*a),
+        };
+        let cfg = front::config(&args.http, &args.engine.data_dir, engine_addr)?;
+        if args.mysql_url != "none" {
+            tracing::warn!("persister (MySQL) is not wired into `up` yet: orders live in the WAL only");
+        }
+        if args.redis_url != "none" {
+            tracing::warn!("Redis mirror is not wired into `up` yet");
+        }
+        let rt = front::runtime()?;
+        let (front, listener) = rt
+            .block_on(seckill_front::bind(cfg, prometheus))
+            .with_context(|| format!("binding HTTP on {}", args.http.http))?;
+        tracing::info!(http = %args.http.http, payment = %args.http.payment, "front listening");
+        let (stop_front, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = rt.spawn(seckill_front::run(front, listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(Service { running, rt, server, stop_front })
+    }
+
+    /// Blocks until Ctrl-C, SIGTERM or the admin `shutdown` command.
+    pub fn wait(&self) -> &'static str {
+        self.running.wait()
+    }
+
+    /// Stops the front, then the engine (drain, final fsync).
+    pub fn stop(self, why: &str) {
+        let _ = self.stop_front.send(());
+        let _ = self.rt.block_on(self.server);
+        // The front's engine connections go first, so they do not see the
+        // engine leave and log it as a lost connection.
+        self.rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        self.running.stop(why);
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Before anything records a metric, so engine and front metrics land in /metrics.
     let prometheus = front::install_metrics();
-    let running = engine::start(&args.engine)?;
-    let engine_addr = match &running.addr {
-        Address::Unix(p) => EngineAddr::Unix(p.clone()),
-        Address::Tcp(a) => EngineAddr::Tcp(*a),
-    };
-    let cfg = front::config(&args.http, &args.engine.data_dir, engine_addr)?;
-    if args.mysql_url != "none" {
-        tracing::warn!("persister (MySQL) is not built yet: orders live in the WAL only; --mysql-url is ignored");
-    }
-    if args.redis_url != "none" {
-        tracing::warn!("Redis mirror is not built yet: --redis-url is ignored");
-    }
-    let rt = front::runtime()?;
-    let (front, listener) = rt
-        .block_on(seckill_front::bind(cfg, prometheus))
-        .with_context(|| format!("binding HTTP on {}", args.http.http))?;
+    let service = Service::start(&args, prometheus)?;
     println!(
         "seckill up: http://{}/api/v1  engine {}  admin {}  data {}",
         args.http.http,
-        running.addr,
-        running.admin_path.display(),
+        service.running.addr,
+        service.running.admin_path.display(),
         args.engine.data_dir.display()
     );
-    tracing::info!(http = %args.http.http, payment = %args.http.payment, "front listening");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(seckill_front::run(front, listener, async move {
-        let _ = rx.await;
-    }));
-    let why = running.wait();
-    let _ = tx.send(());
-    let _ = rt.block_on(server);
-    running.stop(why);
-    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    let why = service.wait();
+    service.stop(why);
     Ok(())
 }

@@ -30,7 +30,13 @@ pub struct AdminCtx {
     pub snapshotter: Snapshotter,
     /// Called once on `shutdown`.
     pub on_shutdown: Arc<dyn Fn() + Send + Sync>,
+    /// Runs `warmup` (load products and activities prepared in MySQL);
+    /// `None` when no persister is configured.
+    pub warmup: Option<WarmupHook>,
 }
+
+/// What `warmup` calls: the JSON report, or why it failed.
+pub type WarmupHook = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
 
 pub const COMMANDS: &[(&str, &str)] = &[
     ("product.create", r#"{"name","description"?,"image_url"?,"price_cents"}"#),
@@ -45,6 +51,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("quota.set", r#"{"activity_id","user_id","limit"}"#),
     ("order.show", r#"{"order_id"}"#),
     ("order.ship", r#"{"order_id"}"#),
+    ("warmup", "{}"),
     ("stats", "{}"),
     ("snapshot", "{}"),
     ("shutdown", "{}"),
@@ -350,10 +357,16 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
             Ok(json!({"lsn": lsn}))
         }
         "shutdown" => Ok(json!({"stopping": true})),
-        "warmup" => Err(AdminError::new(
-            ErrorCode::BadRequest,
-            "warmup loads from MySQL, which needs the persister (not built yet)",
-        )),
+        "warmup" => {
+            let _: Value = raw;
+            let Some(warmup) = &ctx.warmup else {
+                return Err(AdminError::new(
+                    ErrorCode::BadRequest,
+                    "warmup loads from MySQL, and this engine runs without one (--mysql-url none)",
+                ));
+            };
+            warmup().map_err(|m| AdminError::new(ErrorCode::Internal, format!("warmup failed: {m}")))
+        }
         other => {
             let names: Vec<&str> = COMMANDS.iter().map(|(n, _)| *n).collect();
             Err(AdminError::new(ErrorCode::BadRequest, format!("unknown command `{other}`; commands: {}", names.join(", "))))

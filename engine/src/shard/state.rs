@@ -23,6 +23,10 @@ pub struct Slot {
     pub purchases: Purchases,
     /// Per-user limits that override `per_user_limit` (VIP, whitelist).
     pub quotas: HashMap<u64, u32>,
+    /// Users who were given a buy token. A user counts once against the
+    /// gate however often they ask, so one user cannot drain it; the map
+    /// is bounded by the gate (gate_factor × stock).
+    pub token_holders: hashbrown::HashSet<u64>,
 }
 
 impl Slot {
@@ -75,6 +79,7 @@ impl ShardState {
                     pool,
                     purchases: Purchases::default(),
                     quotas: HashMap::new(),
+                    token_holders: Default::default(),
                 };
                 self.slots.insert(id, slot);
             }
@@ -220,9 +225,17 @@ impl ShardState {
         if limit == 0 || slot.purchases.held(user_id) >= limit {
             return Err(ErrorCode::LimitReached);
         }
-        if slot.pool.remaining() == 0 || !slot.pool.try_issue_gate(slot.activity.gate_factor) {
+        if slot.pool.remaining() == 0 {
             return Err(ErrorCode::SoldOut);
         }
+        if slot.token_holders.contains(&user_id) {
+            return Ok(Response::Done);
+        }
+        if !slot.pool.try_issue_gate(slot.activity.gate_factor) {
+            return Err(ErrorCode::SoldOut);
+        }
+        let slot = self.slots.get_mut(&activity_id).ok_or(ErrorCode::ActivityNotFound)?;
+        slot.token_holders.insert(user_id);
         Ok(Response::Done)
     }
 

@@ -143,9 +143,11 @@ impl Wal {
 
         let status = Arc::new(WalStatus::default());
         let checkpoints = Arc::new(Checkpoints::default());
-        if let Some(lsn) = snapshot::oldest_kept_lsn(&snap_dir).map_err(io_err(&snap_dir))? {
-            checkpoints.set("snapshot", lsn);
-        }
+        // Recovery needs the log after the oldest snapshot kept, or all of it
+        // while there is none: registered before any consumer (persister,
+        // mirror) can move the minimum past it.
+        let oldest_snapshot = snapshot::oldest_kept_lsn(&snap_dir).map_err(io_err(&snap_dir))?;
+        checkpoints.set("snapshot", oldest_snapshot.unwrap_or(0));
         let (batch_tx, batch_rx) = bounded::<Batch>(1024);
         let (tap_tx, tap_rx) = bounded(4096);
         let (cmd_tx, cmd_rx) = bounded(16);
