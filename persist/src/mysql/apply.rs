@@ -1,0 +1,868 @@
+//! Turning WAL records into SQL: one transaction per batch, fenced by the
+//! checkpoint row, and the full rewrite (`resync`) from a `Replica`.
+//!
+//! Exactly once: every batch transaction first locks `persist_checkpoint`
+//! (`SELECT … FOR UPDATE`) and goes on only if it holds the LSN just before
+//! the batch; it ends by writing the batch's last LSN there. Either all of a
+//! batch and its checkpoint commit, or none does, so a record is applied iff
+//! the checkpoint covers it, whatever crashes when.
+
+use super::schema::{datetime, i64_col, ms_of, str_col, u32_col, u64_col};
+use seckill_engine::replica::Replica;
+use seckill_engine::{Activity, ActivityStatus, Event, Order, Product};
+use seckill_proto::{OrderId, OrderStatus};
+use sqlx::mysql::{MySql, MySqlConnection, MySqlDatabaseError, MySqlRow};
+use sqlx::{Connection, QueryBuilder};
+use std::collections::{BTreeMap, HashMap};
+
+/// Rows per multi-row statement (MySQL allows 65535 placeholders).
+const CHUNK: usize = 1000;
+
+/// Why applying stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// MySQL unreachable, slow, restarting, or refusing for a reason that
+    /// may pass: reconnect and retry with backoff.
+    Transient(String),
+    /// The checkpoint row is not where this persister left it (a resync was
+    /// requested, or someone else moved it): start over from MySQL's.
+    Restart(String),
+    /// Data that cannot be applied (MySQL edited by hand, or a log that
+    /// breaks the rules): stop and say why.
+    Fatal(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transient(m) | Failure::Restart(m) | Failure::Fatal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// MySQL error numbers that mean "this data does not fit", not "try later".
+const DATA_ERRORS: &[u16] = &[
+    1048, // column cannot be null
+    1054, // unknown column (schema changed by hand)
+    1062, // duplicate entry
+    1264, // out of range
+    1292, // incorrect datetime / truncated value
+    1366, // incorrect value
+    1406, // data too long
+    1451, 1452, // foreign keys added by hand
+    1690, // BIGINT UNSIGNED value out of range (remaining/total below zero)
+    3819, // CHECK constraint (MySQL)
+    4025, // CHECK constraint (MariaDB)
+];
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) => {
+                let number = db
+                    .try_downcast_ref::<MySqlDatabaseError>()
+                    .map(|m| m.number());
+                if number.is_some_and(|n| DATA_ERRORS.contains(&n)) {
+                    Failure::Fatal(format!("MySQL refused the data: {e}"))
+                } else {
+                    Failure::Transient(format!("MySQL error: {e}"))
+                }
+            }
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::TypeNotFound { .. } => {
+                Failure::Fatal(format!("unexpected data from MySQL: {e}"))
+            }
+            _ => Failure::Transient(format!("MySQL unreachable: {e}")),
+        }
+    }
+}
+
+/// An order as the `orders` table holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OrderRow {
+    pub order: Order,
+    pub updated_lsn: u64,
+    pub updated_at_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StockDelta {
+    pub remaining: i64,
+    pub total: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StockLog {
+    pub lsn: u64,
+    pub activity_id: u64,
+    pub delta: i64,
+    pub reason: &'static str,
+    pub order_id: Option<OrderId>,
+    pub at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub lsn: u64,
+    pub order_id: OrderId,
+    pub amount_cents: u64,
+    pub txn: u64,
+    pub at_ms: u64,
+}
+
+/// What one batch of records does to MySQL, coalesced: the last version of
+/// each row, and one stock delta per activity.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub last_lsn: u64,
+    pub products: BTreeMap<u64, (u64, Product)>,
+    pub activities: BTreeMap<u64, (u64, Activity)>,
+    pub stock: BTreeMap<u64, StockDelta>,
+    pub stock_log: Vec<StockLog>,
+    pub orders: BTreeMap<OrderId, OrderRow>,
+    /// (user, activity) → change of units held.
+    pub purchases: BTreeMap<(u64, u64), i64>,
+    /// (activity, user) → (limit, lsn).
+    pub quotas: BTreeMap<(u64, u64), (u32, u64)>,
+    pub refusals: Vec<Refusal>,
+}
+
+/// Orders whose status changes in `records` but which the batch does not
+/// create: their current rows must come from MySQL.
+pub(crate) fn orders_to_load(records: &[(u64, Event)]) -> Vec<OrderId> {
+    let mut created = std::collections::HashSet::new();
+    let mut load = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (_, ev) in records {
+        match ev {
+            Event::OrderCreated(o) => {
+                created.insert(o.id);
+            }
+            Event::OrderStatusChanged { order_id, .. }
+                if !created.contains(order_id) && seen.insert(*order_id) =>
+            {
+                load.push(*order_id);
+            }
+            _ => {}
+        }
+    }
+    load
+}
+
+fn signed(q: u32) -> i64 {
+    i64::from(q)
+}
+
+/// Plans `records` (consecutive LSNs) against the current rows of the
+/// orders they change. `now_ms` stamps stock changes that carry no time.
+pub(crate) fn plan(
+    records: &[(u64, Event)],
+    existing: &HashMap<OrderId, OrderRow>,
+    now_ms: u64,
+) -> Result<Plan, String> {
+    let mut p = Plan::default();
+    for (lsn, ev) in records {
+        let lsn = *lsn;
+        p.last_lsn = lsn;
+        match ev {
+            Event::ProductCreated(prod) => {
+                p.products.insert(prod.id, (lsn, prod.clone()));
+            }
+            Event::ActivityUpserted(a) => {
+                p.activities.insert(a.id, (lsn, a.clone()));
+            }
+            Event::StockAdded {
+                activity_id,
+                amount,
+            } => {
+                let d = p.stock.entry(*activity_id).or_default();
+                d.total = d.total.saturating_add(*amount);
+                d.remaining = d
+                    .remaining
+                    .saturating_add(i64::try_from(*amount).unwrap_or(i64::MAX));
+                p.stock_log.push(StockLog {
+                    lsn,
+                    activity_id: *activity_id,
+                    delta: i64::try_from(*amount).unwrap_or(i64::MAX),
+                    reason: "stock.add",
+                    order_id: None,
+                    at_ms: now_ms,
+                });
+            }
+            Event::QuotaSet {
+                activity_id,
+                user_id,
+                limit,
+            } => {
+                p.quotas.insert((*activity_id, *user_id), (*limit, lsn));
+            }
+            Event::OrderCreated(o) => {
+                if p.orders.contains_key(&o.id) {
+                    return Err(format!("order {} is created twice (LSN {lsn})", o.id));
+                }
+                p.orders.insert(
+                    o.id,
+                    OrderRow {
+                        order: *o,
+                        updated_lsn: lsn,
+                        updated_at_ms: o.created_at_ms,
+                    },
+                );
+                if o.status.holds_stock() {
+                    p.stock.entry(o.activity_id).or_default().remaining -= signed(o.quantity);
+                    *p.purchases.entry((o.user_id, o.activity_id)).or_default() +=
+                        signed(o.quantity);
+                    p.stock_log.push(StockLog {
+                        lsn,
+                        activity_id: o.activity_id,
+                        delta: -signed(o.quantity),
+                        reason: "order",
+                        order_id: Some(o.id),
+                        at_ms: o.created_at_ms,
+                    });
+                }
+            }
+            Event::OrderStatusChanged {
+                order_id,
+                user_id,
+                activity_id,
+                status,
+                at_ms,
+                txn,
+            } => {
+                if !p.orders.contains_key(order_id) {
+                    let row = existing.get(order_id).ok_or_else(|| {
+                        format!(
+                            "LSN {lsn} changes order {order_id} to {}, but MySQL has no such order \
+                             (rows deleted by hand?)",
+                            status.as_str()
+                        )
+                    })?;
+                    p.orders.insert(*order_id, *row);
+                }
+                let row = p
+                    .orders
+                    .get_mut(order_id)
+                    .ok_or("internal: order row vanished")?;
+                if row.order.user_id != *user_id || row.order.activity_id != *activity_id {
+                    return Err(format!(
+                        "LSN {lsn}: order {order_id} belongs to user {} / activity {} in MySQL, \
+                         but the log says user {user_id} / activity {activity_id}",
+                        row.order.user_id, row.order.activity_id
+                    ));
+                }
+                let (was, now) = (row.order.status.holds_stock(), status.holds_stock());
+                let q = signed(row.order.quantity);
+                let delta = match (was, now) {
+                    (true, false) => q,
+                    (false, true) => -q,
+                    _ => 0,
+                };
+                row.order.status = *status;
+                if *status == OrderStatus::Paid {
+                    row.order.paid_txn = *txn;
+                }
+                row.updated_lsn = lsn;
+                row.updated_at_ms = *at_ms;
+                if delta != 0 {
+                    p.stock.entry(*activity_id).or_default().remaining += delta;
+                    *p.purchases.entry((*user_id, *activity_id)).or_default() -= delta;
+                    p.stock_log.push(StockLog {
+                        lsn,
+                        activity_id: *activity_id,
+                        delta,
+                        reason: status.as_str(),
+                        order_id: Some(*order_id),
+                        at_ms: *at_ms,
+                    });
+                }
+            }
+            Event::PaymentRefused {
+                order_id,
+                amount_cents,
+                txn,
+                at_ms,
+            } => {
+                p.refusals.push(Refusal {
+                    lsn,
+                    order_id: *order_id,
+                    amount_cents: *amount_cents,
+                    txn: *txn,
+                    at_ms: *at_ms,
+                });
+            }
+        }
+    }
+    p.purchases.retain(|_, d| *d != 0);
+    p.stock.retain(|_, d| d.remaining != 0 || d.total != 0);
+    Ok(p)
+}
+
+/// Locks the checkpoint row for this transaction: (lsn, resync_requested).
+pub(crate) async fn lock_checkpoint(conn: &mut MySqlConnection) -> Result<(u64, bool), Failure> {
+    let row =
+        sqlx::query("SELECT lsn, resync_requested FROM persist_checkpoint WHERE id = 1 FOR UPDATE")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(row) = row else {
+        return Err(Failure::Fatal(
+            "persist_checkpoint has no row (deleted by hand?). To rebuild MySQL from the engine run: \
+             INSERT INTO persist_checkpoint (id, lsn, resync_requested) VALUES (1, 0, 1)"
+                .into(),
+        ));
+    };
+    let lsn =
+        u64_col(&row, "lsn").map_err(|e| Failure::Fatal(format!("persist_checkpoint: {e}")))?;
+    let resync = u64_col(&row, "resync_requested")
+        .map_err(|e| Failure::Fatal(format!("persist_checkpoint: {e}")))?;
+    Ok((lsn, resync != 0))
+}
+
+/// Reads the checkpoint without locking: (lsn, resync_requested).
+pub(crate) async fn read_checkpoint(conn: &mut MySqlConnection) -> Result<(u64, bool), Failure> {
+    let mut tx = conn.begin().await?;
+    let r = lock_checkpoint(&mut tx).await;
+    tx.rollback().await?;
+    r
+}
+
+fn order_row(row: &MySqlRow) -> Result<OrderRow, String> {
+    let id_text = str_col(row, "order_id")?;
+    let id: OrderId = id_text
+        .parse()
+        .map_err(|_| format!("orders.order_id `{id_text}` is not an order id"))?;
+    let status_text = str_col(row, "status")?;
+    let status = OrderStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == status_text)
+        .ok_or_else(|| format!("order {id} has status `{status_text}`, which is not one"))?;
+    Ok(OrderRow {
+        order: Order {
+            id,
+            user_id: u64_col(row, "user_id")?,
+            activity_id: u64_col(row, "activity_id")?,
+            quantity: u32_col(row, "quantity")?,
+            amount_cents: u64_col(row, "amount_cents")?,
+            status,
+            created_at_ms: u64_col(row, "created_ms")?,
+            pay_before_ms: u64_col(row, "pay_before_ms")?,
+            idempotency_key: u64_col(row, "idempotency_key")?,
+            paid_txn: u64_col(row, "paid_txn")?,
+        },
+        updated_lsn: u64_col(row, "updated_lsn")?,
+        updated_at_ms: u64_col(row, "updated_ms")?,
+    })
+}
+
+/// The SELECT list that `order_row` reads.
+pub(crate) fn order_columns() -> String {
+    format!(
+        "order_id, user_id, activity_id, quantity, amount_cents, status, {} AS created_ms, {} AS pay_before_ms, \
+         idempotency_key, paid_txn, updated_lsn, {} AS updated_ms",
+        ms_of("created_at"),
+        ms_of("pay_before"),
+        ms_of("updated_at")
+    )
+}
+
+pub(crate) fn parse_order(row: &MySqlRow) -> Result<OrderRow, String> {
+    order_row(row)
+}
+
+async fn load_orders(
+    conn: &mut MySqlConnection,
+    ids: &[OrderId],
+) -> Result<HashMap<OrderId, OrderRow>, Failure> {
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let mut q = QueryBuilder::<MySql>::new(format!(
+            "SELECT {} FROM orders WHERE order_id IN (",
+            order_columns()
+        ));
+        let mut sep = q.separated(", ");
+        for id in chunk {
+            sep.push_bind(id.to_string());
+        }
+        q.push(")");
+        for row in q.build().persistent(false).fetch_all(&mut *conn).await? {
+            let r = order_row(&row).map_err(Failure::Fatal)?;
+            out.insert(r.order.id, r);
+        }
+    }
+    Ok(out)
+}
+
+/// Applies `records` (LSNs `expected + 1 ..`) in one transaction, if the
+/// checkpoint in MySQL is still `expected`. Returns the new checkpoint.
+pub(crate) async fn write_batch(
+    conn: &mut MySqlConnection,
+    expected: u64,
+    records: &[(u64, Event)],
+    now_ms: u64,
+) -> Result<u64, Failure> {
+    let Some(&(first, _)) = records.first() else {
+        return Ok(expected);
+    };
+    if first != expected + 1 {
+        return Err(Failure::Fatal(format!(
+            "internal: batch starts at LSN {first}, not {}",
+            expected + 1
+        )));
+    }
+    let mut tx = conn.begin().await?;
+    let (cp, resync) = lock_checkpoint(&mut tx).await?;
+    if resync {
+        return Err(Failure::Restart(
+            "a resync was requested (persist_checkpoint.resync_requested = 1)".into(),
+        ));
+    }
+    if cp != expected {
+        return Err(Failure::Restart(format!(
+            "MySQL's checkpoint is LSN {cp}, not {expected} as this persister left it; continuing from MySQL's"
+        )));
+    }
+    let existing = load_orders(&mut tx, &orders_to_load(records)).await?;
+    let plan = plan(records, &existing, now_ms).map_err(Failure::Fatal)?;
+    write_plan(&mut tx, &plan).await?;
+    sqlx::query("UPDATE persist_checkpoint SET lsn = ? WHERE id = 1")
+        .bind(plan.last_lsn)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(plan.last_lsn)
+}
+
+async fn write_plan(conn: &mut MySqlConnection, p: &Plan) -> Result<(), Failure> {
+    upsert_products(conn, p.products.values().map(|(l, x)| (*l, x))).await?;
+    let acts: Vec<(u64, &Activity, u64, i64)> =
+        p.activities.values().map(|(l, a)| (*l, a, 0, 0)).collect();
+    upsert_activities(conn, &acts, StockMode::Incremental).await?;
+    let orders: Vec<&OrderRow> = p.orders.values().collect();
+    upsert_orders(conn, &orders).await?;
+    for chunk in p.purchases.iter().collect::<Vec<_>>().chunks(CHUNK) {
+        let mut q =
+            QueryBuilder::<MySql>::new("INSERT INTO purchases (user_id, activity_id, `count`) ");
+        q.push_values(chunk, |mut b, ((user, activity), delta)| {
+            b.push_bind(*user).push_bind(*activity).push_bind(**delta);
+        });
+        q.push(" ON DUPLICATE KEY UPDATE `count` = `count` + VALUES(`count`)");
+        q.build().persistent(false).execute(&mut *conn).await?;
+    }
+    for (activity_id, d) in &p.stock {
+        let done = sqlx::query(
+            "UPDATE activities SET remaining = remaining + ?, total_stock = total_stock + ? WHERE id = ?",
+        )
+        .bind(d.remaining)
+        .bind(d.total)
+        .bind(*activity_id)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(Failure::Fatal(format!(
+                "activity {activity_id} is missing from MySQL (deleted by hand?): its stock cannot be updated. \
+                 To rebuild MySQL from the engine: UPDATE persist_checkpoint SET resync_requested = 1"
+            )));
+        }
+    }
+    insert_stock_log(conn, &p.stock_log).await?;
+    upsert_quotas(
+        conn,
+        p.quotas
+            .iter()
+            .map(|(&(a, u), &(limit, lsn))| (a, u, limit, lsn)),
+    )
+    .await?;
+    for chunk in p.refusals.chunks(CHUNK) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO payment_refusals (lsn, order_id, amount_cents, txn, at) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.lsn)
+                .push_bind(r.order_id.to_string())
+                .push_bind(r.amount_cents)
+                .push_bind(r.txn)
+                .push_bind(datetime(r.at_ms));
+        });
+        q.build().persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn upsert_products<'a>(
+    conn: &mut MySqlConnection,
+    rows: impl Iterator<Item = (u64, &'a Product)>,
+) -> Result<(), Failure> {
+    let rows: Vec<_> = rows.collect();
+    for chunk in rows.chunks(CHUNK) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO products (id, name, description, image_url, price_cents, in_engine, updated_lsn) ",
+        );
+        q.push_values(chunk, |mut b, (lsn, x)| {
+            b.push_bind(x.id)
+                .push_bind(x.name.clone())
+                .push_bind(x.description.clone())
+                .push_bind(x.image_url.clone())
+                .push_bind(x.price_cents)
+                .push_bind(1u8)
+                .push_bind(*lsn);
+        });
+        q.push(
+            " ON DUPLICATE KEY UPDATE name = VALUES(name), description = VALUES(description), \
+             image_url = VALUES(image_url), price_cents = VALUES(price_cents), in_engine = 1, \
+             updated_lsn = VALUES(updated_lsn)",
+        );
+        q.build().persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StockMode {
+    /// Configuration only; stock moves by deltas. A row an operator
+    /// prepared (in_engine = 0) starts from zero: the engine's stock.add
+    /// records that follow bring its stock.
+    Incremental,
+    /// total_stock and remaining are the given values (resync).
+    Absolute,
+}
+
+/// (lsn, activity, total_stock, remaining)
+async fn upsert_activities(
+    conn: &mut MySqlConnection,
+    rows: &[(u64, &Activity, u64, i64)],
+    mode: StockMode,
+) -> Result<(), Failure> {
+    for chunk in rows.chunks(CHUNK) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO activities (id, product_id, product_name, title, price_cents, total_stock, remaining, \
+             starts_at, ends_at, per_user_limit, payment_timeout_s, require_buy_token, gate_factor, status, \
+             in_engine, updated_lsn) ",
+        );
+        q.push_values(chunk, |mut b, (lsn, a, total, remaining)| {
+            b.push_bind(a.id)
+                .push_bind(a.product_id)
+                .push_bind(a.product_name.clone())
+                .push_bind(a.title.clone())
+                .push_bind(a.price_cents)
+                .push_bind(*total)
+                .push_bind(*remaining)
+                .push_bind(datetime(a.starts_at_ms))
+                .push_bind(datetime(a.ends_at_ms))
+                .push_bind(a.per_user_limit)
+                .push_bind(a.payment_timeout_s)
+                .push_bind(u8::from(a.require_buy_token))
+                .push_bind(a.gate_factor)
+                .push_bind(a.status.as_str())
+                .push_bind(1u8)
+                .push_bind(*lsn);
+        });
+        // Assignments run left to right: `in_engine` is still the old value
+        // when the stock columns read it.
+        q.push(match mode {
+            StockMode::Incremental => {
+                " ON DUPLICATE KEY UPDATE total_stock = IF(in_engine, total_stock, 0), \
+                 remaining = IF(in_engine, remaining, 0), "
+            }
+            StockMode::Absolute => {
+                " ON DUPLICATE KEY UPDATE total_stock = VALUES(total_stock), remaining = VALUES(remaining), "
+            }
+        });
+        q.push(
+            "in_engine = 1, product_id = VALUES(product_id), product_name = VALUES(product_name), \
+             title = VALUES(title), price_cents = VALUES(price_cents), starts_at = VALUES(starts_at), \
+             ends_at = VALUES(ends_at), per_user_limit = VALUES(per_user_limit), \
+             payment_timeout_s = VALUES(payment_timeout_s), require_buy_token = VALUES(require_buy_token), \
+             gate_factor = VALUES(gate_factor), status = VALUES(status), updated_lsn = VALUES(updated_lsn)",
+        );
+        q.build().persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn upsert_orders(conn: &mut MySqlConnection, rows: &[&OrderRow]) -> Result<(), Failure> {
+    for chunk in rows.chunks(CHUNK) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO orders (order_id, user_id, activity_id, quantity, amount_cents, status, created_at, \
+             pay_before, paid_txn, idempotency_key, updated_lsn, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            let o = &r.order;
+            b.push_bind(o.id.to_string())
+                .push_bind(o.user_id)
+                .push_bind(o.activity_id)
+                .push_bind(o.quantity)
+                .push_bind(o.amount_cents)
+                .push_bind(o.status.as_str())
+                .push_bind(datetime(o.created_at_ms))
+                .push_bind(datetime(o.pay_before_ms))
+                .push_bind(o.paid_txn)
+                .push_bind(o.idempotency_key)
+                .push_bind(r.updated_lsn)
+                .push_bind(datetime(r.updated_at_ms));
+        });
+        q.push(
+            " ON DUPLICATE KEY UPDATE status = VALUES(status), paid_txn = VALUES(paid_txn), \
+             updated_lsn = VALUES(updated_lsn), updated_at = VALUES(updated_at)",
+        );
+        q.build().persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn insert_stock_log(conn: &mut MySqlConnection, rows: &[StockLog]) -> Result<(), Failure> {
+    for chunk in rows.chunks(CHUNK) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO stock_log (lsn, activity_id, delta, reason, order_id, at) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.lsn)
+                .push_bind(r.activity_id)
+                .push_bind(r.delta)
+                .push_bind(r.reason)
+                .push_bind(r.order_id.map(|o| o.to_string()))
+                .push_bind(datetime(r.at_ms));
+        });
+        q.build().persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// (activity, user, limit, lsn)
+async fn upsert_quotas(
+    conn: &mut MySqlConnection,
+    rows: impl Iterator<Item = (u64, u64, u32, u64)>,
+) -> Result<(), Failure> {
+    let rows: Vec<_> = rows.collect();
+    for chunk in rows.chunks(CHUNK) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO quotas (activity_id, user_id, user_limit, updated_lsn) ",
+        );
+        q.push_values(chunk, |mut b, (a, u, limit, lsn)| {
+            b.push_bind(*a)
+                .push_bind(*u)
+                .push_bind(*limit)
+                .push_bind(*lsn);
+        });
+        q.push(" ON DUPLICATE KEY UPDATE user_limit = VALUES(user_limit), updated_lsn = VALUES(updated_lsn)");
+        q.build().persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Rewrites MySQL to equal `replica` (orders, purchases, quotas replaced;
+/// products and activities upserted with absolute stock) and sets the
+/// checkpoint to `replica.lsn`, in one transaction. `stock_log` and
+/// `payment_refusals` keep their history; each activity whose remaining
+/// stock changes gets a `resync` row with the correction.
+pub(crate) async fn write_full_state(
+    conn: &mut MySqlConnection,
+    replica: &Replica,
+    now_ms: u64,
+) -> Result<u64, Failure> {
+    let mut tx = conn.begin().await?;
+    lock_checkpoint(&mut tx).await?;
+    let mut old_remaining: HashMap<u64, i64> = HashMap::new();
+    for row in sqlx::query("SELECT id, remaining FROM activities WHERE in_engine = 1")
+        .fetch_all(&mut *tx)
+        .await?
+    {
+        let id = u64_col(&row, "id").map_err(Failure::Fatal)?;
+        let remaining = i64_col(&row, "remaining").map_err(Failure::Fatal)?;
+        old_remaining.insert(id, remaining);
+    }
+    for table in ["orders", "purchases", "quotas"] {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    upsert_products(&mut tx, replica.products.values().map(|p| (replica.lsn, p))).await?;
+    let held = replica.held_by_activity();
+    let mut acts = Vec::with_capacity(replica.activities.len());
+    let mut log = Vec::new();
+    for (id, (a, added)) in &replica.activities {
+        let h = held.get(id).copied().unwrap_or(0);
+        let remaining = i64::try_from(added.saturating_sub(h)).unwrap_or(i64::MAX);
+        acts.push((replica.lsn, a, *added, remaining));
+        let delta = remaining - old_remaining.get(id).copied().unwrap_or(0);
+        if delta != 0 {
+            log.push(StockLog {
+                lsn: replica.lsn,
+                activity_id: *id,
+                delta,
+                reason: "resync",
+                order_id: None,
+                at_ms: now_ms,
+            });
+        }
+    }
+    upsert_activities(&mut tx, &acts, StockMode::Absolute).await?;
+    let mut orders: Vec<OrderRow> = replica
+        .orders
+        .values()
+        .map(|o| OrderRow {
+            order: *o,
+            updated_lsn: replica.lsn,
+            updated_at_ms: o.created_at_ms,
+        })
+        .collect();
+    orders.sort_unstable_by_key(|r| r.order.id);
+    let refs: Vec<&OrderRow> = orders.iter().collect();
+    upsert_orders(&mut tx, &refs).await?;
+    let mut purchases: BTreeMap<(u64, u64), i64> = BTreeMap::new();
+    for o in replica.orders.values().filter(|o| o.status.holds_stock()) {
+        *purchases.entry((o.user_id, o.activity_id)).or_default() += signed(o.quantity);
+    }
+    for chunk in purchases.iter().collect::<Vec<_>>().chunks(CHUNK) {
+        let mut q =
+            QueryBuilder::<MySql>::new("INSERT INTO purchases (user_id, activity_id, `count`) ");
+        q.push_values(chunk, |mut b, ((user, activity), n)| {
+            b.push_bind(*user).push_bind(*activity).push_bind(**n);
+        });
+        q.build().persistent(false).execute(&mut *tx).await?;
+    }
+    upsert_quotas(
+        &mut tx,
+        replica
+            .quotas
+            .iter()
+            .map(|(&(a, u), &limit)| (a, u, limit, replica.lsn)),
+    )
+    .await?;
+    insert_stock_log(&mut tx, &log).await?;
+    sqlx::query("UPDATE persist_checkpoint SET lsn = ?, resync_requested = 0 WHERE id = 1")
+        .bind(replica.lsn)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(replica.lsn)
+}
+
+/// `status` column text → engine status.
+pub(crate) fn activity_status(s: &str) -> Option<ActivityStatus> {
+    [
+        ActivityStatus::Active,
+        ActivityStatus::Paused,
+        ActivityStatus::Disabled,
+    ]
+    .into_iter()
+    .find(|x| x.as_str() == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(seq: u128, user: u64, q: u32) -> Order {
+        Order {
+            id: OrderId(OrderId::first_at(1_700_000_000_000, 0).0 + seq),
+            user_id: user,
+            activity_id: 1,
+            quantity: q,
+            amount_cents: 100 * u64::from(q),
+            status: OrderStatus::PendingPayment,
+            created_at_ms: 1_700_000_000_000,
+            pay_before_ms: 1_700_000_900_000,
+            idempotency_key: 0,
+            paid_txn: 0,
+        }
+    }
+
+    fn change(o: &Order, status: OrderStatus) -> Event {
+        Event::OrderStatusChanged {
+            order_id: o.id,
+            user_id: o.user_id,
+            activity_id: o.activity_id,
+            status,
+            at_ms: 1_700_000_001_000,
+            txn: 9,
+        }
+    }
+
+    #[test]
+    fn a_batch_coalesces_into_one_delta_per_activity() {
+        let (a, b) = (order(1, 10, 2), order(2, 11, 1));
+        let recs = vec![
+            (
+                5,
+                Event::StockAdded {
+                    activity_id: 1,
+                    amount: 10,
+                },
+            ),
+            (6, Event::OrderCreated(a)),
+            (7, Event::OrderCreated(b)),
+            (8, change(&a, OrderStatus::Cancelled)),
+            (9, change(&b, OrderStatus::Paid)),
+        ];
+        assert!(orders_to_load(&recs).is_empty());
+        let p = plan(&recs, &HashMap::new(), 0).expect("plan");
+        assert_eq!(p.last_lsn, 9);
+        assert_eq!(
+            p.stock[&1],
+            StockDelta {
+                remaining: 10 - 1,
+                total: 10
+            }
+        );
+        assert_eq!(
+            p.purchases.get(&(10, 1)),
+            None,
+            "user 10 gave back what they took"
+        );
+        assert_eq!(p.purchases[&(11, 1)], 1);
+        assert_eq!(p.orders[&a.id].order.status, OrderStatus::Cancelled);
+        assert_eq!(p.orders[&b.id].order.paid_txn, 9);
+        assert_eq!(p.stock_log.iter().map(|l| l.delta).sum::<i64>(), 9);
+    }
+
+    #[test]
+    fn changes_to_older_orders_use_their_rows_and_repeats_change_nothing() {
+        let a = order(1, 10, 3);
+        let recs = vec![
+            (20, change(&a, OrderStatus::Expired)),
+            (21, change(&a, OrderStatus::Expired)),
+        ];
+        assert_eq!(orders_to_load(&recs), vec![a.id]);
+        assert!(plan(&recs, &HashMap::new(), 0)
+            .unwrap_err()
+            .contains("no such order"));
+        let existing = HashMap::from([(
+            a.id,
+            OrderRow {
+                order: a,
+                updated_lsn: 3,
+                updated_at_ms: 0,
+            },
+        )]);
+        let p = plan(&recs, &existing, 0).expect("plan");
+        assert_eq!(p.stock[&1].remaining, 3);
+        assert_eq!(p.purchases[&(10, 1)], -3);
+        assert_eq!(p.stock_log.len(), 1);
+        assert_eq!(p.orders[&a.id].updated_lsn, 21);
+    }
+
+    #[test]
+    fn a_log_that_contradicts_mysql_is_refused() {
+        let a = order(1, 10, 1);
+        let mut wrong = a;
+        wrong.user_id = 99;
+        let existing = HashMap::from([(
+            a.id,
+            OrderRow {
+                order: wrong,
+                updated_lsn: 3,
+                updated_at_ms: 0,
+            },
+        )]);
+        assert!(plan(&[(4, change(&a, OrderStatus::Paid))], &existing, 0).is_err());
+        assert!(plan(
+            &[(4, Event::OrderCreated(a)), (5, Event::OrderCreated(a))],
+            &HashMap::new(),
+            0
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! Connecting, creating the database, applying `migrations/`, and the small
+//! conversions every query needs (times, integers read back from rows).
+
+use anyhow::Context;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::{Connection, Executor, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The URL `seckill up`, `engine` and `migrate` use unless told otherwise.
+pub const DEFAULT_URL: &str = "mysql://root@127.0.0.1:3306/seckill";
+
+/// The migrations in `migrations/`, compiled in.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// How long one connection attempt may take before it counts as a failure.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connection options for `url`. Sessions use UTC (sqlx's default), so
+/// `NOW()` and `DATETIME` columns agree with the engine's clock.
+pub(crate) fn options(url: &str) -> anyhow::Result<MySqlConnectOptions> {
+    let opts = MySqlConnectOptions::from_str(url)
+        .with_context(|| format!("bad MySQL URL {}", redact(url)))?;
+    Ok(opts.timezone(Some("+00:00".to_string())))
+}
+
+/// One connection, or an error within `CONNECT_TIMEOUT`.
+pub(crate) async fn connect(opts: &MySqlConnectOptions) -> anyhow::Result<MySqlConnection> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, MySqlConnection::connect_with(opts)).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => anyhow::bail!(
+            "no answer from MySQL within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((cred, host)) => match cred.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Splits `mysql://user@host:port/db?opts` into the server URL (no
+/// database) and the database name, which must be a plain identifier.
+pub(crate) fn split_url(url: &str) -> anyhow::Result<(String, String)> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        anyhow::anyhow!(
+            "bad MySQL URL {}: expected mysql://user@host:port/database",
+            redact(url)
+        )
+    })?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, db) = match rest.split_once('/') {
+        Some((a, d)) => (a, d.trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    anyhow::ensure!(
+        !db.is_empty(),
+        "MySQL URL {} names no database (add /seckill)",
+        redact(url)
+    );
+    anyhow::ensure!(
+        db.len() <= 64
+            && db
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$'),
+        "database name `{db}` in the MySQL URL must be letters, digits, `_` or `$` (at most 64)"
+    );
+    let mut server = format!("{scheme}://{authority}");
+    if let Some(q) = query {
+        server.push('?');
+        server.push_str(q);
+    }
+    Ok((server, db.to_string()))
+}
+
+/// Creates the database named in `url` if it is missing (connecting to the
+/// server without one first), then applies every migration in
+/// `migrations/` that is not applied yet. Safe to run again and again.
+pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    let (server, db) = split_url(url)?;
+    let opts = options(url)?;
+    let mut conn = match connect(&opts).await {
+        Ok(conn) => conn,
+        Err(e) if is_unknown_database(&e) => {
+            let mut conn = connect(&options(&server)?)
+                .await
+                .with_context(|| format!("connecting to MySQL at {}", redact(&server)))?;
+            let create = format!("CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
+            conn.execute(create.as_str())
+                .await
+                .with_context(|| format!("creating database {db}"))?;
+            let _ = conn.close().await;
+            tracing::info!(database = %db, "created the MySQL database");
+            connect(&opts)
+                .await
+                .with_context(|| format!("connecting to {}", redact(url)))?
+        }
+        Err(e) => return Err(e.context(format!("connecting to {}", redact(url)))),
+    };
+    let result = MIGRATOR
+        .run(&mut conn)
+        .await
+        .with_context(|| format!("applying migrations to {db}"));
+    let _ = conn.close().await;
+    result
+}
+
+/// MySQL's "Unknown database" (1049).
+fn is_unknown_database(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|d| d.number() == 1049)
+}
+
+/// The largest time a DATETIME holds (9999-12-31 23:59:59.999 UTC).
+const DATETIME_MS_MAX: u64 = 253_402_300_799_999;
+
+/// Unix milliseconds as a `DATETIME(3)` literal in UTC.
+pub(crate) fn datetime(ms: u64) -> String {
+    let ms = ms.min(DATETIME_MS_MAX);
+    let days = (ms / 86_400_000) as i64;
+    let in_day = ms % 86_400_000;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// SQL that reads a DATETIME column back as Unix milliseconds (BIGINT).
+/// DATETIME has no time zone, so this is exact whatever the session's.
+pub(crate) fn ms_of(column: &str) -> String {
+    format!("(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) DIV 1000)")
+}
+
+/// A non-negative integer column, whether MySQL typed it signed or not.
+/// Bad data is an error naming the column, never a panic.
+pub(crate) fn u64_col(row: &MySqlRow, col: &str) -> Result<u64, String> {
+    if let Ok(v) = row.try_get::<u64, _>(col) {
+        return Ok(v);
+    }
+    match row.try_get::<i64, _>(col) {
+        Ok(v) => u64::try_from(v)
+            .map_err(|_| format!("column {col} is {v}, expected a non-negative number")),
+        Err(e) => Err(format!("column {col}: {e}")),
+    }
+}
+
+pub(crate) fn i64_col(row: &MySqlRow, col: &str) -> Result<i64, String> {
+    if let Ok(v) = row.try_get::<i64, _>(col) {
+        return Ok(v);
+    }
+    match row.try_get::<u64, _>(col) {
+        Ok(v) => i64::try_from(v).map_err(|_| format!("column {col} is {v}, too large")),
+        Err(e) => Err(format!("column {col}: {e}")),
+    }
+}
+
+pub(crate) fn u32_col(row: &MySqlRow, col: &str) -> Result<u32, String> {
+    let v = u64_col(row, col)?;
+    u32::try_from(v).map_err(|_| format!("column {col} is {v}, expected at most {}", u32::MAX))
+}
+
+pub(crate) fn str_col(row: &MySqlRow, col: &str) -> Result<String, String> {
+    row.try_get::<Option<String>, _>(col)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| format!("column {col}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_are_utc_with_milliseconds() {
+        assert_eq!(datetime(0), "1970-01-01 00:00:00.000");
+        assert_eq!(datetime(1_700_000_000_123), "2023-11-14 22:13:20.123");
+        assert_eq!(datetime(951_782_400_000), "2000-02-29 00:00:00.000");
+        assert_eq!(datetime(u64::MAX), "9999-12-31 23:59:59.999");
+    }
+
+    #[test]
+    fn urls_split_into_server_and_database() {
+        assert_eq!(
+            split_url("mysql://root@127.0.0.1:3306/seckill").unwrap(),
+            (
+                "mysql://root@127.0.0.1:3306".to_string(),
+                "seckill".to_string()
+            )
+        );
+        assert_eq!(
+            split_url("mysql://u:p@h/db_1?ssl-mode=disabled").unwrap(),
+            (
+                "mysql://u:p@h?ssl-mode=disabled".to_string(),
+                "db_1".to_string()
+            )
+        );
+        assert!(split_url("mysql://root@h:3306").is_err());
+        assert!(split_url("mysql://root@h/a;drop").is_err());
+        assert!(split_url("nonsense").is_err());
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(redact("mysql://u:secret@h/db"), "mysql://u:***@h/db");
+        assert_eq!(redact("mysql://root@h/db"), "mysql://root@h/db");
+    }
+}
