@@ -23,13 +23,13 @@ use seckill_engine::activity::{Activity, ActivityStatus, PER_USER_LIMIT_MAX};
 use seckill_engine::engine::shard_of_user;
 use seckill_engine::event::Event;
 use seckill_engine::{
-    ActivitySpec, Batch, Clock, Engine, EngineConfig, ManualClock, Order, ShardState, Sink,
-    StockPool,
+    ActivitySpec, Batch, Clock, Engine, EngineConfig, Envelope, ManualClock, Order, ShardState, Sink, StockPool,
 };
 use seckill_proto::{ErrorCode, OrderId, OrderStatus, OrderView, Request, Response};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Start of every test's clock (2024-01-01T00:00:00Z).
 const T0: u64 = 1_704_067_200_000;
@@ -52,12 +52,7 @@ enum T {
 /// `now_ms`: the status it leaves (the same one when the transition already
 /// happened) or the error, and whether refused money is recorded for
 /// reconciliation (a `PaymentRefused` event).
-fn predict_transition(
-    o: &OrderView,
-    paid_txn: u64,
-    t: T,
-    now_ms: u64,
-) -> (Result<OrderStatus, ErrorCode>, bool) {
+fn predict_transition(o: &OrderView, paid_txn: u64, t: T, now_ms: u64) -> (Result<OrderStatus, ErrorCode>, bool) {
     use OrderStatus::*;
     if let T::Pay { amount_cents, txn } = t {
         return match o.status {
@@ -75,12 +70,7 @@ fn predict_transition(
         (PendingPayment, T::Expire) if now_ms < o.pay_before_ms => Err(ErrorCode::InvalidState),
         (PendingPayment, T::Expire) => Ok(Expired),
         (Expired, T::Expire) => Ok(Expired),
-        (
-            Paid,
-            T::Refund {
-                activity_ended: false,
-            },
-        ) => Ok(Refunded),
+        (Paid, T::Refund { activity_ended: false }) => Ok(Refunded),
         (Refunded, T::Refund { .. }) => Ok(Refunded),
         (Paid, T::Ship) => Ok(Shipped),
         (Shipped, T::Ship) => Ok(Shipped),
@@ -90,43 +80,23 @@ fn predict_transition(
 }
 
 fn refused_payment(order_id: OrderId, t: T, at_ms: u64) -> Event {
-    let T::Pay { amount_cents, txn } = t else {
-        panic!("only a payment is refused with a record")
-    };
-    Event::PaymentRefused {
-        order_id,
-        amount_cents,
-        txn,
-        at_ms,
-    }
+    let T::Pay { amount_cents, txn } = t else { panic!("only a payment is refused with a record") };
+    Event::PaymentRefused { order_id, amount_cents, txn, at_ms }
 }
 
 fn request_for(o: &OrderView, t: T) -> Request {
     let order_id = o.order_id;
     match t {
-        T::Pay { amount_cents, txn } => Request::Pay {
-            order_id,
-            amount_cents,
-            txn,
-        },
-        T::Cancel => Request::Cancel {
-            user_id: o.user_id,
-            order_id,
-        },
+        T::Pay { amount_cents, txn } => Request::Pay { order_id, amount_cents, txn },
+        T::Cancel => Request::Cancel { user_id: o.user_id, order_id },
         T::Expire => Request::Expire { order_id },
-        T::Refund { .. } => Request::Refund {
-            user_id: o.user_id,
-            order_id,
-        },
+        T::Refund { .. } => Request::Refund { user_id: o.user_id, order_id },
         T::Ship => Request::Ship { order_id },
     }
 }
 
 fn holds(s: OrderStatus) -> bool {
-    matches!(
-        s,
-        OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Shipped
-    )
+    matches!(s, OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Shipped)
 }
 
 fn as_order(resp: &Response) -> Option<&OrderView> {
@@ -170,19 +140,15 @@ fn act_spec() -> impl Strategy<Value = ActSpec> {
         2_000u64..=40_000,
         prop::bool::weighted(0.2),
     )
-        .prop_map(
-            |(stock, per_user_limit, price_cents, timeout_s, starts_in_ms, lasts_ms, token)| {
-                ActSpec {
-                    stock,
-                    per_user_limit,
-                    price_cents,
-                    timeout_s,
-                    starts_in_ms,
-                    lasts_ms,
-                    require_buy_token: token,
-                }
-            },
-        )
+        .prop_map(|(stock, per_user_limit, price_cents, timeout_s, starts_in_ms, lasts_ms, token)| ActSpec {
+            stock,
+            per_user_limit,
+            price_cents,
+            timeout_s,
+            starts_in_ms,
+            lasts_ms,
+            require_buy_token: token,
+        })
 }
 
 #[derive(Clone, Debug)]
@@ -292,10 +258,7 @@ struct Model {
 
 impl Model {
     fn limit(&self, user: u64, act: u64) -> u32 {
-        self.quotas
-            .get(&(user, act))
-            .copied()
-            .unwrap_or(self.acts[&act].per_user_limit)
+        self.quotas.get(&(user, act)).copied().unwrap_or(self.acts[&act].per_user_limit)
     }
 
     fn held(&self, user: u64, act: u64) -> u32 {
@@ -307,11 +270,7 @@ impl Model {
     }
 
     fn held_total(&self, act: u64) -> u64 {
-        self.orders
-            .values()
-            .filter(|o| o.activity_id == act && holds(o.status))
-            .map(|o| o.quantity as u64)
-            .sum()
+        self.orders.values().filter(|o| o.activity_id == act && holds(o.status)).map(|o| o.quantity as u64).sum()
     }
 
     fn ended(&self, act: u64) -> bool {
@@ -320,13 +279,7 @@ impl Model {
     }
 
     /// The answer a buy must get: `Ok(view without its id)` or the error.
-    fn predict_buy(
-        &self,
-        user: u64,
-        act: u64,
-        qty: u32,
-        token_ok: bool,
-    ) -> Result<OrderView, ErrorCode> {
+    fn predict_buy(&self, user: u64, act: u64, qty: u32, token_ok: bool) -> Result<OrderView, ErrorCode> {
         let a = self.acts.get(&act).ok_or(ErrorCode::ActivityNotFound)?;
         if self.ended(act) {
             return Err(ErrorCode::Ended);
@@ -384,8 +337,7 @@ struct Fingerprint {
 
 impl Harness {
     fn new(n_shards: usize, specs: &[ActSpec]) -> Self {
-        let mut shards: Vec<ShardState> =
-            (0..n_shards).map(|i| ShardState::new(i as u16)).collect();
+        let mut shards: Vec<ShardState> = (0..n_shards).map(|i| ShardState::new(i as u16)).collect();
         let mut pools = BTreeMap::new();
         let mut acts = BTreeMap::new();
         let mut added = BTreeMap::new();
@@ -393,11 +345,7 @@ impl Harness {
             let id = i as u64 + 1;
             let starts_at_ms = T0 + s.starts_in_ms;
             // Activity 1 never ends, so the clock can move freely.
-            let ends_at_ms = if id == 1 {
-                T0 + 1_000_000_000
-            } else {
-                starts_at_ms + s.lasts_ms
-            };
+            let ends_at_ms = if id == 1 { T0 + 1_000_000_000 } else { starts_at_ms + s.lasts_ms };
             let a = Activity {
                 id,
                 product_id: 0,
@@ -433,11 +381,7 @@ impl Harness {
             idempotency: HashMap::new(),
             grandfathered: HashMap::new(),
         };
-        Self {
-            shards,
-            pools,
-            model,
-        }
+        Self { shards, pools, model }
     }
 
     fn shard_of(&self, user: u64) -> usize {
@@ -445,17 +389,9 @@ impl Harness {
     }
 
     fn fingerprint(&self) -> Fingerprint {
-        let mut orders: Vec<_> = self
-            .shards
-            .iter()
-            .flat_map(|s| s.orders.iter().map(|(k, v)| (*k, *v)))
-            .collect();
+        let mut orders: Vec<_> = self.shards.iter().flat_map(|s| s.orders.iter().map(|(k, v)| (*k, *v))).collect();
         orders.sort_by_key(|(k, _)| *k);
-        let pools = self
-            .pools
-            .iter()
-            .map(|(id, p)| (*id, p.added(), p.remaining()))
-            .collect();
+        let pools = self.pools.iter().map(|(id, p)| (*id, p.added(), p.remaining())).collect();
         let mut purchases = Vec::new();
         let mut quotas = Vec::new();
         for s in &self.shards {
@@ -466,12 +402,7 @@ impl Harness {
         }
         purchases.sort_unstable();
         quotas.sort_unstable();
-        Fingerprint {
-            orders,
-            pools,
-            purchases,
-            quotas,
-        }
+        Fingerprint { orders, pools, purchases, quotas }
     }
 
     /// Runs one request on one shard, before release: the answer and the batch.
@@ -488,9 +419,7 @@ impl Harness {
             None => (Err(ErrorCode::OrderNotFound), false),
             Some(o) => {
                 let owner_ok = match req {
-                    Request::Cancel { user_id, .. } | Request::Refund { user_id, .. } => {
-                        user_id == o.user_id
-                    }
+                    Request::Cancel { user_id, .. } | Request::Refund { user_id, .. } => user_id == o.user_id,
                     _ => true,
                 };
                 if owner_ok {
@@ -502,34 +431,20 @@ impl Harness {
             }
         };
         // A refused payment leaves one reconciliation record and nothing else.
-        let refusal_record: Vec<Event> = if refused {
-            vec![refused_payment(order_id, t, now)]
-        } else {
-            Vec::new()
-        };
+        let refusal_record: Vec<Event> = if refused { vec![refused_payment(order_id, t, now)] } else { Vec::new() };
         let before = self.fingerprint();
         let (resp, mut batch) = self.decide(shard, &req);
         match expected {
             Err(code) => {
                 assert_eq!(resp, Response::Error(code), "{req:?}");
                 assert_eq!(batch.events, refusal_record, "{req:?}");
-                assert!(
-                    batch.returns.is_empty(),
-                    "a refusal returned tokens: {req:?}"
-                );
+                assert!(batch.returns.is_empty(), "a refusal returned tokens: {req:?}");
             }
             Ok(status) => {
                 let old = self.model.orders[&order_id];
-                assert_eq!(
-                    resp,
-                    Response::Order(OrderView { status, ..old }),
-                    "{req:?}"
-                );
+                assert_eq!(resp, Response::Order(OrderView { status, ..old }), "{req:?}");
                 if status == old.status {
-                    assert!(
-                        batch.events.is_empty() && batch.returns.is_empty(),
-                        "a repeat changed state: {req:?}"
-                    );
+                    assert!(batch.events.is_empty() && batch.returns.is_empty(), "a repeat changed state: {req:?}");
                 } else {
                     let txn = match t {
                         T::Pay { txn, .. } => txn,
@@ -552,15 +467,9 @@ impl Harness {
         self.check_pools_unchanged(&before);
         batch.release();
         if let Ok(status) = expected {
-            let o = self
-                .model
-                .orders
-                .get_mut(&order_id)
-                .expect("predicted order");
+            let o = self.model.orders.get_mut(&order_id).expect("predicted order");
             if status == OrderStatus::Paid && o.status == OrderStatus::PendingPayment {
-                let T::Pay { txn, .. } = t else {
-                    panic!("paid by {t:?}")
-                };
+                let T::Pay { txn, .. } = t else { panic!("paid by {t:?}") };
                 self.model.paid_txn.insert(order_id, txn);
             }
             o.status = status;
@@ -573,30 +482,16 @@ impl Harness {
         let (again, mut batch) = self.decide(shard, &req);
         assert_eq!(again, resp, "repeat of {req:?}");
         assert_eq!(batch.events, refusal_record, "repeat of {req:?}");
-        assert!(
-            batch.returns.is_empty(),
-            "repeat of {req:?} returned tokens"
-        );
+        assert!(batch.returns.is_empty(), "repeat of {req:?} returned tokens");
         batch.release();
-        assert_eq!(
-            self.fingerprint(),
-            before,
-            "repeat of {req:?} changed state"
-        );
+        assert_eq!(self.fingerprint(), before, "repeat of {req:?} changed state");
     }
 
     /// Invariant 5: the batch returns exactly the tokens of the `orders`
     /// that stopped holding stock, once each, to their own pools.
     fn check_returns(&self, batch: &Batch, orders: &[OrderView], status: OrderStatus) {
-        let freeing: Vec<&OrderView> = orders
-            .iter()
-            .filter(|o| holds(o.status) && !holds(status))
-            .collect();
-        assert_eq!(
-            batch.returns.len(),
-            freeing.len(),
-            "one return per freed order"
-        );
+        let freeing: Vec<&OrderView> = orders.iter().filter(|o| holds(o.status) && !holds(status)).collect();
+        assert_eq!(batch.returns.len(), freeing.len(), "one return per freed order");
         let mut returned: BTreeMap<u64, u64> = BTreeMap::new();
         for r in &batch.returns {
             let act = self
@@ -615,15 +510,8 @@ impl Harness {
     }
 
     fn check_pools_unchanged(&self, before: &Fingerprint) {
-        let now: Vec<(u64, u64, u64)> = self
-            .pools
-            .iter()
-            .map(|(id, p)| (*id, p.added(), p.remaining()))
-            .collect();
-        assert_eq!(
-            now, before.pools,
-            "tokens moved before the batch was released"
-        );
+        let now: Vec<(u64, u64, u64)> = self.pools.iter().map(|(id, p)| (*id, p.added(), p.remaining())).collect();
+        assert_eq!(now, before.pools, "tokens moved before the batch was released");
     }
 
     fn pick(&self, pick: &Index) -> Option<OrderView> {
@@ -673,11 +561,7 @@ impl Harness {
             self.check_pools_unchanged(&before);
             batch.release();
             for o in &due {
-                self.model
-                    .orders
-                    .get_mut(&o.order_id)
-                    .expect("due order")
-                    .status = OrderStatus::Expired;
+                self.model.orders.get_mut(&o.order_id).expect("due order").status = OrderStatus::Expired;
             }
             self.check();
             // Running the timers again at the same time does nothing.
@@ -691,19 +575,8 @@ impl Harness {
 
     fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Buy {
-                user,
-                act,
-                qty,
-                key,
-                token_ok,
-            } => {
-                let replay = self
-                    .model
-                    .idempotency
-                    .get(&(user, key))
-                    .copied()
-                    .filter(|_| key != 0);
+            Op::Buy { user, act, qty, key, token_ok } => {
+                let replay = self.model.idempotency.get(&(user, key)).copied().filter(|_| key != 0);
                 let expected = match replay {
                     Some(id) => Ok(self.model.orders[&id]),
                     None => self.model.predict_buy(user, act, qty, token_ok),
@@ -734,24 +607,10 @@ impl Harness {
                     }
                     (Ok(want), false) => {
                         let got = *as_order(&resp).unwrap_or_else(|| panic!("{req:?} -> {resp:?}"));
-                        assert_eq!(
-                            OrderView {
-                                order_id: OrderId::default(),
-                                ..got
-                            },
-                            want,
-                            "{req:?}"
-                        );
+                        assert_eq!(OrderView { order_id: OrderId::default(), ..got }, want, "{req:?}");
                         assert!(got.order_id.is_well_formed());
-                        assert_eq!(
-                            got.order_id.shard() as usize,
-                            shard,
-                            "order id names its shard"
-                        );
-                        assert!(
-                            !self.model.orders.contains_key(&got.order_id),
-                            "order id issued twice"
-                        );
+                        assert_eq!(got.order_id.shard() as usize, shard, "order id names its shard");
+                        assert!(!self.model.orders.contains_key(&got.order_id), "order id issued twice");
                         assert!(
                             matches!(&batch.events[..], [Event::OrderCreated(o)]
                                 if o.view() == got && o.idempotency_key == key && o.paid_txn == 0),
@@ -759,21 +618,14 @@ impl Harness {
                             batch.events
                         );
                         // The tokens are taken at decision time.
-                        assert_eq!(
-                            self.pools[&act].remaining(),
-                            remaining_before.expect("pool") - qty as u64
-                        );
+                        assert_eq!(self.pools[&act].remaining(), remaining_before.expect("pool") - qty as u64);
                         self.model.orders.insert(got.order_id, got);
                         self.model.order_ids.push(got.order_id);
                         if key != 0 {
                             self.model.idempotency.insert((user, key), got.order_id);
                         }
-                        let (limit, held) =
-                            (self.model.limit(user, act), self.model.held(user, act));
-                        assert!(
-                            held <= limit,
-                            "user {user} holds {held} > limit {limit} after a buy"
-                        );
+                        let (limit, held) = (self.model.limit(user, act), self.model.held(user, act));
+                        assert!(held <= limit, "user {user} holds {held} > limit {limit} after a buy");
                     }
                 }
                 batch.release();
@@ -781,38 +633,21 @@ impl Harness {
             Op::Cancel { ref pick, by } => {
                 let Some(o) = self.pick(pick) else { return };
                 let user_id = by.unwrap_or(o.user_id);
-                let req = Request::Cancel {
-                    user_id,
-                    order_id: o.order_id,
-                };
+                let req = Request::Cancel { user_id, order_id: o.order_id };
                 self.transition(self.shard_of(user_id), req, o.order_id, T::Cancel);
             }
             Op::Refund { ref pick, by } => {
                 let Some(o) = self.pick(pick) else { return };
                 let user_id = by.unwrap_or(o.user_id);
-                let req = Request::Refund {
-                    user_id,
-                    order_id: o.order_id,
-                };
-                let t = T::Refund {
-                    activity_ended: self.model.ended(o.activity_id),
-                };
+                let req = Request::Refund { user_id, order_id: o.order_id };
+                let t = T::Refund { activity_ended: self.model.ended(o.activity_id) };
                 self.transition(self.shard_of(user_id), req, o.order_id, t);
             }
-            Op::Pay {
-                ref pick,
-                wrong_amount,
-                txn,
-            } => {
+            Op::Pay { ref pick, wrong_amount, txn } => {
                 let Some(o) = self.pick(pick) else { return };
                 let amount_cents = o.amount_cents + wrong_amount as u64;
                 let t = T::Pay { amount_cents, txn };
-                self.transition(
-                    o.order_id.shard() as usize,
-                    request_for(&o, t),
-                    o.order_id,
-                    t,
-                );
+                self.transition(o.order_id.shard() as usize, request_for(&o, t), o.order_id, t);
             }
             Op::Expire { ref pick, advance } => {
                 let Some(o) = self.pick(pick) else { return };
@@ -820,39 +655,19 @@ impl Harness {
                     self.model.now = self.model.now.max(o.pay_before_ms + extra);
                 }
                 let t = T::Expire;
-                self.transition(
-                    o.order_id.shard() as usize,
-                    request_for(&o, t),
-                    o.order_id,
-                    t,
-                );
+                self.transition(o.order_id.shard() as usize, request_for(&o, t), o.order_id, t);
             }
             Op::Ship { ref pick } => {
                 let Some(o) = self.pick(pick) else { return };
                 let t = T::Ship;
-                self.transition(
-                    o.order_id.shard() as usize,
-                    request_for(&o, t),
-                    o.order_id,
-                    t,
-                );
+                self.transition(o.order_id.shard() as usize, request_for(&o, t), o.order_id, t);
             }
             Op::Ghost { kind } => {
                 let order_id = OrderId::first_at(self.model.now, OrderId::SHARD_MAX);
                 let req = match kind {
-                    0 => Request::Pay {
-                        order_id,
-                        amount_cents: 1,
-                        txn: 1,
-                    },
-                    1 => Request::Cancel {
-                        user_id: 1,
-                        order_id,
-                    },
-                    2 => Request::Refund {
-                        user_id: 1,
-                        order_id,
-                    },
+                    0 => Request::Pay { order_id, amount_cents: 1, txn: 1 },
+                    1 => Request::Cancel { user_id: 1, order_id },
+                    2 => Request::Refund { user_id: 1, order_id },
                     3 => Request::Ship { order_id },
                     _ => Request::Expire { order_id },
                 };
@@ -865,11 +680,7 @@ impl Harness {
             }
             Op::SetQuota { user, act, limit } => {
                 let shard = self.shard_of(user);
-                let req = Request::SetQuota {
-                    activity_id: act,
-                    user_id: user,
-                    limit,
-                };
+                let req = Request::SetQuota { activity_id: act, user_id: user, limit };
                 let (resp, mut batch) = self.decide(shard, &req);
                 if limit > PER_USER_LIMIT_MAX {
                     assert_eq!(resp, Response::Error(ErrorCode::BadRequest));
@@ -879,14 +690,7 @@ impl Harness {
                     assert!(batch.events.is_empty());
                 } else {
                     assert_eq!(resp, Response::Done);
-                    assert_eq!(
-                        batch.events,
-                        vec![Event::QuotaSet {
-                            activity_id: act,
-                            user_id: user,
-                            limit
-                        }]
-                    );
+                    assert_eq!(batch.events, vec![Event::QuotaSet { activity_id: act, user_id: user, limit }]);
                     self.model.quotas.insert((user, act), limit);
                     let held = self.model.held(user, act);
                     if held > limit {
@@ -922,26 +726,11 @@ impl Harness {
         for (&act, pool) in &self.pools {
             let held = engine_held.get(&act).copied().unwrap_or(0);
             assert_eq!(pool.added(), m.added[&act], "activity {act}: tokens added");
-            assert!(
-                pool.remaining() <= pool.added(),
-                "activity {act}: remaining above added"
-            );
+            assert!(pool.remaining() <= pool.added(), "activity {act}: remaining above added");
             // Invariant 1: never oversold; tokens conserved exactly.
-            assert!(
-                held <= pool.added(),
-                "activity {act} oversold: {held} held of {}",
-                pool.added()
-            );
-            assert_eq!(
-                held,
-                pool.added() - pool.remaining(),
-                "activity {act}: tokens not conserved"
-            );
-            assert_eq!(
-                held,
-                m.held_total(act),
-                "activity {act}: engine and model disagree"
-            );
+            assert!(held <= pool.added(), "activity {act} oversold: {held} held of {}", pool.added());
+            assert_eq!(held, pool.added() - pool.remaining(), "activity {act}: tokens not conserved");
+            assert_eq!(held, m.held_total(act), "activity {act}: engine and model disagree");
         }
         let engine_orders: usize = self.shards.iter().map(|s| s.orders.len()).sum();
         assert_eq!(engine_orders, m.orders.len(), "phantom or lost orders");
@@ -949,10 +738,7 @@ impl Harness {
             let s = &self.shards[o.order_id.shard() as usize];
             let e = s.orders.get(&o.order_id).expect("order lost");
             assert_eq!(e.view(), *o, "order differs from model");
-            assert_eq!(
-                e.paid_txn,
-                m.paid_txn.get(&o.order_id).copied().unwrap_or(0)
-            );
+            assert_eq!(e.paid_txn, m.paid_txn.get(&o.order_id).copied().unwrap_or(0));
         }
         for s in &self.shards {
             // The payment timer is armed no later than the first deadline.
@@ -963,23 +749,13 @@ impl Harness {
                 .map(|o| o.pay_before_ms)
                 .min();
             if let Some(due) = first_due {
-                let armed = s
-                    .next_deadline_ms()
-                    .expect("a pending order without a timer");
-                assert!(
-                    armed <= due,
-                    "shard {}: timer at {armed}, first deadline {due}",
-                    s.id
-                );
+                let armed = s.next_deadline_ms().expect("a pending order without a timer");
+                assert!(armed <= due, "shard {}: timer at {armed}, first deadline {due}", s.id);
             }
             for u in 1..=USERS {
                 let mine = shard_of_user(u, self.shards.len()) == s.id as usize;
                 let n = s.user_orders.get(&u).map_or(0, Vec::len);
-                let want = if mine {
-                    m.orders.values().filter(|o| o.user_id == u).count()
-                } else {
-                    0
-                };
+                let want = if mine { m.orders.values().filter(|o| o.user_id == u).count() } else { 0 };
                 assert_eq!(n, want, "user {u}: order list on shard {}", s.id);
             }
             for (&act, slot) in &s.slots {
@@ -996,28 +772,13 @@ impl Harness {
                         .sum();
                     let held = slot.purchases.held(u);
                     assert_eq!(held, from_orders, "user {u} act {act}: purchases vs orders");
-                    assert_eq!(
-                        held,
-                        if mine { m.held(u, act) } else { 0 },
-                        "user {u} act {act}: purchases vs model"
-                    );
+                    assert_eq!(held, if mine { m.held(u, act) } else { 0 }, "user {u} act {act}: purchases vs model");
                     if mine {
-                        assert_eq!(
-                            slot.quotas.get(&u).copied(),
-                            m.quotas.get(&(u, act)).copied()
-                        );
+                        assert_eq!(slot.quotas.get(&u).copied(), m.quotas.get(&(u, act)).copied());
                         // Invariant 2: nobody above their limit (a lowered quota revokes nothing).
                         let limit = m.limit(u, act);
-                        let cap = m
-                            .grandfathered
-                            .get(&(u, act))
-                            .copied()
-                            .unwrap_or(0)
-                            .max(limit);
-                        assert!(
-                            held <= cap,
-                            "user {u} act {act}: holds {held} > limit {limit}"
-                        );
+                        let cap = m.grandfathered.get(&(u, act)).copied().unwrap_or(0).max(limit);
+                        assert!(held <= cap, "user {u} act {act}: holds {held} > limit {limit}");
                     } else {
                         assert!(slot.quotas.get(&u).is_none(), "quota on the wrong shard");
                     }
@@ -1129,6 +890,32 @@ fn cop() -> impl Strategy<Value = COp> {
     ]
 }
 
+/// One request through the front's path (`Engine::try_submit`, retried
+/// while the queue is full), waiting at most 10 s for the answer. Unlike
+/// `Engine::call`, this fails instead of hanging when a shard thread died
+/// with the request queued (as a broken engine under test may).
+fn call(engine: &Engine, req: Request) -> Response {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    loop {
+        let env = Envelope { req: req.clone(), tag: 7, reply: tx.clone() };
+        match engine.try_submit(env) {
+            Ok(()) => break,
+            Err(code) => {
+                assert!(Instant::now() < give_up, "{req:?}: {code:?} for 10 s");
+                std::thread::yield_now();
+            }
+        }
+    }
+    match rx.recv_timeout(give_up.saturating_duration_since(Instant::now())) {
+        Ok((tag, resp)) => {
+            assert_eq!(tag, 7, "answer for another request");
+            resp
+        }
+        Err(_) => panic!("{req:?}: no answer within 10 s (shard thread dead?)"),
+    }
+}
+
 /// A pending order whose deadline has passed by `now_ms`: the shard's
 /// timer may expire it at any moment, so its status is uncertain.
 fn may_have_expired(o: &OrderView, now_ms: u64) -> bool {
@@ -1150,10 +937,7 @@ struct Client {
 
 impl Client {
     fn limit(&self, user: u64, act: u64) -> u32 {
-        self.quotas
-            .get(&(user, act))
-            .copied()
-            .unwrap_or(self.per_user_limit[&act])
+        self.quotas.get(&(user, act)).copied().unwrap_or(self.per_user_limit[&act])
     }
 
     /// Units held, exactly (once no status is uncertain any more).
@@ -1163,16 +947,9 @@ impl Client {
 
     /// Units held at `now_ms`: (surely, at most).
     fn held_range(&self, user: u64, act: u64, now_ms: u64) -> (u32, u32) {
-        let mine = self
-            .orders
-            .iter()
-            .filter(|o| o.user_id == user && o.activity_id == act && holds(o.status));
+        let mine = self.orders.iter().filter(|o| o.user_id == user && o.activity_id == act && holds(o.status));
         mine.fold((0, 0), |(min, max), o| {
-            let sure = if may_have_expired(o, now_ms) {
-                0
-            } else {
-                o.quantity
-            };
+            let sure = if may_have_expired(o, now_ms) { 0 } else { o.quantity };
             (min + sure, max + o.quantity)
         })
     }
@@ -1181,50 +958,23 @@ impl Client {
     fn refresh(&mut self, engine: &Engine) {
         let now = engine.clock().now_ms();
         for o in self.orders.iter_mut().filter(|o| may_have_expired(o, now)) {
-            let req = Request::GetOrder {
-                user_id: Some(o.user_id),
-                order_id: o.order_id,
-            };
-            match engine.call(req) {
-                Response::Order(v)
-                    if v == *o
-                        || v == OrderView {
-                            status: OrderStatus::Expired,
-                            ..*o
-                        } =>
-                {
-                    *o = v
-                }
+            let req = Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id };
+            match call(engine, req) {
+                Response::Order(v) if v == *o || v == OrderView { status: OrderStatus::Expired, ..*o } => *o = v,
                 other => panic!("GetOrder of {o:?} -> {other:?}"),
             }
         }
     }
 
-    fn run(
-        &mut self,
-        engine: &Engine,
-        clock: &ManualClock,
-        prices: &BTreeMap<u64, u64>,
-        ops: &[COp],
-    ) {
+    fn run(&mut self, engine: &Engine, clock: &ManualClock, prices: &BTreeMap<u64, u64>, ops: &[COp]) {
         for op in ops {
             self.refresh(engine);
             match *op {
-                COp::Buy { user, act, qty } => {
-                    self.buy(engine, prices, self.users[user as usize], act, qty)
-                }
+                COp::Buy { user, act, qty } => self.buy(engine, prices, self.users[user as usize], act, qty),
                 COp::Cancel { ref pick } => self.transition(engine, pick, |_| T::Cancel),
-                COp::Pay {
-                    ref pick,
-                    wrong_amount,
-                    txn,
-                } => self.transition(engine, pick, |o| T::Pay {
-                    amount_cents: o.amount_cents + wrong_amount as u64,
-                    txn,
-                }),
-                COp::Refund { ref pick } => self.transition(engine, pick, |_| T::Refund {
-                    activity_ended: false,
-                }),
+                COp::Pay { ref pick, wrong_amount, txn } => self
+                    .transition(engine, pick, |o| T::Pay { amount_cents: o.amount_cents + wrong_amount as u64, txn }),
+                COp::Refund { ref pick } => self.transition(engine, pick, |_| T::Refund { activity_ended: false }),
                 COp::Ship { ref pick } => self.transition(engine, pick, |_| T::Ship),
                 COp::Expire { ref pick, advance } => {
                     if let (true, Some(o)) = (advance, self.pick(pick)) {
@@ -1240,11 +990,7 @@ impl Client {
                 }
                 COp::SetQuota { user, act, limit } => {
                     let user = self.users[user as usize];
-                    let resp = engine.call(Request::SetQuota {
-                        activity_id: act,
-                        user_id: user,
-                        limit,
-                    });
+                    let resp = call(engine, Request::SetQuota { activity_id: act, user_id: user, limit });
                     assert_eq!(resp, Response::Done);
                     self.quotas.insert((user, act), limit);
                     let held = self.held_range(user, act, engine.clock().now_ms()).1;
@@ -1259,14 +1005,9 @@ impl Client {
     }
 
     fn buy(&mut self, engine: &Engine, prices: &BTreeMap<u64, u64>, user: u64, act: u64, qty: u32) {
-        let req = Request::Buy {
-            user_id: user,
-            activity_id: act,
-            quantity: qty,
-            idempotency_key: 0,
-            buy_token_ok: false,
-        };
-        let resp = engine.call(req.clone());
+        let req =
+            Request::Buy { user_id: user, activity_id: act, quantity: qty, idempotency_key: 0, buy_token_ok: false };
+        let resp = call(engine, req.clone());
         let after = engine.clock().now_ms();
         let limit = self.limit(user, act);
         let (held_min, held_max) = self.held_range(user, act, after);
@@ -1292,10 +1033,7 @@ impl Client {
                 assert!((T0..=after).contains(&v.created_at_ms), "{v:?}");
                 let timeout_ms = 1_000 * act; // activity i+1 has a timeout of i+1 s
                 assert_eq!(v.pay_before_ms, v.created_at_ms + timeout_ms, "{v:?}");
-                assert!(
-                    !self.orders.iter().any(|o| o.order_id == v.order_id),
-                    "id issued twice"
-                );
+                assert!(!self.orders.iter().any(|o| o.order_id == v.order_id), "id issued twice");
                 self.orders.push(*v);
             }
             (None, other) => panic!("{req:?} -> {other:?}"),
@@ -1316,42 +1054,33 @@ impl Client {
         // past its deadline must still expire once a fresh batch sees the
         // clock: retry a refusal a bounded number of times.
         let before = engine.clock().now_ms();
-        let mut resp = engine.call(req.clone());
+        let mut resp = call(engine, req.clone());
         let must_expire = t == T::Expire && may_have_expired(&o, before);
         for _ in 0..1_000 {
             if !(must_expire && resp == Response::Error(ErrorCode::InvalidState)) {
                 break;
             }
             std::thread::yield_now();
-            resp = engine.call(req.clone());
+            resp = call(engine, req.clone());
         }
         let after = engine.clock().now_ms();
         // The order as it may have been when decided: as last seen, or
         // expired by its shard's timer.
         let mut states = vec![o];
         if may_have_expired(&o, after) {
-            states.push(OrderView {
-                status: OrderStatus::Expired,
-                ..o
-            });
+            states.push(OrderView { status: OrderStatus::Expired, ..o });
         }
         let explains = |s: &OrderView, resp: &Response| {
-            [before, after]
-                .iter()
-                .any(|&now| match predict_transition(s, paid_txn, t, now).0 {
-                    Ok(status) => *resp == Response::Order(OrderView { status, ..*s }),
-                    Err(code) => *resp == Response::Error(code),
-                })
+            [before, after].iter().any(|&now| match predict_transition(s, paid_txn, t, now).0 {
+                Ok(status) => *resp == Response::Order(OrderView { status, ..*s }),
+                Err(code) => *resp == Response::Error(code),
+            })
         };
-        let possible: Vec<OrderView> = states
-            .iter()
-            .copied()
-            .filter(|s| explains(s, &resp))
-            .collect();
+        let possible: Vec<OrderView> = states.iter().copied().filter(|s| explains(s, &resp)).collect();
         assert!(!possible.is_empty(), "{req:?} on {o:?} -> {resp:?}");
         // Idempotent: the same request again, same answer (unless it was a
         // refused expiry, which the clock may have made due in between).
-        let again = engine.call(req.clone());
+        let again = call(engine, req.clone());
         if !(t == T::Expire
             && o.status == OrderStatus::PendingPayment
             && resp == Response::Error(ErrorCode::InvalidState))
@@ -1365,40 +1094,20 @@ impl Client {
             _ => o,
         };
         assert_eq!(last.order_id, o.order_id);
-        if let (T::Pay { txn, .. }, OrderStatus::PendingPayment, OrderStatus::Paid) =
-            (t, o.status, last.status)
-        {
+        if let (T::Pay { txn, .. }, OrderStatus::PendingPayment, OrderStatus::Paid) = (t, o.status, last.status) {
             self.paid_txn.insert(o.order_id, txn);
         }
-        let slot = self
-            .orders
-            .iter_mut()
-            .find(|x| x.order_id == o.order_id)
-            .expect("own order");
+        let slot = self.orders.iter_mut().find(|x| x.order_id == o.order_id).expect("own order");
         *slot = last;
     }
 }
 
 /// Per shard: (held per activity, every order, every purchase record, quotas).
-type ShardDump = (
-    HashMap<u64, u64>,
-    Vec<Order>,
-    Vec<(u64, u64, u32)>,
-    Vec<(u64, u64, u32)>,
-);
+type ShardDump = (HashMap<u64, u64>, Vec<Order>, Vec<(u64, u64, u32)>, Vec<(u64, u64, u32)>);
 
-fn mt_case(
-    n_shards: usize,
-    queue_capacity: usize,
-    stocks: &[u64],
-    limits: &[u32],
-    clients: &[Vec<COp>],
-) {
+fn mt_case(n_shards: usize, queue_capacity: usize, stocks: &[u64], limits: &[u32], clients: &[Vec<COp>]) {
     let clock = ManualClock::new(T0);
-    let config = EngineConfig {
-        shards: n_shards,
-        queue_capacity,
-    };
+    let config = EngineConfig { shards: n_shards, queue_capacity };
     let engine = Engine::start(config, Arc::new(clock.clone()), Sink::Immediate);
     let mut prices = BTreeMap::new();
     let mut per_user_limit = BTreeMap::new();
@@ -1420,10 +1129,7 @@ fn mt_case(
         prices.insert(v.id, v.price_cents);
         per_user_limit.insert(v.id, limit);
     }
-    assert_eq!(
-        prices.keys().copied().collect::<Vec<_>>(),
-        (1..=MT_ACTIVITIES).collect::<Vec<_>>()
-    );
+    assert_eq!(prices.keys().copied().collect::<Vec<_>>(), (1..=MT_ACTIVITIES).collect::<Vec<_>>());
 
     // While the clients run, a watcher reads the activities the way an
     // operator (`activity.show`) and a buyer (`GET /activities/{id}`, served
@@ -1435,7 +1141,7 @@ fn mt_case(
                 for id in 1..=MT_ACTIVITIES {
                     let v = engine.activity(id).expect("activity");
                     assert!(v.remaining <= v.total_stock, "{v:?}");
-                    match engine.call(Request::GetActivity { activity_id: id }) {
+                    match call(&engine, Request::GetActivity { activity_id: id }) {
                         Response::Activity(v) => assert!(v.remaining <= v.total_stock, "{v:?}"),
                         other => panic!("GetActivity {id} -> {other:?}"),
                     }
@@ -1449,9 +1155,7 @@ fn mt_case(
             .map(|(c, ops)| {
                 let (engine, clock, prices) = (&engine, &clock, &prices);
                 let mut client = Client {
-                    users: (0..MT_USERS_PER_CLIENT)
-                        .map(|u| 1_000 * (c as u64 + 1) + u)
-                        .collect(),
+                    users: (0..MT_USERS_PER_CLIENT).map(|u| 1_000 * (c as u64 + 1) + u).collect(),
                     per_user_limit: per_user_limit.clone(),
                     quotas: HashMap::new(),
                     grandfathered: HashMap::new(),
@@ -1469,10 +1173,7 @@ fn mt_case(
         let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
         done.store(true, Ordering::Release);
         let watched = watcher.join();
-        let results = joined
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect();
+        let results = joined.into_iter().map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
         watched.unwrap_or_else(|e| std::panic::resume_unwind(e));
         results
     });
@@ -1480,25 +1181,17 @@ fn mt_case(
     // The clock stands still now. The shards' timers must expire every
     // order past its deadline on their own; after that nothing moves.
     let now = clock.now_ms();
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let give_up = Instant::now() + Duration::from_secs(3);
     loop {
         let due: usize = engine
-            .inspect(move |st| {
-                st.orders
-                    .values()
-                    .filter(|o| may_have_expired(&o.view(), now))
-                    .count()
-            })
+            .inspect(move |st| st.orders.values().filter(|o| may_have_expired(&o.view(), now)).count())
             .into_iter()
             .sum();
         if due == 0 {
             break;
         }
-        assert!(
-            std::time::Instant::now() < give_up,
-            "{due} orders past their deadline never expired"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(Instant::now() < give_up, "{due} orders past their deadline never expired");
+        std::thread::sleep(Duration::from_millis(5));
     }
 
     let dumps: Vec<ShardDump> = engine.inspect(|st| {
@@ -1509,64 +1202,36 @@ fn mt_case(
             quotas.extend(slot.quotas.iter().map(|(&u, &n)| (a, u, n)));
         }
         let orders = st.orders.values().copied().collect();
-        (
-            st.held_by_activity().into_iter().collect(),
-            orders,
-            purchases,
-            quotas,
-        )
+        (st.held_by_activity().into_iter().collect(), orders, purchases, quotas)
     });
 
     // Invariant 1, across shards: tokens conserved exactly, never oversold.
     for (i, &stock) in stocks.iter().enumerate() {
         let act = i as u64 + 1;
         let v = engine.activity(act).expect("activity");
-        let added: u64 = results
-            .iter()
-            .map(|c| c.stock_added.get(&act).copied().unwrap_or(0))
-            .sum();
+        let added: u64 = results.iter().map(|c| c.stock_added.get(&act).copied().unwrap_or(0)).sum();
         assert_eq!(v.total_stock, stock + added, "activity {act}: total");
-        let held: u64 = dumps
-            .iter()
-            .map(|d| d.0.get(&act).copied().unwrap_or(0))
-            .sum();
+        let held: u64 = dumps.iter().map(|d| d.0.get(&act).copied().unwrap_or(0)).sum();
         assert!(v.remaining <= v.total_stock);
-        assert!(
-            held <= v.total_stock,
-            "activity {act} oversold: {held} of {}",
-            v.total_stock
-        );
-        assert_eq!(
-            held,
-            v.total_stock - v.remaining,
-            "activity {act}: tokens not conserved"
-        );
+        assert!(held <= v.total_stock, "activity {act} oversold: {held} of {}", v.total_stock);
+        assert_eq!(held, v.total_stock - v.remaining, "activity {act}: tokens not conserved");
     }
 
     // Every order a client was answered exists, with the last status it saw
     // (or expired, if it was pending past its deadline), paid by the
     // transaction the client paid it with; no order exists that no client
     // was answered.
-    let engine_orders: HashMap<OrderId, Order> = dumps
-        .iter()
-        .flat_map(|d| d.1.iter().map(|o| (o.id, *o)))
-        .collect();
+    let engine_orders: HashMap<OrderId, Order> = dumps.iter().flat_map(|d| d.1.iter().map(|o| (o.id, *o))).collect();
     let client_orders: usize = results.iter().map(|c| c.orders.len()).sum();
     assert_eq!(engine_orders.len(), client_orders, "phantom or lost orders");
     for c in &mut results {
         for o in &mut c.orders {
-            let e = engine_orders
-                .get(&o.order_id)
-                .unwrap_or_else(|| panic!("lost {o:?}"));
+            let e = engine_orders.get(&o.order_id).unwrap_or_else(|| panic!("lost {o:?}"));
             if may_have_expired(o, now) && e.status == OrderStatus::Expired {
                 o.status = OrderStatus::Expired;
             }
             assert_eq!(e.view(), *o, "order changed");
-            assert_eq!(
-                e.paid_txn,
-                c.paid_txn.get(&o.order_id).copied().unwrap_or(0),
-                "{o:?}"
-            );
+            assert_eq!(e.paid_txn, c.paid_txn.get(&o.order_id).copied().unwrap_or(0), "{o:?}");
         }
     }
 
@@ -1574,41 +1239,21 @@ fn mt_case(
     let mut purchases: HashMap<(u64, u64), u32> = HashMap::new();
     for (s, d) in dumps.iter().enumerate() {
         for &(a, u, n) in &d.2 {
-            assert_eq!(
-                shard_of_user(u, n_shards),
-                s,
-                "user {u}'s purchases on the wrong shard"
-            );
+            assert_eq!(shard_of_user(u, n_shards), s, "user {u}'s purchases on the wrong shard");
             assert!(purchases.insert((u, a), n).is_none());
         }
         for &(_, u, _) in &d.3 {
-            assert_eq!(
-                shard_of_user(u, n_shards),
-                s,
-                "user {u}'s quota on the wrong shard"
-            );
+            assert_eq!(shard_of_user(u, n_shards), s, "user {u}'s quota on the wrong shard");
         }
     }
     for c in &results {
         for &u in &c.users {
             for act in 1..=MT_ACTIVITIES {
                 let held = purchases.remove(&(u, act)).unwrap_or(0);
-                assert_eq!(
-                    held,
-                    c.held(u, act),
-                    "user {u} act {act}: purchases vs orders"
-                );
+                assert_eq!(held, c.held(u, act), "user {u} act {act}: purchases vs orders");
                 let limit = c.limit(u, act);
-                let cap = c
-                    .grandfathered
-                    .get(&(u, act))
-                    .copied()
-                    .unwrap_or(0)
-                    .max(limit);
-                assert!(
-                    held <= cap,
-                    "user {u} act {act}: holds {held} > limit {limit}"
-                );
+                let cap = c.grandfathered.get(&(u, act)).copied().unwrap_or(0).max(limit);
+                assert!(held <= cap, "user {u} act {act}: holds {held} > limit {limit}");
             }
         }
     }
@@ -1640,28 +1285,38 @@ proptest! {
 /// stops serving if `give_back` refuses them).
 #[test]
 fn give_back_races_stock_add() {
-    const ROUNDS: u64 = 200_000;
-    let pool = Arc::new(StockPool::new(1));
-    std::thread::scope(|s| {
-        let p = pool.clone();
-        s.spawn(move || {
-            for _ in 0..ROUNDS {
-                p.add(1);
+    const ROUNDS: u64 = 300_000;
+    let pool = StockPool::new(1);
+    let done = AtomicBool::new(false);
+    let added = std::thread::scope(|s| {
+        // Adds one token at a time for as long as the buyer runs.
+        let adder = s.spawn(|| {
+            let mut added = 0u64;
+            while !done.load(Ordering::Acquire) {
+                pool.add(1);
+                added += 1;
             }
+            added
         });
-        let p = pool.clone();
-        s.spawn(move || {
-            for i in 0..ROUNDS {
-                if p.try_take(1) {
-                    if let Err(e) = p.give_back(1) {
-                        panic!("round {i}: a held token was refused: {e}");
-                    }
+        let mut refused = None;
+        for round in 0..ROUNDS {
+            if pool.try_take(1) {
+                if let Err(e) = pool.give_back(1) {
+                    refused = Some((round, e));
+                    break;
                 }
             }
-        });
+        }
+        done.store(true, Ordering::Release);
+        let added = adder.join().expect("adder thread");
+        if let Some((round, e)) = refused {
+            panic!("round {round}: a held token was refused: {e}");
+        }
+        added
     });
-    assert_eq!(pool.added(), ROUNDS + 1);
-    assert_eq!(pool.remaining(), ROUNDS + 1, "every taken token came back");
+    assert!(added > 0);
+    assert_eq!(pool.added(), added + 1);
+    assert_eq!(pool.remaining(), added + 1, "every taken token came back");
 }
 
 /// A buyer's view of an activity (served by a shard, without the catalog
@@ -1700,15 +1355,10 @@ fn activity_view_consistent_during_stock_add() {
         let mut batch = Batch::default();
         for read in 0..READS {
             let resp = shard.handle(&Request::GetActivity { activity_id: 1 }, T0, &mut batch);
-            let Response::Activity(v) = resp else {
-                panic!("{resp:?}")
-            };
+            let Response::Activity(v) = resp else { panic!("{resp:?}") };
             if v.remaining > v.total_stock {
                 done.store(true, Ordering::Release);
-                panic!(
-                    "read {read}: remaining {} > total {}",
-                    v.remaining, v.total_stock
-                );
+                panic!("read {read}: remaining {} > total {}", v.remaining, v.total_stock);
             }
         }
         done.store(true, Ordering::Release);
