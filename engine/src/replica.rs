@@ -111,8 +111,7 @@ impl Replica {
     /// the shards' records interleaved in the log.
     pub fn into_parts(&self, shards: usize) -> Result<(Catalog, Vec<ShardState>), String> {
         let held = self.held_by_activity();
-        let mut catalog = Catalog::default();
-        catalog.products = self.products.clone();
+        let mut catalog = Catalog { products: self.products.clone(), ..Catalog::default() };
         for (id, (activity, added)) in &self.activities {
             let h = held.get(id).copied().unwrap_or(0);
             if h > *added {

@@ -122,32 +122,35 @@ fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<R
 async fn run_conn(addr: EngineAddr, mut outbox: mpsc::Receiver<(u64, Request)>, waiters: Waiters, up: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(20);
     loop {
-        let result = match &addr {
+        // Whether a session ran (the engine was reachable).
+        let connected = match &addr {
             EngineAddr::Unix(p) => match tokio::net::UnixStream::connect(p).await {
                 Ok(s) => {
                     let (r, w) = s.into_split();
-                    Some(session(r, w, &mut outbox, &waiters, &up).await)
+                    session(r, w, &mut outbox, &waiters, &up).await;
+                    true
                 }
-                Err(_) => None,
+                Err(_) => false,
             },
             EngineAddr::Tcp(a) => match tokio::net::TcpStream::connect(a).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     let (r, w) = s.into_split();
-                    Some(session(r, w, &mut outbox, &waiters, &up).await)
+                    session(r, w, &mut outbox, &waiters, &up).await;
+                    true
                 }
-                Err(_) => None,
+                Err(_) => false,
             },
         };
         up.store(false, Ordering::Release);
         // Everyone still waiting on this connection gets `busy` now.
         lock(&waiters).clear();
-        match result {
-            Some(()) => {
+        match connected {
+            true => {
                 tracing::warn!(engine = %addr, "engine connection lost; redialing");
                 backoff = Duration::from_millis(20);
             }
-            None => {
+            false => {
                 // Queued requests cannot be sent: drop them (their waiters are cleared).
                 while outbox.try_recv().is_ok() {}
                 backoff = (backoff * 2).min(REDIAL_BACKOFF_MAX);

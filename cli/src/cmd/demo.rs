@@ -48,6 +48,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             queue_capacity: 4096,
             snapshot_every: 1_000_000,
             wal_segment_bytes: 64 * 1024 * 1024,
+            // The demo keeps to itself: the WAL is its system of record, and
+            // it never writes into a MySQL or Redis someone else uses.
+            mysql_url: "none".into(),
+            redis_url: "none".into(),
         },
         http: front::HttpArgs {
             http,
@@ -55,8 +59,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             buys_per_minute: 1_000_000,
             engine_connections: 4,
         },
-        mysql_url: "none".into(),
-        redis_url: "none".into(),
     };
     println!("seckill demo: starting the service on http://{http} (data dir {})", data_dir.display());
     println!("  MySQL persister: off, Redis mirror: off (the WAL is the system of record); durability {:?}", args.durability);

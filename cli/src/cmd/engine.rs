@@ -7,6 +7,7 @@ use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::server::{admin, wire, Address};
 use seckill_engine::wal::Durability;
 use seckill_engine::{EngineConfig, SystemClock};
+use seckill_persist::redis;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -36,6 +37,12 @@ pub struct Args {
     /// Start a new WAL segment after this many bytes.
     #[arg(long, env = "SECKILL_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub wal_segment_bytes: u64,
+    /// MySQL for the persister (fed from the WAL); `none` disables it.
+    #[arg(long, env = "SECKILL_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306/seckill")]
+    pub mysql_url: String,
+    /// Redis for the mirror and event stream (fed from the WAL); `none` disables it.
+    #[arg(long, env = "SECKILL_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
 }
 
 impl Args {
@@ -58,6 +65,7 @@ pub struct Running {
     pub addr: Address,
     pub admin_path: PathBuf,
     stop_rx: Receiver<&'static str>,
+    mirror: Option<redis::MirrorHandle>,
 }
 
 impl Running {
@@ -70,6 +78,10 @@ impl Running {
     pub fn stop(self, why: &str) {
         tracing::info!(why, "stopping: draining shards, final fsync");
         self.node.shutdown();
+        // After the engine: the mirror writes what the engine's last records say.
+        if let Some(m) = self.mirror {
+            m.shutdown();
+        }
         if let Address::Unix(p) = &self.addr {
             let _ = std::fs::remove_file(p);
         }
@@ -97,6 +109,12 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
     let admin_path = args.data_dir.join("admin.sock");
     let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
 
+    let mirror = start_mirror(args, &node)?;
+    let mut extra_stats: Vec<(&'static str, admin::StatsHook)> = Vec::new();
+    if let Some(m) = &mirror {
+        let view = m.view();
+        extra_stats.push(("mirror", Arc::new(move || view.stats().to_json())));
+    }
     let (stop_tx, stop_rx) = bounded::<&'static str>(4);
     {
         let engine = node.engine.clone();
@@ -114,6 +132,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
                 let _ = stop_tx.try_send("admin shutdown");
             }),
             warmup: None,
+            extra_stats,
         };
         std::thread::Builder::new().name("admin-accept".into()).spawn(move || admin::serve(ctx, admin_listener))?;
     }
@@ -126,5 +145,29 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
         })?;
     }
     tracing::info!(wire = %addr, admin = %admin_path.display(), durability = ?args.durability, "seckill engine listening");
-    Ok(Running { node, addr, admin_path, stop_rx })
+    Ok(Running { node, addr, admin_path, stop_rx, mirror })
+}
+
+/// The Redis mirror, unless `--redis-url none`. An unreachable Redis is
+/// said once and retried in the background: the engine serves regardless.
+fn start_mirror(args: &Args, node: &Node) -> anyhow::Result<Option<redis::MirrorHandle>> {
+    if args.redis_url == "none" {
+        tracing::info!("Redis mirror disabled (--redis-url none)");
+        return Ok(None);
+    }
+    let mut cfg = redis::MirrorConfig::new(args.redis_url.clone());
+    cfg.clock = node.engine.clock().clone();
+    match redis::probe(&cfg.url, std::time::Duration::from_secs(1)) {
+        Ok(()) => tracing::info!(url = %args.redis_url, "Redis mirror on"),
+        Err(e) => tracing::warn!("Redis mirror: {e}; serving without it and retrying in the background"),
+    }
+    let handle = redis::spawn(
+        cfg,
+        node.data_dir.clone(),
+        node.wal.status.clone(),
+        node.wal.checkpoints.clone(),
+        redis::ReplicaSource::Snapshots,
+    )
+    .context("starting the Redis mirror thread")?;
+    Ok(Some(handle))
 }

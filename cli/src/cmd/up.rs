@@ -11,12 +11,6 @@ pub struct Args {
     pub engine: engine::Args,
     #[command(flatten)]
     pub http: front::HttpArgs,
-    /// MySQL for the persister; `none` disables it.
-    #[arg(long, env = "SECKILL_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306/seckill")]
-    pub mysql_url: String,
-    /// Redis for the mirror; `none` disables it.
-    #[arg(long, env = "SECKILL_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
 }
 
 /// A running engine + front in this process.
@@ -35,12 +29,6 @@ impl Service {
             Address::Tcp(a) => EngineAddr::Tcp(*a),
         };
         let cfg = front::config(&args.http, &args.engine.data_dir, engine_addr)?;
-        if args.mysql_url != "none" {
-            tracing::warn!("persister (MySQL) is not wired into `up` yet: orders live in the WAL only");
-        }
-        if args.redis_url != "none" {
-            tracing::warn!("Redis mirror is not wired into `up` yet");
-        }
         let rt = front::runtime()?;
         let (front, listener) = rt
             .block_on(seckill_front::bind(cfg, prometheus))

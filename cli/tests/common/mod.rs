@@ -30,6 +30,7 @@ impl EngineProc {
             .arg("engine")
             .arg("--data-dir")
             .arg(data_dir)
+            .args(["--mysql-url", "none", "--redis-url", "none"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -33,7 +33,12 @@ pub struct AdminCtx {
     /// Runs `warmup` (load products and activities prepared in MySQL);
     /// `None` when no persister is configured.
     pub warmup: Option<WarmupHook>,
+    /// More sections for `stats` (persister, mirror): name → current figures.
+    pub extra_stats: Vec<(&'static str, StatsHook)>,
 }
+
+/// A consumer's figures for `stats` (lag, errors), as JSON.
+pub type StatsHook = Arc<dyn Fn() -> Value + Send + Sync>;
 
 /// What `warmup` calls: the JSON report, or why it failed.
 pub type WarmupHook = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
@@ -338,7 +343,7 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
             let s = &ctx.wal_status;
             let checkpoints: serde_json::Map<String, Value> =
                 ctx.checkpoints.all().into_iter().map(|(k, v)| (k, json!(v))).collect();
-            Ok(json!({
+            let mut stats = json!({
                 "shards": engine.shard_count(),
                 "queue_depths": engine.queue_depths(),
                 "written_lsn": s.written_lsn.load(Ordering::Acquire),
@@ -346,7 +351,11 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
                 "fsyncs": s.fsyncs.load(Ordering::Acquire),
                 "wal_failed": s.failed.load(Ordering::Acquire),
                 "checkpoints": checkpoints,
-            }))
+            });
+            for (name, hook) in &ctx.extra_stats {
+                stats[*name] = hook();
+            }
+            Ok(stats)
         }
         "snapshot" => {
             let _: Value = raw;

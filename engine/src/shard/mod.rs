@@ -133,7 +133,7 @@ fn apply_control(state: &mut ShardState, c: Control) {
         Control::Barrier(done) => {
             let _ = done.send(());
         }
-        Control::Inspect(f) => f(&state),
+        Control::Inspect(f) => f(state),
         Control::Stop => {}
     }
 }

@@ -280,10 +280,8 @@ impl ShardState {
             Transition::Refund { .. } => {
                 t = Transition::Refund { activity_ended: slot.activity.phase(now_ms) == Phase::Ended }
             }
-            Transition::Expire if now_ms < order.pay_before_ms => {
-                if order.status == OrderStatus::PendingPayment {
-                    return Err(ErrorCode::InvalidState);
-                }
+            Transition::Expire if now_ms < order.pay_before_ms && order.status == OrderStatus::PendingPayment => {
+                return Err(ErrorCode::InvalidState);
             }
             _ => {}
         }

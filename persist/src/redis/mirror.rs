@@ -1,0 +1,885 @@
+//! The mirror thread: read the WAL into the replica, write Redis behind it.
+//!
+//! Two positions: the replica's (`state.lsn()`, always close to the durable
+//! LSN, Redis or not) and Redis's (`Pos::Synced(w)`: everything up to `w`
+//! is in Redis). While Redis keeps up they are equal and each batch read is
+//! written at once. When Redis falls behind, the records `w+1..` are read
+//! again from the WAL (which the checkpoint at `w` keeps) and written in
+//! batches until the two meet. Past the WAL budget, or when Redis lost the
+//! mirror, Redis is rewritten from the replica (`Pos::Resync`) instead.
+
+use super::keys::{self, event_id, id_lsn, KeyKind, Keys};
+use super::state::{MirrorState, Touched};
+use super::{lock, redact, wall_ms, MirrorConfig, ReplicaSource, Shared, CHECKPOINT};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, FromRedisValue, Pipeline, Value};
+use seckill_engine::event::Event;
+use seckill_engine::replica::Replica;
+use seckill_engine::wal::tail::{TailError, Tailer};
+use seckill_engine::wal::{segment, snapshot, Checkpoints, WalStatus};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pos {
+    /// Redis holds everything up to this LSN.
+    Synced(u64),
+    /// Redis must be rewritten from the replica.
+    Resync,
+}
+
+/// Read positions remembered for measuring lag; more are merged.
+const SEEN_MAX: usize = 65_536;
+const BACKOFF_MIN_MS: u64 = 100;
+
+pub(crate) fn run(
+    cfg: MirrorConfig,
+    data_dir: PathBuf,
+    status: Arc<WalStatus>,
+    checkpoints: Arc<Checkpoints>,
+    source: ReplicaSource,
+    shared: Arc<Shared>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            *lock(&shared.last_error) = Some(format!("cannot start the mirror's runtime: {e}"));
+            return;
+        }
+    };
+    let mut source = Some(source);
+    let replica = loop {
+        match load_replica(&mut source, &data_dir) {
+            Ok(r) => break r,
+            Err(e) => {
+                let msg = format!("cannot load a snapshot for the Redis mirror: {e}");
+                tracing::error!("{msg}");
+                *lock(&shared.last_error) = Some(msg);
+                if shared.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    let (cps, sh) = (checkpoints.clone(), shared.clone());
+    let mirror = Mirror::new(cfg, data_dir, status, checkpoints, shared, replica);
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(mirror.run())));
+    if ran.is_err() {
+        // A bug, not an outage: stop holding the WAL and say so.
+        cps.remove(CHECKPOINT);
+        sh.connected.store(false, Ordering::Release);
+        *lock(&sh.last_error) = Some("the Redis mirror thread panicked (a bug); the mirror is stopped".into());
+        tracing::error!("the Redis mirror thread panicked; the mirror is stopped");
+    }
+}
+
+fn load_replica(source: &mut Option<ReplicaSource>, data_dir: &Path) -> std::io::Result<Replica> {
+    if let Some(ReplicaSource::Given(r)) = source.take() {
+        return Ok(*r);
+    }
+    match snapshot::load_newest(&data_dir.join("snapshots")) {
+        Ok(r) => Ok(r.unwrap_or_default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Replica::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A run id: unique per mirror start, so a second writer or a restored
+/// Redis is noticed.
+fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+async fn query<T: FromRedisValue>(
+    conn: &mut MultiplexedConnection,
+    pipe: &Pipeline,
+    timeout: Duration,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, pipe.query_async::<T>(conn)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("Redis: {e}")),
+        Err(_) => Err(format!("Redis did not answer within {} ms", timeout.as_millis())),
+    }
+}
+
+fn hset(p: &mut Pipeline, key: String, fields: keys::Fields) {
+    let c = p.cmd("HSET").arg(key);
+    for (f, v) in fields {
+        c.arg(f).arg(v);
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// The id of the newest entry of an XREVRANGE … COUNT 1 reply.
+fn top_id(v: &Value) -> Option<String> {
+    match v {
+        Value::Array(entries) => match entries.first()? {
+            Value::Array(entry) => text(entry.first()?),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+enum Outcome {
+    Applied,
+    /// Redis did not hold what we expected: rewrite it.
+    Lost(String),
+}
+
+struct Mirror {
+    cfg: MirrorConfig,
+    keys: Keys,
+    data_dir: PathBuf,
+    status: Arc<WalStatus>,
+    checkpoints: Arc<Checkpoints>,
+    shared: Arc<Shared>,
+    state: MirrorState,
+    tail: Tailer,
+    buf: Vec<(u64, Event)>,
+    /// Records `w+1..` read by `tail` and not yet written (only while
+    /// connected and in step with Redis).
+    pending: Vec<(u64, Event)>,
+    /// Re-reads the WAL for Redis when it fell behind the replica.
+    catchup: Option<Tailer>,
+    pos: Pos,
+    /// The last LSN known to be in Redis (kept while a resync is pending).
+    applied: u64,
+    run_id: String,
+    client: Option<Client>,
+    conn: Option<MultiplexedConnection>,
+    backoff_ms: u64,
+    next_connect: Instant,
+    next_check: Instant,
+    /// The newest stream entry id ("" unknown): the next entry's `prev`.
+    last_id: String,
+    /// (durable LSN, wall ms when the mirror first saw it), oldest first.
+    seen: VecDeque<(u64, u64)>,
+    seen_durable: u64,
+    /// (time, activity) at which an activity's phase changes.
+    boundaries: BTreeSet<(u64, u64)>,
+    phase_due: BTreeSet<u64>,
+    /// The replica stopped following the log: nothing more is written.
+    broken: bool,
+    checkpoint_at: Option<u64>,
+    next_metrics: Instant,
+}
+
+impl Mirror {
+    fn new(
+        cfg: MirrorConfig,
+        data_dir: PathBuf,
+        status: Arc<WalStatus>,
+        checkpoints: Arc<Checkpoints>,
+        shared: Arc<Shared>,
+        replica: Replica,
+    ) -> Self {
+        let lsn = replica.lsn;
+        let now = Instant::now();
+        let mut m = Self {
+            keys: Keys::new(&cfg.prefix),
+            tail: Tailer::new(&data_dir, status.clone(), lsn),
+            state: MirrorState::new(replica),
+            cfg,
+            data_dir,
+            status,
+            checkpoints,
+            shared,
+            buf: Vec::new(),
+            pending: Vec::new(),
+            catchup: None,
+            pos: Pos::Resync,
+            applied: 0,
+            run_id: new_run_id(),
+            client: None,
+            conn: None,
+            backoff_ms: BACKOFF_MIN_MS,
+            next_connect: now,
+            next_check: now,
+            last_id: String::new(),
+            seen: VecDeque::new(),
+            seen_durable: lsn,
+            boundaries: BTreeSet::new(),
+            phase_due: BTreeSet::new(),
+            broken: false,
+            checkpoint_at: None,
+            next_metrics: now,
+        };
+        m.publish();
+        m
+    }
+
+    fn op_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.op_timeout_ms.max(1))
+    }
+
+    fn max(&self) -> usize {
+        self.cfg.batch_records_max.max(1)
+    }
+
+    async fn run(mut self) {
+        let mut stop_by: Option<Instant> = None;
+        loop {
+            if self.shared.stop.load(Ordering::Acquire) {
+                let by = *stop_by.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+                let durable = self.status.durable_lsn.load(Ordering::Acquire);
+                let done = match self.pos {
+                    Pos::Synced(w) => w >= durable,
+                    Pos::Resync => true,
+                };
+                if done || self.broken || self.conn.is_none() || Instant::now() >= by {
+                    break;
+                }
+            }
+            let mut busy = false;
+            if !self.broken {
+                busy |= self.read_wal() > 0;
+                if self.conn.is_none() && Instant::now() >= self.next_connect && stop_by.is_none() {
+                    self.connect().await;
+                }
+                if self.conn.is_some() {
+                    busy |= self.redis_step(stop_by.is_some()).await;
+                }
+            }
+            self.publish();
+            if !busy {
+                tokio::time::sleep(Duration::from_millis(self.cfg.batch_ms.max(1))).await;
+            }
+        }
+        self.next_metrics = Instant::now();
+        self.publish();
+        // Checkpoints live in memory: the next start registers its own.
+        // Until then this one must not keep the engine's WAL.
+        self.checkpoints.remove(CHECKPOINT);
+        self.shared.connected.store(false, Ordering::Release);
+        tracing::info!(applied_lsn = self.applied, "Redis mirror stopped");
+    }
+
+    // ---- the replica side ------------------------------------------------
+
+    /// Reads what is durable into the replica. Returns how many records.
+    fn read_wal(&mut self) -> usize {
+        let before = self.state.lsn();
+        let max = self.max();
+        let keep = self.conn.is_some()
+            && self.pending.len() < 4 * max
+            && matches!(self.pos, Pos::Synced(w) if w + self.pending.len() as u64 == before);
+        if !keep {
+            self.pending.clear();
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.tail.poll(max, &mut buf);
+        let n = buf.len();
+        for (lsn, ev) in buf.drain(..) {
+            if let Err(e) = self.state.apply(lsn, &ev) {
+                self.broken = true;
+                self.error(format!("the mirror's replica does not follow the WAL ({e}); the mirror stops"));
+                break;
+            }
+            if keep {
+                self.pending.push((lsn, ev));
+            }
+        }
+        self.buf = buf;
+        match result {
+            Ok(_) => {}
+            Err(TailError::Truncated(lsn)) => {
+                tracing::warn!(lsn, "the WAL the mirror's replica needs is gone; reloading from the newest snapshot");
+                self.reload();
+            }
+            Err(e) => self.error(format!("reading the WAL: {e}")),
+        }
+        n
+    }
+
+    /// Starts the replica again from the newest snapshot.
+    fn reload(&mut self) {
+        let mut source = None;
+        match load_replica(&mut source, &self.data_dir) {
+            Ok(r) => {
+                self.tail = Tailer::new(&self.data_dir, self.status.clone(), r.lsn);
+                self.state = MirrorState::new(r);
+                self.pos = Pos::Resync;
+                self.pending.clear();
+                self.catchup = None;
+            }
+            Err(e) => self.error(format!("cannot load a snapshot for the Redis mirror: {e}")),
+        }
+    }
+
+    // ---- the Redis side --------------------------------------------------
+
+    fn error(&mut self, msg: String) {
+        metrics::counter!("seckill_mirror_errors_total").increment(1);
+        let mut last = lock(&self.shared.last_error);
+        if last.as_deref() != Some(msg.as_str()) {
+            tracing::warn!(error = %msg, "Redis mirror");
+        }
+        *last = Some(msg);
+    }
+
+    /// A Redis operation failed: drop the connection and retry later.
+    fn fail(&mut self, msg: String) {
+        tracing::debug!(retry_in_ms = self.backoff_ms, "Redis mirror: retrying later");
+        self.conn = None;
+        self.shared.connected.store(false, Ordering::Release);
+        self.pending.clear();
+        self.catchup = None;
+        self.next_connect = Instant::now() + Duration::from_millis(self.backoff_ms);
+        self.backoff_ms = (self.backoff_ms * 2).min(self.cfg.backoff_max_ms.max(BACKOFF_MIN_MS));
+        self.error(msg);
+    }
+
+    fn healthy(&mut self) {
+        self.backoff_ms = BACKOFF_MIN_MS;
+        *lock(&self.shared.last_error) = None;
+    }
+
+    fn lost(&mut self, why: String) {
+        tracing::warn!(reason = %why, "Redis no longer holds the mirror; rewriting it from the replica");
+        self.pos = Pos::Resync;
+        self.pending.clear();
+        self.catchup = None;
+    }
+
+    async fn connect(&mut self) {
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => match Client::open(self.cfg.url.as_str()) {
+                Ok(c) => {
+                    self.client = Some(c.clone());
+                    c
+                }
+                Err(e) => {
+                    let msg = format!("bad Redis URL {}: {e}", redact(&self.cfg.url));
+                    return self.fail(msg);
+                }
+            },
+        };
+        let t = self.op_timeout();
+        let conf = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(Some(t));
+        let mut conn = match tokio::time::timeout(t, client.get_multiplexed_async_connection_with_config(&conf)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return self.fail(format!("cannot connect to Redis at {}: {e}", redact(&self.cfg.url))),
+            Err(_) => return self.fail(format!("connecting to Redis at {} timed out", redact(&self.cfg.url))),
+        };
+        let mut p = redis::pipe();
+        p.cmd("MGET").arg(self.keys.lsn()).arg(self.keys.run());
+        p.cmd("XREVRANGE").arg(self.keys.events()).arg("+").arg("-").arg("COUNT").arg(1);
+        let (marks, top): (Vec<Option<String>>, Value) = match query(&mut conn, &p, t).await {
+            Ok(v) => v,
+            Err(e) => return self.fail(e),
+        };
+        self.conn = Some(conn);
+        self.shared.connected.store(true, Ordering::Release);
+        self.next_check = Instant::now() + Duration::from_millis(self.cfg.check_ms);
+        self.last_id = top_id(&top).unwrap_or_default();
+        let lsn = marks.first().cloned().flatten().and_then(|s| s.parse::<u64>().ok());
+        let ours = marks.get(1).cloned().flatten().as_deref() == Some(self.run_id.as_str());
+        tracing::info!(url = %redact(&self.cfg.url), redis_lsn = ?lsn, "Redis mirror connected");
+        if let Pos::Synced(w) = self.pos {
+            match lsn {
+                // A write whose answer was lost may have landed: take it.
+                Some(x) if ours && x >= w && x <= self.state.lsn() => {
+                    self.pos = Pos::Synced(x);
+                    self.applied = x;
+                    self.pending.retain(|(l, _)| *l > x);
+                    self.catchup = None;
+                }
+                _ => self.lost(format!("Redis has LSN {lsn:?} (run id ours: {ours}), the mirror wrote {w}")),
+            }
+        }
+    }
+
+    /// One step of Redis work. Returns whether it did any.
+    async fn redis_step(&mut self, stopping: bool) -> bool {
+        let now_ms = self.cfg.clock.now_ms();
+        while let Some(&(t, id)) = self.boundaries.first() {
+            if t > now_ms {
+                break;
+            }
+            self.boundaries.pop_first();
+            self.phase_due.insert(id);
+        }
+        match self.pos {
+            Pos::Resync => {
+                // Let the replica catch up with the log first: a resync
+                // writes it as it is.
+                if stopping || self.tail.lag_records() > self.max() as u64 {
+                    return false;
+                }
+                match self.resync().await {
+                    Ok(()) => self.healthy(),
+                    Err(e) => self.fail(e),
+                }
+                true
+            }
+            Pos::Synced(w) if w < self.state.lsn() || !self.phase_due.is_empty() => {
+                self.write_step(w).await;
+                true
+            }
+            Pos::Synced(w) => {
+                if Instant::now() >= self.next_check && !stopping {
+                    self.check(w).await;
+                }
+                false
+            }
+        }
+    }
+
+    /// Writes the next batch after `w`.
+    async fn write_step(&mut self, w: u64) {
+        let max = self.max();
+        let r = self.state.lsn();
+        let events: Vec<(u64, Event)> = if self.pending.first().is_some_and(|(l, _)| *l == w + 1) {
+            let k = self.pending.len().min(max);
+            self.pending.drain(..k).collect()
+        } else if w < r {
+            self.pending.clear();
+            if self.catchup.as_ref().is_none_or(|t| t.next_lsn() != w + 1) {
+                self.catchup = Some(Tailer::new(&self.data_dir, self.status.clone(), w));
+            }
+            let tail = self.catchup.as_mut().expect("set above");
+            let mut out = Vec::new();
+            match tail.poll(max.min((r - w) as usize), &mut out) {
+                Ok(_) => {}
+                Err(TailError::Truncated(_)) => {
+                    self.lost("the WAL records Redis lacks are gone".into());
+                    return;
+                }
+                Err(e) if out.is_empty() => {
+                    self.catchup = None;
+                    return self.error(format!("reading the WAL: {e}"));
+                }
+                Err(_) => self.catchup = None,
+            }
+            out
+        } else {
+            Vec::new()
+        };
+        let mut touched = Touched::default();
+        for (_, ev) in &events {
+            touched.add(ev);
+        }
+        let phases = std::mem::take(&mut self.phase_due);
+        touched.activities.extend(phases.iter().copied());
+        if events.is_empty() && touched.is_empty() {
+            return;
+        }
+        let new_lsn = events.last().map_or(w, |(l, _)| *l);
+        match self.write_batch(w, new_lsn, &events, &touched).await {
+            Ok(Outcome::Applied) => {
+                self.pos = Pos::Synced(new_lsn);
+                self.applied = new_lsn;
+                metrics::counter!("seckill_mirror_records_total").increment(events.len() as u64);
+                self.healthy();
+            }
+            Ok(Outcome::Lost(why)) => self.lost(why),
+            Err(e) => {
+                self.phase_due.extend(phases);
+                self.fail(e);
+            }
+        }
+    }
+
+    /// The changed hashes, with their values in the replica now.
+    fn add_writes(&mut self, p: &mut Pipeline, touched: &Touched) {
+        let now_ms = self.cfg.clock.now_ms();
+        let replica = &self.state.replica;
+        for id in &touched.products {
+            if let Some(prod) = replica.products.get(id) {
+                hset(p, self.keys.product(*id), keys::product_fields(prod));
+            }
+        }
+        for id in &touched.activities {
+            if let Some((a, _)) = replica.activities.get(id) {
+                let (total, remaining) = self.state.stock(*id);
+                hset(p, self.keys.activity(*id), keys::activity_fields(a, total, remaining, now_ms));
+                for t in [a.starts_at_ms, a.ends_at_ms] {
+                    if t > now_ms {
+                        self.boundaries.insert((t, *id));
+                    }
+                }
+            }
+        }
+        for id in &touched.orders {
+            if let Some(o) = replica.orders.get(id) {
+                hset(p, self.keys.order(*id), keys::order_fields(o));
+            }
+        }
+        for &(a, u) in &touched.purchased {
+            match self.state.purchased(a, u) {
+                0 => p.cmd("HDEL").arg(self.keys.purchased(a)).arg(u),
+                n => p.cmd("HSET").arg(self.keys.purchased(a)).arg(u).arg(n),
+            };
+        }
+    }
+
+    /// Appends XADDs for the order events among `events`; returns the id
+    /// of the last one (or `prev` if none).
+    fn add_events(&self, p: &mut Pipeline, events: &[(u64, Event)], mut prev: String) -> String {
+        for (lsn, ev) in events {
+            if let Some(fields) = keys::event_fields(*lsn, ev, &prev, &self.state) {
+                let id = event_id(*lsn);
+                let c = p.cmd("XADD").arg(self.keys.events()).arg("MAXLEN").arg("~").arg(self.cfg.stream_maxlen);
+                c.arg(&id);
+                for (f, v) in fields {
+                    c.arg(f).arg(v);
+                }
+                prev = id;
+            }
+        }
+        prev
+    }
+
+    /// One batch as one MULTI/EXEC: check that Redis still has the mirror
+    /// at `w`, write the changed keys and the events, move the LSN.
+    async fn write_batch(
+        &mut self,
+        w: u64,
+        new_lsn: u64,
+        events: &[(u64, Event)],
+        touched: &Touched,
+    ) -> Result<Outcome, String> {
+        let mut p = redis::pipe();
+        p.atomic().ignore_errors();
+        p.cmd("GET").arg(self.keys.lsn());
+        p.cmd("GET").arg(self.keys.run());
+        self.add_writes(&mut p, touched);
+        let last_id = self.add_events(&mut p, events, self.last_id.clone());
+        p.cmd("SET").arg(self.keys.lsn()).arg(new_lsn);
+        let mut conn = self.conn.clone().ok_or("not connected")?;
+        let reply: Value = query(&mut conn, &p, self.op_timeout()).await?;
+        let Value::Array(items) = reply else { return Err(format!("unexpected answer to EXEC: {reply:?}")) };
+        let (lsn, run) = (items.first().and_then(text), items.get(1).and_then(text));
+        if lsn.as_deref() != Some(w.to_string().as_str()) || run.as_deref() != Some(self.run_id.as_str()) {
+            return Ok(Outcome::Lost(format!("expected LSN {w} and our run id, found LSN {lsn:?}")));
+        }
+        if let Some(e) = items.iter().find_map(|v| match v {
+            Value::ServerError(e) => Some(format!("{e:?}")),
+            _ => None,
+        }) {
+            self.error(format!("Redis refused a mirror write: {e}"));
+            return Ok(Outcome::Lost(format!("Redis refused a write: {e}")));
+        }
+        self.last_id = last_id;
+        Ok(Outcome::Applied)
+    }
+
+    /// While idle: is the mirror still there?
+    async fn check(&mut self, w: u64) {
+        self.next_check = Instant::now() + Duration::from_millis(self.cfg.check_ms);
+        let Some(mut conn) = self.conn.clone() else { return };
+        let mut p = redis::pipe();
+        p.cmd("MGET").arg(self.keys.lsn()).arg(self.keys.run());
+        match query::<(Vec<Option<String>>,)>(&mut conn, &p, self.op_timeout()).await {
+            Ok((marks,)) => {
+                let lsn = marks.first().cloned().flatten();
+                let run = marks.get(1).cloned().flatten();
+                if lsn.as_deref() != Some(w.to_string().as_str()) || run.as_deref() != Some(self.run_id.as_str()) {
+                    self.lost(format!("expected LSN {w} and our run id, found LSN {lsn:?}"));
+                } else {
+                    self.healthy();
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Rewrites Redis from the replica, at the replica's LSN.
+    async fn resync(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        let r = self.state.lsn();
+        let t = self.op_timeout();
+        let mut conn = self.conn.clone().ok_or("not connected")?;
+        tracing::info!(
+            lsn = r,
+            orders = self.state.replica.orders.len(),
+            "Redis mirror: rewriting Redis from the replica"
+        );
+
+        // Ours from now on, and not consistent until the LSN is back.
+        let mut p = redis::pipe();
+        p.cmd("SET").arg(self.keys.run()).arg(&self.run_id).ignore();
+        p.cmd("DEL").arg(self.keys.lsn()).ignore();
+        p.cmd("XREVRANGE").arg(self.keys.events()).arg("+").arg("-").arg("COUNT").arg(1);
+        let (top,): (Value,) = query(&mut conn, &p, t).await?;
+        let top = top_id(&top);
+
+        // The stream: add the events it lacks from the WAL (ids are LSNs, so
+        // a consumer never sees one twice), as far back as the WAL and the
+        // limit go; when that does not reach the stream's end, say so.
+        let (stream_end, mut prev) = match top.as_deref().and_then(id_lsn) {
+            Some(l) if l > r => {
+                tracing::warn!(
+                    stream_lsn = l,
+                    lsn = r,
+                    "the event stream is ahead of this engine's log; starting it anew"
+                );
+                let mut p = redis::pipe();
+                p.cmd("DEL").arg(self.keys.events()).ignore();
+                query::<Value>(&mut conn, &p, t).await?;
+                (0, String::new())
+            }
+            Some(l) => (l, top.clone().unwrap_or_default()),
+            None => (0, String::new()),
+        };
+        let limit = self.cfg.stream_maxlen.min(self.cfg.wal_budget_records);
+        let oldest_kept = segment::list(&self.data_dir.join("wal"))
+            .ok()
+            .and_then(|s| s.first().map(|s| s.first_lsn))
+            .unwrap_or(r + 1);
+        let from = stream_end.max(r.saturating_sub(limit)).max(oldest_kept.saturating_sub(1));
+        let mut gap = from > stream_end;
+        if gap {
+            prev.clear(); // what came before the first added event is unknown
+        }
+        if from < r && !self.backfill(&mut conn, from, r, &mut prev).await? {
+            gap = true;
+        }
+
+        self.write_all(&mut conn).await?;
+        self.sweep(&mut conn).await?;
+
+        let mut p = redis::pipe();
+        p.atomic();
+        p.cmd("XADD")
+            .arg(self.keys.events())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.cfg.stream_maxlen)
+            .arg(format!("{r}-*"))
+            .arg("type")
+            .arg("resync")
+            .arg("lsn")
+            .arg(r)
+            .arg("prev")
+            .arg(&prev)
+            .arg("gap")
+            .arg(u8::from(gap));
+        p.cmd("SET").arg(self.keys.lsn()).arg(r).ignore();
+        p.cmd("SET").arg(self.keys.run()).arg(&self.run_id).ignore();
+        let (id,): (String,) = query(&mut conn, &p, t).await?;
+        self.last_id = id;
+        self.pos = Pos::Synced(r);
+        self.applied = r;
+        self.pending.clear();
+        self.catchup = None;
+        self.shared.resyncs.fetch_add(1, Ordering::AcqRel);
+        metrics::counter!("seckill_mirror_resyncs_total").increment(1);
+        tracing::info!(lsn = r, gap, took_ms = started.elapsed().as_millis() as u64, "Redis mirror: resync done");
+        Ok(())
+    }
+
+    /// XADDs the order events of `(from, to]` from the WAL. False if the
+    /// WAL no longer has them.
+    async fn backfill(
+        &self,
+        conn: &mut MultiplexedConnection,
+        from: u64,
+        to: u64,
+        prev: &mut String,
+    ) -> Result<bool, String> {
+        let mut tail = Tailer::new(&self.data_dir, self.status.clone(), from);
+        let mut out = Vec::new();
+        let mut at = from;
+        while at < to {
+            out.clear();
+            match tail.poll(self.max().min((to - at) as usize), &mut out) {
+                Ok(0) | Err(TailError::Truncated(_)) => {
+                    prev.clear();
+                    return Ok(false);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("reading the WAL: {e}")),
+            }
+            at = out.last().map_or(at, |(l, _)| *l);
+            let mut p = redis::pipe();
+            let next = self.add_events(&mut p, &out, prev.clone());
+            if !p.is_empty() {
+                query::<Value>(conn, &p, self.op_timeout()).await?;
+            }
+            *prev = next;
+        }
+        Ok(true)
+    }
+
+    /// Writes every product, activity, order and purchase of the replica.
+    async fn write_all(&mut self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let chunk = self.cfg.resync_chunk.max(1);
+        let t = self.op_timeout();
+        let now_ms = self.cfg.clock.now_ms();
+        let replica = &self.state.replica;
+        let mut p = redis::pipe();
+        for (id, prod) in &replica.products {
+            hset(&mut p, self.keys.product(*id), keys::product_fields(prod));
+        }
+        let mut boundaries = Vec::new();
+        for (id, (a, _)) in &replica.activities {
+            let (total, remaining) = self.state.stock(*id);
+            hset(&mut p, self.keys.activity(*id), keys::activity_fields(a, total, remaining, now_ms));
+            boundaries.extend([a.starts_at_ms, a.ends_at_ms].into_iter().filter(|t| *t > now_ms).map(|t| (t, *id)));
+            if p.len() >= chunk {
+                query::<Value>(conn, &p, t).await?;
+                p = redis::pipe();
+            }
+        }
+        for o in replica.orders.values() {
+            hset(&mut p, self.keys.order(o.id), keys::order_fields(o));
+            if p.len() >= chunk {
+                query::<Value>(conn, &p, t).await?;
+                p = redis::pipe();
+            }
+        }
+        // Purchased hashes are built aside and renamed in place, so a
+        // reader never sees one half written.
+        let mut by_activity: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+        for (a, u, n) in self.state.all_purchased() {
+            by_activity.entry(a).or_default().push((u, n));
+        }
+        for id in replica.activities.keys() {
+            let key = self.keys.purchased(*id);
+            let Some(buyers) = by_activity.get(id) else {
+                p.cmd("DEL").arg(key);
+                continue;
+            };
+            let scratch = self.keys.purchased_scratch(*id);
+            p.cmd("DEL").arg(&scratch);
+            for part in buyers.chunks(chunk) {
+                let c = p.cmd("HSET").arg(&scratch);
+                for (u, n) in part {
+                    c.arg(*u).arg(*n);
+                }
+                query::<Value>(conn, &p, t).await?;
+                p = redis::pipe();
+            }
+            p.cmd("RENAME").arg(&scratch).arg(&key);
+        }
+        if !p.is_empty() {
+            query::<Value>(conn, &p, t).await?;
+        }
+        self.boundaries.extend(boundaries);
+        Ok(())
+    }
+
+    /// Deletes keys under the prefix that the replica does not have (orders
+    /// of another history, scratch of an interrupted resync).
+    async fn sweep(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let t = self.op_timeout();
+        let replica = &self.state.replica;
+        let buyers: HashSet<u64> = self.state.all_purchased().map(|(a, _, _)| a).collect();
+        let pattern = self.keys.pattern();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut p = redis::pipe();
+            p.cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            let ((next, found),): ((u64, Vec<Vec<u8>>),) = query(conn, &p, t).await?;
+            let stray: Vec<&Vec<u8>> = found
+                .iter()
+                .filter(|k| {
+                    let Ok(k) = std::str::from_utf8(k) else { return false };
+                    match self.keys.classify(k) {
+                        KeyKind::Product(id) => !replica.products.contains_key(&id),
+                        KeyKind::Activity(id) => !replica.activities.contains_key(&id),
+                        KeyKind::Order(id) => !replica.orders.contains_key(&id),
+                        KeyKind::Purchased(id) => !buyers.contains(&id),
+                        KeyKind::Scratch => true,
+                        KeyKind::Other => false,
+                    }
+                })
+                .collect();
+            if !stray.is_empty() {
+                let mut p = redis::pipe();
+                let c = p.cmd("UNLINK");
+                for k in stray {
+                    c.arg(k.as_slice());
+                }
+                query::<Value>(conn, &p, t).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    // ---- reporting -----------------------------------------------------
+
+    fn publish(&mut self) {
+        let durable = self.status.durable_lsn.load(Ordering::Acquire);
+        if let Pos::Synced(w) = self.pos {
+            if durable.saturating_sub(w) > self.cfg.wal_budget_records {
+                tracing::warn!(
+                    behind = durable - w,
+                    budget = self.cfg.wal_budget_records,
+                    "Redis mirror is past its WAL budget: releasing the WAL it held; Redis will be rewritten from the replica"
+                );
+                self.pos = Pos::Resync;
+                self.pending.clear();
+                self.catchup = None;
+            }
+        }
+        // Redis's position while it can catch up from the log; the
+        // replica's when a resync will rewrite Redis anyway.
+        // A mirror that stopped following the log holds nothing.
+        let checkpoint = match self.pos {
+            _ if self.broken => None,
+            Pos::Synced(w) => Some(w),
+            Pos::Resync => Some(self.state.lsn()),
+        };
+        if self.checkpoint_at != checkpoint {
+            match checkpoint {
+                Some(lsn) => self.checkpoints.set(CHECKPOINT, lsn),
+                None => self.checkpoints.remove(CHECKPOINT),
+            }
+            self.checkpoint_at = checkpoint;
+        }
+        self.shared.applied_lsn.store(self.applied, Ordering::Release);
+        self.shared.resync_pending.store(self.pos == Pos::Resync, Ordering::Release);
+        let now = wall_ms();
+        // When records first showed as durable here (every loop: at most
+        // one Redis round trip after they did).
+        if durable > self.seen_durable {
+            self.seen_durable = durable;
+            if self.seen.len() < SEEN_MAX {
+                self.seen.push_back((durable, now));
+            } else if let Some(last) = self.seen.back_mut() {
+                last.0 = durable;
+            }
+        }
+        while let Some(&(lsn, at)) = self.seen.front() {
+            if lsn > self.applied {
+                break;
+            }
+            self.seen.pop_front();
+            let lag_ms = now.saturating_sub(at);
+            self.shared.record_lag(lag_ms);
+            metrics::histogram!("seckill_mirror_lag_seconds").record(lag_ms as f64 / 1000.0);
+        }
+        let oldest = self.seen.front().map_or(0, |&(_, at)| at);
+        self.shared.oldest_unapplied_ms.store(oldest, Ordering::Release);
+        let tick = Instant::now();
+        if tick >= self.next_metrics {
+            self.next_metrics = tick + Duration::from_millis(100);
+            metrics::gauge!("seckill_mirror_lag_records").set(durable.saturating_sub(self.applied) as f64);
+            metrics::gauge!("seckill_mirror_applied_lsn").set(self.applied as f64);
+            metrics::gauge!("seckill_mirror_connected").set(if self.conn.is_some() { 1.0 } else { 0.0 });
+        }
+    }
+}

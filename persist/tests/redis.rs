@@ -1,0 +1,757 @@
+//! The Redis mirror against a real Redis (`SECKILL_TEST_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`). Every test writes under its own key prefix
+//! and deletes it afterwards. With `CI=true` an unreachable Redis fails the
+//! run; elsewhere these tests say loudly that they were skipped.
+
+use redis::Commands;
+use seckill_engine::node::{Node, NodeConfig};
+use seckill_engine::replica::Replica;
+use seckill_engine::wal::tail::Tailer;
+use seckill_engine::wal::{snapshot, Durability};
+use seckill_engine::{ActivitySpec, EngineConfig, Event, SystemClock};
+use seckill_persist::redis::{self as mirror, MirrorConfig, MirrorHandle, ReplicaSource};
+use seckill_proto::json::rfc3339;
+use seckill_proto::{OrderId, OrderStatus, OrderView, Request, Response};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+// ---- Redis, prefixes --------------------------------------------------------
+
+fn redis_url() -> String {
+    std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A connection to the test Redis, or `None` (skip) when it is not there
+/// outside CI. In CI a missing Redis is a failure.
+fn redis_or_skip(test: &str) -> Option<redis::Connection> {
+    let url = redis_url();
+    let conn = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).map(|_| c));
+    match conn {
+        Ok(c) => Some(c),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("Redis at {url} is unreachable in CI ({e}); scripts/services starts it")
+        }
+        Err(e) => {
+            eprintln!("\n!!!!!!!! SKIPPED {test}: no Redis at {url} ({e}) !!!!!!!!\n");
+            None
+        }
+    }
+}
+
+/// A key prefix of one test; its keys are deleted on drop.
+struct Prefix(String);
+
+impl Prefix {
+    fn new(test: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        Prefix(format!("seckill-test:{test}:{}:{nanos}:", std::process::id()))
+    }
+
+    fn keys(&self, conn: &mut redis::Connection) -> Vec<String> {
+        let pattern = format!("{}*", self.0);
+        let mut out = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(conn).unwrap();
+            out.extend(keys);
+            if next == 0 {
+                return out;
+            }
+            cursor = next;
+        }
+    }
+
+    fn delete_all(&self, conn: &mut redis::Connection) {
+        for chunk in self.keys(conn).chunks(500) {
+            let _: () = redis::cmd("DEL").arg(chunk).query(conn).unwrap();
+        }
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        if let Ok(mut c) = redis::Client::open(redis_url().as_str()).and_then(|c| c.get_connection()) {
+            self.delete_all(&mut c);
+        }
+    }
+}
+
+fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---- an engine ---------------------------------------------------------------
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn open_node(dir: &std::path::Path, segment_bytes_max: u64) -> Node {
+    let mut cfg = NodeConfig::new(dir);
+    cfg.durability = Durability::None;
+    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096 };
+    cfg.segment_bytes_max = segment_bytes_max;
+    Node::open(cfg, Arc::new(SystemClock)).expect("node opens")
+}
+
+fn create_activity(node: &Node, stock: u64, per_user_limit: u32, payment_timeout_s: u32) -> u64 {
+    let now = now_ms();
+    node.engine
+        .create_activity(ActivitySpec {
+            title: format!("sale of {stock}"),
+            product_id: None,
+            price_cents: 990,
+            stock,
+            starts_at_ms: now - 1000,
+            ends_at_ms: now + 3_600_000,
+            per_user_limit,
+            payment_timeout_s,
+            require_buy_token: false,
+            gate_factor: 5,
+        })
+        .expect("activity created")
+        .id
+}
+
+fn mirror_config(prefix: &Prefix, url: &str) -> MirrorConfig {
+    let mut cfg = MirrorConfig::new(url);
+    cfg.prefix = prefix.0.clone();
+    cfg.batch_ms = 1;
+    cfg.check_ms = 200;
+    cfg.op_timeout_ms = 1000;
+    cfg.backoff_max_ms = 300;
+    cfg.stream_maxlen = 100_000;
+    cfg
+}
+
+fn spawn_mirror(node: &Node, cfg: MirrorConfig) -> MirrorHandle {
+    mirror::spawn(
+        cfg,
+        node.data_dir.clone(),
+        node.wal.status.clone(),
+        node.wal.checkpoints.clone(),
+        ReplicaSource::Snapshots,
+    )
+    .expect("mirror thread")
+}
+
+fn durable(node: &Node) -> u64 {
+    node.wal.status.durable_lsn.load(Ordering::Acquire)
+}
+
+fn wait_caught_up(node: &Node, m: &MirrorHandle, within: Duration) {
+    node.engine.sync().expect("sync");
+    let target = durable(node);
+    wait_until(&format!("the mirror to reach LSN {target} ({:?})", m.stats()), within, || {
+        m.applied_lsn() >= target && !m.stats().resync_pending
+    });
+}
+
+fn buy(node: &Node, user_id: u64, activity_id: u64, quantity: u32) -> Option<OrderView> {
+    let req = Request::Buy { user_id, activity_id, quantity, idempotency_key: 0, buy_token_ok: false };
+    match node.engine.call(req) {
+        Response::Order(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Buys for `users` and then moves the orders through every status:
+/// cancel, pay, pay + ship, pay + refund, or leave them pending.
+fn shop(node: &Node, activity_id: u64, users: std::ops::Range<u64>, quantity: u32) -> Vec<OrderView> {
+    let mut orders = Vec::new();
+    for user in users {
+        let Some(o) = buy(node, user, activity_id, 1 + (user % quantity as u64) as u32) else { continue };
+        let pay = Request::Pay { order_id: o.order_id, amount_cents: o.amount_cents, txn: 7_000 + user };
+        match user % 5 {
+            0 => drop(node.engine.call(Request::Cancel { user_id: user, order_id: o.order_id })),
+            1 => drop(node.engine.call(pay)),
+            2 => {
+                node.engine.call(pay);
+                node.engine.call(Request::Ship { order_id: o.order_id });
+            }
+            3 => {
+                node.engine.call(pay);
+                node.engine.call(Request::Refund { user_id: user, order_id: o.order_id });
+            }
+            _ => {}
+        }
+        orders.push(o);
+    }
+    orders
+}
+
+/// Many buyers on several threads at once.
+fn shop_in_parallel(node: &Arc<Node>, activity_id: u64, threads: u64, per_thread: u64, first_user: u64) {
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let node = node.clone();
+            s.spawn(move || {
+                let from = first_user + t * per_thread;
+                shop(&node, activity_id, from..from + per_thread, 3);
+            });
+        }
+    });
+}
+
+/// The engine's state as its log has it (snapshot + WAL).
+fn engine_state(node: &Node) -> Replica {
+    node.engine.sync().expect("sync");
+    let mut r = snapshot::load_newest(&node.data_dir.join("snapshots")).unwrap().unwrap_or_default();
+    let mut tail = Tailer::new(&node.data_dir, node.wal.status.clone(), r.lsn);
+    let mut out = Vec::new();
+    while tail.poll(10_000, &mut out).expect("WAL reads") > 0 {
+        for (lsn, ev) in out.drain(..) {
+            r.apply(lsn, &ev).expect("log replays");
+        }
+    }
+    r
+}
+
+/// Every order event of the log: (lsn, order id, event type).
+fn logged_order_events(node: &Node) -> Vec<(u64, String, String)> {
+    node.engine.sync().expect("sync");
+    let mut tail = Tailer::new(&node.data_dir, node.wal.status.clone(), 0);
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    while tail.poll(10_000, &mut out).expect("the whole WAL is there") > 0 {
+        for (lsn, ev) in out.drain(..) {
+            match ev {
+                Event::OrderCreated(o) => events.push((lsn, o.id.to_string(), "created".to_string())),
+                Event::OrderStatusChanged { order_id, status, .. } => {
+                    events.push((lsn, order_id.to_string(), status.as_str().to_string()))
+                }
+                _ => {}
+            }
+        }
+    }
+    events
+}
+
+// ---- comparing -----------------------------------------------------------------
+
+fn order_view(node: &Node, order_id: OrderId) -> OrderView {
+    match node.engine.call(Request::GetOrder { user_id: None, order_id }) {
+        Response::Order(v) => v,
+        other => panic!("order {order_id}: {other:?}"),
+    }
+}
+
+/// Redis equals the engine: every order hash, every activity's stock and
+/// configuration, every buyer's units, nothing extra, and the LSN.
+fn assert_mirror_equals_engine(node: &Node, conn: &mut redis::Connection, prefix: &Prefix) {
+    let truth = engine_state(node);
+    let p = &prefix.0;
+    let lsn: Option<u64> = conn.get(format!("{p}mirror:lsn")).unwrap();
+    assert_eq!(lsn, Some(truth.lsn), "mirror:lsn");
+
+    for (id, o) in &truth.orders {
+        let view = order_view(node, *id);
+        assert_eq!(view, o.view(), "the engine answers what its log says");
+        let got: HashMap<String, String> = conn.hgetall(format!("{p}order:{id}")).unwrap();
+        let want: HashMap<String, String> = [
+            ("order_id", id.to_string()),
+            ("user_id", view.user_id.to_string()),
+            ("activity_id", view.activity_id.to_string()),
+            ("quantity", view.quantity.to_string()),
+            ("amount_cents", view.amount_cents.to_string()),
+            ("status", view.status.as_str().to_string()),
+            ("created_at", rfc3339(view.created_at_ms)),
+            ("pay_before", rfc3339(view.pay_before_ms)),
+            ("created_at_ms", view.created_at_ms.to_string()),
+            ("pay_before_ms", view.pay_before_ms.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(got, want, "order {id}");
+    }
+
+    let mut held: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
+    for o in truth.orders.values().filter(|o| o.status.holds_stock()) {
+        let n = held.entry(o.activity_id).or_default().entry(o.user_id.to_string()).or_insert_with(|| "0".into());
+        *n = (n.parse::<u64>().unwrap() + o.quantity as u64).to_string();
+    }
+    for id in truth.activities.keys() {
+        let view = node.engine.activity(*id).expect("activity");
+        let got: HashMap<String, String> = conn.hgetall(format!("{p}activity:{id}")).unwrap();
+        let field = |k: &str| got.get(k).cloned().unwrap_or_else(|| panic!("activity {id} has no `{k}`: {got:?}"));
+        assert_eq!(field("remaining"), view.remaining.to_string(), "activity {id} remaining");
+        assert_eq!(field("total_stock"), view.total_stock.to_string(), "activity {id} total_stock");
+        assert_eq!(field("sold_out"), u8::from(view.remaining == 0).to_string());
+        assert_eq!(field("status"), view.status);
+        assert_eq!(field("phase"), view.phase.as_str());
+        assert_eq!(field("title"), view.title);
+        assert_eq!(field("per_user_limit"), view.per_user_limit.to_string());
+        assert_eq!(field("starts_at"), rfc3339(view.starts_at_ms));
+        let buyers: BTreeMap<String, String> = conn.hgetall(format!("{p}purchased:{id}")).unwrap();
+        assert_eq!(buyers, held.remove(id).unwrap_or_default(), "purchased:{id}");
+    }
+
+    let keys = prefix.keys(conn);
+    let count = |kind: &str| keys.iter().filter(|k| k.starts_with(&format!("{p}{kind}:"))).count();
+    assert_eq!(count("order"), truth.orders.len(), "no order keys beyond the engine's");
+    assert_eq!(count("activity"), truth.activities.len());
+    assert!(keys.iter().all(|k| !k.contains(":scratch:")), "no scratch keys left");
+}
+
+/// Entries of the stream, oldest first: (id, fields).
+type Entry = (String, HashMap<String, String>);
+
+fn parse_entries(v: &redis::Value) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let redis::Value::Array(entries) = v else { return out };
+    for e in entries {
+        let redis::Value::Array(parts) = e else { continue };
+        let id: String = redis::from_redis_value_ref(&parts[0]).unwrap();
+        let kv: Vec<String> = redis::from_redis_value_ref(&parts[1]).unwrap();
+        out.push((id, kv.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect()));
+    }
+    out
+}
+
+fn stream(conn: &mut redis::Connection, prefix: &Prefix) -> Vec<Entry> {
+    let v: redis::Value =
+        redis::cmd("XRANGE").arg(format!("{}events", prefix.0)).arg("-").arg("+").query(conn).unwrap();
+    parse_entries(&v)
+}
+
+/// The order events of `entries` are exactly `logged` (each once, in LSN
+/// order), ids are `<lsn>-0`, and every `prev` names the entry before.
+fn assert_stream_matches_log(entries: &[Entry], logged: &[(u64, String, String)]) {
+    let events: Vec<(u64, String, String)> = entries
+        .iter()
+        .filter(|(_, f)| f["type"] != "resync")
+        .map(|(id, f)| {
+            let lsn: u64 = f["lsn"].parse().unwrap();
+            assert_eq!(id, &format!("{lsn}-0"), "event ids are their LSN");
+            (lsn, f["order_id"].clone(), f["type"].clone())
+        })
+        .collect();
+    assert_eq!(events.len(), logged.len(), "as many stream events as order events in the log");
+    assert_eq!(events, logged);
+    for pair in entries.windows(2) {
+        assert_eq!(pair[1].1["prev"], pair[0].0, "prev of {} names the entry before it", pair[1].0);
+    }
+}
+
+fn keys_lsn(id: &str) -> u64 {
+    id.split('-').next().unwrap().parse().unwrap()
+}
+
+// ---- a TCP proxy that can be cut --------------------------------------------
+
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                let mut list = o.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Proxy { port, cut, open }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+fn upstream_addr() -> String {
+    let url = redis_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or("127.0.0.1:6379").to_string()
+}
+
+// ---- the tests -------------------------------------------------------------------
+
+#[test]
+fn mirror_equals_engine_after_a_load() {
+    let Some(mut conn) = redis_or_skip("mirror_equals_engine_after_a_load") else { return };
+    let prefix = Prefix::new("equal");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
+    node.engine.create_product("phone".into(), "a phone".into(), "https://img/1".into(), 1999).unwrap();
+    let quick = create_activity(&node, 300, 3, 1); // pending orders expire after 1 s
+    let slow = create_activity(&node, 60, 1, 1800);
+    assert!(matches!(node.engine.call(Request::SetQuota { activity_id: slow, user_id: 5, limit: 2 }), Response::Done));
+    shop_in_parallel(&node, quick, 4, 60, 1);
+    shop_in_parallel(&node, slow, 2, 50, 1_000);
+    node.engine.add_stock(slow, 10).unwrap();
+    shop(&node, slow, 2_000..2_020, 1);
+    // Let the payment deadlines of `quick` pass: its pending orders expire.
+    std::thread::sleep(Duration::from_millis(1_300));
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    let truth = engine_state(&node);
+    assert!(truth.orders.values().any(|o| o.status == OrderStatus::Expired), "some orders expired");
+    assert!(truth.orders.values().any(|o| o.status == OrderStatus::Shipped));
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    assert_eq!(m.lag_records(), 0);
+    assert_eq!(m.last_error(), None);
+    assert_eq!(m.resyncs(), 1, "one resync, at start");
+    let product: HashMap<String, String> = conn.hgetall(format!("{}product:1", prefix.0)).unwrap();
+    assert_eq!(product.get("name").map(String::as_str), Some("phone"));
+    assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
+    assert!(node.wal.checkpoints.get("mirror") == Some(m.applied_lsn()), "checkpoint at what Redis has");
+    m.shutdown();
+}
+
+#[test]
+fn a_flushed_mirror_is_rebuilt_within_seconds() {
+    let Some(mut conn) = redis_or_skip("a_flushed_mirror_is_rebuilt_within_seconds") else { return };
+    let prefix = Prefix::new("flush");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
+    let a = create_activity(&node, 200, 2, 1800);
+    shop_in_parallel(&node, a, 2, 60, 1);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+
+    // What FLUSHDB does to this mirror, without touching other tests' keys.
+    prefix.delete_all(&mut conn);
+    let t = Instant::now();
+    wait_until("a resync after the keys were deleted", Duration::from_secs(5), || {
+        m.resyncs() >= 2 && conn.exists::<_, bool>(format!("{}mirror:lsn", prefix.0)).unwrap()
+    });
+    eprintln!("rebuilt {:?} after the flush", t.elapsed());
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    // The WAL still has every record: the stream is whole again.
+    let entries = stream(&mut conn, &prefix);
+    let marker = &entries.last().expect("a resync marker").1;
+    assert_eq!((marker["type"].as_str(), marker["gap"].as_str()), ("resync", "0"));
+    assert_stream_matches_log(&entries, &logged_order_events(&node));
+
+    // And it goes on from there.
+    shop_in_parallel(&node, a, 2, 30, 500);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
+    m.shutdown();
+}
+
+#[test]
+fn a_stream_consumer_sees_every_order_event_once_in_lsn_order() {
+    let Some(_conn) = redis_or_skip("a_stream_consumer_sees_every_order_event_once_in_lsn_order") else { return };
+    let prefix = Prefix::new("stream");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
+    let a = create_activity(&node, 400, 3, 1800);
+
+    // The consumer of docs/REDIS.md: XREAD BLOCK from the last id seen,
+    // reconnecting now and then (as a restarted consumer would).
+    let done = Arc::new(AtomicBool::new(false));
+    let key = format!("{}events", prefix.0);
+    let consumer = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let client = redis::Client::open(redis_url().as_str()).unwrap();
+            let mut seen: Vec<Entry> = Vec::new();
+            let mut last = "0".to_string();
+            let mut idle = 0;
+            while idle < 3 {
+                let mut c = client.get_connection().unwrap();
+                for _ in 0..5 {
+                    let v: redis::Value = redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(37)
+                        .arg("BLOCK")
+                        .arg(100)
+                        .arg("STREAMS")
+                        .arg(&key)
+                        .arg(&last)
+                        .query(&mut c)
+                        .unwrap();
+                    let got = match &v {
+                        redis::Value::Array(streams) => match streams.first() {
+                            Some(redis::Value::Array(kv)) => parse_entries(&kv[1]),
+                            _ => Vec::new(),
+                        },
+                        _ => Vec::new(),
+                    };
+                    if got.is_empty() && done.load(Ordering::SeqCst) {
+                        idle += 1;
+                    }
+                    if let Some((id, _)) = got.last() {
+                        last = id.clone();
+                    }
+                    seen.extend(got);
+                }
+            }
+            seen
+        })
+    };
+    shop_in_parallel(&node, a, 4, 50, 1);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    done.store(true, Ordering::SeqCst);
+    let seen = consumer.join().expect("consumer");
+    let logged = logged_order_events(&node);
+    assert!(logged.len() > 300, "a real load: {} events", logged.len());
+    assert_stream_matches_log(&seen, &logged);
+    m.shutdown();
+}
+
+#[test]
+fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
+    let Some(mut conn) = redis_or_skip("a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up") else {
+        return;
+    };
+    let prefix = Prefix::new("outage");
+    let proxy = Proxy::start(upstream_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let m = spawn_mirror(&node, mirror_config(&prefix, &proxy.url()));
+    let a = create_activity(&node, 1000, 3, 1800);
+    shop(&node, a, 1..40, 3);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    let before = m.applied_lsn();
+
+    assert_eq!(mirror::probe(&proxy.url(), Duration::from_secs(1)), Ok(()));
+    proxy.cut();
+    assert!(mirror::probe(&proxy.url(), Duration::from_secs(1)).is_err());
+    let t = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for user in 100..400 {
+        let t = Instant::now();
+        assert!(buy(&node, user, a, 1).is_some(), "the engine sells while Redis is gone");
+        slowest = slowest.max(t.elapsed());
+    }
+    eprintln!("300 buys during the outage in {:?}, slowest {slowest:?}", t.elapsed());
+    // The mirror waits up to 1 s per Redis call here: a buy tied to it would show.
+    assert!(slowest < Duration::from_millis(900), "a buy waited on Redis: {slowest:?}");
+    node.engine.sync().unwrap();
+    wait_until("the mirror to notice", Duration::from_secs(5), || !m.connected() && m.last_error().is_some());
+    assert!(m.lag_records() >= 300, "lag grows: {:?}", m.stats());
+    assert_eq!(m.applied_lsn(), before);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(m.lag_ms() >= 100, "lag in time grows too: {:?}", m.stats());
+    assert_eq!(node.wal.checkpoints.get("mirror"), Some(before), "the WAL is kept for Redis");
+
+    proxy.restore();
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    assert_eq!(m.resyncs(), 1, "caught up from the WAL, no resync");
+    assert_eq!(m.last_error(), None);
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
+    m.shutdown();
+}
+
+#[test]
+fn past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs() {
+    let Some(mut conn) = redis_or_skip("past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs") else { return };
+    let prefix = Prefix::new("budget");
+    let proxy = Proxy::start(upstream_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(open_node(dir.path(), 4096));
+    let mut cfg = mirror_config(&prefix, &proxy.url());
+    cfg.wal_budget_records = 50;
+    let m = spawn_mirror(&node, cfg);
+    let a = create_activity(&node, 2000, 1, 1800);
+    shop(&node, a, 1..20, 1);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    let before = m.applied_lsn();
+
+    proxy.cut();
+    for user in 100..400 {
+        buy(&node, user, a, 1).expect("sold");
+    }
+    node.engine.sync().unwrap();
+    wait_until("the mirror to give up the WAL", Duration::from_secs(5), || {
+        m.stats().resync_pending && node.wal.checkpoints.get("mirror") == Some(durable(&node))
+    });
+    // A snapshot moves the engine's own checkpoint; with the mirror's gone
+    // too, old segments are deleted at the next rotation.
+    node.wal.snapshot().expect("snapshot");
+    for user in 400..500 {
+        buy(&node, user, a, 1).expect("sold");
+    }
+    node.engine.sync().unwrap();
+    let oldest = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".wal")?.parse::<u64>().ok())
+        .min()
+        .unwrap();
+    assert!(oldest > before + 1, "segments Redis lacked were deleted (oldest starts at {oldest}, Redis had {before})");
+
+    proxy.restore();
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    assert_eq!(m.resyncs(), 2, "rewritten from the replica");
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    let entries = stream(&mut conn, &prefix);
+    let marker = entries.iter().rev().find(|(_, f)| f["type"] == "resync").expect("marker");
+    assert_eq!(marker.1["gap"], "1", "events the WAL no longer had are flagged");
+    let first_after = entries.iter().find(|(id, _)| keys_lsn(id) > before).expect("events after the outage");
+    assert_eq!(first_after.1["prev"], "", "the entry after the hole does not claim to follow the one before it");
+    m.shutdown();
+}
+
+#[test]
+fn a_restarted_engine_and_mirror_continue_the_stream_without_a_gap() {
+    let Some(mut conn) = redis_or_skip("a_restarted_engine_and_mirror_continue_the_stream_without_a_gap") else {
+        return;
+    };
+    let prefix = Prefix::new("restart");
+    let dir = tempfile::tempdir().unwrap();
+    let a = {
+        let node = open_node(dir.path(), 4096); // many segments, no snapshot
+        let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
+        let a = create_activity(&node, 500, 1, 1800);
+        shop(&node, a, 1..150, 1);
+        wait_caught_up(&node, &m, Duration::from_secs(10));
+        m.shutdown();
+        // More while no mirror runs: the next one must add these events.
+        shop(&node, a, 150..200, 1);
+        node.shutdown();
+        a
+    };
+    let node = open_node(dir.path(), 4096);
+    let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
+    shop(&node, a, 200..230, 1);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    let entries = stream(&mut conn, &prefix);
+    assert_stream_matches_log(&entries, &logged_order_events(&node));
+    let markers: Vec<&str> =
+        entries.iter().filter(|(_, f)| f["type"] == "resync").map(|(_, f)| f["gap"].as_str()).collect();
+    assert_eq!(markers, ["0", "0"], "each start added what the stream lacked from the WAL");
+    m.shutdown();
+}
+
+/// Mirror lag under a burst of buys (docs/REDIS.md). Run with
+/// `cargo test --release -p seckill-persist --test redis -- --ignored --nocapture burst`;
+/// `BURST_USERS` buyers (default 100000, half of them get stock), as fast
+/// as 8 threads go or at `BURST_RATE` buys/s.
+#[test]
+#[ignore]
+fn lag_under_a_burst() {
+    let Some(mut conn) = redis_or_skip("lag_under_a_burst") else { return };
+    let prefix = Prefix::new("burst");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (users, rate) = (env("BURST_USERS", 100_000), env("BURST_RATE", 0));
+    let a = create_activity(&node, users / 2, 1, 1800);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    let threads = 8;
+    let t = Instant::now();
+    let max_lag = Arc::new(Mutex::new((0u64, 0u64)));
+    std::thread::scope(|s| {
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (stop, max_lag, m) = (stop.clone(), max_lag.clone(), &m);
+            s.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let mut g = max_lag.lock().unwrap();
+                    g.0 = g.0.max(m.lag_records());
+                    g.1 = g.1.max(m.lag_ms());
+                    drop(g);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+        }
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let node = node.clone();
+                s.spawn(move || {
+                    let start = Instant::now();
+                    for (k, u) in (i..users).step_by(threads as usize).enumerate() {
+                        if rate > 0 {
+                            // Open loop at `rate` buys/s over all threads.
+                            let due = start + Duration::from_secs_f64(k as f64 * threads as f64 / rate as f64);
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                        }
+                        buy(&node, u + 1, a, 1);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let buys = t.elapsed();
+        wait_caught_up(&node, &m, Duration::from_secs(60));
+        stop.store(true, Ordering::SeqCst);
+        let (records, ms) = *max_lag.lock().unwrap();
+        eprintln!(
+            "{users} buy attempts ({} records) in {buys:?} ({:.0}/s); mirror caught up {:?} after the last; \
+             lag p99 {} ms (last 4096 batches), max seen {records} records / {ms} ms",
+            durable(&node),
+            users as f64 / buys.as_secs_f64(),
+            t.elapsed() - buys,
+            m.lag_p99_ms(),
+        );
+    });
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    let wal_bytes: u64 =
+        std::fs::read_dir(dir.path().join("wal")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    // A full rewrite of that state, as after a FLUSHDB.
+    let t = Instant::now();
+    let _: () = conn.del(format!("{}mirror:lsn", prefix.0)).unwrap();
+    wait_until("the resync", Duration::from_secs(60), || m.resyncs() >= 2 && !m.stats().resync_pending);
+    eprintln!(
+        "WAL {} bytes/record; resync of {} orders took {:?} (detected within check_ms)",
+        wal_bytes / durable(&node).max(1),
+        engine_state(&node).orders.len(),
+        t.elapsed()
+    );
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    m.shutdown();
+}
