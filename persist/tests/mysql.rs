@@ -634,10 +634,14 @@ fn warmup_loads_prepared_rows_with_their_ids() {
         snapshotter: node.wal.snapshotter(),
         on_shutdown: Arc::new(|| {}),
         warmup: Some(mysql::warmup_hook(db.url.clone(), engine.clone())),
+        extra_stats: vec![("persister", p.stats_hook())],
     };
     let (answer, _) = seckill_engine::server::admin::handle_line(&ctx, r#"{"cmd":"warmup"}"#);
     assert_eq!(answer["ok"], true, "{answer}");
     let report = &answer["result"];
+    let (stats, _) = seckill_engine::server::admin::handle_line(&ctx, r#"{"cmd":"stats"}"#);
+    assert_eq!(stats["result"]["persister"]["halted"], false, "{stats}");
+    assert!(stats["result"]["persister"]["lag_records"].is_u64(), "{stats}");
     assert_eq!(report["products_created"], serde_json::json!([4]), "{report}");
     assert_eq!(report["activities_created"], serde_json::json!([5, 8]), "{report}");
     assert_eq!(report["quotas_set"], 1, "{report}");

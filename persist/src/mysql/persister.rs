@@ -157,6 +157,21 @@ impl Shared {
     }
 }
 
+fn stats_of(s: &Shared) -> Value {
+    json!({
+        "applied_lsn": s.applied(),
+        "lag_records": s.lag_records(),
+        "lag_seconds": (s.lag_seconds() * 1000.0).round() / 1000.0,
+        "connected": s.connected.load(Ordering::Acquire),
+        "halted": s.halted.load(Ordering::Acquire),
+        "last_error": lock(&s.last_error).clone(),
+        "errors": s.errors.load(Ordering::Acquire),
+        "records": s.records.load(Ordering::Acquire),
+        "batches": s.batches.load(Ordering::Acquire),
+        "resyncs": s.resyncs.load(Ordering::Acquire),
+    })
+}
+
 /// The running persister. Dropping it asks the thread to stop (without
 /// draining) and does not wait; `shutdown` waits.
 pub struct PersisterHandle {
@@ -221,19 +236,14 @@ impl PersisterHandle {
 
     /// For the admin `stats` command.
     pub fn stats(&self) -> Value {
-        let s = &self.shared;
-        json!({
-            "applied_lsn": s.applied(),
-            "lag_records": s.lag_records(),
-            "lag_seconds": (s.lag_seconds() * 1000.0).round() / 1000.0,
-            "connected": s.connected.load(Ordering::Acquire),
-            "halted": self.is_halted(),
-            "last_error": self.last_error(),
-            "errors": s.errors.load(Ordering::Acquire),
-            "records": s.records.load(Ordering::Acquire),
-            "batches": s.batches.load(Ordering::Acquire),
-            "resyncs": s.resyncs.load(Ordering::Acquire),
-        })
+        stats_of(&self.shared)
+    }
+
+    /// `stats` as a hook for `AdminCtx.extra_stats`; it holds only the
+    /// shared figures, so it may outlive the handle.
+    pub fn stats_hook(&self) -> seckill_engine::server::admin::StatsHook {
+        let shared = self.shared.clone();
+        Arc::new(move || stats_of(&shared))
     }
 
     /// Stops the persister: it keeps applying for up to `drain` (until
