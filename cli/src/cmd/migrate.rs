@@ -12,22 +12,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.mysql_url != "none",
-        "--mysql-url is `none`: there is no MySQL to migrate"
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    anyhow::ensure!(args.mysql_url != "none", "--mysql-url is `none`: there is no MySQL to migrate");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a runtime")?;
     rt.block_on(mysql::migrate(&args.mysql_url))?;
-    let applied = mysql::MIGRATOR
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration())
-        .count();
-    println!(
-        "MySQL schema is up to date ({applied} migrations): {}",
-        mysql::redact(&args.mysql_url)
-    );
+    let applied = mysql::MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).count();
+    println!("MySQL schema is up to date ({applied} migrations): {}", mysql::redact(&args.mysql_url));
     Ok(())
 }

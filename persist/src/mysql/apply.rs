@@ -59,9 +59,7 @@ impl From<sqlx::Error> for Failure {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) => {
-                let number = db
-                    .try_downcast_ref::<MySqlDatabaseError>()
-                    .map(|m| m.number());
+                let number = db.try_downcast_ref::<MySqlDatabaseError>().map(|m| m.number());
                 if number.is_some_and(|n| DATA_ERRORS.contains(&n)) {
                     Failure::Fatal(format!("MySQL refused the data: {e}"))
                 } else {
@@ -72,9 +70,7 @@ impl From<sqlx::Error> for Failure {
             | sqlx::Error::Decode(_)
             | sqlx::Error::ColumnNotFound(_)
             | sqlx::Error::ColumnIndexOutOfBounds { .. }
-            | sqlx::Error::TypeNotFound { .. } => {
-                Failure::Fatal(format!("unexpected data from MySQL: {e}"))
-            }
+            | sqlx::Error::TypeNotFound { .. } => Failure::Fatal(format!("unexpected data from MySQL: {e}")),
             _ => Failure::Transient(format!("MySQL unreachable: {e}")),
         }
     }
@@ -141,9 +137,7 @@ pub(crate) fn orders_to_load(records: &[(u64, Event)]) -> Vec<OrderId> {
             Event::OrderCreated(o) => {
                 created.insert(o.id);
             }
-            Event::OrderStatusChanged { order_id, .. }
-                if !created.contains(order_id) && seen.insert(*order_id) =>
-            {
+            Event::OrderStatusChanged { order_id, .. } if !created.contains(order_id) && seen.insert(*order_id) => {
                 load.push(*order_id);
             }
             _ => {}
@@ -174,15 +168,10 @@ pub(crate) fn plan(
             Event::ActivityUpserted(a) => {
                 p.activities.insert(a.id, (lsn, a.clone()));
             }
-            Event::StockAdded {
-                activity_id,
-                amount,
-            } => {
+            Event::StockAdded { activity_id, amount } => {
                 let d = p.stock.entry(*activity_id).or_default();
                 d.total = d.total.saturating_add(*amount);
-                d.remaining = d
-                    .remaining
-                    .saturating_add(i64::try_from(*amount).unwrap_or(i64::MAX));
+                d.remaining = d.remaining.saturating_add(i64::try_from(*amount).unwrap_or(i64::MAX));
                 p.stock_log.push(StockLog {
                     lsn,
                     activity_id: *activity_id,
@@ -192,29 +181,17 @@ pub(crate) fn plan(
                     at_ms: now_ms,
                 });
             }
-            Event::QuotaSet {
-                activity_id,
-                user_id,
-                limit,
-            } => {
+            Event::QuotaSet { activity_id, user_id, limit } => {
                 p.quotas.insert((*activity_id, *user_id), (*limit, lsn));
             }
             Event::OrderCreated(o) => {
                 if p.orders.contains_key(&o.id) {
                     return Err(format!("order {} is created twice (LSN {lsn})", o.id));
                 }
-                p.orders.insert(
-                    o.id,
-                    OrderRow {
-                        order: *o,
-                        updated_lsn: lsn,
-                        updated_at_ms: o.created_at_ms,
-                    },
-                );
+                p.orders.insert(o.id, OrderRow { order: *o, updated_lsn: lsn, updated_at_ms: o.created_at_ms });
                 if o.status.holds_stock() {
                     p.stock.entry(o.activity_id).or_default().remaining -= signed(o.quantity);
-                    *p.purchases.entry((o.user_id, o.activity_id)).or_default() +=
-                        signed(o.quantity);
+                    *p.purchases.entry((o.user_id, o.activity_id)).or_default() += signed(o.quantity);
                     p.stock_log.push(StockLog {
                         lsn,
                         activity_id: o.activity_id,
@@ -225,14 +202,7 @@ pub(crate) fn plan(
                     });
                 }
             }
-            Event::OrderStatusChanged {
-                order_id,
-                user_id,
-                activity_id,
-                status,
-                at_ms,
-                txn,
-            } => {
+            Event::OrderStatusChanged { order_id, user_id, activity_id, status, at_ms, txn } => {
                 if !p.orders.contains_key(order_id) {
                     let row = existing.get(order_id).ok_or_else(|| {
                         format!(
@@ -243,10 +213,7 @@ pub(crate) fn plan(
                     })?;
                     p.orders.insert(*order_id, *row);
                 }
-                let row = p
-                    .orders
-                    .get_mut(order_id)
-                    .ok_or("internal: order row vanished")?;
+                let row = p.orders.get_mut(order_id).ok_or("internal: order row vanished")?;
                 if row.order.user_id != *user_id || row.order.activity_id != *activity_id {
                     return Err(format!(
                         "LSN {lsn}: order {order_id} belongs to user {} / activity {} in MySQL, \
@@ -280,12 +247,7 @@ pub(crate) fn plan(
                     });
                 }
             }
-            Event::PaymentRefused {
-                order_id,
-                amount_cents,
-                txn,
-                at_ms,
-            } => {
+            Event::PaymentRefused { order_id, amount_cents, txn, at_ms } => {
                 p.refusals.push(Refusal {
                     lsn,
                     order_id: *order_id,
@@ -303,10 +265,9 @@ pub(crate) fn plan(
 
 /// Locks the checkpoint row for this transaction: (lsn, resync_requested).
 pub(crate) async fn lock_checkpoint(conn: &mut MySqlConnection) -> Result<(u64, bool), Failure> {
-    let row =
-        sqlx::query("SELECT lsn, resync_requested FROM persist_checkpoint WHERE id = 1 FOR UPDATE")
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row = sqlx::query("SELECT lsn, resync_requested FROM persist_checkpoint WHERE id = 1 FOR UPDATE")
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else {
         return Err(Failure::Fatal(
             "persist_checkpoint has no row (deleted by hand?). To rebuild MySQL from the engine run: \
@@ -314,10 +275,8 @@ pub(crate) async fn lock_checkpoint(conn: &mut MySqlConnection) -> Result<(u64, 
                 .into(),
         ));
     };
-    let lsn =
-        u64_col(&row, "lsn").map_err(|e| Failure::Fatal(format!("persist_checkpoint: {e}")))?;
-    let resync = u64_col(&row, "resync_requested")
-        .map_err(|e| Failure::Fatal(format!("persist_checkpoint: {e}")))?;
+    let lsn = u64_col(&row, "lsn").map_err(|e| Failure::Fatal(format!("persist_checkpoint: {e}")))?;
+    let resync = u64_col(&row, "resync_requested").map_err(|e| Failure::Fatal(format!("persist_checkpoint: {e}")))?;
     Ok((lsn, resync != 0))
 }
 
@@ -331,9 +290,7 @@ pub(crate) async fn read_checkpoint(conn: &mut MySqlConnection) -> Result<(u64, 
 
 fn order_row(row: &MySqlRow) -> Result<OrderRow, String> {
     let id_text = str_col(row, "order_id")?;
-    let id: OrderId = id_text
-        .parse()
-        .map_err(|_| format!("orders.order_id `{id_text}` is not an order id"))?;
+    let id: OrderId = id_text.parse().map_err(|_| format!("orders.order_id `{id_text}` is not an order id"))?;
     let status_text = str_col(row, "status")?;
     let status = OrderStatus::ALL
         .into_iter()
@@ -372,16 +329,10 @@ pub(crate) fn parse_order(row: &MySqlRow) -> Result<OrderRow, String> {
     order_row(row)
 }
 
-async fn load_orders(
-    conn: &mut MySqlConnection,
-    ids: &[OrderId],
-) -> Result<HashMap<OrderId, OrderRow>, Failure> {
+async fn load_orders(conn: &mut MySqlConnection, ids: &[OrderId]) -> Result<HashMap<OrderId, OrderRow>, Failure> {
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
-        let mut q = QueryBuilder::<MySql>::new(format!(
-            "SELECT {} FROM orders WHERE order_id IN (",
-            order_columns()
-        ));
+        let mut q = QueryBuilder::<MySql>::new(format!("SELECT {} FROM orders WHERE order_id IN (", order_columns()));
         let mut sep = q.separated(", ");
         for id in chunk {
             sep.push_bind(id.to_string());
@@ -407,17 +358,12 @@ pub(crate) async fn write_batch(
         return Ok(expected);
     };
     if first != expected + 1 {
-        return Err(Failure::Fatal(format!(
-            "internal: batch starts at LSN {first}, not {}",
-            expected + 1
-        )));
+        return Err(Failure::Fatal(format!("internal: batch starts at LSN {first}, not {}", expected + 1)));
     }
     let mut tx = conn.begin().await?;
     let (cp, resync) = lock_checkpoint(&mut tx).await?;
     if resync {
-        return Err(Failure::Restart(
-            "a resync was requested (persist_checkpoint.resync_requested = 1)".into(),
-        ));
+        return Err(Failure::Restart("a resync was requested (persist_checkpoint.resync_requested = 1)".into()));
     }
     if cp != expected {
         return Err(Failure::Restart(format!(
@@ -427,24 +373,19 @@ pub(crate) async fn write_batch(
     let existing = load_orders(&mut tx, &orders_to_load(records)).await?;
     let plan = plan(records, &existing, now_ms).map_err(Failure::Fatal)?;
     write_plan(&mut tx, &plan).await?;
-    sqlx::query("UPDATE persist_checkpoint SET lsn = ? WHERE id = 1")
-        .bind(plan.last_lsn)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("UPDATE persist_checkpoint SET lsn = ? WHERE id = 1").bind(plan.last_lsn).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(plan.last_lsn)
 }
 
 async fn write_plan(conn: &mut MySqlConnection, p: &Plan) -> Result<(), Failure> {
     upsert_products(conn, p.products.values().map(|(l, x)| (*l, x))).await?;
-    let acts: Vec<(u64, &Activity, u64, i64)> =
-        p.activities.values().map(|(l, a)| (*l, a, 0, 0)).collect();
+    let acts: Vec<(u64, &Activity, u64, i64)> = p.activities.values().map(|(l, a)| (*l, a, 0, 0)).collect();
     upsert_activities(conn, &acts, StockMode::Incremental).await?;
     let orders: Vec<&OrderRow> = p.orders.values().collect();
     upsert_orders(conn, &orders).await?;
     for chunk in p.purchases.iter().collect::<Vec<_>>().chunks(CHUNK) {
-        let mut q =
-            QueryBuilder::<MySql>::new("INSERT INTO purchases (user_id, activity_id, `count`) ");
+        let mut q = QueryBuilder::<MySql>::new("INSERT INTO purchases (user_id, activity_id, `count`) ");
         q.push_values(chunk, |mut b, ((user, activity), delta)| {
             b.push_bind(*user).push_bind(*activity).push_bind(**delta);
         });
@@ -452,14 +393,13 @@ async fn write_plan(conn: &mut MySqlConnection, p: &Plan) -> Result<(), Failure>
         q.build().persistent(false).execute(&mut *conn).await?;
     }
     for (activity_id, d) in &p.stock {
-        let done = sqlx::query(
-            "UPDATE activities SET remaining = remaining + ?, total_stock = total_stock + ? WHERE id = ?",
-        )
-        .bind(d.remaining)
-        .bind(d.total)
-        .bind(*activity_id)
-        .execute(&mut *conn)
-        .await?;
+        let done =
+            sqlx::query("UPDATE activities SET remaining = remaining + ?, total_stock = total_stock + ? WHERE id = ?")
+                .bind(d.remaining)
+                .bind(d.total)
+                .bind(*activity_id)
+                .execute(&mut *conn)
+                .await?;
         if done.rows_affected() != 1 {
             return Err(Failure::Fatal(format!(
                 "activity {activity_id} is missing from MySQL (deleted by hand?): its stock cannot be updated. \
@@ -468,17 +408,9 @@ async fn write_plan(conn: &mut MySqlConnection, p: &Plan) -> Result<(), Failure>
         }
     }
     insert_stock_log(conn, &p.stock_log).await?;
-    upsert_quotas(
-        conn,
-        p.quotas
-            .iter()
-            .map(|(&(a, u), &(limit, lsn))| (a, u, limit, lsn)),
-    )
-    .await?;
+    upsert_quotas(conn, p.quotas.iter().map(|(&(a, u), &(limit, lsn))| (a, u, limit, lsn))).await?;
     for chunk in p.refusals.chunks(CHUNK) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO payment_refusals (lsn, order_id, amount_cents, txn, at) ",
-        );
+        let mut q = QueryBuilder::<MySql>::new("INSERT INTO payment_refusals (lsn, order_id, amount_cents, txn, at) ");
         q.push_values(chunk, |mut b, r| {
             b.push_bind(r.lsn)
                 .push_bind(r.order_id.to_string())
@@ -614,9 +546,8 @@ async fn upsert_orders(conn: &mut MySqlConnection, rows: &[&OrderRow]) -> Result
 
 async fn insert_stock_log(conn: &mut MySqlConnection, rows: &[StockLog]) -> Result<(), Failure> {
     for chunk in rows.chunks(CHUNK) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO stock_log (lsn, activity_id, delta, reason, order_id, at) ",
-        );
+        let mut q =
+            QueryBuilder::<MySql>::new("INSERT INTO stock_log (lsn, activity_id, delta, reason, order_id, at) ");
         q.push_values(chunk, |mut b, r| {
             b.push_bind(r.lsn)
                 .push_bind(r.activity_id)
@@ -637,14 +568,9 @@ async fn upsert_quotas(
 ) -> Result<(), Failure> {
     let rows: Vec<_> = rows.collect();
     for chunk in rows.chunks(CHUNK) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO quotas (activity_id, user_id, user_limit, updated_lsn) ",
-        );
+        let mut q = QueryBuilder::<MySql>::new("INSERT INTO quotas (activity_id, user_id, user_limit, updated_lsn) ");
         q.push_values(chunk, |mut b, (a, u, limit, lsn)| {
-            b.push_bind(*a)
-                .push_bind(*u)
-                .push_bind(*limit)
-                .push_bind(*lsn);
+            b.push_bind(*a).push_bind(*u).push_bind(*limit).push_bind(*lsn);
         });
         q.push(" ON DUPLICATE KEY UPDATE user_limit = VALUES(user_limit), updated_lsn = VALUES(updated_lsn)");
         q.build().persistent(false).execute(&mut *conn).await?;
@@ -665,18 +591,13 @@ pub(crate) async fn write_full_state(
     let mut tx = conn.begin().await?;
     lock_checkpoint(&mut tx).await?;
     let mut old_remaining: HashMap<u64, i64> = HashMap::new();
-    for row in sqlx::query("SELECT id, remaining FROM activities WHERE in_engine = 1")
-        .fetch_all(&mut *tx)
-        .await?
-    {
+    for row in sqlx::query("SELECT id, remaining FROM activities WHERE in_engine = 1").fetch_all(&mut *tx).await? {
         let id = u64_col(&row, "id").map_err(Failure::Fatal)?;
         let remaining = i64_col(&row, "remaining").map_err(Failure::Fatal)?;
         old_remaining.insert(id, remaining);
     }
     for table in ["orders", "purchases", "quotas"] {
-        sqlx::query(&format!("DELETE FROM {table}"))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
     }
     upsert_products(&mut tx, replica.products.values().map(|p| (replica.lsn, p))).await?;
     let held = replica.held_by_activity();
@@ -702,11 +623,7 @@ pub(crate) async fn write_full_state(
     let mut orders: Vec<OrderRow> = replica
         .orders
         .values()
-        .map(|o| OrderRow {
-            order: *o,
-            updated_lsn: replica.lsn,
-            updated_at_ms: o.created_at_ms,
-        })
+        .map(|o| OrderRow { order: *o, updated_lsn: replica.lsn, updated_at_ms: o.created_at_ms })
         .collect();
     orders.sort_unstable_by_key(|r| r.order.id);
     let refs: Vec<&OrderRow> = orders.iter().collect();
@@ -716,21 +633,13 @@ pub(crate) async fn write_full_state(
         *purchases.entry((o.user_id, o.activity_id)).or_default() += signed(o.quantity);
     }
     for chunk in purchases.iter().collect::<Vec<_>>().chunks(CHUNK) {
-        let mut q =
-            QueryBuilder::<MySql>::new("INSERT INTO purchases (user_id, activity_id, `count`) ");
+        let mut q = QueryBuilder::<MySql>::new("INSERT INTO purchases (user_id, activity_id, `count`) ");
         q.push_values(chunk, |mut b, ((user, activity), n)| {
             b.push_bind(*user).push_bind(*activity).push_bind(**n);
         });
         q.build().persistent(false).execute(&mut *tx).await?;
     }
-    upsert_quotas(
-        &mut tx,
-        replica
-            .quotas
-            .iter()
-            .map(|(&(a, u), &limit)| (a, u, limit, replica.lsn)),
-    )
-    .await?;
+    upsert_quotas(&mut tx, replica.quotas.iter().map(|(&(a, u), &limit)| (a, u, limit, replica.lsn))).await?;
     insert_stock_log(&mut tx, &log).await?;
     sqlx::query("UPDATE persist_checkpoint SET lsn = ?, resync_requested = 0 WHERE id = 1")
         .bind(replica.lsn)
@@ -742,13 +651,7 @@ pub(crate) async fn write_full_state(
 
 /// `status` column text → engine status.
 pub(crate) fn activity_status(s: &str) -> Option<ActivityStatus> {
-    [
-        ActivityStatus::Active,
-        ActivityStatus::Paused,
-        ActivityStatus::Disabled,
-    ]
-    .into_iter()
-    .find(|x| x.as_str() == s)
+    [ActivityStatus::Active, ActivityStatus::Paused, ActivityStatus::Disabled].into_iter().find(|x| x.as_str() == s)
 }
 
 #[cfg(test)]
@@ -785,13 +688,7 @@ mod tests {
     fn a_batch_coalesces_into_one_delta_per_activity() {
         let (a, b) = (order(1, 10, 2), order(2, 11, 1));
         let recs = vec![
-            (
-                5,
-                Event::StockAdded {
-                    activity_id: 1,
-                    amount: 10,
-                },
-            ),
+            (5, Event::StockAdded { activity_id: 1, amount: 10 }),
             (6, Event::OrderCreated(a)),
             (7, Event::OrderCreated(b)),
             (8, change(&a, OrderStatus::Cancelled)),
@@ -800,18 +697,8 @@ mod tests {
         assert!(orders_to_load(&recs).is_empty());
         let p = plan(&recs, &HashMap::new(), 0).expect("plan");
         assert_eq!(p.last_lsn, 9);
-        assert_eq!(
-            p.stock[&1],
-            StockDelta {
-                remaining: 10 - 1,
-                total: 10
-            }
-        );
-        assert_eq!(
-            p.purchases.get(&(10, 1)),
-            None,
-            "user 10 gave back what they took"
-        );
+        assert_eq!(p.stock[&1], StockDelta { remaining: 10 - 1, total: 10 });
+        assert_eq!(p.purchases.get(&(10, 1)), None, "user 10 gave back what they took");
         assert_eq!(p.purchases[&(11, 1)], 1);
         assert_eq!(p.orders[&a.id].order.status, OrderStatus::Cancelled);
         assert_eq!(p.orders[&b.id].order.paid_txn, 9);
@@ -821,22 +708,10 @@ mod tests {
     #[test]
     fn changes_to_older_orders_use_their_rows_and_repeats_change_nothing() {
         let a = order(1, 10, 3);
-        let recs = vec![
-            (20, change(&a, OrderStatus::Expired)),
-            (21, change(&a, OrderStatus::Expired)),
-        ];
+        let recs = vec![(20, change(&a, OrderStatus::Expired)), (21, change(&a, OrderStatus::Expired))];
         assert_eq!(orders_to_load(&recs), vec![a.id]);
-        assert!(plan(&recs, &HashMap::new(), 0)
-            .unwrap_err()
-            .contains("no such order"));
-        let existing = HashMap::from([(
-            a.id,
-            OrderRow {
-                order: a,
-                updated_lsn: 3,
-                updated_at_ms: 0,
-            },
-        )]);
+        assert!(plan(&recs, &HashMap::new(), 0).unwrap_err().contains("no such order"));
+        let existing = HashMap::from([(a.id, OrderRow { order: a, updated_lsn: 3, updated_at_ms: 0 })]);
         let p = plan(&recs, &existing, 0).expect("plan");
         assert_eq!(p.stock[&1].remaining, 3);
         assert_eq!(p.purchases[&(10, 1)], -3);
@@ -849,20 +724,8 @@ mod tests {
         let a = order(1, 10, 1);
         let mut wrong = a;
         wrong.user_id = 99;
-        let existing = HashMap::from([(
-            a.id,
-            OrderRow {
-                order: wrong,
-                updated_lsn: 3,
-                updated_at_ms: 0,
-            },
-        )]);
+        let existing = HashMap::from([(a.id, OrderRow { order: wrong, updated_lsn: 3, updated_at_ms: 0 })]);
         assert!(plan(&[(4, change(&a, OrderStatus::Paid))], &existing, 0).is_err());
-        assert!(plan(
-            &[(4, Event::OrderCreated(a)), (5, Event::OrderCreated(a))],
-            &HashMap::new(),
-            0
-        )
-        .is_err());
+        assert!(plan(&[(4, Event::OrderCreated(a)), (5, Event::OrderCreated(a))], &HashMap::new(), 0).is_err());
     }
 }

@@ -19,8 +19,7 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connection options for `url`. Sessions use UTC (sqlx's default), so
 /// `NOW()` and `DATETIME` columns agree with the engine's clock.
 pub(crate) fn options(url: &str) -> anyhow::Result<MySqlConnectOptions> {
-    let opts = MySqlConnectOptions::from_str(url)
-        .with_context(|| format!("bad MySQL URL {}", redact(url)))?;
+    let opts = MySqlConnectOptions::from_str(url).with_context(|| format!("bad MySQL URL {}", redact(url)))?;
     Ok(opts.timezone(Some("+00:00".to_string())))
 }
 
@@ -28,10 +27,7 @@ pub(crate) fn options(url: &str) -> anyhow::Result<MySqlConnectOptions> {
 pub(crate) async fn connect(opts: &MySqlConnectOptions) -> anyhow::Result<MySqlConnection> {
     match tokio::time::timeout(CONNECT_TIMEOUT, MySqlConnection::connect_with(opts)).await {
         Ok(conn) => Ok(conn?),
-        Err(_) => anyhow::bail!(
-            "no answer from MySQL within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        ),
+        Err(_) => anyhow::bail!("no answer from MySQL within {} s", CONNECT_TIMEOUT.as_secs()),
     }
 }
 
@@ -52,12 +48,9 @@ pub fn redact(url: &str) -> String {
 /// Splits `mysql://user@host:port/db?opts` into the server URL (no
 /// database) and the database name, which must be a plain identifier.
 pub(crate) fn split_url(url: &str) -> anyhow::Result<(String, String)> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        anyhow::anyhow!(
-            "bad MySQL URL {}: expected mysql://user@host:port/database",
-            redact(url)
-        )
-    })?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| anyhow::anyhow!("bad MySQL URL {}: expected mysql://user@host:port/database", redact(url)))?;
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
         None => (rest, None),
@@ -66,16 +59,9 @@ pub(crate) fn split_url(url: &str) -> anyhow::Result<(String, String)> {
         Some((a, d)) => (a, d.trim_end_matches('/')),
         None => (rest, ""),
     };
+    anyhow::ensure!(!db.is_empty(), "MySQL URL {} names no database (add /seckill)", redact(url));
     anyhow::ensure!(
-        !db.is_empty(),
-        "MySQL URL {} names no database (add /seckill)",
-        redact(url)
-    );
-    anyhow::ensure!(
-        db.len() <= 64
-            && db
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$'),
+        db.len() <= 64 && db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$'),
         "database name `{db}` in the MySQL URL must be letters, digits, `_` or `$` (at most 64)"
     );
     let mut server = format!("{scheme}://{authority}");
@@ -98,22 +84,16 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
             let mut conn = connect(&options(&server)?)
                 .await
                 .with_context(|| format!("connecting to MySQL at {}", redact(&server)))?;
-            let create = format!("CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
-            conn.execute(create.as_str())
-                .await
-                .with_context(|| format!("creating database {db}"))?;
+            let create =
+                format!("CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
+            conn.execute(create.as_str()).await.with_context(|| format!("creating database {db}"))?;
             let _ = conn.close().await;
             tracing::info!(database = %db, "created the MySQL database");
-            connect(&opts)
-                .await
-                .with_context(|| format!("connecting to {}", redact(url)))?
+            connect(&opts).await.with_context(|| format!("connecting to {}", redact(url)))?
         }
         Err(e) => return Err(e.context(format!("connecting to {}", redact(url)))),
     };
-    let result = MIGRATOR
-        .run(&mut conn)
-        .await
-        .with_context(|| format!("applying migrations to {db}"));
+    let result = MIGRATOR.run(&mut conn).await.with_context(|| format!("applying migrations to {db}"));
     let _ = conn.close().await;
     result
 }
@@ -172,8 +152,7 @@ pub(crate) fn u64_col(row: &MySqlRow, col: &str) -> Result<u64, String> {
         return Ok(v);
     }
     match row.try_get::<i64, _>(col) {
-        Ok(v) => u64::try_from(v)
-            .map_err(|_| format!("column {col} is {v}, expected a non-negative number")),
+        Ok(v) => u64::try_from(v).map_err(|_| format!("column {col} is {v}, expected a non-negative number")),
         Err(e) => Err(format!("column {col}: {e}")),
     }
 }
@@ -194,9 +173,7 @@ pub(crate) fn u32_col(row: &MySqlRow, col: &str) -> Result<u32, String> {
 }
 
 pub(crate) fn str_col(row: &MySqlRow, col: &str) -> Result<String, String> {
-    row.try_get::<Option<String>, _>(col)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| format!("column {col}: {e}"))
+    row.try_get::<Option<String>, _>(col).map(Option::unwrap_or_default).map_err(|e| format!("column {col}: {e}"))
 }
 
 #[cfg(test)]
@@ -215,17 +192,11 @@ mod tests {
     fn urls_split_into_server_and_database() {
         assert_eq!(
             split_url("mysql://root@127.0.0.1:3306/seckill").unwrap(),
-            (
-                "mysql://root@127.0.0.1:3306".to_string(),
-                "seckill".to_string()
-            )
+            ("mysql://root@127.0.0.1:3306".to_string(), "seckill".to_string())
         );
         assert_eq!(
             split_url("mysql://u:p@h/db_1?ssl-mode=disabled").unwrap(),
-            (
-                "mysql://u:p@h?ssl-mode=disabled".to_string(),
-                "db_1".to_string()
-            )
+            ("mysql://u:p@h?ssl-mode=disabled".to_string(), "db_1".to_string())
         );
         assert!(split_url("mysql://root@h:3306").is_err());
         assert!(split_url("mysql://root@h/a;drop").is_err());

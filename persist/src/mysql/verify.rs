@@ -25,17 +25,10 @@ impl Diffs {
     }
 
     fn finish(mut self) -> Vec<String> {
-        let mut kinds: Vec<_> = self
-            .per_kind
-            .into_iter()
-            .filter(|(_, n)| *n > SHOWN_PER_KIND)
-            .collect();
+        let mut kinds: Vec<_> = self.per_kind.into_iter().filter(|(_, n)| *n > SHOWN_PER_KIND).collect();
         kinds.sort();
         for (kind, n) in kinds {
-            self.out.push(format!(
-                "… {} more {kind} differences ({n} in all)",
-                n - SHOWN_PER_KIND
-            ));
+            self.out.push(format!("… {} more {kind} differences ({n} in all)", n - SHOWN_PER_KIND));
         }
         self.out
     }
@@ -51,12 +44,7 @@ struct EngineState {
     activities: BTreeMap<u64, (Activity, u64, u64)>,
 }
 
-type ShardPart = (
-    Vec<Order>,
-    Vec<(u64, u64, u64)>,
-    Vec<(u64, u64, u32)>,
-    Vec<(Activity, u64, u64)>,
-);
+type ShardPart = (Vec<Order>, Vec<(u64, u64, u64)>, Vec<(u64, u64, u32)>, Vec<(Activity, u64, u64)>);
 
 fn engine_state(engine: &Engine) -> EngineState {
     let parts: Vec<ShardPart> = engine.inspect(|st: &ShardState| {
@@ -65,22 +53,10 @@ fn engine_state(engine: &Engine) -> EngineState {
         let mut quotas = Vec::new();
         let mut activities = Vec::new();
         for (&activity_id, slot) in &st.slots {
-            purchases.extend(
-                slot.purchases
-                    .iter()
-                    .map(|(user, n)| (user, activity_id, u64::from(n))),
-            );
-            quotas.extend(
-                slot.quotas
-                    .iter()
-                    .map(|(&user, &limit)| (activity_id, user, limit)),
-            );
+            purchases.extend(slot.purchases.iter().map(|(user, n)| (user, activity_id, u64::from(n))));
+            quotas.extend(slot.quotas.iter().map(|(&user, &limit)| (activity_id, user, limit)));
             if st.id == 0 {
-                activities.push((
-                    (*slot.activity).clone(),
-                    slot.pool.added(),
-                    slot.pool.remaining(),
-                ));
+                activities.push(((*slot.activity).clone(), slot.pool.added(), slot.pool.remaining()));
             }
         }
         (orders, purchases, quotas, activities)
@@ -96,13 +72,8 @@ fn engine_state(engine: &Engine) -> EngineState {
         for (user, activity, n) in purchases.into_iter().filter(|p| p.2 > 0) {
             *s.purchases.entry((user, activity)).or_default() += n;
         }
-        s.quotas
-            .extend(quotas.into_iter().map(|(a, u, l)| ((a, u), l)));
-        s.activities.extend(
-            activities
-                .into_iter()
-                .map(|(a, total, rem)| (a.id, (a, total, rem))),
-        );
+        s.quotas.extend(quotas.into_iter().map(|(a, u, l)| ((a, u), l)));
+        s.activities.extend(activities.into_iter().map(|(a, total, rem)| (a.id, (a, total, rem))));
     }
     s
 }
@@ -115,57 +86,32 @@ fn engine_state(engine: &Engine) -> EngineState {
 pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
     let mut conn = schema::connect(&schema::options(url)?).await?;
     let e = engine_state(engine);
-    let mut d = Diffs {
-        out: Vec::new(),
-        per_kind: HashMap::new(),
-    };
+    let mut d = Diffs { out: Vec::new(), per_kind: HashMap::new() };
     let bad = |m: String| anyhow::anyhow!("unreadable row in MySQL: {m}");
 
     // Orders.
     let mut seen = 0usize;
-    let rows = sqlx::query(&format!("SELECT {} FROM orders", apply::order_columns()))
-        .fetch_all(&mut conn)
-        .await?;
+    let rows = sqlx::query(&format!("SELECT {} FROM orders", apply::order_columns())).fetch_all(&mut conn).await?;
     for row in &rows {
         let r = parse_order(row).map_err(bad)?;
         let m = r.order;
         match e.orders.get(&m.id) {
-            None => d.add(
-                "order",
-                format!(
-                    "order {} is in MySQL ({}) but not in the engine",
-                    m.id,
-                    m.status.as_str()
-                ),
-            ),
+            None => d.add("order", format!("order {} is in MySQL ({}) but not in the engine", m.id, m.status.as_str())),
             Some(o) => {
                 seen += 1;
                 if o != &m {
-                    d.add(
-                        "order",
-                        format!("order {}: engine {:?} ≠ MySQL {:?}", m.id, o, m),
-                    );
+                    d.add("order", format!("order {}: engine {:?} ≠ MySQL {:?}", m.id, o, m));
                 }
             }
         }
     }
     if seen < e.orders.len() {
-        let in_mysql: std::collections::HashSet<OrderId> = rows
-            .iter()
-            .filter_map(|r| parse_order(r).ok())
-            .map(|r| r.order.id)
-            .collect();
-        let mut missing: Vec<&Order> = e
-            .orders
-            .values()
-            .filter(|o| !in_mysql.contains(&o.id))
-            .collect();
+        let in_mysql: std::collections::HashSet<OrderId> =
+            rows.iter().filter_map(|r| parse_order(r).ok()).map(|r| r.order.id).collect();
+        let mut missing: Vec<&Order> = e.orders.values().filter(|o| !in_mysql.contains(&o.id)).collect();
         missing.sort_unstable_by_key(|o| o.id);
         for o in missing {
-            d.add(
-                "order",
-                format!("order {} ({}) is not in MySQL", o.id, o.status.as_str()),
-            );
+            d.add("order", format!("order {} ({}) is not in MySQL", o.id, o.status.as_str()));
         }
     }
 
@@ -175,41 +121,23 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
         .fetch_all(&mut conn)
         .await?
     {
-        let key = (
-            u64_col(&row, "user_id").map_err(bad)?,
-            u64_col(&row, "activity_id").map_err(bad)?,
-        );
+        let key = (u64_col(&row, "user_id").map_err(bad)?, u64_col(&row, "activity_id").map_err(bad)?);
         mysql_purchases.insert(key, schema::i64_col(&row, "count").map_err(bad)?);
     }
     for (key, n) in &e.purchases {
         let m = mysql_purchases.remove(key).unwrap_or(0);
         if m != *n as i64 {
-            d.add(
-                "purchase",
-                format!(
-                    "user {} in activity {} holds {n} in the engine, {m} in MySQL",
-                    key.0, key.1
-                ),
-            );
+            d.add("purchase", format!("user {} in activity {} holds {n} in the engine, {m} in MySQL", key.0, key.1));
         }
     }
     for ((user, activity), m) in mysql_purchases {
-        d.add(
-            "purchase",
-            format!("user {user} in activity {activity} holds 0 in the engine, {m} in MySQL"),
-        );
+        d.add("purchase", format!("user {user} in activity {activity} holds 0 in the engine, {m} in MySQL"));
     }
 
     // Quotas.
     let mut mysql_quotas: BTreeMap<(u64, u64), u32> = BTreeMap::new();
-    for row in sqlx::query("SELECT activity_id, user_id, user_limit FROM quotas")
-        .fetch_all(&mut conn)
-        .await?
-    {
-        let key = (
-            u64_col(&row, "activity_id").map_err(bad)?,
-            u64_col(&row, "user_id").map_err(bad)?,
-        );
+    for row in sqlx::query("SELECT activity_id, user_id, user_limit FROM quotas").fetch_all(&mut conn).await? {
+        let key = (u64_col(&row, "activity_id").map_err(bad)?, u64_col(&row, "user_id").map_err(bad)?);
         mysql_quotas.insert(key, u32_col(&row, "user_limit").map_err(bad)?);
     }
     for (key, limit) in &e.quotas {
@@ -217,18 +145,12 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
             Some(m) if m == *limit => {}
             other => d.add(
                 "quota",
-                format!(
-                    "quota of user {} in activity {}: engine {limit}, MySQL {other:?}",
-                    key.1, key.0
-                ),
+                format!("quota of user {} in activity {}: engine {limit}, MySQL {other:?}", key.1, key.0),
             ),
         }
     }
     for ((activity, user), m) in mysql_quotas {
-        d.add(
-            "quota",
-            format!("quota of user {user} in activity {activity}: engine none, MySQL {m}"),
-        );
+        d.add("quota", format!("quota of user {user} in activity {activity}: engine none, MySQL {m}"));
     }
 
     // Activities.
@@ -268,47 +190,31 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
             None => d.add("activity", format!("activity {id} is not in MySQL")),
             Some((m, m_total, m_remaining, in_engine)) => {
                 if !in_engine {
-                    d.add(
-                        "activity",
-                        format!("activity {id} is still marked in_engine = 0 in MySQL"),
-                    );
+                    d.add("activity", format!("activity {id} is still marked in_engine = 0 in MySQL"));
                 }
                 if m != *a {
-                    d.add(
-                        "activity",
-                        format!("activity {id} configuration: engine {a:?} ≠ MySQL {m:?}"),
-                    );
+                    d.add("activity", format!("activity {id} configuration: engine {a:?} ≠ MySQL {m:?}"));
                 }
                 if m_total != *total {
-                    d.add(
-                        "stock",
-                        format!("activity {id} total_stock: engine {total}, MySQL {m_total}"),
-                    );
+                    d.add("stock", format!("activity {id} total_stock: engine {total}, MySQL {m_total}"));
                 }
                 if m_remaining != *remaining as i64 {
-                    d.add(
-                        "stock",
-                        format!("activity {id} remaining: engine {remaining}, MySQL {m_remaining}"),
-                    );
+                    d.add("stock", format!("activity {id} remaining: engine {remaining}, MySQL {m_remaining}"));
                 }
             }
         }
     }
     for (id, (_, _, _, in_engine)) in mysql_activities {
         if in_engine {
-            d.add(
-                "activity",
-                format!("activity {id} is in MySQL (in_engine = 1) but not in the engine"),
-            );
+            d.add("activity", format!("activity {id} is in MySQL (in_engine = 1) but not in the engine"));
         }
     }
 
     // Products.
     let mut mysql_products = BTreeMap::new();
-    for row in
-        sqlx::query("SELECT id, name, description, image_url, price_cents, in_engine FROM products")
-            .fetch_all(&mut conn)
-            .await?
+    for row in sqlx::query("SELECT id, name, description, image_url, price_cents, in_engine FROM products")
+        .fetch_all(&mut conn)
+        .await?
     {
         let id = u64_col(&row, "id").map_err(bad)?;
         let fields = (
@@ -326,22 +232,13 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
                     && description == p.description
                     && image_url == p.image_url
                     && price == p.price_cents => {}
-            Some(_) => d.add(
-                "product",
-                format!(
-                    "product {} differs in MySQL (or is marked in_engine = 0)",
-                    p.id
-                ),
-            ),
+            Some(_) => d.add("product", format!("product {} differs in MySQL (or is marked in_engine = 0)", p.id)),
             None => d.add("product", format!("product {} is not in MySQL", p.id)),
         }
     }
     for (id, (_, in_engine)) in mysql_products {
         if in_engine {
-            d.add(
-                "product",
-                format!("product {id} is in MySQL (in_engine = 1) but not in the engine"),
-            );
+            d.add("product", format!("product {id} is in MySQL (in_engine = 1) but not in the engine"));
         }
     }
     let _ = conn.close().await;

@@ -103,9 +103,9 @@ pub async fn warmup(url: &str, engine: &Engine) -> anyhow::Result<WarmupReport> 
             }
         };
         if id <= last_product {
-            report.skipped.push(format!(
-                "product {id}: the engine's ids are already at {last_product} (use an id above it)"
-            ));
+            report
+                .skipped
+                .push(format!("product {id}: the engine's ids are already at {last_product} (use an id above it)"));
             continue;
         }
         match engine.create_product_as(Some(id), name, description, image_url, price) {
@@ -154,9 +154,8 @@ pub async fn warmup(url: &str, engine: &Engine) -> anyhow::Result<WarmupReport> 
     }
 
     for chunk in report.activities_created.clone().chunks(500) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "SELECT activity_id, user_id, user_limit FROM quotas WHERE activity_id IN (",
-        );
+        let mut q =
+            QueryBuilder::<MySql>::new("SELECT activity_id, user_id, user_limit FROM quotas WHERE activity_id IN (");
         let mut sep = q.separated(", ");
         for id in chunk {
             sep.push_bind(*id);
@@ -164,11 +163,7 @@ pub async fn warmup(url: &str, engine: &Engine) -> anyhow::Result<WarmupReport> 
         q.push(") ORDER BY activity_id, user_id");
         for row in q.build().fetch_all(&mut conn).await? {
             let parsed = (|| -> Result<_, String> {
-                Ok((
-                    u64_col(&row, "activity_id")?,
-                    u64_col(&row, "user_id")?,
-                    u32_col(&row, "user_limit")?,
-                ))
+                Ok((u64_col(&row, "activity_id")?, u64_col(&row, "user_id")?, u32_col(&row, "user_limit")?))
             })();
             let (activity_id, user_id, limit) = match parsed {
                 Ok(q) => q,
@@ -177,15 +172,9 @@ pub async fn warmup(url: &str, engine: &Engine) -> anyhow::Result<WarmupReport> 
                     continue;
                 }
             };
-            match engine.call(Request::SetQuota {
-                activity_id,
-                user_id,
-                limit,
-            }) {
+            match engine.call(Request::SetQuota { activity_id, user_id, limit }) {
                 Response::Done => report.quotas_set += 1,
-                other => report.errors.push(format!(
-                    "quota of user {user_id} in activity {activity_id}: {other:?}"
-                )),
+                other => report.errors.push(format!("quota of user {user_id} in activity {activity_id}: {other:?}")),
             }
         }
     }
@@ -209,8 +198,6 @@ pub fn warmup_hook(url: String, engine: Arc<Engine>) -> WarmupHook {
             .enable_all()
             .build()
             .map_err(|e| format!("starting a runtime: {e}"))?;
-        rt.block_on(warmup(&url, &engine))
-            .map(|r| r.to_json())
-            .map_err(|e| format!("{e:#}"))
+        rt.block_on(warmup(&url, &engine)).map(|r| r.to_json()).map_err(|e| format!("{e:#}"))
     })
 }
