@@ -7,7 +7,7 @@ use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::server::{admin, wire, Address};
 use seckill_engine::wal::Durability;
 use seckill_engine::{EngineConfig, SystemClock};
-use seckill_persist::redis;
+use seckill_persist::{mysql, redis};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -66,6 +66,7 @@ pub struct Running {
     pub admin_path: PathBuf,
     stop_rx: Receiver<&'static str>,
     mirror: Option<redis::MirrorHandle>,
+    persister: Option<mysql::PersisterHandle>,
 }
 
 impl Running {
@@ -78,7 +79,10 @@ impl Running {
     pub fn stop(self, why: &str) {
         tracing::info!(why, "stopping: draining shards, final fsync");
         self.node.shutdown();
-        // After the engine: the mirror writes what the engine's last records say.
+        // After the engine: the consumers write what its last records say.
+        if let Some(p) = self.persister {
+            p.shutdown(std::time::Duration::from_secs(5));
+        }
         if let Some(m) = self.mirror {
             m.shutdown();
         }
@@ -110,7 +114,22 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
     let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
 
     let mirror = start_mirror(args, &node)?;
+    let persister = (args.mysql_url != "none").then(|| {
+        tracing::info!(url = %args.mysql_url, "MySQL persister on (it says so if MySQL is unreachable, and retries)");
+        mysql::spawn(
+            mysql::PersistConfig::new(args.mysql_url.clone()),
+            node.data_dir.clone(),
+            node.wal.status.clone(),
+            node.wal.checkpoints.clone(),
+        )
+    });
+    if persister.is_none() {
+        tracing::info!("MySQL persister disabled (--mysql-url none)");
+    }
     let mut extra_stats: Vec<(&'static str, admin::StatsHook)> = Vec::new();
+    if let Some(p) = &persister {
+        extra_stats.push(("persister", p.stats_hook()));
+    }
     if let Some(m) = &mirror {
         let view = m.view();
         extra_stats.push(("mirror", Arc::new(move || view.stats().to_json())));
@@ -131,7 +150,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
             on_shutdown: Arc::new(move || {
                 let _ = stop_tx.try_send("admin shutdown");
             }),
-            warmup: None,
+            warmup: persister.as_ref().map(|_| mysql::warmup_hook(args.mysql_url.clone(), node.engine.clone())),
             extra_stats,
         };
         std::thread::Builder::new().name("admin-accept".into()).spawn(move || admin::serve(ctx, admin_listener))?;
@@ -145,7 +164,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
         })?;
     }
     tracing::info!(wire = %addr, admin = %admin_path.display(), durability = ?args.durability, "seckill engine listening");
-    Ok(Running { node, addr, admin_path, stop_rx, mirror })
+    Ok(Running { node, addr, admin_path, stop_rx, mirror, persister })
 }
 
 /// The Redis mirror, unless `--redis-url none`. An unreachable Redis is
