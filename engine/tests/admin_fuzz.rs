@@ -18,6 +18,7 @@ fn ctx(dir: &std::path::Path) -> (Node, AdminCtx) {
         snapshotter: node.wal.snapshotter(),
         on_shutdown: Arc::new(|| {}),
         warmup: None,
+        verify: None,
         extra_stats: Vec::new(),
     };
     (node, ctx)

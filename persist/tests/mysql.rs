@@ -634,6 +634,7 @@ fn warmup_loads_prepared_rows_with_their_ids() {
         snapshotter: node.wal.snapshotter(),
         on_shutdown: Arc::new(|| {}),
         warmup: Some(mysql::warmup_hook(db.url.clone(), engine.clone())),
+        verify: None,
         extra_stats: vec![("persister", p.stats_hook())],
     };
     let (answer, _) = seckill_engine::server::admin::handle_line(&ctx, r#"{"cmd":"warmup"}"#);

@@ -151,6 +151,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
                 let _ = stop_tx.try_send("admin shutdown");
             }),
             warmup: persister.as_ref().map(|_| mysql::warmup_hook(args.mysql_url.clone(), node.engine.clone())),
+            verify: persister.as_ref().map(|_| verify_hook(args.mysql_url.clone(), &node)),
             extra_stats,
         };
         std::thread::Builder::new().name("admin-accept".into()).spawn(move || admin::serve(ctx, admin_listener))?;
@@ -189,4 +190,24 @@ fn start_mirror(args: &Args, node: &Node) -> anyhow::Result<Option<redis::Mirror
     )
     .context("starting the Redis mirror thread")?;
     Ok(Some(handle))
+}
+
+/// `verify`: make everything durable, wait (up to 30 s) until the persister
+/// has applied it, then compare MySQL with the engine.
+fn verify_hook(url: String, node: &Node) -> admin::WarmupHook {
+    let (engine, status, checkpoints) = (node.engine.clone(), node.wal.status.clone(), node.wal.checkpoints.clone());
+    Arc::new(move || {
+        engine.sync().map_err(|e| e.to_string())?;
+        let target = status.durable_lsn.load(std::sync::atomic::Ordering::Acquire);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while checkpoints.get("persister").unwrap_or(0) < target {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("the persister has not caught up with LSN {target} within 30 s; see `stats`"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let differences = rt.block_on(mysql::verify(&url, &engine)).map_err(|e| format!("{e:#}"))?;
+        Ok(serde_json::json!({"lsn": target, "equal": differences.is_empty(), "differences": differences}))
+    })
 }

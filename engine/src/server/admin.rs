@@ -33,6 +33,8 @@ pub struct AdminCtx {
     /// Runs `warmup` (load products and activities prepared in MySQL);
     /// `None` when no persister is configured.
     pub warmup: Option<WarmupHook>,
+    /// Runs `verify` (MySQL against engine state, once caught up).
+    pub verify: Option<WarmupHook>,
     /// More sections for `stats` (persister, mirror): name → current figures.
     pub extra_stats: Vec<(&'static str, StatsHook)>,
 }
@@ -57,6 +59,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("order.show", r#"{"order_id"}"#),
     ("order.ship", r#"{"order_id"}"#),
     ("warmup", "{}"),
+    ("verify", "{}  (MySQL equals the engine? non-zero exit with the differences if not)"),
     ("stats", "{}"),
     ("snapshot", "{}"),
     ("shutdown", "{}"),
@@ -366,6 +369,20 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
             Ok(json!({"lsn": lsn}))
         }
         "shutdown" => Ok(json!({"stopping": true})),
+        "verify" => {
+            let _: Value = raw;
+            let Some(verify) = &ctx.verify else {
+                return Err(AdminError::new(ErrorCode::BadRequest, "verify compares MySQL, and this engine runs without one (--mysql-url none)"));
+            };
+            let report = verify().map_err(|m| AdminError::new(ErrorCode::Internal, format!("verify failed: {m}")))?;
+            match report["differences"].as_array() {
+                Some(d) if !d.is_empty() => Err(AdminError::new(
+                    ErrorCode::InvalidState,
+                    format!("MySQL differs from the engine in {} place(s): {}", d.len(), report["differences"]),
+                )),
+                _ => Ok(report),
+            }
+        }
         "warmup" => {
             let _: Value = raw;
             let Some(warmup) = &ctx.warmup else {
