@@ -17,8 +17,7 @@
 //!   Submitters: 1, or `SECKILL_BENCH_SUBMITTERS`.
 
 use criterion::{
-    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode,
-    Throughput,
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use seckill_benches::{ongoing_spec, shard_with_sale, user_id, NOW_MS};
@@ -75,11 +74,7 @@ fn decide_all_with_replies(
     for chunk in reqs.chunks(BATCH_MAX) {
         for req in chunk {
             let resp = state.handle(req, NOW_MS, batch);
-            batch.replies.push(Reply {
-                tx: tx.clone(),
-                tag,
-                resp,
-            });
+            batch.replies.push(Reply { tx: tx.clone(), tag, resp });
             tag += 1;
         }
         batch.release();
@@ -109,18 +104,10 @@ fn decide(c: &mut Criterion) {
     // Check once, outside the timing, that the sale runs as intended.
     let mut state = shard_with_sale(ACTIVITY, DECIDE_STOCK);
     decide_all(&mut state, &reqs, &mut batch);
-    assert_eq!(
-        orders_won(&state),
-        DECIDE_STOCK,
-        "sold_out_mix: every unit sold, none twice"
-    );
+    assert_eq!(orders_won(&state), DECIDE_STOCK, "sold_out_mix: every unit sold, none twice");
     let mut state = shard_with_sale(ACTIVITY, DECIDE_USERS);
     decide_all(&mut state, &reqs, &mut batch);
-    assert_eq!(
-        orders_won(&state),
-        DECIDE_USERS,
-        "all_win: every buyer wins"
-    );
+    assert_eq!(orders_won(&state), DECIDE_USERS, "all_win: every buyer wins");
     drop(state);
 
     // Fresh state per sale; the used state is returned so criterion drops
@@ -177,11 +164,7 @@ fn submit_and_collect(engine: &Engine, reqs: &[Request]) -> (u64, u64) {
     };
     for (tag, req) in reqs.iter().enumerate() {
         loop {
-            let env = Envelope {
-                req: req.clone(),
-                tag: tag as u64,
-                reply: tx.clone(),
-            };
+            let env = Envelope { req: req.clone(), tag: tag as u64, reply: tx.clone() };
             match engine.try_submit(env) {
                 Ok(()) => break,
                 Err(ErrorCode::Busy) => {
@@ -203,11 +186,8 @@ fn submit_and_collect(engine: &Engine, reqs: &[Request]) -> (u64, u64) {
 }
 
 fn shards(c: &mut Criterion) {
-    let submitters: usize = std::env::var("SECKILL_BENCH_SUBMITTERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&n| n >= 1)
-        .unwrap_or(1);
+    let submitters: usize =
+        std::env::var("SECKILL_BENCH_SUBMITTERS").ok().and_then(|s| s.parse().ok()).filter(|&n| n >= 1).unwrap_or(1);
     let mut g = c.benchmark_group("engine");
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(20)
@@ -217,14 +197,8 @@ fn shards(c: &mut Criterion) {
 
     for n in [1usize, 2, 4] {
         let clock = Arc::new(SystemClock);
-        let engine = Engine::start(
-            EngineConfig {
-                shards: n,
-                queue_capacity: QUEUE_CAPACITY,
-            },
-            clock.clone(),
-            Sink::Immediate,
-        );
+        let engine =
+            Engine::start(EngineConfig { shards: n, queue_capacity: QUEUE_CAPACITY }, clock.clone(), Sink::Immediate);
         let mut next_user = 0u64;
         let mut busy_total = 0u64;
         let mut submitted_total = 0u64;
@@ -245,10 +219,8 @@ fn shards(c: &mut Criterion) {
                         submit_and_collect(&engine, &reqs)
                     } else {
                         std::thread::scope(|s| {
-                            let hs: Vec<_> = reqs
-                                .chunks(per)
-                                .map(|part| s.spawn(|| submit_and_collect(&engine, part)))
-                                .collect();
+                            let hs: Vec<_> =
+                                reqs.chunks(per).map(|part| s.spawn(|| submit_and_collect(&engine, part))).collect();
                             hs.into_iter()
                                 .map(|h| h.join().expect("submitter"))
                                 .fold((0, 0), |(w, b), (w2, b2)| (w + w2, b + b2))

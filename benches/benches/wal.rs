@@ -72,7 +72,10 @@ fn group_commit(c: &mut Criterion) {
             })
         });
         let fsyncs = wal.status.fsyncs.load(Ordering::Relaxed) - fsyncs_before;
-        println!("wal/group_commit/{appenders}: {records} records in {fsyncs} fsyncs = {:.1} records/fsync", records as f64 / fsyncs.max(1) as f64);
+        println!(
+            "wal/group_commit/{appenders}: {records} records in {fsyncs} fsyncs = {:.1} records/fsync",
+            records as f64 / fsyncs.max(1) as f64
+        );
         drop(tx);
         wal.join();
     }
@@ -134,7 +137,11 @@ fn wire_roundtrip(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             for id in 0..depth {
-                encode_request(&mut out, id, &Request::GetOrder { user_id: Some(1), order_id: seckill_proto::OrderId::first_at(1, 0) });
+                encode_request(
+                    &mut out,
+                    id,
+                    &Request::GetOrder { user_id: Some(1), order_id: seckill_proto::OrderId::first_at(1, 0) },
+                );
             }
             stream.write_all(&out).expect("write");
             let (mut got, mut filled) = (0u64, 0usize);

@@ -55,9 +55,6 @@ pub fn ongoing_spec(stock: u64, now_ms: u64) -> ActivitySpec {
 /// A fresh shard (id 0) holding one ongoing activity with `stock` units.
 pub fn shard_with_sale(activity_id: u64, stock: u64) -> ShardState {
     let mut state = ShardState::new(0);
-    state.install(
-        Arc::new(ongoing_activity(activity_id, NOW_MS)),
-        Arc::new(StockPool::new(stock)),
-    );
+    state.install(Arc::new(ongoing_activity(activity_id, NOW_MS)), Arc::new(StockPool::new(stock)));
     state
 }

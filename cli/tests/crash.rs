@@ -72,8 +72,11 @@ fn acknowledged_orders_survive_kill_9() {
         let workers: Vec<_> = (0..CLIENTS)
             .map(|c| {
                 let (pool, stop) = (pool.clone(), stop.clone());
-                let mine: HashMap<OrderId, Known> =
-                    known.iter().filter(|(_, k)| k.user_id % CLIENTS as u64 == c as u64).map(|(id, k)| (*id, k.clone())).collect();
+                let mine: HashMap<OrderId, Known> = known
+                    .iter()
+                    .filter(|(_, k)| k.user_id % CLIENTS as u64 == c as u64)
+                    .map(|(id, k)| (*id, k.clone()))
+                    .collect();
                 let seed = rng.gen::<u64>();
                 std::thread::spawn(move || client(&pool, &stop, activity_id, c as u64, mine, seed))
             })

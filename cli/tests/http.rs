@@ -55,36 +55,18 @@ fn create_activity(
 /// Asserts `r` is the error `status` / `code` with DESIGN.md's error body.
 #[track_caller]
 fn assert_error(r: &HttpResp, status: u16, code: &str) {
-    assert_eq!(
-        r.status,
-        status,
-        "expected {status} {code}, got {} {}",
-        r.status,
-        r.text()
-    );
+    assert_eq!(r.status, status, "expected {status} {code}, got {} {}", r.status, r.text());
     let v = r.json();
-    let obj = v
-        .as_object()
-        .unwrap_or_else(|| panic!("error body is not an object: {v}"));
-    assert_eq!(
-        obj.keys().collect::<Vec<_>>(),
-        ["error"],
-        "error body has other keys: {v}"
-    );
-    let e = v["error"]
-        .as_object()
-        .unwrap_or_else(|| panic!("`error` is not an object: {v}"));
+    let obj = v.as_object().unwrap_or_else(|| panic!("error body is not an object: {v}"));
+    assert_eq!(obj.keys().collect::<Vec<_>>(), ["error"], "error body has other keys: {v}");
+    let e = v["error"].as_object().unwrap_or_else(|| panic!("`error` is not an object: {v}"));
     let mut keys: Vec<&String> = e.keys().collect();
     keys.sort();
     assert_eq!(keys, ["code", "message"], "error object keys: {v}");
     assert_eq!(e["code"], code, "{v}");
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "message must be a non-empty string: {v}");
     assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "message must be a non-empty string: {v}"
-    );
-    assert!(
-        r.header("content-type")
-            .is_some_and(|c| c.starts_with("application/json")),
+        r.header("content-type").is_some_and(|c| c.starts_with("application/json")),
         "error content-type: {:?}",
         r.header("content-type")
     );
@@ -92,32 +74,17 @@ fn assert_error(r: &HttpResp, status: u16, code: &str) {
 
 #[track_caller]
 fn assert_status(r: &HttpResp, status: u16) -> Value {
-    assert_eq!(
-        r.status,
-        status,
-        "expected {status}, got {} {}",
-        r.status,
-        r.text()
-    );
+    assert_eq!(r.status, status, "expected {status}, got {} {}", r.status, r.text());
     r.json()
 }
 
 fn remaining(up: &UpProc, activity: u64) -> u64 {
-    let v = assert_status(
-        &up.get(&format!("/api/v1/activities/{activity}"), None),
-        200,
-    );
-    v["remaining"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("remaining: {v}"))
+    let v = assert_status(&up.get(&format!("/api/v1/activities/{activity}"), None), 200);
+    v["remaining"].as_u64().unwrap_or_else(|| panic!("remaining: {v}"))
 }
 
 fn buy(up: &UpProc, activity: u64, user: u64, body: &str) -> HttpResp {
-    up.post(
-        &format!("/api/v1/activities/{activity}/buy"),
-        Some(user),
-        body.as_bytes(),
-    )
+    up.post(&format!("/api/v1/activities/{activity}/buy"), Some(user), body.as_bytes())
 }
 
 /// Buys and returns the order view, asserting 201 and the Location header.
@@ -125,14 +92,8 @@ fn buy(up: &UpProc, activity: u64, user: u64, body: &str) -> HttpResp {
 fn buy_ok(up: &UpProc, activity: u64, user: u64, body: &str) -> Value {
     let r = buy(up, activity, user, body);
     let o = assert_status(&r, 201);
-    let id = o["order_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("order_id: {o}"));
-    assert_eq!(
-        r.header("location"),
-        Some(format!("/api/v1/orders/{id}").as_str()),
-        "Location of {o}"
-    );
+    let id = o["order_id"].as_str().unwrap_or_else(|| panic!("order_id: {o}"));
+    assert_eq!(r.header("location"), Some(format!("/api/v1/orders/{id}").as_str()), "Location of {o}");
     assert_eq!(o["user_id"], user, "{o}");
     assert_eq!(o["activity_id"], activity, "{o}");
     assert_eq!(o["status"], "pending_payment", "{o}");
@@ -140,33 +101,23 @@ fn buy_ok(up: &UpProc, activity: u64, user: u64, body: &str) -> Value {
 }
 
 fn order_path(o: &Value) -> String {
-    format!(
-        "/api/v1/orders/{}",
-        o["order_id"].as_str().expect("order_id")
-    )
+    format!("/api/v1/orders/{}", o["order_id"].as_str().expect("order_id"))
 }
 
 /// A well-formed order id that no order has: `id` moved to a far-off millisecond.
 fn unknown_id(id: &str) -> String {
     let first = if id.starts_with('f') { "0" } else { "f" };
     let other = format!("{first}{}", &id[1..]);
-    assert!(
-        other.parse::<seckill_proto::OrderId>().is_ok(),
-        "{other} must be well-formed"
-    );
+    assert!(other.parse::<seckill_proto::OrderId>().is_ok(), "{other} must be well-formed");
     other
 }
 
 fn notify_body(order_id: &str, amount_cents: u64, txn: &str) -> Vec<u8> {
-    json!({"order_id": order_id, "amount_cents": amount_cents, "provider_txn_id": txn})
-        .to_string()
-        .into_bytes()
+    json!({"order_id": order_id, "amount_cents": amount_cents, "provider_txn_id": txn}).to_string().into_bytes()
 }
 
 fn notify(up: &UpProc, body: &[u8], signature: Option<&str>) -> HttpResp {
-    let headers: Vec<(&str, &str)> = signature
-        .map(|s| vec![("X-Seckill-Signature", s)])
-        .unwrap_or_default();
+    let headers: Vec<(&str, &str)> = signature.map(|s| vec![("X-Seckill-Signature", s)]).unwrap_or_default();
     up.req("POST", "/api/v1/payments/notify", &headers, body)
 }
 
@@ -179,10 +130,7 @@ fn activities_list_and_show() {
     let (_tmp, dir) = data_dir();
     let up = UpProc::start(&dir, &[]);
     let product = up
-        .admin(
-            "product.create",
-            json!({"name": "phone", "description": "a phone", "price_cents": 99_900}),
-        )
+        .admin("product.create", json!({"name": "phone", "description": "a phone", "price_cents": 99_900}))
         .expect("product.create");
     let first = up
         .admin(
@@ -214,27 +162,17 @@ fn activities_list_and_show() {
     assert_eq!(a["starts_at"], OPEN.0, "{a}");
     assert_eq!(a["ends_at"], OPEN.1, "{a}");
 
-    let a = assert_status(
-        &up.get(&format!("/api/v1/activities/{upcoming}"), None),
-        200,
-    );
+    let a = assert_status(&up.get(&format!("/api/v1/activities/{upcoming}"), None), 200);
     assert_eq!(a["phase"], "upcoming", "{a}");
     let in_ms = a["starts_in_ms"].as_u64().expect("starts_in_ms");
-    assert!(
-        in_ms > 365 * 86_400_000,
-        "starts in 2098, yet starts_in_ms = {in_ms}"
-    );
+    assert!(in_ms > 365 * 86_400_000, "starts in 2098, yet starts_in_ms = {in_ms}");
     let a = assert_status(&up.get(&format!("/api/v1/activities/{ended}"), None), 200);
     assert_eq!(a["phase"], "ended", "{a}");
     assert_eq!(a["starts_in_ms"], 0, "{a}");
 
     // Unknown and malformed ids.
-    for path in [
-        "/api/v1/activities/999999",
-        "/api/v1/activities/abc",
-        "/api/v1/activities/0",
-        "/api/v1/activities/-1",
-    ] {
+    for path in ["/api/v1/activities/999999", "/api/v1/activities/abc", "/api/v1/activities/0", "/api/v1/activities/-1"]
+    {
         assert_error(&up.get(path, None), 404, "activity_not_found");
     }
 
@@ -250,34 +188,18 @@ fn activities_list_and_show() {
         items[0]
     );
     let l = assert_status(&up.get("/api/v1/activities?offset=1&limit=2", None), 200);
-    let ids: Vec<&Value> = l["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|a| &a["id"])
-        .collect();
+    let ids: Vec<&Value> = l["items"].as_array().expect("items").iter().map(|a| &a["id"]).collect();
     assert_eq!(ids, [upcoming, ended], "{l}");
     assert_eq!(l["total"], 105);
     let l = assert_status(&up.get("/api/v1/activities?limit=1000", None), 200);
-    assert_eq!(
-        l["items"].as_array().expect("items").len(),
-        100,
-        "limit is at most 100"
-    );
-    let l = assert_status(
-        &up.get("/api/v1/activities?offset=100&limit=100", None),
-        200,
-    );
+    assert_eq!(l["items"].as_array().expect("items").len(), 100, "limit is at most 100");
+    let l = assert_status(&up.get("/api/v1/activities?offset=100&limit=100", None), 200);
     assert_eq!(l["items"].as_array().expect("items").len(), 5);
     let l = assert_status(&up.get("/api/v1/activities?offset=1000", None), 200);
     assert_eq!(l["items"], json!([]));
     assert_eq!(l["total"], 105);
     for q in ["limit=abc", "limit=-1", "offset=x", "limit=1.5", "limit="] {
-        assert_error(
-            &up.get(&format!("/api/v1/activities?{q}"), None),
-            400,
-            "bad_request",
-        );
+        assert_error(&up.get(&format!("/api/v1/activities?{q}"), None), 400, "bad_request");
     }
 }
 
@@ -293,10 +215,7 @@ fn buy_answers_and_errors() {
     assert_eq!(o["quantity"], 1, "{o}");
     assert_eq!(o["amount_cents"], 1_250, "{o}");
     for f in ["created_at", "pay_before"] {
-        assert!(
-            o[f].as_str().is_some_and(|t| t.ends_with('Z')),
-            "{f} must be RFC 3339 UTC: {o}"
-        );
+        assert!(o[f].as_str().is_some_and(|t| t.ends_with('Z')), "{f} must be RFC 3339 UTC: {o}");
     }
     let shown = assert_status(&up.get(&order_path(&o), Some(1)), 200);
     assert_eq!(shown, o, "GET Location returns the same order");
@@ -331,11 +250,7 @@ fn buy_answers_and_errors() {
     .into_bytes();
     chunked.extend_from_slice(big.as_bytes());
     chunked.extend_from_slice(b"\r\n0\r\n\r\n");
-    assert_error(
-        &raw_request(up.port, &chunked).expect("chunked request"),
-        413,
-        "payload_too_large",
-    );
+    assert_error(&raw_request(up.port, &chunked).expect("chunked request"), 413, "payload_too_large");
     // Just under the limit is fine (an unknown field is ignored).
     let fits = format!(r#"{{"quantity":1,"pad":"{}"}}"#, "x".repeat(4000));
     assert!(fits.len() <= 4096);
@@ -360,24 +275,13 @@ fn buy_answers_and_errors() {
         jwt(&hs256, valid_claims.clone(), Some(b"another secret")),
         jwt(&hs256, json!({"sub": "4", "exp": now - 3600}), Some(secret)),
         jwt(&hs256, json!({"sub": "4"}), Some(secret)),
-        jwt(
-            &hs256,
-            json!({"sub": "bob", "exp": now + 600}),
-            Some(secret),
-        ),
+        jwt(&hs256, json!({"sub": "bob", "exp": now + 600}), Some(secret)),
         jwt(&hs256, json!({"sub": "0", "exp": now + 600}), Some(secret)),
         jwt(&hs256, json!({"exp": now + 600}), Some(secret)),
-        format!(
-            "Bearer {}",
-            seckill_front::auth::Auth::new(b"wrong").issue(4, 600)
-        ),
+        format!("Bearer {}", seckill_front::auth::Auth::new(b"wrong").issue(4, 600)),
     ];
     for t in &bad_tokens {
-        let headers: Vec<(&str, &str)> = if t.is_empty() {
-            vec![]
-        } else {
-            vec![("Authorization", t.as_str())]
-        };
+        let headers: Vec<(&str, &str)> = if t.is_empty() { vec![] } else { vec![("Authorization", t.as_str())] };
         let r = up.req("POST", &path, &headers, b"");
         assert_error(&r, 401, "unauthorized");
     }
@@ -392,19 +296,11 @@ fn buy_answers_and_errors() {
         assert_error(&buy(&up, act, user, ""), 409, "sold_out");
     }
     let a = assert_status(&up.get(&format!("/api/v1/activities/{act}"), None), 200);
-    assert_eq!(
-        (a["remaining"].clone(), a["sold_out"].clone()),
-        (json!(0), json!(true)),
-        "{a}"
-    );
+    assert_eq!((a["remaining"].clone(), a["sold_out"].clone()), (json!(0), json!(true)), "{a}");
 
     // Unknown activity.
     assert_error(&buy(&up, 999_999, 1, ""), 404, "activity_not_found");
-    assert_error(
-        &up.post("/api/v1/activities/abc/buy", Some(1), b""),
-        404,
-        "activity_not_found",
-    );
+    assert_error(&up.post("/api/v1/activities/abc/buy", Some(1), b""), 404, "activity_not_found");
 
     // Phases.
     let upcoming = create_activity(&up, 100, 5, 1, UPCOMING);
@@ -412,37 +308,23 @@ fn buy_answers_and_errors() {
     let ended = create_activity(&up, 100, 5, 1, PAST);
     assert_error(&buy(&up, ended, 1, ""), 409, "ended");
     let paused = create_activity(&up, 100, 5, 1, OPEN);
-    up.admin("activity.pause", json!({"activity_id": paused}))
-        .expect("pause");
+    up.admin("activity.pause", json!({"activity_id": paused})).expect("pause");
     assert_error(&buy(&up, paused, 1, ""), 409, "paused");
     let a = assert_status(&up.get(&format!("/api/v1/activities/{paused}"), None), 200);
     assert_eq!(a["phase"], "paused", "{a}");
-    up.admin("activity.resume", json!({"activity_id": paused}))
-        .expect("resume");
+    up.admin("activity.resume", json!({"activity_id": paused})).expect("resume");
     buy_ok(&up, paused, 1, "");
-    up.admin("activity.disable", json!({"activity_id": paused}))
-        .expect("disable");
+    up.admin("activity.disable", json!({"activity_id": paused})).expect("disable");
     assert_error(&buy(&up, paused, 2, ""), 409, "ended");
-    assert_eq!(
-        remaining(&up, upcoming) + remaining(&up, ended) + remaining(&up, paused),
-        5 + 5 + 4
-    );
+    assert_eq!(remaining(&up, upcoming) + remaining(&up, ended) + remaining(&up, paused), 5 + 5 + 4);
 
     // per_user_limit 0: only users with a quota may buy, up to the quota.
     let vip = create_activity(&up, 300, 10, 0, OPEN);
     assert_error(&buy(&up, vip, 7, ""), 409, "limit_reached");
-    up.admin(
-        "quota.set",
-        json!({"activity_id": vip, "user_id": 7, "limit": 2}),
-    )
-    .expect("quota.set");
+    up.admin("quota.set", json!({"activity_id": vip, "user_id": 7, "limit": 2})).expect("quota.set");
     assert_error(&buy(&up, vip, 7, r#"{"quantity":3}"#), 400, "bad_request");
     let o = buy_ok(&up, vip, 7, r#"{"quantity":2}"#);
-    assert_eq!(
-        (o["quantity"].clone(), o["amount_cents"].clone()),
-        (json!(2), json!(600)),
-        "{o}"
-    );
+    assert_eq!((o["quantity"].clone(), o["amount_cents"].clone()), (json!(2), json!(600)), "{o}");
     assert_error(&buy(&up, vip, 7, ""), 409, "limit_reached");
     assert_error(&buy(&up, vip, 8, ""), 409, "limit_reached");
     assert_eq!(remaining(&up, vip), 8);
@@ -465,34 +347,15 @@ fn orders_cancel_pay_refund() {
     assert_error(&up.get(&order_path(&a), None), 401, "unauthorized");
     let id = a["order_id"].as_str().expect("order_id");
     let other = unknown_id(id);
-    for bad in [
-        "abc",
-        "1",
-        other.as_str(),
-        &id.to_uppercase().replace('-', "_"),
-        &format!("{id}0"),
-    ] {
-        assert_error(
-            &up.get(&format!("/api/v1/orders/{bad}"), Some(1)),
-            404,
-            "order_not_found",
-        );
+    for bad in ["abc", "1", other.as_str(), &id.to_uppercase().replace('-', "_"), &format!("{id}0")] {
+        assert_error(&up.get(&format!("/api/v1/orders/{bad}"), Some(1)), 404, "order_not_found");
     }
 
     // List: newest first, total, paging; someone else's list is empty.
     let l = assert_status(&up.get("/api/v1/orders", Some(1)), 200);
     assert_eq!(l["total"], 3, "{l}");
-    let ids: Vec<&Value> = l["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|o| &o["order_id"])
-        .collect();
-    assert_eq!(
-        ids,
-        [&c["order_id"], &b["order_id"], &a["order_id"]],
-        "newest first"
-    );
+    let ids: Vec<&Value> = l["items"].as_array().expect("items").iter().map(|o| &o["order_id"]).collect();
+    assert_eq!(ids, [&c["order_id"], &b["order_id"], &a["order_id"]], "newest first");
     let l = assert_status(&up.get("/api/v1/orders?offset=1&limit=1", Some(1)), 200);
     assert_eq!(l["items"].as_array().expect("items").len(), 1);
     assert_eq!(l["items"][0]["order_id"], b["order_id"]);
@@ -500,177 +363,74 @@ fn orders_cancel_pay_refund() {
     let l = assert_status(&up.get("/api/v1/orders", Some(2)), 200);
     assert_eq!(l, json!({"items": [], "total": 0}));
     assert_error(&up.get("/api/v1/orders", None), 401, "unauthorized");
-    assert_error(
-        &up.get("/api/v1/orders?limit=x", Some(1)),
-        400,
-        "bad_request",
-    );
+    assert_error(&up.get("/api/v1/orders?limit=x", Some(1)), 400, "bad_request");
 
     // Cancel: pending → cancelled, the unit and the quota come back; twice is the same.
-    assert_error(
-        &up.post(&format!("{}/cancel", order_path(&a)), Some(2), b""),
-        404,
-        "order_not_found",
-    );
-    let r = assert_status(
-        &up.post(&format!("{}/cancel", order_path(&a)), Some(1), b""),
-        200,
-    );
+    assert_error(&up.post(&format!("{}/cancel", order_path(&a)), Some(2), b""), 404, "order_not_found");
+    let r = assert_status(&up.post(&format!("{}/cancel", order_path(&a)), Some(1), b""), 200);
     assert_eq!(r["status"], "cancelled", "{r}");
     assert_eq!(r["order_id"], a["order_id"]);
     assert_eq!(remaining(&up, act), 8, "a cancelled order returns its unit");
-    let again = assert_status(
-        &up.post(&format!("{}/cancel", order_path(&a)), Some(1), b""),
-        200,
-    );
+    let again = assert_status(&up.post(&format!("{}/cancel", order_path(&a)), Some(1), b""), 200);
     assert_eq!(again, r, "cancel twice answers the same");
     assert_eq!(remaining(&up, act), 8, "cancel twice returns the unit once");
-    assert_eq!(
-        assert_status(&up.get(&order_path(&a), Some(1)), 200)["status"],
-        "cancelled"
-    );
+    assert_eq!(assert_status(&up.get(&order_path(&a), Some(1)), 200)["status"], "cancelled");
     let d = buy_ok(&up, act, 1, ""); // the quota came back
     assert_eq!(remaining(&up, act), 7);
 
     // Pay (sandbox): pending → paid; twice is the same; a paid order cannot be cancelled.
-    assert_error(
-        &up.post(&format!("{}/pay", order_path(&b)), Some(2), b""),
-        404,
-        "order_not_found",
-    );
-    let r = assert_status(
-        &up.post(&format!("{}/pay", order_path(&b)), Some(1), b""),
-        200,
-    );
+    assert_error(&up.post(&format!("{}/pay", order_path(&b)), Some(2), b""), 404, "order_not_found");
+    let r = assert_status(&up.post(&format!("{}/pay", order_path(&b)), Some(1), b""), 200);
     assert_eq!(r["status"], "paid", "{r}");
-    assert_eq!(
-        assert_status(
-            &up.post(&format!("{}/pay", order_path(&b)), Some(1), b""),
-            200
-        ),
-        r
-    );
-    assert_error(
-        &up.post(&format!("{}/cancel", order_path(&b)), Some(1), b""),
-        409,
-        "invalid_state",
-    );
-    assert_error(
-        &up.post(&format!("{}/pay", order_path(&a)), Some(1), b""),
-        409,
-        "invalid_state",
-    );
-    assert_error(
-        &up.post(&format!("{}/refund", order_path(&c)), Some(1), b""),
-        409,
-        "invalid_state",
-    );
+    assert_eq!(assert_status(&up.post(&format!("{}/pay", order_path(&b)), Some(1), b""), 200), r);
+    assert_error(&up.post(&format!("{}/cancel", order_path(&b)), Some(1), b""), 409, "invalid_state");
+    assert_error(&up.post(&format!("{}/pay", order_path(&a)), Some(1), b""), 409, "invalid_state");
+    assert_error(&up.post(&format!("{}/refund", order_path(&c)), Some(1), b""), 409, "invalid_state");
     assert_eq!(remaining(&up, act), 7);
 
     // Refund: paid → refunded, the unit comes back once.
-    assert_error(
-        &up.post(&format!("{}/refund", order_path(&b)), Some(2), b""),
-        404,
-        "order_not_found",
-    );
-    let r = assert_status(
-        &up.post(&format!("{}/refund", order_path(&b)), Some(1), b""),
-        200,
-    );
+    assert_error(&up.post(&format!("{}/refund", order_path(&b)), Some(2), b""), 404, "order_not_found");
+    let r = assert_status(&up.post(&format!("{}/refund", order_path(&b)), Some(1), b""), 200);
     assert_eq!(r["status"], "refunded", "{r}");
     assert_eq!(remaining(&up, act), 8, "a refund returns the unit");
-    assert_eq!(
-        assert_status(
-            &up.post(&format!("{}/refund", order_path(&b)), Some(1), b""),
-            200
-        ),
-        r
-    );
+    assert_eq!(assert_status(&up.post(&format!("{}/refund", order_path(&b)), Some(1), b""), 200), r);
     assert_eq!(remaining(&up, act), 8, "refund twice returns the unit once");
     // Paying a refunded order again is a replay of the payment: same order, nothing changes.
-    let replay = assert_status(
-        &up.post(&format!("{}/pay", order_path(&b)), Some(1), b""),
-        200,
-    );
+    let replay = assert_status(&up.post(&format!("{}/pay", order_path(&b)), Some(1), b""), 200);
     assert_eq!(replay, r, "pay after refund changes nothing");
     assert_eq!(remaining(&up, act), 8);
 
     // A shipped order cannot be refunded.
-    assert_status(
-        &up.post(&format!("{}/pay", order_path(&c)), Some(1), b""),
-        200,
-    );
-    up.admin("order.ship", json!({"order_id": c["order_id"]}))
-        .expect("order.ship");
-    assert_eq!(
-        assert_status(&up.get(&order_path(&c), Some(1)), 200)["status"],
-        "shipped"
-    );
-    assert_error(
-        &up.post(&format!("{}/refund", order_path(&c)), Some(1), b""),
-        409,
-        "invalid_state",
-    );
+    assert_status(&up.post(&format!("{}/pay", order_path(&c)), Some(1), b""), 200);
+    up.admin("order.ship", json!({"order_id": c["order_id"]})).expect("order.ship");
+    assert_eq!(assert_status(&up.get(&order_path(&c), Some(1)), 200)["status"], "shipped");
+    assert_error(&up.post(&format!("{}/refund", order_path(&c)), Some(1), b""), 409, "invalid_state");
     assert_eq!(remaining(&up, act), 8);
 
     // Statuses in the list match.
     let l = assert_status(&up.get("/api/v1/orders", Some(1)), 200);
-    let st: Vec<&Value> = l["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|o| &o["status"])
-        .collect();
-    assert_eq!(
-        st,
-        ["pending_payment", "shipped", "refunded", "cancelled"],
-        "{l}"
-    );
+    let st: Vec<&Value> = l["items"].as_array().expect("items").iter().map(|o| &o["status"]).collect();
+    assert_eq!(st, ["pending_payment", "shipped", "refunded", "cancelled"], "{l}");
     assert_eq!(l["items"][0]["order_id"], d["order_id"]);
     for p in ["/cancel", "/pay", "/refund"] {
-        assert_error(
-            &up.post(&format!("/api/v1/orders/nope{p}"), Some(1), b""),
-            404,
-            "order_not_found",
-        );
-        assert_error(
-            &up.post(&format!("{}{p}", order_path(&d)), None, b""),
-            401,
-            "unauthorized",
-        );
+        assert_error(&up.post(&format!("/api/v1/orders/nope{p}"), Some(1), b""), 404, "order_not_found");
+        assert_error(&up.post(&format!("{}{p}", order_path(&d)), None, b""), 401, "unauthorized");
     }
 
     // No refund once the sale has ended.
     let short = create_activity(&up, 100, 5, 1, OPEN);
     let e = buy_ok(&up, short, 1, "");
-    assert_status(
-        &up.post(&format!("{}/pay", order_path(&e)), Some(1), b""),
-        200,
-    );
-    up.admin(
-        "activity.update",
-        json!({"activity_id": short, "ends_at": "2021-01-01T00:00:00Z"}),
-    )
-    .expect("update");
-    assert_error(
-        &up.post(&format!("{}/refund", order_path(&e)), Some(1), b""),
-        409,
-        "invalid_state",
-    );
-    assert_eq!(
-        assert_status(&up.get(&order_path(&e), Some(1)), 200)["status"],
-        "paid"
-    );
+    assert_status(&up.post(&format!("{}/pay", order_path(&e)), Some(1), b""), 200);
+    up.admin("activity.update", json!({"activity_id": short, "ends_at": "2021-01-01T00:00:00Z"})).expect("update");
+    assert_error(&up.post(&format!("{}/refund", order_path(&e)), Some(1), b""), 409, "invalid_state");
+    assert_eq!(assert_status(&up.get(&order_path(&e), Some(1)), 200)["status"], "paid");
 
     // A unit freed on a sold-out sale is sold again (the front's sold-out
     // mark lasts at most a second).
     let one = create_activity(&up, 100, 1, 1, OPEN);
     let f = buy_ok(&up, one, 10, "");
     assert_error(&buy(&up, one, 11, ""), 409, "sold_out");
-    assert_status(
-        &up.post(&format!("{}/cancel", order_path(&f)), Some(10), b""),
-        200,
-    );
+    assert_status(&up.post(&format!("{}/cancel", order_path(&f)), Some(10), b""), 200);
     assert_eq!(remaining(&up, one), 1);
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -679,10 +439,7 @@ fn orders_cancel_pay_refund() {
             break;
         }
         assert_error(&r, 409, "sold_out");
-        assert!(
-            Instant::now() < deadline,
-            "the returned unit is still sold out after 3 s"
-        );
+        assert!(Instant::now() < deadline, "the returned unit is still sold out after 3 s");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(remaining(&up, one), 0);
@@ -705,39 +462,18 @@ fn buy_tokens_gate_the_sale() {
     let with_token = |t: &str| json!({"quantity": 1, "buy_token": t}).to_string();
 
     assert_error(&buy(&up, gated, 1, ""), 409, "buy_token_required");
-    assert_error(
-        &buy(&up, gated, 1, &with_token("1.1.99999999999999.00")),
-        409,
-        "buy_token_required",
-    );
+    assert_error(&buy(&up, gated, 1, &with_token("1.1.99999999999999.00")), 409, "buy_token_required");
     assert_error(&up.post(&token_path, None, b""), 401, "unauthorized");
-    assert_error(
-        &up.post("/api/v1/activities/999999/token", Some(1), b""),
-        404,
-        "activity_not_found",
-    );
+    assert_error(&up.post("/api/v1/activities/999999/token", Some(1), b""), 404, "activity_not_found");
 
     let t = assert_status(&up.post(&token_path, Some(1), b""), 200);
-    let token1 = t["buy_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("buy_token: {t}"))
-        .to_string();
-    let expires = t["expires_at"]
-        .as_str()
-        .unwrap_or_else(|| panic!("expires_at: {t}"));
+    let token1 = t["buy_token"].as_str().unwrap_or_else(|| panic!("buy_token: {t}")).to_string();
+    let expires = t["expires_at"].as_str().unwrap_or_else(|| panic!("expires_at: {t}"));
     assert!(expires.ends_with('Z'), "expires_at is RFC 3339 UTC: {t}");
     // A token is bound to its user and its activity.
-    assert_error(
-        &buy(&up, gated, 2, &with_token(&token1)),
-        409,
-        "buy_token_required",
-    );
+    assert_error(&buy(&up, gated, 2, &with_token(&token1)), 409, "buy_token_required");
     let other = create_activity(&up, 100, 5, 1, OPEN);
-    assert_error(
-        &up.post(&format!("/api/v1/activities/{other}/token"), Some(1), b""),
-        400,
-        "bad_request",
-    );
+    assert_error(&up.post(&format!("/api/v1/activities/{other}/token"), Some(1), b""), 400, "bad_request");
     let o = buy_ok(&up, gated, 1, &with_token(&token1));
     assert_eq!(o["quantity"], 1);
     // A buyer at the limit gets no token; at most gate_factor × stock are handed out.
@@ -755,15 +491,7 @@ fn buy_tokens_gate_the_sale() {
         .expect("activity.create")["id"]
         .as_u64()
         .expect("id");
-    assert_error(
-        &up.post(
-            &format!("/api/v1/activities/{upcoming}/token"),
-            Some(1),
-            b"",
-        ),
-        409,
-        "not_started",
-    );
+    assert_error(&up.post(&format!("/api/v1/activities/{upcoming}/token"), Some(1), b""), 409, "not_started");
     assert_error(&up.get(&token_path, Some(1)), 405, "method_not_allowed");
 }
 
@@ -800,30 +528,17 @@ fn idempotency_key_returns_the_same_order() {
     let path = format!("/api/v1/activities/{act}/buy");
     let click = |user: u64, key: &str| {
         let auth = bearer(user);
-        up.req(
-            "POST",
-            &path,
-            &[("Authorization", &auth), ("Idempotency-Key", key)],
-            b"",
-        )
+        up.req("POST", &path, &[("Authorization", &auth), ("Idempotency-Key", key)], b"")
     };
     let first = assert_status(&click(1, "k-1"), 201);
     let again = click(1, "k-1");
-    assert_eq!(
-        assert_status(&again, 200),
-        first,
-        "the same key answers the first order"
-    );
+    assert_eq!(assert_status(&again, 200), first, "the same key answers the first order");
     assert_eq!(remaining(&up, act), 9, "a replayed key takes no stock");
     // Another key is another buy; another user's same key is theirs.
     let second = assert_status(&click(1, "k-2"), 201);
     assert_ne!(second["order_id"], first["order_id"]);
     assert_error(&click(1, "k-3"), 409, "limit_reached");
-    assert_eq!(
-        assert_status(&click(1, "k-1"), 200),
-        first,
-        "replays still work at the limit"
-    );
+    assert_eq!(assert_status(&click(1, "k-1"), 200), first, "replays still work at the limit");
     let theirs = assert_status(&click(2, "k-1"), 201);
     assert_eq!(theirs["user_id"], 2);
     assert_eq!(remaining(&up, act), 7);
@@ -847,16 +562,10 @@ fn idempotency_key_replays_after_sold_out() {
     let act = create_activity(&up, 100, 1, 1, OPEN);
     let path = format!("/api/v1/activities/{act}/buy");
     let auth = bearer(1);
-    let headers = [
-        ("Authorization", auth.as_str()),
-        ("Idempotency-Key", "once"),
-    ];
+    let headers = [("Authorization", auth.as_str()), ("Idempotency-Key", "once")];
     let first = assert_status(&up.req("POST", &path, &headers, b""), 201);
     assert_error(&buy(&up, act, 2, ""), 409, "sold_out");
-    assert_eq!(
-        assert_status(&up.req("POST", &path, &headers, b""), 200),
-        first
-    );
+    assert_eq!(assert_status(&up.req("POST", &path, &headers, b""), 200), first);
 }
 
 #[test]
@@ -874,8 +583,7 @@ fn payment_deadline_expires_orders_even_across_kill_9() {
         .expect("id");
     let a = buy_ok(&up, act, 1, "");
     let ms = |o: &Value, f: &str| {
-        seckill_proto::json::parse_rfc3339(o[f].as_str().expect("time"))
-            .unwrap_or_else(|| panic!("{f}: {o}"))
+        seckill_proto::json::parse_rfc3339(o[f].as_str().expect("time")).unwrap_or_else(|| panic!("{f}: {o}"))
     };
     assert_eq!(ms(&a, "pay_before") - ms(&a, "created_at"), 1_000, "{a}");
     assert_eq!(remaining(&up, act), 2);
@@ -887,25 +595,14 @@ fn payment_deadline_expires_orders_even_across_kill_9() {
                 return now;
             }
             assert_eq!(now["status"], "pending_payment", "{now}");
-            assert!(
-                Instant::now() < deadline,
-                "order not expired 4 s after its deadline: {now}"
-            );
+            assert!(Instant::now() < deadline, "order not expired 4 s after its deadline: {now}");
             std::thread::sleep(Duration::from_millis(50));
         }
     };
     wait_expired(&up, &a, 1);
     assert_eq!(remaining(&up, act), 3, "an expired order returns its unit");
-    assert_error(
-        &up.post(&format!("{}/pay", order_path(&a)), Some(1), b""),
-        409,
-        "invalid_state",
-    );
-    assert_error(
-        &up.post(&format!("{}/cancel", order_path(&a)), Some(1), b""),
-        409,
-        "invalid_state",
-    );
+    assert_error(&up.post(&format!("{}/pay", order_path(&a)), Some(1), b""), 409, "invalid_state");
+    assert_error(&up.post(&format!("{}/cancel", order_path(&a)), Some(1), b""), 409, "invalid_state");
 
     // The quota came back; the new order's deadline passes while the process is dead.
     let b = buy_ok(&up, act, 1, "");
@@ -946,10 +643,7 @@ fn payment_notify() {
     // Sandbox pay is off without --payment sandbox.
     let r = up.post(&format!("{}/pay", order_path(&a)), Some(1), b"");
     assert_eq!(r.status, 404, "{}", r.text());
-    assert_eq!(
-        assert_status(&up.get(&order_path(&a), Some(1)), 200)["status"],
-        "pending_payment"
-    );
+    assert_eq!(assert_status(&up.get(&order_path(&a), Some(1)), 200)["status"], "pending_payment");
 
     // Bad signatures, no auth header needed: 401 and nothing changes.
     let body = notify_body(&id(&a), 777, "txn-a");
@@ -957,126 +651,61 @@ fn payment_notify() {
     let other = seckill_front::payment::sign(b"not the secret", &body);
     assert_error(&notify(&up, &body, Some(&other)), 401, "unauthorized");
     let sig_of_other_body = sign(&notify_body(&id(&a), 1, "txn-a"));
-    assert_error(
-        &notify(&up, &body, Some(&sig_of_other_body)),
-        401,
-        "unauthorized",
-    );
+    assert_error(&notify(&up, &body, Some(&sig_of_other_body)), 401, "unauthorized");
     let good = sign(&body);
-    assert_error(
-        &notify(&up, &body, Some(good.trim_start_matches("sha256="))),
-        401,
-        "unauthorized",
-    );
+    assert_error(&notify(&up, &body, Some(good.trim_start_matches("sha256="))), 401, "unauthorized");
     assert_error(&notify(&up, &body, Some("sha256=zz")), 401, "unauthorized");
-    assert_eq!(
-        assert_status(&up.get(&order_path(&a), Some(1)), 200)["status"],
-        "pending_payment"
-    );
+    assert_eq!(assert_status(&up.get(&order_path(&a), Some(1)), 200)["status"], "pending_payment");
 
     // A good notify pays; a replay answers the same.
     let r = assert_status(&notify(&up, &body, Some(&good)), 200);
     assert_eq!(r["status"], "paid", "{r}");
     assert_eq!(r["order_id"], a["order_id"]);
-    assert_eq!(
-        assert_status(&up.get(&order_path(&a), Some(1)), 200)["status"],
-        "paid"
-    );
+    assert_eq!(assert_status(&up.get(&order_path(&a), Some(1)), 200)["status"], "paid");
     let replay = assert_status(&notify(&up, &body, Some(&good)), 200);
     assert_eq!(replay, r, "a replayed notify answers the same");
     // Another transaction for a paid order is a second payment: refused.
     let second = notify_body(&id(&a), 777, "txn-a-again");
-    assert_error(
-        &notify(&up, &second, Some(&sign(&second))),
-        409,
-        "invalid_state",
-    );
+    assert_error(&notify(&up, &second, Some(&sign(&second))), 409, "invalid_state");
     assert_eq!(assert_status(&up.get(&order_path(&a), Some(1)), 200), r);
 
     // Wrong amount: 409 and the order stays unpaid.
     let wrong = notify_body(&id(&b), 776, "txn-b");
-    assert_error(
-        &notify(&up, &wrong, Some(&sign(&wrong))),
-        409,
-        "amount_mismatch",
-    );
-    assert_eq!(
-        assert_status(&up.get(&order_path(&b), Some(2)), 200)["status"],
-        "pending_payment"
-    );
+    assert_error(&notify(&up, &wrong, Some(&sign(&wrong))), 409, "amount_mismatch");
+    assert_eq!(assert_status(&up.get(&order_path(&b), Some(2)), 200)["status"], "pending_payment");
 
     // A cancelled order cannot be paid.
-    assert_status(
-        &up.post(&format!("{}/cancel", order_path(&c)), Some(3), b""),
-        200,
-    );
+    assert_status(&up.post(&format!("{}/cancel", order_path(&c)), Some(3), b""), 200);
     let late = notify_body(&id(&c), 777, "txn-c");
-    assert_error(
-        &notify(&up, &late, Some(&sign(&late))),
-        409,
-        "invalid_state",
-    );
-    assert_eq!(
-        assert_status(&up.get(&order_path(&c), Some(3)), 200)["status"],
-        "cancelled"
-    );
+    assert_error(&notify(&up, &late, Some(&sign(&late))), 409, "invalid_state");
+    assert_eq!(assert_status(&up.get(&order_path(&c), Some(3)), 200)["status"], "cancelled");
 
     // Unknown order, malformed bodies (signed, so the body is what is wrong).
     let unknown = notify_body(&unknown_id(&id(&b)), 777, "txn-x");
-    assert_error(
-        &notify(&up, &unknown, Some(&sign(&unknown))),
-        404,
-        "order_not_found",
-    );
+    assert_error(&notify(&up, &unknown, Some(&sign(&unknown))), 404, "order_not_found");
     for bad in [
         b"not json".to_vec(),
         br#"{"order_id":"x","amount_cents":777,"provider_txn_id":"t"}"#.to_vec(),
-        json!({"order_id": id(&b), "amount_cents": "777", "provider_txn_id": "t"})
-            .to_string()
-            .into_bytes(),
-        json!({"order_id": id(&b), "amount_cents": 777})
-            .to_string()
-            .into_bytes(),
-        json!({"order_id": id(&b), "amount_cents": 777, "provider_txn_id": ""})
-            .to_string()
-            .into_bytes(),
+        json!({"order_id": id(&b), "amount_cents": "777", "provider_txn_id": "t"}).to_string().into_bytes(),
+        json!({"order_id": id(&b), "amount_cents": 777}).to_string().into_bytes(),
+        json!({"order_id": id(&b), "amount_cents": 777, "provider_txn_id": ""}).to_string().into_bytes(),
     ] {
         assert_error(&notify(&up, &bad, Some(&sign(&bad))), 400, "bad_request");
     }
     let big = vec![b' '; 5000];
-    assert_error(
-        &notify(&up, &big, Some(&sign(&big))),
-        413,
-        "payload_too_large",
-    );
-    assert_eq!(
-        assert_status(&up.get(&order_path(&b), Some(2)), 200)["status"],
-        "pending_payment"
-    );
+    assert_error(&notify(&up, &big, Some(&sign(&big))), 413, "payload_too_large");
+    assert_eq!(assert_status(&up.get(&order_path(&b), Some(2)), 200)["status"], "pending_payment");
 
     // The right amount pays b; the refund route works on a notify-paid order.
     let right = notify_body(&id(&b), 777, "txn-b2");
-    assert_eq!(
-        assert_status(&notify(&up, &right, Some(&sign(&right))), 200)["status"],
-        "paid"
-    );
+    assert_eq!(assert_status(&notify(&up, &right, Some(&sign(&right))), 200)["status"], "paid");
     let before = remaining(&up, act);
-    assert_eq!(
-        assert_status(
-            &up.post(&format!("{}/refund", order_path(&b)), Some(2), b""),
-            200
-        )["status"],
-        "refunded"
-    );
+    assert_eq!(assert_status(&up.post(&format!("{}/refund", order_path(&b)), Some(2), b""), 200)["status"], "refunded");
     assert_eq!(remaining(&up, act), before + 1);
     // A late replay of the notify after the refund answers the order as it is.
     let replay = assert_status(&notify(&up, &right, Some(&sign(&right))), 200);
     assert_eq!(replay["status"], "refunded", "{replay}");
-    assert_eq!(
-        remaining(&up, act),
-        before + 1,
-        "a replayed notify must not take the unit again"
-    );
+    assert_eq!(remaining(&up, act), before + 1, "a replayed notify must not take the unit again");
 }
 
 #[test]
@@ -1094,10 +723,7 @@ fn rate_limit_answers_429_with_retry_after() {
         .unwrap_or_else(|| panic!("429 without Retry-After: {:?}", r.headers))
         .parse()
         .expect("Retry-After is whole seconds");
-    assert!(
-        (1..=20).contains(&retry),
-        "3 clicks/min refill one every 20 s, yet Retry-After = {retry}"
-    );
+    assert!((1..=20).contains(&retry), "3 clicks/min refill one every 20 s, yet Retry-After = {retry}");
     assert_error(&buy(&up, act, 1, ""), 429, "rate_limited");
     // Per user: another user still gets through, and reads are not limited.
     buy_ok(&up, act, 2, "");
@@ -1115,15 +741,9 @@ fn routes_health_and_metrics() {
     assert!(h.is_object(), "{h}");
     assert_status(&up.get("/api/v1/readyz", None), 200);
 
-    for path in [
-        "/",
-        "/nope",
-        "/api/v1",
-        "/api/v1/nope",
-        "/api/v2/activities",
-        "/api/v1/activities/1/buy/x",
-        "/healthz",
-    ] {
+    for path in
+        ["/", "/nope", "/api/v1", "/api/v1/nope", "/api/v2/activities", "/api/v1/activities/1/buy/x", "/healthz"]
+    {
         assert_error(&up.get(path, None), 404, "not_found");
     }
     for (method, path, allow) in [
@@ -1143,21 +763,10 @@ fn routes_health_and_metrics() {
     for path in ["/metrics", "/api/v1/metrics"] {
         let r = up.get(path, None);
         assert_eq!(r.status, 200, "{path}");
-        assert!(
-            r.header("content-type")
-                .is_some_and(|c| c.starts_with("text/plain")),
-            "{:?}",
-            r.headers
-        );
+        assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", r.headers);
         let text = r.text();
-        assert!(
-            text.contains("seckill_http_requests_total"),
-            "{path} lacks seckill_http_requests_total:\n{text}"
-        );
-        assert!(
-            text.contains(r#"route="healthz""#),
-            "{path}: requests are counted by route:\n{text}"
-        );
+        assert!(text.contains("seckill_http_requests_total"), "{path} lacks seckill_http_requests_total:\n{text}");
+        assert!(text.contains(r#"route="healthz""#), "{path}: requests are counted by route:\n{text}");
     }
 
     // A token printed by `seckill token` (same secret) is accepted.
@@ -1167,20 +776,10 @@ fn routes_health_and_metrics() {
         .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
         .output()
         .expect("seckill token");
-    assert!(
-        out.status.success(),
-        "seckill token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string();
+    assert!(out.status.success(), "seckill token: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
     let auth = format!("Bearer {token}");
-    let l = assert_status(
-        &up.req("GET", "/api/v1/orders", &[("Authorization", &auth)], b""),
-        200,
-    );
+    let l = assert_status(&up.req("GET", "/api/v1/orders", &[("Authorization", &auth)], b""), 200);
     assert_eq!(l["total"], 0);
 }
 
@@ -1190,12 +789,7 @@ fn front_without_engine_is_not_ready() {
     let port = common::free_port();
     let log = std::fs::File::create(dir.with_extension("log")).expect("log");
     let child = std::process::Command::new(common::bin())
-        .args([
-            "front",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
+        .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&dir)
         .arg("--engine")
         .arg(format!("unix:{}", dir.join("no-engine.sock").display()))
@@ -1215,36 +809,17 @@ fn front_without_engine_is_not_ready() {
     }
     let _child = Kill(child);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !common::try_request(port, "GET", "/api/v1/healthz", &[], b"")
-        .is_ok_and(|r| r.status == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "seckill front did not answer /healthz"
-        );
+    while !common::try_request(port, "GET", "/api/v1/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
+        assert!(Instant::now() < deadline, "seckill front did not answer /healthz");
         std::thread::sleep(Duration::from_millis(20));
     }
     let r = common::request(port, "GET", "/api/v1/readyz", &[], b"");
     assert_error(&r, 503, "busy");
-    assert!(
-        r.header("retry-after").is_some(),
-        "503 without Retry-After: {:?}",
-        r.headers
-    );
+    assert!(r.header("retry-after").is_some(), "503 without Retry-After: {:?}", r.headers);
     let auth = bearer(1);
-    let r = common::request(
-        port,
-        "POST",
-        "/api/v1/activities/1/buy",
-        &[("Authorization", &auth)],
-        b"",
-    );
+    let r = common::request(port, "POST", "/api/v1/activities/1/buy", &[("Authorization", &auth)], b"");
     assert_error(&r, 503, "busy");
-    assert!(
-        r.header("retry-after").is_some(),
-        "503 without Retry-After: {:?}",
-        r.headers
-    );
+    assert!(r.header("retry-after").is_some(), "503 without Retry-After: {:?}", r.headers);
 }
 
 #[test]
@@ -1282,11 +857,7 @@ fn same_user_clicking_concurrently_gets_at_most_the_limit() {
         }
     }
     for user in 1..=USERS {
-        assert_eq!(
-            per_user.get(&user).copied().unwrap_or(0),
-            LIMIT,
-            "user {user}: 201 answers"
-        );
+        assert_eq!(per_user.get(&user).copied().unwrap_or(0), LIMIT, "user {user}: 201 answers");
         let l = assert_status(&up.get("/api/v1/orders", Some(user)), 200);
         assert_eq!(l["total"], LIMIT, "user {user}: {l}");
     }
@@ -1299,10 +870,7 @@ const FLOOD_THREADS: usize = 32;
 const FLOOD_PAID: usize = 100;
 
 /// Runs `work(user)` for users 1..=n on a pool of threads.
-fn on_pool<T: Send + 'static>(
-    n: u64,
-    work: impl Fn(u64) -> T + Send + Sync + 'static,
-) -> Vec<(u64, T)> {
+fn on_pool<T: Send + 'static>(n: u64, work: impl Fn(u64) -> T + Send + Sync + 'static) -> Vec<(u64, T)> {
     let next = Arc::new(AtomicU64::new(1));
     let out = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
     let work = Arc::new(work);
@@ -1369,9 +937,7 @@ fn flood_then_kill_9() {
                 assert_eq!(o["status"], "pending_payment", "{o}");
                 assert_eq!(
                     r.header("location"),
-                    Some(
-                        format!("/api/v1/orders/{}", o["order_id"].as_str().expect("id")).as_str()
-                    )
+                    Some(format!("/api/v1/orders/{}", o["order_id"].as_str().expect("id")).as_str())
                 );
                 assert!(won.insert(*user, o).is_none());
             }
@@ -1394,24 +960,14 @@ fn flood_then_kill_9() {
     let ids: HashSet<&Value> = won.values().map(|o| &o["order_id"]).collect();
     assert_eq!(ids.len(), won.len(), "order ids are unique");
     let a = assert_status(&up.get(&format!("/api/v1/activities/{act}"), None), 200);
-    assert_eq!(
-        (a["remaining"].clone(), a["sold_out"].clone()),
-        (json!(0), json!(true)),
-        "{a}"
-    );
+    assert_eq!((a["remaining"].clone(), a["sold_out"].clone()), (json!(0), json!(true)), "{a}");
 
     // Every user holds exactly the orders they were answered 201 for.
     let won = Arc::new(won);
     let won2 = won.clone();
     on_pool(FLOOD_USERS, move |user| {
         let l = assert_status(
-            &common::request(
-                port,
-                "GET",
-                "/api/v1/orders",
-                &[("Authorization", &bearer(user))],
-                b"",
-            ),
+            &common::request(port, "GET", "/api/v1/orders", &[("Authorization", &bearer(user))], b""),
             200,
         );
         match won2.get(&user) {
@@ -1426,10 +982,7 @@ fn flood_then_kill_9() {
     let mut expected: HashMap<u64, Value> = won.iter().map(|(u, o)| (*u, o.clone())).collect();
     for user in winners.iter().take(FLOOD_PAID) {
         let o = &won[user];
-        let paid = assert_status(
-            &up.post(&format!("{}/pay", order_path(o)), Some(*user), b""),
-            200,
-        );
+        let paid = assert_status(&up.post(&format!("{}/pay", order_path(o)), Some(*user), b""), 200);
         assert_eq!(paid["status"], "paid");
         expected.insert(*user, paid);
     }
@@ -1446,13 +999,7 @@ fn flood_then_kill_9() {
         let Some(o) = expected2.get(&user) else {
             return false;
         };
-        let r = common::request(
-            port,
-            "GET",
-            &order_path(o),
-            &[("Authorization", &bearer(user))],
-            b"",
-        );
+        let r = common::request(port, "GET", &order_path(o), &[("Authorization", &bearer(user))], b"");
         assert_eq!(
             r.status,
             200,
@@ -1463,10 +1010,7 @@ fn flood_then_kill_9() {
         assert_eq!(&r.json(), o, "user {user}: order changed across kill -9");
         true
     });
-    assert_eq!(
-        checked.iter().filter(|(_, c)| *c).count() as u64,
-        FLOOD_STOCK
-    );
+    assert_eq!(checked.iter().filter(|(_, c)| *c).count() as u64, FLOOD_STOCK);
     // Idempotency keys survive too: a retried click gets its order back.
     for user in winners.iter().step_by(10) {
         let (auth, key) = (bearer(*user), format!("flood-{user}"));
@@ -1476,53 +1020,32 @@ fn flood_then_kill_9() {
             &[("Authorization", &auth), ("Idempotency-Key", &key)],
             b"",
         );
-        assert_eq!(
-            &assert_status(&r, 200),
-            &expected[user],
-            "user {user}: replayed key after kill -9"
-        );
+        assert_eq!(&assert_status(&r, 200), &expected[user], "user {user}: replayed key after kill -9");
     }
     let a = assert_status(&up.get(&format!("/api/v1/activities/{act}"), None), 200);
-    assert_eq!(
-        (a["remaining"].clone(), a["sold_out"].clone()),
-        (json!(0), json!(true)),
-        "after restart: {a}"
-    );
+    assert_eq!((a["remaining"].clone(), a["sold_out"].clone()), (json!(0), json!(true)), "after restart: {a}");
     assert_error(&buy(&up, act, FLOOD_USERS + 1, ""), 409, "sold_out");
     let paid = expected.values().filter(|o| o["status"] == "paid").count();
     assert_eq!(paid, FLOOD_PAID);
 
     // A clean stop (SIGTERM) exits 0 and loses nothing either.
     let mut up = up;
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &up.child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
+    let term =
+        std::process::Command::new("kill").args(["-TERM", &up.child.id().to_string()]).status().expect("kill -TERM");
     assert!(term.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(s) = up.child.try_wait().expect("try_wait") {
             break s;
         }
-        assert!(
-            Instant::now() < deadline,
-            "seckill up did not stop within 15 s of SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "seckill up did not stop within 15 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(
-        status.success(),
-        "seckill up exited with {status} on SIGTERM; log:\n{}",
-        up.log_tail()
-    );
+    assert!(status.success(), "seckill up exited with {status} on SIGTERM; log:\n{}", up.log_tail());
     let up = UpProc::start(&dir, &[]);
     for user in winners.iter().step_by(7) {
         let o = &expected[user];
-        assert_eq!(
-            &assert_status(&up.get(&order_path(o), Some(*user)), 200),
-            o,
-            "user {user} after SIGTERM"
-        );
+        assert_eq!(&assert_status(&up.get(&order_path(o), Some(*user)), 200), o, "user {user} after SIGTERM");
     }
     assert_eq!(remaining(&up, act), 0);
 }

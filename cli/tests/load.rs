@@ -34,33 +34,19 @@ impl Up {
                 .arg("up")
                 .arg("--data-dir")
                 .arg(data_dir)
-                .args([
-                    "--http",
-                    &format!("127.0.0.1:{port}"),
-                    "--mysql-url",
-                    "none",
-                    "--redis-url",
-                    "none",
-                ])
+                .args(["--http", &format!("127.0.0.1:{port}"), "--mysql-url", "none", "--redis-url", "none"])
                 .env("SECKILL_AUTH_SECRET", SECRET)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log file"))
                 .spawn()
                 .expect("spawning seckill up");
-            let mut up = Up {
-                child,
-                port,
-                log: log.clone(),
-            };
+            let mut up = Up { child, port, log: log.clone() };
             if up.wait_ready() {
                 return up;
             }
         }
-        panic!(
-            "seckill up did not start; its log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        panic!("seckill up did not start; its log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -94,9 +80,7 @@ fn readyz(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /api/v1/readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
+    if s.write_all(b"GET /api/v1/readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_err() {
         return false;
     }
     let mut buf = String::new();
@@ -114,17 +98,7 @@ fn setup_load_and_verify_sells_exactly_the_stock() {
     let out = Command::new(bin())
         .args(["load", "--url", &up.url(), "--data-dir"])
         .arg(&dir)
-        .args([
-            "--setup",
-            "--stock",
-            "200",
-            "--users",
-            "1000",
-            "--connections",
-            "16",
-            "--verify",
-            "--quiet",
-        ])
+        .args(["--setup", "--stock", "200", "--users", "1000", "--connections", "16", "--verify", "--quiet"])
         .arg("--report")
         .arg(&report)
         .env("SECKILL_AUTH_SECRET", SECRET)
@@ -140,17 +114,14 @@ fn setup_load_and_verify_sells_exactly_the_stock() {
     );
     assert!(stdout.contains("PASS no oversell"), "stdout:\n{stdout}");
     assert!(!stdout.contains("FAIL"), "stdout:\n{stdout}");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
-        .expect("report is JSON");
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report written")).expect("report is JSON");
     assert_eq!(v["created"], 200, "report: {v:#}");
     assert_eq!(v["outcomes"]["201"], 200, "report: {v:#}");
     assert_eq!(v["requests"], 1000, "report: {v:#}");
     assert_eq!(v["verify"]["passed"], true, "report: {v:#}");
     assert_eq!(v["verify"]["remaining"], 0, "report: {v:#}");
-    assert!(
-        v["latency_ms"]["p99"].as_f64().is_some_and(|p| p > 0.0),
-        "report: {v:#}"
-    );
+    assert!(v["latency_ms"]["p99"].as_f64().is_some_and(|p| p > 0.0), "report: {v:#}");
 }
 
 #[test]
@@ -158,23 +129,12 @@ fn load_without_a_server_says_what_to_do() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let url = format!("http://127.0.0.1:{}", free_port());
     let out = Command::new(bin())
-        .args([
-            "load",
-            "--url",
-            &url,
-            "--activity",
-            "1",
-            "--quiet",
-            "--data-dir",
-        ])
+        .args(["load", "--url", &url, "--activity", "1", "--quiet", "--data-dir"])
         .arg(tmp.path())
         .env("SECKILL_AUTH_SECRET", SECRET)
         .output()
         .expect("running seckill load");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("cannot reach") && stderr.contains("seckill up"),
-        "stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("cannot reach") && stderr.contains("seckill up"), "stderr:\n{stderr}");
 }

@@ -8,8 +8,7 @@ pub const PER_USER_LIMIT_MAX: u32 = 10_000;
 pub const PAYMENT_TIMEOUT_S_MAX: u32 = 7 * 24 * 3600;
 pub const TEXT_BYTES_MAX: usize = 1024;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Product {
     pub id: u64,
     pub name: String,
@@ -18,8 +17,7 @@ pub struct Product {
     pub price_cents: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[repr(u8)]
 pub enum ActivityStatus {
     Active = 1,
@@ -37,8 +35,7 @@ impl ActivityStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Activity {
     pub id: u64,
     pub product_id: u64,

@@ -276,7 +276,10 @@ impl Engine {
         price_cents: u64,
     ) -> Result<Product, AdminError> {
         if name.is_empty() || [&name, &description, &image_url].iter().any(|s| s.len() > TEXT_BYTES_MAX) {
-            return Err(AdminError::new(ErrorCode::BadRequest, "name must be 1..=1024 bytes; description and image_url at most 1024"));
+            return Err(AdminError::new(
+                ErrorCode::BadRequest,
+                "name must be 1..=1024 bytes; description and image_url at most 1024",
+            ));
         }
         let mut catalog = self.catalog.lock();
         let id = chosen_id(id, catalog.next_product_id(), "product")?;
@@ -299,11 +302,9 @@ impl Engine {
         }
         let mut catalog = self.catalog.lock();
         let product_name = match spec.product_id {
-            Some(pid) => catalog
-                .products
-                .get(&pid)
-                .map(|p| p.name.clone())
-                .ok_or_else(|| AdminError::new(ErrorCode::ProductNotFound, format!("no product {pid}; create it with product.create")))?,
+            Some(pid) => catalog.products.get(&pid).map(|p| p.name.clone()).ok_or_else(|| {
+                AdminError::new(ErrorCode::ProductNotFound, format!("no product {pid}; create it with product.create"))
+            })?,
             None => spec.title.clone(),
         };
         let activity = Activity {
@@ -322,10 +323,7 @@ impl Engine {
         };
         activity.validate().map_err(|m| AdminError::new(ErrorCode::BadRequest, m))?;
         let id = activity.id;
-        let events = vec![
-            Event::ActivityUpserted(activity),
-            Event::StockAdded { activity_id: id, amount: spec.stock },
-        ];
+        let events = vec![Event::ActivityUpserted(activity), Event::StockAdded { activity_id: id, amount: spec.stock }];
         self.log(events.clone())?;
         events.iter().for_each(|ev| catalog.apply(ev));
         let (a, pool) = catalog.activities[&id].clone();
@@ -366,7 +364,10 @@ impl Engine {
         let catalog = self.catalog.lock();
         let (a, pool) = catalog.activities.get(&activity_id).cloned().ok_or_else(|| not_found(activity_id))?;
         if amount == 0 || pool.added().saturating_add(amount) > STOCK_MAX {
-            return Err(AdminError::new(ErrorCode::BadRequest, "amount must be >= 1 and total stock at most 1000000000"));
+            return Err(AdminError::new(
+                ErrorCode::BadRequest,
+                "amount must be >= 1 and total stock at most 1000000000",
+            ));
         }
         self.log(vec![Event::StockAdded { activity_id, amount }])?;
         pool.add(amount);

@@ -5,14 +5,20 @@ use crate::activity::{Activity, Product};
 use crate::order::Order;
 use seckill_proto::{OrderId, OrderStatus};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Event {
     ProductCreated(Product),
     /// The whole activity configuration, on create and on every change.
     ActivityUpserted(Activity),
-    StockAdded { activity_id: u64, amount: u64 },
-    QuotaSet { activity_id: u64, user_id: u64, limit: u32 },
+    StockAdded {
+        activity_id: u64,
+        amount: u64,
+    },
+    QuotaSet {
+        activity_id: u64,
+        user_id: u64,
+        limit: u32,
+    },
     OrderCreated(Order),
     OrderStatusChanged {
         order_id: OrderId,
@@ -25,5 +31,10 @@ pub enum Event {
     },
     /// Money arrived for an order that cannot take it (expired, cancelled,
     /// or already paid by another transaction): kept for reconciliation.
-    PaymentRefused { order_id: OrderId, amount_cents: u64, txn: u64, at_ms: u64 },
+    PaymentRefused {
+        order_id: OrderId,
+        amount_cents: u64,
+        txn: u64,
+        at_ms: u64,
+    },
 }

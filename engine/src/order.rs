@@ -2,8 +2,7 @@
 
 use seckill_proto::{ErrorCode, OrderId, OrderStatus, OrderView};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Order {
     pub id: OrderId,
     pub user_id: u64,
@@ -41,7 +40,9 @@ pub enum Transition {
     Cancel,
     Expire,
     /// `activity_ended`: refunds close when the activity ends.
-    Refund { activity_ended: bool },
+    Refund {
+        activity_ended: bool,
+    },
     Ship,
 }
 
@@ -97,10 +98,7 @@ mod tests {
         assert_eq!(step(PendingPayment, Transition::Expire), ok(Expired));
         assert_eq!(step(Paid, Transition::Refund { activity_ended: false }), ok(Refunded));
         assert_eq!(step(Paid, Transition::Ship), ok(Shipped));
-        assert_eq!(
-            step(Paid, Transition::Refund { activity_ended: true }),
-            Err(ErrorCode::InvalidState)
-        );
+        assert_eq!(step(Paid, Transition::Refund { activity_ended: true }), Err(ErrorCode::InvalidState));
         assert_eq!(step(Shipped, Transition::Refund { activity_ended: false }), Err(ErrorCode::InvalidState));
         assert_eq!(step(Paid, Transition::Cancel), Err(ErrorCode::InvalidState));
         assert_eq!(step(Expired, Transition::Pay), Err(ErrorCode::InvalidState));

@@ -66,10 +66,7 @@ impl Replica {
                 }
             }
             Event::OrderStatusChanged { order_id, status, txn, .. } => {
-                let o = self
-                    .orders
-                    .get_mut(order_id)
-                    .ok_or(ReplicaError::UnknownOrder { lsn, order_id: *order_id })?;
+                let o = self.orders.get_mut(order_id).ok_or(ReplicaError::UnknownOrder { lsn, order_id: *order_id })?;
                 o.status = *status;
                 if *status == seckill_proto::OrderStatus::Paid {
                     o.paid_txn = *txn;
@@ -87,10 +84,8 @@ impl Replica {
         let activities = self.activities.values().flat_map(|(a, added)| {
             [Event::ActivityUpserted(a.clone()), Event::StockAdded { activity_id: a.id, amount: *added }]
         });
-        let quotas = self
-            .quotas
-            .iter()
-            .map(|(&(activity_id, user_id), &limit)| Event::QuotaSet { activity_id, user_id, limit });
+        let quotas =
+            self.quotas.iter().map(|(&(activity_id, user_id), &limit)| Event::QuotaSet { activity_id, user_id, limit });
         let mut ids: Vec<&OrderId> = self.orders.keys().collect();
         ids.sort_unstable();
         let orders = ids.into_iter().map(|id| Event::OrderCreated(self.orders[id]));

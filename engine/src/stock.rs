@@ -34,9 +34,7 @@ impl StockPool {
     #[inline]
     pub fn try_take(&self, n: u64) -> bool {
         debug_assert!(n > 0);
-        self.remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(n))
-            .is_ok()
+        self.remaining.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(n)).is_ok()
     }
 
     /// Gives back `n` tokens taken earlier. Refuses to go above `added`:
@@ -47,9 +45,7 @@ impl StockPool {
         // (reading it once up front refused tokens while stock was added).
         let added = || self.added.load(Ordering::Acquire);
         self.remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-                r.checked_add(n).filter(|sum| *sum <= added())
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_add(n).filter(|sum| *sum <= added()))
             .map(|_| ())
             .map_err(|remaining| Overfilled { returned: n, remaining, added: added() })
     }

@@ -25,9 +25,21 @@ fn ctx(dir: &std::path::Path) -> (Node, AdminCtx) {
 }
 
 const COMMANDS: &[&str] = &[
-    "product.create", "activity.create", "activity.update", "activity.pause", "activity.resume",
-    "activity.disable", "activity.list", "activity.show", "stock.add", "quota.set", "order.show",
-    "order.ship", "stats", "warmup", "nope",
+    "product.create",
+    "activity.create",
+    "activity.update",
+    "activity.pause",
+    "activity.resume",
+    "activity.disable",
+    "activity.list",
+    "activity.show",
+    "stock.add",
+    "quota.set",
+    "order.show",
+    "order.ship",
+    "stats",
+    "warmup",
+    "nope",
 ];
 
 fn json_value() -> impl Strategy<Value = String> {
@@ -45,9 +57,20 @@ fn json_value() -> impl Strategy<Value = String> {
 
 fn args() -> impl Strategy<Value = String> {
     let key = prop_oneof![
-        Just("title"), Just("price_cents"), Just("stock"), Just("starts_at"), Just("ends_at"),
-        Just("activity_id"), Just("user_id"), Just("limit"), Just("amount"), Just("order_id"),
-        Just("name"), Just("per_user_limit"), Just("offset"), Just("zzz"),
+        Just("title"),
+        Just("price_cents"),
+        Just("stock"),
+        Just("starts_at"),
+        Just("ends_at"),
+        Just("activity_id"),
+        Just("user_id"),
+        Just("limit"),
+        Just("amount"),
+        Just("order_id"),
+        Just("name"),
+        Just("per_user_limit"),
+        Just("offset"),
+        Just("zzz"),
     ];
     proptest::collection::vec((key, json_value()), 0..6).prop_map(|kv| {
         let fields: Vec<String> = kv.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
@@ -59,7 +82,8 @@ fn args() -> impl Strategy<Value = String> {
 fn arbitrary_lines_get_answers_not_panics() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_node, ctx) = ctx(dir.path());
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 1_500, ..ProptestConfig::default() });
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: 1_500, ..ProptestConfig::default() });
     let line = prop_oneof![
         "\\PC{0,120}",
         (proptest::sample::select(COMMANDS), args()).prop_map(|(c, a)| format!("{{\"cmd\":\"{c}\",\"args\":{a}}}")),

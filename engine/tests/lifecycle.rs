@@ -3,8 +3,8 @@
 //! expiry across a crash.
 
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::{ActivitySpec, Batch, Engine, EngineConfig, Event, ManualClock, ShardState, Sink, StockPool};
 use seckill_engine::{Activity, ActivityStatus};
+use seckill_engine::{ActivitySpec, Batch, Engine, EngineConfig, Event, ManualClock, ShardState, Sink, StockPool};
 use seckill_proto::{ErrorCode, OrderStatus, Request, Response};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,9 +165,16 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn shard_threads_expire_orders_when_the_clock_passes_the_deadline() {
     let clock = ManualClock::new(T0);
-    let engine = Engine::start(EngineConfig { shards: 2, queue_capacity: 64 }, Arc::new(clock.clone()), Sink::Immediate);
+    let engine =
+        Engine::start(EngineConfig { shards: 2, queue_capacity: 64 }, Arc::new(clock.clone()), Sink::Immediate);
     let a = engine.create_activity(spec(1, 2)).expect("activity");
-    let o = order(engine.call(Request::Buy { user_id: 9, activity_id: a.id, quantity: 1, idempotency_key: 0, buy_token_ok: false }));
+    let o = order(engine.call(Request::Buy {
+        user_id: 9,
+        activity_id: a.id,
+        quantity: 1,
+        idempotency_key: 0,
+        buy_token_ok: false,
+    }));
     assert_eq!(engine.activity(a.id).expect("view").remaining, 0);
     clock.advance_ms(2_000);
     wait_for("expiry", || {
@@ -189,7 +196,13 @@ fn deadlines_that_pass_while_down_expire_after_recovery_exactly_once() {
     let (activity_id, order_id) = {
         let node = Node::open(cfg(), Arc::new(clock.clone())).expect("open");
         let a = node.engine.create_activity(spec(3, 60)).expect("activity");
-        let o = order(node.engine.call(Request::Buy { user_id: 5, activity_id: a.id, quantity: 1, idempotency_key: 77, buy_token_ok: false }));
+        let o = order(node.engine.call(Request::Buy {
+            user_id: 5,
+            activity_id: a.id,
+            quantity: 1,
+            idempotency_key: 77,
+            buy_token_ok: false,
+        }));
         // No shutdown: the process "dies" here with the order pending.
         (a.id, o.order_id)
     };
@@ -201,9 +214,19 @@ fn deadlines_that_pass_while_down_expire_after_recovery_exactly_once() {
                      Response::Order(v) if v.status == OrderStatus::Expired)
         });
         node.engine.sync().expect("sync");
-        assert_eq!(node.engine.activity(activity_id).expect("view").remaining, 3, "round {round}: stock back exactly once");
+        assert_eq!(
+            node.engine.activity(activity_id).expect("view").remaining,
+            3,
+            "round {round}: stock back exactly once"
+        );
         // The idempotency key survived too.
-        let again = node.engine.call(Request::Buy { user_id: 5, activity_id, quantity: 1, idempotency_key: 77, buy_token_ok: false });
+        let again = node.engine.call(Request::Buy {
+            user_id: 5,
+            activity_id,
+            quantity: 1,
+            idempotency_key: 77,
+            buy_token_ok: false,
+        });
         assert!(matches!(again, Response::Replayed(v) if v.order_id == order_id), "round {round}: {again:?}");
         node.shutdown();
     }

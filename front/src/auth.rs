@@ -94,16 +94,35 @@ mod tests {
         assert_eq!(a.user_of(Some(b"Bearer a.b.c")), None);
         assert_eq!(a.user_of(Some(&[0xff, 0xfe])), None);
         // alg: none with a valid-looking payload.
-        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&format!(r#"{{"sub":"1","exp":{}}}"#, now_s() + 60)));
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(r#"{{"sub":"1","exp":{}}}"#, now_s() + 60))
+        );
         assert_eq!(a.user_of(Some(format!("Bearer {none}").as_bytes())), None);
         // Expired.
-        let old = encode(&Header::new(Algorithm::HS256), &Claims { sub: "1".into(), exp: 1 }, &EncodingKey::from_secret(b"secret")).unwrap();
+        let old = encode(
+            &Header::new(Algorithm::HS256),
+            &Claims { sub: "1".into(), exp: 1 },
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
         assert_eq!(a.user_of(Some(format!("Bearer {old}").as_bytes())), None);
         // sub not a number.
-        let t = encode(&Header::new(Algorithm::HS256), &Claims { sub: "bob".into(), exp: now_s() + 60 }, &EncodingKey::from_secret(b"secret")).unwrap();
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &Claims { sub: "bob".into(), exp: now_s() + 60 },
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
         assert_eq!(a.user_of(Some(format!("Bearer {t}").as_bytes())), None);
         // HS512 with the same secret (algorithm confusion).
-        let t = encode(&Header::new(Algorithm::HS512), &Claims { sub: "1".into(), exp: now_s() + 60 }, &EncodingKey::from_secret(b"secret")).unwrap();
+        let t = encode(
+            &Header::new(Algorithm::HS512),
+            &Claims { sub: "1".into(), exp: now_s() + 60 },
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
         assert_eq!(a.user_of(Some(format!("Bearer {t}").as_bytes())), None);
     }
 }

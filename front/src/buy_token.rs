@@ -28,11 +28,13 @@ pub fn verify(secret: &[u8], token: &str, user_id: u64, activity_id: u64, now_ms
         return false;
     }
     let mut parts = token.split('.');
-    let (Some(u), Some(a), Some(e), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(u), Some(a), Some(e), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
-    let (Ok(u), Ok(a), Ok(e), Ok(sig)) = (u.parse::<u64>(), a.parse::<u64>(), e.parse::<u64>(), hex::decode(sig)) else {
+    let (Ok(u), Ok(a), Ok(e), Ok(sig)) = (u.parse::<u64>(), a.parse::<u64>(), e.parse::<u64>(), hex::decode(sig))
+    else {
         return false;
     };
     u == user_id && a == activity_id && e > now_ms && mac(secret, u, a, e).verify_slice(&sig).is_ok()

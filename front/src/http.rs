@@ -145,7 +145,10 @@ fn engine_error(code: ErrorCode) -> HttpResponse<Body> {
 }
 
 fn not_found() -> HttpResponse<Body> {
-    respond(StatusCode::NOT_FOUND, &json!({"error": {"code": "not_found", "message": "no such route; the API lives under /api/v1"}}))
+    respond(
+        StatusCode::NOT_FOUND,
+        &json!({"error": {"code": "not_found", "message": "no such route; the API lives under /api/v1"}}),
+    )
 }
 
 fn method_not_allowed(allow: &'static str) -> HttpResponse<Body> {
@@ -197,7 +200,9 @@ pub fn page(query: Option<&str>) -> Result<(u32, u32), HttpResponse<Body>> {
     let (mut offset, mut limit) = (0u32, 20u32);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let n = || v.parse::<u32>().map_err(|_| error(ErrorCode::BadRequest, &format!("{k} must be a non-negative integer")));
+        let n = || {
+            v.parse::<u32>().map_err(|_| error(ErrorCode::BadRequest, &format!("{k} must be a non-negative integer")))
+        };
         match k {
             "offset" => offset = n()?,
             "limit" => limit = n()?.min(PAGE_LIMIT_MAX),
@@ -236,7 +241,8 @@ pub fn parse_buy(bytes: &[u8]) -> Result<(u32, Option<String>), &'static str> {
         // serde would also take `[2]` as a struct; only an object is a body.
         Some(_) => return Err("the body must be a JSON object like {\"quantity\":1}"),
     }
-    let b: BuyBody = serde_json::from_slice(bytes).map_err(|_| "the body must be a JSON object like {\"quantity\":1}")?;
+    let b: BuyBody =
+        serde_json::from_slice(bytes).map_err(|_| "the body must be a JSON object like {\"quantity\":1}")?;
     let q = b.quantity.unwrap_or(1);
     if q < 1 {
         return Err("quantity must be at least 1");

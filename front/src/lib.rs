@@ -56,7 +56,10 @@ pub fn now_ms() -> u64 {
 }
 
 /// Binds the HTTP port and returns the front and its listener; `run` serves.
-pub async fn bind(cfg: FrontConfig, prometheus: Option<PrometheusHandle>) -> std::io::Result<(Arc<Front>, TcpListener)> {
+pub async fn bind(
+    cfg: FrontConfig,
+    prometheus: Option<PrometheusHandle>,
+) -> std::io::Result<(Arc<Front>, TcpListener)> {
     let listener = TcpListener::bind(cfg.http).await?;
     let front = Arc::new(Front {
         engine: EnginePool::start(cfg.engine, cfg.engine_connections.max(1)),

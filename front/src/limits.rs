@@ -63,7 +63,10 @@ impl SoldOut {
         if self.until_ms.len() > 100_000 {
             self.until_ms.retain(|_, u| u.load(Ordering::Relaxed) > now_ms);
         }
-        self.until_ms.entry(activity).or_insert_with(|| AtomicU64::new(0)).store(now_ms + self.ttl_ms, Ordering::Relaxed);
+        self.until_ms
+            .entry(activity)
+            .or_insert_with(|| AtomicU64::new(0))
+            .store(now_ms + self.ttl_ms, Ordering::Relaxed);
     }
 }
 

@@ -120,13 +120,7 @@ fn check_len(len: u64) -> Result<usize, FrameError> {
 pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
     let start = begin(out, request_kind(req), request_id);
     match *req {
-        Request::Buy {
-            user_id,
-            activity_id,
-            quantity,
-            idempotency_key,
-            buy_token_ok,
-        } => {
+        Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok } => {
             put_u64(out, user_id);
             put_u64(out, activity_id);
             put_u32(out, quantity);
@@ -137,11 +131,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
             put_opt_u64(out, user_id);
             put_order_id(out, order_id);
         }
-        Request::ListOrders {
-            user_id,
-            offset,
-            limit,
-        } => {
+        Request::ListOrders { user_id, offset, limit } => {
             put_u64(out, user_id);
             put_u32(out, offset);
             put_u32(out, limit);
@@ -150,29 +140,18 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
             put_u64(out, user_id);
             put_order_id(out, order_id);
         }
-        Request::Pay {
-            order_id,
-            amount_cents,
-            txn,
-        } => {
+        Request::Pay { order_id, amount_cents, txn } => {
             put_order_id(out, order_id);
             put_u64(out, amount_cents);
             put_u64(out, txn);
         }
         Request::Ship { order_id } | Request::Expire { order_id } => put_order_id(out, order_id),
-        Request::SetQuota {
-            activity_id,
-            user_id,
-            limit,
-        } => {
+        Request::SetQuota { activity_id, user_id, limit } => {
             put_u64(out, activity_id);
             put_u64(out, user_id);
             put_u32(out, limit);
         }
-        Request::IssueBuyToken {
-            user_id,
-            activity_id,
-        } => {
+        Request::IssueBuyToken { user_id, activity_id } => {
             put_u64(out, user_id);
             put_u64(out, activity_id);
         }
@@ -212,9 +191,7 @@ fn encode_response_unchecked(out: &mut Vec<u8>, request_id: u64, resp: &Response
         Response::Orders { items, .. } if items.len() > FRAME_BYTES_MAX / ORDER_VIEW_BYTES => {
             return false;
         }
-        Response::Activities { items, .. }
-            if items.len() > FRAME_BYTES_MAX / ACTIVITY_VIEW_BYTES_MIN =>
-        {
+        Response::Activities { items, .. } if items.len() > FRAME_BYTES_MAX / ACTIVITY_VIEW_BYTES_MIN => {
             return false;
         }
         _ => {}
@@ -292,10 +269,7 @@ fn finish(out: &mut [u8], start: usize) -> bool {
     let Ok(len) = u32::try_from(len) else {
         return false;
     };
-    match out
-        .get_mut(start..)
-        .and_then(|f| f.first_chunk_mut::<LEN_BYTES>())
-    {
+    match out.get_mut(start..).and_then(|f| f.first_chunk_mut::<LEN_BYTES>()) {
         Some(slot) => {
             *slot = len.to_le_bytes();
             true
@@ -396,50 +370,25 @@ pub fn decode_request(frame: &[u8]) -> Result<(u64, Request), FrameError> {
             idempotency_key: r.u64("idempotency_key")?,
             buy_token_ok: r.bool("buy_token_ok")?,
         },
-        kind::GET_ORDER => Request::GetOrder {
-            user_id: r.opt_u64("user_id")?,
-            order_id: r.order_id("order_id")?,
-        },
-        kind::LIST_ORDERS => Request::ListOrders {
-            user_id: r.u64("user_id")?,
-            offset: r.u32("offset")?,
-            limit: r.u32("limit")?,
-        },
-        kind::CANCEL => Request::Cancel {
-            user_id: r.u64("user_id")?,
-            order_id: r.order_id("order_id")?,
-        },
-        kind::PAY => Request::Pay {
-            order_id: r.order_id("order_id")?,
-            amount_cents: r.u64("amount_cents")?,
-            txn: r.u64("txn")?,
-        },
-        kind::REFUND => Request::Refund {
-            user_id: r.u64("user_id")?,
-            order_id: r.order_id("order_id")?,
-        },
-        kind::SHIP => Request::Ship {
-            order_id: r.order_id("order_id")?,
-        },
-        kind::EXPIRE => Request::Expire {
-            order_id: r.order_id("order_id")?,
-        },
-        kind::SET_QUOTA => Request::SetQuota {
-            activity_id: r.u64("activity_id")?,
-            user_id: r.u64("user_id")?,
-            limit: r.u32("limit")?,
-        },
-        kind::ISSUE_BUY_TOKEN => Request::IssueBuyToken {
-            user_id: r.u64("user_id")?,
-            activity_id: r.u64("activity_id")?,
-        },
-        kind::GET_ACTIVITY => Request::GetActivity {
-            activity_id: r.u64("activity_id")?,
-        },
-        kind::LIST_ACTIVITIES => Request::ListActivities {
-            offset: r.u32("offset")?,
-            limit: r.u32("limit")?,
-        },
+        kind::GET_ORDER => Request::GetOrder { user_id: r.opt_u64("user_id")?, order_id: r.order_id("order_id")? },
+        kind::LIST_ORDERS => {
+            Request::ListOrders { user_id: r.u64("user_id")?, offset: r.u32("offset")?, limit: r.u32("limit")? }
+        }
+        kind::CANCEL => Request::Cancel { user_id: r.u64("user_id")?, order_id: r.order_id("order_id")? },
+        kind::PAY => {
+            Request::Pay { order_id: r.order_id("order_id")?, amount_cents: r.u64("amount_cents")?, txn: r.u64("txn")? }
+        }
+        kind::REFUND => Request::Refund { user_id: r.u64("user_id")?, order_id: r.order_id("order_id")? },
+        kind::SHIP => Request::Ship { order_id: r.order_id("order_id")? },
+        kind::EXPIRE => Request::Expire { order_id: r.order_id("order_id")? },
+        kind::SET_QUOTA => {
+            Request::SetQuota { activity_id: r.u64("activity_id")?, user_id: r.u64("user_id")?, limit: r.u32("limit")? }
+        }
+        kind::ISSUE_BUY_TOKEN => {
+            Request::IssueBuyToken { user_id: r.u64("user_id")?, activity_id: r.u64("activity_id")? }
+        }
+        kind::GET_ACTIVITY => Request::GetActivity { activity_id: r.u64("activity_id")? },
+        kind::LIST_ACTIVITIES => Request::ListActivities { offset: r.u32("offset")?, limit: r.u32("limit")? },
         other => return Err(FrameError::UnknownKind(other)),
     };
     r.finish()?;
@@ -460,10 +409,7 @@ pub fn decode_response(frame: &[u8]) -> Result<(u64, Response), FrameError> {
             for _ in 0..n {
                 items.push(r.order_view()?);
             }
-            Response::Orders {
-                items,
-                total: r.u64("total")?,
-            }
+            Response::Orders { items, total: r.u64("total")? }
         }
         kind::ACTIVITY => Response::Activity(Box::new(r.activity_view()?)),
         kind::ACTIVITIES => {
@@ -472,17 +418,12 @@ pub fn decode_response(frame: &[u8]) -> Result<(u64, Response), FrameError> {
             for _ in 0..n {
                 items.push(r.activity_view()?);
             }
-            Response::Activities {
-                items,
-                total: r.u64("total")?,
-            }
+            Response::Activities { items, total: r.u64("total")? }
         }
         kind::DONE => Response::Done,
         kind::ERROR => {
             let code = r.u8("error_code")?;
-            Response::Error(ErrorCode::from_u8(code).ok_or(FrameError::BadValue {
-                field: "error_code",
-            })?)
+            Response::Error(ErrorCode::from_u8(code).ok_or(FrameError::BadValue { field: "error_code" })?)
         }
         other => return Err(FrameError::UnknownKind(other)),
     };
@@ -505,10 +446,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], FrameError> {
-        let (head, rest) = self
-            .buf
-            .split_first_chunk::<N>()
-            .ok_or(FrameError::Truncated { field })?;
+        let (head, rest) = self.buf.split_first_chunk::<N>().ok_or(FrameError::Truncated { field })?;
         self.buf = rest;
         Ok(*head)
     }
@@ -622,9 +560,7 @@ impl<'a> Reader<'a> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(FrameError::TrailingBytes {
-                count: self.buf.len(),
-            })
+            Err(FrameError::TrailingBytes { count: self.buf.len() })
         }
     }
 }
@@ -651,62 +587,26 @@ mod tests {
 
     fn request() -> impl Strategy<Value = Request> {
         prop_oneof![
-            (
-                any::<u64>(),
-                any::<u64>(),
-                any::<u32>(),
-                any::<u64>(),
-                any::<bool>()
-            )
-                .prop_map(
-                    |(user_id, activity_id, quantity, idempotency_key, buy_token_ok)| {
-                        Request::Buy {
-                            user_id,
-                            activity_id,
-                            quantity,
-                            idempotency_key,
-                            buy_token_ok,
-                        }
-                    }
-                ),
-            (any::<Option<u64>>(), order_id())
-                .prop_map(|(user_id, order_id)| Request::GetOrder { user_id, order_id }),
-            (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(user_id, offset, limit)| {
-                Request::ListOrders {
-                    user_id,
-                    offset,
-                    limit,
+            (any::<u64>(), any::<u64>(), any::<u32>(), any::<u64>(), any::<bool>()).prop_map(
+                |(user_id, activity_id, quantity, idempotency_key, buy_token_ok)| {
+                    Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok }
                 }
-            }),
-            (any::<u64>(), order_id())
-                .prop_map(|(user_id, order_id)| Request::Cancel { user_id, order_id }),
-            (order_id(), any::<u64>(), any::<u64>()).prop_map(|(order_id, amount_cents, txn)| {
-                Request::Pay {
-                    order_id,
-                    amount_cents,
-                    txn,
-                }
-            }),
-            (any::<u64>(), order_id())
-                .prop_map(|(user_id, order_id)| Request::Refund { user_id, order_id }),
+            ),
+            (any::<Option<u64>>(), order_id()).prop_map(|(user_id, order_id)| Request::GetOrder { user_id, order_id }),
+            (any::<u64>(), any::<u32>(), any::<u32>())
+                .prop_map(|(user_id, offset, limit)| { Request::ListOrders { user_id, offset, limit } }),
+            (any::<u64>(), order_id()).prop_map(|(user_id, order_id)| Request::Cancel { user_id, order_id }),
+            (order_id(), any::<u64>(), any::<u64>())
+                .prop_map(|(order_id, amount_cents, txn)| { Request::Pay { order_id, amount_cents, txn } }),
+            (any::<u64>(), order_id()).prop_map(|(user_id, order_id)| Request::Refund { user_id, order_id }),
             order_id().prop_map(|order_id| Request::Ship { order_id }),
             order_id().prop_map(|order_id| Request::Expire { order_id }),
-            (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(activity_id, user_id, limit)| {
-                Request::SetQuota {
-                    activity_id,
-                    user_id,
-                    limit,
-                }
-            }),
-            (any::<u64>(), any::<u64>()).prop_map(|(user_id, activity_id)| {
-                Request::IssueBuyToken {
-                    user_id,
-                    activity_id,
-                }
-            }),
+            (any::<u64>(), any::<u64>(), any::<u32>())
+                .prop_map(|(activity_id, user_id, limit)| { Request::SetQuota { activity_id, user_id, limit } }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(user_id, activity_id)| { Request::IssueBuyToken { user_id, activity_id } }),
             any::<u64>().prop_map(|activity_id| Request::GetActivity { activity_id }),
-            (any::<u32>(), any::<u32>())
-                .prop_map(|(offset, limit)| Request::ListActivities { offset, limit }),
+            (any::<u32>(), any::<u32>()).prop_map(|(offset, limit)| Request::ListActivities { offset, limit }),
         ]
     }
 
@@ -722,16 +622,7 @@ mod tests {
             any::<u64>(),
         )
             .prop_map(
-                |(
-                    order_id,
-                    user_id,
-                    activity_id,
-                    quantity,
-                    amount_cents,
-                    status,
-                    created_at_ms,
-                    pay_before_ms,
-                )| {
+                |(order_id, user_id, activity_id, quantity, amount_cents, status, created_at_ms, pay_before_ms)| {
                     OrderView {
                         order_id,
                         user_id,
@@ -748,39 +639,14 @@ mod tests {
 
     fn activity_view() -> impl Strategy<Value = ActivityView> {
         (
-            (
-                any::<u64>(),
-                any::<u64>(),
-                "\\PC{0,24}",
-                "\\PC{0,40}",
-                any::<u64>(),
-                any::<u64>(),
-                any::<u64>(),
-            ),
-            (
-                any::<u64>(),
-                any::<u64>(),
-                any::<u32>(),
-                any::<u32>(),
-                any::<bool>(),
-                any::<u32>(),
-            ),
-            (
-                "[a-z_]{0,12}",
-                proptest::sample::select(Phase::ALL.to_vec()),
-            ),
+            (any::<u64>(), any::<u64>(), "\\PC{0,24}", "\\PC{0,40}", any::<u64>(), any::<u64>(), any::<u64>()),
+            (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>()),
+            ("[a-z_]{0,12}", proptest::sample::select(Phase::ALL.to_vec())),
         )
             .prop_map(
                 |(
                     (id, product_id, product_name, title, price_cents, total_stock, remaining),
-                    (
-                        starts_at_ms,
-                        ends_at_ms,
-                        per_user_limit,
-                        payment_timeout_s,
-                        require_buy_token,
-                        gate_factor,
-                    ),
+                    (starts_at_ms, ends_at_ms, per_user_limit, payment_timeout_s, require_buy_token, gate_factor),
                     (status, phase),
                 )| ActivityView {
                     id,
@@ -809,10 +675,7 @@ mod tests {
             (proptest::collection::vec(order_view(), 0..24), any::<u64>())
                 .prop_map(|(items, total)| Response::Orders { items, total }),
             activity_view().prop_map(|v| Response::Activity(Box::new(v))),
-            (
-                proptest::collection::vec(activity_view(), 0..8),
-                any::<u64>()
-            )
+            (proptest::collection::vec(activity_view(), 0..8), any::<u64>())
                 .prop_map(|(items, total)| Response::Activities { items, total }),
             Just(Response::Done),
             proptest::sample::select(ErrorCode::ALL.to_vec()).prop_map(Response::Error),
@@ -860,13 +723,7 @@ mod tests {
 
     fn all_requests() -> Vec<Request> {
         vec![
-            Request::Buy {
-                user_id: 1,
-                activity_id: 2,
-                quantity: 3,
-                idempotency_key: 0,
-                buy_token_ok: false,
-            },
+            Request::Buy { user_id: 1, activity_id: 2, quantity: 3, idempotency_key: 0, buy_token_ok: false },
             Request::Buy {
                 user_id: 1,
                 activity_id: 2,
@@ -874,75 +731,30 @@ mod tests {
                 idempotency_key: 0xdead_beef_cafe_f00d,
                 buy_token_ok: true,
             },
-            Request::GetOrder {
-                user_id: None,
-                order_id: id(1),
-            },
-            Request::GetOrder {
-                user_id: Some(9),
-                order_id: id(2),
-            },
-            Request::ListOrders {
-                user_id: 1,
-                offset: 5,
-                limit: 100,
-            },
-            Request::Cancel {
-                user_id: 1,
-                order_id: id(3),
-            },
-            Request::Pay {
-                order_id: id(4),
-                amount_cents: 1998,
-                txn: 0x0123_4567_89ab_cdef,
-            },
-            Request::Refund {
-                user_id: 1,
-                order_id: id(5),
-            },
+            Request::GetOrder { user_id: None, order_id: id(1) },
+            Request::GetOrder { user_id: Some(9), order_id: id(2) },
+            Request::ListOrders { user_id: 1, offset: 5, limit: 100 },
+            Request::Cancel { user_id: 1, order_id: id(3) },
+            Request::Pay { order_id: id(4), amount_cents: 1998, txn: 0x0123_4567_89ab_cdef },
+            Request::Refund { user_id: 1, order_id: id(5) },
             Request::Ship { order_id: id(6) },
             Request::Expire { order_id: id(7) },
-            Request::SetQuota {
-                activity_id: 7,
-                user_id: 1,
-                limit: 4,
-            },
-            Request::IssueBuyToken {
-                user_id: 1,
-                activity_id: 7,
-            },
+            Request::SetQuota { activity_id: 7, user_id: 1, limit: 4 },
+            Request::IssueBuyToken { user_id: 1, activity_id: 7 },
             Request::GetActivity { activity_id: 7 },
-            Request::ListActivities {
-                offset: 0,
-                limit: 20,
-            },
+            Request::ListActivities { offset: 0, limit: 20 },
         ]
     }
 
     fn all_responses() -> Vec<Response> {
         vec![
             Response::Order(sample_order()),
-            Response::Replayed(OrderView {
-                status: OrderStatus::Paid,
-                ..sample_order()
-            }),
-            Response::Orders {
-                items: vec![],
-                total: 0,
-            },
-            Response::Orders {
-                items: vec![sample_order(); 3],
-                total: 10,
-            },
+            Response::Replayed(OrderView { status: OrderStatus::Paid, ..sample_order() }),
+            Response::Orders { items: vec![], total: 0 },
+            Response::Orders { items: vec![sample_order(); 3], total: 10 },
             Response::Activity(Box::new(sample_activity())),
-            Response::Activities {
-                items: vec![],
-                total: 0,
-            },
-            Response::Activities {
-                items: vec![sample_activity(); 2],
-                total: 2,
-            },
+            Response::Activities { items: vec![], total: 0 },
+            Response::Activities { items: vec![sample_activity(); 2], total: 2 },
             Response::Done,
             Response::Error(ErrorCode::SoldOut),
         ]
@@ -991,13 +803,7 @@ mod tests {
         encode_request(
             &mut out,
             0x0102,
-            &Request::Buy {
-                user_id: 5,
-                activity_id: 6,
-                quantity: 7,
-                idempotency_key: 8,
-                buy_token_ok: true,
-            },
+            &Request::Buy { user_id: 5, activity_id: 6, quantity: 7, idempotency_key: 8, buy_token_ok: true },
         );
         let mut want = Vec::new();
         want.extend_from_slice(&38u32.to_le_bytes());
@@ -1044,10 +850,7 @@ mod tests {
         }
         for (i, resp) in all_responses().iter().enumerate() {
             let body = encoded_response(u64::MAX - i as u64, resp);
-            assert_eq!(
-                decode_response(&body),
-                Ok((u64::MAX - i as u64, resp.clone()))
-            );
+            assert_eq!(decode_response(&body), Ok((u64::MAX - i as u64, resp.clone())));
             assert!(decode_request(&body).is_err());
         }
     }
@@ -1059,10 +862,7 @@ mod tests {
         encode_response(&mut out, 2, &Response::Done);
         assert_eq!(&out[..6], b"prefix");
         let (body, used) = split_frame(&out[6..]).unwrap().unwrap();
-        assert_eq!(
-            decode_request(body),
-            Ok((1, Request::Ship { order_id: id(1) }))
-        );
+        assert_eq!(decode_request(body), Ok((1, Request::Ship { order_id: id(1) })));
         let (body, _) = split_frame(&out[6 + used..]).unwrap().unwrap();
         assert_eq!(decode_response(body), Ok((2, Response::Done)));
     }
@@ -1074,22 +874,11 @@ mod tests {
         assert_eq!(split_frame(&[]), Ok(None));
         assert_eq!(split_frame(&[9, 0, 0]), Ok(None));
         for len in 0..HEADER_BYTES as u32 {
-            assert_eq!(
-                split_frame(&len.to_le_bytes()),
-                Err(FrameError::TooShort { len: len.into() })
-            );
+            assert_eq!(split_frame(&len.to_le_bytes()), Err(FrameError::TooShort { len: len.into() }));
         }
         let over = FRAME_BYTES_MAX as u32 + 1;
-        assert_eq!(
-            split_frame(&over.to_le_bytes()),
-            Err(FrameError::TooLarge { len: over.into() })
-        );
-        assert_eq!(
-            split_frame(&u32::MAX.to_le_bytes()),
-            Err(FrameError::TooLarge {
-                len: u32::MAX.into()
-            })
-        );
+        assert_eq!(split_frame(&over.to_le_bytes()), Err(FrameError::TooLarge { len: over.into() }));
+        assert_eq!(split_frame(&u32::MAX.to_le_bytes()), Err(FrameError::TooLarge { len: u32::MAX.into() }));
         // The largest legal frame is only incomplete until all of it is there.
         let mut buf = (FRAME_BYTES_MAX as u32).to_le_bytes().to_vec();
         buf.resize(LEN_BYTES + FRAME_BYTES_MAX - 1, 0);
@@ -1097,10 +886,7 @@ mod tests {
         buf.push(0);
         buf.push(0xAA); // the start of the next frame
         let (body, used) = split_frame(&buf).unwrap().unwrap();
-        assert_eq!(
-            (body.len(), used),
-            (FRAME_BYTES_MAX, LEN_BYTES + FRAME_BYTES_MAX)
-        );
+        assert_eq!((body.len(), used), (FRAME_BYTES_MAX, LEN_BYTES + FRAME_BYTES_MAX));
     }
 
     #[test]
@@ -1115,13 +901,9 @@ mod tests {
         assert_eq!(frames.len(), want.len());
         for cut in 0..=stream.len() {
             let frames = receive(&stream, &[cut]);
-            let got: Vec<(u64, Request)> =
-                frames.iter().map(|f| decode_request(f).unwrap()).collect();
-            let expect: Vec<(u64, Request)> = all_requests()
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| (i as u64, r))
-                .collect();
+            let got: Vec<(u64, Request)> = frames.iter().map(|f| decode_request(f).unwrap()).collect();
+            let expect: Vec<(u64, Request)> =
+                all_requests().into_iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
             assert_eq!(got, expect, "cut at {cut}");
         }
         // One byte at a time.
@@ -1133,10 +915,7 @@ mod tests {
             encode_response(&mut stream, i as u64, resp);
         }
         for cut in 0..=stream.len() {
-            let got: Vec<Response> = receive(&stream, &[cut])
-                .iter()
-                .map(|f| decode_response(f).unwrap().1)
-                .collect();
+            let got: Vec<Response> = receive(&stream, &[cut]).iter().map(|f| decode_response(f).unwrap().1).collect();
             assert_eq!(got, all_responses(), "cut at {cut}");
         }
     }
@@ -1147,120 +926,64 @@ mod tests {
     fn malformed_frames_are_errors() {
         let good = encoded_request(1, &Request::Ship { order_id: id(1) });
         // Truncated payload.
-        assert_eq!(
-            decode_request(&good[..good.len() - 1]),
-            Err(FrameError::Truncated { field: "order_id" })
-        );
+        assert_eq!(decode_request(&good[..good.len() - 1]), Err(FrameError::Truncated { field: "order_id" }));
         // Trailing bytes.
         let mut long = good.clone();
         long.push(0);
-        assert_eq!(
-            decode_request(&long),
-            Err(FrameError::TrailingBytes { count: 1 })
-        );
+        assert_eq!(decode_request(&long), Err(FrameError::TrailingBytes { count: 1 }));
         // Unknown kinds, in both directions.
         let mut bad = good.clone();
         bad[0] = 0;
         assert_eq!(decode_request(&bad), Err(FrameError::UnknownKind(0)));
         bad[0] = kind::ORDER;
-        assert_eq!(
-            decode_request(&bad),
-            Err(FrameError::UnknownKind(kind::ORDER))
-        );
-        assert_eq!(
-            decode_response(&good),
-            Err(FrameError::UnknownKind(kind::SHIP))
-        );
+        assert_eq!(decode_request(&bad), Err(FrameError::UnknownKind(kind::ORDER)));
+        assert_eq!(decode_response(&good), Err(FrameError::UnknownKind(kind::SHIP)));
         // Not one of our ids.
         let mut bad = good.clone();
         bad[HEADER_BYTES..].copy_from_slice(&0u128.to_le_bytes());
-        assert_eq!(
-            decode_request(&bad),
-            Err(FrameError::BadValue { field: "order_id" })
-        );
+        assert_eq!(decode_request(&bad), Err(FrameError::BadValue { field: "order_id" }));
         // Too short / too long as a body.
-        assert_eq!(
-            decode_request(&good[..8]),
-            Err(FrameError::TooShort { len: 8 })
-        );
+        assert_eq!(decode_request(&good[..8]), Err(FrameError::TooShort { len: 8 }));
         assert_eq!(
             decode_response(&vec![kind::DONE; FRAME_BYTES_MAX + 1]),
-            Err(FrameError::TooLarge {
-                len: FRAME_BYTES_MAX as u64 + 1
-            })
+            Err(FrameError::TooLarge { len: FRAME_BYTES_MAX as u64 + 1 })
         );
     }
 
     #[test]
     fn bad_enum_option_and_bool_values_are_errors() {
         // Option tag other than 0/1, and tag 0 with a value.
-        let mut body = encoded_request(
-            1,
-            &Request::GetOrder {
-                user_id: None,
-                order_id: id(1),
-            },
-        );
+        let mut body = encoded_request(1, &Request::GetOrder { user_id: None, order_id: id(1) });
         body[HEADER_BYTES] = 2;
-        assert_eq!(
-            decode_request(&body),
-            Err(FrameError::BadValue { field: "user_id" })
-        );
+        assert_eq!(decode_request(&body), Err(FrameError::BadValue { field: "user_id" }));
         body[HEADER_BYTES] = 0;
         body[HEADER_BYTES + 1] = 1;
-        assert_eq!(
-            decode_request(&body),
-            Err(FrameError::BadValue { field: "user_id" })
-        );
+        assert_eq!(decode_request(&body), Err(FrameError::BadValue { field: "user_id" }));
 
         // A bool other than 0/1.
         let mut body = encoded_request(
             1,
-            &Request::Buy {
-                user_id: 1,
-                activity_id: 2,
-                quantity: 1,
-                idempotency_key: 3,
-                buy_token_ok: true,
-            },
+            &Request::Buy { user_id: 1, activity_id: 2, quantity: 1, idempotency_key: 3, buy_token_ok: true },
         );
         let token_ok_at = body.len() - 1;
         assert_eq!(body[token_ok_at], 1);
         for b in [2u8, 0x80, 255] {
             body[token_ok_at] = b;
-            assert_eq!(
-                decode_request(&body),
-                Err(FrameError::BadValue {
-                    field: "buy_token_ok"
-                })
-            );
+            assert_eq!(decode_request(&body), Err(FrameError::BadValue { field: "buy_token_ok" }));
         }
 
         let mut body = encoded_response(1, &Response::Error(ErrorCode::Busy));
         for code in [0u8, 18, 255] {
             body[HEADER_BYTES] = code;
-            assert_eq!(
-                decode_response(&body),
-                Err(FrameError::BadValue {
-                    field: "error_code"
-                })
-            );
+            assert_eq!(decode_response(&body), Err(FrameError::BadValue { field: "error_code" }));
         }
 
-        for resp in [
-            Response::Order(sample_order()),
-            Response::Replayed(sample_order()),
-        ] {
+        for resp in [Response::Order(sample_order()), Response::Replayed(sample_order())] {
             let mut body = encoded_response(1, &resp);
             let status_at = HEADER_BYTES + 16 + 8 + 8 + 4 + 8;
             assert_eq!(body[status_at], OrderStatus::PendingPayment as u8);
             body[status_at] = 7;
-            assert_eq!(
-                decode_response(&body),
-                Err(FrameError::BadValue {
-                    field: "order.status"
-                })
-            );
+            assert_eq!(decode_response(&body), Err(FrameError::BadValue { field: "order.status" }));
         }
 
         let activity = ActivityView {
@@ -1274,38 +997,20 @@ mod tests {
         let token_at = phase_at - 2 - 4 - 1;
         let mut bad = body.clone();
         bad[phase_at] = 0;
-        assert_eq!(
-            decode_response(&bad),
-            Err(FrameError::BadValue {
-                field: "activity.phase"
-            })
-        );
+        assert_eq!(decode_response(&bad), Err(FrameError::BadValue { field: "activity.phase" }));
         let mut bad = body.clone();
         bad[token_at] = 2;
-        assert_eq!(
-            decode_response(&bad),
-            Err(FrameError::BadValue {
-                field: "activity.require_buy_token"
-            })
-        );
+        assert_eq!(decode_response(&bad), Err(FrameError::BadValue { field: "activity.require_buy_token" }));
         // Invalid UTF-8 in a string.
         let mut bad = body.clone();
         let name_at = HEADER_BYTES + 16;
         bad.splice(name_at..name_at + 2, [1, 0, 0xff]);
-        assert_eq!(
-            decode_response(&bad),
-            Err(FrameError::BadValue {
-                field: "activity.product_name"
-            })
-        );
+        assert_eq!(decode_response(&bad), Err(FrameError::BadValue { field: "activity.product_name" }));
     }
 
     #[test]
     fn lying_counts_are_refused_before_allocating() {
-        for (k, field) in [
-            (kind::ORDERS, "orders.count"),
-            (kind::ACTIVITIES, "activities.count"),
-        ] {
+        for (k, field) in [(kind::ORDERS, "orders.count"), (kind::ACTIVITIES, "activities.count")] {
             let mut body = vec![k];
             body.extend_from_slice(&1u64.to_le_bytes());
             body.extend_from_slice(&u32::MAX.to_le_bytes());
@@ -1323,50 +1028,26 @@ mod tests {
 
     #[test]
     fn oversized_responses_become_payload_too_large() {
-        let big = ActivityView {
-            title: "x".repeat(4000),
-            ..sample_activity()
-        };
-        let resp = Response::Activities {
-            items: vec![big; 20],
-            total: 20,
-        };
+        let big = ActivityView { title: "x".repeat(4000), ..sample_activity() };
+        let resp = Response::Activities { items: vec![big; 20], total: 20 };
         let mut out = b"keep".to_vec();
         encode_response(&mut out, 77, &resp);
         assert_eq!(&out[..4], b"keep");
         let (body, used) = split_frame(&out[4..]).unwrap().unwrap();
         assert_eq!(used, out.len() - 4);
-        assert_eq!(
-            decode_response(body),
-            Ok((77, Response::Error(ErrorCode::PayloadTooLarge)))
-        );
+        assert_eq!(decode_response(body), Ok((77, Response::Error(ErrorCode::PayloadTooLarge))));
 
-        let huge = ActivityView {
-            product_name: "y".repeat(70_000),
-            ..sample_activity()
-        };
+        let huge = ActivityView { product_name: "y".repeat(70_000), ..sample_activity() };
         let body = encoded_response(78, &Response::Activity(Box::new(huge)));
-        assert_eq!(
-            decode_response(&body),
-            Ok((78, Response::Error(ErrorCode::PayloadTooLarge)))
-        );
+        assert_eq!(decode_response(&body), Ok((78, Response::Error(ErrorCode::PayloadTooLarge))));
 
-        let many = Response::Orders {
-            items: vec![sample_order(); 2000],
-            total: 2000,
-        };
+        let many = Response::Orders { items: vec![sample_order(); 2000], total: 2000 };
         let body = encoded_response(79, &many);
-        assert_eq!(
-            decode_response(&body),
-            Ok((79, Response::Error(ErrorCode::PayloadTooLarge)))
-        );
+        assert_eq!(decode_response(&body), Ok((79, Response::Error(ErrorCode::PayloadTooLarge))));
 
         // The largest list that fits is sent as is.
         let n = (FRAME_BYTES_MAX - HEADER_BYTES - 4 - 8) / ORDER_VIEW_BYTES;
-        let fits = Response::Orders {
-            items: vec![sample_order(); n],
-            total: 1,
-        };
+        let fits = Response::Orders { items: vec![sample_order(); n], total: 1 };
         let body = encoded_response(80, &fits);
         assert_eq!(decode_response(&body), Ok((80, fits)));
     }
@@ -1408,13 +1089,7 @@ mod tests {
 
     #[test]
     fn buy_and_order_paths_do_not_allocate() {
-        let buy = Request::Buy {
-            user_id: 1,
-            activity_id: 2,
-            quantity: 1,
-            idempotency_key: 0xfeed,
-            buy_token_ok: true,
-        };
+        let buy = Request::Buy { user_id: 1, activity_id: 2, quantity: 1, idempotency_key: 0xfeed, buy_token_ok: true };
         let order = Response::Order(sample_order());
         let replayed = Response::Replayed(sample_order());
         let mut out = Vec::with_capacity(1024);
@@ -1432,15 +1107,9 @@ mod tests {
             assert!(matches!(decode_response(body), Ok((_, Response::Order(_)))));
             let rest = &rest[used..];
             let (body, used) = split_frame(rest).unwrap().unwrap();
-            assert!(matches!(
-                decode_response(body),
-                Ok((_, Response::Replayed(_)))
-            ));
+            assert!(matches!(decode_response(body), Ok((_, Response::Replayed(_)))));
             let (body, _) = split_frame(&rest[used..]).unwrap().unwrap();
-            assert!(matches!(
-                decode_response(body),
-                Ok((_, Response::Error(ErrorCode::SoldOut)))
-            ));
+            assert!(matches!(decode_response(body), Ok((_, Response::Error(ErrorCode::SoldOut)))));
         }
         assert_eq!(alloc_count::allocations() - before, 0);
     }

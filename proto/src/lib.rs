@@ -11,8 +11,7 @@ pub mod msg;
 
 pub use error::ErrorCode;
 pub use frame::{
-    decode_request, decode_response, encode_request, encode_response, split_frame, FrameError,
-    FRAME_BYTES_MAX,
+    decode_request, decode_response, encode_request, encode_response, split_frame, FrameError, FRAME_BYTES_MAX,
 };
 pub use model::{ActivityView, OrderId, OrderStatus, OrderView, Phase};
 pub use msg::{Request, Response, Route, PAGE_LIMIT_MAX};

@@ -8,7 +8,9 @@ use std::str::FromStr;
 /// the version nibble, 12 bits of shard, the variant bits and a 62-bit
 /// per-shard sequence. Ids therefore sort by creation time, are unique
 /// across shards without coordination, and name the shard that owns them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct OrderId(pub u128);
 
 impl OrderId {
@@ -21,12 +23,7 @@ impl OrderId {
         let ms = (unix_ms as u128) & 0xffff_ffff_ffff;
         let version = 0x7u128;
         let variant = 0b10u128;
-        OrderId(
-            (ms << 80)
-                | (version << 76)
-                | ((shard as u128 & 0xfff) << 64)
-                | (variant << 62),
-        )
+        OrderId((ms << 80) | (version << 76) | ((shard as u128 & 0xfff) << 64) | (variant << 62))
     }
 
     /// The next id after `self` from the same shard (same ms, sequence + 1).
@@ -109,7 +106,9 @@ impl<'de> Deserialize<'de> for OrderId {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum OrderStatus {
@@ -122,14 +121,8 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 6] = [
-        Self::PendingPayment,
-        Self::Paid,
-        Self::Cancelled,
-        Self::Expired,
-        Self::Refunded,
-        Self::Shipped,
-    ];
+    pub const ALL: [OrderStatus; 6] =
+        [Self::PendingPayment, Self::Paid, Self::Cancelled, Self::Expired, Self::Refunded, Self::Shipped];
 
     /// Whether an order in this status holds stock tokens.
     pub fn holds_stock(self) -> bool {

@@ -9,25 +9,64 @@ pub enum Request {
     /// `idempotency_key`: a hash of the client's Idempotency-Key header, 0
     /// for none. `buy_token_ok`: the front verified a buy token for this
     /// user and activity (needed when the activity requires one).
-    Buy { user_id: u64, activity_id: u64, quantity: u32, idempotency_key: u64, buy_token_ok: bool },
+    Buy {
+        user_id: u64,
+        activity_id: u64,
+        quantity: u32,
+        idempotency_key: u64,
+        buy_token_ok: bool,
+    },
     /// `user_id: None` is an operator's view (admin `order.show`).
-    GetOrder { user_id: Option<u64>, order_id: OrderId },
-    ListOrders { user_id: u64, offset: u32, limit: u32 },
-    Cancel { user_id: u64, order_id: OrderId },
+    GetOrder {
+        user_id: Option<u64>,
+        order_id: OrderId,
+    },
+    ListOrders {
+        user_id: u64,
+        offset: u32,
+        limit: u32,
+    },
+    Cancel {
+        user_id: u64,
+        order_id: OrderId,
+    },
     /// Payment confirmed (sandbox or a verified notify). `txn`: a hash of
     /// the provider's transaction id; the same txn again is a replay (200),
     /// another txn for a paid order is a second payment (409, reconciled).
-    Pay { order_id: OrderId, amount_cents: u64, txn: u64 },
-    Refund { user_id: u64, order_id: OrderId },
-    Ship { order_id: OrderId },
+    Pay {
+        order_id: OrderId,
+        amount_cents: u64,
+        txn: u64,
+    },
+    Refund {
+        user_id: u64,
+        order_id: OrderId,
+    },
+    Ship {
+        order_id: OrderId,
+    },
     /// The payment deadline passed; sent by the engine's own timers and tests.
-    Expire { order_id: OrderId },
-    SetQuota { activity_id: u64, user_id: u64, limit: u32 },
+    Expire {
+        order_id: OrderId,
+    },
+    SetQuota {
+        activity_id: u64,
+        user_id: u64,
+        limit: u32,
+    },
     /// May this user get a buy token for this activity? (gate of seed 002:
     /// at most gate_factor × stock are handed out). The front signs it.
-    IssueBuyToken { user_id: u64, activity_id: u64 },
-    GetActivity { activity_id: u64 },
-    ListActivities { offset: u32, limit: u32 },
+    IssueBuyToken {
+        user_id: u64,
+        activity_id: u64,
+    },
+    GetActivity {
+        activity_id: u64,
+    },
+    ListActivities {
+        offset: u32,
+        limit: u32,
+    },
 }
 
 /// Which owner a request belongs to.
@@ -64,9 +103,15 @@ pub enum Response {
     Order(OrderView),
     /// A buy whose Idempotency-Key was used before: the order it made then.
     Replayed(OrderView),
-    Orders { items: Vec<OrderView>, total: u64 },
+    Orders {
+        items: Vec<OrderView>,
+        total: u64,
+    },
     Activity(Box<ActivityView>),
-    Activities { items: Vec<ActivityView>, total: u64 },
+    Activities {
+        items: Vec<ActivityView>,
+        total: u64,
+    },
     Done,
     Error(ErrorCode),
 }

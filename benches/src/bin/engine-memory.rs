@@ -84,22 +84,12 @@ fn measure(label: &str, quantity: u32, make: impl FnOnce() -> Purchases) {
         took.as_millis(),
     );
     drop(table);
-    assert_eq!(
-        LIVE.load(Ordering::Relaxed),
-        before,
-        "the table freed everything"
-    );
+    assert_eq!(LIVE.load(Ordering::Relaxed), before, "the table freed everything");
 }
 
 fn main() {
     println!("Purchases: {RECORDS} distinct users, one activity (target <= 24 B/record)");
     measure("quantity 1, grown from empty", 1, Purchases::default);
-    measure("quantity 1, with_capacity(10M)", 1, || {
-        Purchases::with_capacity(RECORDS as usize)
-    });
-    measure(
-        "quantity 2 (side map), grown from empty",
-        2,
-        Purchases::default,
-    );
+    measure("quantity 1, with_capacity(10M)", 1, || Purchases::with_capacity(RECORDS as usize));
+    measure("quantity 2 (side map), grown from empty", 2, Purchases::default);
 }

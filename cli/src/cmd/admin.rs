@@ -39,8 +39,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 pub fn call(data_dir: &std::path::Path, cmd: &str, json: &str) -> anyhow::Result<Value> {
     let args: Value = serde_json::from_str(json).context("--json is not valid JSON")?;
     let path = data_dir.join("admin.sock");
-    let stream = UnixStream::connect(&path)
-        .with_context(|| format!("cannot reach {}; is `seckill engine` (or `up`) running with --data-dir {}?", path.display(), data_dir.display()))?;
+    let stream = UnixStream::connect(&path).with_context(|| {
+        format!(
+            "cannot reach {}; is `seckill engine` (or `up`) running with --data-dir {}?",
+            path.display(),
+            data_dir.display()
+        )
+    })?;
     let mut w = stream.try_clone()?;
     let line = serde_json::json!({"cmd": cmd, "args": args});
     writeln!(w, "{line}")?;

@@ -53,15 +53,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             mysql_url: "none".into(),
             redis_url: "none".into(),
         },
-        http: front::HttpArgs {
-            http,
-            payment: "sandbox".into(),
-            buys_per_minute: 1_000_000,
-            engine_connections: 4,
-        },
+        http: front::HttpArgs { http, payment: "sandbox".into(), buys_per_minute: 1_000_000, engine_connections: 4 },
     };
     println!("seckill demo: starting the service on http://{http} (data dir {})", data_dir.display());
-    println!("  MySQL persister: off, Redis mirror: off (the WAL is the system of record); durability {:?}", args.durability);
+    println!(
+        "  MySQL persister: off, Redis mirror: off (the WAL is the system of record); durability {:?}",
+        args.durability
+    );
     let service = up::Service::start(&up_args, None)?;
     let activity_id = load::setup_activity(&data_dir, args.stock, 1)?;
     println!(

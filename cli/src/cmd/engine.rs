@@ -138,7 +138,9 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
     {
         let engine = node.engine.clone();
         let stop_flag = Arc::new(AtomicBool::new(false));
-        std::thread::Builder::new().name("wire-accept".into()).spawn(move || wire::serve(engine, listener, stop_flag))?;
+        std::thread::Builder::new()
+            .name("wire-accept".into())
+            .spawn(move || wire::serve(engine, listener, stop_flag))?;
     }
     {
         let stop_tx = stop_tx.clone();
@@ -157,7 +159,8 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
         std::thread::Builder::new().name("admin-accept".into()).spawn(move || admin::serve(ctx, admin_listener))?;
     }
     {
-        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        let mut signals =
+            signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
         std::thread::Builder::new().name("signals".into()).spawn(move || {
             if signals.forever().next().is_some() {
                 let _ = stop_tx.try_send("signal");

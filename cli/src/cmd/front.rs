@@ -62,7 +62,11 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("front").build().context("starting the tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("front")
+        .build()
+        .context("starting the tokio runtime")
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -73,7 +77,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = config(&args.http, &args.data_dir, engine.clone())?;
     let prometheus = install_metrics();
     runtime()?.block_on(async move {
-        let (front, listener) = seckill_front::bind(cfg, prometheus).await.with_context(|| format!("binding {}", args.http.http))?;
+        let (front, listener) =
+            seckill_front::bind(cfg, prometheus).await.with_context(|| format!("binding {}", args.http.http))?;
         tracing::info!(http = %args.http.http, engine = %engine, "seckill front listening");
         println!("seckill front listening on http://{} (engine {engine})", args.http.http);
         seckill_front::run(front, listener, shutdown_signal()).await;

@@ -49,20 +49,10 @@ pub struct Args {
     #[arg(long, env = "SECKILL_LOAD_SETUP")]
     pub setup: bool,
     /// Units on sale in the activity made by --setup.
-    #[arg(
-        long,
-        env = "SECKILL_LOAD_STOCK",
-        default_value_t = 10_000,
-        conflicts_with = "activity"
-    )]
+    #[arg(long, env = "SECKILL_LOAD_STOCK", default_value_t = 10_000, conflicts_with = "activity")]
     pub stock: u64,
     /// Per-user limit of the activity made by --setup.
-    #[arg(
-        long,
-        env = "SECKILL_LOAD_PER_USER_LIMIT",
-        default_value_t = 1,
-        conflicts_with = "activity"
-    )]
+    #[arg(long, env = "SECKILL_LOAD_PER_USER_LIMIT", default_value_t = 1, conflicts_with = "activity")]
     pub per_user_limit: u32,
     /// Distinct buyers (user ids first-user .. first-user+users-1), used round robin.
     #[arg(long, env = "SECKILL_LOAD_USERS", default_value_t = 10_000)]
@@ -71,12 +61,7 @@ pub struct Args {
     #[arg(long, env = "SECKILL_LOAD_FIRST_USER", default_value_t = 1)]
     pub first_user: u64,
     /// Concurrent HTTP/1.1 keep-alive connections (one worker each).
-    #[arg(
-        long,
-        short = 'c',
-        env = "SECKILL_LOAD_CONNECTIONS",
-        default_value_t = 64
-    )]
+    #[arg(long, short = 'c', env = "SECKILL_LOAD_CONNECTIONS", default_value_t = 64)]
     pub connections: usize,
     /// Open loop: requests per second, e.g. 2000 or 2000/s (absent: closed loop).
     #[arg(long, env = "SECKILL_LOAD_RATE", value_parser = parse_rate)]
@@ -109,9 +94,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     let num = s.trim().trim_end_matches("/s").trim_end_matches("rps");
     match num.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => Ok(r),
-        _ => Err(format!(
-            "`{s}` is not a rate like 2000 or 2000/s (0 < rate <= 10M)"
-        )),
+        _ => Err(format!("`{s}` is not a rate like 2000 or 2000/s (0 < rate <= 10M)")),
     }
 }
 
@@ -130,9 +113,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
     };
     match num.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n * mult <= 7.0 * 86_400.0 => {
-            Ok(Duration::from_secs_f64(n * mult))
-        }
+        Ok(n) if n.is_finite() && n > 0.0 && n * mult <= 7.0 * 86_400.0 => Ok(Duration::from_secs_f64(n * mult)),
         _ => Err(format!("`{s}` is not a duration like 10s, 500ms or 2m")),
     }
 }
@@ -226,9 +207,7 @@ struct OrderBody {
 
 /// The `error.code` of an error answer, or `""`.
 fn error_code(body: &[u8]) -> String {
-    serde_json::from_slice::<ErrorBody>(body)
-        .map(|e| e.error.code)
-        .unwrap_or_default()
+    serde_json::from_slice::<ErrorBody>(body).map(|e| e.error.code).unwrap_or_default()
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -242,29 +221,17 @@ pub fn histogram() -> Histogram<u64> {
 /// Issues one token per buyer (before the clock starts).
 fn issue_tokens(cfg: &LoadConfig, ttl_s: u64) -> anyhow::Result<Vec<HeaderValue>> {
     let auth = Auth::new(&cfg.auth_secret);
-    (0..cfg.users)
-        .map(|i| bearer(&auth.issue(cfg.first_user + i, ttl_s)))
-        .collect()
+    (0..cfg.users).map(|i| bearer(&auth.issue(cfg.first_user + i, ttl_s))).collect()
 }
 
 /// Checks that the front is up, the activity exists and our tokens are accepted.
-async fn preflight(
-    conn: &mut Conn,
-    target: &Target,
-    cfg: &LoadConfig,
-    token: &HeaderValue,
-) -> anyhow::Result<()> {
+async fn preflight(conn: &mut Conn, target: &Target, cfg: &LoadConfig, token: &HeaderValue) -> anyhow::Result<()> {
     conn.connect().await?;
     let path = format!("/api/v1/activities/{}", cfg.activity_id);
     let a = conn
         .send(Method::GET, target.uri(&path)?, None, None)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach {} ({e}); is `seckill up` running there?",
-                target.base
-            )
-        })?;
+        .map_err(|e| anyhow::anyhow!("cannot reach {} ({e}); is `seckill up` running there?", target.base))?;
     match a.status {
         200 => {
             let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
@@ -284,12 +251,7 @@ async fn preflight(
         s => bail!("GET {}{path} answered {s}: {}", target.base, String::from_utf8_lossy(&a.body)),
     }
     let a = conn
-        .send(
-            Method::GET,
-            target.uri("/api/v1/orders?limit=1")?,
-            Some(token),
-            None,
-        )
+        .send(Method::GET, target.uri("/api/v1/orders?limit=1")?, Some(token), None)
         .await
         .map_err(|e| anyhow::anyhow!("{} stopped answering ({e})", target.base))?;
     if a.status == 401 {
@@ -305,14 +267,8 @@ async fn preflight(
 /// Runs one load and returns its report; the caller prints or stores it.
 pub async fn run_load(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(cfg.users >= 1, "--users must be at least 1");
-    anyhow::ensure!(
-        cfg.first_user >= 1,
-        "--first-user must be at least 1 (user ids are positive)"
-    );
-    anyhow::ensure!(
-        (1..=100_000).contains(&cfg.connections),
-        "--connections must be 1..=100000"
-    );
+    anyhow::ensure!(cfg.first_user >= 1, "--first-user must be at least 1 (user ids are positive)");
+    anyhow::ensure!((1..=100_000).contains(&cfg.connections), "--connections must be 1..=100000");
     if let Stop::Requests(n) = cfg.stop {
         anyhow::ensure!(n >= 1, "--requests must be at least 1");
     }
@@ -348,10 +304,7 @@ pub async fn run_load(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         tokens,
         buy_uri,
         next: AtomicU64::new(0),
-        live: Live {
-            first_sold_out_ns: AtomicU64::new(u64::MAX),
-            ..Live::default()
-        },
+        live: Live { first_sold_out_ns: AtomicU64::new(u64::MAX), ..Live::default() },
     });
     let bar = progress_bar(&cfg, total);
 
@@ -367,9 +320,7 @@ pub async fn run_load(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
             let shared = shared.clone();
             tokio::spawn(async move {
                 match shared.cfg.rate {
-                    Some(rate) => {
-                        open_loop(&shared, conn, w as u64, total.unwrap_or(0), rate, start).await
-                    }
+                    Some(rate) => open_loop(&shared, conn, w as u64, total.unwrap_or(0), rate, start).await,
                     None => closed_loop(&shared, conn, total, deadline, start).await,
                 }
             })
@@ -388,10 +339,7 @@ pub async fn run_load(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
                     Some(_) => bar.set_position(done),
                     None => bar.set_position(start.elapsed().as_millis() as u64),
                 }
-                bar.set_message(format!(
-                    "{done} req, {created} created, {:.0} req/s",
-                    done as f64 / secs
-                ));
+                bar.set_message(format!("{done} req, {created} created, {:.0} req/s", done as f64 / secs));
             }
         })
     };
@@ -407,13 +355,7 @@ pub async fn run_load(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         u64::MAX => None,
         ns => Some(Duration::from_nanos(ns)),
     };
-    Ok(report::build(
-        &cfg,
-        &target.base,
-        outs,
-        elapsed,
-        first_sold_out,
-    ))
+    Ok(report::build(&cfg, &target.base, outs, elapsed, first_sold_out))
 }
 
 fn progress_bar(cfg: &LoadConfig, total: Option<u64>) -> indicatif::ProgressBar {
@@ -422,16 +364,10 @@ fn progress_bar(cfg: &LoadConfig, total: Option<u64>) -> indicatif::ProgressBar 
     }
     let (len, template) = match (total, cfg.stop) {
         (Some(n), _) => (n, "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}"),
-        (None, Stop::Duration(d)) => (
-            d.as_millis() as u64,
-            "{elapsed_precise} [{bar:40}] {percent}% {msg}",
-        ),
+        (None, Stop::Duration(d)) => (d.as_millis() as u64, "{elapsed_precise} [{bar:40}] {percent}% {msg}"),
         (None, Stop::Requests(n)) => (n, "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}"),
     };
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(len),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
+    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
     if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
@@ -575,12 +511,8 @@ pub fn auth_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
 pub fn setup_activity(data_dir: &Path, stock: u64, per_user_limit: u32) -> anyhow::Result<u64> {
     use time::format_description::well_known::Rfc3339;
     let now = time::OffsetDateTime::now_utc();
-    let starts = (now - time::Duration::seconds(1))
-        .format(&Rfc3339)
-        .context("formatting a time")?;
-    let ends = (now + time::Duration::hours(1))
-        .format(&Rfc3339)
-        .context("formatting a time")?;
+    let starts = (now - time::Duration::seconds(1)).format(&Rfc3339).context("formatting a time")?;
+    let ends = (now + time::Duration::hours(1)).format(&Rfc3339).context("formatting a time")?;
     let args = serde_json::json!({
         "title": "seckill load",
         "price_cents": 100,
@@ -589,11 +521,9 @@ pub fn setup_activity(data_dir: &Path, stock: u64, per_user_limit: u32) -> anyho
         "ends_at": ends,
         "per_user_limit": per_user_limit,
     });
-    let created = super::admin::call(data_dir, "activity.create", &args.to_string())
-        .context("--setup: creating the activity")?;
-    created["id"]
-        .as_u64()
-        .context("--setup: activity.create answered no id")
+    let created =
+        super::admin::call(data_dir, "activity.create", &args.to_string()).context("--setup: creating the activity")?;
+    created["id"].as_u64().context("--setup: activity.create answered no id")
 }
 
 /// Prints to stdout; a closed pipe (`| head`) is not an error worth a panic.
@@ -612,10 +542,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let auth_secret = auth_secret(&args.data_dir)?;
     let (activity_id, created_here) = match (args.activity, args.setup) {
         (Some(id), _) => (id, false),
-        (None, true) => (
-            setup_activity(&args.data_dir, args.stock, args.per_user_limit)?,
-            true,
-        ),
+        (None, true) => (setup_activity(&args.data_dir, args.stock, args.per_user_limit)?, true),
         (None, false) => bail!("pass --activity ID or --setup"),
     };
     let cfg = LoadConfig {
@@ -631,10 +558,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: !args.quiet,
     };
     if created_here {
-        say(&format!(
-            "created activity {activity_id}: {} units, per-user limit {}\n",
-            args.stock, args.per_user_limit
-        ));
+        say(&format!("created activity {activity_id}: {} units, per-user limit {}\n", args.stock, args.per_user_limit));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -665,8 +589,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if let Some(path) = &args.report {
             let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
-            std::fs::write(path, json + "\n")
-                .with_context(|| format!("writing the report to {}", path.display()))?;
+            std::fs::write(path, json + "\n").with_context(|| format!("writing the report to {}", path.display()))?;
             say(&format!("report: {}\n", path.display()));
         }
         if failed {
@@ -697,10 +620,7 @@ mod tests {
 
     #[test]
     fn error_codes_are_read_from_error_bodies() {
-        assert_eq!(
-            error_code(br#"{"error":{"code":"sold_out","message":"sold out"}}"#),
-            "sold_out"
-        );
+        assert_eq!(error_code(br#"{"error":{"code":"sold_out","message":"sold out"}}"#), "sold_out");
         assert_eq!(error_code(b"not json"), "");
     }
 }

@@ -22,7 +22,10 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn start(args: &Args, prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<Service> {
+    pub fn start(
+        args: &Args,
+        prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> anyhow::Result<Service> {
         let running = engine::start(&args.engine)?;
         let engine_addr = match &running.addr {
             Address::Unix(p) => EngineAddr::Unix(p.clone()),

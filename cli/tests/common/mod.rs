@@ -37,10 +37,7 @@ impl EngineProc {
             .stderr(log)
             .spawn()
             .expect("spawning seckill engine");
-        let mut p = EngineProc {
-            child,
-            data_dir: data_dir.to_path_buf(),
-        };
+        let mut p = EngineProc { child, data_dir: data_dir.to_path_buf() };
         p.wait_ready();
         p
     }
@@ -85,9 +82,7 @@ pub fn admin(data_dir: &Path, cmd: &str, args: Value) -> Result<Value, Value> {
     let mut w = stream.try_clone().expect("clone");
     writeln!(w, "{}", serde_json::json!({"cmd": cmd, "args": args})).expect("write admin line");
     let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .expect("read admin reply");
+    BufReader::new(stream).read_line(&mut line).expect("read admin reply");
     let v: Value = serde_json::from_str(&line).expect("admin reply is JSON");
     if v["ok"] == Value::Bool(true) {
         Ok(v["result"].clone())
@@ -150,11 +145,7 @@ impl UpProc {
                 .stderr(log)
                 .spawn()
                 .expect("spawning seckill up");
-            let mut p = UpProc {
-                child,
-                data_dir: data_dir.to_path_buf(),
-                port,
-            };
+            let mut p = UpProc { child, data_dir: data_dir.to_path_buf(), port };
             match p.wait_ready() {
                 Ok(()) => return p,
                 Err(e) if attempt < 2 => {
@@ -172,9 +163,7 @@ impl UpProc {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("seckill up exited during start-up: {status}"));
             }
-            if try_request(self.port, "GET", "/api/v1/readyz", &[], b"")
-                .is_ok_and(|r| r.status == 200)
-            {
+            if try_request(self.port, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -226,17 +215,12 @@ pub fn log_tail(data_dir: &Path) -> String {
 }
 
 fn auth_header(auth: &Option<String>) -> Vec<(&'static str, &str)> {
-    auth.as_deref()
-        .map(|a| vec![("Authorization", a)])
-        .unwrap_or_default()
+    auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default()
 }
 
 /// `Bearer <JWT>` for `user`, signed with `AUTH_SECRET`, valid for an hour.
 pub fn bearer(user: u64) -> String {
-    format!(
-        "Bearer {}",
-        seckill_front::auth::Auth::new(AUTH_SECRET.as_bytes()).issue(user, 3600)
-    )
+    format!("Bearer {}", seckill_front::auth::Auth::new(AUTH_SECRET.as_bytes()).issue(user, 3600))
 }
 
 /// Base64url without padding (JWT segments).
@@ -244,10 +228,7 @@ pub fn b64url(bytes: &[u8]) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -259,19 +240,13 @@ pub fn b64url(bytes: &[u8]) -> String {
 /// the payment HMAC helper, which is the same HMAC-SHA256); `None` leaves the
 /// signature empty (for `alg: none`).
 pub fn forge_jwt(header: &Value, claims: &Value, secret: Option<&[u8]>) -> String {
-    let signing_input = format!(
-        "{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes())
-    );
+    let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
     let sig = match secret {
         Some(s) => {
             let hex = seckill_front::payment::sign(s, signing_input.as_bytes());
             let hex = hex.strip_prefix("sha256=").expect("sha256= prefix");
-            let bytes: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-                .collect();
+            let bytes: Vec<u8> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
             b64url(&bytes)
         }
         None => String::new(),
@@ -290,10 +265,7 @@ pub struct HttpResp {
 impl HttpResp {
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -302,26 +274,14 @@ impl HttpResp {
 
     /// The body as JSON; panics (with the body) if it is not.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: body is not JSON ({e}): {:?}",
-                self.status,
-                self.text()
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("status {}: body is not JSON ({e}): {:?}", self.status, self.text()))
     }
 }
 
 /// One request on a fresh connection; panics on I/O errors.
-pub fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HttpResp {
-    try_request(port, method, path, headers, body)
-        .unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"))
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResp {
+    try_request(port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"))
 }
 
 /// One request on a fresh connection (`Connection: close`, `Content-Length`).
@@ -332,11 +292,11 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<HttpResp> {
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| {
-        k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
-    }) {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding"))
+    {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     for (k, v) in headers {
@@ -366,9 +326,7 @@ pub fn raw_request(port: u16, raw: &[u8]) -> std::io::Result<HttpResp> {
     if !version.starts_with("HTTP/1.") {
         return Err(bad(format!("bad status line {line:?}")));
     }
-    let status: u16 = code
-        .parse()
-        .map_err(|_| bad(format!("bad status line {line:?}")))?;
+    let status: u16 = code.parse().map_err(|_| bad(format!("bad status line {line:?}")))?;
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -379,20 +337,12 @@ pub fn raw_request(port: u16, raw: &[u8]) -> std::io::Result<HttpResp> {
         if l.is_empty() {
             break;
         }
-        let (k, v) = l
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header line {l:?}")))?;
+        let (k, v) = l.split_once(':').ok_or_else(|| bad(format!("bad header line {l:?}")))?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let resp = HttpResp {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    let len = resp.header("content-length").map(|v| {
-        v.parse::<usize>()
-            .map_err(|_| bad(format!("content-length {v:?}")))
-    });
+    let resp = HttpResp { status, headers, body: Vec::new() };
+    let len =
+        resp.header("content-length").map(|v| v.parse::<usize>().map_err(|_| bad(format!("content-length {v:?}"))));
     let mut body = Vec::new();
     match len {
         Some(n) => {

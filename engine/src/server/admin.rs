@@ -47,8 +47,14 @@ pub type WarmupHook = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
 
 pub const COMMANDS: &[(&str, &str)] = &[
     ("product.create", r#"{"name","description"?,"image_url"?,"price_cents"}"#),
-    ("activity.create", r#"{"title","product_id"?,"price_cents","stock","starts_at","ends_at","per_user_limit"?,"payment_timeout_s"?,"require_buy_token"?,"gate_factor"?}"#),
-    ("activity.update", r#"{"activity_id", any of title, price_cents, starts_at, ends_at, per_user_limit, payment_timeout_s, require_buy_token, gate_factor}"#),
+    (
+        "activity.create",
+        r#"{"title","product_id"?,"price_cents","stock","starts_at","ends_at","per_user_limit"?,"payment_timeout_s"?,"require_buy_token"?,"gate_factor"?}"#,
+    ),
+    (
+        "activity.update",
+        r#"{"activity_id", any of title, price_cents, starts_at, ends_at, per_user_limit, payment_timeout_s, require_buy_token, gate_factor}"#,
+    ),
     ("activity.pause", r#"{"activity_id"}"#),
     ("activity.resume", r#"{"activity_id"}"#),
     ("activity.disable", r#"{"activity_id"}"#),
@@ -197,7 +203,9 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
             }
             let a: A = args(raw)?;
             let p = engine.create_product(a.name, a.description, a.image_url, a.price_cents)?;
-            Ok(json!({"id": p.id, "name": p.name, "description": p.description, "image_url": p.image_url, "price_cents": p.price_cents}))
+            Ok(
+                json!({"id": p.id, "name": p.name, "description": p.description, "image_url": p.image_url, "price_cents": p.price_cents}),
+            )
         }
         "activity.create" => {
             #[derive(Deserialize)]
@@ -279,7 +287,10 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
             let a: ActivityId = args(raw)?;
             let current = engine.activity(a.activity_id)?;
             if current.status == ActivityStatus::Disabled.as_str() {
-                return Err(AdminError::new(ErrorCode::InvalidState, "the activity is disabled; that cannot be undone"));
+                return Err(AdminError::new(
+                    ErrorCode::InvalidState,
+                    "the activity is disabled; that cannot be undone",
+                ));
             }
             let status = match cmd {
                 "activity.pause" => ActivityStatus::Paused,
@@ -372,7 +383,10 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
         "verify" => {
             let _: Value = raw;
             let Some(verify) = &ctx.verify else {
-                return Err(AdminError::new(ErrorCode::BadRequest, "verify compares MySQL, and this engine runs without one (--mysql-url none)"));
+                return Err(AdminError::new(
+                    ErrorCode::BadRequest,
+                    "verify compares MySQL, and this engine runs without one (--mysql-url none)",
+                ));
             };
             let report = verify().map_err(|m| AdminError::new(ErrorCode::Internal, format!("verify failed: {m}")))?;
             match report["differences"].as_array() {
@@ -395,7 +409,10 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
         }
         other => {
             let names: Vec<&str> = COMMANDS.iter().map(|(n, _)| *n).collect();
-            Err(AdminError::new(ErrorCode::BadRequest, format!("unknown command `{other}`; commands: {}", names.join(", "))))
+            Err(AdminError::new(
+                ErrorCode::BadRequest,
+                format!("unknown command `{other}`; commands: {}", names.join(", ")),
+            ))
         }
     }
 }

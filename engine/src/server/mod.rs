@@ -23,9 +23,7 @@ impl std::str::FromStr for Address {
             }
             Ok(Address::Unix(PathBuf::from(path)))
         } else if let Some(addr) = s.strip_prefix("tcp:") {
-            addr.parse()
-                .map(Address::Tcp)
-                .map_err(|e| format!("tcp:{addr} is not HOST:PORT with an IP host ({e})"))
+            addr.parse().map(Address::Tcp).map_err(|e| format!("tcp:{addr} is not HOST:PORT with an IP host ({e})"))
         } else {
             Err(format!("`{s}` is not an address: use unix:PATH or tcp:HOST:PORT"))
         }

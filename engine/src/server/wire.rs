@@ -155,7 +155,8 @@ fn read_loop(engine: &Engine, stream: &mut dyn Stream, tx: &ReplyTx, in_flight: 
                 Ok(None) => break,
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             };
-            let (tag, req) = decode_request(frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let (tag, req) =
+                decode_request(frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             start += used;
             while in_flight.load(Ordering::Acquire) >= IN_FLIGHT_MAX {
                 std::thread::sleep(Duration::from_micros(50));

@@ -9,11 +9,9 @@ use crate::order::{step, Order, Step, Transition};
 use crate::purchases::Purchases;
 use crate::stock::StockPool;
 use hashbrown::HashMap;
+use seckill_proto::{ActivityView, ErrorCode, OrderId, OrderStatus, Phase, Request, Response, PAGE_LIMIT_MAX};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use seckill_proto::{
-    ActivityView, ErrorCode, OrderId, OrderStatus, Phase, Request, Response, PAGE_LIMIT_MAX,
-};
 use std::sync::Arc;
 
 /// One activity as a shard sees it: shared config and stock, own users.
@@ -98,12 +96,8 @@ impl ShardState {
                 self.buy(user_id, activity_id, quantity, idempotency_key, buy_token_ok, now_ms, batch)
             }
             Request::IssueBuyToken { user_id, activity_id } => self.issue_buy_token(user_id, activity_id, now_ms),
-            Request::GetOrder { user_id, order_id } => {
-                self.find(user_id, order_id).map(|o| Response::Order(o.view()))
-            }
-            Request::ListOrders { user_id, offset, limit } => {
-                Ok(self.list_orders(user_id, offset, limit))
-            }
+            Request::GetOrder { user_id, order_id } => self.find(user_id, order_id).map(|o| Response::Order(o.view())),
+            Request::ListOrders { user_id, offset, limit } => Ok(self.list_orders(user_id, offset, limit)),
             Request::Cancel { user_id, order_id } => {
                 self.transition(Some(user_id), order_id, Transition::Cancel, now_ms, 0, batch)
             }
@@ -114,9 +108,7 @@ impl ShardState {
             }
             Request::Ship { order_id } => self.transition(None, order_id, Transition::Ship, now_ms, 0, batch),
             Request::Expire { order_id } => self.transition(None, order_id, Transition::Expire, now_ms, 0, batch),
-            Request::SetQuota { activity_id, user_id, limit } => {
-                self.set_quota(activity_id, user_id, limit, batch)
-            }
+            Request::SetQuota { activity_id, user_id, limit } => self.set_quota(activity_id, user_id, limit, batch),
             Request::GetActivity { activity_id } => self
                 .slots
                 .get(&activity_id)
@@ -184,10 +176,7 @@ impl ShardState {
     }
 
     fn find(&self, user_id: Option<u64>, order_id: OrderId) -> Result<&Order, ErrorCode> {
-        self.orders
-            .get(&order_id)
-            .filter(|o| user_id.is_none_or(|u| u == o.user_id))
-            .ok_or(ErrorCode::OrderNotFound)
+        self.orders.get(&order_id).filter(|o| user_id.is_none_or(|u| u == o.user_id)).ok_or(ErrorCode::OrderNotFound)
     }
 
     /// A payment arrived. Checked against the amount and the transaction

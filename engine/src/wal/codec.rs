@@ -69,7 +69,9 @@ pub fn decode(buf: &[u8], aligned: &mut AlignedVec<16>) -> Decoded {
     aligned.clear();
     aligned.extend_from_slice(payload);
     match rkyv::from_bytes::<Event, RkyvError>(aligned) {
-        Ok(event) => Decoded::Record { lsn: u64::from_le_bytes(lsn_bytes), event: Box::new(event), bytes: HEADER_BYTES + len },
+        Ok(event) => {
+            Decoded::Record { lsn: u64::from_le_bytes(lsn_bytes), event: Box::new(event), bytes: HEADER_BYTES + len }
+        }
         Err(_) => Decoded::Corrupt("payload is not an event"),
     }
 }

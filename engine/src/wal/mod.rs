@@ -200,9 +200,7 @@ pub struct Snapshotter(Sender<snapshot::Command>);
 impl Snapshotter {
     pub fn snapshot(&self) -> io::Result<u64> {
         let (tx, rx) = bounded(1);
-        self.0
-            .send(snapshot::Command::Now(tx))
-            .map_err(|_| io::Error::other("the snapshot thread has stopped"))?;
+        self.0.send(snapshot::Command::Now(tx)).map_err(|_| io::Error::other("the snapshot thread has stopped"))?;
         rx.recv().map_err(|_| io::Error::other("the snapshot thread has stopped"))?
     }
 }

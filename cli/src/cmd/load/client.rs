@@ -42,10 +42,7 @@ impl Target {
             None => (rest, String::new()),
         };
         anyhow::ensure!(!authority.is_empty(), "--url {url} has no host");
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
+        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
             authority.to_string()
         } else {
             format!("{authority}:80")
@@ -54,45 +51,30 @@ impl Target {
             .await
             .with_context(|| format!("cannot resolve the host of --url {url}"))?
             .collect();
-        anyhow::ensure!(
-            !addrs.is_empty(),
-            "the host of --url {url} resolves to no address"
-        );
+        anyhow::ensure!(!addrs.is_empty(), "the host of --url {url} resolves to no address");
         // `localhost` may name ::1 and 127.0.0.1: use the first that accepts.
         let mut addr = addrs[0];
         if addrs.len() > 1 {
             for a in &addrs {
-                let probe =
-                    tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(a)).await;
+                let probe = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(a)).await;
                 if matches!(probe, Ok(Ok(_))) {
                     addr = *a;
                     break;
                 }
             }
         }
-        let host =
-            HeaderValue::from_str(authority).with_context(|| format!("--url {url}: bad host"))?;
-        Ok(Target {
-            base,
-            addr,
-            host,
-            prefix,
-        })
+        let host = HeaderValue::from_str(authority).with_context(|| format!("--url {url}: bad host"))?;
+        Ok(Target { base, addr, host, prefix })
     }
 
     /// The request URI (origin form) for an API path such as `/api/v1/orders`.
     pub fn uri(&self, path: &str) -> anyhow::Result<Uri> {
         let full = format!("{}{}", self.prefix, path);
-        full.parse::<Uri>()
-            .with_context(|| format!("bad request path {full}"))
+        full.parse::<Uri>().with_context(|| format!("bad request path {full}"))
     }
 
     fn unreachable(&self, e: impl std::fmt::Display) -> anyhow::Error {
-        anyhow::anyhow!(
-            "cannot reach {} ({}: {e}); is `seckill up` running there?",
-            self.base,
-            self.addr
-        )
+        anyhow::anyhow!("cannot reach {} ({}: {e}); is `seckill up` running there?", self.base, self.addr)
     }
 }
 
@@ -144,12 +126,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(target: Arc<Target>, timeout: Duration) -> Conn {
-        Conn {
-            target,
-            sender: None,
-            timeout,
-            opened: 0,
-        }
+        Conn { target, sender: None, timeout, opened: 0 }
     }
 
     /// Opens the connection now (so set-up cost is paid before the clock starts).
@@ -162,13 +139,9 @@ impl Conn {
     }
 
     async fn open(&mut self) -> Result<SendRequest<Full<Bytes>>, Failure> {
-        let tcp = TcpStream::connect(self.target.addr)
-            .await
-            .map_err(Failure::Connect)?;
+        let tcp = TcpStream::connect(self.target.addr).await.map_err(Failure::Connect)?;
         let _ = tcp.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(Failure::Io)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(Failure::Io)?;
         tokio::spawn(async move {
             // Ends when the connection closes; errors surface on the next send.
             let _ = conn.await;
@@ -229,12 +202,7 @@ impl Conn {
         }
         let resp = sender.send_request(req).await.map_err(Failure::Io)?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(Failure::Io)?
-            .to_bytes();
+        let body = resp.into_body().collect().await.map_err(Failure::Io)?.to_bytes();
         Ok(Answer { status, body })
     }
 }

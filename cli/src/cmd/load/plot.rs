@@ -13,11 +13,7 @@ fn quantile_at(x: f64) -> f64 {
 
 fn percent_label(x: &f64) -> String {
     let p = 100.0 * quantile_at(*x);
-    let decimals = if *x > 2.0 {
-        (x.ceil() as usize).saturating_sub(2)
-    } else {
-        0
-    };
+    let decimals = if *x > 2.0 { (x.ceil() as usize).saturating_sub(2) } else { 0 };
     format!("{p:.decimals$}%")
 }
 
@@ -40,37 +36,22 @@ pub fn curve(report: &LoadReport) -> Vec<(f64, f64)> {
 
 pub fn write_svg(report: &LoadReport, path: &Path) -> anyhow::Result<()> {
     let points = curve(report);
-    anyhow::ensure!(
-        !points.is_empty(),
-        "--plot: no latencies were recorded, nothing to plot"
-    );
+    anyhow::ensure!(!points.is_empty(), "--plot: no latencies were recorded, nothing to plot");
     draw(report, &points, path)
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("writing the plot {}", path.display()))
 }
 
-fn draw(
-    report: &LoadReport,
-    points: &[(f64, f64)],
-    path: &Path,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(report: &LoadReport, points: &[(f64, f64)], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let xmax = points.last().map(|p| p.0).unwrap_or(1.0);
-    let ymax = (report
-        .latency_ms
-        .max
-        .max(points.iter().map(|p| p.1).fold(0.0, f64::max))
-        * 1.1)
-        .max(0.01);
+    let ymax = (report.latency_ms.max.max(points.iter().map(|p| p.1).fold(0.0, f64::max)) * 1.1).max(0.01);
     let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let mode = match report.rate {
         Some(r) => format!("open loop {r} req/s, latency from due time"),
         None => format!("closed loop, {} connections", report.connections),
     };
-    let title = format!(
-        "seckill load: {} requests, {:.0} req/s, {mode}",
-        report.requests, report.throughput_rps
-    );
+    let title = format!("seckill load: {} requests, {:.0} req/s, {mode}", report.requests, report.throughput_rps);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(20)
@@ -86,19 +67,11 @@ fn draw(
         .y_desc("latency (ms)")
         .draw()?;
     chart
-        .draw_series(LineSeries::new(
-            points.iter().copied(),
-            BLUE.stroke_width(2),
-        ))?
+        .draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2)))?
         .label("latency")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
     let l = &report.latency_ms;
-    let marks = [
-        (quantile_x(0.5), l.p50, "p50"),
-        (1.0, l.p90, "p90"),
-        (2.0, l.p99, "p99"),
-        (3.0, l.p99_9, "p99.9"),
-    ];
+    let marks = [(quantile_x(0.5), l.p50, "p50"), (1.0, l.p90, "p90"), (2.0, l.p99, "p99"), (3.0, l.p99_9, "p99.9")];
     for (x, y, name) in marks.into_iter().filter(|(x, _, _)| *x <= xmax) {
         chart.draw_series(std::iter::once(Circle::new((x, y), 4, RED.filled())))?;
         chart.draw_series(std::iter::once(Text::new(

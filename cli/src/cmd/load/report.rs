@@ -125,23 +125,11 @@ pub(super) fn build(
     unknown.dedup();
     let requests = hist.len();
     let secs = elapsed.as_secs_f64();
-    let count_status = |status: u16| {
-        counts
-            .iter()
-            .filter(|((s, _), _)| *s == status)
-            .map(|(_, n)| n)
-            .sum::<u64>()
-    };
+    let count_status = |status: u16| counts.iter().filter(|((s, _), _)| *s == status).map(|(_, n)| n).sum::<u64>();
     let created = count_status(201);
     let failed = count_status(0);
-    let outcome_rows: Vec<Outcome> = counts
-        .iter()
-        .map(|((s, c), n)| Outcome {
-            status: *s,
-            code: c.clone(),
-            count: *n,
-        })
-        .collect();
+    let outcome_rows: Vec<Outcome> =
+        counts.iter().map(|((s, c), n)| Outcome { status: *s, code: c.clone(), count: *n }).collect();
     LoadReport {
         mode: if cfg.rate.is_some() { "open" } else { "closed" },
         url: base.to_string(),
@@ -151,11 +139,7 @@ pub(super) fn build(
         rate: cfg.rate,
         requests,
         duration_s: (secs * 1e6).round() / 1e6,
-        throughput_rps: if secs > 0.0 {
-            (requests as f64 / secs * 10.0).round() / 10.0
-        } else {
-            0.0
-        },
+        throughput_rps: if secs > 0.0 { (requests as f64 / secs * 10.0).round() / 10.0 } else { 0.0 },
         created,
         failed,
         reconnects,
@@ -191,19 +175,11 @@ impl LoadReport {
         );
         let _ = writeln!(s, "  outcomes");
         for (k, n) in &self.outcomes {
-            let pct = if self.requests > 0 {
-                100.0 * *n as f64 / self.requests as f64
-            } else {
-                0.0
-            };
+            let pct = if self.requests > 0 { 100.0 * *n as f64 / self.requests as f64 } else { 0.0 };
             let _ = writeln!(s, "    {k:<28} {n:>10} {pct:>6.1}%");
         }
         let l = &self.latency_ms;
-        let what = if self.rate.is_some() {
-            "from due time"
-        } else {
-            "send to answer"
-        };
+        let what = if self.rate.is_some() { "from due time" } else { "send to answer" };
         let _ = writeln!(s, "  latency ms   ({what})");
         let _ = writeln!(
             s,
@@ -219,11 +195,7 @@ impl LoadReport {
             }
         }
         if let Some(f) = &self.first_failure {
-            let _ = writeln!(
-                s,
-                "  failures     {} without an answer, first: {f}",
-                self.failed
-            );
+            let _ = writeln!(s, "  failures     {} without an answer, first: {f}", self.failed);
         }
         if self.reconnects > 0 {
             let _ = writeln!(s, "  reconnects   {}", self.reconnects);

@@ -67,13 +67,7 @@ impl VerifyReport {
             self.orders_checked
         );
         for c in &self.checks {
-            let _ = writeln!(
-                s,
-                "  {} {}: {}",
-                if c.pass { "PASS" } else { "FAIL" },
-                c.name,
-                c.detail
-            );
+            let _ = writeln!(s, "  {} {}: {}", if c.pass { "PASS" } else { "FAIL" }, c.name, c.detail);
         }
         s
     }
@@ -118,15 +112,12 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
     path: &str,
     auth: Option<&hyper::header::HeaderValue>,
 ) -> anyhow::Result<(u16, Option<T>)> {
-    let a = conn
-        .send(Method::GET, target.uri(path)?, auth, None)
-        .await
-        .map_err(|e| anyhow::anyhow!("GET {path}: {e}"))?;
+    let a =
+        conn.send(Method::GET, target.uri(path)?, auth, None).await.map_err(|e| anyhow::anyhow!("GET {path}: {e}"))?;
     if a.status != 200 {
         return Ok((a.status, None));
     }
-    let v =
-        serde_json::from_slice(&a.body).with_context(|| format!("GET {path}: unexpected JSON"))?;
+    let v = serde_json::from_slice(&a.body).with_context(|| format!("GET {path}: unexpected JSON"))?;
     Ok((200, Some(v)))
 }
 
@@ -168,15 +159,10 @@ async fn check_user(
                         o.order_id, o.user_id, o.activity_id
                     ));
                 } else if !HOLDING.contains(&o.status.as_str()) {
-                    f.problems.push(format!(
-                        "order {id} of user {user} is {} (holds no stock)",
-                        o.status
-                    ));
+                    f.problems.push(format!("order {id} of user {user} is {} (holds no stock)", o.status));
                 }
             }
-            (s, _) => f
-                .problems
-                .push(format!("order {id} of user {user}: GET answered {s}")),
+            (s, _) => f.problems.push(format!("order {id} of user {user}: GET answered {s}")),
         }
     }
     Ok(f)
@@ -209,13 +195,8 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
     let workers = cfg.connections.clamp(1, users.len().max(1));
     let mut tasks = Vec::with_capacity(workers);
     for w in 0..workers {
-        let (users, auth, next, target, activity_id) = (
-            users.clone(),
-            auth.clone(),
-            next.clone(),
-            target.clone(),
-            cfg.activity_id,
-        );
+        let (users, auth, next, target, activity_id) =
+            (users.clone(), auth.clone(), next.clone(), target.clone(), cfg.activity_id);
         let mut conn = if w == 0 {
             std::mem::replace(&mut conn, Conn::new(target.clone(), cfg.timeout))
         } else {
@@ -228,14 +209,9 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
                 let Some((user, created)) = users.get(i) else {
                     break;
                 };
-                let f = match check_user(&mut conn, &target, &auth, activity_id, *user, created)
-                    .await
-                {
+                let f = match check_user(&mut conn, &target, &auth, activity_id, *user, created).await {
                     Ok(f) => f,
-                    Err(e) => UserFinding {
-                        unreachable: Some(format!("{e:#}")),
-                        ..UserFinding::default()
-                    },
+                    Err(e) => UserFinding { unreachable: Some(format!("{e:#}")), ..UserFinding::default() },
                 };
                 found.push((*user, f));
             }
@@ -251,10 +227,8 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
     let orders_checked = run.orders.len();
     let sold = activity.total_stock.saturating_sub(activity.remaining);
 
-    let unreachable: Vec<String> = findings
-        .iter()
-        .filter_map(|(u, f)| f.unreachable.as_ref().map(|e| format!("user {u}: {e}")))
-        .collect();
+    let unreachable: Vec<String> =
+        findings.iter().filter_map(|(u, f)| f.unreachable.as_ref().map(|e| format!("user {u}: {e}"))).collect();
     checks.push(check(
         "every buyer's orders could be read",
         &unreachable,
@@ -262,10 +236,7 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
         unreachable.len(),
     ));
 
-    let problems: Vec<String> = findings
-        .iter()
-        .flat_map(|(_, f)| f.problems.iter().cloned())
-        .collect();
+    let problems: Vec<String> = findings.iter().flat_map(|(_, f)| f.problems.iter().cloned()).collect();
     checks.push(check(
         "every 201 order is retrievable and holds stock",
         &problems,
@@ -273,27 +244,14 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
         problems.len(),
     ));
 
-    let dups: Vec<String> = seen
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, n)| format!("order {id} answered {n} times"))
-        .collect();
-    checks.push(check(
-        "no order id answered twice",
-        &dups,
-        format!("{} distinct", seen.len()),
-        dups.len(),
-    ));
+    let dups: Vec<String> =
+        seen.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("order {id} answered {n} times")).collect();
+    checks.push(check("no order id answered twice", &dups, format!("{} distinct", seen.len()), dups.len()));
 
     let over: Vec<String> = findings
         .iter()
         .filter(|(_, f)| f.held > activity.per_user_limit)
-        .map(|(u, f)| {
-            format!(
-                "user {u} holds {} (limit {})",
-                f.held, activity.per_user_limit
-            )
-        })
+        .map(|(u, f)| format!("user {u} holds {} (limit {})", f.held, activity.per_user_limit))
         .collect();
     let max_held = findings.iter().map(|(_, f)| f.held).max().unwrap_or(0);
     checks.push(check(
@@ -314,21 +272,14 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
         ),
     });
     let (pass, detail) = if cfg.only_buyers {
-        (
-            held == sold,
-            format!("orders hold {held} units, total_stock - remaining = {sold}"),
-        )
+        (held == sold, format!("orders hold {held} units, total_stock - remaining = {sold}"))
     } else {
         (
             held <= sold,
             format!("orders of these users hold {held} units <= sold {sold} (other buyers may hold the rest)"),
         )
     };
-    checks.push(Check {
-        name: "held stock matches stock sold".into(),
-        pass,
-        detail,
-    });
+    checks.push(Check { name: "held stock matches stock sold".into(), pass, detail });
 
     let passed = checks.iter().all(|c| c.pass);
     Ok(VerifyReport {
@@ -344,27 +295,12 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
 
 fn check(name: &str, failures: &[String], ok_detail: String, n: usize) -> Check {
     if failures.is_empty() {
-        return Check {
-            name: name.into(),
-            pass: true,
-            detail: ok_detail,
-        };
+        return Check { name: name.into(), pass: true, detail: ok_detail };
     }
     let mut detail = format!("{n} problem(s): ");
-    detail.push_str(
-        &failures
-            .iter()
-            .take(SAMPLES)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; "),
-    );
+    detail.push_str(&failures.iter().take(SAMPLES).cloned().collect::<Vec<_>>().join("; "));
     if n > SAMPLES {
         let _ = write!(detail, "; … {} more", n - SAMPLES);
     }
-    Check {
-        name: name.into(),
-        pass: false,
-        detail,
-    }
+    Check { name: name.into(), pass: false, detail }
 }
