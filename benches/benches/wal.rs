@@ -26,7 +26,7 @@ fn append_one(tx: &Sender<Batch>, user_id: u64) {
     let (rtx, rrx) = bounded(1);
     let mut b = Batch::default();
     b.events.push(Event::QuotaSet { activity_id: 1, user_id, limit: 1 });
-    b.replies.push(Reply { tx: rtx, tag: 0, resp: Response::Done });
+    b.replies.push(Reply { tx: rtx.into(), tag: 0, resp: Response::Done });
     tx.send(b).expect("writer alive");
     rrx.recv().expect("durable");
 }
@@ -39,7 +39,7 @@ fn closed_loop(tx: &Sender<Batch>, in_flight: usize, total: u64) {
         while sent < total && sent - done < in_flight as u64 {
             let mut b = Batch::default();
             b.events.push(Event::QuotaSet { activity_id: 1, user_id: sent, limit: 1 });
-            b.replies.push(Reply { tx: rtx.clone(), tag: sent, resp: Response::Done });
+            b.replies.push(Reply { tx: rtx.clone().into(), tag: sent, resp: Response::Done });
             tx.send(b).expect("writer alive");
             sent += 1;
         }

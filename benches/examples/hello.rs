@@ -19,9 +19,15 @@ async fn main() -> std::io::Result<()> {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            let svc = service_fn(|_req| async {
-                let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{\"order_id\":\"hello\"}")));
-                *r.status_mut() = hyper::StatusCode::CREATED;
+            // POST answers like a buy (201 + a small JSON body), GET like a read.
+            let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let post = req.method() == hyper::Method::POST;
+                let body: &'static [u8] =
+                    if post { b"{\"order_id\":\"hello\"}" } else { b"{\"id\":1,\"remaining\":1}" };
+                let mut r = hyper::Response::new(Full::new(Bytes::from_static(body)));
+                if post {
+                    *r.status_mut() = hyper::StatusCode::CREATED;
+                }
                 Ok::<_, Infallible>(r)
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;

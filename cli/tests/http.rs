@@ -1049,3 +1049,78 @@ fn flood_then_kill_9() {
     }
     assert_eq!(remaining(&up, act), 0);
 }
+
+/// `seckill front` processes reach the engine over its socket: two fronts
+/// share one engine, and a front outlives an engine restart (503 `busy`
+/// meanwhile, then it redials on its own).
+#[test]
+fn two_fronts_share_one_engine_over_the_socket() {
+    let (_tmp, dir) = data_dir();
+    let mut engine = common::EngineProc::start(&dir, &["--shards", "2"]);
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let start_front = |port: u16| {
+        let log = std::fs::File::create(dir.join(format!("front-{port}.log"))).expect("log");
+        Kill(
+            std::process::Command::new(common::bin())
+                .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
+                .arg(&dir)
+                .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
+                .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("seckill front"),
+        )
+    };
+    let wait_ready = |port: u16| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !common::try_request(port, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
+            assert!(Instant::now() < deadline, "front on {port} never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (pa, pb) = (common::free_port(), common::free_port());
+    let _fa = start_front(pa);
+    let _fb = start_front(pb);
+    wait_ready(pa);
+    wait_ready(pb);
+    let a = engine
+        .admin(
+            "activity.create",
+            json!({"title": "two fronts", "price_cents": 300, "stock": 5,
+                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+        )
+        .expect("activity.create");
+    let buy_path = format!("/api/v1/activities/{}/buy", a["id"]);
+    let auth = bearer(7);
+    let r = common::request(pa, "POST", &buy_path, &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let order_id = r.json()["order_id"].as_str().expect("order_id").to_string();
+    let r = common::request(pb, "GET", &format!("/api/v1/orders/{order_id}"), &[("Authorization", &auth)], b"");
+    assert_eq!((r.status, r.json()["status"].clone()), (200, json!("pending_payment")), "{}", r.text());
+    let r = common::request(pb, "POST", &buy_path, &[("Authorization", &auth)], b"");
+    assert_error(&r, 409, "limit_reached");
+
+    engine.kill9();
+    let r = common::request(pa, "GET", &format!("/api/v1/orders/{order_id}"), &[("Authorization", &auth)], b"");
+    assert_error(&r, 503, "busy");
+    let _engine = common::EngineProc::start(&dir, &["--shards", "2"]);
+    wait_ready(pa);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = common::request(pa, "GET", &format!("/api/v1/orders/{order_id}"), &[("Authorization", &auth)], b"");
+        if r.status == 200 {
+            assert_eq!(r.json()["status"], "pending_payment", "{}", r.text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "front did not recover after the engine restart: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -12,8 +12,33 @@ use crossbeam_channel::Sender;
 use seckill_proto::Response;
 use std::sync::Arc;
 
-/// Where answers go: the connection (or caller) that asked, with its tag.
-pub type ReplyTx = Sender<(u64, Response)>;
+/// Where an answer goes.
+pub enum ReplyTx {
+    /// A connection's writer (or a blocking caller) reading `(tag, answer)` pairs.
+    Channel(Sender<(u64, Response)>),
+    /// An in-process caller waiting on its own answer (the front inside
+    /// `seckill up`): no socket and no connection threads between them.
+    Callback(Box<dyn FnOnce(Response) + Send>),
+}
+
+impl ReplyTx {
+    /// Delivers the answer. The asker may have gone away (connection
+    /// closed, request timed out); that is fine.
+    pub fn send(self, tag: u64, resp: Response) {
+        match self {
+            ReplyTx::Channel(tx) => {
+                let _ = tx.send((tag, resp));
+            }
+            ReplyTx::Callback(f) => f(resp),
+        }
+    }
+}
+
+impl From<Sender<(u64, Response)>> for ReplyTx {
+    fn from(tx: Sender<(u64, Response)>) -> Self {
+        ReplyTx::Channel(tx)
+    }
+}
 
 pub struct Reply {
     pub tx: ReplyTx,
@@ -50,8 +75,7 @@ impl Batch {
             }
         }
         for r in self.replies.drain(..) {
-            // The asker may have gone away (connection closed); that is fine.
-            let _ = r.tx.send((r.tag, r.resp));
+            r.tx.send(r.tag, r.resp);
         }
     }
 }

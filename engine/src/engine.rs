@@ -181,7 +181,7 @@ impl Engine {
     /// at once: load is shed here, memory never grows.
     pub fn try_submit(&self, env: Envelope) -> Result<(), ErrorCode> {
         let Some(shard) = self.shard_for(env.req.route()) else {
-            let _ = env.reply.send((env.tag, Response::Error(ErrorCode::OrderNotFound)));
+            env.reply.send(env.tag, Response::Error(ErrorCode::OrderNotFound));
             return Ok(());
         };
         match self.shards[shard].data.try_send(env) {
@@ -201,7 +201,7 @@ impl Engine {
         let Some(shard) = self.shard_for(req.route()) else {
             return Response::Error(ErrorCode::OrderNotFound);
         };
-        if self.shards[shard].data.send(Envelope { req, tag: 0, reply: tx }).is_err() {
+        if self.shards[shard].data.send(Envelope { req, tag: 0, reply: tx.into() }).is_err() {
             return Response::Error(ErrorCode::Busy);
         }
         rx.recv().map(|(_, r)| r).unwrap_or(Response::Error(ErrorCode::Busy))
@@ -230,7 +230,7 @@ impl Engine {
     fn log(&self, events: Vec<Event>) -> Result<(), AdminError> {
         let (tx, rx) = bounded(1);
         let mut batch = Batch { events, returns: Vec::new(), replies: Vec::new() };
-        batch.replies.push(Reply { tx, tag: 0, resp: Response::Done });
+        batch.replies.push(Reply { tx: tx.into(), tag: 0, resp: Response::Done });
         self.sink.commit(&mut batch);
         rx.recv()
             .map(|_| ())

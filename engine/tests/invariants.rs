@@ -898,7 +898,7 @@ fn call(engine: &Engine, req: Request) -> Response {
     let give_up = Instant::now() + Duration::from_secs(10);
     let (tx, rx) = crossbeam_channel::bounded(1);
     loop {
-        let env = Envelope { req: req.clone(), tag: 7, reply: tx.clone() };
+        let env = Envelope { req: req.clone(), tag: 7, reply: tx.clone().into() };
         match engine.try_submit(env) {
             Ok(()) => break,
             Err(code) => {

@@ -14,7 +14,7 @@ fn commit(tx: &crossbeam_channel::Sender<Batch>, from: u64, n: u64) {
     for i in from..from + n {
         b.events.push(Event::QuotaSet { activity_id: 1, user_id: i, limit: 1 });
     }
-    b.replies.push(seckill_engine::commit::Reply { tx: rtx, tag: 0, resp: seckill_proto::Response::Done });
+    b.replies.push(seckill_engine::commit::Reply { tx: rtx.into(), tag: 0, resp: seckill_proto::Response::Done });
     tx.send(b).expect("writer alive");
     rrx.recv().expect("durable");
 }

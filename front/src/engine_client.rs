@@ -216,3 +216,47 @@ async fn session<R, W>(
         _ = writer => {}
     }
 }
+
+/// An engine in the same process (`seckill up`): requests go straight onto
+/// its shard queues and answers come back through `done`, with no socket
+/// and no connection threads in between. `cli` implements it, so the front
+/// still does not depend on the engine crate.
+pub trait LocalEngine: Send + Sync + 'static {
+    /// Queues `req`; `done` receives the answer once it is durable. `Err`
+    /// when the engine refuses it at once (queue full).
+    fn submit(&self, req: Request, done: oneshot::Sender<Response>) -> Result<(), ErrorCode>;
+}
+
+/// How the front reaches its engine.
+pub enum EngineLink {
+    /// Over the wire protocol (`seckill front`, or several fronts).
+    Remote(Arc<EnginePool>),
+    /// In process (`seckill up`).
+    Local(Arc<dyn LocalEngine>),
+}
+
+impl EngineLink {
+    pub fn is_up(&self) -> bool {
+        match self {
+            EngineLink::Remote(pool) => pool.is_up(),
+            EngineLink::Local(_) => true,
+        }
+    }
+
+    /// One request, one answer; every failure to get one is `busy`.
+    pub async fn call(&self, req: Request) -> Response {
+        match self {
+            EngineLink::Remote(pool) => pool.call(req).await,
+            EngineLink::Local(engine) => {
+                let (tx, rx) = oneshot::channel();
+                if let Err(code) = engine.submit(req, tx) {
+                    return Response::Error(code);
+                }
+                match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+                    Ok(Ok(resp)) => resp,
+                    _ => Response::Error(ErrorCode::Busy),
+                }
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ pub mod limits;
 pub mod payment;
 pub mod secrets;
 
-use engine_client::{EngineAddr, EnginePool};
+use engine_client::{EngineAddr, EngineLink, EnginePool, LocalEngine};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -33,6 +33,8 @@ pub struct FrontConfig {
     pub http: SocketAddr,
     pub engine: EngineAddr,
     pub engine_connections: usize,
+    /// An engine in this process: used instead of `engine` when set.
+    pub local_engine: Option<Arc<dyn LocalEngine>>,
     pub auth_secret: Vec<u8>,
     pub payment_secret: Vec<u8>,
     pub payment_sandbox: bool,
@@ -40,7 +42,7 @@ pub struct FrontConfig {
 }
 
 pub struct Front {
-    pub engine: Arc<EnginePool>,
+    pub engine: EngineLink,
     pub auth: auth::Auth,
     /// Signs buy tokens (the auth secret: same trust boundary).
     pub token_secret: Vec<u8>,
@@ -62,7 +64,10 @@ pub async fn bind(
 ) -> std::io::Result<(Arc<Front>, TcpListener)> {
     let listener = TcpListener::bind(cfg.http).await?;
     let front = Arc::new(Front {
-        engine: EnginePool::start(cfg.engine, cfg.engine_connections.max(1)),
+        engine: match cfg.local_engine {
+            Some(local) => EngineLink::Local(local),
+            None => EngineLink::Remote(EnginePool::start(cfg.engine, cfg.engine_connections.max(1))),
+        },
         auth: auth::Auth::new(&cfg.auth_secret),
         token_secret: cfg.auth_secret.clone(),
         rate: limits::RateLimit::new(cfg.buys_per_minute.max(1)),

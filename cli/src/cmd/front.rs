@@ -42,6 +42,7 @@ pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::R
         http: http.http,
         engine,
         engine_connections: http.engine_connections,
+        local_engine: None,
         auth_secret: secrets::load_or_create("SECKILL_AUTH_SECRET", data_dir, "auth.secret")
             .context("reading or creating the auth secret")?,
         payment_secret: secrets::load_or_create("SECKILL_PAYMENT_SECRET", data_dir, "payment.secret")

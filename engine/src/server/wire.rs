@@ -7,7 +7,6 @@
 //! and nothing else.
 
 use super::Address;
-use crate::commit::ReplyTx;
 use crate::engine::Engine;
 use crate::shard::Envelope;
 use crossbeam_channel::{unbounded, Receiver};
@@ -135,7 +134,12 @@ fn connection(engine: &Engine, mut stream: Box<dyn Stream>) -> io::Result<()> {
     result
 }
 
-fn read_loop(engine: &Engine, stream: &mut dyn Stream, tx: &ReplyTx, in_flight: &AtomicUsize) -> io::Result<()> {
+fn read_loop(
+    engine: &Engine,
+    stream: &mut dyn Stream,
+    tx: &crossbeam_channel::Sender<(u64, Response)>,
+    in_flight: &AtomicUsize,
+) -> io::Result<()> {
     let mut buf = vec![0u8; READ_CHUNK_BYTES * 2];
     let (mut start, mut end) = (0usize, 0usize);
     loop {
@@ -162,7 +166,7 @@ fn read_loop(engine: &Engine, stream: &mut dyn Stream, tx: &ReplyTx, in_flight: 
                 std::thread::sleep(Duration::from_micros(50));
             }
             in_flight.fetch_add(1, Ordering::AcqRel);
-            if let Err(code) = engine.try_submit(Envelope { req, tag, reply: tx.clone() }) {
+            if let Err(code) = engine.try_submit(Envelope { req, tag, reply: tx.clone().into() }) {
                 let _ = tx.send((tag, Response::Error(code)));
             }
         }

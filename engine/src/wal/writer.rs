@@ -198,7 +198,7 @@ impl Writer {
         self.buf.clear();
         for b in group.drain(..) {
             for r in b.replies {
-                let _ = r.tx.send((r.tag, seckill_proto::Response::Error(ErrorCode::Busy)));
+                r.tx.send(r.tag, seckill_proto::Response::Error(ErrorCode::Busy));
             }
         }
     }
