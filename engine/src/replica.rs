@@ -33,6 +33,8 @@ pub enum ReplicaError {
     UnknownActivity { lsn: u64, activity_id: u64 },
     #[error("order {order_id} appears twice (LSN {lsn})")]
     DuplicateOrder { lsn: u64, order_id: OrderId },
+    #[error("order {order_id} at LSN {lsn} has quantity 0")]
+    EmptyOrder { lsn: u64, order_id: OrderId },
 }
 
 impl Replica {
@@ -61,6 +63,10 @@ impl Replica {
                 self.quotas.insert((*activity_id, *user_id), *limit);
             }
             Event::OrderCreated(o) => {
+                // The engine never makes one; a log that has one was not written by it.
+                if o.quantity == 0 {
+                    return Err(ReplicaError::EmptyOrder { lsn, order_id: o.id });
+                }
                 if self.orders.insert(o.id, *o).is_some() {
                     return Err(ReplicaError::DuplicateOrder { lsn, order_id: o.id });
                 }
@@ -143,5 +149,33 @@ impl Replica {
             states[shard].insert_order(*o);
         }
         Ok((catalog, states))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seckill_proto::OrderStatus;
+
+    /// Found by the `snapshot` fuzz target: an order of quantity 0 used to
+    /// pass `apply` and then panic in `into_parts`. It is now refused.
+    #[test]
+    fn an_empty_order_is_an_error_not_a_panic() {
+        let mut r = Replica::default();
+        let o = Order {
+            id: OrderId::first_at(1, 0),
+            user_id: 1,
+            activity_id: 1,
+            quantity: 0,
+            amount_cents: 0,
+            status: OrderStatus::PendingPayment,
+            created_at_ms: 1,
+            pay_before_ms: 2,
+            idempotency_key: 0,
+            paid_txn: 0,
+        };
+        assert!(matches!(r.apply(1, &Event::OrderCreated(o)), Err(ReplicaError::EmptyOrder { .. })));
+        assert!(r.orders.is_empty());
+        assert!(r.into_parts(1).is_ok());
     }
 }

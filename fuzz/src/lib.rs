@@ -1,0 +1,35 @@
+//! Helpers shared by the fuzz targets and the seed generator.
+
+use seckill_engine::wal::codec::{HEADER_BYTES, PAYLOAD_BYTES_MAX};
+
+/// Rewrites the CRC of every record in `bytes[start..]` whose length field
+/// is in range, so mutated payloads get past the checksum and reach the rkyv
+/// validation and the replay logic behind it. Stops at the first record
+/// whose length is out of range or runs past the end.
+pub fn fix_crcs(bytes: &mut [u8], start: usize) {
+    let mut at = start;
+    while at + HEADER_BYTES <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 || len > PAYLOAD_BYTES_MAX || at + HEADER_BYTES + len > bytes.len() {
+            return;
+        }
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&bytes[at + 8..at + 16]),
+            &bytes[at + HEADER_BYTES..at + HEADER_BYTES + len],
+        );
+        bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        at += HEADER_BYTES + len;
+    }
+}
+
+/// One framed record around an arbitrary payload, with a correct CRC.
+pub fn record(lsn: u64, payload: &[u8]) -> Vec<u8> {
+    let lsn_bytes = lsn.to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&lsn_bytes), payload);
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&lsn_bytes);
+    out.extend_from_slice(payload);
+    out
+}
