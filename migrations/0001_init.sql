@@ -2,6 +2,8 @@
 -- from the WAL (see docs/PERSISTENCE.md). Times are DATETIME(3) in UTC.
 -- Rows with in_engine = 0 in `products` / `activities` were prepared by an
 -- operator in SQL and are loaded into the engine by the admin `warmup`.
+-- Every statement must be safe to run twice: a crash mid-migration leaves it
+-- marked unfinished, and `migrate` then runs it again (schema.rs).
 
 CREATE TABLE IF NOT EXISTS products (
   id            BIGINT UNSIGNED NOT NULL PRIMARY KEY,

@@ -690,3 +690,18 @@ fn backlog_drain_rate() {
     p.shutdown(Duration::from_secs(1));
     node.shutdown();
 }
+
+/// Found by the chaos harness: a kill -9 while the first migration ran left
+/// it marked unfinished, and every later start refused to go on. MySQL
+/// cannot roll DDL back, so `migrate` re-runs a migration it finds dirty
+/// (they are written to be run twice).
+#[test]
+fn an_interrupted_migration_is_run_again() {
+    let Some(db) = TestDb::create("an_interrupted_migration_is_run_again") else { return };
+    db.exec("UPDATE _sqlx_migrations SET success = 0");
+    db.exec("DROP TABLE payment_refusals");
+    rt().block_on(mysql::migrate(&db.url)).expect("a dirty migration is re-run, not a dead end");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1"), 1);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM payment_refusals"), 0, "the dropped table is back");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM persist_checkpoint"), 1, "INSERT IGNORE kept one row");
+}

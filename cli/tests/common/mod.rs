@@ -355,3 +355,137 @@ pub fn raw_request(port: u16, raw: &[u8]) -> std::io::Result<HttpResp> {
     }
     Ok(HttpResp { body, ..resp })
 }
+
+// ---- additions for the chaos harness (cli/tests/chaos.rs) -------------------
+
+/// Like `admin`, but an unreachable engine or a bad reply is an `Err` string
+/// instead of a panic (for samplers that run while the process is killed).
+pub fn try_admin(data_dir: &Path, cmd: &str, args: Value) -> Result<Value, String> {
+    let stream = UnixStream::connect(data_dir.join("admin.sock")).map_err(|e| format!("admin socket: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(40))).map_err(|e| e.to_string())?;
+    let mut w = stream.try_clone().map_err(|e| e.to_string())?;
+    writeln!(w, "{}", serde_json::json!({"cmd": cmd, "args": args})).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&line).map_err(|e| format!("admin reply is not JSON ({e}): {line:?}"))?;
+    if v["ok"] == Value::Bool(true) {
+        Ok(v["result"].clone())
+    } else {
+        Err(v["error"].to_string())
+    }
+}
+
+impl UpProc {
+    /// `seckill up` with the given `--mysql-url` and `--redis-url` (instead of
+    /// `none`), on a free port; waits until `/api/v1/readyz` is 200.
+    /// `--payment sandbox` unless `extra` names `--payment` itself.
+    pub fn start_with_backends(data_dir: &Path, mysql_url: &str, redis_url: &str, extra: &[&str]) -> UpProc {
+        for attempt in 0..3 {
+            let port = free_port();
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data_dir.with_extension("log"))
+                .expect("up log file");
+            let mut cmd = Command::new(bin());
+            cmd.arg("up").arg("--data-dir").arg(data_dir).args([
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--mysql-url",
+                mysql_url,
+                "--redis-url",
+                redis_url,
+            ]);
+            if !extra.contains(&"--payment") {
+                cmd.args(["--payment", "sandbox"]);
+            }
+            let child = cmd
+                .args(extra)
+                .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
+                .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawning seckill up");
+            let mut p = UpProc { child, data_dir: data_dir.to_path_buf(), port };
+            match p.wait_ready() {
+                Ok(()) => return p,
+                Err(e) if attempt < 2 => {
+                    eprintln!("seckill up on port {port} failed ({e}); retrying on another port")
+                }
+                Err(e) => panic!("{e}; its log:\n{}", log_tail(data_dir)),
+            }
+        }
+        unreachable!()
+    }
+}
+
+/// A TCP forwarder (std threads) to `target` that a test can cut (every
+/// connection reset, new ones closed at once) and restore: an outage of
+/// MySQL or Redis without touching the real server.
+pub struct TcpProxy {
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl TcpProxy {
+    pub fn start(target: &str) -> TcpProxy {
+        use std::io::Read;
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> = Default::default();
+        let (d, c, target) = (down.clone(), conns.clone(), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if d.load(Ordering::Acquire) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let mut list = c.lock().expect("lock");
+                for s in [&client, &server] {
+                    if let Ok(s) = s.try_clone() {
+                        list.push(s);
+                    }
+                }
+                drop(list);
+                let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else { continue };
+                for (mut from, mut to) in [(client2, server2), (server, client)] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        TcpProxy { port, down, conns }
+    }
+
+    /// Resets every open connection and refuses new ones until `restore`.
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::Release);
+        for s in self.conns.lock().expect("lock").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::Release);
+    }
+}

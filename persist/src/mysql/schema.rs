@@ -93,9 +93,19 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.context(format!("connecting to {}", redact(url)))),
     };
-    let result = MIGRATOR.run(&mut conn).await.with_context(|| format!("applying migrations to {db}"));
+    let mut result = MIGRATOR.run(&mut conn).await;
+    if let Err(sqlx::migrate::MigrateError::Dirty(version)) = result {
+        // MySQL cannot roll back DDL, so a crash while a migration ran leaves
+        // it marked unfinished for good. Ours are written to be re-run
+        // (`IF NOT EXISTS`, `INSERT IGNORE`): forget the mark and run again.
+        tracing::warn!(version, "migration {version} was interrupted earlier; running it again");
+        conn.execute(sqlx::query("DELETE FROM _sqlx_migrations WHERE version = ? AND success = 0").bind(version))
+            .await
+            .with_context(|| format!("clearing the unfinished mark of migration {version}"))?;
+        result = MIGRATOR.run(&mut conn).await;
+    }
     let _ = conn.close().await;
-    result
+    result.with_context(|| format!("applying migrations to {db}"))
 }
 
 /// MySQL's "Unknown database" (1049).
