@@ -232,9 +232,14 @@ impl Engine {
         let mut batch = Batch { events, returns: Vec::new(), replies: Vec::new() };
         batch.replies.push(Reply { tx: tx.into(), tag: 0, resp: Response::Done });
         self.sink.commit(&mut batch);
-        rx.recv()
-            .map(|_| ())
-            .map_err(|_| AdminError::new(ErrorCode::Busy, "the write-ahead log is not accepting writes"))
+        // Only `Done` means durable: a failed WAL answers `busy` instead.
+        match rx.recv() {
+            Ok((_, Response::Done)) => Ok(()),
+            _ => Err(AdminError::new(
+                ErrorCode::Busy,
+                "the write-ahead log is not accepting writes (see the engine log); restart the engine",
+            )),
+        }
     }
 
     /// Pushes the current version of an activity to every shard and waits

@@ -4,7 +4,7 @@
 use crate::clock::Clock;
 use crate::commit::Sink;
 use crate::engine::{Engine, EngineConfig};
-use crate::wal::{writer::open_os_segment, Durability, RecoveryError, Wal, WalConfig};
+use crate::wal::{writer::open_os_segment, Durability, OpenSegment, RecoveryError, Wal, WalConfig};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -59,6 +59,12 @@ pub struct Node {
 
 impl Node {
     pub fn open(cfg: NodeConfig, clock: Arc<dyn Clock>) -> Result<Node, NodeError> {
+        Self::open_with(cfg, clock, open_os_segment())
+    }
+
+    /// `open` with the WAL's segment files opened by `open` (tests inject
+    /// disk faults through it; everything else uses `open_os_segment`).
+    pub fn open_with(cfg: NodeConfig, clock: Arc<dyn Clock>, open: OpenSegment) -> Result<Node, NodeError> {
         let dir = &cfg.data_dir;
         let io = |source| NodeError::Io { path: dir.clone(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -70,7 +76,7 @@ impl Node {
             segment_bytes_max: cfg.segment_bytes_max,
             snapshot_every_records: cfg.snapshot_every_records,
         };
-        let (wal, replica, batches) = Wal::open(&wal_cfg, open_os_segment())?;
+        let (wal, replica, batches) = Wal::open(&wal_cfg, open)?;
         let (catalog, states) = replica.into_parts(cfg.engine.shards).map_err(NodeError::Inconsistent)?;
         let engine = Engine::start_from(cfg.engine.clone(), clock, Sink::Log(batches), catalog, states);
         tracing::info!(
