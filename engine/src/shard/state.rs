@@ -50,6 +50,9 @@ pub struct ShardState {
 
 type Outcome = Result<Response, ErrorCode>;
 
+/// Most orders a shard makes room for when an activity is installed.
+pub const ORDERS_RESERVE_MAX: u64 = 1 << 20;
+
 impl ShardState {
     pub fn new(id: u16) -> Self {
         assert!(id <= OrderId::SHARD_MAX);
@@ -72,10 +75,17 @@ impl ShardState {
                 slot.pool = pool;
             }
             None => {
+                // Room for the whole sale up front (bounded): growing a big
+                // table mid-sale rehashes it on the shard thread, a pause of
+                // milliseconds that every queued buyer would wait out.
+                let expected = pool.added().min(ORDERS_RESERVE_MAX) as usize;
+                self.orders.reserve(expected);
+                self.user_orders.reserve(expected);
+                self.deadlines.reserve(expected);
                 let slot = Slot {
                     activity,
                     pool,
-                    purchases: Purchases::default(),
+                    purchases: Purchases::with_capacity(expected),
                     quotas: HashMap::new(),
                     token_holders: Default::default(),
                 };
