@@ -145,7 +145,9 @@ impl Engine {
                 let (sink, clock) = (sink.clone(), clock.clone());
                 let thread = std::thread::Builder::new()
                     .name(format!("shard-{i}"))
-                    .spawn(move || shard::run(state, data_rx, control_rx, sink, clock))
+                    .spawn(move || {
+                        crate::abort_on_panic("shard", || shard::run(state, data_rx, control_rx, sink, clock))
+                    })
                     .expect("spawning a shard thread");
                 ShardHandle { data: data_tx, control: control_tx, thread: Mutex::new(Some(thread)) }
             })

@@ -27,3 +27,15 @@ pub use event::Event;
 pub use order::Order;
 pub use shard::{Envelope, ShardState};
 pub use stock::StockPool;
+
+/// Runs an owner thread's loop; if it panics (a broken invariant), the whole
+/// process stops. A dead shard or WAL writer would leave the requests queued
+/// to it unanswered forever; a dead process is restarted and recovers every
+/// acknowledged decision from the log (crash-only, as TigerBeetle does).
+pub fn abort_on_panic(what: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!("{what} thread panicked: stopping the process so a restart recovers from the WAL");
+        eprintln!("seckill: {what} thread panicked; aborting (restart to recover from the WAL)");
+        std::process::abort();
+    }
+}

@@ -163,7 +163,7 @@ impl Wal {
         );
         let t_writer = std::thread::Builder::new()
             .name("wal-writer".into())
-            .spawn(move || writer.run(batch_rx))
+            .spawn(move || crate::abort_on_panic("wal-writer", || writer.run(batch_rx)))
             .map_err(io_err(&cfg.data_dir))?;
         let (every, cps, snap_replica) = (cfg.snapshot_every_records, checkpoints.clone(), replica.clone());
         let t_snap = std::thread::Builder::new()
