@@ -116,45 +116,7 @@ impl UpProc {
     /// Starts `seckill up` on `data_dir` and waits until `/api/v1/readyz` is
     /// 200. `--payment sandbox` unless `extra` names `--payment` itself.
     pub fn start(data_dir: &Path, extra: &[&str]) -> UpProc {
-        // The free port may be taken by someone else before we bind it: try a few.
-        for attempt in 0..3 {
-            let port = free_port();
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(data_dir.with_extension("log"))
-                .expect("up log file");
-            let mut cmd = Command::new(bin());
-            cmd.arg("up").arg("--data-dir").arg(data_dir).args([
-                "--http",
-                &format!("127.0.0.1:{port}"),
-                "--mysql-url",
-                "none",
-                "--redis-url",
-                "none",
-            ]);
-            if !extra.contains(&"--payment") {
-                cmd.args(["--payment", "sandbox"]);
-            }
-            let child = cmd
-                .args(extra)
-                .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-                .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawning seckill up");
-            let mut p = UpProc { child, data_dir: data_dir.to_path_buf(), port };
-            match p.wait_ready() {
-                Ok(()) => return p,
-                Err(e) if attempt < 2 => {
-                    eprintln!("seckill up on port {port} failed ({e}); retrying on another port")
-                }
-                Err(e) => panic!("{e}; its log:\n{}", log_tail(data_dir)),
-            }
-        }
-        unreachable!()
+        UpProc::start_with_backends(data_dir, "none", "none", extra)
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -380,6 +342,7 @@ impl UpProc {
     /// `none`), on a free port; waits until `/api/v1/readyz` is 200.
     /// `--payment sandbox` unless `extra` names `--payment` itself.
     pub fn start_with_backends(data_dir: &Path, mysql_url: &str, redis_url: &str, extra: &[&str]) -> UpProc {
+        // The free port may be taken by someone else before we bind it: try a few.
         for attempt in 0..3 {
             let port = free_port();
             let log = std::fs::OpenOptions::new()
