@@ -33,3 +33,16 @@ pub fn record(lsn: u64, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(payload);
     out
 }
+
+/// Feeds `data` to `check` as one frame body, then as a receive buffer of
+/// any number of frames (split with `split_frame`): the shape shared by the
+/// request and response frame targets.
+pub fn each_frame(data: &[u8], check: impl Fn(&[u8])) {
+    check(data);
+    let mut rest = data;
+    while let Ok(Some((body, used))) = seckill_proto::frame::split_frame(rest) {
+        assert!(used <= rest.len() && used == body.len() + 4);
+        check(body);
+        rest = &rest[used..];
+    }
+}
