@@ -9,6 +9,10 @@ pub struct Args {
     /// The user id (the token's `sub`).
     #[arg(long)]
     pub user: u64,
+    /// Print tokens for this many consecutive users, one per line, starting at --user
+    /// (for load generators such as wrk).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=COUNT_MAX))]
+    pub count: u64,
     /// Lifetime: seconds, or with a unit: 90s, 30m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: u64,
@@ -32,10 +36,20 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     }
 }
 
+/// Most tokens one call prints (~160 bytes each).
+pub const COUNT_MAX: u64 = 10_000_000;
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    use std::io::Write;
     anyhow::ensure!(args.user > 0, "--user must be a positive user id");
+    anyhow::ensure!(args.user.checked_add(args.count).is_some(), "--user + --count overflows a user id");
     let secret = secrets::load_or_create("SECKILL_AUTH_SECRET", &args.data_dir, "auth.secret")
         .context("reading or creating the auth secret")?;
-    println!("{}", Auth::new(&secret).issue(args.user, args.ttl));
+    let auth = Auth::new(&secret);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for user in args.user..args.user + args.count {
+        writeln!(out, "{}", auth.issue(user, args.ttl)).context("writing the tokens")?;
+    }
+    out.flush().context("writing the tokens")?;
     Ok(())
 }
