@@ -221,7 +221,7 @@ fn shards(c: &mut Criterion) {
         let mut submitted_total = 0u64;
         g.bench_with_input(BenchmarkId::new("shards", n), &n, |b, &n| {
             let engine = engine.get_or_insert_with(|| {
-                let config = EngineConfig { shards: n, queue_capacity: QUEUE_CAPACITY };
+                let config = EngineConfig { shards: n, queue_capacity: QUEUE_CAPACITY, ..EngineConfig::default() };
                 Engine::start(config, clock.clone(), Sink::Immediate)
             });
             b.iter_custom(|iters| {

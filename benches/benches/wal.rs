@@ -120,7 +120,7 @@ fn wire_roundtrip(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = NodeConfig::new(dir.path());
     cfg.durability = Durability::None;
-    cfg.engine = EngineConfig { shards: 1, queue_capacity: 65_536 };
+    cfg.engine = EngineConfig { shards: 1, queue_capacity: 65_536, ..EngineConfig::default() };
     let node = Node::open(cfg, Arc::new(SystemClock)).expect("node");
     let addr = Address::Unix(dir.path().join("engine.sock"));
     let listener = wire::Listener::bind(&addr).expect("bind");

@@ -1051,12 +1051,13 @@ fn flood_then_kill_9() {
 }
 
 /// `seckill front` processes reach the engine over its socket: two fronts
-/// share one engine, and a front outlives an engine restart (503 `busy`
-/// meanwhile, then it redials on its own).
+/// share one engine, the per-user click limit holds across them (the
+/// user's shard keeps it), and a front outlives an engine restart (503
+/// `busy` meanwhile, then it redials on its own).
 #[test]
 fn two_fronts_share_one_engine_over_the_socket() {
     let (_tmp, dir) = data_dir();
-    let mut engine = common::EngineProc::start(&dir, &["--shards", "2"]);
+    let mut engine = common::EngineProc::start(&dir, &["--shards", "2", "--buys-per-minute", "4"]);
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -1107,6 +1108,17 @@ fn two_fronts_share_one_engine_over_the_socket() {
     assert_eq!((r.status, r.json()["status"].clone()), (200, json!("pending_payment")), "{}", r.text());
     let r = common::request(pb, "POST", &buy_path, &[("Authorization", &auth)], b"");
     assert_error(&r, 409, "limit_reached");
+    // Clicks 3 and 4 of 4 per minute, one on each front; the 5th is refused
+    // whichever front it reaches.
+    for port in [pa, pb] {
+        assert_error(&common::request(port, "POST", &buy_path, &[("Authorization", &auth)], b""), 409, "limit_reached");
+    }
+    for port in [pa, pb] {
+        let r = common::request(port, "POST", &buy_path, &[("Authorization", &auth)], b"");
+        assert_error(&r, 429, "rate_limited");
+        let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After in seconds");
+        assert!((10..=15).contains(&retry), "4 clicks a minute come back one every 15 s; Retry-After {retry}");
+    }
 
     engine.kill9();
     let r = common::request(pa, "GET", &format!("/api/v1/orders/{order_id}"), &[("Authorization", &auth)], b"");

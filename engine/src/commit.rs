@@ -8,6 +8,7 @@
 
 use crate::event::Event;
 use crate::stock::StockPool;
+use crate::wal::writer::Writer;
 use crossbeam_channel::Sender;
 use seckill_proto::Response;
 use std::sync::Arc;
@@ -81,16 +82,32 @@ impl Batch {
 }
 
 /// What a shard does with a decided batch.
-#[derive(Clone)]
 pub enum Sink {
     /// No log: release at once. For the in-memory core and its benchmarks.
     Immediate,
-    /// Hand the batch to the WAL writer, which releases it after fsync.
+    /// Hand the batch to the WAL writer thread, which releases it after fsync.
     Log(Sender<Batch>),
+    /// The shard owns the WAL writer and commits on its own thread: write,
+    /// fdatasync, release, then decide what queued up meanwhile. The
+    /// one-shard layout: a buy crosses no thread between its decision and
+    /// its answer, and requests that arrive during an fsync find the shard
+    /// busy instead of asleep, so queueing them wakes nobody.
+    Own(Box<Writer>),
 }
 
 impl Sink {
-    pub fn commit(&self, batch: &mut Batch) {
+    /// A second handle on the same log for the control path, or `None` for
+    /// `Own`, whose log only its shard may write (the control path sends
+    /// its events through that shard instead).
+    pub fn share(&self) -> Option<Sink> {
+        match self {
+            Sink::Immediate => Some(Sink::Immediate),
+            Sink::Log(tx) => Some(Sink::Log(tx.clone())),
+            Sink::Own(_) => None,
+        }
+    }
+
+    pub fn commit(&mut self, batch: &mut Batch) {
         match self {
             Sink::Immediate => batch.release(),
             Sink::Log(tx) => {
@@ -100,6 +117,7 @@ impl Sink {
                     tracing::error!("WAL writer stopped; dropping undurable batch");
                 }
             }
+            Sink::Own(writer) => writer.commit_one(batch),
         }
     }
 }

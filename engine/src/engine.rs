@@ -11,7 +11,7 @@ use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
 use parking_lot::Mutex;
 use seckill_proto::{ActivityView, ErrorCode, Request, Response, Route};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -23,12 +23,15 @@ pub struct EngineConfig {
     pub shards: usize,
     /// Requests waiting per shard before new ones are answered `busy`.
     pub queue_capacity: usize,
+    /// Buy clicks (buys and buy-token requests) each user may make per
+    /// minute, kept by the user's shard; 0 turns the limit off.
+    pub clicks_per_minute: u32,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Self { shards: cores.saturating_sub(1).max(1), queue_capacity: 4096 }
+        Self { shards: cores.saturating_sub(1).max(1), queue_capacity: 4096, clicks_per_minute: 0 }
     }
 }
 
@@ -101,6 +104,15 @@ impl Catalog {
     }
 }
 
+/// How the control path makes its events durable.
+enum ControlLog {
+    Immediate,
+    /// Through the WAL writer thread, like the shards' batches.
+    Writer(crossbeam_channel::Sender<Batch>),
+    /// Through shard 0, which owns the log (`Sink::Own`).
+    Shard0,
+}
+
 struct ShardHandle {
     data: Sender<Envelope>,
     control: Sender<Control>,
@@ -110,9 +122,10 @@ struct ShardHandle {
 pub struct Engine {
     shards: Vec<ShardHandle>,
     catalog: Mutex<Catalog>,
-    sink: Sink,
+    log: ControlLog,
     clock: Arc<dyn Clock>,
     round_robin: AtomicUsize,
+    closed: AtomicBool,
 }
 
 impl Engine {
@@ -133,6 +146,14 @@ impl Engine {
         assert!((1..=SHARDS_MAX).contains(&config.shards), "shards must be 1..=256");
         assert_eq!(states.len(), config.shards);
         assert!(config.queue_capacity > 0);
+        let shared = sink.share();
+        assert!(shared.is_some() || config.shards == 1, "a shard may own the log only when it is the only shard");
+        let log = match &shared {
+            Some(Sink::Log(tx)) => ControlLog::Writer(tx.clone()),
+            Some(_) => ControlLog::Immediate,
+            None => ControlLog::Shard0,
+        };
+        let mut own = Some(sink);
         let shards = states
             .into_iter()
             .enumerate()
@@ -140,9 +161,14 @@ impl Engine {
                 for (activity, pool) in catalog.activities.values() {
                     state.install(activity.clone(), pool.clone());
                 }
+                state.clicks = crate::shard::clicks::ClickLimit::new(config.clicks_per_minute);
                 let (data_tx, data_rx) = bounded(config.queue_capacity);
                 let (control_tx, control_rx) = unbounded();
-                let (sink, clock) = (sink.clone(), clock.clone());
+                let sink = match &shared {
+                    Some(shared) => shared.share().expect("a shared sink shares"),
+                    None => own.take().expect("one shard owns the log"),
+                };
+                let clock = clock.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("shard-{i}"))
                     .spawn(move || {
@@ -152,7 +178,14 @@ impl Engine {
                 ShardHandle { data: data_tx, control: control_tx, thread: Mutex::new(Some(thread)) }
             })
             .collect();
-        Self { shards, catalog: Mutex::new(catalog), sink, clock, round_robin: AtomicUsize::new(0) }
+        Self {
+            shards,
+            catalog: Mutex::new(catalog),
+            log,
+            clock,
+            round_robin: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        }
     }
 
     pub fn shard_count(&self) -> usize {
@@ -233,7 +266,12 @@ impl Engine {
         let (tx, rx) = bounded(1);
         let mut batch = Batch { events, returns: Vec::new(), replies: Vec::new() };
         batch.replies.push(Reply { tx: tx.into(), tag: 0, resp: Response::Done });
-        self.sink.commit(&mut batch);
+        match &self.log {
+            ControlLog::Immediate => batch.release(),
+            ControlLog::Writer(tx) => Sink::Log(tx.clone()).commit(&mut batch),
+            // A stopped shard drops the batch and with it `tx`: `busy` below.
+            ControlLog::Shard0 => drop(self.shards[0].control.send(Control::Log(batch))),
+        }
         // Only `Done` means durable: a failed WAL answers `busy` instead.
         match rx.recv() {
             Ok((_, Response::Done)) => Ok(()),
@@ -410,6 +448,11 @@ impl Engine {
 
     /// Waits until everything decided so far is durable and answered.
     pub fn sync(&self) -> Result<(), AdminError> {
+        if matches!(self.log, ControlLog::Shard0) && self.closed.load(Ordering::Acquire) {
+            // The shard that owned the log committed its last batch before
+            // it stopped: everything decided is durable and answered.
+            return Ok(());
+        }
         self.log(Vec::new())
     }
 
@@ -421,6 +464,7 @@ impl Engine {
     /// Stops the shards after they decide what is queued; later requests
     /// are answered `busy`. Safe to call more than once.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         for s in &self.shards {
             let _ = s.control.send(Control::Stop);
         }

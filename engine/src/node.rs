@@ -76,9 +76,18 @@ impl Node {
             segment_bytes_max: cfg.segment_bytes_max,
             snapshot_every_records: cfg.snapshot_every_records,
         };
-        let (wal, replica, batches) = Wal::open(&wal_cfg, open)?;
+        // One shard commits on its own thread (no hand-off per batch);
+        // several share a writer thread that gathers their batches into one
+        // fsync. docs/ARCHITECTURE.md, "Thread layout".
+        let (wal, replica, sink) = if cfg.engine.shards == 1 {
+            let (wal, replica, writer) = Wal::open_owned(&wal_cfg, open)?;
+            (wal, replica, Sink::Own(Box::new(writer)))
+        } else {
+            let (wal, replica, batches) = Wal::open(&wal_cfg, open)?;
+            (wal, replica, Sink::Log(batches))
+        };
         let (catalog, states) = replica.into_parts(cfg.engine.shards).map_err(NodeError::Inconsistent)?;
-        let engine = Engine::start_from(cfg.engine.clone(), clock, Sink::Log(batches), catalog, states);
+        let engine = Engine::start_from(cfg.engine.clone(), clock, sink, catalog, states);
         tracing::info!(
             data_dir = %dir.display(),
             shards = cfg.engine.shards,

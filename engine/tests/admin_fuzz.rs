@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 fn ctx(dir: &std::path::Path) -> (Node, AdminCtx) {
     let mut cfg = NodeConfig::new(dir);
-    cfg.engine = EngineConfig { shards: 2, queue_capacity: 64 };
+    cfg.engine = EngineConfig { shards: 2, queue_capacity: 64, ..EngineConfig::default() };
     let node = Node::open(cfg, Arc::new(SystemClock)).expect("open");
     let ctx = AdminCtx {
         engine: node.engine.clone(),

@@ -121,7 +121,7 @@ fn faulty(ctl: Arc<Ctl>) -> OpenSegment {
 
 fn cfg(dir: &Path, segment_bytes_max: u64) -> NodeConfig {
     let mut c = NodeConfig::new(dir);
-    c.engine = EngineConfig { shards: 2, queue_capacity: 64 };
+    c.engine = EngineConfig { shards: 2, queue_capacity: 64, ..EngineConfig::default() };
     c.segment_bytes_max = segment_bytes_max;
     c
 }

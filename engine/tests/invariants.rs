@@ -754,7 +754,7 @@ impl Harness {
             }
             for u in 1..=USERS {
                 let mine = shard_of_user(u, self.shards.len()) == s.id as usize;
-                let n = s.user_orders.get(&u).map_or(0, Vec::len);
+                let n = s.user_orders.get(&u).map_or(0, |v| v.len());
                 let want = if mine { m.orders.values().filter(|o| o.user_id == u).count() } else { 0 };
                 assert_eq!(n, want, "user {u}: order list on shard {}", s.id);
             }
@@ -1107,7 +1107,7 @@ type ShardDump = (HashMap<u64, u64>, Vec<Order>, Vec<(u64, u64, u32)>, Vec<(u64,
 
 fn mt_case(n_shards: usize, queue_capacity: usize, stocks: &[u64], limits: &[u32], clients: &[Vec<COp>]) {
     let clock = ManualClock::new(T0);
-    let config = EngineConfig { shards: n_shards, queue_capacity };
+    let config = EngineConfig { shards: n_shards, queue_capacity, ..EngineConfig::default() };
     let engine = Engine::start(config, Arc::new(clock.clone()), Sink::Immediate);
     let mut prices = BTreeMap::new();
     let mut per_user_limit = BTreeMap::new();

@@ -165,8 +165,11 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn shard_threads_expire_orders_when_the_clock_passes_the_deadline() {
     let clock = ManualClock::new(T0);
-    let engine =
-        Engine::start(EngineConfig { shards: 2, queue_capacity: 64 }, Arc::new(clock.clone()), Sink::Immediate);
+    let engine = Engine::start(
+        EngineConfig { shards: 2, queue_capacity: 64, ..EngineConfig::default() },
+        Arc::new(clock.clone()),
+        Sink::Immediate,
+    );
     let a = engine.create_activity(spec(1, 2)).expect("activity");
     let o = order(engine.call(Request::Buy {
         user_id: 9,
@@ -190,7 +193,7 @@ fn deadlines_that_pass_while_down_expire_after_recovery_exactly_once() {
     let clock = ManualClock::new(T0);
     let cfg = || {
         let mut c = NodeConfig::new(dir.path());
-        c.engine = EngineConfig { shards: 2, queue_capacity: 64 };
+        c.engine = EngineConfig { shards: 2, queue_capacity: 64, ..EngineConfig::default() };
         c
     };
     let (activity_id, order_id) = {

@@ -53,11 +53,24 @@ fn status_label(s: u16) -> &'static str {
     }
 }
 
+/// Most path segments a route has (`/api/v1/activities/{id}/buy`).
+const PATH_SEGMENTS_MAX: usize = 6;
+
 async fn route(front: &Front, req: HttpRequest<Incoming>) -> (&'static str, HttpResponse<Body>) {
-    let path = req.uri().path().to_string();
+    // A clone of the URI shares its bytes: the path outlives `req`, which
+    // the body-reading handlers consume.
+    let uri = req.uri().clone();
     let method = req.method().clone();
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let api: &[&str] = match segs.as_slice() {
+    let mut segs = [""; PATH_SEGMENTS_MAX];
+    let mut n = 0;
+    for seg in uri.path().trim_end_matches('/').split('/').skip(1) {
+        if n == PATH_SEGMENTS_MAX {
+            return ("unknown", not_found());
+        }
+        segs[n] = seg;
+        n += 1;
+    }
+    let api: &[&str] = match &segs[..n] {
         ["api", "v1", rest @ ..] => rest,
         ["metrics"] if method == Method::GET => return ("metrics", metrics(front)),
         ["metrics"] => return ("wrong_method", method_not_allowed("GET")),
@@ -98,8 +111,11 @@ fn allowed(path: &[&str]) -> Option<&'static str> {
 // ---- responses ----------------------------------------------------------
 
 fn respond(status: StatusCode, body: &Value) -> HttpResponse<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut r = HttpResponse::new(Full::new(Bytes::from(bytes)));
+    respond_bytes(status, Bytes::from(serde_json::to_vec(body).unwrap_or_default()))
+}
+
+fn respond_bytes(status: StatusCode, body: Bytes) -> HttpResponse<Body> {
+    let mut r = HttpResponse::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
@@ -140,8 +156,35 @@ pub fn error(code: ErrorCode, message: &str) -> HttpResponse<Body> {
     r
 }
 
+/// The answer for an engine's error code: its body is made once per code
+/// (a sold-out sale answers most buyers with it).
 fn engine_error(code: ErrorCode) -> HttpResponse<Body> {
-    error(code, message_of(code))
+    static BODIES: std::sync::OnceLock<Vec<Bytes>> = std::sync::OnceLock::new();
+    let bodies = BODIES.get_or_init(|| {
+        let mut v = vec![Bytes::new(); ErrorCode::ALL.len() + 1];
+        for c in ErrorCode::ALL {
+            let body = json!({"error": json::error(c, message_of(c))});
+            v[c as usize] = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        }
+        v
+    });
+    match bodies.get(code as usize) {
+        Some(body) if !body.is_empty() => {
+            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = respond_bytes(status, body.clone());
+            if code == ErrorCode::Busy {
+                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            r
+        }
+        _ => error(code, message_of(code)),
+    }
+}
+
+fn rate_limited(retry_after_s: u32) -> HttpResponse<Body> {
+    let mut r = engine_error(ErrorCode::RateLimited);
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
+    r
 }
 
 fn not_found() -> HttpResponse<Body> {
@@ -163,9 +206,9 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse<Body> {
 fn order_response(resp: Response, status: StatusCode) -> HttpResponse<Body> {
     match resp {
         // The same Idempotency-Key again: the first order, 200 not 201.
-        Response::Replayed(o) => respond(StatusCode::OK, &json::order(&o)),
+        Response::Replayed(o) => respond_bytes(StatusCode::OK, Bytes::from(json::order_bytes(&o))),
         Response::Order(o) => {
-            let mut r = respond(status, &json::order(&o));
+            let mut r = respond_bytes(status, Bytes::from(json::order_bytes(&o)));
             if status == StatusCode::CREATED {
                 if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/orders/{}", o.order_id)) {
                     r.headers_mut().insert(LOCATION, v);
@@ -174,6 +217,7 @@ fn order_response(resp: Response, status: StatusCode) -> HttpResponse<Body> {
             r
         }
         Response::Error(code) => engine_error(code),
+        Response::RateLimited { retry_after_s } => rate_limited(retry_after_s),
         _ => error(ErrorCode::Internal, "unexpected engine answer"),
     }
 }
@@ -320,9 +364,6 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
         Ok(q) => q,
         Err(msg) => return error(ErrorCode::BadRequest, msg),
     };
-    if let Err(r) = rate_limited(front, user_id) {
-        return r;
-    }
     let now = crate::now_ms();
     let buy_token_ok =
         buy_token.is_some_and(|t| crate::buy_token::verify(&front.token_secret, &t, user_id, activity_id, now));
@@ -339,25 +380,11 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
     order_response(resp, StatusCode::CREATED)
 }
 
-/// One click from `user_id` against its token bucket: 429 with Retry-After when empty.
-fn rate_limited(front: &Front, user_id: u64) -> Result<(), HttpResponse<Body>> {
-    front.rate.check(user_id, crate::now_ms()).map_err(|retry_after_s| {
-        let mut r = engine_error(ErrorCode::RateLimited);
-        if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
-            r.headers_mut().insert(RETRY_AFTER, v);
-        }
-        r
-    })
-}
-
 async fn buy_token(front: &Front, req: &HttpRequest<Incoming>, id: &str) -> HttpResponse<Body> {
     let user_id = match user(front, req) {
         Ok(u) => u,
         Err(r) => return r,
     };
-    if let Err(r) = rate_limited(front, user_id) {
-        return r;
-    }
     let activity_id = match activity_id(id) {
         Ok(id) => id,
         Err(r) => return r,
@@ -372,6 +399,7 @@ async fn buy_token(front: &Front, req: &HttpRequest<Incoming>, id: &str) -> Http
             error(ErrorCode::BadRequest, "this activity does not use buy tokens; buy directly")
         }
         Response::Error(code) => engine_error(code),
+        Response::RateLimited { retry_after_s } => rate_limited(retry_after_s),
         _ => error(ErrorCode::Internal, "unexpected engine answer"),
     }
 }

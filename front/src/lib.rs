@@ -1,5 +1,6 @@
 //! The HTTP front: hyper on tokio, JWT auth, per-user rate limits, load
-//! shedding and a sold-out short circuit, forwarding each request to the
+//! shedding and a sold-out short circuit (per-user click limits are kept
+//! by the engine's shards), forwarding each request to the
 //! engine over a pooled, pipelined wire connection.
 //!
 //! Architecture Invariant: the front holds no order or stock state of its
@@ -38,7 +39,6 @@ pub struct FrontConfig {
     pub auth_secret: Vec<u8>,
     pub payment_secret: Vec<u8>,
     pub payment_sandbox: bool,
-    pub buys_per_minute: u32,
 }
 
 pub struct Front {
@@ -46,7 +46,6 @@ pub struct Front {
     pub auth: auth::Auth,
     /// Signs buy tokens (the auth secret: same trust boundary).
     pub token_secret: Vec<u8>,
-    pub rate: limits::RateLimit,
     pub sold_out: limits::SoldOut,
     pub prometheus: Option<PrometheusHandle>,
     pub payment_secret: Vec<u8>,
@@ -70,7 +69,6 @@ pub async fn bind(
         },
         auth: auth::Auth::new(&cfg.auth_secret),
         token_secret: cfg.auth_secret.clone(),
-        rate: limits::RateLimit::new(cfg.buys_per_minute.max(1)),
         sold_out: limits::SoldOut::new(1_000),
         prometheus,
         payment_secret: cfg.payment_secret,

@@ -28,7 +28,7 @@ fn ctx() -> &'static AdminCtx {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create fuzz data dir");
         let mut cfg = NodeConfig::new(&dir);
-        cfg.engine = EngineConfig { shards: 2, queue_capacity: 64 };
+        cfg.engine = EngineConfig { shards: 2, queue_capacity: 64, ..EngineConfig::default() };
         cfg.durability = Durability::None;
         let node = Node::open(cfg, Arc::new(SystemClock)).expect("open node");
         let ctx = AdminCtx {

@@ -114,7 +114,7 @@ fn now_ms() -> u64 {
 fn open_node(dir: &Path, durability: Durability) -> Node {
     let mut cfg = NodeConfig::new(dir);
     cfg.durability = durability;
-    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096 };
+    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096, ..EngineConfig::default() };
     Node::open(cfg, Arc::new(SystemClock)).expect("node opens")
 }
 
@@ -567,7 +567,7 @@ fn a_truncated_wal_is_resynced_from_engine_state() {
     let mut cfg = NodeConfig::new(dir.path());
     cfg.durability = Durability::None;
     cfg.segment_bytes_max = 4096;
-    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096 };
+    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096, ..EngineConfig::default() };
     let node = Node::open(cfg, Arc::new(SystemClock)).expect("node");
     let engine = node.engine.clone();
     let a = engine.create_activity(spec("sale", 1000, 1, 1800)).expect("a");

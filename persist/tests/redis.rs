@@ -100,7 +100,7 @@ fn now_ms() -> u64 {
 fn open_node(dir: &std::path::Path, segment_bytes_max: u64) -> Node {
     let mut cfg = NodeConfig::new(dir);
     cfg.durability = Durability::None;
-    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096 };
+    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096, ..EngineConfig::default() };
     cfg.segment_bytes_max = segment_bytes_max;
     Node::open(cfg, Arc::new(SystemClock)).expect("node opens")
 }

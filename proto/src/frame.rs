@@ -55,6 +55,7 @@ pub mod kind {
     pub const ACTIVITIES: u8 = 132;
     pub const DONE: u8 = 133;
     pub const ERROR: u8 = 134;
+    pub const RATE_LIMITED: u8 = 135;
 }
 
 /// Encoded size of one [`OrderView`].
@@ -216,6 +217,7 @@ fn encode_response_unchecked(out: &mut Vec<u8>, request_id: u64, resp: &Response
         }
         Response::Done => {}
         Response::Error(code) => put_u8(out, *code as u8),
+        Response::RateLimited { retry_after_s } => put_u32(out, *retry_after_s),
     }
     finish(out, start)
 }
@@ -246,6 +248,7 @@ fn response_kind(resp: &Response) -> u8 {
         Response::Activities { .. } => kind::ACTIVITIES,
         Response::Done => kind::DONE,
         Response::Error(_) => kind::ERROR,
+        Response::RateLimited { .. } => kind::RATE_LIMITED,
     }
 }
 
@@ -425,6 +428,7 @@ pub fn decode_response(frame: &[u8]) -> Result<(u64, Response), FrameError> {
             let code = r.u8("error_code")?;
             Response::Error(ErrorCode::from_u8(code).ok_or(FrameError::BadValue { field: "error_code" })?)
         }
+        kind::RATE_LIMITED => Response::RateLimited { retry_after_s: r.u32("retry_after_s")? },
         other => return Err(FrameError::UnknownKind(other)),
     };
     r.finish()?;
@@ -679,6 +683,7 @@ mod tests {
                 .prop_map(|(items, total)| Response::Activities { items, total }),
             Just(Response::Done),
             proptest::sample::select(ErrorCode::ALL.to_vec()).prop_map(Response::Error),
+            any::<u32>().prop_map(|retry_after_s| Response::RateLimited { retry_after_s }),
         ]
     }
 

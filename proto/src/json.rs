@@ -1,18 +1,82 @@
 //! The JSON shapes of DESIGN.md (order view, activity view, errors), shared
 //! by the HTTP front and the admin socket so both speak the same words.
 
-use crate::{ActivityView, ErrorCode, OrderView};
+use crate::{ActivityView, ErrorCode, OrderId, OrderStatus, OrderView};
+use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
+use std::fmt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// Unix milliseconds as an RFC 3339 UTC string (`2026-11-25T10:00:00.123Z`).
 pub fn rfc3339(unix_ms: u64) -> String {
-    let nanos = unix_ms as i128 * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+    Rfc3339Ms(unix_ms).to_string()
+}
+
+/// Unix milliseconds shown as RFC 3339 in UTC: `2026-11-25T10:00:00Z`, with
+/// `.123`-style milliseconds (trailing zeros dropped) when there are any.
+/// Written straight into the output, so an answer allocates nothing for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rfc3339Ms(pub u64);
+
+impl fmt::Display for Rfc3339Ms {
+    /// Digits written into a stack buffer: every order answer prints two.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Past year 9999 RFC 3339 has no form; such times do not occur.
+        let ms = self.0.min(253_402_300_799_999);
+        let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+        let (y, m, d) = civil_from_days(days as i64);
+        let secs = ms_of_day / 1000;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y as u64);
+        put(5, 2, m as u64);
+        put(8, 2, d as u64);
+        put(11, 2, secs / 3600);
+        put(14, 2, secs / 60 % 60);
+        put(17, 2, secs % 60);
+        let mut frac = ms_of_day % 1000;
+        let len = if frac == 0 {
+            19
+        } else {
+            let mut digits = 3;
+            while frac % 10 == 0 {
+                frac /= 10;
+                digits -= 1;
+            }
+            put(20, digits, frac);
+            20 + digits
+        };
+        out[len] = b'Z';
+        // Only ASCII digits and separators were written.
+        f.write_str(std::str::from_utf8(&out[..=len]).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl Serialize for Rfc3339Ms {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// Parses an RFC 3339 time into Unix milliseconds; `None` if it is not one
@@ -22,17 +86,44 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// The order view of DESIGN.md, as it is serialized.
+#[derive(Serialize)]
+pub struct OrderJson {
+    pub order_id: OrderId,
+    pub user_id: u64,
+    pub activity_id: u64,
+    pub quantity: u32,
+    pub amount_cents: u64,
+    pub status: OrderStatus,
+    pub created_at: Rfc3339Ms,
+    pub pay_before: Rfc3339Ms,
+}
+
+impl From<&OrderView> for OrderJson {
+    fn from(o: &OrderView) -> Self {
+        OrderJson {
+            order_id: o.order_id,
+            user_id: o.user_id,
+            activity_id: o.activity_id,
+            quantity: o.quantity,
+            amount_cents: o.amount_cents,
+            status: o.status,
+            created_at: Rfc3339Ms(o.created_at_ms),
+            pay_before: Rfc3339Ms(o.pay_before_ms),
+        }
+    }
+}
+
 pub fn order(o: &OrderView) -> Value {
-    json!({
-        "order_id": o.order_id.to_string(),
-        "user_id": o.user_id,
-        "activity_id": o.activity_id,
-        "quantity": o.quantity,
-        "amount_cents": o.amount_cents,
-        "status": o.status.as_str(),
-        "created_at": rfc3339(o.created_at_ms),
-        "pay_before": rfc3339(o.pay_before_ms),
-    })
+    serde_json::to_value(OrderJson::from(o)).unwrap_or(Value::Null)
+}
+
+/// The order view's JSON bytes, written in one pass (the buy answer).
+pub fn order_bytes(o: &OrderView) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    // Serializing plain numbers and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &OrderJson::from(o));
+    out
 }
 
 pub fn activity(a: &ActivityView, now_ms: u64) -> Value {
@@ -64,6 +155,52 @@ pub fn error(code: ErrorCode, message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_matches_the_time_crate() {
+        let by_time = |ms: u64| {
+            OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+                .unwrap_or_default()
+        };
+        let mut ms = 0u64;
+        let samples =
+            [0, 1, 10, 100, 120, 999, 1000, 86_399_999, 951_782_400_000, 1_795_000_000_123, 4_102_444_800_000];
+        for ms in samples {
+            assert_eq!(rfc3339(ms), by_time(ms), "{ms}");
+        }
+        // Leap days, century rules and every millisecond digit pattern.
+        for _ in 0..200_000 {
+            ms = ms.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) % 4_102_444_800_000;
+            assert_eq!(rfc3339(ms), by_time(ms), "{ms}");
+        }
+    }
+
+    #[test]
+    fn order_json_has_the_design_fields() {
+        let o = OrderView {
+            order_id: OrderId::first_at(1_795_000_000_123, 3),
+            user_id: 42,
+            activity_id: 7,
+            quantity: 2,
+            amount_cents: 1998,
+            status: OrderStatus::PendingPayment,
+            created_at_ms: 1_795_000_000_123,
+            pay_before_ms: 1_795_001_800_123,
+        };
+        let v: Value = serde_json::from_slice(&order_bytes(&o)).unwrap();
+        assert_eq!(v, order(&o));
+        assert_eq!(v["order_id"], o.order_id.to_string());
+        assert_eq!(v["user_id"], 42);
+        assert_eq!(v["activity_id"], 7);
+        assert_eq!(v["quantity"], 2);
+        assert_eq!(v["amount_cents"], 1998);
+        assert_eq!(v["status"], "pending_payment");
+        assert_eq!(v["created_at"], "2026-11-18T11:06:40.123Z");
+        assert_eq!(v["pay_before"], rfc3339(1_795_001_800_123));
+        assert_eq!(v.as_object().map(|m| m.len()), Some(8));
+    }
 
     #[test]
     fn times_round_trip() {

@@ -49,17 +49,21 @@ impl OrderId {
 }
 
 impl fmt::Display for OrderId {
+    /// `8-4-4-4-12` lowercase hex digits, built in a stack buffer (every
+    /// order answer prints one).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.0;
-        write!(
-            f,
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            (v >> 96) as u32,
-            (v >> 80) as u16,
-            (v >> 64) as u16,
-            (v >> 48) as u16,
-            v & 0xffff_ffff_ffff
-        )
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 36];
+        let mut nibble = 32;
+        for (i, c) in out.iter_mut().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                continue;
+            }
+            nibble -= 1;
+            *c = HEX[((self.0 >> (nibble * 4)) & 0xf) as usize];
+        }
+        // Only ASCII hex digits and dashes were written.
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -114,4 +114,9 @@ pub enum Response {
     },
     Done,
     Error(ErrorCode),
+    /// `rate_limited` (429): the user's buy clicks are used up for now;
+    /// one more is allowed after `retry_after_s` seconds.
+    RateLimited {
+        retry_after_s: u32,
+    },
 }

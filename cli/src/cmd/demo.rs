@@ -46,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             durability: args.durability,
             shards: None,
             queue_capacity: 4096,
+            buys_per_minute: 1_000_000,
             snapshot_every: 1_000_000,
             wal_segment_bytes: 64 * 1024 * 1024,
             // The demo keeps to itself: the WAL is its system of record, and
@@ -53,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             mysql_url: "none".into(),
             redis_url: "none".into(),
         },
-        http: front::HttpArgs { http, payment: "sandbox".into(), buys_per_minute: 1_000_000, engine_connections: 4 },
+        http: front::HttpArgs { http, payment: "sandbox".into(), engine_connections: 4 },
     };
     println!("seckill demo: starting the service on http://{http} (data dir {})", data_dir.display());
     println!(

@@ -31,6 +31,10 @@ pub struct Args {
     /// Requests waiting per shard before new ones are answered `busy`.
     #[arg(long, env = "SECKILL_QUEUE_CAPACITY", default_value_t = 4096)]
     pub queue_capacity: usize,
+    /// Buy clicks (buys and buy-token requests) each user may make per minute;
+    /// kept by the shard that owns the user, so it holds across every front.
+    #[arg(long, env = "SECKILL_BUYS_PER_MINUTE", default_value_t = 60)]
+    pub buys_per_minute: u32,
     /// Write a snapshot after this many log records.
     #[arg(long, env = "SECKILL_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
     pub snapshot_every: u64,
@@ -97,12 +101,17 @@ impl Running {
 pub fn start(args: &Args) -> anyhow::Result<Running> {
     let mut cfg = NodeConfig::new(&args.data_dir);
     cfg.durability = args.durability;
-    cfg.engine = EngineConfig { queue_capacity: args.queue_capacity, ..EngineConfig::default() };
+    cfg.engine = EngineConfig {
+        queue_capacity: args.queue_capacity,
+        clicks_per_minute: args.buys_per_minute,
+        ..EngineConfig::default()
+    };
     if let Some(n) = args.shards {
         anyhow::ensure!((1..=256).contains(&n), "--shards must be 1..=256");
         cfg.engine.shards = n;
     }
     anyhow::ensure!(args.queue_capacity >= 1, "--queue-capacity must be at least 1");
+    anyhow::ensure!(args.buys_per_minute >= 1, "--buys-per-minute must be at least 1");
     cfg.snapshot_every_records = args.snapshot_every.max(1);
     anyhow::ensure!(args.wal_segment_bytes >= 4096, "--wal-segment-bytes must be at least 4096");
     cfg.segment_bytes_max = args.wal_segment_bytes;

@@ -15,9 +15,6 @@ pub struct HttpArgs {
     /// `notify`: orders are paid by signed provider callbacks only. `sandbox`: also POST /orders/{id}/pay.
     #[arg(long, env = "SECKILL_PAYMENT", default_value = "notify", value_parser = ["notify", "sandbox"])]
     pub payment: String,
-    /// Buy clicks each user may make per minute (token bucket).
-    #[arg(long, env = "SECKILL_BUYS_PER_MINUTE", default_value_t = 60)]
-    pub buys_per_minute: u32,
     /// Pipelined connections from this front to the engine.
     #[arg(long, env = "SECKILL_ENGINE_CONNECTIONS", default_value_t = 4)]
     pub engine_connections: usize,
@@ -36,7 +33,6 @@ pub struct Args {
 }
 
 pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::Result<FrontConfig> {
-    anyhow::ensure!(http.buys_per_minute >= 1, "--buys-per-minute must be at least 1");
     anyhow::ensure!((1..=64).contains(&http.engine_connections), "--engine-connections must be 1..=64");
     Ok(FrontConfig {
         http: http.http,
@@ -48,7 +44,6 @@ pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::R
         payment_secret: secrets::load_or_create("SECKILL_PAYMENT_SECRET", data_dir, "payment.secret")
             .context("reading or creating the payment secret")?,
         payment_sandbox: http.payment == "sandbox",
-        buys_per_minute: http.buys_per_minute,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Shard owner threads. Each shard owns its users' purchases and orders
 //! outright; the only thing shards share is the stock pool's atomic.
 
+pub mod clicks;
 pub mod state;
 
 use crate::activity::Activity;
@@ -28,6 +29,9 @@ pub enum Control {
     Barrier(Sender<()>),
     /// Runs a read-only inspection of the shard state (checks and tests).
     Inspect(Box<dyn FnOnce(&ShardState) + Send>),
+    /// Events of the control path to commit with the next batch (when this
+    /// shard owns the log); its reply answers once they are durable.
+    Log(Batch),
     /// Finish what is queued, hand the last batch on, and exit.
     Stop,
 }
@@ -44,7 +48,7 @@ pub(crate) fn run(
     mut state: ShardState,
     data: Receiver<Envelope>,
     control: Receiver<Control>,
-    sink: Sink,
+    mut sink: Sink,
     clock: Arc<dyn Clock>,
 ) {
     let mut batch = Batch::default();
@@ -65,11 +69,11 @@ pub(crate) fn run(
         };
         let first = match first {
             Wake::Control(Some(Control::Stop)) | Wake::Control(None) | Wake::Data(None) => {
-                drain(&mut state, &data, &sink, &clock, &mut batch);
+                drain(&mut state, &data, &mut sink, &clock, &mut batch);
                 return;
             }
             Wake::Control(Some(c)) => {
-                apply_control(&mut state, c);
+                apply_control(&mut state, c, &mut batch);
                 None
             }
             Wake::Data(Some(env)) => Some(env),
@@ -80,7 +84,7 @@ pub(crate) fn run(
         let mut stop = false;
         while let Ok(c) = control.try_recv() {
             stop |= matches!(c, Control::Stop);
-            apply_control(&mut state, c);
+            apply_control(&mut state, c, &mut batch);
         }
         let now_ms = clock.now_ms();
         state.expire_due(now_ms, &mut batch);
@@ -95,7 +99,7 @@ pub(crate) fn run(
             sink.commit(&mut batch);
         }
         if stop {
-            drain(&mut state, &data, &sink, &clock, &mut batch);
+            drain(&mut state, &data, &mut sink, &clock, &mut batch);
             return;
         }
     }
@@ -108,7 +112,13 @@ enum Wake {
 }
 
 /// Decides whatever is still queued, so a clean stop answers everyone.
-fn drain(state: &mut ShardState, data: &Receiver<Envelope>, sink: &Sink, clock: &Arc<dyn Clock>, batch: &mut Batch) {
+fn drain(
+    state: &mut ShardState,
+    data: &Receiver<Envelope>,
+    sink: &mut Sink,
+    clock: &Arc<dyn Clock>,
+    batch: &mut Batch,
+) {
     let now_ms = clock.now_ms();
     for env in data.try_iter() {
         decide(state, env, now_ms, batch);
@@ -127,8 +137,13 @@ fn decide(state: &mut ShardState, env: Envelope, now_ms: u64, batch: &mut Batch)
     batch.replies.push(Reply { tx: env.reply, tag: env.tag, resp });
 }
 
-fn apply_control(state: &mut ShardState, c: Control) {
+fn apply_control(state: &mut ShardState, c: Control, batch: &mut Batch) {
     match c {
+        Control::Log(mut logged) => {
+            batch.events.append(&mut logged.events);
+            batch.returns.append(&mut logged.returns);
+            batch.replies.append(&mut logged.replies);
+        }
         Control::Install(activity, pool) => state.install(activity, pool),
         Control::Barrier(done) => {
             let _ = done.send(());

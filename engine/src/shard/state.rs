@@ -7,9 +7,11 @@ use crate::commit::{Batch, StockReturn};
 use crate::event::Event;
 use crate::order::{step, Order, Step, Transition};
 use crate::purchases::Purchases;
+use crate::shard::clicks::ClickLimit;
 use crate::stock::StockPool;
 use hashbrown::HashMap;
 use seckill_proto::{ActivityView, ErrorCode, OrderId, OrderStatus, Phase, Request, Response, PAGE_LIMIT_MAX};
+use smallvec::SmallVec;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -37,12 +39,15 @@ pub struct ShardState {
     pub id: u16,
     pub slots: HashMap<u64, Slot>,
     pub orders: HashMap<OrderId, Order>,
-    /// Each user's orders, oldest first.
-    pub user_orders: HashMap<u64, Vec<OrderId>>,
+    /// Each user's orders, oldest first. Most buyers of a flash sale hold
+    /// one order: it lives inline, so creating it allocates nothing.
+    pub user_orders: HashMap<u64, SmallVec<[OrderId; 1]>>,
     /// The last order id issued; ids only grow.
     last_id: OrderId,
     /// (user, Idempotency-Key hash) → the order that key made.
     idempotency: HashMap<(u64, u64), OrderId>,
+    /// Buy clicks per user (token buckets), for the users this shard owns.
+    pub clicks: ClickLimit,
     /// Payment deadlines, soonest first. Entries of orders that left
     /// pending_payment are skipped when they come due (no removal needed).
     deadlines: BinaryHeap<Reverse<(u64, OrderId)>>,
@@ -63,6 +68,7 @@ impl ShardState {
             user_orders: HashMap::new(),
             last_id: OrderId::first_at(0, id),
             idempotency: HashMap::new(),
+            clicks: ClickLimit::new(0),
             deadlines: BinaryHeap::new(),
         }
     }
@@ -100,12 +106,20 @@ impl ShardState {
     pub fn handle(&mut self, req: &Request, now_ms: u64, batch: &mut Batch) -> Response {
         let outcome = match *req {
             Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok } => {
+                if let Err(retry_after_s) = self.clicks.take(user_id, now_ms) {
+                    return Response::RateLimited { retry_after_s };
+                }
                 if let Some(id) = self.idempotency.get(&(user_id, idempotency_key)).filter(|_| idempotency_key != 0) {
                     return Response::Replayed(self.orders[id].view());
                 }
                 self.buy(user_id, activity_id, quantity, idempotency_key, buy_token_ok, now_ms, batch)
             }
-            Request::IssueBuyToken { user_id, activity_id } => self.issue_buy_token(user_id, activity_id, now_ms),
+            Request::IssueBuyToken { user_id, activity_id } => {
+                if let Err(retry_after_s) = self.clicks.take(user_id, now_ms) {
+                    return Response::RateLimited { retry_after_s };
+                }
+                self.issue_buy_token(user_id, activity_id, now_ms)
+            }
             Request::GetOrder { user_id, order_id } => self.find(user_id, order_id).map(|o| Response::Order(o.view())),
             Request::ListOrders { user_id, offset, limit } => Ok(self.list_orders(user_id, offset, limit)),
             Request::Cancel { user_id, order_id } => {
@@ -316,7 +330,7 @@ impl ShardState {
     }
 
     fn list_orders(&self, user_id: u64, offset: u32, limit: u32) -> Response {
-        let ids = self.user_orders.get(&user_id).map(Vec::as_slice).unwrap_or(&[]);
+        let ids = self.user_orders.get(&user_id).map(|v| v.as_slice()).unwrap_or(&[]);
         let items = ids
             .iter()
             .rev()

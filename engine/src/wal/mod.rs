@@ -124,6 +124,19 @@ impl Wal {
     /// snapshot thread. Returns the WAL, the recovered state, and the
     /// sender that shards use as their sink.
     pub fn open(cfg: &WalConfig, open: OpenSegment) -> Result<(Wal, Replica, Sender<Batch>), RecoveryError> {
+        let (mut wal, replica, writer) = Self::open_owned(cfg, open)?;
+        let (batch_tx, batch_rx) = bounded::<Batch>(1024);
+        let t_writer = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || crate::abort_on_panic("wal-writer", || writer.run(batch_rx)))
+            .map_err(io_err(&cfg.data_dir))?;
+        wal.threads.push(t_writer);
+        Ok((wal, replica, batch_tx))
+    }
+
+    /// `open` without the writer thread: the caller owns the writer and
+    /// commits through it on its own thread (`Sink::Own`).
+    pub fn open_owned(cfg: &WalConfig, open: OpenSegment) -> Result<(Wal, Replica, writer::Writer), RecoveryError> {
         let wal_dir = cfg.data_dir.join("wal");
         let snap_dir = cfg.data_dir.join("snapshots");
         for d in [&wal_dir, &snap_dir] {
@@ -148,7 +161,6 @@ impl Wal {
         // mirror) can move the minimum past it.
         let oldest_snapshot = snapshot::oldest_kept_lsn(&snap_dir).map_err(io_err(&snap_dir))?;
         checkpoints.set("snapshot", oldest_snapshot.unwrap_or(0));
-        let (batch_tx, batch_rx) = bounded::<Batch>(1024);
         let (tap_tx, tap_rx) = bounded(4096);
         let (cmd_tx, cmd_rx) = bounded(16);
         let writer = writer::Writer::new(
@@ -161,17 +173,13 @@ impl Wal {
             checkpoints.clone(),
             Some(tap_tx),
         );
-        let t_writer = std::thread::Builder::new()
-            .name("wal-writer".into())
-            .spawn(move || crate::abort_on_panic("wal-writer", || writer.run(batch_rx)))
-            .map_err(io_err(&cfg.data_dir))?;
         let (every, cps, snap_replica) = (cfg.snapshot_every_records, checkpoints.clone(), replica.clone());
         let t_snap = std::thread::Builder::new()
             .name("snapshots".into())
             .spawn(move || snapshot::run(snap_dir, snap_replica, tap_rx, cmd_rx, every, cps))
             .map_err(io_err(&cfg.data_dir))?;
-        let wal = Wal { status, checkpoints, snapshots: cmd_tx, threads: vec![t_writer, t_snap] };
-        Ok((wal, replica, batch_tx))
+        let wal = Wal { status, checkpoints, snapshots: cmd_tx, threads: vec![t_snap] };
+        Ok((wal, replica, writer))
     }
 
     /// Writes a snapshot of everything durable so far; returns its LSN.

@@ -22,6 +22,9 @@ use std::time::Instant;
 
 /// Bytes gathered into one group before it is written, whatever is queued.
 pub const GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// A rough record size, to stop gathering a group before it exceeds
+/// `GROUP_BYTES_MAX` without encoding it first.
+const EVENT_BYTES_ESTIMATE: usize = 128;
 
 /// What the writer needs to write through; tests inject faults here.
 pub trait LogFile: Send {
@@ -78,6 +81,8 @@ pub struct Writer {
     tap: Option<Sender<(u64, Vec<Event>)>>,
     encoder: Encoder,
     buf: Vec<u8>,
+    /// `commit_one`'s group, kept to reuse its allocation.
+    scratch: Vec<Batch>,
 }
 
 impl Writer {
@@ -107,6 +112,7 @@ impl Writer {
             tap,
             encoder: Encoder::default(),
             buf: Vec::with_capacity(GROUP_BYTES_MAX),
+            scratch: Vec::with_capacity(1),
         }
     }
 
@@ -116,49 +122,69 @@ impl Writer {
         let mut group: Vec<Batch> = Vec::with_capacity(1024);
         while let Ok(first) = rx.recv() {
             group.push(first);
-            let first_lsn = self.next_lsn;
-            self.encode(group.last_mut().map(|b| &b.events));
-            while self.buf.len() < GROUP_BYTES_MAX {
+            let mut bytes = 0;
+            while bytes < GROUP_BYTES_MAX {
                 let Ok(b) = rx.try_recv() else { break };
+                bytes += b.events.len() * EVENT_BYTES_ESTIMATE;
                 group.push(b);
-                self.encode(group.last_mut().map(|b| &b.events));
             }
-            if self.status.failed.load(Ordering::Acquire) {
-                self.fail_group(&mut group);
-                continue;
-            }
-            match self.flush() {
-                Ok(()) => {
-                    if let Some(tap) = &self.tap {
-                        let mut lsn = first_lsn;
-                        for b in &mut group {
-                            let events = std::mem::take(&mut b.events);
-                            let n = events.len() as u64;
-                            if n > 0 && tap.send((lsn, events)).is_err() {
-                                self.tap = None;
-                                break;
-                            }
-                            lsn += n;
-                        }
-                    }
-                    for mut b in group.drain(..) {
-                        b.release();
-                    }
-                    if let Err(e) = self.maybe_rotate() {
-                        self.fail(&e, "rotating the WAL segment");
-                    }
-                }
-                Err(e) => {
-                    self.fail(&e, "writing the WAL");
-                    self.fail_group(&mut group);
-                }
-            }
+            self.commit(&mut group);
         }
         tracing::info!(durable_lsn = self.status.durable_lsn.load(Ordering::Acquire), "WAL writer stopped");
     }
 
-    fn encode(&mut self, events: Option<&Vec<Event>>) {
-        for ev in events.into_iter().flatten() {
+    /// `commit` for one batch (the shard that owns the writer).
+    pub fn commit_one(&mut self, batch: &mut Batch) {
+        let mut group = std::mem::take(&mut self.scratch);
+        group.push(std::mem::take(batch));
+        self.commit(&mut group);
+        self.scratch = group;
+    }
+
+    /// Makes `group` durable with one write and one fdatasync, then releases
+    /// it (tokens back, answers out); on failure answers `busy` instead.
+    /// Leaves `group` empty. The writer thread calls this for every group it
+    /// gathers; a shard that owns the writer (one-shard layout) calls it on
+    /// its own thread, so a buy needs no hand-off to another thread.
+    pub fn commit(&mut self, group: &mut Vec<Batch>) {
+        let first_lsn = self.next_lsn;
+        for b in group.iter() {
+            self.encode(&b.events);
+        }
+        if self.status.failed.load(Ordering::Acquire) {
+            self.fail_group(group);
+            return;
+        }
+        match self.flush() {
+            Ok(()) => {
+                if let Some(tap) = &self.tap {
+                    let mut lsn = first_lsn;
+                    for b in group.iter_mut() {
+                        let events = std::mem::take(&mut b.events);
+                        let n = events.len() as u64;
+                        if n > 0 && tap.send((lsn, events)).is_err() {
+                            self.tap = None;
+                            break;
+                        }
+                        lsn += n;
+                    }
+                }
+                for mut b in group.drain(..) {
+                    b.release();
+                }
+                if let Err(e) = self.maybe_rotate() {
+                    self.fail(&e, "rotating the WAL segment");
+                }
+            }
+            Err(e) => {
+                self.fail(&e, "writing the WAL");
+                self.fail_group(group);
+            }
+        }
+    }
+
+    fn encode(&mut self, events: &[Event]) {
+        for ev in events {
             self.encoder.append(&mut self.buf, self.next_lsn, ev);
             self.next_lsn += 1;
         }

@@ -1,0 +1,142 @@
+//! Per-user token buckets for buy clicks, kept by the shard that owns the
+//! user: no lock, no shared map, and the limit holds across every front.
+//!
+//! Memory stays bounded without scanning: buckets live in two generations.
+//! A bucket untouched for a whole refill window is full again, so dropping
+//! it changes nothing; every `WINDOW_MS` the older generation is dropped and
+//! the current one becomes the older. A user seen again moves back into the
+//! current generation. Past `TRACKED_PER_SHARD_MAX` users in one generation
+//! the rotation comes early: the only cost is that users idle for less than
+//! a window may find a full bucket, never that memory grows.
+
+use hashbrown::HashMap;
+
+/// A full bucket refills in one minute (the limit is "per minute").
+pub const WINDOW_MS: u64 = 60_000;
+/// Users tracked per generation on one shard.
+pub const TRACKED_PER_SHARD_MAX: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    last_ms: u64,
+}
+
+pub struct ClickLimit {
+    /// Clicks per minute per user; 0 turns the limit off.
+    per_minute: u32,
+    current: HashMap<u64, Bucket>,
+    older: HashMap<u64, Bucket>,
+    rotated_at_ms: u64,
+}
+
+impl ClickLimit {
+    pub fn new(per_minute: u32) -> Self {
+        Self { per_minute, current: HashMap::new(), older: HashMap::new(), rotated_at_ms: 0 }
+    }
+
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+
+    /// Takes one click for `user`. `Err(retry_after_s)` when the bucket is
+    /// empty: the seconds until it holds a whole click again.
+    pub fn take(&mut self, user: u64, now_ms: u64) -> Result<(), u32> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        if now_ms.saturating_sub(self.rotated_at_ms) >= WINDOW_MS || self.current.len() >= TRACKED_PER_SHARD_MAX {
+            self.older = std::mem::take(&mut self.current);
+            self.rotated_at_ms = now_ms;
+        }
+        let cap = self.per_minute as f64;
+        let fresh = Bucket { tokens: cap, last_ms: now_ms };
+        let bucket = match self.current.get_mut(&user) {
+            Some(b) => b,
+            None => {
+                let b = self.older.remove(&user).unwrap_or(fresh);
+                self.current.entry(user).or_insert(b)
+            }
+        };
+        let refill = now_ms.saturating_sub(bucket.last_ms) as f64 * cap / WINDOW_MS as f64;
+        bucket.tokens = (bucket.tokens + refill).min(cap);
+        bucket.last_ms = bucket.last_ms.max(now_ms);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            // Less a hair, so float noise cannot round 10.000000001 s up to 11.
+            let wait_s = ((1.0 - bucket.tokens) * WINDOW_MS as f64 / cap / 1000.0 - 1e-9).ceil();
+            Err(wait_s.clamp(1.0, (WINDOW_MS / 1000) as f64) as u32)
+        }
+    }
+
+    /// Users currently tracked (both generations).
+    pub fn tracked(&self) -> usize {
+        self.current.len() + self.older.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_refill_over_time() {
+        let mut r = ClickLimit::new(60);
+        for _ in 0..60 {
+            assert!(r.take(1, 0).is_ok());
+        }
+        assert_eq!(r.take(1, 0), Err(1));
+        assert!(r.take(2, 0).is_ok(), "users are independent");
+        assert!(r.take(1, 1_000).is_ok(), "one click per second comes back");
+        assert!(r.take(1, 1_000).is_err());
+    }
+
+    #[test]
+    fn retry_after_is_the_time_to_one_click() {
+        let mut r = ClickLimit::new(2);
+        assert!(r.take(7, 0).is_ok());
+        assert!(r.take(7, 0).is_ok());
+        assert_eq!(r.take(7, 0), Err(30), "two a minute: one every 30 s");
+        assert_eq!(r.take(7, 20_000), Err(10));
+        assert!(r.take(7, 30_000).is_ok());
+    }
+
+    #[test]
+    fn off_when_zero() {
+        let mut r = ClickLimit::new(0);
+        for _ in 0..1000 {
+            assert!(r.take(1, 0).is_ok());
+        }
+        assert_eq!(r.tracked(), 0);
+    }
+
+    #[test]
+    fn a_bucket_survives_one_rotation_and_idle_ones_are_dropped() {
+        let mut r = ClickLimit::new(3);
+        for _ in 0..3 {
+            assert!(r.take(1, 0).is_ok());
+        }
+        assert!(r.take(2, 0).is_ok());
+        // One window later: both move to the older generation; user 1 has
+        // refilled anyway, but is still tracked until the next rotation.
+        assert!(r.take(3, WINDOW_MS).is_ok());
+        assert_eq!(r.tracked(), 3);
+        // A click 10 s into the next window keeps user 1's refilled bucket.
+        assert!(r.take(1, WINDOW_MS + 10_000).is_ok());
+        // After two windows without a click, user 2 is forgotten: exact,
+        // since a bucket idle for a window is full.
+        assert!(r.take(1, 2 * WINDOW_MS + 10_000).is_ok());
+        assert_eq!(r.tracked(), 2, "users 1 and 3 remain; 2 is dropped");
+    }
+
+    #[test]
+    fn an_empty_bucket_is_not_forgotten_by_a_rotation() {
+        let mut r = ClickLimit::new(1);
+        assert!(r.take(9, WINDOW_MS - 1).is_ok());
+        // The generation rotates 1 ms later; the bucket moved along and is
+        // still empty.
+        assert!(r.take(9, WINDOW_MS).is_err());
+    }
+}
