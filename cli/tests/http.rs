@@ -251,8 +251,8 @@ fn buy_answers_and_errors() {
     chunked.extend_from_slice(big.as_bytes());
     chunked.extend_from_slice(b"\r\n0\r\n\r\n");
     assert_error(&raw_request(up.port, &chunked).expect("chunked request"), 413, "payload_too_large");
-    // Just under the limit is fine (an unknown field is ignored).
-    let fits = format!(r#"{{"quantity":1,"pad":"{}"}}"#, "x".repeat(4000));
+    // Just under the limit is fine (padded with whitespace, which JSON allows).
+    let fits = format!(r#"{{"quantity":1{}}}"#, " ".repeat(4000));
     assert!(fits.len() <= 4096);
     buy_ok(&up, act, 3, &fits);
 
@@ -628,6 +628,37 @@ fn buy_body_must_be_an_object() {
         assert_error(&buy(&up, act, 1, body), 400, "bad_request");
     }
     assert_eq!(remaining(&up, act), 10);
+}
+
+/// SECURITY.md: a misspelt field is not silently ignored (`{"qty":3}` used to
+/// buy 1), and a body that is not UTF-8 JSON is refused.
+#[test]
+fn buy_body_with_unknown_fields_or_bad_utf8_is_refused() {
+    let (_tmp, dir) = data_dir();
+    let up = UpProc::start(&dir, &[]);
+    let act = create_activity(&up, 100, 10, 3, OPEN);
+    for body in [&br#"{"qty":3}"#[..], br#"{"quantity":1,"coupon":"FREE"}"#, b"{\"quantity\":1,\"x\":\"\xff\"}"] {
+        let r = up.post(&format!("/api/v1/activities/{act}/buy"), Some(1), body);
+        assert_error(&r, 400, "bad_request");
+    }
+    assert_eq!(remaining(&up, act), 10, "nothing was bought");
+    assert_status(&buy(&up, act, 1, r#"{"quantity":2}"#), 201);
+}
+
+/// SECURITY.md: the same Idempotency-Key with a different request is a
+/// client bug, not a retry: 422, and no second order.
+#[test]
+fn idempotency_key_reused_for_another_request_is_422() {
+    let (_tmp, dir) = data_dir();
+    let up = UpProc::start(&dir, &[]);
+    let act = create_activity(&up, 100, 10, 3, OPEN);
+    let path = format!("/api/v1/activities/{act}/buy");
+    let auth = bearer(1);
+    let click = |body: &[u8]| up.req("POST", &path, &[("Authorization", &auth), ("Idempotency-Key", "k")], body);
+    let first = assert_status(&click(br#"{"quantity":1}"#), 201);
+    assert_error(&click(br#"{"quantity":2}"#), 422, "idempotency_key_reused");
+    assert_eq!(assert_status(&click(br#"{"quantity":1}"#), 200), first, "the real retry still replays");
+    assert_eq!(remaining(&up, act), 9);
 }
 
 #[test]

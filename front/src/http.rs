@@ -144,6 +144,9 @@ fn message_of(code: ErrorCode) -> &'static str {
         ErrorCode::Busy => "the service is busy; retry shortly",
         ErrorCode::AmountMismatch => "the amount does not match the order",
         ErrorCode::Internal => "internal error",
+        ErrorCode::IdempotencyKeyReused => {
+            "this Idempotency-Key was used for a different request; use a new key for a new buy"
+        }
     }
 }
 
@@ -270,6 +273,7 @@ async fn body(req: HttpRequest<Incoming>) -> Result<Bytes, HttpResponse<Body>> {
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct BuyBody {
     #[serde(default)]
     pub quantity: Option<i64>,
@@ -277,16 +281,22 @@ pub struct BuyBody {
     pub buy_token: Option<String>,
 }
 
-/// Parses a buy body: empty means quantity 1. Never panics.
+/// Parses a buy body: empty means quantity 1. Only `quantity` and
+/// `buy_token` are known: `{"qty":3}` is refused, not read as a buy of 1.
+/// Never panics.
 pub fn parse_buy(bytes: &[u8]) -> Result<(u32, Option<String>), &'static str> {
+    if std::str::from_utf8(bytes).is_err() {
+        return Err("the body must be UTF-8 JSON");
+    }
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => return Ok((1, None)),
         Some(b'{') => {}
         // serde would also take `[2]` as a struct; only an object is a body.
         Some(_) => return Err("the body must be a JSON object like {\"quantity\":1}"),
     }
-    let b: BuyBody =
-        serde_json::from_slice(bytes).map_err(|_| "the body must be a JSON object like {\"quantity\":1}")?;
+    let b: BuyBody = serde_json::from_slice(bytes).map_err(|_| {
+        "the body must be a JSON object with only \"quantity\" (and \"buy_token\"), like {\"quantity\":1}"
+    })?;
     let q = b.quantity.unwrap_or(1);
     if q < 1 {
         return Err("quantity must be at least 1");
@@ -352,7 +362,7 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
         None => 0,
         // Scoped to the activity: the same key on another sale is another buy.
         Some(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_BYTES_MAX => {
-            seckill_proto::stable_hash(&[&activity_id.to_le_bytes()[..], k].concat())
+            front.keyed_hash(b"idempotency-key", &activity_id.to_le_bytes(), k)
         }
         Some(_) => return error(ErrorCode::BadRequest, "Idempotency-Key must be 1..=255 bytes"),
     };
@@ -376,6 +386,10 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
     let resp = front.engine.call(Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok }).await;
     if resp == Response::Error(ErrorCode::SoldOut) {
         front.sold_out.mark(activity_id, now);
+    }
+    // The key's first buy was for another quantity: not a retry of it.
+    if matches!(resp, Response::Replayed(o) if o.quantity != quantity) {
+        return engine_error(ErrorCode::IdempotencyKeyReused);
     }
     order_response(resp, StatusCode::CREATED)
 }
@@ -462,7 +476,7 @@ async fn pay(front: &Front, req: &HttpRequest<Incoming>, id: &str) -> HttpRespon
         Response::Order(o) => o.amount_cents,
         other => return order_response(other, StatusCode::OK),
     };
-    let txn = seckill_proto::stable_hash(b"sandbox");
+    let txn = front.keyed_hash(b"payment-txn", &[], b"sandbox");
     order_response(front.engine.call(Request::Pay { order_id, amount_cents, txn }).await, StatusCode::OK)
 }
 
@@ -479,7 +493,7 @@ async fn notify(front: &Front, req: HttpRequest<Incoming>) -> HttpResponse<Body>
         Ok(n) => n,
         Err(msg) => return error(ErrorCode::BadRequest, msg),
     };
-    let txn = seckill_proto::stable_hash(n.provider_txn_id.as_bytes());
+    let txn = front.keyed_hash(b"payment-txn", &[], n.provider_txn_id.as_bytes());
     let resp = front.engine.call(Request::Pay { order_id: n.order_id, amount_cents: n.amount_cents, txn }).await;
     if matches!(resp, Response::Error(ErrorCode::InvalidState | ErrorCode::AmountMismatch)) {
         tracing::warn!(order_id = %n.order_id, provider_txn_id = %n.provider_txn_id, ?resp, "payment notify refused; reconcile with the provider");

@@ -16,9 +16,11 @@ pub mod payment;
 pub mod secrets;
 
 use engine_client::{EngineAddr, EngineLink, EnginePool, LocalEngine};
+use hmac::{Hmac, Mac};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,27 @@ pub struct Front {
     pub prometheus: Option<PrometheusHandle>,
     pub payment_secret: Vec<u8>,
     pub payment_sandbox: bool,
+    /// HMAC-SHA256 keyed with the auth secret, its key schedule done once.
+    hash_key: Hmac<Sha256>,
+}
+
+impl Front {
+    /// A keyed 64-bit hash of a client-chosen string (Idempotency-Key,
+    /// provider transaction id) for the engine to store: unlike a plain hash,
+    /// nobody without the secret can make two strings collide on purpose.
+    /// Every front of one deployment shares the secret, so they agree.
+    pub fn keyed_hash(&self, domain: &[u8], scope: &[u8], value: &[u8]) -> u64 {
+        let mut mac = self.hash_key.clone();
+        for part in [domain, scope, value] {
+            mac.update(&(part.len() as u32).to_le_bytes());
+            mac.update(part);
+        }
+        let digest = mac.finalize().into_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        // 0 means "none" on the wire.
+        u64::from_le_bytes(first).max(1)
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -73,6 +96,8 @@ pub async fn bind(
         prometheus,
         payment_secret: cfg.payment_secret,
         payment_sandbox: cfg.payment_sandbox,
+        hash_key: Hmac::<Sha256>::new_from_slice(&cfg.auth_secret)
+            .map_err(|e| std::io::Error::other(format!("auth secret unusable as an HMAC key: {e}")))?,
     });
     Ok((front, listener))
 }

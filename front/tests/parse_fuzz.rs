@@ -29,6 +29,13 @@ proptest! {
     }
 
     #[test]
+    fn unknown_fields_are_refused(name in "[a-z_]{1,12}", v in 0u32..5) {
+        prop_assume!(name != "quantity" && name != "buy_token");
+        let body = format!("{{\"{name}\":{v}}}");
+        prop_assert!(parse_buy(body.as_bytes()).is_err(), "{body} was accepted");
+    }
+
+    #[test]
     fn query_strings_never_panic(q in "[a-z=&0-9%-]{0,60}") {
         if let Ok((_, limit)) = page(Some(&q)) {
             prop_assert!(limit <= 100);

@@ -25,10 +25,11 @@ pub enum ErrorCode {
     AmountMismatch = 15,
     ProductNotFound = 16,
     Internal = 17,
+    IdempotencyKeyReused = 18,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::ActivityNotFound,
@@ -46,6 +47,7 @@ impl ErrorCode {
         Self::AmountMismatch,
         Self::ProductNotFound,
         Self::Internal,
+        Self::IdempotencyKeyReused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +69,7 @@ impl ErrorCode {
             Self::AmountMismatch => "amount_mismatch",
             Self::ProductNotFound => "product_not_found",
             Self::Internal => "internal",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 
@@ -85,6 +88,7 @@ impl ErrorCode {
             | Self::BuyTokenRequired
             | Self::AmountMismatch => 409,
             Self::PayloadTooLarge => 413,
+            Self::IdempotencyKeyReused => 422,
             Self::RateLimited => 429,
             Self::Busy => 503,
             Self::Internal => 500,

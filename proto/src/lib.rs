@@ -15,15 +15,3 @@ pub use frame::{
 };
 pub use model::{ActivityView, OrderId, OrderStatus, OrderView, Phase};
 pub use msg::{Request, Response, Route, PAGE_LIMIT_MAX};
-
-/// FNV-1a, 64 bits: a stable hash for client-chosen strings (Idempotency
-/// keys, payment transaction ids) that the engine stores as numbers. Never 0,
-/// which means "none" on the wire.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h.max(1)
-}
