@@ -630,6 +630,27 @@ fn buy_body_must_be_an_object() {
     assert_eq!(remaining(&up, act), 10);
 }
 
+/// SECURITY.md: a secret short enough to brute-force offline from one token
+/// stops the service at start, with a message that says what to do.
+#[test]
+fn short_secrets_are_refused_at_start() {
+    for (var, value) in [("SECKILL_AUTH_SECRET", "x"), ("SECKILL_PAYMENT_SECRET", "0123456789abcdef0123456789abcde")] {
+        let (_tmp, dir) = data_dir();
+        let out = std::process::Command::new(common::bin())
+            .args(["up", "--http", &format!("127.0.0.1:{}", common::free_port()), "--mysql-url", "none"])
+            .args(["--redis-url", "none", "--data-dir"])
+            .arg(&dir)
+            .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
+            .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
+            .env(var, value)
+            .output()
+            .expect("seckill up");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        assert!(err.contains("at least 32 bytes") && err.contains(var), "{var}: {err}");
+    }
+}
+
 /// SECURITY.md: a misspelt field is not silently ignored (`{"qty":3}` used to
 /// buy 1), and a body that is not UTF-8 JSON is refused.
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "load-test-auth-secret";
+const SECRET: &str = "load-test-auth-secret-0123456789abcdef";
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_seckill"))

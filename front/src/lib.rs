@@ -39,6 +39,8 @@ pub struct FrontConfig {
     /// An engine in this process: used instead of `engine` when set.
     pub local_engine: Option<Arc<dyn LocalEngine>>,
     pub auth_secret: Vec<u8>,
+    /// Rotation, issuer and audience for bearer tokens.
+    pub auth: auth::AuthConfig,
     pub payment_secret: Vec<u8>,
     pub payment_sandbox: bool,
 }
@@ -90,7 +92,7 @@ pub async fn bind(
             Some(local) => EngineLink::Local(local),
             None => EngineLink::Remote(EnginePool::start(cfg.engine, cfg.engine_connections.max(1))),
         },
-        auth: auth::Auth::new(&cfg.auth_secret),
+        auth: auth::Auth::with(&cfg.auth_secret, cfg.auth),
         token_secret: cfg.auth_secret.clone(),
         sold_out: limits::SoldOut::new(1_000),
         prometheus,

@@ -54,7 +54,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             mysql_url: "none".into(),
             redis_url: "none".into(),
         },
-        http: front::HttpArgs { http, payment: "sandbox".into(), engine_connections: 4 },
+        http: front::HttpArgs {
+            http,
+            payment: "sandbox".into(),
+            jwt_issuer: None,
+            jwt_audience: None,
+            engine_connections: 4,
+        },
     };
     println!("seckill demo: starting the service on http://{http} (data dir {})", data_dir.display());
     println!(

@@ -15,6 +15,12 @@ pub struct HttpArgs {
     /// `notify`: orders are paid by signed provider callbacks only. `sandbox`: also POST /orders/{id}/pay.
     #[arg(long, env = "SECKILL_PAYMENT", default_value = "notify", value_parser = ["notify", "sandbox"])]
     pub payment: String,
+    /// When set, bearer tokens must carry this `iss` claim.
+    #[arg(long, env = "SECKILL_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// When set, bearer tokens must carry this `aud` claim.
+    #[arg(long, env = "SECKILL_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
     /// Pipelined connections from this front to the engine.
     #[arg(long, env = "SECKILL_ENGINE_CONNECTIONS", default_value_t = 4)]
     pub engine_connections: usize,
@@ -41,9 +47,21 @@ pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::R
         local_engine: None,
         auth_secret: secrets::load_or_create("SECKILL_AUTH_SECRET", data_dir, "auth.secret")
             .context("reading or creating the auth secret")?,
+        auth: auth_config(http)?,
         payment_secret: secrets::load_or_create("SECKILL_PAYMENT_SECRET", data_dir, "payment.secret")
             .context("reading or creating the payment secret")?,
         payment_sandbox: http.payment == "sandbox",
+    })
+}
+
+/// Token rules: `SECKILL_AUTH_SECRET_PREVIOUS` (comma-separated older
+/// secrets still accepted while a rotation is under way), issuer, audience.
+pub fn auth_config(http: &HttpArgs) -> anyhow::Result<seckill_front::auth::AuthConfig> {
+    Ok(seckill_front::auth::AuthConfig {
+        previous_secrets: secrets::previous("SECKILL_AUTH_SECRET_PREVIOUS")
+            .context("reading SECKILL_AUTH_SECRET_PREVIOUS")?,
+        issuer: http.jwt_issuer.clone(),
+        audience: http.jwt_audience.clone(),
     })
 }
 

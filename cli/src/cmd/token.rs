@@ -1,7 +1,8 @@
 //! `seckill token`: print a JWT for a user (for curl and tests).
 
 use anyhow::Context;
-use seckill_front::{auth::Auth, secrets};
+use seckill_front::auth::{Auth, AuthConfig};
+use seckill_front::secrets;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -16,6 +17,12 @@ pub struct Args {
     /// Lifetime: seconds, or with a unit: 90s, 30m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: u64,
+    /// `iss` claim to put in the tokens (for fronts started with --jwt-issuer).
+    #[arg(long, env = "SECKILL_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// `aud` claim to put in the tokens (for fronts started with --jwt-audience).
+    #[arg(long, env = "SECKILL_JWT_AUDIENCE")]
+    pub audience: Option<String>,
     /// Data dir holding the generated auth secret (unless SECKILL_AUTH_SECRET is set).
     #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -45,7 +52,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.user.checked_add(args.count).is_some(), "--user + --count overflows a user id");
     let secret = secrets::load_or_create("SECKILL_AUTH_SECRET", &args.data_dir, "auth.secret")
         .context("reading or creating the auth secret")?;
-    let auth = Auth::new(&secret);
+    let auth = Auth::with(
+        &secret,
+        AuthConfig { issuer: args.issuer.clone(), audience: args.audience.clone(), ..AuthConfig::default() },
+    );
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for user in args.user..args.user + args.count {
         writeln!(out, "{}", auth.issue(user, args.ttl)).context("writing the tokens")?;

@@ -94,9 +94,9 @@ pub fn admin(data_dir: &Path, cmd: &str, args: Value) -> Result<Value, Value> {
 // ---- `seckill up` and a tiny blocking HTTP/1.1 client ----------------------
 
 /// The JWT secret every `UpProc` runs with (`SECKILL_AUTH_SECRET`).
-pub const AUTH_SECRET: &str = "test-auth-secret-0123456789";
+pub const AUTH_SECRET: &str = "test-auth-secret-0123456789-abcdef-0123";
 /// The payment-notify HMAC secret every `UpProc` runs with (`SECKILL_PAYMENT_SECRET`).
-pub const PAYMENT_SECRET: &str = "test-payment-secret-9876543210";
+pub const PAYMENT_SECRET: &str = "test-payment-secret-9876543210-abcdef";
 
 /// A port that was free a moment ago (bind port 0, read it, drop the listener).
 pub fn free_port() -> u16 {
