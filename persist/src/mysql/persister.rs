@@ -470,9 +470,10 @@ async fn session(
     let mut conn = schema::connect(&opts).await.map_err(transient)?;
     shared.connected.store(true, Ordering::Release);
     let (mut cp, flagged) = timed(limit, "reading the checkpoint", apply::read_checkpoint(&mut conn)).await?;
+    let stmt_bytes = timed(limit, "reading max_allowed_packet", apply::read_statement_bytes(&mut conn)).await?;
     let durable = shared.durable();
     if flagged || *force_resync || shared.resync_requested.swap(false, Ordering::AcqRel) {
-        cp = resync(ctx, &mut conn).await?;
+        cp = resync(ctx, &mut conn, stmt_bytes).await?;
         *force_resync = false;
     } else if cp > durable {
         return Err(Failure::Fatal(format!(
@@ -511,7 +512,7 @@ async fn session(
                          corrected activity"
                     );
                     if lsn <= cp + 1 && tailer.next_lsn() == cp + 1 {
-                        cp = resync(ctx, &mut conn).await?;
+                        cp = resync(ctx, &mut conn, stmt_bytes).await?;
                         committed(ctx, cp);
                         tailer = Tailer::new(&ctx.data_dir, shared.status.clone(), cp);
                         batch.clear();
@@ -542,7 +543,7 @@ async fn session(
             tokio::time::sleep(Duration::from_millis(cfg.idle_poll_ms.max(1))).await;
         }
         let started = Instant::now();
-        let new_cp = timed(limit, "a batch", apply::write_batch(&mut conn, cp, &batch, now_ms())).await?;
+        let new_cp = timed(limit, "a batch", apply::write_batch(&mut conn, cp, &batch, now_ms(), stmt_bytes)).await?;
         metrics::histogram!("seckill_persister_batch_seconds").record(started.elapsed().as_secs_f64());
         cp = new_cp;
         // Healthy again before anyone can see the new LSN.
@@ -567,7 +568,7 @@ fn committed(ctx: &Ctx, lsn: u64) {
 
 /// Rebuilds the engine's state from the newest snapshot plus the WAL, and
 /// writes all of it to MySQL. Returns the LSN MySQL now holds.
-async fn resync(ctx: &Ctx, conn: &mut sqlx::MySqlConnection) -> Result<u64, Failure> {
+async fn resync(ctx: &Ctx, conn: &mut sqlx::MySqlConnection, stmt_bytes: usize) -> Result<u64, Failure> {
     let shared = &ctx.shared;
     let started = Instant::now();
     let snap_dir = ctx.data_dir.join("snapshots");
@@ -603,7 +604,7 @@ async fn resync(ctx: &Ctx, conn: &mut sqlx::MySqlConnection) -> Result<u64, Fail
         tokio::task::yield_now().await;
     }
     let limit = Duration::from_millis(ctx.cfg.batch_timeout_ms.max(1000)) * 10;
-    let lsn = timed(limit, "the resync", apply::write_full_state(conn, &replica, now_ms())).await?;
+    let lsn = timed(limit, "the resync", apply::write_full_state(conn, &replica, now_ms(), stmt_bytes)).await?;
     shared.resyncs.fetch_add(1, Ordering::AcqRel);
     metrics::counter!("seckill_persister_resyncs_total").increment(1);
     tracing::warn!(
@@ -632,5 +633,6 @@ pub async fn apply_records(url: &str, after_lsn: u64, records: &[(u64, Event)]) 
         anyhow::ensure!(*lsn == after_lsn + 1 + i as u64, "records must be LSNs {}.. in order", after_lsn + 1);
     }
     let mut conn = schema::connect(&schema::options(url)?).await?;
-    apply::write_batch(&mut conn, after_lsn, records, now_ms()).await.map_err(|f| anyhow::anyhow!("{f}"))
+    let stmt_bytes = apply::read_statement_bytes(&mut conn).await.map_err(|f| anyhow::anyhow!("{f}"))?;
+    apply::write_batch(&mut conn, after_lsn, records, now_ms(), stmt_bytes).await.map_err(|f| anyhow::anyhow!("{f}"))
 }

@@ -94,10 +94,13 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
         Err(e) => return Err(e.context(format!("connecting to {}", redact(url)))),
     };
     let mut result = MIGRATOR.run(&mut conn).await;
-    if let Err(sqlx::migrate::MigrateError::Dirty(version)) = result {
+    // One round per migration at most: each clears one mark.
+    for _ in 0..MIGRATOR.iter().count() {
+        let Err(sqlx::migrate::MigrateError::Dirty(version)) = result else { break };
         // MySQL cannot roll back DDL, so a crash while a migration ran leaves
         // it marked unfinished for good. Ours are written to be re-run
-        // (`IF NOT EXISTS`, `INSERT IGNORE`): forget the mark and run again.
+        // (`IF NOT EXISTS`, `INSERT IGNORE`, information_schema checks):
+        // forget the mark and run again.
         tracing::warn!(version, "migration {version} was interrupted earlier; running it again");
         conn.execute(sqlx::query("DELETE FROM _sqlx_migrations WHERE version = ? AND success = 0").bind(version))
             .await
