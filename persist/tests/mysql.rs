@@ -893,3 +893,71 @@ fn migration_0002_upgrades_a_database_holding_orders() {
     p.shutdown(Duration::from_secs(1));
     node.shutdown();
 }
+
+/// (oldest LSN the WAL still has, bytes of WAL on disk).
+fn wal_extent(dir: &Path) -> (u64, u64) {
+    let segs = seckill_engine::wal::segment::list(&dir.join("wal")).expect("list segments");
+    let bytes = segs.iter().map(|s| std::fs::metadata(&s.path).map_or(0, |m| m.len())).sum();
+    (segs.first().map_or(0, |s| s.first_lsn), bytes)
+}
+
+// The persister's WAL budget: with MySQL away (the proxy cut) while more
+// than the budget is written, the persister lets the WAL go (snapshots then
+// delete it), so an outage cannot fill the disk; when MySQL is back it
+// rebuilds MySQL from snapshot + WAL and verify finds 0 differences.
+#[test]
+fn a_long_outage_past_the_wal_budget_keeps_the_wal_bounded() {
+    let Some(db) = TestDb::create("a_long_outage_past_the_wal_budget_keeps_the_wal_bounded") else { return };
+    let proxy = Proxy::start(server_addr());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = NodeConfig::new(dir.path());
+    cfg.durability = Durability::None;
+    cfg.segment_bytes_max = 16 * 1024;
+    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096 };
+    let node = Node::open(cfg, Arc::new(SystemClock)).expect("node");
+    let engine = node.engine.clone();
+    let a = engine.create_activity(spec("sale", 20_000, 1, 1800)).expect("a");
+    let budget = 2_000;
+    let p = spawn(&node, PersistConfig { wal_budget_records: budget, ..fast_config(&db.url_via(proxy.port)) });
+    load(&engine, a.id, 1..501, 4);
+    caught_up(&node, &p, Duration::from_secs(20));
+    assert!(!p.is_over_budget());
+
+    proxy.cut();
+    let at_cut = p.applied_lsn();
+    for round in 0..4u64 {
+        let from = 501 + round * 2_000;
+        load(&engine, a.id, from..from + 2_000, 4);
+        engine.sync().expect("sync");
+        node.wal.snapshot().expect("snapshot");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !p.is_over_budget() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(p.is_over_budget(), "lag {} > budget {budget}", p.lag_records());
+    assert_eq!(node.wal.checkpoints.get(mysql::CHECKPOINT_NAME), None, "holds no WAL past the budget");
+    assert!(p.last_error().is_some() && !p.is_halted());
+    // More writes rotate segments, which deletes those nobody holds.
+    load(&engine, a.id, 8_501..9_001, 4);
+    engine.sync().expect("sync");
+    let (oldest, bytes) = wal_extent(dir.path());
+    let behind = durable(&node) - at_cut;
+    eprintln!("budget: MySQL {behind} records behind; WAL from LSN {oldest}, {bytes} bytes on disk");
+    assert!(behind > 4 * budget, "the outage wrote well past the budget");
+    assert!(oldest > at_cut + 1, "the WAL MySQL lacks was let go (oldest LSN {oldest}, MySQL at {at_cut})");
+
+    proxy.restore();
+    caught_up(&node, &p, Duration::from_secs(30));
+    assert!(!p.is_over_budget());
+    assert_eq!(node.wal.checkpoints.get(mysql::CHECKPOINT_NAME), Some(p.applied_lsn()), "holds WAL again");
+    assert!(p.stats()["resyncs"].as_u64().unwrap_or(0) >= 1, "{}", p.stats());
+    assert_equal(&db, &engine);
+    assert_stock_log_adds_up(&db);
+    load(&engine, a.id, 9_001..9_501, 4);
+    caught_up(&node, &p, Duration::from_secs(20));
+    assert_equal(&db, &engine);
+    assert_stock_log_adds_up(&db);
+    p.shutdown(Duration::from_secs(1));
+    node.shutdown();
+}
