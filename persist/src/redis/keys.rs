@@ -1,7 +1,6 @@
 //! Key names and the fields written under them (docs/REDIS.md is the
 //! schema other teams read; keep the two in step).
 
-use super::state::MirrorState;
 use seckill_engine::event::Event;
 use seckill_engine::{Activity, Order, Product};
 use seckill_proto::json::rfc3339;
@@ -150,13 +149,21 @@ pub(crate) fn event_type(status: OrderStatus) -> &'static str {
 }
 
 /// The stream entry of one record, or `None` for records that are not
-/// order events. `state` supplies what a status change does not carry
-/// (quantity, amount: fixed when the order is created).
-pub(crate) fn event_fields(lsn: u64, ev: &Event, prev: &str, state: &MirrorState) -> Option<Fields> {
-    let (order, status, at_ms) = match ev {
-        Event::OrderCreated(o) => (*o, o.status, o.created_at_ms),
-        Event::OrderStatusChanged { order_id, status, at_ms, .. } => {
-            (*state.replica.orders.get(order_id)?, *status, *at_ms)
+/// order events. `order` gives what a status change does not carry
+/// (quantity, amount_cents: fixed when the order is created).
+pub(crate) fn event_fields(
+    lsn: u64,
+    ev: &Event,
+    prev: &str,
+    order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
+) -> Option<Fields> {
+    let (id, user_id, activity_id, quantity, amount_cents, status, at_ms) = match ev {
+        Event::OrderCreated(o) => {
+            (o.id, o.user_id, o.activity_id, o.quantity, o.amount_cents, o.status, o.created_at_ms)
+        }
+        Event::OrderStatusChanged { order_id, user_id, activity_id, status, at_ms, .. } => {
+            let (quantity, amount_cents) = order(order_id)?;
+            (*order_id, *user_id, *activity_id, quantity, amount_cents, *status, *at_ms)
         }
         _ => return None,
     };
@@ -164,12 +171,12 @@ pub(crate) fn event_fields(lsn: u64, ev: &Event, prev: &str, state: &MirrorState
         ("type", event_type(status).to_string()),
         ("lsn", lsn.to_string()),
         ("prev", prev.to_string()),
-        ("order_id", order.id.to_string()),
-        ("user_id", order.user_id.to_string()),
-        ("activity_id", order.activity_id.to_string()),
+        ("order_id", id.to_string()),
+        ("user_id", user_id.to_string()),
+        ("activity_id", activity_id.to_string()),
         ("status", status.as_str().to_string()),
-        ("quantity", order.quantity.to_string()),
-        ("amount_cents", order.amount_cents.to_string()),
+        ("quantity", quantity.to_string()),
+        ("amount_cents", amount_cents.to_string()),
         ("at_ms", at_ms.to_string()),
     ])
 }
