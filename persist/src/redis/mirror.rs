@@ -560,8 +560,9 @@ impl Mirror {
         }
     }
 
-    /// Appends XADDs for the order events among `events`; returns the id
-    /// of the last one (or `prev` if none). `order` gives (quantity,
+    /// Appends XADDs for the order events among `events`, then one
+    /// `XTRIM … MAXLEN ~` (once per batch rather than per entry); returns
+    /// the id of the last one (or `prev` if none). `order` gives (quantity,
     /// amount_cents) of an order.
     fn add_events(
         &self,
@@ -570,16 +571,20 @@ impl Mirror {
         mut prev: String,
         order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
     ) -> String {
+        let mut added = false;
         for (lsn, ev) in events {
             if let Some(fields) = keys::event_fields(*lsn, ev, &prev, order) {
                 let id = event_id(*lsn);
-                let c = p.cmd("XADD").arg(self.keys.events()).arg("MAXLEN").arg("~").arg(self.cfg.stream_maxlen);
-                c.arg(&id);
+                let c = p.cmd("XADD").arg(self.keys.events()).arg(&id);
                 for (f, v) in fields {
                     c.arg(f).arg(v);
                 }
                 prev = id;
+                added = true;
             }
+        }
+        if added {
+            p.cmd("XTRIM").arg(self.keys.events()).arg("MAXLEN").arg("~").arg(self.cfg.stream_maxlen);
         }
         prev
     }
