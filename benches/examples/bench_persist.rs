@@ -261,6 +261,7 @@ fn main() {
     };
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64;
     let mysqld = mysqld_pid();
+    let load_before = loadavg();
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = NodeConfig::new(dir.path());
@@ -350,7 +351,12 @@ fn main() {
             "drains it into a fresh database, timed from `spawn` to `wait_caught_up` (migrations included)."
         );
         let _ = writeln!(md, "Seeds' way: one connection, one transaction per order (SELECT version; optimistic UPDATE; INSERT; COMMIT),");
-        let _ = writeln!(md, "{seed_n} orders, rate extrapolated. Other work shared the machine: numbers are noisy.\n");
+        let _ = writeln!(
+            md,
+            "{seed_n} orders, rate extrapolated. Load average (1 min) {load_before} before, {} after: other work \
+             shared the machine when it is above ~1.\n",
+            loadavg()
+        );
         let _ = writeln!(md, "| what | orders | seconds | orders/s | CPU s: ours / mysqld | mysqld CPU µs/order |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
         for d in &drains {
@@ -377,6 +383,14 @@ fn main() {
         let _ = writeln!(md, "| **ratio** drain / seeds' way | | | **{:.0}×** | | |", drain_rate / seed_rate);
         std::fs::write(&path, md).expect("write REPORT");
     }
+}
+
+/// The 1-minute load average, as /proc/loadavg has it.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "n/a".into())
 }
 
 fn redacted(url: &str) -> String {
