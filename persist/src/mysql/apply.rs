@@ -7,7 +7,7 @@
 //! batch and its checkpoint commit, or none does, so a record is applied iff
 //! the checkpoint covers it, whatever crashes when.
 
-use super::schema::{datetime, i64_col, ms_of, str_col, u32_col, u64_col};
+use super::schema::{datetime, i64_col, ms_of, str_col, u32_col, u64_col, write_datetime};
 use seckill_engine::replica::Replica;
 use seckill_engine::{Activity, ActivityStatus, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
@@ -613,20 +613,20 @@ async fn upsert_orders(
         row.clear();
         let _ = write!(
             row,
-            "('{}',{},{},{},{},'{}','{}','{}',{},{},{},'{}')",
+            "('{}',{},{},{},{},'{}','",
             o.id,
             o.user_id,
             o.activity_id,
             o.quantity,
             o.amount_cents,
-            o.status.as_str(),
-            datetime(o.created_at_ms),
-            datetime(o.pay_before_ms),
-            o.paid_txn,
-            o.idempotency_key,
-            r.updated_lsn,
-            datetime(r.updated_at_ms)
+            o.status.as_str()
         );
+        write_datetime(&mut row, o.created_at_ms);
+        row.push_str("','");
+        write_datetime(&mut row, o.pay_before_ms);
+        let _ = write!(row, "',{},{},{},'", o.paid_txn, o.idempotency_key, r.updated_lsn);
+        write_datetime(&mut row, r.updated_at_ms);
+        row.push_str("')");
         sql.row(&row);
     }
     run_text(conn, sql.finish()).await

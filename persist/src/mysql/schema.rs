@@ -124,17 +124,26 @@ const DATETIME_MS_MAX: u64 = 253_402_300_799_999;
 
 /// Unix milliseconds as a `DATETIME(3)` literal in UTC.
 pub(crate) fn datetime(ms: u64) -> String {
+    let mut s = String::with_capacity(23);
+    write_datetime(&mut s, ms);
+    s
+}
+
+/// `datetime(ms)` appended to `out` (no allocation of its own).
+pub(crate) fn write_datetime(out: &mut String, ms: u64) {
+    use std::fmt::Write as _;
     let ms = ms.min(DATETIME_MS_MAX);
     let days = (ms / 86_400_000) as i64;
     let in_day = ms % 86_400_000;
     let (y, m, d) = civil_from_days(days);
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
         in_day / 3_600_000,
         in_day / 60_000 % 60,
         in_day / 1000 % 60,
         in_day % 1000
-    )
+    );
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian

@@ -160,6 +160,14 @@ fn hset(p: &mut Pipeline, key: String, fields: keys::Fields) {
     }
 }
 
+/// Whether `order` knows the order a status change names.
+fn has_order(ev: &Event, order: &dyn Fn(&OrderId) -> Option<(u32, u64)>) -> bool {
+    match ev {
+        Event::OrderStatusChanged { order_id, .. } => order(order_id).is_some(),
+        _ => true,
+    }
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -547,7 +555,7 @@ impl Mirror {
             }
         }
         for (id, o) in &plan.created {
-            hset(p, self.keys.order(*id), keys::order_fields(o));
+            keys::order_args(p.cmd("HSET").arg(self.keys.order(*id)), o);
         }
         for (id, status) in &plan.changed {
             p.cmd("HSET").arg(self.keys.order(*id)).arg("status").arg(status.as_str());
@@ -572,19 +580,20 @@ impl Mirror {
         order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
     ) -> String {
         let mut added = false;
+        let key = self.keys.events();
         for (lsn, ev) in events {
-            if let Some(fields) = keys::event_fields(*lsn, ev, &prev, order) {
-                let id = event_id(*lsn);
-                let c = p.cmd("XADD").arg(self.keys.events()).arg(&id);
-                for (f, v) in fields {
-                    c.arg(f).arg(v);
-                }
-                prev = id;
-                added = true;
+            // An order unknown to `order` gets no entry (never happens: the
+            // plan or the replica has every order an event names).
+            if !keys::is_order_event(ev) || (!matches!(ev, Event::OrderCreated(_)) && !has_order(ev, order)) {
+                continue;
             }
+            let id = event_id(*lsn);
+            keys::event_args(p.cmd("XADD").arg(&key).arg(&id), *lsn, ev, &prev, order);
+            prev = id;
+            added = true;
         }
         if added {
-            p.cmd("XTRIM").arg(self.keys.events()).arg("MAXLEN").arg("~").arg(self.cfg.stream_maxlen);
+            p.cmd("XTRIM").arg(&key).arg("MAXLEN").arg("~").arg(self.cfg.stream_maxlen);
         }
         prev
     }
@@ -803,7 +812,7 @@ impl Mirror {
             }
         }
         for o in replica.orders.values() {
-            hset(&mut p, self.keys.order(o.id), keys::order_fields(o));
+            keys::order_args(p.cmd("HSET").arg(self.keys.order(o.id)), o);
             if p.len() >= chunk {
                 query::<Value>(conn, &p, t).await?;
                 p = redis::pipe();
