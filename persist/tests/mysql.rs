@@ -946,6 +946,11 @@ fn a_long_outage_past_the_wal_budget_keeps_the_wal_bounded() {
     eprintln!("budget: MySQL {behind} records behind; WAL from LSN {oldest}, {bytes} bytes on disk");
     assert!(behind > 4 * budget, "the outage wrote well past the budget");
     assert!(oldest > at_cut + 1, "the WAL MySQL lacks was let go (oldest LSN {oldest}, MySQL at {at_cut})");
+    assert!(
+        durable(&node) - oldest < behind / 2,
+        "the WAL kept is what the snapshots need, not what MySQL lacks ({} of {behind} records)",
+        durable(&node) - oldest
+    );
 
     proxy.restore();
     caught_up(&node, &p, Duration::from_secs(30));
