@@ -158,8 +158,9 @@ fn drain(node: &Node, base: &str, db: &str, batch: usize, n: u64, mysqld: Option
     Drain { batch, secs, batches, ours_cpu: ours1 - ours0, mysql_cpu: my1 - my0 }
 }
 
-/// The seeds' way: one transaction per order on one connection.
-async fn seed_way(base: &str, db: &str, n: u64, now_ms: u64) -> f64 {
+/// The seeds' way: one transaction per order on one connection. Returns
+/// (orders/s, mysqld CPU seconds while it ran).
+async fn seed_way(base: &str, db: &str, n: u64, now_ms: u64, mysqld: Option<&str>) -> (f64, f64) {
     let mut c = admin(base).await;
     c.execute(format!("CREATE DATABASE `{db}`").as_str()).await.expect("create seed database");
     let mut c = MySqlConnection::connect(&format!("{base}/{db}")).await.expect("connect seed database");
@@ -182,6 +183,7 @@ async fn seed_way(base: &str, db: &str, n: u64, now_ms: u64) -> f64 {
         .execute(&mut c)
         .await
         .expect("seed stock row");
+    let my0 = mysqld.map_or(f64::NAN, cpu_seconds);
     let started = Instant::now();
     let mut i = 0u64;
     while i < n {
@@ -217,8 +219,18 @@ async fn seed_way(base: &str, db: &str, n: u64, now_ms: u64) -> f64 {
         i += 1;
     }
     let secs = started.elapsed().as_secs_f64();
+    let my1 = mysqld.map_or(f64::NAN, cpu_seconds);
     assert_eq!(count(base, db, "seed_orders").await as u64, n, "seed orders");
-    n as f64 / secs
+    (n as f64 / secs, my1 - my0)
+}
+
+/// mysqld CPU µs per order.
+fn us_per(cpu_s: f64, n: u64) -> String {
+    if cpu_s.is_finite() {
+        format!("{:.1}", cpu_s * 1e6 / n as f64)
+    } else {
+        "n/a".into()
+    }
 }
 
 fn fmt_rate(r: f64) -> String {
@@ -249,6 +261,7 @@ fn main() {
     };
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64;
     let mysqld = mysqld_pid();
+    let load_before = loadavg();
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = NodeConfig::new(dir.path());
@@ -284,7 +297,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let seed_db = format!("seckill_bench_{tag}_seed");
     eprintln!("==> the seeds' way: {seed_n} orders, one transaction each, into {seed_db}");
-    let seed_rate = rt.block_on(seed_way(&base, &seed_db, seed_n, now_ms));
+    let (seed_rate, seed_cpu) = rt.block_on(seed_way(&base, &seed_db, seed_n, now_ms, mysqld.as_deref()));
     dbs.push(seed_db);
     for db in &dbs {
         rt.block_on(drop_db(&base, db));
@@ -293,12 +306,23 @@ fn main() {
     let main = drains.iter().find(|d| d.batch == default_batch).unwrap_or(&drains[0]);
     let drain_rate = n as f64 / main.secs;
     println!();
-    println!("| what | orders | seconds | orders/s |");
-    println!("|---|---:|---:|---:|");
+    println!("| what | orders | seconds | orders/s | mysqld CPU µs/order |");
+    println!("|---|---:|---:|---:|---:|");
     for d in &drains {
-        println!("| persister drain, batch {} | {n} | {:.2} | {} |", d.batch, d.secs, fmt_rate(n as f64 / d.secs));
+        println!(
+            "| persister drain, batch {} | {n} | {:.2} | {} | {} |",
+            d.batch,
+            d.secs,
+            fmt_rate(n as f64 / d.secs),
+            us_per(d.mysql_cpu, n)
+        );
     }
-    println!("| seeds' way (1 tx/order) | {seed_n} | {:.2} | {} |", seed_n as f64 / seed_rate, fmt_rate(seed_rate));
+    println!(
+        "| seeds' way (1 tx/order) | {seed_n} | {:.2} | {} | {} |",
+        seed_n as f64 / seed_rate,
+        fmt_rate(seed_rate),
+        us_per(seed_cpu, seed_n)
+    );
     println!("| ratio drain / seed | | | {:.0}x |", drain_rate / seed_rate);
 
     if let Ok(path) = std::env::var("REPORT") {
@@ -327,30 +351,46 @@ fn main() {
             "drains it into a fresh database, timed from `spawn` to `wait_caught_up` (migrations included)."
         );
         let _ = writeln!(md, "Seeds' way: one connection, one transaction per order (SELECT version; optimistic UPDATE; INSERT; COMMIT),");
-        let _ = writeln!(md, "{seed_n} orders, rate extrapolated. Other work shared the machine: numbers are noisy.\n");
-        let _ = writeln!(md, "| what | orders | seconds | orders/s | CPU s: ours / mysqld |");
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "{seed_n} orders, rate extrapolated. Load average (1 min) {load_before} before, {} after: other work \
+             shared the machine when it is above ~1.\n",
+            loadavg()
+        );
+        let _ = writeln!(md, "| what | orders | seconds | orders/s | CPU s: ours / mysqld | mysqld CPU µs/order |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
         for d in &drains {
             let _ = writeln!(
                 md,
-                "| persister drain, `batch_records_max` {} ({} batches) | {n} | {:.2} | **{}** | {:.1} / {:.1} |",
+                "| persister drain, `batch_records_max` {} ({} batches) | {n} | {:.2} | **{}** | {:.1} / {:.1} | **{}** |",
                 d.batch,
                 d.batches,
                 d.secs,
                 fmt_rate(n as f64 / d.secs),
                 d.ours_cpu,
-                d.mysql_cpu
+                d.mysql_cpu,
+                us_per(d.mysql_cpu, n)
             );
         }
         let _ = writeln!(
             md,
-            "| seeds' way (1 transaction per order) | {seed_n} | {:.2} | {} | |",
+            "| seeds' way (1 transaction per order) | {seed_n} | {:.2} | {} | – / {:.1} | {} |",
             seed_n as f64 / seed_rate,
-            fmt_rate(seed_rate)
+            fmt_rate(seed_rate),
+            seed_cpu,
+            us_per(seed_cpu, seed_n)
         );
-        let _ = writeln!(md, "| **ratio** drain / seeds' way | | | **{:.0}×** | |", drain_rate / seed_rate);
+        let _ = writeln!(md, "| **ratio** drain / seeds' way | | | **{:.0}×** | | |", drain_rate / seed_rate);
         std::fs::write(&path, md).expect("write REPORT");
     }
+}
+
+/// The 1-minute load average, as /proc/loadavg has it.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "n/a".into())
 }
 
 fn redacted(url: &str) -> String {

@@ -42,6 +42,11 @@ struct TestDb {
 impl TestDb {
     /// None (after a loud message) when MySQL is unreachable outside CI.
     fn create(test: &str) -> Option<TestDb> {
+        Self::create_with(test, usize::MAX)
+    }
+
+    /// With only the first `migrations` migrations applied.
+    fn create_with(test: &str, migrations: usize) -> Option<TestDb> {
         let reachable = TcpStream::connect_timeout(
             &server_addr().parse().expect("SECKILL_TEST_MYSQL must name host:port as an IP address"),
             Duration::from_secs(2),
@@ -60,7 +65,20 @@ impl TestDb {
         }
         let name = format!("seckill_test_{:016x}", rand::random::<u64>());
         let url = format!("{}/{name}", server_url());
-        rt().block_on(mysql::migrate(&url)).expect("migrate");
+        if migrations >= mysql::MIGRATOR.iter().count() {
+            rt().block_on(mysql::migrate(&url)).expect("migrate");
+        } else {
+            let old = sqlx::migrate::Migrator {
+                migrations: std::borrow::Cow::Owned(mysql::MIGRATOR.iter().take(migrations).cloned().collect()),
+                ..sqlx::migrate::Migrator::DEFAULT
+            };
+            rt().block_on(async {
+                let mut c = MySqlConnection::connect(&server_url()).await.expect("connect");
+                sqlx::query(&format!("CREATE DATABASE `{name}`")).execute(&mut c).await.expect("create database");
+                let mut c = MySqlConnection::connect(&url).await.expect("connect");
+                old.run(&mut c).await.expect("old migrations");
+            });
+        }
         Some(TestDb { name, url })
     }
 
@@ -339,7 +357,11 @@ fn records_apply_exactly_once_across_persister_crashes() {
             _ => false,
         })
         .count() as i64;
-    assert_eq!(db.scalar("SELECT COUNT(*) FROM stock_log"), stock_changes, "one stock_log row per stock change");
+    assert_eq!(db.scalar("SELECT SUM(records) FROM stock_log"), stock_changes, "every stock change counted once");
+    assert!(
+        db.scalar("SELECT COUNT(*) FROM stock_log") < stock_changes / 4,
+        "stock_log holds one row per batch, activity and reason, not one per change"
+    );
 
     // Drop the persister mid-run and start another at once, while buying.
     let b = engine.create_activity(spec("second", 3000, 1, 1800)).expect("b");
@@ -701,7 +723,246 @@ fn an_interrupted_migration_is_run_again() {
     db.exec("UPDATE _sqlx_migrations SET success = 0");
     db.exec("DROP TABLE payment_refusals");
     rt().block_on(mysql::migrate(&db.url)).expect("a dirty migration is re-run, not a dead end");
-    assert_eq!(db.scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1"), 1);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1") as usize,
+        mysql::MIGRATOR.iter().count()
+    );
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM purchases"), 0, "the view is still there");
     assert_eq!(db.scalar("SELECT COUNT(*) FROM payment_refusals"), 0, "the dropped table is back");
     assert_eq!(db.scalar("SELECT COUNT(*) FROM persist_checkpoint"), 1, "INSERT IGNORE kept one row");
+}
+
+/// A DATETIME(3) literal of Unix ms, whatever the session's time zone.
+fn dt(ms: u64) -> String {
+    format!("DATE_ADD('1970-01-01', INTERVAL {} MICROSECOND)", ms * 1000)
+}
+
+/// Writes the engine's state as the persister of migration 0001 did: three
+/// rows per order (orders, purchases upserted, one stock_log row per
+/// change), purchases rows left at 0 after a cancel, and the checkpoint.
+fn write_as_0001(db: &TestDb, node: &Node) {
+    let engine = &node.engine;
+    for p in engine.products() {
+        db.exec(&format!(
+            "INSERT INTO products (id, name, description, image_url, price_cents, in_engine) \
+             VALUES ({}, '{}', '{}', '{}', {}, 1)",
+            p.id, p.name, p.description, p.image_url, p.price_cents
+        ));
+    }
+    type Part = (Vec<seckill_engine::Order>, Vec<(seckill_engine::Activity, u64, u64)>, Vec<(u64, u64, u32)>);
+    let parts: Vec<Part> = engine.inspect(|st: &seckill_engine::ShardState| {
+        let orders = st.orders.values().copied().collect();
+        let acts = st.slots.values().map(|s| ((*s.activity).clone(), s.pool.added(), s.pool.remaining())).collect();
+        let quotas =
+            st.slots.iter().flat_map(|(a, s)| s.quotas.iter().map(move |(u, l)| (*a, *u, *l))).collect::<Vec<_>>();
+        (orders, acts, quotas)
+    });
+    let mut lsn = 0u64;
+    for (a, added, remaining) in &parts[0].1 {
+        db.exec(&format!(
+            "INSERT INTO activities (id, product_id, product_name, title, price_cents, total_stock, remaining, \
+             starts_at, ends_at, per_user_limit, payment_timeout_s, require_buy_token, gate_factor, status, \
+             in_engine, updated_lsn) VALUES ({}, {}, '{}', '{}', {}, {added}, {remaining}, {}, {}, {}, {}, {}, {}, \
+             '{}', 1, 1)",
+            a.id,
+            a.product_id,
+            a.product_name,
+            a.title,
+            a.price_cents,
+            dt(a.starts_at_ms),
+            dt(a.ends_at_ms),
+            a.per_user_limit,
+            a.payment_timeout_s,
+            u8::from(a.require_buy_token),
+            a.gate_factor,
+            a.status.as_str()
+        ));
+        lsn += 1;
+        db.exec(&format!(
+            "INSERT INTO stock_log (lsn, activity_id, delta, reason, order_id, at) \
+             VALUES ({lsn}, {}, {added}, 'stock.add', NULL, {})",
+            a.id,
+            dt(now_ms())
+        ));
+    }
+    let mut purchases: std::collections::BTreeMap<(u64, u64), i64> = Default::default();
+    for o in parts.iter().flat_map(|p| p.0.iter()) {
+        db.exec(&format!(
+            "INSERT INTO orders (order_id, user_id, activity_id, quantity, amount_cents, status, created_at, \
+             pay_before, paid_txn, idempotency_key, updated_lsn, updated_at) \
+             VALUES ('{}', {}, {}, {}, {}, '{}', {}, {}, {}, {}, 1, {})",
+            o.id,
+            o.user_id,
+            o.activity_id,
+            o.quantity,
+            o.amount_cents,
+            o.status.as_str(),
+            dt(o.created_at_ms),
+            dt(o.pay_before_ms),
+            o.paid_txn,
+            o.idempotency_key,
+            dt(o.created_at_ms)
+        ));
+        let q = i64::from(o.quantity);
+        lsn += 1;
+        db.exec(&format!(
+            "INSERT INTO stock_log (lsn, activity_id, delta, reason, order_id, at) VALUES ({lsn}, {}, {}, 'order', '{}', {})",
+            o.activity_id,
+            -q,
+            o.id,
+            dt(o.created_at_ms)
+        ));
+        let held = if o.status.holds_stock() {
+            q
+        } else {
+            lsn += 1;
+            db.exec(&format!(
+                "INSERT INTO stock_log (lsn, activity_id, delta, reason, order_id, at) \
+                 VALUES ({lsn}, {}, {q}, '{}', '{}', {})",
+                o.activity_id,
+                o.status.as_str(),
+                o.id,
+                dt(o.created_at_ms)
+            ));
+            0
+        };
+        *purchases.entry((o.user_id, o.activity_id)).or_default() += held;
+    }
+    for ((user, activity), n) in purchases {
+        db.exec(&format!("INSERT INTO purchases (user_id, activity_id, `count`) VALUES ({user}, {activity}, {n})"));
+    }
+    for (a, u, l) in parts.iter().flat_map(|p| p.2.iter()) {
+        db.exec(&format!(
+            "INSERT INTO quotas (activity_id, user_id, user_limit, updated_lsn) VALUES ({a}, {u}, {l}, 1)"
+        ));
+    }
+    db.exec(&format!("UPDATE persist_checkpoint SET lsn = {} WHERE id = 1", durable(node)));
+}
+
+// Migration 0002 upgrades a database the 0001 persister wrote (orders with
+// two secondary indexes, a `purchases` table, one stock_log row per change)
+// in place: verify finds 0 differences, the stock log still adds up, and
+// the persister goes on from the old checkpoint with the new rows.
+#[test]
+fn migration_0002_upgrades_a_database_holding_orders() {
+    let Some(db) = TestDb::create_with("migration_0002_upgrades_a_database_holding_orders", 1) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = open_node(dir.path(), Durability::None);
+    let engine = node.engine.clone();
+    let product = engine.create_product("tv".into(), "a tv".into(), "http://img/tv".into(), 50_000).expect("product");
+    let a = engine
+        .create_activity(ActivitySpec { product_id: Some(product.id), ..spec("tv sale", 700, 2, 1800) })
+        .expect("a");
+    engine.call(Request::SetQuota { activity_id: a.id, user_id: 3, limit: 4 });
+    let orders = load(&engine, a.id, 1..1001, 4);
+    assert!(orders.len() >= 700, "{}", orders.len());
+    engine.sync().expect("sync");
+    write_as_0001(&db, &node);
+    let idx = "SELECT COUNT(DISTINCT index_name) FROM information_schema.statistics WHERE table_schema = DATABASE() \
+               AND table_name = 'orders' AND index_name = 'orders_by_activity'";
+    assert_eq!(db.scalar(idx), 1, "the old schema");
+    let pre = db.scalar("SELECT SUM(`count`) FROM purchases");
+    assert!(pre > 0);
+    assert!(db.scalar("SELECT COUNT(*) FROM purchases WHERE `count` = 0") > 0, "0001 left zero rows");
+    assert_equal(&db, &engine);
+
+    rt().block_on(mysql::migrate(&db.url)).expect("migrate to the current schema");
+    assert_eq!(db.scalar(idx), 0, "orders_by_activity dropped");
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name = 'purchases' AND table_type = 'VIEW'"
+        ),
+        1,
+        "purchases is a view"
+    );
+    assert_eq!(db.scalar("SELECT SUM(`count`) FROM purchases"), pre, "the same units held");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM stock_log WHERE records <> 1 OR first_lsn <> lsn"), 0);
+    assert_equal(&db, &engine);
+    assert_stock_log_adds_up(&db);
+    rt().block_on(mysql::migrate(&db.url)).expect("migrating again changes nothing");
+
+    // The persister goes on from the checkpoint 0001 left.
+    let p = spawn(&node, fast_config(&db.url));
+    engine.add_stock(a.id, 300).expect("stock.add");
+    assert!(!load(&engine, a.id, 1001..1601, 4).is_empty());
+    caught_up(&node, &p, Duration::from_secs(30));
+    assert_eq!(p.last_error(), None);
+    assert_equal(&db, &engine);
+    assert_stock_log_adds_up(&db);
+    p.shutdown(Duration::from_secs(1));
+    node.shutdown();
+}
+
+/// (oldest LSN the WAL still has, bytes of WAL on disk).
+fn wal_extent(dir: &Path) -> (u64, u64) {
+    let segs = seckill_engine::wal::segment::list(&dir.join("wal")).expect("list segments");
+    let bytes = segs.iter().map(|s| std::fs::metadata(&s.path).map_or(0, |m| m.len())).sum();
+    (segs.first().map_or(0, |s| s.first_lsn), bytes)
+}
+
+// The persister's WAL budget: with MySQL away (the proxy cut) while more
+// than the budget is written, the persister lets the WAL go (snapshots then
+// delete it), so an outage cannot fill the disk; when MySQL is back it
+// rebuilds MySQL from snapshot + WAL and verify finds 0 differences.
+#[test]
+fn a_long_outage_past_the_wal_budget_keeps_the_wal_bounded() {
+    let Some(db) = TestDb::create("a_long_outage_past_the_wal_budget_keeps_the_wal_bounded") else { return };
+    let proxy = Proxy::start(server_addr());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = NodeConfig::new(dir.path());
+    cfg.durability = Durability::None;
+    cfg.segment_bytes_max = 16 * 1024;
+    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096 };
+    let node = Node::open(cfg, Arc::new(SystemClock)).expect("node");
+    let engine = node.engine.clone();
+    let a = engine.create_activity(spec("sale", 20_000, 1, 1800)).expect("a");
+    let budget = 2_000;
+    let p = spawn(&node, PersistConfig { wal_budget_records: budget, ..fast_config(&db.url_via(proxy.port)) });
+    load(&engine, a.id, 1..501, 4);
+    caught_up(&node, &p, Duration::from_secs(20));
+    assert!(!p.is_over_budget());
+
+    proxy.cut();
+    let at_cut = p.applied_lsn();
+    for round in 0..4u64 {
+        let from = 501 + round * 2_000;
+        load(&engine, a.id, from..from + 2_000, 4);
+        engine.sync().expect("sync");
+        node.wal.snapshot().expect("snapshot");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !p.is_over_budget() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(p.is_over_budget(), "lag {} > budget {budget}", p.lag_records());
+    assert_eq!(node.wal.checkpoints.get(mysql::CHECKPOINT_NAME), None, "holds no WAL past the budget");
+    assert!(p.last_error().is_some() && !p.is_halted());
+    // More writes rotate segments, which deletes those nobody holds.
+    load(&engine, a.id, 8_501..9_001, 4);
+    engine.sync().expect("sync");
+    let (oldest, bytes) = wal_extent(dir.path());
+    let behind = durable(&node) - at_cut;
+    eprintln!("budget: MySQL {behind} records behind; WAL from LSN {oldest}, {bytes} bytes on disk");
+    assert!(behind > 4 * budget, "the outage wrote well past the budget");
+    assert!(oldest > at_cut + 1, "the WAL MySQL lacks was let go (oldest LSN {oldest}, MySQL at {at_cut})");
+    assert!(
+        durable(&node) - oldest < behind / 2,
+        "the WAL kept is what the snapshots need, not what MySQL lacks ({} of {behind} records)",
+        durable(&node) - oldest
+    );
+
+    proxy.restore();
+    caught_up(&node, &p, Duration::from_secs(30));
+    assert!(!p.is_over_budget());
+    assert_eq!(node.wal.checkpoints.get(mysql::CHECKPOINT_NAME), Some(p.applied_lsn()), "holds WAL again");
+    assert!(p.stats()["resyncs"].as_u64().unwrap_or(0) >= 1, "{}", p.stats());
+    assert_equal(&db, &engine);
+    assert_stock_log_adds_up(&db);
+    load(&engine, a.id, 9_001..9_501, 4);
+    caught_up(&node, &p, Duration::from_secs(20));
+    assert_equal(&db, &engine);
+    assert_stock_log_adds_up(&db);
+    p.shutdown(Duration::from_secs(1));
+    node.shutdown();
 }

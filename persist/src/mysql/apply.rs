@@ -7,7 +7,7 @@
 //! batch and its checkpoint commit, or none does, so a record is applied iff
 //! the checkpoint covers it, whatever crashes when.
 
-use super::schema::{datetime, i64_col, ms_of, str_col, u32_col, u64_col};
+use super::schema::{datetime, i64_col, ms_of, str_col, u32_col, u64_col, write_datetime};
 use seckill_engine::replica::Replica;
 use seckill_engine::{Activity, ActivityStatus, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
@@ -15,8 +15,74 @@ use sqlx::mysql::{MySql, MySqlConnection, MySqlDatabaseError, MySqlRow};
 use sqlx::{Connection, QueryBuilder};
 use std::collections::{BTreeMap, HashMap};
 
-/// Rows per multi-row statement (MySQL allows 65535 placeholders).
+/// Rows per multi-row statement with placeholders (MySQL allows 65535).
 const CHUNK: usize = 1000;
+
+/// The statement size to use under a server's `max_allowed_packet`: half of
+/// it (room for the reply and for a packet setting lowered later), at most
+/// 8 MiB, at least 64 KiB.
+pub(crate) fn statement_bytes(max_allowed_packet: u64) -> usize {
+    usize::try_from(max_allowed_packet / 2).unwrap_or(usize::MAX).clamp(64 << 10, 8 << 20)
+}
+
+/// Reads `max_allowed_packet` and returns the statement size for it.
+pub(crate) async fn read_statement_bytes(conn: &mut MySqlConnection) -> Result<usize, Failure> {
+    let row = sqlx::query("SELECT CAST(@@max_allowed_packet AS UNSIGNED) AS p").fetch_one(&mut *conn).await?;
+    Ok(statement_bytes(u64_col(&row, "p").map_err(Failure::Fatal)?))
+}
+
+/// Multi-row statements in the text protocol: `head` then `(…), (…)` rows,
+/// then `tail`, each statement at most `max_bytes` long (a row longer than
+/// that goes alone). Only for values that need no escaping (numbers, order
+/// ids, status names, DATETIME literals): no bind, no prepare round trip,
+/// no 12 000-placeholder statement for the server to parse twice.
+pub(crate) struct RowsSql {
+    head: &'static str,
+    tail: &'static str,
+    max_bytes: usize,
+    cur: String,
+    rows: usize,
+    done: Vec<String>,
+}
+
+impl RowsSql {
+    pub fn new(head: &'static str, tail: &'static str, max_bytes: usize) -> Self {
+        Self { head, tail, max_bytes, cur: String::new(), rows: 0, done: Vec::new() }
+    }
+
+    pub fn row(&mut self, row: &str) {
+        if self.rows > 0 && self.cur.len() + row.len() + 2 + self.tail.len() > self.max_bytes {
+            self.flush();
+        }
+        if self.rows == 0 {
+            self.cur.push_str(self.head);
+        } else {
+            self.cur.push_str(", ");
+        }
+        self.cur.push_str(row);
+        self.rows += 1;
+    }
+
+    fn flush(&mut self) {
+        if self.rows > 0 {
+            self.cur.push_str(self.tail);
+            self.done.push(std::mem::take(&mut self.cur));
+            self.rows = 0;
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<String> {
+        self.flush();
+        self.done
+    }
+}
+
+async fn run_text(conn: &mut MySqlConnection, statements: Vec<String>) -> Result<(), Failure> {
+    for sql in &statements {
+        sqlx::raw_sql(sql).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
 
 /// Why applying stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,14 +156,63 @@ pub(crate) struct StockDelta {
     pub total: u64,
 }
 
+/// One `stock_log` row: `records` changes of one reason to one activity,
+/// LSNs `first_lsn..=lsn` (a batch folds its changes into one row per
+/// activity and reason).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct StockLog {
+    pub first_lsn: u64,
     pub lsn: u64,
     pub activity_id: u64,
     pub delta: i64,
+    pub records: u32,
     pub reason: &'static str,
+    /// The order, when the row stands for one change of one order.
     pub order_id: Option<OrderId>,
     pub at_ms: u64,
+}
+
+impl StockLog {
+    fn one(
+        lsn: u64,
+        activity_id: u64,
+        delta: i64,
+        reason: &'static str,
+        order_id: Option<OrderId>,
+        at_ms: u64,
+    ) -> Self {
+        Self { first_lsn: lsn, lsn, activity_id, delta, records: 1, reason, order_id, at_ms }
+    }
+}
+
+/// Folds stock changes into one row per (activity, reason).
+#[derive(Debug, Default)]
+pub(crate) struct StockLogs {
+    rows: Vec<StockLog>,
+    at: HashMap<(u64, &'static str), usize>,
+}
+
+impl StockLogs {
+    fn add(&mut self, l: StockLog) {
+        match self.at.get(&(l.activity_id, l.reason)) {
+            Some(&i) => {
+                let r = &mut self.rows[i];
+                r.lsn = l.lsn;
+                r.delta = r.delta.saturating_add(l.delta);
+                r.records = r.records.saturating_add(1);
+                r.order_id = None;
+                r.at_ms = l.at_ms;
+            }
+            None => {
+                self.at.insert((l.activity_id, l.reason), self.rows.len());
+                self.rows.push(l);
+            }
+        }
+    }
+
+    pub fn rows(&self) -> &[StockLog] {
+        &self.rows
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,10 +232,8 @@ pub(crate) struct Plan {
     pub products: BTreeMap<u64, (u64, Product)>,
     pub activities: BTreeMap<u64, (u64, Activity)>,
     pub stock: BTreeMap<u64, StockDelta>,
-    pub stock_log: Vec<StockLog>,
+    pub stock_log: StockLogs,
     pub orders: BTreeMap<OrderId, OrderRow>,
-    /// (user, activity) → change of units held.
-    pub purchases: BTreeMap<(u64, u64), i64>,
     /// (activity, user) → (limit, lsn).
     pub quotas: BTreeMap<(u64, u64), (u32, u64)>,
     pub refusals: Vec<Refusal>,
@@ -172,14 +285,8 @@ pub(crate) fn plan(
                 let d = p.stock.entry(*activity_id).or_default();
                 d.total = d.total.saturating_add(*amount);
                 d.remaining = d.remaining.saturating_add(i64::try_from(*amount).unwrap_or(i64::MAX));
-                p.stock_log.push(StockLog {
-                    lsn,
-                    activity_id: *activity_id,
-                    delta: i64::try_from(*amount).unwrap_or(i64::MAX),
-                    reason: "stock.add",
-                    order_id: None,
-                    at_ms: now_ms,
-                });
+                let delta = i64::try_from(*amount).unwrap_or(i64::MAX);
+                p.stock_log.add(StockLog::one(lsn, *activity_id, delta, "stock.add", None, now_ms));
             }
             Event::QuotaSet { activity_id, user_id, limit } => {
                 p.quotas.insert((*activity_id, *user_id), (*limit, lsn));
@@ -191,15 +298,8 @@ pub(crate) fn plan(
                 p.orders.insert(o.id, OrderRow { order: *o, updated_lsn: lsn, updated_at_ms: o.created_at_ms });
                 if o.status.holds_stock() {
                     p.stock.entry(o.activity_id).or_default().remaining -= signed(o.quantity);
-                    *p.purchases.entry((o.user_id, o.activity_id)).or_default() += signed(o.quantity);
-                    p.stock_log.push(StockLog {
-                        lsn,
-                        activity_id: o.activity_id,
-                        delta: -signed(o.quantity),
-                        reason: "order",
-                        order_id: Some(o.id),
-                        at_ms: o.created_at_ms,
-                    });
+                    let delta = -signed(o.quantity);
+                    p.stock_log.add(StockLog::one(lsn, o.activity_id, delta, "order", Some(o.id), o.created_at_ms));
                 }
             }
             Event::OrderStatusChanged { order_id, user_id, activity_id, status, at_ms, txn } => {
@@ -236,15 +336,8 @@ pub(crate) fn plan(
                 row.updated_at_ms = *at_ms;
                 if delta != 0 {
                     p.stock.entry(*activity_id).or_default().remaining += delta;
-                    *p.purchases.entry((*user_id, *activity_id)).or_default() -= delta;
-                    p.stock_log.push(StockLog {
-                        lsn,
-                        activity_id: *activity_id,
-                        delta,
-                        reason: status.as_str(),
-                        order_id: Some(*order_id),
-                        at_ms: *at_ms,
-                    });
+                    let reason = status.as_str();
+                    p.stock_log.add(StockLog::one(lsn, *activity_id, delta, reason, Some(*order_id), *at_ms));
                 }
             }
             Event::PaymentRefused { order_id, amount_cents, txn, at_ms } => {
@@ -258,7 +351,6 @@ pub(crate) fn plan(
             }
         }
     }
-    p.purchases.retain(|_, d| *d != 0);
     p.stock.retain(|_, d| d.remaining != 0 || d.total != 0);
     Ok(p)
 }
@@ -332,13 +424,9 @@ pub(crate) fn parse_order(row: &MySqlRow) -> Result<OrderRow, String> {
 async fn load_orders(conn: &mut MySqlConnection, ids: &[OrderId]) -> Result<HashMap<OrderId, OrderRow>, Failure> {
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
-        let mut q = QueryBuilder::<MySql>::new(format!("SELECT {} FROM orders WHERE order_id IN (", order_columns()));
-        let mut sep = q.separated(", ");
-        for id in chunk {
-            sep.push_bind(id.to_string());
-        }
-        q.push(")");
-        for row in q.build().persistent(false).fetch_all(&mut *conn).await? {
+        let list: Vec<String> = chunk.iter().map(|id| format!("'{id}'")).collect();
+        let sql = format!("SELECT {} FROM orders WHERE order_id IN ({})", order_columns(), list.join(", "));
+        for row in sqlx::raw_sql(&sql).fetch_all(&mut *conn).await? {
             let r = order_row(&row).map_err(Failure::Fatal)?;
             out.insert(r.order.id, r);
         }
@@ -353,6 +441,7 @@ pub(crate) async fn write_batch(
     expected: u64,
     records: &[(u64, Event)],
     now_ms: u64,
+    statement_bytes: usize,
 ) -> Result<u64, Failure> {
     let Some(&(first, _)) = records.first() else {
         return Ok(expected);
@@ -372,26 +461,17 @@ pub(crate) async fn write_batch(
     }
     let existing = load_orders(&mut tx, &orders_to_load(records)).await?;
     let plan = plan(records, &existing, now_ms).map_err(Failure::Fatal)?;
-    write_plan(&mut tx, &plan).await?;
+    write_plan(&mut tx, &plan, statement_bytes).await?;
     sqlx::query("UPDATE persist_checkpoint SET lsn = ? WHERE id = 1").bind(plan.last_lsn).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(plan.last_lsn)
 }
 
-async fn write_plan(conn: &mut MySqlConnection, p: &Plan) -> Result<(), Failure> {
+async fn write_plan(conn: &mut MySqlConnection, p: &Plan, statement_bytes: usize) -> Result<(), Failure> {
     upsert_products(conn, p.products.values().map(|(l, x)| (*l, x))).await?;
     let acts: Vec<(u64, &Activity, u64, i64)> = p.activities.values().map(|(l, a)| (*l, a, 0, 0)).collect();
     upsert_activities(conn, &acts, StockMode::Incremental).await?;
-    let orders: Vec<&OrderRow> = p.orders.values().collect();
-    upsert_orders(conn, &orders).await?;
-    for chunk in p.purchases.iter().collect::<Vec<_>>().chunks(CHUNK) {
-        let mut q = QueryBuilder::<MySql>::new("INSERT INTO purchases (user_id, activity_id, `count`) ");
-        q.push_values(chunk, |mut b, ((user, activity), delta)| {
-            b.push_bind(*user).push_bind(*activity).push_bind(**delta);
-        });
-        q.push(" ON DUPLICATE KEY UPDATE `count` = `count` + VALUES(`count`)");
-        q.build().persistent(false).execute(&mut *conn).await?;
-    }
+    upsert_orders(conn, p.orders.values(), statement_bytes).await?;
     for (activity_id, d) in &p.stock {
         let done =
             sqlx::query("UPDATE activities SET remaining = remaining + ?, total_stock = total_stock + ? WHERE id = ?")
@@ -407,7 +487,7 @@ async fn write_plan(conn: &mut MySqlConnection, p: &Plan) -> Result<(), Failure>
             )));
         }
     }
-    insert_stock_log(conn, &p.stock_log).await?;
+    insert_stock_log(conn, p.stock_log.rows(), statement_bytes).await?;
     upsert_quotas(conn, p.quotas.iter().map(|(&(a, u), &(limit, lsn))| (a, u, limit, lsn))).await?;
     for chunk in p.refusals.chunks(CHUNK) {
         let mut q = QueryBuilder::<MySql>::new("INSERT INTO payment_refusals (lsn, order_id, amount_cents, txn, at) ");
@@ -514,51 +594,68 @@ async fn upsert_activities(
     Ok(())
 }
 
-async fn upsert_orders(conn: &mut MySqlConnection, rows: &[&OrderRow]) -> Result<(), Failure> {
-    for chunk in rows.chunks(CHUNK) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO orders (order_id, user_id, activity_id, quantity, amount_cents, status, created_at, \
-             pay_before, paid_txn, idempotency_key, updated_lsn, updated_at) ",
+async fn upsert_orders(
+    conn: &mut MySqlConnection,
+    rows: impl Iterator<Item = &OrderRow>,
+    statement_bytes: usize,
+) -> Result<(), Failure> {
+    use std::fmt::Write as _;
+    let mut sql = RowsSql::new(
+        "INSERT INTO orders (order_id, user_id, activity_id, quantity, amount_cents, status, created_at, \
+         pay_before, paid_txn, idempotency_key, updated_lsn, updated_at) VALUES ",
+        " ON DUPLICATE KEY UPDATE status = VALUES(status), paid_txn = VALUES(paid_txn), \
+         updated_lsn = VALUES(updated_lsn), updated_at = VALUES(updated_at)",
+        statement_bytes,
+    );
+    let mut row = String::with_capacity(200);
+    for r in rows {
+        let o = &r.order;
+        row.clear();
+        let _ = write!(
+            row,
+            "('{}',{},{},{},{},'{}','",
+            o.id,
+            o.user_id,
+            o.activity_id,
+            o.quantity,
+            o.amount_cents,
+            o.status.as_str()
         );
-        q.push_values(chunk, |mut b, r| {
-            let o = &r.order;
-            b.push_bind(o.id.to_string())
-                .push_bind(o.user_id)
-                .push_bind(o.activity_id)
-                .push_bind(o.quantity)
-                .push_bind(o.amount_cents)
-                .push_bind(o.status.as_str())
-                .push_bind(datetime(o.created_at_ms))
-                .push_bind(datetime(o.pay_before_ms))
-                .push_bind(o.paid_txn)
-                .push_bind(o.idempotency_key)
-                .push_bind(r.updated_lsn)
-                .push_bind(datetime(r.updated_at_ms));
-        });
-        q.push(
-            " ON DUPLICATE KEY UPDATE status = VALUES(status), paid_txn = VALUES(paid_txn), \
-             updated_lsn = VALUES(updated_lsn), updated_at = VALUES(updated_at)",
-        );
-        q.build().persistent(false).execute(&mut *conn).await?;
+        write_datetime(&mut row, o.created_at_ms);
+        row.push_str("','");
+        write_datetime(&mut row, o.pay_before_ms);
+        let _ = write!(row, "',{},{},{},'", o.paid_txn, o.idempotency_key, r.updated_lsn);
+        write_datetime(&mut row, r.updated_at_ms);
+        row.push_str("')");
+        sql.row(&row);
     }
-    Ok(())
+    run_text(conn, sql.finish()).await
 }
 
-async fn insert_stock_log(conn: &mut MySqlConnection, rows: &[StockLog]) -> Result<(), Failure> {
-    for chunk in rows.chunks(CHUNK) {
-        let mut q =
-            QueryBuilder::<MySql>::new("INSERT INTO stock_log (lsn, activity_id, delta, reason, order_id, at) ");
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.lsn)
-                .push_bind(r.activity_id)
-                .push_bind(r.delta)
-                .push_bind(r.reason)
-                .push_bind(r.order_id.map(|o| o.to_string()))
-                .push_bind(datetime(r.at_ms));
-        });
-        q.build().persistent(false).execute(&mut *conn).await?;
+async fn insert_stock_log(
+    conn: &mut MySqlConnection,
+    rows: &[StockLog],
+    statement_bytes: usize,
+) -> Result<(), Failure> {
+    let mut sql = RowsSql::new(
+        "INSERT INTO stock_log (lsn, first_lsn, activity_id, delta, records, reason, order_id, at) VALUES ",
+        "",
+        statement_bytes,
+    );
+    for r in rows {
+        let order_id = r.order_id.map_or_else(|| "NULL".to_string(), |o| format!("'{o}'"));
+        sql.row(&format!(
+            "({},{},{},{},{},'{}',{order_id},'{}')",
+            r.lsn,
+            r.first_lsn,
+            r.activity_id,
+            r.delta,
+            r.records,
+            r.reason,
+            datetime(r.at_ms)
+        ));
     }
-    Ok(())
+    run_text(conn, sql.finish()).await
 }
 
 /// (activity, user, limit, lsn)
@@ -578,7 +675,8 @@ async fn upsert_quotas(
     Ok(())
 }
 
-/// Rewrites MySQL to equal `replica` (orders, purchases, quotas replaced;
+/// Rewrites MySQL to equal `replica` (orders and quotas replaced, so the
+/// `purchases` view follows;
 /// products and activities upserted with absolute stock) and sets the
 /// checkpoint to `replica.lsn`, in one transaction. `stock_log` and
 /// `payment_refusals` keep their history; each activity whose remaining
@@ -587,6 +685,7 @@ pub(crate) async fn write_full_state(
     conn: &mut MySqlConnection,
     replica: &Replica,
     now_ms: u64,
+    statement_bytes: usize,
 ) -> Result<u64, Failure> {
     let mut tx = conn.begin().await?;
     lock_checkpoint(&mut tx).await?;
@@ -596,7 +695,8 @@ pub(crate) async fn write_full_state(
         let remaining = i64_col(&row, "remaining").map_err(Failure::Fatal)?;
         old_remaining.insert(id, remaining);
     }
-    for table in ["orders", "purchases", "quotas"] {
+    // `purchases` is a view over `orders`.
+    for table in ["orders", "quotas"] {
         sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
     }
     upsert_products(&mut tx, replica.products.values().map(|p| (replica.lsn, p))).await?;
@@ -609,14 +709,7 @@ pub(crate) async fn write_full_state(
         acts.push((replica.lsn, a, *added, remaining));
         let delta = remaining - old_remaining.get(id).copied().unwrap_or(0);
         if delta != 0 {
-            log.push(StockLog {
-                lsn: replica.lsn,
-                activity_id: *id,
-                delta,
-                reason: "resync",
-                order_id: None,
-                at_ms: now_ms,
-            });
+            log.push(StockLog::one(replica.lsn, *id, delta, "resync", None, now_ms));
         }
     }
     upsert_activities(&mut tx, &acts, StockMode::Absolute).await?;
@@ -626,21 +719,9 @@ pub(crate) async fn write_full_state(
         .map(|o| OrderRow { order: *o, updated_lsn: replica.lsn, updated_at_ms: o.created_at_ms })
         .collect();
     orders.sort_unstable_by_key(|r| r.order.id);
-    let refs: Vec<&OrderRow> = orders.iter().collect();
-    upsert_orders(&mut tx, &refs).await?;
-    let mut purchases: BTreeMap<(u64, u64), i64> = BTreeMap::new();
-    for o in replica.orders.values().filter(|o| o.status.holds_stock()) {
-        *purchases.entry((o.user_id, o.activity_id)).or_default() += signed(o.quantity);
-    }
-    for chunk in purchases.iter().collect::<Vec<_>>().chunks(CHUNK) {
-        let mut q = QueryBuilder::<MySql>::new("INSERT INTO purchases (user_id, activity_id, `count`) ");
-        q.push_values(chunk, |mut b, ((user, activity), n)| {
-            b.push_bind(*user).push_bind(*activity).push_bind(**n);
-        });
-        q.build().persistent(false).execute(&mut *tx).await?;
-    }
+    upsert_orders(&mut tx, orders.iter(), statement_bytes).await?;
     upsert_quotas(&mut tx, replica.quotas.iter().map(|(&(a, u), &limit)| (a, u, limit, replica.lsn))).await?;
-    insert_stock_log(&mut tx, &log).await?;
+    insert_stock_log(&mut tx, &log, statement_bytes).await?;
     sqlx::query("UPDATE persist_checkpoint SET lsn = ?, resync_requested = 0 WHERE id = 1")
         .bind(replica.lsn)
         .execute(&mut *tx)
@@ -698,11 +779,15 @@ mod tests {
         let p = plan(&recs, &HashMap::new(), 0).expect("plan");
         assert_eq!(p.last_lsn, 9);
         assert_eq!(p.stock[&1], StockDelta { remaining: 10 - 1, total: 10 });
-        assert_eq!(p.purchases.get(&(10, 1)), None, "user 10 gave back what they took");
-        assert_eq!(p.purchases[&(11, 1)], 1);
         assert_eq!(p.orders[&a.id].order.status, OrderStatus::Cancelled);
         assert_eq!(p.orders[&b.id].order.paid_txn, 9);
-        assert_eq!(p.stock_log.iter().map(|l| l.delta).sum::<i64>(), 9);
+        assert_eq!(p.stock_log.rows().iter().map(|l| l.delta).sum::<i64>(), 9);
+        // One row per activity and reason: stock.add, order (2 folded), cancelled.
+        let rows: Vec<_> =
+            p.stock_log.rows().iter().map(|l| (l.reason, l.delta, l.records, l.first_lsn, l.lsn)).collect();
+        assert_eq!(rows, vec![("stock.add", 10, 1, 5, 5), ("order", -3, 2, 6, 7), ("cancelled", 2, 1, 8, 8)]);
+        assert_eq!(p.stock_log.rows()[1].order_id, None, "a folded row names no order");
+        assert_eq!(p.stock_log.rows()[2].order_id, Some(a.id));
     }
 
     #[test]
@@ -714,9 +799,28 @@ mod tests {
         let existing = HashMap::from([(a.id, OrderRow { order: a, updated_lsn: 3, updated_at_ms: 0 })]);
         let p = plan(&recs, &existing, 0).expect("plan");
         assert_eq!(p.stock[&1].remaining, 3);
-        assert_eq!(p.purchases[&(10, 1)], -3);
-        assert_eq!(p.stock_log.len(), 1);
+        assert_eq!(p.stock_log.rows().len(), 1);
         assert_eq!(p.orders[&a.id].updated_lsn, 21);
+    }
+
+    #[test]
+    fn text_statements_stay_under_the_packet() {
+        assert_eq!(statement_bytes(16 << 20), 8 << 20);
+        assert_eq!(statement_bytes(4 << 20), 2 << 20);
+        assert_eq!(statement_bytes(1024), 64 << 10);
+        let mut sql = RowsSql::new("INSERT INTO t VALUES ", " ON DUPLICATE KEY UPDATE a = a", 60);
+        for i in 0..10 {
+            sql.row(&format!("({i},'x')"));
+        }
+        let done = sql.finish();
+        assert!(done.len() > 1, "{done:?}");
+        for s in &done {
+            assert!(s.len() <= 60, "{s}");
+            assert!(s.starts_with("INSERT INTO t VALUES (") && s.ends_with(" ON DUPLICATE KEY UPDATE a = a"), "{s}");
+        }
+        let rows: usize = done.iter().map(|s| s.matches("'x'").count()).sum();
+        assert_eq!(rows, 10, "every row once");
+        assert!(RowsSql::new("A ", "", 10).finish().is_empty(), "no rows, no statement");
     }
 
     #[test]

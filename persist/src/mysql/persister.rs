@@ -38,6 +38,11 @@ pub struct PersistConfig {
     /// A batch (or a connection attempt) that takes longer counts as MySQL
     /// being down: the connection is dropped and the batch retried.
     pub batch_timeout_ms: u64,
+    /// Records MySQL may fall behind (down, slow, or the persister halted)
+    /// before the persister stops holding WAL for it; when MySQL is back it
+    /// is rebuilt from the engine's state (resync) instead of replayed.
+    /// Bounds the WAL a MySQL outage can pin (about 128 bytes a record).
+    pub wal_budget_records: u64,
 }
 
 impl PersistConfig {
@@ -49,6 +54,7 @@ impl PersistConfig {
             backoff_max_ms: 5000,
             idle_poll_ms: 5,
             batch_timeout_ms: 30_000,
+            wal_budget_records: 2_000_000,
         }
     }
 }
@@ -79,6 +85,9 @@ struct Shared {
     /// When stopping: keep applying until caught up or this moment.
     drain_until: Mutex<Option<Instant>>,
     resync_requested: AtomicBool,
+    /// Fell more than `wal_budget_records` behind: holds no WAL, and MySQL
+    /// is rebuilt by a resync at the next opportunity.
+    over_budget: AtomicBool,
     /// (durable LSN, when it was first seen): for `lag_seconds`.
     samples: Mutex<VecDeque<(u64, Instant)>>,
 }
@@ -127,6 +136,25 @@ impl Shared {
         }
     }
 
+    /// Past the WAL budget: let the WAL go and resync later.
+    fn check_budget(&self, budget: u64, checkpoints: &Checkpoints) {
+        if self.over_budget.load(Ordering::Acquire) {
+            return;
+        }
+        let lag = self.lag_records();
+        if lag > budget {
+            self.over_budget.store(true, Ordering::Release);
+            checkpoints.remove(CHECKPOINT_NAME);
+            metrics::counter!("seckill_persister_budget_exceeded_total").increment(1);
+            tracing::warn!(
+                lag_records = lag,
+                budget = budget,
+                "persister is past its WAL budget: it no longer holds WAL for MySQL; MySQL will be rebuilt from \
+                 the engine's state (resync) when it can be written again"
+            );
+        }
+    }
+
     fn publish(&self) {
         metrics::gauge!("seckill_persister_lag_records").set(self.lag_records() as f64);
         metrics::gauge!("seckill_persister_lag_seconds").set(self.lag_seconds());
@@ -169,6 +197,7 @@ fn stats_of(s: &Shared) -> Value {
         "records": s.records.load(Ordering::Acquire),
         "batches": s.batches.load(Ordering::Acquire),
         "resyncs": s.resyncs.load(Ordering::Acquire),
+        "over_wal_budget": s.over_budget.load(Ordering::Acquire),
     })
 }
 
@@ -219,6 +248,11 @@ impl PersisterHandle {
     /// opportunity, then continue tailing.
     pub fn request_resync(&self) {
         self.shared.resync_requested.store(true, Ordering::Release);
+    }
+
+    /// Fell past `wal_budget_records`: holds no WAL, resyncs when it can.
+    pub fn is_over_budget(&self) -> bool {
+        self.shared.over_budget.load(Ordering::Acquire)
     }
 
     /// True once MySQL has every record durable now, waiting up to `timeout`.
@@ -276,7 +310,11 @@ pub fn spawn(
 ) -> PersisterHandle {
     let durable = status.durable_lsn.load(Ordering::Acquire);
     let hint = read_hint(&data_dir).filter(|h| *h <= durable).unwrap_or(0);
-    checkpoints.set(CHECKPOINT_NAME, hint);
+    // Further behind than the budget: hold nothing and resync.
+    let over_budget = durable.saturating_sub(hint) > cfg.wal_budget_records;
+    if !over_budget {
+        checkpoints.set(CHECKPOINT_NAME, hint);
+    }
     let shared = Arc::new(Shared {
         status,
         applied: AtomicU64::new(hint),
@@ -290,6 +328,7 @@ pub fn spawn(
         stop: AtomicBool::new(false),
         drain_until: Mutex::new(None),
         resync_requested: AtomicBool::new(false),
+        over_budget: AtomicBool::new(over_budget),
         samples: Mutex::new(VecDeque::new()),
     });
     let ctx = Ctx { cfg, data_dir, shared: shared.clone(), checkpoints };
@@ -331,9 +370,11 @@ fn run(ctx: Ctx) {
     };
     rt.block_on(async {
         let shared = ctx.shared.clone();
+        let (budget, checkpoints) = (ctx.cfg.wal_budget_records, ctx.checkpoints.clone());
         let sampler = tokio::spawn(async move {
             loop {
                 shared.sample();
+                shared.check_budget(budget, &checkpoints);
                 shared.publish();
                 tokio::time::sleep(SAMPLE_EVERY).await;
             }
@@ -470,9 +511,18 @@ async fn session(
     let mut conn = schema::connect(&opts).await.map_err(transient)?;
     shared.connected.store(true, Ordering::Release);
     let (mut cp, flagged) = timed(limit, "reading the checkpoint", apply::read_checkpoint(&mut conn)).await?;
+    let stmt_bytes = timed(limit, "reading max_allowed_packet", apply::read_statement_bytes(&mut conn)).await?;
     let durable = shared.durable();
-    if flagged || *force_resync || shared.resync_requested.swap(false, Ordering::AcqRel) {
-        cp = resync(ctx, &mut conn).await?;
+    let over_budget = shared.over_budget.load(Ordering::Acquire);
+    if over_budget || flagged || *force_resync || shared.resync_requested.swap(false, Ordering::AcqRel) {
+        if over_budget {
+            tracing::warn!(
+                checkpoint = cp,
+                durable,
+                "persister past its WAL budget: rebuilding MySQL from the engine's state"
+            );
+        }
+        cp = resync(ctx, &mut conn, stmt_bytes).await?;
         *force_resync = false;
     } else if cp > durable {
         return Err(Failure::Fatal(format!(
@@ -499,6 +549,9 @@ async fn session(
             if shared.resync_requested.load(Ordering::Acquire) {
                 return Err(Failure::Restart("a resync was requested".into()));
             }
+            if shared.over_budget.load(Ordering::Acquire) {
+                return Err(Failure::Restart("past the WAL budget".into()));
+            }
             match tailer.poll(max - batch.len(), &mut batch) {
                 Ok(_) => {}
                 Err(TailError::Truncated(lsn)) => {
@@ -511,7 +564,7 @@ async fn session(
                          corrected activity"
                     );
                     if lsn <= cp + 1 && tailer.next_lsn() == cp + 1 {
-                        cp = resync(ctx, &mut conn).await?;
+                        cp = resync(ctx, &mut conn, stmt_bytes).await?;
                         committed(ctx, cp);
                         tailer = Tailer::new(&ctx.data_dir, shared.status.clone(), cp);
                         batch.clear();
@@ -542,7 +595,7 @@ async fn session(
             tokio::time::sleep(Duration::from_millis(cfg.idle_poll_ms.max(1))).await;
         }
         let started = Instant::now();
-        let new_cp = timed(limit, "a batch", apply::write_batch(&mut conn, cp, &batch, now_ms())).await?;
+        let new_cp = timed(limit, "a batch", apply::write_batch(&mut conn, cp, &batch, now_ms(), stmt_bytes)).await?;
         metrics::histogram!("seckill_persister_batch_seconds").record(started.elapsed().as_secs_f64());
         cp = new_cp;
         // Healthy again before anyone can see the new LSN.
@@ -556,10 +609,13 @@ async fn session(
     }
 }
 
-/// MySQL has everything up to `lsn`: let the WAL go below it.
+/// MySQL has everything up to `lsn`: let the WAL go below it (past the
+/// budget it holds none: a resync is coming).
 fn committed(ctx: &Ctx, lsn: u64) {
     ctx.shared.applied.store(lsn, Ordering::Release);
-    ctx.checkpoints.set(CHECKPOINT_NAME, lsn);
+    if !ctx.shared.over_budget.load(Ordering::Acquire) {
+        ctx.checkpoints.set(CHECKPOINT_NAME, lsn);
+    }
     if let Err(e) = std::fs::write(ctx.data_dir.join(HINT_FILE), format!("{lsn}\n")) {
         tracing::debug!(error = %e, "could not write the persister's checkpoint hint");
     }
@@ -567,15 +623,19 @@ fn committed(ctx: &Ctx, lsn: u64) {
 
 /// Rebuilds the engine's state from the newest snapshot plus the WAL, and
 /// writes all of it to MySQL. Returns the LSN MySQL now holds.
-async fn resync(ctx: &Ctx, conn: &mut sqlx::MySqlConnection) -> Result<u64, Failure> {
+async fn resync(ctx: &Ctx, conn: &mut sqlx::MySqlConnection, stmt_bytes: usize) -> Result<u64, Failure> {
     let shared = &ctx.shared;
     let started = Instant::now();
     let snap_dir = ctx.data_dir.join("snapshots");
     let mut replica: Replica = snapshot::load_newest(&snap_dir)
         .map_err(|e| Failure::Transient(format!("reading snapshots in {}: {e}", snap_dir.display())))?
         .unwrap_or_default();
-    // Hold the WAL from the snapshot on while we read it.
-    ctx.checkpoints.set(CHECKPOINT_NAME, replica.lsn);
+    // Hold the WAL from the snapshot on while we read it (past the budget
+    // the engine's own "snapshot" checkpoint holds it, and a failed resync
+    // must not leave WAL pinned).
+    if !shared.over_budget.load(Ordering::Acquire) {
+        ctx.checkpoints.set(CHECKPOINT_NAME, replica.lsn);
+    }
     let mut tailer = Tailer::new(&ctx.data_dir, shared.status.clone(), replica.lsn);
     let target = shared.durable();
     let mut buf = Vec::with_capacity(10_000);
@@ -603,7 +663,9 @@ async fn resync(ctx: &Ctx, conn: &mut sqlx::MySqlConnection) -> Result<u64, Fail
         tokio::task::yield_now().await;
     }
     let limit = Duration::from_millis(ctx.cfg.batch_timeout_ms.max(1000)) * 10;
-    let lsn = timed(limit, "the resync", apply::write_full_state(conn, &replica, now_ms())).await?;
+    let lsn = timed(limit, "the resync", apply::write_full_state(conn, &replica, now_ms(), stmt_bytes)).await?;
+    // Within budget again: `committed` registers the checkpoint at `lsn`.
+    shared.over_budget.store(false, Ordering::Release);
     shared.resyncs.fetch_add(1, Ordering::AcqRel);
     metrics::counter!("seckill_persister_resyncs_total").increment(1);
     tracing::warn!(
@@ -632,5 +694,6 @@ pub async fn apply_records(url: &str, after_lsn: u64, records: &[(u64, Event)]) 
         anyhow::ensure!(*lsn == after_lsn + 1 + i as u64, "records must be LSNs {}.. in order", after_lsn + 1);
     }
     let mut conn = schema::connect(&schema::options(url)?).await?;
-    apply::write_batch(&mut conn, after_lsn, records, now_ms()).await.map_err(|f| anyhow::anyhow!("{f}"))
+    let stmt_bytes = apply::read_statement_bytes(&mut conn).await.map_err(|f| anyhow::anyhow!("{f}"))?;
+    apply::write_batch(&mut conn, after_lsn, records, now_ms(), stmt_bytes).await.map_err(|f| anyhow::anyhow!("{f}"))
 }

@@ -94,10 +94,13 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
         Err(e) => return Err(e.context(format!("connecting to {}", redact(url)))),
     };
     let mut result = MIGRATOR.run(&mut conn).await;
-    if let Err(sqlx::migrate::MigrateError::Dirty(version)) = result {
+    // One round per migration at most: each clears one mark.
+    for _ in 0..MIGRATOR.iter().count() {
+        let Err(sqlx::migrate::MigrateError::Dirty(version)) = result else { break };
         // MySQL cannot roll back DDL, so a crash while a migration ran leaves
         // it marked unfinished for good. Ours are written to be re-run
-        // (`IF NOT EXISTS`, `INSERT IGNORE`): forget the mark and run again.
+        // (`IF NOT EXISTS`, `INSERT IGNORE`, information_schema checks):
+        // forget the mark and run again.
         tracing::warn!(version, "migration {version} was interrupted earlier; running it again");
         conn.execute(sqlx::query("DELETE FROM _sqlx_migrations WHERE version = ? AND success = 0").bind(version))
             .await
@@ -121,17 +124,26 @@ const DATETIME_MS_MAX: u64 = 253_402_300_799_999;
 
 /// Unix milliseconds as a `DATETIME(3)` literal in UTC.
 pub(crate) fn datetime(ms: u64) -> String {
+    let mut s = String::with_capacity(23);
+    write_datetime(&mut s, ms);
+    s
+}
+
+/// `datetime(ms)` appended to `out` (no allocation of its own).
+pub(crate) fn write_datetime(out: &mut String, ms: u64) {
+    use std::fmt::Write as _;
     let ms = ms.min(DATETIME_MS_MAX);
     let days = (ms / 86_400_000) as i64;
     let in_day = ms % 86_400_000;
     let (y, m, d) = civil_from_days(days);
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
         in_day / 3_600_000,
         in_day / 60_000 % 60,
         in_day / 1000 % 60,
         in_day % 1000
-    )
+    );
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian

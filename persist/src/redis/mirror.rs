@@ -1,15 +1,17 @@
-//! The mirror thread: read the WAL into the replica, write Redis behind it.
+//! The mirror thread: tail the WAL, write Redis behind it.
 //!
-//! Two positions: the replica's (`state.lsn()`, always close to the durable
-//! LSN, Redis or not) and Redis's (`Pos::Synced(w)`: everything up to `w`
-//! is in Redis). While Redis keeps up they are equal and each batch read is
-//! written at once. When Redis falls behind, the records `w+1..` are read
-//! again from the WAL (which the checkpoint at `w` keeps) and written in
-//! batches until the two meet. Past the WAL budget, or when Redis lost the
-//! mirror, Redis is rewritten from the replica (`Pos::Resync`) instead.
+//! One position: Redis's (`Pos::Synced(w)`: everything up to `w` is in
+//! Redis). The mirror keeps no copy of the orders: between batches it holds
+//! only the catalog and per-activity counters (`MirrorState`), reads what a
+//! batch needs about older orders from Redis itself, and moves buyers'
+//! units by increments. It holds the WAL from `w` on (the checkpoint), so
+//! when Redis was away it reads the missing records again and writes them in
+//! batches. Past the WAL budget, or when Redis lost the mirror, it rewrites
+//! Redis (`Pos::Resync`) from the engine's state, built for the occasion
+//! from the newest snapshot plus the WAL and dropped afterwards.
 
 use super::keys::{self, event_id, id_lsn, KeyKind, Keys};
-use super::state::{MirrorState, Touched};
+use super::state::{self, KnownOrder, MirrorState, Plan};
 use super::{lock, redact, wall_ms, MirrorConfig, ReplicaSource, Shared, CHECKPOINT};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, Pipeline, Value};
@@ -17,7 +19,8 @@ use seckill_engine::event::Event;
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::tail::{TailError, Tailer};
 use seckill_engine::wal::{segment, snapshot, Checkpoints, WalStatus};
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use seckill_proto::{OrderId, OrderStatus};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,13 +30,22 @@ use std::time::{Duration, Instant};
 enum Pos {
     /// Redis holds everything up to this LSN.
     Synced(u64),
-    /// Redis must be rewritten from the replica.
+    /// Redis must be rewritten from the engine's state.
     Resync,
 }
 
 /// Read positions remembered for measuring lag; more are merged.
 const SEEN_MAX: usize = 65_536;
 const BACKOFF_MIN_MS: u64 = 100;
+
+/// Adds `ARGV` pairs (user, delta) to the buyers' hash `KEYS[1]`, dropping
+/// buyers left with nothing: one command per activity and batch for every
+/// buyer whose units moved.
+const PURCHASED_LUA: &str = "for i = 1, #ARGV, 2 do \
+     local v = redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) \
+     if v <= 0 then redis.call('HDEL', KEYS[1], ARGV[i]) end \
+   end \
+   return 0";
 
 pub(crate) fn run(
     cfg: MirrorConfig,
@@ -50,23 +62,12 @@ pub(crate) fn run(
             return;
         }
     };
-    let mut source = Some(source);
-    let replica = loop {
-        match load_replica(&mut source, &data_dir) {
-            Ok(r) => break r,
-            Err(e) => {
-                let msg = format!("cannot load a snapshot for the Redis mirror: {e}");
-                tracing::error!("{msg}");
-                *lock(&shared.last_error) = Some(msg);
-                if shared.stop.load(Ordering::Acquire) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
+    let given = match source {
+        ReplicaSource::Given(r) => Some(*r),
+        ReplicaSource::Snapshots => None,
     };
     let (cps, sh) = (checkpoints.clone(), shared.clone());
-    let mirror = Mirror::new(cfg, data_dir, status, checkpoints, shared, replica);
+    let mirror = Mirror::new(cfg, data_dir, status, checkpoints, shared, given);
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(mirror.run())));
     if ran.is_err() {
         // A bug, not an outage: stop holding the WAL and say so.
@@ -77,15 +78,57 @@ pub(crate) fn run(
     }
 }
 
-fn load_replica(source: &mut Option<ReplicaSource>, data_dir: &Path) -> std::io::Result<Replica> {
-    if let Some(ReplicaSource::Given(r)) = source.take() {
-        return Ok(*r);
-    }
+fn load_snapshot(data_dir: &Path) -> std::io::Result<Replica> {
     match snapshot::load_newest(&data_dir.join("snapshots")) {
         Ok(r) => Ok(r.unwrap_or_default()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Replica::default()),
         Err(e) => Err(e),
     }
+}
+
+enum BuildError {
+    /// Try again later (a file could not be read).
+    Io(String),
+    /// The log does not replay: the mirror stops.
+    Broken(String),
+}
+
+/// The engine's state at (at least) the durable LSN of now: `given` or the
+/// newest snapshot, then the WAL after it. Built for a resync, then dropped.
+fn build_replica(given: Option<Replica>, data_dir: &Path, status: &Arc<WalStatus>) -> Result<Replica, BuildError> {
+    let target = status.durable_lsn.load(Ordering::Acquire);
+    let mut given = given;
+    // The WAL after a snapshot vanishes only when a newer snapshot let it
+    // go: start again from that one.
+    for _ in 0..5 {
+        let mut r = match given.take() {
+            Some(r) => r,
+            None => load_snapshot(data_dir).map_err(|e| BuildError::Io(format!("reading snapshots: {e}")))?,
+        };
+        let mut tail = Tailer::new(data_dir, status.clone(), r.lsn);
+        let mut buf = Vec::new();
+        let complete = loop {
+            buf.clear();
+            match tail.poll(10_000, &mut buf) {
+                Ok(_) => {}
+                Err(TailError::Truncated(_)) => break false,
+                Err(e) => return Err(BuildError::Io(format!("reading the WAL: {e}"))),
+            }
+            if buf.is_empty() {
+                break true;
+            }
+            for (lsn, ev) in buf.drain(..) {
+                r.apply(lsn, &ev).map_err(|e| BuildError::Broken(format!("the WAL does not replay ({e})")))?;
+            }
+            if r.lsn >= target && tail.lag_records() == 0 {
+                break true;
+            }
+        };
+        if complete {
+            return Ok(r);
+        }
+    }
+    Err(BuildError::Io("the WAL after the newest snapshot kept vanishing while being read".into()))
 }
 
 /// A run id: unique per mirror start, so a second writer or a restored
@@ -117,6 +160,14 @@ fn hset(p: &mut Pipeline, key: String, fields: keys::Fields) {
     }
 }
 
+/// Whether `order` knows the order a status change names.
+fn has_order(ev: &Event, order: &dyn Fn(&OrderId) -> Option<(u32, u64)>) -> bool {
+    match ev {
+        Event::OrderStatusChanged { order_id, .. } => order(order_id).is_some(),
+        _ => true,
+    }
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -143,6 +194,12 @@ enum Outcome {
     Lost(String),
 }
 
+/// A batch sent whose answer did not come back: it may have landed.
+struct InFlight {
+    lsn: u64,
+    plan: Plan,
+}
+
 struct Mirror {
     cfg: MirrorConfig,
     keys: Keys,
@@ -150,17 +207,16 @@ struct Mirror {
     status: Arc<WalStatus>,
     checkpoints: Arc<Checkpoints>,
     shared: Arc<Shared>,
+    /// Catalog and per-activity counters as Redis has them at `pos`.
     state: MirrorState,
-    tail: Tailer,
-    buf: Vec<(u64, Event)>,
-    /// Records `w+1..` read by `tail` and not yet written (only while
-    /// connected and in step with Redis).
-    pending: Vec<(u64, Event)>,
-    /// Re-reads the WAL for Redis when it fell behind the replica.
-    catchup: Option<Tailer>,
+    /// A replica handed over at start, used by the first resync only.
+    given: Option<Replica>,
+    /// Reads the WAL after `w`.
+    tail: Option<Tailer>,
     pos: Pos,
     /// The last LSN known to be in Redis (kept while a resync is pending).
     applied: u64,
+    in_flight: Option<InFlight>,
     run_id: String,
     client: Option<Client>,
     conn: Option<MultiplexedConnection>,
@@ -175,7 +231,7 @@ struct Mirror {
     /// (time, activity) at which an activity's phase changes.
     boundaries: BTreeSet<(u64, u64)>,
     phase_due: BTreeSet<u64>,
-    /// The replica stopped following the log: nothing more is written.
+    /// The log does not replay: nothing more is written.
     broken: bool,
     checkpoint_at: Option<u64>,
     next_metrics: Instant,
@@ -188,24 +244,23 @@ impl Mirror {
         status: Arc<WalStatus>,
         checkpoints: Arc<Checkpoints>,
         shared: Arc<Shared>,
-        replica: Replica,
+        given: Option<Replica>,
     ) -> Self {
-        let lsn = replica.lsn;
         let now = Instant::now();
+        let durable = status.durable_lsn.load(Ordering::Acquire);
         let mut m = Self {
             keys: Keys::new(&cfg.prefix),
-            tail: Tailer::new(&data_dir, status.clone(), lsn),
-            state: MirrorState::new(replica),
+            state: MirrorState::default(),
+            given,
+            tail: None,
             cfg,
             data_dir,
             status,
             checkpoints,
             shared,
-            buf: Vec::new(),
-            pending: Vec::new(),
-            catchup: None,
             pos: Pos::Resync,
             applied: 0,
+            in_flight: None,
             run_id: new_run_id(),
             client: None,
             conn: None,
@@ -214,7 +269,7 @@ impl Mirror {
             next_check: now,
             last_id: String::new(),
             seen: VecDeque::new(),
-            seen_durable: lsn,
+            seen_durable: durable,
             boundaries: BTreeSet::new(),
             phase_due: BTreeSet::new(),
             broken: false,
@@ -233,14 +288,17 @@ impl Mirror {
         self.cfg.batch_records_max.max(1)
     }
 
+    fn durable(&self) -> u64 {
+        self.status.durable_lsn.load(Ordering::Acquire)
+    }
+
     async fn run(mut self) {
         let mut stop_by: Option<Instant> = None;
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
                 let by = *stop_by.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
-                let durable = self.status.durable_lsn.load(Ordering::Acquire);
                 let done = match self.pos {
-                    Pos::Synced(w) => w >= durable,
+                    Pos::Synced(w) => w >= self.durable(),
                     Pos::Resync => true,
                 };
                 if done || self.broken || self.conn.is_none() || Instant::now() >= by {
@@ -249,7 +307,6 @@ impl Mirror {
             }
             let mut busy = false;
             if !self.broken {
-                busy |= self.read_wal() > 0;
                 if self.conn.is_none() && Instant::now() >= self.next_connect && stop_by.is_none() {
                     self.connect().await;
                 }
@@ -271,60 +328,6 @@ impl Mirror {
         tracing::info!(applied_lsn = self.applied, "Redis mirror stopped");
     }
 
-    // ---- the replica side ------------------------------------------------
-
-    /// Reads what is durable into the replica. Returns how many records.
-    fn read_wal(&mut self) -> usize {
-        let before = self.state.lsn();
-        let max = self.max();
-        let keep = self.conn.is_some()
-            && self.pending.len() < 4 * max
-            && matches!(self.pos, Pos::Synced(w) if w + self.pending.len() as u64 == before);
-        if !keep {
-            self.pending.clear();
-        }
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = self.tail.poll(max, &mut buf);
-        let n = buf.len();
-        for (lsn, ev) in buf.drain(..) {
-            if let Err(e) = self.state.apply(lsn, &ev) {
-                self.broken = true;
-                self.error(format!("the mirror's replica does not follow the WAL ({e}); the mirror stops"));
-                break;
-            }
-            if keep {
-                self.pending.push((lsn, ev));
-            }
-        }
-        self.buf = buf;
-        match result {
-            Ok(_) => {}
-            Err(TailError::Truncated(lsn)) => {
-                tracing::warn!(lsn, "the WAL the mirror's replica needs is gone; reloading from the newest snapshot");
-                self.reload();
-            }
-            Err(e) => self.error(format!("reading the WAL: {e}")),
-        }
-        n
-    }
-
-    /// Starts the replica again from the newest snapshot.
-    fn reload(&mut self) {
-        let mut source = None;
-        match load_replica(&mut source, &self.data_dir) {
-            Ok(r) => {
-                self.tail = Tailer::new(&self.data_dir, self.status.clone(), r.lsn);
-                self.state = MirrorState::new(r);
-                self.pos = Pos::Resync;
-                self.pending.clear();
-                self.catchup = None;
-            }
-            Err(e) => self.error(format!("cannot load a snapshot for the Redis mirror: {e}")),
-        }
-    }
-
-    // ---- the Redis side --------------------------------------------------
-
     fn error(&mut self, msg: String) {
         metrics::counter!("seckill_mirror_errors_total").increment(1);
         let mut last = lock(&self.shared.last_error);
@@ -339,8 +342,7 @@ impl Mirror {
         tracing::debug!(retry_in_ms = self.backoff_ms, "Redis mirror: retrying later");
         self.conn = None;
         self.shared.connected.store(false, Ordering::Release);
-        self.pending.clear();
-        self.catchup = None;
+        self.tail = None;
         self.next_connect = Instant::now() + Duration::from_millis(self.backoff_ms);
         self.backoff_ms = (self.backoff_ms * 2).min(self.cfg.backoff_max_ms.max(BACKOFF_MIN_MS));
         self.error(msg);
@@ -352,10 +354,10 @@ impl Mirror {
     }
 
     fn lost(&mut self, why: String) {
-        tracing::warn!(reason = %why, "Redis no longer holds the mirror; rewriting it from the replica");
+        tracing::warn!(reason = %why, "Redis no longer holds the mirror; rewriting it from the engine's state");
         self.pos = Pos::Resync;
-        self.pending.clear();
-        self.catchup = None;
+        self.tail = None;
+        self.in_flight = None;
     }
 
     async fn connect(&mut self) {
@@ -393,14 +395,16 @@ impl Mirror {
         let lsn = marks.first().cloned().flatten().and_then(|s| s.parse::<u64>().ok());
         let ours = marks.get(1).cloned().flatten().as_deref() == Some(self.run_id.as_str());
         tracing::info!(url = %redact(&self.cfg.url), redis_lsn = ?lsn, "Redis mirror connected");
+        let in_flight = self.in_flight.take();
         if let Pos::Synced(w) = self.pos {
-            match lsn {
-                // A write whose answer was lost may have landed: take it.
-                Some(x) if ours && x >= w && x <= self.state.lsn() => {
+            match (lsn, in_flight) {
+                (Some(x), _) if ours && x == w => {}
+                // The batch whose answer was lost landed: take it.
+                (Some(x), Some(f)) if ours && x == f.lsn => {
+                    self.state.commit(&f.plan);
                     self.pos = Pos::Synced(x);
                     self.applied = x;
-                    self.pending.retain(|(l, _)| *l > x);
-                    self.catchup = None;
+                    self.tail = None;
                 }
                 _ => self.lost(format!("Redis has LSN {lsn:?} (run id ours: {ours}), the mirror wrote {w}")),
             }
@@ -419,9 +423,7 @@ impl Mirror {
         }
         match self.pos {
             Pos::Resync => {
-                // Let the replica catch up with the log first: a resync
-                // writes it as it is.
-                if stopping || self.tail.lag_records() > self.max() as u64 {
+                if stopping {
                     return false;
                 }
                 match self.resync().await {
@@ -430,10 +432,7 @@ impl Mirror {
                 }
                 true
             }
-            Pos::Synced(w) if w < self.state.lsn() || !self.phase_due.is_empty() => {
-                self.write_step(w).await;
-                true
-            }
+            Pos::Synced(w) if w < self.durable() || !self.phase_due.is_empty() => self.write_step(w).await,
             Pos::Synced(w) => {
                 if Instant::now() >= self.next_check && !stopping {
                     self.check(w).await;
@@ -443,48 +442,58 @@ impl Mirror {
         }
     }
 
-    /// Writes the next batch after `w`.
-    async fn write_step(&mut self, w: u64) {
+    /// Writes the next batch after `w`. Returns whether it did anything.
+    async fn write_step(&mut self, w: u64) -> bool {
         let max = self.max();
-        let r = self.state.lsn();
-        let events: Vec<(u64, Event)> = if self.pending.first().is_some_and(|(l, _)| *l == w + 1) {
-            let k = self.pending.len().min(max);
-            self.pending.drain(..k).collect()
-        } else if w < r {
-            self.pending.clear();
-            if self.catchup.as_ref().is_none_or(|t| t.next_lsn() != w + 1) {
-                self.catchup = Some(Tailer::new(&self.data_dir, self.status.clone(), w));
-            }
-            let tail = self.catchup.as_mut().expect("set above");
-            let mut out = Vec::new();
-            match tail.poll(max.min((r - w) as usize), &mut out) {
-                Ok(_) => {}
-                Err(TailError::Truncated(_)) => {
-                    self.lost("the WAL records Redis lacks are gone".into());
-                    return;
-                }
-                Err(e) if out.is_empty() => {
-                    self.catchup = None;
-                    return self.error(format!("reading the WAL: {e}"));
-                }
-                Err(_) => self.catchup = None,
-            }
-            out
-        } else {
-            Vec::new()
+        if self.tail.as_ref().is_none_or(|t| t.next_lsn() != w + 1) {
+            self.tail = Some(Tailer::new(&self.data_dir, self.status.clone(), w));
+        }
+        let mut events = Vec::new();
+        let polled = match self.tail.as_mut() {
+            Some(t) => t.poll(max, &mut events),
+            None => Ok(0),
         };
-        let mut touched = Touched::default();
-        for (_, ev) in &events {
-            touched.add(ev);
+        match polled {
+            Ok(_) => {}
+            Err(TailError::Truncated(_)) => {
+                self.lost("the WAL records Redis lacks are gone".into());
+                return true;
+            }
+            Err(e) if events.is_empty() => {
+                self.tail = None;
+                self.error(format!("reading the WAL: {e}"));
+                return false;
+            }
+            Err(_) => self.tail = None,
         }
         let phases = std::mem::take(&mut self.phase_due);
-        touched.activities.extend(phases.iter().copied());
-        if events.is_empty() && touched.is_empty() {
-            return;
+        if events.is_empty() && phases.is_empty() {
+            return false;
         }
+        let to_read = state::orders_to_read(&events);
+        let known = if to_read.is_empty() {
+            HashMap::new()
+        } else {
+            match self.read_orders(&to_read).await {
+                Ok(k) => k,
+                Err(e) => {
+                    self.phase_due.extend(phases);
+                    self.fail(e);
+                    return true;
+                }
+            }
+        };
+        let plan = match state::plan(&self.state, &events, &known) {
+            Ok(p) => p,
+            Err(why) => {
+                self.lost(why);
+                return true;
+            }
+        };
         let new_lsn = events.last().map_or(w, |(l, _)| *l);
-        match self.write_batch(w, new_lsn, &events, &touched).await {
+        match self.write_batch(w, new_lsn, &events, &plan, &phases).await {
             Ok(Outcome::Applied) => {
+                self.state.commit(&plan);
                 self.pos = Pos::Synced(new_lsn);
                 self.applied = new_lsn;
                 metrics::counter!("seckill_mirror_records_total").increment(events.len() as u64);
@@ -493,57 +502,98 @@ impl Mirror {
             Ok(Outcome::Lost(why)) => self.lost(why),
             Err(e) => {
                 self.phase_due.extend(phases);
+                if new_lsn > w {
+                    self.in_flight = Some(InFlight { lsn: new_lsn, plan });
+                }
                 self.fail(e);
             }
         }
+        true
     }
 
-    /// The changed hashes, with their values in the replica now.
-    fn add_writes(&mut self, p: &mut Pipeline, touched: &Touched) {
-        let now_ms = self.cfg.clock.now_ms();
-        let replica = &self.state.replica;
-        for id in &touched.products {
-            if let Some(prod) = replica.products.get(id) {
-                hset(p, self.keys.product(*id), keys::product_fields(prod));
-            }
+    /// Quantity, amount and status of orders older than the batch, from
+    /// their hashes (one pipelined round trip). An order Redis lacks is
+    /// left out (the plan then says Redis lost the mirror).
+    async fn read_orders(&self, ids: &[OrderId]) -> Result<HashMap<OrderId, KnownOrder>, String> {
+        let mut p = redis::pipe();
+        for id in ids {
+            p.cmd("HMGET").arg(self.keys.order(*id)).arg("quantity").arg("amount_cents").arg("status");
         }
-        for id in &touched.activities {
-            if let Some((a, _)) = replica.activities.get(id) {
-                let (total, remaining) = self.state.stock(*id);
-                hset(p, self.keys.activity(*id), keys::activity_fields(a, total, remaining, now_ms));
-                for t in [a.starts_at_ms, a.ends_at_ms] {
-                    if t > now_ms {
-                        self.boundaries.insert((t, *id));
-                    }
-                }
-            }
-        }
-        for id in &touched.orders {
-            if let Some(o) = replica.orders.get(id) {
-                hset(p, self.keys.order(*id), keys::order_fields(o));
-            }
-        }
-        for &(a, u) in &touched.purchased {
-            match self.state.purchased(a, u) {
-                0 => p.cmd("HDEL").arg(self.keys.purchased(a)).arg(u),
-                n => p.cmd("HSET").arg(self.keys.purchased(a)).arg(u).arg(n),
+        let mut conn = self.conn.clone().ok_or("not connected")?;
+        let rows: Vec<Vec<Option<String>>> = query(&mut conn, &p, self.op_timeout()).await?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for (id, row) in ids.iter().zip(rows) {
+            let (Some(Some(q)), Some(Some(a)), Some(Some(s))) = (row.first(), row.get(1), row.get(2)) else {
+                continue;
             };
+            let status = OrderStatus::ALL.into_iter().find(|x| x.as_str() == s.as_str());
+            if let (Ok(quantity), Ok(amount_cents), Some(status)) = (q.parse(), a.parse(), status) {
+                out.insert(*id, KnownOrder { quantity, amount_cents, status });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The changed hashes: products and activities whole, orders created
+    /// in the batch whole, older orders only their `status`, buyers' units
+    /// by increments (one script call per activity).
+    fn add_writes(&mut self, p: &mut Pipeline, plan: &Plan, phases: &BTreeSet<u64>) {
+        let now_ms = self.cfg.clock.now_ms();
+        for (id, prod) in &plan.products {
+            hset(p, self.keys.product(*id), keys::product_fields(prod));
+        }
+        let mut activities = plan.touched_activities();
+        activities.extend(phases.iter().copied());
+        for id in &activities {
+            let Some(a) = plan.activities.get(id).or_else(|| self.state.activities.get(id)) else { continue };
+            let (total, remaining) = a.stock();
+            hset(p, self.keys.activity(*id), keys::activity_fields(&a.activity, total, remaining, now_ms));
+            for t in [a.activity.starts_at_ms, a.activity.ends_at_ms] {
+                if t > now_ms {
+                    self.boundaries.insert((t, *id));
+                }
+            }
+        }
+        for (id, o) in &plan.created {
+            keys::order_args(p.cmd("HSET").arg(self.keys.order(*id)), o);
+        }
+        for (id, status) in &plan.changed {
+            p.cmd("HSET").arg(self.keys.order(*id)).arg("status").arg(status.as_str());
+        }
+        for (activity_id, buyers) in &plan.purchased {
+            let c = p.cmd("EVAL").arg(PURCHASED_LUA).arg(1).arg(self.keys.purchased(*activity_id));
+            for (user, delta) in buyers {
+                c.arg(*user).arg(*delta);
+            }
         }
     }
 
-    /// Appends XADDs for the order events among `events`; returns the id
-    /// of the last one (or `prev` if none).
-    fn add_events(&self, p: &mut Pipeline, events: &[(u64, Event)], mut prev: String) -> String {
+    /// Appends XADDs for the order events among `events`, then one
+    /// `XTRIM … MAXLEN ~` (once per batch rather than per entry); returns
+    /// the id of the last one (or `prev` if none). `order` gives (quantity,
+    /// amount_cents) of an order.
+    fn add_events(
+        &self,
+        p: &mut Pipeline,
+        events: &[(u64, Event)],
+        mut prev: String,
+        order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
+    ) -> String {
+        let mut added = false;
+        let key = self.keys.events();
         for (lsn, ev) in events {
-            if let Some(fields) = keys::event_fields(*lsn, ev, &prev, &self.state) {
-                let id = event_id(*lsn);
-                let c = p.cmd("XADD").arg(self.keys.events()).arg("MAXLEN").arg("~").arg(self.cfg.stream_maxlen);
-                c.arg(&id);
-                for (f, v) in fields {
-                    c.arg(f).arg(v);
-                }
-                prev = id;
+            // An order unknown to `order` gets no entry (never happens: the
+            // plan or the replica has every order an event names).
+            if !keys::is_order_event(ev) || (!matches!(ev, Event::OrderCreated(_)) && !has_order(ev, order)) {
+                continue;
             }
+            let id = event_id(*lsn);
+            keys::event_args(p.cmd("XADD").arg(&key).arg(&id), *lsn, ev, &prev, order);
+            prev = id;
+            added = true;
+        }
+        if added {
+            p.cmd("XTRIM").arg(&key).arg("MAXLEN").arg("~").arg(self.cfg.stream_maxlen);
         }
         prev
     }
@@ -555,14 +605,15 @@ impl Mirror {
         w: u64,
         new_lsn: u64,
         events: &[(u64, Event)],
-        touched: &Touched,
+        plan: &Plan,
+        phases: &BTreeSet<u64>,
     ) -> Result<Outcome, String> {
         let mut p = redis::pipe();
         p.atomic().ignore_errors();
         p.cmd("GET").arg(self.keys.lsn());
         p.cmd("GET").arg(self.keys.run());
-        self.add_writes(&mut p, touched);
-        let last_id = self.add_events(&mut p, events, self.last_id.clone());
+        self.add_writes(&mut p, plan, phases);
+        let last_id = self.add_events(&mut p, events, self.last_id.clone(), &|id| plan.event_orders.get(id).copied());
         p.cmd("SET").arg(self.keys.lsn()).arg(new_lsn);
         let mut conn = self.conn.clone().ok_or("not connected")?;
         let reply: Value = query(&mut conn, &p, self.op_timeout()).await?;
@@ -602,17 +653,25 @@ impl Mirror {
         }
     }
 
-    /// Rewrites Redis from the replica, at the replica's LSN.
+    /// Rewrites Redis from the engine's state (built now from the newest
+    /// snapshot and the WAL, dropped at the end), at that state's LSN.
     async fn resync(&mut self) -> Result<(), String> {
         let started = Instant::now();
-        let r = self.state.lsn();
+        let replica = match build_replica(self.given.take(), &self.data_dir, &self.status) {
+            Ok(r) => r,
+            Err(BuildError::Io(e)) => return Err(format!("building the state to rewrite Redis from: {e}")),
+            Err(BuildError::Broken(e)) => {
+                self.broken = true;
+                let msg = format!("{e}; the Redis mirror stops");
+                tracing::error!("{msg}");
+                *lock(&self.shared.last_error) = Some(msg.clone());
+                return Ok(());
+            }
+        };
+        let r = replica.lsn;
         let t = self.op_timeout();
         let mut conn = self.conn.clone().ok_or("not connected")?;
-        tracing::info!(
-            lsn = r,
-            orders = self.state.replica.orders.len(),
-            "Redis mirror: rewriting Redis from the replica"
-        );
+        tracing::info!(lsn = r, orders = replica.orders.len(), "Redis mirror: rewriting Redis from the engine's state");
 
         // Ours from now on, and not consistent until the LSN is back.
         let mut p = redis::pipe();
@@ -650,12 +709,14 @@ impl Mirror {
         if gap {
             prev.clear(); // what came before the first added event is unknown
         }
-        if from < r && !self.backfill(&mut conn, from, r, &mut prev).await? {
+        if from < r && !self.backfill(&mut conn, &replica, from, r, &mut prev).await? {
             gap = true;
         }
 
-        self.write_all(&mut conn).await?;
-        self.sweep(&mut conn).await?;
+        let state = MirrorState::from_replica(&replica);
+        self.write_all(&mut conn, &replica, &state).await?;
+        self.sweep(&mut conn, &replica).await?;
+        drop(replica);
 
         let mut p = redis::pipe();
         p.atomic();
@@ -677,10 +738,11 @@ impl Mirror {
         p.cmd("SET").arg(self.keys.run()).arg(&self.run_id).ignore();
         let (id,): (String,) = query(&mut conn, &p, t).await?;
         self.last_id = id;
+        self.state = state;
         self.pos = Pos::Synced(r);
         self.applied = r;
-        self.pending.clear();
-        self.catchup = None;
+        self.tail = None;
+        self.in_flight = None;
         self.shared.resyncs.fetch_add(1, Ordering::AcqRel);
         metrics::counter!("seckill_mirror_resyncs_total").increment(1);
         tracing::info!(lsn = r, gap, took_ms = started.elapsed().as_millis() as u64, "Redis mirror: resync done");
@@ -692,6 +754,7 @@ impl Mirror {
     async fn backfill(
         &self,
         conn: &mut MultiplexedConnection,
+        replica: &Replica,
         from: u64,
         to: u64,
         prev: &mut String,
@@ -699,6 +762,8 @@ impl Mirror {
         let mut tail = Tailer::new(&self.data_dir, self.status.clone(), from);
         let mut out = Vec::new();
         let mut at = from;
+        // Quantity and amount never change after an order is created.
+        let order = |id: &OrderId| replica.orders.get(id).map(|o| (o.quantity, o.amount_cents));
         while at < to {
             out.clear();
             match tail.poll(self.max().min((to - at) as usize), &mut out) {
@@ -711,7 +776,7 @@ impl Mirror {
             }
             at = out.last().map_or(at, |(l, _)| *l);
             let mut p = redis::pipe();
-            let next = self.add_events(&mut p, &out, prev.clone());
+            let next = self.add_events(&mut p, &out, prev.clone(), &order);
             if !p.is_empty() {
                 query::<Value>(conn, &p, self.op_timeout()).await?;
             }
@@ -720,28 +785,34 @@ impl Mirror {
         Ok(true)
     }
 
-    /// Writes every product, activity, order and purchase of the replica.
-    async fn write_all(&mut self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+    /// Writes every product, activity, order and purchase of `replica`.
+    async fn write_all(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        replica: &Replica,
+        state: &MirrorState,
+    ) -> Result<(), String> {
         let chunk = self.cfg.resync_chunk.max(1);
         let t = self.op_timeout();
         let now_ms = self.cfg.clock.now_ms();
-        let replica = &self.state.replica;
         let mut p = redis::pipe();
-        for (id, prod) in &replica.products {
+        for (id, prod) in &state.products {
             hset(&mut p, self.keys.product(*id), keys::product_fields(prod));
         }
         let mut boundaries = Vec::new();
-        for (id, (a, _)) in &replica.activities {
-            let (total, remaining) = self.state.stock(*id);
-            hset(&mut p, self.keys.activity(*id), keys::activity_fields(a, total, remaining, now_ms));
-            boundaries.extend([a.starts_at_ms, a.ends_at_ms].into_iter().filter(|t| *t > now_ms).map(|t| (t, *id)));
+        for (id, a) in &state.activities {
+            let (total, remaining) = a.stock();
+            hset(&mut p, self.keys.activity(*id), keys::activity_fields(&a.activity, total, remaining, now_ms));
+            boundaries.extend(
+                [a.activity.starts_at_ms, a.activity.ends_at_ms].into_iter().filter(|t| *t > now_ms).map(|t| (t, *id)),
+            );
             if p.len() >= chunk {
                 query::<Value>(conn, &p, t).await?;
                 p = redis::pipe();
             }
         }
         for o in replica.orders.values() {
-            hset(&mut p, self.keys.order(o.id), keys::order_fields(o));
+            keys::order_args(p.cmd("HSET").arg(self.keys.order(o.id)), o);
             if p.len() >= chunk {
                 query::<Value>(conn, &p, t).await?;
                 p = redis::pipe();
@@ -749,9 +820,9 @@ impl Mirror {
         }
         // Purchased hashes are built aside and renamed in place, so a
         // reader never sees one half written.
-        let mut by_activity: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
-        for (a, u, n) in self.state.all_purchased() {
-            by_activity.entry(a).or_default().push((u, n));
+        let mut by_activity: BTreeMap<u64, BTreeMap<u64, u64>> = BTreeMap::new();
+        for o in replica.orders.values().filter(|o| o.status.holds_stock()) {
+            *by_activity.entry(o.activity_id).or_default().entry(o.user_id).or_default() += u64::from(o.quantity);
         }
         for id in replica.activities.keys() {
             let key = self.keys.purchased(*id);
@@ -761,6 +832,7 @@ impl Mirror {
             };
             let scratch = self.keys.purchased_scratch(*id);
             p.cmd("DEL").arg(&scratch);
+            let buyers: Vec<(u64, u64)> = buyers.iter().map(|(u, n)| (*u, *n)).collect();
             for part in buyers.chunks(chunk) {
                 let c = p.cmd("HSET").arg(&scratch);
                 for (u, n) in part {
@@ -780,10 +852,10 @@ impl Mirror {
 
     /// Deletes keys under the prefix that the replica does not have (orders
     /// of another history, scratch of an interrupted resync).
-    async fn sweep(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+    async fn sweep(&self, conn: &mut MultiplexedConnection, replica: &Replica) -> Result<(), String> {
         let t = self.op_timeout();
-        let replica = &self.state.replica;
-        let buyers: HashSet<u64> = self.state.all_purchased().map(|(a, _, _)| a).collect();
+        let buyers: HashSet<u64> =
+            replica.orders.values().filter(|o| o.status.holds_stock()).map(|o| o.activity_id).collect();
         let pattern = self.keys.pattern();
         let mut cursor: u64 = 0;
         loop {
@@ -828,20 +900,20 @@ impl Mirror {
                 tracing::warn!(
                     behind = durable - w,
                     budget = self.cfg.wal_budget_records,
-                    "Redis mirror is past its WAL budget: releasing the WAL it held; Redis will be rewritten from the replica"
+                    "Redis mirror is past its WAL budget: releasing the WAL it held; Redis will be rewritten from the engine's state"
                 );
                 self.pos = Pos::Resync;
-                self.pending.clear();
-                self.catchup = None;
+                self.tail = None;
+                self.in_flight = None;
             }
         }
-        // Redis's position while it can catch up from the log; the
-        // replica's when a resync will rewrite Redis anyway.
-        // A mirror that stopped following the log holds nothing.
+        // Redis's position while it can catch up from the log. A resync
+        // starts from the newest snapshot, whose WAL the engine keeps
+        // anyway; a mirror that stopped following the log holds nothing.
         let checkpoint = match self.pos {
             _ if self.broken => None,
             Pos::Synced(w) => Some(w),
-            Pos::Resync => Some(self.state.lsn()),
+            Pos::Resync => None,
         };
         if self.checkpoint_at != checkpoint {
             match checkpoint {

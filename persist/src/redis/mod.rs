@@ -1,13 +1,16 @@
 //! The Redis mirror: a read-only copy of engine state in Redis plus an
 //! event stream, for other services (docs/REDIS.md is their contract).
 //!
-//! It tails the WAL like the persister, keeps its own `Replica` current
-//! from the records, and writes each batch of records to Redis as one
-//! MULTI/EXEC pipeline: the changed hashes (coalesced: each key once, with
-//! its value after the batch), one stream entry per order event, and
-//! `{prefix}mirror:lsn`. When Redis lost data (the LSN key is gone, the run
-//! id changed, the LSN went back) or fell further behind than the WAL
-//! budget, it rewrites Redis from its replica (a resync) and goes on.
+//! It tails the WAL like the persister and writes each batch of records to
+//! Redis as one MULTI/EXEC pipeline: the changed hashes (coalesced: each key
+//! once), buyers' units by increments, one stream entry per order event, and
+//! `{prefix}mirror:lsn`. It keeps no copy of the orders: between batches it
+//! holds the catalog and per-activity counters only, and reads what a batch
+//! needs about older orders from Redis. When Redis lost data (the LSN key is
+//! gone, the run id changed, the LSN went back) or fell further behind than
+//! the WAL budget, it rewrites Redis (a resync) from the engine's state,
+//! built for the occasion from the newest snapshot plus the WAL and dropped
+//! afterwards, and goes on.
 //!
 //! It runs on its own thread with a one-thread tokio runtime. Nothing it
 //! does can block the engine: it only reads the WAL, and Redis being slow
@@ -63,7 +66,7 @@ pub struct MirrorConfig {
     /// `XADD … MAXLEN ~ stream_maxlen`: entries kept in the event stream.
     pub stream_maxlen: u64,
     /// Records the mirror may fall behind before it stops holding WAL for
-    /// Redis (and resyncs from its replica when Redis is back).
+    /// Redis (and resyncs from snapshot + WAL when Redis is back).
     pub wal_budget_records: u64,
     /// While idle, how often the mirror checks that Redis still has the
     /// mirror (a FLUSHDB or a Redis restart is repaired within this).
@@ -128,7 +131,8 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Where the mirror's replica starts.
+/// Where the state for the mirror's first resync comes from (it is built,
+/// written to Redis and dropped; later resyncs always use `Snapshots`).
 pub enum ReplicaSource {
     /// The newest snapshot under `<data_dir>/snapshots` (none: empty),
     /// then the WAL after it. Needs nothing from the caller.
@@ -152,8 +156,8 @@ pub struct MirrorStats {
     /// saw, taken when Redis had it), in ms.
     pub lag_p99_ms: u64,
     pub connected: bool,
-    /// True while Redis must be rewritten from the replica (after data
-    /// loss, at start, or past the WAL budget).
+    /// True while Redis must be rewritten from the engine's state (after
+    /// data loss, at start, or past the WAL budget).
     pub resync_pending: bool,
     pub resyncs: u64,
     pub last_error: Option<String>,
@@ -335,8 +339,8 @@ pub fn probe(url: &str, timeout: std::time::Duration) -> Result<(), String> {
     ::redis::cmd("PING").query::<String>(&mut conn).map(|_| ()).map_err(|e| format!("{}: {e}", redact(url)))
 }
 
-/// Starts the mirror on its own thread. Returns at once: the replica is
-/// loaded, Redis connected and resynced in the background. A bad URL or an
+/// Starts the mirror on its own thread. Returns at once: Redis is
+/// connected and resynced in the background. A bad URL or an
 /// unreachable Redis is not an error here; it shows in `last_error` and
 /// the mirror keeps trying.
 pub fn spawn(

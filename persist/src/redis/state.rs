@@ -1,131 +1,282 @@
-//! The mirror's own copy of engine state: a `Replica` kept current from the
-//! WAL, plus the two sums Redis shows that a replica does not keep (units
-//! held per activity and per buyer), so a batch never scans every order.
+//! What the mirror keeps between batches: the catalog (products, activities
+//! with the tokens ever added and the units held) and nothing per order or
+//! per buyer. Orders live in Redis; a batch that changes an order it did not
+//! create reads that order's quantity and status from Redis first (one
+//! round trip), and buyers' units move by increments in Redis. A resync
+//! builds the whole state transiently (snapshot + WAL) and drops it.
 
 use seckill_engine::event::Event;
-use seckill_engine::replica::{Replica, ReplicaError};
-use seckill_proto::OrderId;
-use std::collections::{BTreeSet, HashMap};
+use seckill_engine::replica::Replica;
+use seckill_engine::{Activity, Order, Product};
+use seckill_proto::{OrderId, OrderStatus};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// One activity as the mirror shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ActivityState {
+    pub activity: Activity,
+    /// Every token ever added.
+    pub added: u64,
+    /// Units held by pending, paid and shipped orders.
+    pub held: u64,
+}
+
+impl ActivityState {
+    /// (total stock, remaining)
+    pub fn stock(&self) -> (u64, u64) {
+        (self.added, self.added.saturating_sub(self.held))
+    }
+}
+
+#[derive(Debug, Default)]
 pub(crate) struct MirrorState {
-    pub replica: Replica,
-    /// Units held (pending + paid + shipped orders) per activity.
-    held: HashMap<u64, u64>,
-    /// Units held per (activity, user); absent when zero.
-    purchased: HashMap<(u64, u64), u64>,
+    pub products: BTreeMap<u64, Product>,
+    pub activities: BTreeMap<u64, ActivityState>,
 }
 
 impl MirrorState {
-    pub fn new(replica: Replica) -> Self {
-        let mut s = Self { replica, held: HashMap::new(), purchased: HashMap::new() };
-        let holding: Vec<_> = s
-            .replica
-            .orders
-            .values()
-            .filter(|o| o.status.holds_stock())
-            .map(|o| (o.activity_id, o.user_id, o.quantity as u64))
-            .collect();
-        for (a, u, q) in holding {
-            s.hold(a, u, q as i64);
+    pub fn from_replica(r: &Replica) -> Self {
+        let held = r.held_by_activity();
+        Self {
+            products: r.products.clone(),
+            activities: r
+                .activities
+                .iter()
+                .map(|(id, (a, added))| {
+                    let held = held.get(id).copied().unwrap_or(0);
+                    (*id, ActivityState { activity: a.clone(), added: *added, held })
+                })
+                .collect(),
         }
-        s
     }
+}
 
-    /// The LSN of the last record applied.
-    pub fn lsn(&self) -> u64 {
-        self.replica.lsn
-    }
+/// What Redis says about an order a batch changes but did not create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KnownOrder {
+    pub quantity: u32,
+    pub amount_cents: u64,
+    pub status: OrderStatus,
+}
 
-    pub fn apply(&mut self, lsn: u64, ev: &Event) -> Result<(), ReplicaError> {
-        let before = match ev {
-            Event::OrderStatusChanged { order_id, .. } => self.replica.orders.get(order_id).copied(),
-            _ => None,
-        };
-        self.replica.apply(lsn, ev)?;
+/// Orders whose status `records` change without creating them first:
+/// their quantity and status must be read from Redis.
+pub(crate) fn orders_to_read(records: &[(u64, Event)]) -> Vec<OrderId> {
+    let mut created = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (_, ev) in records {
         match ev {
-            Event::OrderCreated(o) if o.status.holds_stock() => self.hold(o.activity_id, o.user_id, o.quantity as i64),
-            Event::OrderStatusChanged { status, .. } => {
-                if let Some(o) = before {
-                    let q = o.quantity as i64;
-                    match (o.status.holds_stock(), status.holds_stock()) {
-                        (true, false) => self.hold(o.activity_id, o.user_id, -q),
-                        (false, true) => self.hold(o.activity_id, o.user_id, q),
-                        _ => {}
-                    }
-                }
+            Event::OrderCreated(o) => {
+                created.insert(o.id);
+            }
+            Event::OrderStatusChanged { order_id, .. } if !created.contains(order_id) && seen.insert(*order_id) => {
+                out.push(*order_id);
             }
             _ => {}
         }
-        Ok(())
     }
+    out
+}
 
-    fn hold(&mut self, activity_id: u64, user_id: u64, delta: i64) {
-        let h = self.held.entry(activity_id).or_insert(0);
-        *h = h.saturating_add_signed(delta);
-        let p = self.purchased.entry((activity_id, user_id)).or_insert(0);
-        *p = p.saturating_add_signed(delta);
-        if *p == 0 {
-            self.purchased.remove(&(activity_id, user_id));
+/// One batch of records planned against the state before it: what to
+/// write to Redis, and the activities and products as they are after it
+/// (applied to the state only once Redis has the batch).
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub products: BTreeMap<u64, Product>,
+    pub activities: BTreeMap<u64, ActivityState>,
+    /// Orders created in the batch, as they are at its end (one full HSET).
+    pub created: BTreeMap<OrderId, Order>,
+    /// Orders created before the batch whose status changed: the new status.
+    pub changed: BTreeMap<OrderId, OrderStatus>,
+    /// (activity, user) → change of units held (an increment in Redis).
+    pub purchased: BTreeMap<u64, BTreeMap<u64, i64>>,
+    /// Per order event: (quantity, amount_cents) for its stream entry.
+    pub event_orders: HashMap<OrderId, (u32, u64)>,
+}
+
+impl Plan {
+    /// Activities whose hash must be rewritten (stock or configuration).
+    pub fn touched_activities(&self) -> BTreeSet<u64> {
+        self.activities.keys().copied().collect()
+    }
+}
+
+/// Plans `records` against `state` and the orders read from Redis.
+pub(crate) fn plan(
+    state: &MirrorState,
+    records: &[(u64, Event)],
+    known: &HashMap<OrderId, KnownOrder>,
+) -> Result<Plan, String> {
+    let mut p = Plan::default();
+    let mut current: HashMap<OrderId, KnownOrder> = HashMap::new();
+    fn act<'a>(p: &'a mut Plan, state: &MirrorState, id: u64) -> Option<&'a mut ActivityState> {
+        match p.activities.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => Some(e.insert(state.activities.get(&id)?.clone())),
         }
     }
-
-    /// (total stock ever added, remaining) of an activity.
-    pub fn stock(&self, activity_id: u64) -> (u64, u64) {
-        let added = self.replica.activities.get(&activity_id).map_or(0, |(_, n)| *n);
-        let held = self.held.get(&activity_id).copied().unwrap_or(0);
-        (added, added.saturating_sub(held))
-    }
-
-    /// Units `user_id` holds in `activity_id` (0: none).
-    pub fn purchased(&self, activity_id: u64, user_id: u64) -> u64 {
-        self.purchased.get(&(activity_id, user_id)).copied().unwrap_or(0)
-    }
-
-    /// Every (activity, user, units held), in no particular order.
-    pub fn all_purchased(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        self.purchased.iter().map(|(&(a, u), &n)| (a, u, n))
-    }
-}
-
-/// Keys a run of records changed, so a batch writes each once (coalesced)
-/// with its value after the batch.
-#[derive(Default, Debug)]
-pub(crate) struct Touched {
-    pub products: BTreeSet<u64>,
-    pub activities: BTreeSet<u64>,
-    pub orders: BTreeSet<OrderId>,
-    pub purchased: BTreeSet<(u64, u64)>,
-}
-
-impl Touched {
-    pub fn add(&mut self, ev: &Event) {
+    for (lsn, ev) in records {
         match ev {
-            Event::ProductCreated(p) => {
-                self.products.insert(p.id);
+            Event::ProductCreated(prod) => {
+                p.products.insert(prod.id, prod.clone());
             }
-            Event::ActivityUpserted(a) => {
-                self.activities.insert(a.id);
-            }
-            Event::StockAdded { activity_id, .. } => {
-                self.activities.insert(*activity_id);
-            }
-            Event::OrderCreated(o) => {
-                self.orders.insert(o.id);
-                self.activities.insert(o.activity_id);
-                self.purchased.insert((o.activity_id, o.user_id));
-            }
-            Event::OrderStatusChanged { order_id, user_id, activity_id, status, .. } => {
-                self.orders.insert(*order_id);
-                if !status.holds_stock() {
-                    self.activities.insert(*activity_id);
-                    self.purchased.insert((*activity_id, *user_id));
+            Event::ActivityUpserted(a) => match act(&mut p, state, a.id) {
+                Some(s) => s.activity = a.clone(),
+                None => {
+                    p.activities.insert(a.id, ActivityState { activity: a.clone(), added: 0, held: 0 });
                 }
+            },
+            Event::StockAdded { activity_id, amount } => {
+                let s = act(&mut p, state, *activity_id)
+                    .ok_or_else(|| format!("LSN {lsn} adds stock to unknown activity {activity_id}"))?;
+                s.added = s.added.saturating_add(*amount);
             }
             Event::QuotaSet { .. } | Event::PaymentRefused { .. } => {}
+            Event::OrderCreated(o) => {
+                if o.status.holds_stock() {
+                    let s = act(&mut p, state, o.activity_id)
+                        .ok_or_else(|| format!("LSN {lsn}: order {} of unknown activity {}", o.id, o.activity_id))?;
+                    s.held = s.held.saturating_add(u64::from(o.quantity));
+                    *p.purchased.entry(o.activity_id).or_default().entry(o.user_id).or_default() +=
+                        i64::from(o.quantity);
+                }
+                current
+                    .insert(o.id, KnownOrder { quantity: o.quantity, amount_cents: o.amount_cents, status: o.status });
+                p.created.insert(o.id, *o);
+                p.event_orders.insert(o.id, (o.quantity, o.amount_cents));
+            }
+            Event::OrderStatusChanged { order_id, user_id, activity_id, status, txn, .. } => {
+                let before = match current.get(order_id) {
+                    Some(k) => *k,
+                    None => *known.get(order_id).ok_or_else(|| format!("order {order_id} is not in Redis"))?,
+                };
+                let q = i64::from(before.quantity);
+                let delta = match (before.status.holds_stock(), status.holds_stock()) {
+                    (true, false) => -q,
+                    (false, true) => q,
+                    _ => 0,
+                };
+                if delta != 0 {
+                    let s = act(&mut p, state, *activity_id)
+                        .ok_or_else(|| format!("LSN {lsn}: order {order_id} of unknown activity {activity_id}"))?;
+                    s.held = s.held.saturating_add_signed(delta);
+                    *p.purchased.entry(*activity_id).or_default().entry(*user_id).or_default() += delta;
+                }
+                current.insert(*order_id, KnownOrder { status: *status, ..before });
+                match p.created.get_mut(order_id) {
+                    Some(o) => {
+                        o.status = *status;
+                        if *status == OrderStatus::Paid {
+                            o.paid_txn = *txn;
+                        }
+                    }
+                    None => {
+                        p.changed.insert(*order_id, *status);
+                    }
+                }
+                p.event_orders.insert(*order_id, (before.quantity, before.amount_cents));
+            }
+        }
+    }
+    for buyers in p.purchased.values_mut() {
+        buyers.retain(|_, d| *d != 0);
+    }
+    p.purchased.retain(|_, b| !b.is_empty());
+    Ok(p)
+}
+
+impl MirrorState {
+    /// The batch is in Redis: take its activities and products.
+    pub fn commit(&mut self, plan: &Plan) {
+        for (id, prod) in &plan.products {
+            self.products.insert(*id, prod.clone());
+        }
+        for (id, a) in &plan.activities {
+            self.activities.insert(*id, a.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(id: u64) -> Activity {
+        Activity {
+            id,
+            product_id: 0,
+            product_name: String::new(),
+            title: "t".into(),
+            price_cents: 100,
+            starts_at_ms: 0,
+            ends_at_ms: u64::MAX / 2,
+            per_user_limit: 2,
+            payment_timeout_s: 60,
+            require_buy_token: false,
+            gate_factor: 5,
+            status: seckill_engine::ActivityStatus::Active,
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.products.is_empty() && self.activities.is_empty() && self.orders.is_empty() && self.purchased.is_empty()
+    fn order(seq: u128, user: u64, q: u32) -> Order {
+        Order {
+            id: OrderId(OrderId::first_at(1_700_000_000_000, 0).0 + seq),
+            user_id: user,
+            activity_id: 1,
+            quantity: q,
+            amount_cents: 100 * u64::from(q),
+            status: OrderStatus::PendingPayment,
+            created_at_ms: 1,
+            pay_before_ms: 2,
+            idempotency_key: 0,
+            paid_txn: 0,
+        }
+    }
+
+    fn change(o: &Order, status: OrderStatus) -> Event {
+        Event::OrderStatusChanged {
+            order_id: o.id,
+            user_id: o.user_id,
+            activity_id: o.activity_id,
+            status,
+            at_ms: 5,
+            txn: 9,
+        }
+    }
+
+    #[test]
+    fn a_batch_moves_counters_and_needs_redis_only_for_older_orders() {
+        let mut state = MirrorState::default();
+        state.activities.insert(1, ActivityState { activity: activity(1), added: 10, held: 3 });
+        let old = order(1, 7, 3);
+        let (a, b) = (order(2, 10, 2), order(3, 11, 1));
+        let recs = vec![
+            (5, Event::OrderCreated(a)),
+            (6, Event::OrderCreated(b)),
+            (7, change(&a, OrderStatus::Cancelled)),
+            (8, change(&b, OrderStatus::Paid)),
+            (9, change(&old, OrderStatus::Expired)),
+            (10, change(&old, OrderStatus::Expired)),
+        ];
+        assert_eq!(orders_to_read(&recs), vec![old.id]);
+        assert!(plan(&state, &recs, &HashMap::new()).unwrap_err().contains("not in Redis"));
+        let known = HashMap::from([(
+            old.id,
+            KnownOrder { quantity: 3, amount_cents: 300, status: OrderStatus::PendingPayment },
+        )]);
+        let p = plan(&state, &recs, &known).expect("plan");
+        assert_eq!(p.activities[&1].stock(), (10, 10 - 1), "only b holds: 3 + 2 + 1 - 2 - 3");
+        assert_eq!(p.purchased[&1].get(&10), None, "user 10 gave back what they took");
+        assert_eq!(p.purchased[&1][&11], 1);
+        assert_eq!(p.purchased[&1][&7], -3, "the repeat changed nothing");
+        assert_eq!(p.created[&a.id].status, OrderStatus::Cancelled);
+        assert_eq!(p.created[&b.id].paid_txn, 9);
+        assert_eq!(p.changed[&old.id], OrderStatus::Expired);
+        assert_eq!(p.event_orders[&old.id], (3, 300));
+        assert_eq!(state.activities[&1].held, 3, "the state moves only on commit");
+        state.commit(&p);
+        assert_eq!(state.activities[&1].held, 1);
     }
 }
