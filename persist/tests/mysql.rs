@@ -913,7 +913,7 @@ fn a_long_outage_past_the_wal_budget_keeps_the_wal_bounded() {
     let mut cfg = NodeConfig::new(dir.path());
     cfg.durability = Durability::None;
     cfg.segment_bytes_max = 16 * 1024;
-    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096 };
+    cfg.engine = EngineConfig { shards: 2, queue_capacity: 4096, ..EngineConfig::default() };
     let node = Node::open(cfg, Arc::new(SystemClock)).expect("node");
     let engine = node.engine.clone();
     let a = engine.create_activity(spec("sale", 20_000, 1, 1800)).expect("a");
