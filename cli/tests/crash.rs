@@ -14,6 +14,11 @@
 mod common;
 
 use common::EngineProc;
+
+/// The wire key of the engines `EngineProc` starts (from their auth secret).
+fn wire_key() -> seckill_proto::handshake::WireKey {
+    seckill_proto::handshake::WireKey::derive(common::AUTH_SECRET.as_bytes())
+}
 use rand::{Rng, SeedableRng};
 use seckill_engine::client::Pool;
 use seckill_engine::server::Address;
@@ -67,7 +72,7 @@ fn acknowledged_orders_survive_kill_9() {
     let mut known: HashMap<OrderId, Known> = HashMap::new();
     let mut total_acked = 0usize;
     for cycle in 0..cycles {
-        let pool = Arc::new(Pool::connect(&addr, 2).expect("connect"));
+        let pool = Arc::new(Pool::connect(&addr, 2, &wire_key()).expect("connect"));
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..CLIENTS)
             .map(|c| {
@@ -171,9 +176,9 @@ fn client(
 }
 
 fn check(addr: &Address, activity_id: u64, known: &mut HashMap<OrderId, Known>, cycle: usize) {
-    let pool = Pool::connect(addr, 1).expect("connect after restart");
+    let pool = Pool::connect(addr, 1, &wire_key()).expect("connect after restart");
     for (id, k) in known.iter_mut() {
-        match pool.call(&Request::GetOrder { user_id: None, order_id: *id }).expect("get order") {
+        match pool.call(&Request::GetOrder { user_id: Some(k.user_id), order_id: *id }).expect("get order") {
             Response::Order(o) => {
                 assert!(
                     o.status == k.acked || k.maybe.contains(&o.status),

@@ -7,6 +7,7 @@ use crate::server::wire::Stream;
 use crate::server::Address;
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
+use seckill_proto::handshake::{WireKey, HELLO_BYTES};
 use seckill_proto::{decode_response, encode_request, split_frame, Request, Response};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -30,8 +31,9 @@ fn closed() -> io::Error {
 }
 
 impl Client {
-    pub fn connect(addr: &Address) -> io::Result<Client> {
-        let stream: Box<dyn Stream> = match addr {
+    /// Connects and proves the shared secret (`key`, from the auth secret).
+    pub fn connect(addr: &Address, key: &WireKey) -> io::Result<Client> {
+        let mut stream: Box<dyn Stream> = match addr {
             Address::Unix(p) => Box::new(UnixStream::connect(p)?),
             Address::Tcp(a) => {
                 let s = std::net::TcpStream::connect(a)?;
@@ -39,6 +41,12 @@ impl Client {
                 Box::new(s)
             }
         };
+        let mut hello = [0u8; HELLO_BYTES];
+        stream.read_exact(&mut hello)?;
+        let proof = key
+            .proof(&hello)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the peer is not a seckill engine"))?;
+        stream.write_all(&proof)?;
         let reader = stream.try_clone_stream()?;
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let p = pending.clone();
@@ -111,9 +119,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn connect(addr: &Address, connections: usize) -> io::Result<Pool> {
+    pub fn connect(addr: &Address, connections: usize, key: &WireKey) -> io::Result<Pool> {
         assert!(connections >= 1);
-        let clients = (0..connections).map(|_| Client::connect(addr)).collect::<io::Result<_>>()?;
+        let clients = (0..connections).map(|_| Client::connect(addr, key)).collect::<io::Result<_>>()?;
         Ok(Pool { clients, next: AtomicUsize::new(0) })
     }
 

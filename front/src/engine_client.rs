@@ -7,6 +7,7 @@
 //! connection is up, calls fail at once with `busy` (never a hang).
 
 use bytes::BytesMut;
+use seckill_proto::handshake::{WireKey, HELLO_BYTES};
 use seckill_proto::{decode_response, encode_request, split_frame, ErrorCode, Request, Response};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ const OUTBOX_MAX: usize = 8192;
 /// this only fires when something is badly wrong.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const REDIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Longest wait for the engine's hello after connecting.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub enum EngineAddr {
@@ -69,14 +72,15 @@ pub struct EnginePool {
 impl EnginePool {
     /// Starts `connections` connections to `addr` (dialed in the background,
     /// so the front can start before the engine).
-    pub fn start(addr: EngineAddr, connections: usize) -> Arc<EnginePool> {
+    /// Each connection proves the shared secret first (`key`).
+    pub fn start(addr: EngineAddr, connections: usize, key: WireKey) -> Arc<EnginePool> {
         assert!(connections >= 1);
         let conns = (0..connections)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(OUTBOX_MAX);
                 let waiters: Waiters = Arc::default();
                 let up = Arc::new(AtomicBool::new(false));
-                tokio::spawn(run_conn(addr.clone(), rx, waiters.clone(), up.clone()));
+                tokio::spawn(run_conn(addr.clone(), key.clone(), rx, waiters.clone(), up.clone()));
                 Conn { outbox: tx, waiters, up }
             })
             .collect();
@@ -119,7 +123,13 @@ fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<R
     w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn run_conn(addr: EngineAddr, mut outbox: mpsc::Receiver<(u64, Request)>, waiters: Waiters, up: Arc<AtomicBool>) {
+async fn run_conn(
+    addr: EngineAddr,
+    key: WireKey,
+    mut outbox: mpsc::Receiver<(u64, Request)>,
+    waiters: Waiters,
+    up: Arc<AtomicBool>,
+) {
     let mut backoff = Duration::from_millis(20);
     loop {
         // Whether a session ran (the engine was reachable).
@@ -127,8 +137,7 @@ async fn run_conn(addr: EngineAddr, mut outbox: mpsc::Receiver<(u64, Request)>, 
             EngineAddr::Unix(p) => match tokio::net::UnixStream::connect(p).await {
                 Ok(s) => {
                     let (r, w) = s.into_split();
-                    session(r, w, &mut outbox, &waiters, &up).await;
-                    true
+                    session(r, w, &key, &mut outbox, &waiters, &up).await
                 }
                 Err(_) => false,
             },
@@ -136,8 +145,7 @@ async fn run_conn(addr: EngineAddr, mut outbox: mpsc::Receiver<(u64, Request)>, 
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     let (r, w) = s.into_split();
-                    session(r, w, &mut outbox, &waiters, &up).await;
-                    true
+                    session(r, w, &key, &mut outbox, &waiters, &up).await
                 }
                 Err(_) => false,
             },
@@ -163,16 +171,32 @@ async fn run_conn(addr: EngineAddr, mut outbox: mpsc::Receiver<(u64, Request)>, 
     }
 }
 
+/// One connection's life: the handshake, then frames both ways until either
+/// side fails. `false` when the handshake did not pass (not a session).
 async fn session<R, W>(
     mut r: R,
     mut w: W,
+    key: &WireKey,
     outbox: &mut mpsc::Receiver<(u64, Request)>,
     waiters: &Waiters,
     up: &AtomicBool,
-) where
+) -> bool
+where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut hello = [0u8; HELLO_BYTES];
+    let proved = match tokio::time::timeout(HANDSHAKE_TIMEOUT, r.read_exact(&mut hello)).await {
+        Ok(Ok(_)) => match key.proof(&hello) {
+            Some(proof) => w.write_all(&proof).await.is_ok(),
+            None => false,
+        },
+        _ => false,
+    };
+    if !proved {
+        tracing::warn!("engine handshake failed: is it a seckill engine with the same SECKILL_AUTH_SECRET?");
+        return false;
+    }
     up.store(true, Ordering::Release);
     let reader = async {
         let mut buf = BytesMut::with_capacity(128 * 1024);
@@ -215,6 +239,7 @@ async fn session<R, W>(
         _ = reader => {}
         _ = writer => {}
     }
+    true
 }
 
 /// An engine in the same process (`seckill up`): requests go straight onto

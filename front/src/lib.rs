@@ -90,7 +90,11 @@ pub async fn bind(
     let front = Arc::new(Front {
         engine: match cfg.local_engine {
             Some(local) => EngineLink::Local(local),
-            None => EngineLink::Remote(EnginePool::start(cfg.engine, cfg.engine_connections.max(1))),
+            None => EngineLink::Remote(EnginePool::start(
+                cfg.engine,
+                cfg.engine_connections.max(1),
+                seckill_proto::handshake::WireKey::derive(&cfg.auth_secret),
+            )),
         },
         auth: auth::Auth::with(&cfg.auth_secret, cfg.auth),
         token_secret: cfg.auth_secret.clone(),

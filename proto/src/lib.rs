@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod handshake;
 pub mod json;
 pub mod model;
 pub mod msg;

@@ -69,6 +69,22 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether a front may send this over the wire. Shipping, expiring,
+    /// setting quotas and reading any order without its owner are the
+    /// operator's (admin socket) and the engine's own; on the wire they are
+    /// refused, so a leaked wire connection cannot do them.
+    pub fn allowed_on_wire(&self) -> bool {
+        !matches!(
+            self,
+            Request::Ship { .. }
+                | Request::Expire { .. }
+                | Request::SetQuota { .. }
+                | Request::GetOrder { user_id: None, .. }
+        )
+    }
+}
+
 /// Which owner a request belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {

@@ -8,6 +8,7 @@ use seckill_engine::server::{admin, wire, Address};
 use seckill_engine::wal::Durability;
 use seckill_engine::{EngineConfig, SystemClock};
 use seckill_persist::{mysql, redis};
+use seckill_proto::handshake::WireKey;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -118,6 +119,11 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
     let node = Node::open(cfg, Arc::new(SystemClock))?;
 
     let addr = args.engine_address();
+    // Fronts prove they hold the auth secret before their first frame.
+    let wire_key = WireKey::derive(
+        &seckill_front::secrets::load_or_create("SECKILL_AUTH_SECRET", &args.data_dir, "auth.secret")
+            .context("reading or creating the auth secret (it also keys the wire handshake)")?,
+    );
     let listener = wire::Listener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
     let admin_path = args.data_dir.join("admin.sock");
     let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
@@ -149,7 +155,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
         let stop_flag = Arc::new(AtomicBool::new(false));
         std::thread::Builder::new()
             .name("wire-accept".into())
-            .spawn(move || wire::serve(engine, listener, stop_flag))?;
+            .spawn(move || wire::serve(engine, listener, stop_flag, wire_key))?;
     }
     {
         let stop_tx = stop_tx.clone();

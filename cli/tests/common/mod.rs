@@ -33,6 +33,8 @@ impl EngineProc {
             .args(["--mysql-url", "none", "--redis-url", "none"])
             .args(extra)
             .env("RUST_LOG", "warn")
+            // The fronts of the tests hold it too: it keys the wire handshake.
+            .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -5,7 +5,24 @@ pub mod admin;
 pub mod wire;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+/// Binds a unix socket that only this user can connect to: created under a
+/// 0077 umask (no window in which another user could connect before a
+/// chmod), then set to 0600 in case the file system ignores the umask.
+pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    // SAFETY: umask only swaps the process's file-creation mask; it touches
+    // no memory. Other threads creating files meanwhile get stricter modes.
+    let old = unsafe { libc::umask(0o077) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
 
 /// Where a socket listens or connects: `unix:PATH` or `tcp:HOST:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,12 +5,18 @@
 //! (a front keeps a small pool), so two threads each is cheap and keeps the
 //! engine free of an async runtime. A malformed frame closes its connection
 //! and nothing else.
+//!
+//! Every connection first proves it holds the deployment's secret
+//! (`seckill_proto::handshake`), within `HANDSHAKE_TIMEOUT`; and the
+//! operator's request kinds (ship, expire, quotas, reads without an owner)
+//! are refused on the wire: they belong to the admin socket.
 
 use super::Address;
 use crate::engine::Engine;
 use crate::shard::Envelope;
 use crossbeam_channel::{unbounded, Receiver};
-use seckill_proto::{decode_request, encode_response, split_frame, Response};
+use seckill_proto::handshake::{WireKey, NONCE_BYTES, PROOF_BYTES};
+use seckill_proto::{decode_request, encode_response, split_frame, ErrorCode, Response};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,6 +30,8 @@ pub const CONNECTIONS_MAX: usize = 256;
 /// reading until answers drain (the client feels back-pressure, memory stays bounded).
 pub const IN_FLIGHT_MAX: usize = 16 * 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A new connection must answer the hello within this time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_BATCH_MAX: usize = 1024;
 
 pub enum Listener {
@@ -35,6 +43,7 @@ pub enum Listener {
 pub trait Stream: Read + Write + Send + 'static {
     fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>>;
     fn shutdown_both(&self);
+    fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
 impl Stream for UnixStream {
@@ -44,6 +53,9 @@ impl Stream for UnixStream {
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+    fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
+    }
 }
 
 impl Stream for TcpStream {
@@ -52,6 +64,9 @@ impl Stream for TcpStream {
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
+    }
+    fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
     }
 }
 
@@ -63,7 +78,7 @@ impl Listener {
                 if path.exists() && UnixStream::connect(path).is_err() {
                     std::fs::remove_file(path)?;
                 }
-                Ok(Listener::Unix(UnixListener::bind(path)?))
+                Ok(Listener::Unix(super::bind_private(path)?))
             }
             Address::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a)?)),
         }
@@ -82,7 +97,7 @@ impl Listener {
 }
 
 /// Accepts connections until `stop` is set (checked after each accept).
-pub fn serve(engine: Arc<Engine>, listener: Listener, stop: Arc<AtomicBool>) {
+pub fn serve(engine: Arc<Engine>, listener: Listener, stop: Arc<AtomicBool>, key: WireKey) {
     let open = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Acquire) {
         let stream = match listener.accept() {
@@ -102,9 +117,10 @@ pub fn serve(engine: Arc<Engine>, listener: Listener, stop: Arc<AtomicBool>) {
             continue;
         }
         open.fetch_add(1, Ordering::AcqRel);
-        let (engine, open) = (engine.clone(), open.clone());
+        let (engine, open, key) = (engine.clone(), open.clone(), key.clone());
         let spawned = std::thread::Builder::new().name("wire-conn".into()).spawn(move || {
-            if let Err(e) = connection(&engine, stream) {
+            let mut stream = stream;
+            if let Err(e) = authenticate(&mut *stream, &key).and_then(|()| connection(&engine, stream)) {
                 tracing::debug!(error = %e, "wire connection ended");
             }
             open.fetch_sub(1, Ordering::AcqRel);
@@ -113,6 +129,22 @@ pub fn serve(engine: Arc<Engine>, listener: Listener, stop: Arc<AtomicBool>) {
             tracing::error!(error = %e, "could not spawn a connection thread");
         }
     }
+}
+
+/// The handshake: hello out, proof in, within `HANDSHAKE_TIMEOUT`.
+fn authenticate(stream: &mut dyn Stream, key: &WireKey) -> io::Result<()> {
+    let nonce: [u8; NONCE_BYTES] = rand::random();
+    stream.write_all(&WireKey::hello(&nonce))?;
+    stream.set_read_timeout_to(Some(HANDSHAKE_TIMEOUT))?;
+    let mut proof = [0u8; PROOF_BYTES];
+    let read = stream.read_exact(&mut proof);
+    if read.is_err() || !key.verify(&nonce, &proof) {
+        tracing::warn!("wire connection refused: it did not prove the shared secret (SECKILL_AUTH_SECRET)");
+        metrics::counter!("seckill_wire_handshake_refused_total").increment(1);
+        stream.shutdown_both();
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "wire handshake failed"));
+    }
+    stream.set_read_timeout_to(None)
 }
 
 fn connection(engine: &Engine, mut stream: Box<dyn Stream>) -> io::Result<()> {
@@ -162,6 +194,11 @@ fn read_loop(
             let (tag, req) =
                 decode_request(frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             start += used;
+            if !req.allowed_on_wire() {
+                let _ = tx.send((tag, Response::Error(ErrorCode::Unauthorized)));
+                in_flight.fetch_add(1, Ordering::AcqRel);
+                continue;
+            }
             while in_flight.load(Ordering::Acquire) >= IN_FLIGHT_MAX {
                 std::thread::sleep(Duration::from_micros(50));
             }
