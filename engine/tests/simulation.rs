@@ -28,6 +28,7 @@
 //! may need a few runs to hit the same interleaving (run the seed in a loop:
 //! `scripts/simulate --seed N --repeat 50`).
 
+use seckill_engine::engine::shard_of_user;
 use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::wal::sim_fs::{Fault, SimFs};
 use seckill_engine::wal::OnFailure;
@@ -241,6 +242,48 @@ impl Sim {
         self.model.orders.iter().nth(i).map(|(id, o)| (*id, o.clone()))
     }
 
+    /// A round built to race freed stock: one shard cancels or refunds
+    /// orders of an activity and then has reads to get through, while buyers
+    /// on the other shards want that activity's units.
+    fn contention(&mut self) -> Option<Vec<Request>> {
+        let shards = self.cfg.engine.shards;
+        if shards < 2 {
+            return None;
+        }
+        let holding: Vec<(OrderId, MOrder)> = self
+            .model
+            .orders
+            .iter()
+            .filter(|(_, o)| matches!(o.status, OrderStatus::PendingPayment | OrderStatus::Paid))
+            .map(|(id, o)| (*id, o.clone()))
+            .collect();
+        if holding.is_empty() {
+            return None;
+        }
+        let (id, first) = holding[self.rng.below(holding.len() as u64) as usize].clone();
+        let owner_shard = shard_of_user(first.user_id, shards);
+        let mut reqs = Vec::new();
+        for (oid, o) in holding.iter().filter(|(_, o)| shard_of_user(o.user_id, shards) == owner_shard).take(3) {
+            reqs.push(if o.status == OrderStatus::Paid {
+                Request::Refund { user_id: o.user_id, order_id: *oid }
+            } else {
+                Request::Cancel { user_id: o.user_id, order_id: *oid }
+            });
+        }
+        for _ in 0..self.rng.range(5, 40) {
+            reqs.push(Request::GetOrder { user_id: Some(first.user_id), order_id: id });
+        }
+        for _ in 0..self.rng.range(1, 8) {
+            let user_id = self.rng.range(1, self.users);
+            if shard_of_user(user_id, shards) != owner_shard {
+                let quantity = self.rng.range(1, first.quantity as u64) as u32;
+                let activity_id = first.activity_id;
+                reqs.push(Request::Buy { user_id, activity_id, quantity, idempotency_key: 0, buy_token_ok: false });
+            }
+        }
+        Some(reqs)
+    }
+
     fn random_request(&mut self) -> Request {
         let roll = self.rng.below(100);
         let order = if roll >= 50 { self.random_order() } else { None };
@@ -269,11 +312,17 @@ impl Sim {
     /// armed inside it; returns whether the fault fired.
     fn round(&mut self) -> bool {
         let n = self.rng.range(1, 48) as usize;
-        let reqs: Vec<Request> = (0..n).map(|_| self.random_request()).collect();
-        let armed = self.rng.chance(12);
+        let contended = self.rng.chance(25);
+        let reqs: Vec<Request> = match contended.then(|| self.contention()).flatten() {
+            Some(reqs) => reqs,
+            None => (0..n).map(|_| self.random_request()).collect(),
+        };
+        let n = reqs.len();
+        let armed = self.rng.chance(if contended { 40 } else { 12 });
         if armed {
             let written = self.node().wal.status.written_lsn.load(Ordering::Acquire);
-            let lsn = written + 1 + self.rng.below(n as u64 + 2);
+            let spread = if self.rng.chance(50) { 6 } else { n as u64 + 2 };
+            let lsn = written + 1 + self.rng.below(spread);
             let fault = match self.rng.below(3) {
                 0 => {
                     let torn = self.rng.chance(50).then(|| self.rng.below(120) as usize);
