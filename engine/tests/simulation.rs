@@ -14,7 +14,10 @@
 //! * held + remaining == added, on the live engine at every quiet point
 //!   (with `added` from the model), and after a fault between rounds the
 //!   recovered state equals the live state before the fault;
-//! * recovery never refuses a log that only lost its unsynced tail.
+//! * recovery never refuses a log that only lost its unsynced tail;
+//! * when a fault kills the writer inside a round, every unit free in a
+//!   live pool at that moment is free in the recovered state too (a token
+//!   is back in the pool only once the record that freed it is durable).
 //!
 //! Running it:
 //! * `SIM_SEED=123 cargo test -p seckill-engine --test simulation` replays one seed;
@@ -668,6 +671,10 @@ impl Sim {
                 _ => {
                     self.note(format!("step {step}: round"));
                     if self.round() {
+                        // The writer is dead: from now on no token can come
+                        // back to a pool. Every token in a pool now must be
+                        // free in what reached the disk, too.
+                        let live_remaining = self.stock_now();
                         let cut = self.rng.chance(60);
                         self.note(format!(
                             "fault fired: {:?}, {}",
@@ -681,6 +688,16 @@ impl Sim {
                         self.faults += 1;
                         self.open();
                         self.check_recovered(None);
+                        for (id, live) in live_remaining {
+                            let now = self.node().engine.activity(id).map(|v| v.remaining).unwrap_or(0);
+                            check!(
+                                self,
+                                now >= live,
+                                "activity {id}: {live} units were free in the pool when the disk died, but only \
+                                 {now} are free in what reached the disk (tokens went back before their record \
+                                 was durable)"
+                            );
+                        }
                     }
                     self.quiet_check("after a round");
                 }
