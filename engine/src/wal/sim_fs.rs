@@ -190,7 +190,16 @@ impl SimFs {
     pub fn power_cut(&self, mut torn: impl FnMut(usize) -> (usize, usize)) {
         let mut st = self.0.lock();
         st.dead = true;
-        st.live = st.durable.clone();
+        // A name whose directory's own name was never made durable is gone
+        // with it: keep only entries whose every ancestor survived.
+        let durable = std::mem::take(&mut st.durable);
+        let reachable = |p: &Path| {
+            p.ancestors().skip(1).all(|a| a.parent().is_none() || durable.get(a) == Some(&Entry::Dir))
+        };
+        let kept: BTreeMap<PathBuf, Entry> =
+            durable.iter().filter(|(p, _)| reachable(p)).map(|(p, e)| (p.clone(), *e)).collect();
+        st.durable = kept.clone();
+        st.live = kept;
         let alive: BTreeSet<u64> =
             st.live.values().filter_map(|e| if let Entry::File(i) = e { Some(*i) } else { None }).collect();
         st.inodes.retain(|ino, _| alive.contains(ino));
