@@ -127,13 +127,21 @@ impl Fs for OsFs {
     }
 }
 
-/// Creates `dir` (and parents) and makes its name durable: its parent is
-/// synced, always (a crash may have left a directory whose creation was never
-/// synced), and so is `dir` itself.
+/// Creates `dir` (and parents) and makes its name durable: the parent of
+/// every directory it creates is synced, and so are `dir`'s parent (always: a
+/// crash may have left a directory whose creation was never synced) and `dir`.
 pub fn create_dir_durable(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && a.parent().is_some() && !fs.exists(a))
+        .map(Path::to_path_buf)
+        .collect();
     fs.create_dir_all(dir)?;
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs.sync_dir(parent)?;
+    let mut parents: Vec<&Path> = missing.iter().rev().filter_map(|d| d.parent()).collect();
+    parents.extend(dir.parent());
+    parents.dedup();
+    for p in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
+        fs.sync_dir(p)?;
     }
     fs.sync_dir(dir)
 }
