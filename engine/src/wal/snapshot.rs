@@ -197,10 +197,29 @@ impl Snapshotting {
     }
 }
 
+/// Building a snapshot is CPU work (decode, encode) that may share the cores
+/// with the shards and the WAL writer: this thread runs 10 nice levels below
+/// the process (at most 19), so it takes the time they leave, not theirs.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread's own id.
+        let rc = unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, (now + 10).min(19))
+        };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "could not lower the snapshot thread's priority");
+        }
+    }
+}
+
 /// The snapshot thread: every `every_records` durable records (it polls the
 /// durable LSN) or when asked, [`Snapshotting::take`]. Its LSN is the WAL's
 /// truncation checkpoint. `last_lsn`: the LSN of the newest snapshot.
 pub fn run(s: Snapshotting, mut last_lsn: u64, commands: Receiver<Command>) {
+    lower_priority();
     loop {
         match commands.recv_timeout(POLL_INTERVAL) {
             Ok(Command::Now(reply)) => {
