@@ -39,7 +39,13 @@ impl Load {
     }
 
     /// Runs until `until` says stop; returns (buys, latencies in µs, seconds).
-    fn run(&mut self, node: &Node, activity_id: u64, in_flight: usize, until: impl Fn(u64) -> bool) -> (u64, Vec<u64>, f64) {
+    fn run(
+        &mut self,
+        node: &Node,
+        activity_id: u64,
+        in_flight: usize,
+        until: impl Fn(u64) -> bool,
+    ) -> (u64, Vec<u64>, f64) {
         while self.sent_at.len() < in_flight {
             self.submit(node, activity_id);
         }
@@ -118,8 +124,7 @@ fn main() {
         (r, snap_started.elapsed())
     });
     let started = Instant::now();
-    let (n, mut lat, s) =
-        load.run(&node, a, in_flight, |_| started.elapsed() >= window && snap.is_finished());
+    let (n, mut lat, s) = load.run(&node, a, in_flight, |_| started.elapsed() >= window && snap.is_finished());
     load.drain();
     let (snap_result, snap_took) = snap.join().expect("snapshot thread");
     let lsn = snap_result.expect("snapshot");

@@ -193,9 +193,8 @@ impl SimFs {
         // A name whose directory's own name was never made durable is gone
         // with it: keep only entries whose every ancestor survived.
         let durable = std::mem::take(&mut st.durable);
-        let reachable = |p: &Path| {
-            p.ancestors().skip(1).all(|a| a.parent().is_none() || durable.get(a) == Some(&Entry::Dir))
-        };
+        let reachable =
+            |p: &Path| p.ancestors().skip(1).all(|a| a.parent().is_none() || durable.get(a) == Some(&Entry::Dir));
         let kept: BTreeMap<PathBuf, Entry> =
             durable.iter().filter(|(p, _)| reachable(p)).map(|(p, e)| (p.clone(), *e)).collect();
         st.durable = kept.clone();
