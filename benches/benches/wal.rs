@@ -13,7 +13,6 @@ use crossbeam_channel::{bounded, Sender};
 use seckill_engine::commit::{Batch, Reply};
 use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::server::{wire, Address};
-use seckill_engine::wal::writer::open_os_segment;
 use seckill_engine::wal::{segment, Durability, Wal, WalConfig};
 use seckill_engine::{EngineConfig, Event, SystemClock};
 use seckill_proto::handshake::{WireKey, HELLO_BYTES};
@@ -57,7 +56,7 @@ fn group_commit(c: &mut Criterion) {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         let mut cfg = WalConfig::new(dir.path());
         cfg.durability = Durability::Fsync;
-        let (wal, _, tx) = Wal::open(&cfg, open_os_segment()).expect("open wal");
+        let (wal, _, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open wal");
         let per = 200u64;
         g.throughput(Throughput::Elements(appenders as u64 * per));
         let mut records = 0u64;
@@ -90,7 +89,7 @@ fn replay(c: &mut Criterion) {
         let mut cfg = WalConfig::new(dir.path());
         cfg.durability = Durability::None;
         cfg.segment_bytes_max = 1 << 30;
-        let (wal, _, tx) = Wal::open(&cfg, open_os_segment()).expect("open wal");
+        let (wal, _, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open wal");
         for chunk in 0..(n / 1000) {
             let mut b = Batch::default();
             for i in 0..1000 {

@@ -30,6 +30,8 @@ enum Command {
     Token(cmd::token::Args),
     /// Create the MySQL database if missing and apply the migrations.
     Migrate(cmd::migrate::Args),
+    /// Move a damaged part of the WAL aside so a stopped engine can start (loses what follows it).
+    RepairWal(cmd::repair_wal::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Load(args) => cmd::load::run(args),
         Command::Token(args) => cmd::token::run(args),
         Command::Migrate(args) => cmd::migrate::run(args),
+        Command::RepairWal(args) => cmd::repair_wal::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,7 +84,7 @@ fn a_peer_without_the_secret_gets_nothing() {
 fn operator_requests_are_refused_on_the_wire() {
     let (_tmp, engine, act) = engine();
     let addr = Address::Unix(engine.data_dir.join("engine.sock"));
-    let pool = Pool::connect(&addr, 1, &WireKey::derive(common::AUTH_SECRET.as_bytes())).expect("connect");
+    let pool = Pool::connect(&addr, 1, &common::wire_key()).expect("connect");
     let Response::Order(o) = pool.call(&buy(1, act)).expect("buy") else { panic!("the front's requests still work") };
     let refused = [
         Request::Ship { order_id: o.order_id },

@@ -4,10 +4,8 @@
 use crate::clock::Clock;
 use crate::commit::Sink;
 use crate::engine::{Engine, EngineConfig};
-use crate::wal::{writer::open_os_segment, Durability, OpenSegment, RecoveryError, Wal, WalConfig};
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
+use crate::wal::fs::{self, DirLock, Fs, SharedFs};
+use crate::wal::{Durability, OnFailure, RecoveryError, Wal, WalConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +16,9 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     pub snapshot_every_records: u64,
     pub segment_bytes_max: u64,
+    /// A failed WAL write or fsync exits the process (the default) or
+    /// leaves it up answering `busy` (tests).
+    pub on_failure: OnFailure,
 }
 
 impl NodeConfig {
@@ -29,6 +30,7 @@ impl NodeConfig {
             engine: EngineConfig::default(),
             snapshot_every_records: wal.snapshot_every_records,
             segment_bytes_max: wal.segment_bytes_max,
+            on_failure: wal.on_failure,
         }
     }
 }
@@ -54,36 +56,37 @@ pub struct Node {
     pub engine: Arc<Engine>,
     pub wal: Wal,
     pub data_dir: PathBuf,
-    _lock: File,
+    _lock: Box<dyn DirLock>,
 }
 
 impl Node {
     pub fn open(cfg: NodeConfig, clock: Arc<dyn Clock>) -> Result<Node, NodeError> {
-        Self::open_with(cfg, clock, open_os_segment())
+        Self::open_with(cfg, clock, fs::os())
     }
 
-    /// `open` with the WAL's segment files opened by `open` (tests inject
-    /// disk faults through it; everything else uses `open_os_segment`).
-    pub fn open_with(cfg: NodeConfig, clock: Arc<dyn Clock>, open: OpenSegment) -> Result<Node, NodeError> {
+    /// `open` on another file system: the simulated disk of the simulation
+    /// test, or one that injects faults (everything else uses the OS).
+    pub fn open_with(cfg: NodeConfig, clock: Arc<dyn Clock>, fs: SharedFs) -> Result<Node, NodeError> {
         let dir = &cfg.data_dir;
         let io = |source| NodeError::Io { path: dir.clone(), source };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let lock = lock_dir(dir)?;
-        check_shard_count(dir, cfg.engine.shards)?;
+        fs::create_dir_durable(&*fs, dir).map_err(io)?;
+        let lock = fs.lock(dir).map_err(io)?.ok_or_else(|| NodeError::Locked(dir.clone()))?;
+        check_shard_count(&*fs, dir, cfg.engine.shards)?;
         let wal_cfg = WalConfig {
             data_dir: dir.clone(),
             durability: cfg.durability,
             segment_bytes_max: cfg.segment_bytes_max,
             snapshot_every_records: cfg.snapshot_every_records,
+            on_failure: cfg.on_failure,
         };
         // One shard commits on its own thread (no hand-off per batch);
         // several share a writer thread that gathers their batches into one
         // fsync. docs/ARCHITECTURE.md, "Thread layout".
         let (wal, replica, sink) = if cfg.engine.shards == 1 {
-            let (wal, replica, writer) = Wal::open_owned(&wal_cfg, open)?;
+            let (wal, replica, writer) = Wal::open_owned(&wal_cfg, fs)?;
             (wal, replica, Sink::Own(Box::new(writer)))
         } else {
-            let (wal, replica, batches) = Wal::open(&wal_cfg, open)?;
+            let (wal, replica, batches) = Wal::open(&wal_cfg, fs)?;
             (wal, replica, Sink::Log(batches))
         };
         let (catalog, states) = replica.into_parts(cfg.engine.shards).map_err(NodeError::Inconsistent)?;
@@ -108,25 +111,12 @@ impl Node {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File, NodeError> {
-    let path = dir.join("LOCK");
-    let io = |source| NodeError::Io { path: path.clone(), source };
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(NodeError::Locked(dir.to_path_buf()));
-    }
-    f.set_len(0).map_err(io)?;
-    writeln!(f, "{}", std::process::id()).map_err(io)?;
-    Ok(f)
-}
-
-fn check_shard_count(dir: &Path, wanted: usize) -> Result<(), NodeError> {
+fn check_shard_count(fs: &dyn Fs, dir: &Path, wanted: usize) -> Result<(), NodeError> {
     let path = dir.join("engine.meta");
     let io = |source| NodeError::Io { path: path.clone(), source };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
+    match fs.read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
             let found = text
                 .lines()
                 .find_map(|l| l.strip_prefix("shards="))
@@ -139,11 +129,12 @@ fn check_shard_count(dir: &Path, wanted: usize) -> Result<(), NodeError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let tmp = dir.join("engine.meta.tmp");
-            let mut f = File::create(&tmp).map_err(io)?;
-            writeln!(f, "shards={wanted}").map_err(io)?;
+            let mut f = fs.create(&tmp).map_err(io)?;
+            f.write_all(format!("shards={wanted}\n").as_bytes()).map_err(io)?;
             f.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            crate::wal::sync_dir(dir).map_err(io)
+            drop(f);
+            fs.rename(&tmp, &path).map_err(io)?;
+            fs.sync_dir(dir).map_err(io)
         }
         Err(e) => Err(io(e)),
     }

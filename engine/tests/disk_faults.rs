@@ -14,12 +14,13 @@
 //!   takes buys again.
 
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::wal::{LogFile, OpenSegment};
+use seckill_engine::wal::fs::DirLock;
+use seckill_engine::wal::{Fs, LogFile, OnFailure, OsFs};
 use seckill_engine::{ActivitySpec, EngineConfig, ManualClock};
 use seckill_proto::{ErrorCode, OrderStatus, OrderView, Request, Response};
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -103,10 +104,17 @@ impl LogFile for FaultyFile {
     }
 }
 
-fn faulty(ctl: Arc<Ctl>) -> OpenSegment {
-    Box::new(move |path: &Path| {
+/// The OS file system, except that WAL segments are opened through the
+/// fault-injecting layer.
+struct FaultyFs(Arc<Ctl>);
+
+impl Fs for FaultyFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        OsFs.create_dir_all(dir)
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         {
-            let mut st = ctl.0.lock().unwrap();
+            let mut st = self.0 .0.lock().unwrap();
             if st.fired {
                 st.opens_after += 1;
             }
@@ -115,14 +123,50 @@ fn faulty(ctl: Arc<Ctl>) -> OpenSegment {
             }
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Box::new(FaultyFile { file, ctl: ctl.clone() }) as Box<dyn LogFile>)
-    })
+        Ok(Box::new(FaultyFile { file, ctl: self.0.clone() }) as Box<dyn LogFile>)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        OsFs.create(path)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        OsFs.read(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        OsFs.list(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        OsFs.exists(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        OsFs.remove_file(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        OsFs.truncate(path, len)
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        OsFs.sync_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        OsFs.sync_dir(dir)
+    }
+    fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
+        OsFs.lock(dir)
+    }
+}
+
+fn faulty(ctl: Arc<Ctl>) -> Arc<dyn Fs> {
+    Arc::new(FaultyFs(ctl))
 }
 
 fn cfg(dir: &Path, segment_bytes_max: u64) -> NodeConfig {
     let mut c = NodeConfig::new(dir);
     c.engine = EngineConfig { shards: 2, queue_capacity: 64, ..EngineConfig::default() };
     c.segment_bytes_max = segment_bytes_max;
+    // Stay up after the fault so the test can look at the failed node.
+    c.on_failure = OnFailure::AnswerBusy;
     c
 }
 

@@ -3,7 +3,6 @@
 
 use seckill_engine::commit::Batch;
 use seckill_engine::wal::tail::{TailError, Tailer};
-use seckill_engine::wal::writer::open_os_segment;
 use seckill_engine::wal::{Durability, Wal, WalConfig};
 use seckill_engine::Event;
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ fn tails_across_segments_in_order() {
     let mut cfg = WalConfig::new(dir.path());
     cfg.durability = Durability::None;
     cfg.segment_bytes_max = 4096;
-    let (wal, _replica, tx) = Wal::open(&cfg, open_os_segment()).expect("open");
+    let (wal, _replica, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open");
     let mut tail = Tailer::new(dir.path(), wal.status.clone(), 0);
     let mut seen = Vec::new();
     let mut next_user = 0;
@@ -56,7 +55,7 @@ fn a_tailer_behind_deleted_segments_is_told_so() {
     let mut cfg = WalConfig::new(dir.path());
     cfg.durability = Durability::None;
     cfg.segment_bytes_max = 4096;
-    let (wal, _replica, tx) = Wal::open(&cfg, open_os_segment()).expect("open");
+    let (wal, _replica, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open");
     wal.checkpoints.set("snapshot", 400);
     for i in 0..20 {
         commit(&tx, i * 37, 37);

@@ -141,7 +141,7 @@ fn message_of(code: ErrorCode) -> &'static str {
         ErrorCode::BuyTokenRequired => "this sale needs a buy token first",
         ErrorCode::PayloadTooLarge => "the body is larger than 4 KiB",
         ErrorCode::RateLimited => "too many clicks; retry later",
-        ErrorCode::Busy => "the service is busy; retry shortly",
+        ErrorCode::Busy => "busy or the outcome is unknown; retry with the same Idempotency-Key",
         ErrorCode::AmountMismatch => "the amount does not match the order",
         ErrorCode::Internal => "internal error",
         ErrorCode::IdempotencyKeyReused => {

@@ -4,5 +4,6 @@ pub mod engine;
 pub mod front;
 pub mod load;
 pub mod migrate;
+pub mod repair_wal;
 pub mod token;
 pub mod up;

@@ -97,6 +97,10 @@ pub fn admin(data_dir: &Path, cmd: &str, args: Value) -> Result<Value, Value> {
 
 /// The JWT secret every `UpProc` runs with (`SECKILL_AUTH_SECRET`).
 pub const AUTH_SECRET: &str = "test-auth-secret-0123456789-abcdef-0123";
+/// The wire key of the engines `EngineProc` starts (from `AUTH_SECRET`).
+pub fn wire_key() -> seckill_proto::handshake::WireKey {
+    seckill_proto::handshake::WireKey::derive(AUTH_SECRET.as_bytes())
+}
 /// The payment-notify HMAC secret every `UpProc` runs with (`SECKILL_PAYMENT_SECRET`).
 pub const PAYMENT_SECRET: &str = "test-payment-secret-9876543210-abcdef";
 

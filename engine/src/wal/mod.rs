@@ -4,7 +4,9 @@
 //! Layout under the data dir: `wal/<first lsn>.wal`, `snapshots/<lsn>.snap`.
 
 pub mod codec;
+pub mod fs;
 pub mod segment;
+pub mod sim_fs;
 pub mod snapshot;
 pub mod tail;
 pub mod writer;
@@ -12,13 +14,14 @@ pub mod writer;
 use crate::commit::Batch;
 use crate::replica::Replica;
 use crossbeam_channel::{bounded, Sender};
+pub use fs::{Fs, LogFile, OsFs, SharedFs};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-pub use writer::{LogFile, OpenSegment, WalStatus};
+pub use writer::{OnFailure, WalStatus};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -74,6 +77,8 @@ pub struct WalConfig {
     pub segment_bytes_max: u64,
     /// A snapshot is written after this many records (and on request).
     pub snapshot_every_records: u64,
+    /// What the writer does when a write or fsync fails.
+    pub on_failure: OnFailure,
 }
 
 impl WalConfig {
@@ -83,6 +88,7 @@ impl WalConfig {
             durability: Durability::Fsync,
             segment_bytes_max: 64 * 1024 * 1024,
             snapshot_every_records: 1_000_000,
+            on_failure: OnFailure::Exit,
         }
     }
 }
@@ -97,8 +103,19 @@ pub enum RecoveryError {
          the damaged segment and everything after it aside to accept the loss"
     )]
     CorruptMiddle { path: PathBuf, offset: u64, why: &'static str },
-    #[error("WAL records {from}..{to} are missing (segments deleted by hand?)")]
-    Gap { from: u64, to: u64 },
+    #[error(
+        "WAL segment {path} is damaged at byte {offset} ({why}), but a good record (LSN {later_lsn}) follows \
+         at byte {later_offset}: this is not a torn tail but damage inside acknowledged records, and \
+         nothing was cut. Restore the data dir from a backup, or accept the loss of every record from \
+         byte {offset} on with `seckill repair-wal --data-dir <dir> --yes` (it moves those bytes aside to \
+         wal-damaged/)"
+    )]
+    CorruptInLast { path: PathBuf, offset: u64, why: &'static str, later_offset: u64, later_lsn: u64 },
+    #[error(
+        "WAL records {from}..{to} are missing: the log after LSN {before} is not on disk. Restore the \
+         data dir from a backup"
+    )]
+    Gap { from: u64, to: u64, before: u64 },
     #[error("the log does not replay: {0}")]
     Replay(#[from] crate::replica::ReplicaError),
 }
@@ -107,9 +124,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecoveryError + '_ {
     move |source| RecoveryError::Io { path: path.to_path_buf(), source }
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+/// Where recovery and `repair` put bytes they take out of the log.
+pub const DAMAGED_DIR: &str = "wal-damaged";
 
 /// The running log: where shards send batches, and its status.
 pub struct Wal {
@@ -123,8 +139,13 @@ impl Wal {
     /// Recovers the state in `cfg.data_dir` and starts the writer and the
     /// snapshot thread. Returns the WAL, the recovered state, and the
     /// sender that shards use as their sink.
-    pub fn open(cfg: &WalConfig, open: OpenSegment) -> Result<(Wal, Replica, Sender<Batch>), RecoveryError> {
-        let (mut wal, replica, writer) = Self::open_owned(cfg, open)?;
+    ///
+    /// Before it returns, everything it replayed is durable (each segment
+    /// and the directories are fsynced): a killed process may have left
+    /// records in the page cache that were never synced, and the state built
+    /// from them is about to be shown to buyers.
+    pub fn open(cfg: &WalConfig, fs: SharedFs) -> Result<(Wal, Replica, Sender<Batch>), RecoveryError> {
+        let (mut wal, replica, writer) = Self::open_owned(cfg, fs)?;
         let (batch_tx, batch_rx) = bounded::<Batch>(1024);
         let t_writer = std::thread::Builder::new()
             .name("wal-writer".into())
@@ -136,47 +157,58 @@ impl Wal {
 
     /// `open` without the writer thread: the caller owns the writer and
     /// commits through it on its own thread (`Sink::Own`).
-    pub fn open_owned(cfg: &WalConfig, open: OpenSegment) -> Result<(Wal, Replica, writer::Writer), RecoveryError> {
+    pub fn open_owned(cfg: &WalConfig, fs: SharedFs) -> Result<(Wal, Replica, writer::Writer), RecoveryError> {
         let wal_dir = cfg.data_dir.join("wal");
         let snap_dir = cfg.data_dir.join("snapshots");
         for d in [&wal_dir, &snap_dir] {
-            std::fs::create_dir_all(d).map_err(io_err(d))?;
+            fs::create_dir_durable(&*fs, d).map_err(io_err(d))?;
         }
-        let mut replica = snapshot::load_newest(&snap_dir).map_err(io_err(&snap_dir))?.unwrap_or_default();
+        let mut replica = snapshot::load_newest_in(&*fs, &snap_dir).map_err(io_err(&snap_dir))?.unwrap_or_default();
         let snapshot_lsn = replica.lsn;
-        let next_lsn = replay(&wal_dir, &mut replica)?;
+        let next_lsn = replay(&*fs, &cfg.data_dir, &mut replica)?;
         tracing::info!(snapshot_lsn, next_lsn, orders = replica.orders.len(), "recovered");
+        make_durable(&*fs, &wal_dir, snapshot_lsn)?;
+        fs.sync_dir(&snap_dir).map_err(io_err(&snap_dir))?;
 
-        let mut open = open;
         let tail_path = segment::segment_path(&wal_dir, next_lsn);
-        let mut file = open(&tail_path).map_err(io_err(&tail_path))?;
+        let mut file = fs.open_append(&tail_path).map_err(io_err(&tail_path))?;
         file.write_all(segment::MAGIC).map_err(io_err(&tail_path))?;
         file.sync_data().map_err(io_err(&tail_path))?;
-        sync_dir(&wal_dir).map_err(io_err(&wal_dir))?;
+        fs.sync_dir(&wal_dir).map_err(io_err(&wal_dir))?;
 
         let status = Arc::new(WalStatus::default());
         let checkpoints = Arc::new(Checkpoints::default());
         // Recovery needs the log after the oldest snapshot kept, or all of it
         // while there is none: registered before any consumer (persister,
         // mirror) can move the minimum past it.
-        let oldest_snapshot = snapshot::oldest_kept_lsn(&snap_dir).map_err(io_err(&snap_dir))?;
+        let oldest_snapshot = snapshot::oldest_kept_lsn_in(&*fs, &snap_dir).map_err(io_err(&snap_dir))?;
         checkpoints.set("snapshot", oldest_snapshot.unwrap_or(0));
-        let (tap_tx, tap_rx) = bounded(4096);
         let (cmd_tx, cmd_rx) = bounded(16);
         let writer = writer::Writer::new(
-            writer::WriterConfig { dir: wal_dir, durability: cfg.durability, segment_bytes_max: cfg.segment_bytes_max },
-            open,
+            writer::WriterConfig {
+                dir: wal_dir.clone(),
+                durability: cfg.durability,
+                segment_bytes_max: cfg.segment_bytes_max,
+                on_failure: cfg.on_failure,
+            },
+            fs.clone(),
             file,
             segment::MAGIC.len() as u64,
             next_lsn,
             status.clone(),
             checkpoints.clone(),
-            Some(tap_tx),
         );
-        let (every, cps, snap_replica) = (cfg.snapshot_every_records, checkpoints.clone(), replica.clone());
+        let snapshotting = snapshot::Snapshotting {
+            fs,
+            wal_dir,
+            snap_dir,
+            every_records: cfg.snapshot_every_records,
+            status: status.clone(),
+            checkpoints: checkpoints.clone(),
+        };
         let t_snap = std::thread::Builder::new()
             .name("snapshots".into())
-            .spawn(move || snapshot::run(snap_dir, snap_replica, tap_rx, cmd_rx, every, cps))
+            .spawn(move || snapshot::run(snapshotting, snapshot_lsn, cmd_rx))
             .map_err(io_err(&cfg.data_dir))?;
         let wal = Wal { status, checkpoints, snapshots: cmd_tx, threads: vec![t_snap] };
         Ok((wal, replica, writer))
@@ -213,10 +245,12 @@ impl Snapshotter {
     }
 }
 
-/// Replays every segment after `replica.lsn` into `replica`, cuts a torn
-/// tail off the last segment, and returns the next LSN to write.
-fn replay(wal_dir: &Path, replica: &mut Replica) -> Result<u64, RecoveryError> {
-    let segments = segment::list(wal_dir).map_err(io_err(wal_dir))?;
+/// Replays every segment after `replica.lsn` into `replica`, takes a torn
+/// tail off the last segment (moving its bytes aside), and returns the next
+/// LSN to write. Damage that is not a torn tail is refused.
+fn replay(fs: &dyn Fs, data_dir: &Path, replica: &mut Replica) -> Result<u64, RecoveryError> {
+    let wal_dir = data_dir.join("wal");
+    let segments = segment::list_in(fs, &wal_dir).map_err(io_err(&wal_dir))?;
     let mut next = replica.lsn + 1;
     let mut failure: Option<crate::replica::ReplicaError> = None;
     for (i, seg) in segments.iter().enumerate() {
@@ -227,17 +261,17 @@ fn replay(wal_dir: &Path, replica: &mut Replica) -> Result<u64, RecoveryError> {
             }
         }
         if seg.first_lsn > next {
-            return Err(RecoveryError::Gap { from: next, to: seg.first_lsn - 1 });
+            return Err(RecoveryError::Gap { from: next, to: seg.first_lsn - 1, before: next.saturating_sub(1) });
         }
-        let end = segment::read(seg, |lsn, ev| {
+        let bytes = fs.read(&seg.path).map_err(io_err(&seg.path))?;
+        let end = segment::scan(&bytes, seg.first_lsn, &mut |lsn, ev| {
             if lsn >= next && failure.is_none() {
                 match replica.apply(lsn, &ev) {
                     Ok(()) => next = lsn + 1,
                     Err(e) => failure = Some(e),
                 }
             }
-        })
-        .map_err(io_err(&seg.path))?;
+        });
         if let Some(e) = failure.take() {
             return Err(e.into());
         }
@@ -245,19 +279,117 @@ fn replay(wal_dir: &Path, replica: &mut Replica) -> Result<u64, RecoveryError> {
             if !is_last {
                 return Err(RecoveryError::CorruptMiddle { path: seg.path.clone(), offset: end.valid_bytes, why });
             }
-            tracing::warn!(path = %seg.path.display(), offset = end.valid_bytes, why, "cutting the torn tail off the WAL");
-            cut_tail(&seg.path, end.valid_bytes).map_err(io_err(&seg.path))?;
+            let after = end.last_lsn.max(seg.first_lsn.saturating_sub(1));
+            if let Some((later_offset, later_lsn)) =
+                segment::valid_record_after(&bytes, end.valid_bytes as usize, after)
+            {
+                return Err(RecoveryError::CorruptInLast {
+                    path: seg.path.clone(),
+                    offset: end.valid_bytes,
+                    why,
+                    later_offset,
+                    later_lsn,
+                });
+            }
+            tracing::warn!(path = %seg.path.display(), offset = end.valid_bytes, why, "taking the torn tail off the WAL");
+            move_aside(fs, data_dir, seg, &bytes, end.valid_bytes).map_err(io_err(&seg.path))?;
         }
         if is_last && end.last_lsn < seg.first_lsn {
             // Nothing good in it: a new segment named after `next` replaces it.
-            std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            fs.remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            fs.sync_dir(&wal_dir).map_err(io_err(&wal_dir))?;
         }
     }
     Ok(next)
 }
 
-fn cut_tail(path: &Path, valid_bytes: u64) -> io::Result<()> {
-    let f = std::fs::OpenOptions::new().write(true).open(path)?;
-    f.set_len(valid_bytes)?;
-    f.sync_all()
+/// Copies `bytes[from..]` of `seg` to `wal-damaged/` (durably), then cuts
+/// the segment at `from`. Nothing leaves the log without a copy.
+fn move_aside(fs: &dyn Fs, data_dir: &Path, seg: &segment::Segment, bytes: &[u8], from: u64) -> io::Result<()> {
+    let tail = bytes.get(from as usize..).unwrap_or_default();
+    if !tail.is_empty() {
+        let dir = data_dir.join(DAMAGED_DIR);
+        fs::create_dir_durable(fs, &dir)?;
+        let name = seg.path.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
+        let aside = dir.join(format!("{name}.from-{from}"));
+        let mut f = fs.create(&aside)?;
+        f.write_all(tail)?;
+        f.sync_all()?;
+        fs.sync_dir(&dir)?;
+    }
+    fs.truncate(&seg.path, from)
+}
+
+/// fsyncs every segment that holds records after `after_lsn`, and the WAL
+/// directory: what recovery replayed is durable before anyone sees it.
+fn make_durable(fs: &dyn Fs, wal_dir: &Path, after_lsn: u64) -> Result<(), RecoveryError> {
+    let segments = segment::list_in(fs, wal_dir).map_err(io_err(wal_dir))?;
+    for (i, seg) in segments.iter().enumerate() {
+        let ends_before = segments.get(i + 1).is_some_and(|n| n.first_lsn <= after_lsn + 1);
+        if !ends_before {
+            fs.sync_file(&seg.path).map_err(io_err(&seg.path))?;
+        }
+    }
+    fs.sync_dir(wal_dir).map_err(io_err(wal_dir))
+}
+
+/// What `repair` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Files (or their tails) moved to `wal-damaged/`, with the offset cut at.
+    pub moved: Vec<(PathBuf, u64)>,
+}
+
+/// The operator's way past a refused log (`seckill repair-wal`): from the
+/// first damaged record on, every byte of the log is moved aside to
+/// `wal-damaged/` (the damaged segment is cut there; later segments are
+/// moved whole). The engine then starts from the records before the damage.
+/// Acknowledged records after it are lost from the engine (they are kept in
+/// `wal-damaged/` for a person to look at), so this is a decision to take.
+pub fn repair(fs: &dyn Fs, data_dir: &Path) -> Result<RepairReport, RecoveryError> {
+    let wal_dir = data_dir.join("wal");
+    let snap_dir = data_dir.join("snapshots");
+    let mut replica = snapshot::load_newest_in(fs, &snap_dir).map_err(io_err(&snap_dir))?.unwrap_or_default();
+    let segments = segment::list_in(fs, &wal_dir).map_err(io_err(&wal_dir))?;
+    let mut report = RepairReport::default();
+    let mut next = replica.lsn + 1;
+    let mut cut_from: Option<usize> = None;
+    for (i, seg) in segments.iter().enumerate() {
+        if cut_from.is_some() {
+            break;
+        }
+        if segments.get(i + 1).is_some_and(|f| f.first_lsn <= next) {
+            continue;
+        }
+        if seg.first_lsn > next {
+            cut_from = Some(i);
+            break;
+        }
+        let bytes = fs.read(&seg.path).map_err(io_err(&seg.path))?;
+        let mut bad = false;
+        let end = segment::scan(&bytes, seg.first_lsn, &mut |lsn, ev| {
+            if lsn >= next && !bad {
+                bad = replica.apply(lsn, &ev).is_err();
+                next = lsn + 1;
+            }
+        });
+        if end.stopped.is_some() {
+            move_aside(fs, data_dir, seg, &bytes, end.valid_bytes).map_err(io_err(&seg.path))?;
+            report.moved.push((seg.path.clone(), end.valid_bytes));
+            cut_from = Some(i + 1);
+        }
+    }
+    if let Some(from) = cut_from {
+        let dir = data_dir.join(DAMAGED_DIR);
+        fs::create_dir_durable(fs, &dir).map_err(io_err(&dir))?;
+        for seg in &segments[from.min(segments.len())..] {
+            let name = seg.path.file_name().map(PathBuf::from).unwrap_or_default();
+            let to = dir.join(name);
+            fs.rename(&seg.path, &to).map_err(io_err(&seg.path))?;
+            report.moved.push((seg.path.clone(), 0));
+        }
+        fs.sync_dir(&dir).map_err(io_err(&dir))?;
+        fs.sync_dir(&wal_dir).map_err(io_err(&wal_dir))?;
+    }
+    Ok(report)
 }

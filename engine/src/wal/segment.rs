@@ -2,6 +2,7 @@
 //! magic header, then records. Reading stops cleanly at a torn tail.
 
 use super::codec::{decode, Decoded};
+use super::fs::{Fs, OsFs};
 use crate::event::Event;
 use rkyv::util::AlignedVec;
 use std::io;
@@ -21,9 +22,13 @@ pub fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
 
 /// The segments in `dir`, oldest first. Files with other names are ignored.
 pub fn list(dir: &Path) -> io::Result<Vec<Segment>> {
+    list_in(&OsFs, dir)
+}
+
+/// `list` through a file-system seam.
+pub fn list_in(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<Segment>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    for path in fs.list(dir)? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
         let Some(stem) = name.strip_suffix(".wal") else { continue };
         if stem.len() != 20 {
@@ -50,9 +55,36 @@ pub struct SegmentEnd {
 
 /// Reads every good record of one segment, in order, calling `f` for each.
 /// Stops at the first record that is torn, corrupt or out of sequence.
-pub fn read(seg: &Segment, mut f: impl FnMut(u64, Event)) -> io::Result<SegmentEnd> {
-    let bytes = std::fs::read(&seg.path)?;
+pub fn read(seg: &Segment, f: impl FnMut(u64, Event)) -> io::Result<SegmentEnd> {
+    read_in(&OsFs, seg, f)
+}
+
+/// `read` through a file-system seam.
+pub fn read_in(fs: &dyn Fs, seg: &Segment, mut f: impl FnMut(u64, Event)) -> io::Result<SegmentEnd> {
+    let bytes = fs.read(&seg.path)?;
     Ok(scan(&bytes, seg.first_lsn, &mut f))
+}
+
+/// After a bad record at `from`: the first whole, checked record further
+/// on with an LSN above `after_lsn`, as (offset, lsn). Finding one means the
+/// damage is not a torn tail (a crash only tears the end of what was
+/// written) but bytes gone bad in the middle of acknowledged records.
+pub fn valid_record_after(bytes: &[u8], from: usize, after_lsn: u64) -> Option<(u64, u64)> {
+    let mut aligned = AlignedVec::<16>::new();
+    // A cheap look at the LSN field first: no more records than bytes follow.
+    let plausible = |at: usize| {
+        bytes
+            .get(at + 8..at + 16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .is_some_and(|lsn| lsn > after_lsn && lsn - after_lsn <= bytes.len() as u64)
+    };
+    (from.saturating_add(1)..bytes.len()).filter(|at| plausible(*at)).find_map(|at| {
+        match decode(&bytes[at..], &mut aligned) {
+            Decoded::Record { lsn, .. } if lsn > after_lsn => Some((at as u64, lsn)),
+            _ => None,
+        }
+    })
 }
 
 /// The pure part of `read`, which the fuzz tests drive with any bytes.

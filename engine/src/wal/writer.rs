@@ -7,14 +7,14 @@
 //! the fsync would only report success for data that is gone (fsyncgate).
 
 use super::codec::Encoder;
+use super::fs::SharedFs;
 use super::segment::{self, MAGIC};
 use super::{Checkpoints, Durability};
 use crate::commit::Batch;
 use crate::event::Event;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use seckill_proto::ErrorCode;
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,30 +26,7 @@ pub const GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// `GROUP_BYTES_MAX` without encoding it first.
 const EVENT_BYTES_ESTIMATE: usize = 128;
 
-/// What the writer needs to write through; tests inject faults here.
-pub trait LogFile: Send {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
-    fn sync_data(&mut self) -> io::Result<()>;
-}
-
-impl LogFile for File {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        Write::write_all(self, buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        File::sync_data(self)
-    }
-}
-
-/// Opens segment files. Tests swap it for one that fails on cue.
-pub type OpenSegment = Box<dyn FnMut(&std::path::Path) -> io::Result<Box<dyn LogFile>> + Send>;
-
-pub fn open_os_segment() -> OpenSegment {
-    Box::new(|path| {
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Box::new(f) as Box<dyn LogFile>)
-    })
-}
+pub use super::fs::LogFile;
 
 /// State the writer shares read-only with the rest of the process.
 #[derive(Debug, Default)]
@@ -63,22 +40,33 @@ pub struct WalStatus {
     pub fsyncs: AtomicU64,
 }
 
+/// What the writer does once a write or fsync failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Crash-only: log why and exit the process (status 70), so that
+    /// nothing keeps claiming health; a restart recovers from the log.
+    #[default]
+    Exit,
+    /// Stay up and answer `busy` to everything (tests that look at a
+    /// failed node from inside the process).
+    AnswerBusy,
+}
+
 pub struct WriterConfig {
     pub dir: PathBuf,
     pub durability: Durability,
     pub segment_bytes_max: u64,
+    pub on_failure: OnFailure,
 }
 
 pub struct Writer {
     cfg: WriterConfig,
-    open: OpenSegment,
+    fs: SharedFs,
     file: Box<dyn LogFile>,
     segment_bytes: u64,
     next_lsn: u64,
     status: Arc<WalStatus>,
     checkpoints: Arc<Checkpoints>,
-    /// Durable events go here too (the snapshot thread), in LSN order.
-    tap: Option<Sender<(u64, Vec<Event>)>>,
     encoder: Encoder,
     buf: Vec<u8>,
     /// `commit_one`'s group, kept to reuse its allocation.
@@ -87,29 +75,26 @@ pub struct Writer {
 
 impl Writer {
     /// `file` is the open tail segment, already `segment_bytes` long.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: WriterConfig,
-        open: OpenSegment,
+        fs: SharedFs,
         file: Box<dyn LogFile>,
         segment_bytes: u64,
         next_lsn: u64,
         status: Arc<WalStatus>,
         checkpoints: Arc<Checkpoints>,
-        tap: Option<Sender<(u64, Vec<Event>)>>,
     ) -> Self {
         assert!(next_lsn >= 1);
         status.written_lsn.store(next_lsn - 1, Ordering::Release);
         status.durable_lsn.store(next_lsn - 1, Ordering::Release);
         Self {
             cfg,
-            open,
+            fs,
             file,
             segment_bytes,
             next_lsn,
             status,
             checkpoints,
-            tap,
             encoder: Encoder::default(),
             buf: Vec::with_capacity(GROUP_BYTES_MAX),
             scratch: Vec::with_capacity(1),
@@ -147,7 +132,6 @@ impl Writer {
     /// gathers; a shard that owns the writer (one-shard layout) calls it on
     /// its own thread, so a buy needs no hand-off to another thread.
     pub fn commit(&mut self, group: &mut Vec<Batch>) {
-        let first_lsn = self.next_lsn;
         for b in group.iter() {
             self.encode(&b.events);
         }
@@ -157,18 +141,6 @@ impl Writer {
         }
         match self.flush() {
             Ok(()) => {
-                if let Some(tap) = &self.tap {
-                    let mut lsn = first_lsn;
-                    for b in group.iter_mut() {
-                        let events = std::mem::take(&mut b.events);
-                        let n = events.len() as u64;
-                        if n > 0 && tap.send((lsn, events)).is_err() {
-                            self.tap = None;
-                            break;
-                        }
-                        lsn += n;
-                    }
-                }
                 for mut b in group.drain(..) {
                     b.release();
                 }
@@ -212,9 +184,19 @@ impl Writer {
     }
 
     fn fail(&mut self, e: &io::Error, what: &str) {
-        tracing::error!(error = %e, "{what} failed: the engine stops acknowledging; restart it to recover from the log");
         self.status.failed.store(true, Ordering::Release);
         self.buf.clear();
+        metrics::gauge!("seckill_wal_failed").set(1.0);
+        match self.cfg.on_failure {
+            OnFailure::Exit => {
+                tracing::error!(error = %e, "{what} failed: the engine exits; restart it to recover from the log");
+                eprintln!("seckill: {what} failed ({e}); exiting so that a restart recovers from the WAL");
+                std::process::exit(70);
+            }
+            OnFailure::AnswerBusy => {
+                tracing::error!(error = %e, "{what} failed: the engine stops acknowledging; restart it to recover from the log");
+            }
+        }
     }
 
     /// Answers `busy` to everyone in the group and keeps their tokens taken:
@@ -234,10 +216,10 @@ impl Writer {
             return Ok(());
         }
         let path = segment::segment_path(&self.cfg.dir, self.next_lsn);
-        let mut file = (self.open)(&path)?;
+        let mut file = self.fs.open_append(&path)?;
         file.write_all(MAGIC)?;
         file.sync_data()?;
-        super::sync_dir(&self.cfg.dir)?;
+        self.fs.sync_dir(&self.cfg.dir)?;
         self.file = file;
         self.segment_bytes = MAGIC.len() as u64;
         self.delete_old_segments();
@@ -248,11 +230,11 @@ impl Writer {
     /// consumers (snapshot, persister, mirror) no longer need.
     fn delete_old_segments(&self) {
         let keep_after = self.checkpoints.min();
-        let Ok(segments) = segment::list(&self.cfg.dir) else { return };
+        let Ok(segments) = segment::list_in(&*self.fs, &self.cfg.dir) else { return };
         for pair in segments.windows(2) {
             // Records of pair[0] are pair[0].first_lsn ..= pair[1].first_lsn - 1.
             if pair[1].first_lsn.saturating_sub(1) <= keep_after {
-                match std::fs::remove_file(&pair[0].path) {
+                match self.fs.remove_file(&pair[0].path) {
                     Ok(()) => tracing::debug!(path = %pair[0].path.display(), "deleted WAL segment"),
                     Err(e) => tracing::warn!(error = %e, "could not delete an old WAL segment"),
                 }

@@ -1,0 +1,147 @@
+//! The file-system seam under the WAL, the snapshots and the data dir's
+//! metadata: every file operation recovery and the writer depend on goes
+//! through [`Fs`]. Production uses [`OsFs`]; the simulation test uses
+//! [`super::sim_fs::SimFs`], which remembers what was made durable and
+//! forgets the rest on a power cut.
+//!
+//! The operations are the ones whose durability matters: appending files,
+//! fsync of a file, creating, renaming and deleting names (durable only after
+//! an fsync of the directory), and cutting a file.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A file opened for appending (a WAL segment, a snapshot being written).
+pub trait LogFile: Send {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// `fdatasync`: the bytes written so far (and the size) are durable.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// `fsync`: as `sync_data`, plus the file's other metadata.
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
+impl LogFile for File {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        Write::write_all(self, buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+    fn sync_all(&mut self) -> io::Result<()> {
+        File::sync_all(self)
+    }
+}
+
+/// Held while the data dir is in use; dropping it lets another engine in.
+pub trait DirLock: Send + Sync {}
+impl DirLock for File {}
+
+pub trait Fs: Send + Sync + 'static {
+    /// Creates `dir` and its missing parents. Not durable until the parent
+    /// of each new directory is synced ([`Fs::sync_dir`]).
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Opens `path` for appending, creating it (empty) if it does not exist.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Creates `path` empty (truncating what was there) for appending.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The entries of `dir` (full paths), in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    fn exists(&self, path: &Path) -> bool;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Cuts `path` to `len` bytes and fsyncs it.
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// Opens `path` and fsyncs it (recovery makes what it replays durable).
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
+    /// fsync of a directory: its entries (creates, renames, deletes) are durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the data dir's exclusive lock (one writer per data dir), or
+    /// `None` if another process holds it.
+    fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>>;
+}
+
+pub type SharedFs = Arc<dyn Fs>;
+
+/// The real file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsFs;
+
+pub fn os() -> SharedFs {
+    Arc::new(OsFs)
+}
+
+impl Fs for OsFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Box::new(f))
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        Ok(Box::new(File::create(path)?))
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect()
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let f = std::fs::OpenOptions::new().write(true).open(path)?;
+        f.set_len(len)?;
+        f.sync_all()
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+    fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
+        let path = dir.join("LOCK");
+        let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Ok(None);
+        }
+        f.set_len(0)?;
+        writeln!(f, "{}", std::process::id())?;
+        Ok(Some(Box::new(f)))
+    }
+}
+
+/// Creates `dir` (and parents) and makes its name durable: the parent of
+/// every directory it creates is synced, and so are `dir`'s parent (always: a
+/// crash may have left a directory whose creation was never synced) and `dir`.
+pub fn create_dir_durable(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && a.parent().is_some() && !fs.exists(a))
+        .map(Path::to_path_buf)
+        .collect();
+    fs.create_dir_all(dir)?;
+    let mut parents: Vec<&Path> = missing.iter().rev().filter_map(|d| d.parent()).collect();
+    parents.extend(dir.parent());
+    parents.dedup();
+    for p in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
+        fs.sync_dir(p)?;
+    }
+    fs.sync_dir(dir)
+}

@@ -1,0 +1,358 @@
+//! Power loss and disk damage, one scenario each, on the simulated disk
+//! (`wal::sim_fs::SimFs`): the bugs of issue 16, each as a test that failed
+//! before its fix. The random search over the same ground is
+//! `simulation.rs`.
+
+use seckill_engine::node::{Node, NodeConfig, NodeError};
+use seckill_engine::wal::fs::{DirLock, Fs, LogFile};
+use seckill_engine::wal::sim_fs::{Fault, SimFs};
+use seckill_engine::wal::{self, OnFailure, RecoveryError};
+use seckill_engine::{ActivitySpec, EngineConfig, ManualClock};
+use seckill_proto::{ErrorCode, OrderView, Request, Response};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const T0: u64 = 1_800_000_000_000;
+const DATA: &str = "/sim/data";
+
+fn cfg() -> NodeConfig {
+    let mut c = NodeConfig::new(PathBuf::from(DATA));
+    c.engine = EngineConfig { shards: 2, queue_capacity: 1024, ..EngineConfig::default() };
+    c.segment_bytes_max = 4096;
+    c.snapshot_every_records = u64::MAX;
+    c.on_failure = OnFailure::AnswerBusy;
+    c
+}
+
+fn open(fs: &SimFs, cfg: NodeConfig) -> Result<Node, NodeError> {
+    fs.restart();
+    Node::open_with(cfg, Arc::new(ManualClock::new(T0)), Arc::new(fs.clone()))
+}
+
+fn crash(fs: &SimFs, node: Node) {
+    fs.kill();
+    let Node { engine, wal, .. } = node;
+    drop(engine);
+    wal.join();
+}
+
+fn spec(stock: u64) -> ActivitySpec {
+    ActivitySpec {
+        title: "t".into(),
+        product_id: None,
+        price_cents: 100,
+        stock,
+        starts_at_ms: T0 - 1,
+        ends_at_ms: T0 + 86_400_000,
+        per_user_limit: 1,
+        payment_timeout_s: 3600,
+        require_buy_token: false,
+        gate_factor: 5,
+    }
+}
+
+fn buy(node: &Node, activity_id: u64, user_id: u64) -> Response {
+    node.engine.call(Request::Buy { user_id, activity_id, quantity: 1, idempotency_key: 0, buy_token_ok: false })
+}
+
+fn order(r: Response) -> OrderView {
+    match r {
+        Response::Order(o) => o,
+        other => panic!("expected an order, got {other:?}"),
+    }
+}
+
+fn assert_present(node: &Node, acked: &[OrderView]) {
+    for o in acked {
+        let got = node.engine.call(Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id });
+        assert!(
+            matches!(got, Response::Order(ref v) if v.order_id == o.order_id),
+            "acknowledged {o:?} is gone: {got:?}"
+        );
+    }
+}
+
+fn segments(fs: &SimFs) -> Vec<(PathBuf, usize, usize)> {
+    fs.files().into_iter().filter(|(p, _, _)| p.extension().is_some_and(|e| e == "wal")).collect()
+}
+
+/// The reproduction of the issue: a kill -9 between a group's write and
+/// its fdatasync leaves records in the page cache only; recovery replayed
+/// them and went on writing newer segments without syncing them, so a power
+/// cut then left the old segment shorter than what follows it, and the
+/// engine refused to start ("WAL records … are missing").
+#[test]
+fn records_replayed_after_a_kill_are_made_durable_before_new_writes() {
+    let fs = SimFs::new();
+    let node = open(&fs, cfg()).expect("open");
+    let a = node.engine.create_activity(spec(1000)).expect("activity").id;
+    let mut acked: Vec<OrderView> = (1..=5).map(|u| order(buy(&node, a, u))).collect();
+    let next = node.wal.status.written_lsn.load(Ordering::Acquire) + 1;
+    fs.arm(Fault::AtWalSync { lsn: next });
+    assert_eq!(buy(&node, a, 6), Response::Error(ErrorCode::Busy), "the buy whose fsync never happened");
+    assert!(fs.fired().is_some());
+    crash(&fs, node);
+
+    // Restart: the unsynced buy comes back from the page cache.
+    let node = open(&fs, cfg()).expect("recovery after kill -9");
+    // Enough buys to rotate into new segments.
+    for u in 100..160 {
+        acked.push(order(buy(&node, a, u)));
+    }
+    crash(&fs, node);
+    fs.power_cut(|_| (0, 0));
+    let node = open(&fs, cfg()).expect("recovery after a power cut refused a log that lost only unsynced bytes");
+    assert_present(&node, &acked);
+    crash(&fs, node);
+}
+
+/// `wal/`, `snapshots/` and the data dir itself were created without an
+/// fsync of their parent: a power cut could take the whole log with it.
+#[test]
+fn new_directories_survive_a_power_cut() {
+    let fs = SimFs::new();
+    let node = open(&fs, cfg()).expect("open");
+    let a = node.engine.create_activity(spec(10)).expect("activity").id;
+    let acked: Vec<OrderView> = (1..=3).map(|u| order(buy(&node, a, u))).collect();
+    crash(&fs, node);
+    fs.power_cut(|_| (0, 0));
+    let node = open(&fs, cfg()).expect("recovery");
+    assert_present(&node, &acked);
+    crash(&fs, node);
+}
+
+/// A bit flip in the middle of the last segment used to be cut off like a
+/// torn tail, silently dropping every acknowledged record after it.
+#[test]
+fn damage_inside_the_last_segment_is_refused_and_repair_moves_it_aside() {
+    let fs = SimFs::new();
+    let mut c = cfg();
+    c.segment_bytes_max = 1 << 20;
+    let node = open(&fs, c.clone()).expect("open");
+    let a = node.engine.create_activity(spec(100)).expect("activity").id;
+    let acked: Vec<OrderView> = (1..=20).map(|u| order(buy(&node, a, u))).collect();
+    crash(&fs, node);
+    let (path, len, _) = segments(&fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
+    assert!(fs.corrupt(&path, len / 2), "flip a byte in the middle");
+
+    let err = open(&fs, c.clone()).err().expect("recovery must refuse");
+    match &err {
+        NodeError::Recovery(RecoveryError::CorruptInLast { path: p, offset, later_lsn, .. }) => {
+            assert_eq!(p, &path);
+            assert!(*offset > 8 && *offset <= len as u64 / 2, "offset {offset} of {len}");
+            assert!(*later_lsn > 1);
+        }
+        other => panic!("expected CorruptInLast, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()) && msg.contains("seckill repair-wal"), "{msg}");
+    // Nothing was cut.
+    let after: Vec<_> = segments(&fs).into_iter().filter(|(p, _, _)| *p == path).collect();
+    assert_eq!(after[0].1, len, "recovery changed the damaged segment");
+
+    // The operator accepts the loss: the bytes move aside, the engine starts.
+    fs.restart();
+    let report = wal::repair(&fs, Path::new(DATA)).expect("repair");
+    assert_eq!(report.moved.len(), 1, "{report:?}");
+    let aside: Vec<_> =
+        fs.files().into_iter().filter(|(p, _, _)| p.starts_with(Path::new(DATA).join("wal-damaged"))).collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(aside[0].1 as u64, len as u64 - report.moved[0].1, "every damaged byte is kept");
+    let node = open(&fs, c).expect("starts after repair");
+    let present = acked
+        .iter()
+        .filter(|o| {
+            matches!(
+                node.engine.call(Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id }),
+                Response::Order(_)
+            )
+        })
+        .count();
+    assert!(present > 0 && present < acked.len(), "orders before the damage stay, after it are gone: {present}");
+    crash(&fs, node);
+}
+
+/// A damaged segment header used to cut the whole segment to 0 bytes.
+#[test]
+fn a_bad_segment_header_with_good_records_after_it_is_refused() {
+    let fs = SimFs::new();
+    let mut c = cfg();
+    c.segment_bytes_max = 1 << 20;
+    let node = open(&fs, c.clone()).expect("open");
+    let a = node.engine.create_activity(spec(100)).expect("activity").id;
+    for u in 1..=5 {
+        order(buy(&node, a, u));
+    }
+    crash(&fs, node);
+    let (path, _, _) = segments(&fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
+    assert!(fs.corrupt(&path, 2));
+    match open(&fs, c) {
+        Err(NodeError::Recovery(RecoveryError::CorruptInLast { offset: 0, .. })) => {}
+        Err(other) => panic!("expected CorruptInLast at 0, got {other}"),
+        Ok(_) => panic!("recovery accepted a segment whose header is damaged"),
+    }
+}
+
+/// A torn tail (the only damage a crash makes) is still taken off, but its
+/// bytes are kept in `wal-damaged/` instead of being thrown away.
+#[test]
+fn a_torn_tail_is_cut_and_kept_aside() {
+    let fs = SimFs::new();
+    let node = open(&fs, cfg()).expect("open");
+    let a = node.engine.create_activity(spec(100)).expect("activity").id;
+    let acked: Vec<OrderView> = (1..=5).map(|u| order(buy(&node, a, u))).collect();
+    let next = node.wal.status.written_lsn.load(Ordering::Acquire) + 1;
+    fs.arm(Fault::AtWalWrite { lsn: next, torn_bytes: Some(7) });
+    assert_eq!(buy(&node, a, 6), Response::Error(ErrorCode::Busy));
+    crash(&fs, node);
+    let node = open(&fs, cfg()).expect("recovery cuts a torn tail");
+    assert_present(&node, &acked);
+    let aside: Vec<_> =
+        fs.files().into_iter().filter(|(p, _, _)| p.starts_with(Path::new(DATA).join("wal-damaged"))).collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(aside[0].1, 7);
+    crash(&fs, node);
+}
+
+/// A failed fsync used to leave the node up, answering `busy` forever while
+/// `readyz` said 200. It now exits (crash-only). Run in a child process.
+#[test]
+fn a_failed_fsync_exits_the_process() {
+    if std::env::var_os("SECKILL_POWER_LOSS_CHILD").is_some() {
+        let fs = SimFs::new();
+        let mut c = cfg();
+        c.on_failure = OnFailure::Exit;
+        let node = open(&fs, c).expect("open");
+        let a = node.engine.create_activity(spec(10)).expect("activity").id;
+        fs.arm(Fault::AtWalSync { lsn: node.wal.status.written_lsn.load(Ordering::Acquire) + 1 });
+        let r = buy(&node, a, 1);
+        // Not reached: the writer exits the process before anyone answers.
+        panic!("the process went on after a failed fsync and answered {r:?}");
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "a_failed_fsync_exits_the_process", "--nocapture"])
+        .env("SECKILL_POWER_LOSS_CHILD", "1")
+        .output()
+        .expect("run the child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "child: {stderr}");
+    assert!(stderr.contains("exiting so that a restart recovers"), "{stderr}");
+}
+
+/// Delegates to a `SimFs` but holds every snapshot temp file's creation
+/// until released: a snapshot that takes as long as we like.
+struct SlowSnapshots {
+    fs: SimFs,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Fs for SlowSnapshots {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.fs.create_dir_all(dir)
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        self.fs.open_append(path)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let in_snapshots = path.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "snapshots");
+        if in_snapshots && path.extension().is_some_and(|e| e == "tmp") {
+            let (open, cv) = &*self.gate;
+            let mut g = open.lock().expect("gate");
+            while !*g {
+                g = cv.wait(g).expect("gate");
+            }
+        }
+        self.fs.create(path)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.fs.read(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.fs.list(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.fs.exists(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.fs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.fs.remove_file(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        self.fs.truncate(path, len)
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        self.fs.sync_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.fs.sync_dir(dir)
+    }
+    fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
+        self.fs.lock(dir)
+    }
+}
+
+/// The writer used to hand every durable batch to the snapshot thread with
+/// a blocking send into a 4096-slot channel, and that thread wrote whole
+/// snapshots inline: a slow snapshot stopped every answer. Now a snapshot
+/// that never finishes does not slow a single buy.
+#[test]
+fn a_stuck_snapshot_does_not_block_answers() {
+    let sim = SimFs::new();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let fs = Arc::new(SlowSnapshots { fs: sim.clone(), gate: gate.clone() });
+    let mut c = cfg();
+    c.segment_bytes_max = 64 << 20;
+    let node = Arc::new(Node::open_with(c, Arc::new(ManualClock::new(T0)), fs).expect("open"));
+    let a = node.engine.create_activity(spec(100_000)).expect("activity").id;
+    let snapper = node.wal.snapshotter();
+    let snap = std::thread::spawn(move || snapper.snapshot());
+    // One batch per call: more batches than the old channel held.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let buyer = {
+        let node = node.clone();
+        std::thread::spawn(move || {
+            for u in 1..=5000 {
+                order(buy(&node, a, u));
+            }
+            let _ = tx.send(());
+        })
+    };
+    let started = Instant::now();
+    let done = rx.recv_timeout(Duration::from_secs(120));
+    assert!(done.is_ok(), "buys stopped while a snapshot was being written ({:?})", started.elapsed());
+    buyer.join().expect("buyer");
+    {
+        let (open, cv) = &*gate;
+        *open.lock().expect("gate") = true;
+        cv.notify_all();
+    }
+    let lsn = snap.join().expect("snapshot thread").expect("snapshot");
+    assert!(lsn >= 2, "the snapshot covers what was durable when it was asked for");
+    drop(sim);
+}
+
+/// Snapshots follow the durable LSN by themselves (`--snapshot-every`).
+#[test]
+fn snapshots_are_written_every_n_durable_records() {
+    let fs = SimFs::new();
+    let mut c = cfg();
+    c.snapshot_every_records = 50;
+    let node = open(&fs, c).expect("open");
+    let a = node.engine.create_activity(spec(1000)).expect("activity").id;
+    for u in 1..=120 {
+        order(buy(&node, a, u));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let snaps = || fs.files().into_iter().filter(|(p, _, _)| p.extension().is_some_and(|e| e == "snap")).count();
+    while snaps() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(snaps() > 0, "no snapshot after 120 records with --snapshot-every 50");
+    crash(&fs, node);
+}
