@@ -183,6 +183,10 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
             // it at once (never waiting), then closed.
             metrics::counter!("seckill_http_connections_refused_total", "why" => "per_ip").increment(1);
             let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            // What already arrived is read, so the close is a FIN that lets
+            // the client read the 429, not a reset.
+            let mut sink = [0u8; 2048];
+            let _ = stream.try_read(&mut sink);
             continue;
         };
         let _ = stream.set_nodelay(true);

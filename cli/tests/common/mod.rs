@@ -280,11 +280,21 @@ pub fn try_request(
 
 /// Writes `raw` bytes as they are and reads one HTTP/1.1 answer.
 pub fn raw_request(port: u16, raw: &[u8]) -> std::io::Result<HttpResp> {
-    use std::io::Read;
+    raw_request_within(port, raw, Duration::from_secs(30))
+}
+
+/// `raw_request` that gives up (an error) when a read or write waits longer than `timeout`.
+pub fn raw_request_within(port: u16, raw: &[u8], timeout: Duration) -> std::io::Result<HttpResp> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     s.write_all(raw)?;
+    read_response(s)
+}
+
+/// Reads one HTTP/1.1 answer from `s`.
+pub fn read_response(s: std::net::TcpStream) -> std::io::Result<HttpResp> {
+    use std::io::Read;
     let mut r = BufReader::new(s);
     let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let mut line = String::new();
