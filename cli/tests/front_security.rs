@@ -316,3 +316,50 @@ fn metrics_are_not_on_the_buyer_port_and_errors_are_json() {
     let h: Value = up.get("/api/v1/healthz", None).json();
     assert_eq!(h["status"], "ok");
 }
+
+/// `seckill engine` and `seckill front` run apart: each serves `/metrics` on
+/// its own `--metrics` address, and the front's buyer port does not.
+#[test]
+fn engine_and_front_serve_metrics_on_their_own_listeners() {
+    let (_tmp, dir) = data_dir();
+    let engine_metrics = common::free_port();
+    let engine_metrics_addr = format!("127.0.0.1:{engine_metrics}");
+    let _engine = common::EngineProc::start(&dir, &["--metrics", &engine_metrics_addr]);
+    let r = common::request(engine_metrics, "GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", r.headers);
+
+    let (port, front_metrics) = (common::free_port(), common::free_port());
+    let log = std::fs::File::create(dir.with_extension("front.log")).expect("log");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _front = Kill(
+        std::process::Command::new(common::bin())
+            .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(&dir)
+            .args(["--metrics", &format!("127.0.0.1:{front_metrics}")])
+            .env("SECKILL_AUTH_SECRET", common::AUTH_SECRET)
+            .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("seckill front"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !common::try_request(port, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
+        let log = std::fs::read_to_string(dir.with_extension("front.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "seckill front not ready: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = common::request(port, "GET", "/metrics", &[], b"");
+    assert_eq!((r.status, error_code(&r)), (404, "not_found".into()));
+    let m = common::request(front_metrics, "GET", "/metrics", &[], b"");
+    assert_eq!(m.status, 200);
+    assert!(m.text().contains("seckill_http_requests_total"), "{}", m.text());
+}
