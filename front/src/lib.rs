@@ -241,3 +241,15 @@ async fn request_overdue(started_ms: &std::sync::atomic::AtomicU64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_canned_429_declares_its_length_and_is_json() {
+        let text = std::str::from_utf8(super::TOO_MANY_CONNECTIONS).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.ends_with(&format!("\r\ncontent-length: {}", body.len())), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "rate_limited");
+    }
+}
