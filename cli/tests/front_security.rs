@@ -290,8 +290,9 @@ fn replayed_payment_notifies_are_refused_once_and_stale_ones_not_at_all() {
 // ---- row 9: metrics and error bodies --------------------------------------------
 
 /// Metrics are on the operator's listener only; every error the buyer port
-/// makes is JSON, including a head too large (431) and an unknown path.
-/// Fails if `/metrics` is served on the buyer port again.
+/// makes is JSON, including a head too large (431), an unknown path, and
+/// the 400/431 hyper makes itself. Fails if `/metrics` is served on the
+/// buyer port again, without `head_bytes`, or without `JsonErrors`.
 #[test]
 fn metrics_are_not_on_the_buyer_port_and_errors_are_json() {
     let (_tmp, dir) = data_dir();
@@ -312,6 +313,21 @@ fn metrics_are_not_on_the_buyer_port_and_errors_are_json() {
     let r = up.req("GET", "/api/v1/healthz", &[("X-Big", &big)], b"");
     assert_eq!((r.status, error_code(&r)), (431, "header_too_large".into()), "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
+    // What hyper answers before our code sees a request is made JSON too.
+    let huge = format!("GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    for (what, raw, status, code) in [
+        ("a 70 KiB head", huge.as_str(), 431, "header_too_large"),
+        ("150 headers", many.as_str(), 431, "header_too_large"),
+        ("a request line that is no HTTP", "GARBAGE\r\n\r\n", 400, "bad_request"),
+        ("a bad header line", "GET / HTTP/1.1\r\nHost x\r\n\r\n", 400, "bad_request"),
+    ] {
+        let r = common::raw_request_within(up.port, raw.as_bytes(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        assert_eq!((r.status, error_code(&r)), (status, code.into()), "{what}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
+    }
     // Still serving.
     let h: Value = up.get("/api/v1/healthz", None).json();
     assert_eq!(h["status"], "ok");

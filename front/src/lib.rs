@@ -11,6 +11,7 @@ pub mod auth;
 pub mod buy_token;
 pub mod engine_client;
 pub mod http;
+pub mod json_errors;
 pub mod limits;
 pub mod metrics_http;
 pub mod payment;
@@ -206,7 +207,7 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(json_errors::JsonErrors::new(TokioIo::new(stream)), svc);
             tokio::select! {
                 _ = conn => {}
                 _ = request_overdue(&started_ms) => {
