@@ -53,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // it never writes into a MySQL or Redis someone else uses.
             mysql_url: "none".into(),
             redis_url: "none".into(),
+            metrics: front::MetricsArgs { metrics: seckill_front::metrics_http::MetricsAddr::Off },
         },
         http: front::HttpArgs {
             http,
@@ -60,6 +61,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             jwt_issuer: None,
             jwt_audience: None,
             engine_connections: 4,
+            http_connections_max: seckill_front::CONNECTIONS_MAX,
+            http_connections_per_ip: seckill_front::CONNECTIONS_PER_IP_MAX,
+            ip_requests_per_s: seckill_front::IP_REQUESTS_PER_S,
+            activity_cache_ms: seckill_front::ACTIVITY_CACHE_TTL_MS,
         },
     };
     println!("seckill demo: starting the service on http://{http} (data dir {})", data_dir.display());

@@ -48,6 +48,8 @@ pub struct Args {
     /// Redis for the mirror and event stream (fed from the WAL); `none` disables it.
     #[arg(long, env = "SECKILL_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    #[command(flatten)]
+    pub metrics: super::front::MetricsArgs,
 }
 
 impl Args {
@@ -57,7 +59,10 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let prometheus = super::front::install_metrics();
     let running = start(&args)?;
+    seckill_front::metrics_http::spawn_thread(args.metrics.metrics, prometheus)
+        .with_context(|| format!("binding --metrics {}", args.metrics.metrics))?;
     println!("seckill engine listening on {} (admin: {})", running.addr, running.admin_path.display());
     let why = running.wait();
     running.stop(why);
