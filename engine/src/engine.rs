@@ -266,10 +266,10 @@ impl Engine {
         let (tx, rx) = bounded(1);
         let mut batch = Batch { events, returns: Vec::new(), replies: Vec::new() };
         batch.replies.push(Reply { tx: tx.into(), tag: 0, resp: Response::Done });
+        // A stopped writer or shard drops the batch and with it `tx`: `busy` below.
         match &self.log {
             ControlLog::Immediate => batch.release(),
-            ControlLog::Writer(tx) => Sink::Log(tx.clone()).commit(&mut batch),
-            // A stopped shard drops the batch and with it `tx`: `busy` below.
+            ControlLog::Writer(writer) => drop(writer.send(batch)),
             ControlLog::Shard0 => drop(self.shards[0].control.send(Control::Log(batch))),
         }
         // Only `Done` means durable: a failed WAL answers `busy` instead.

@@ -161,9 +161,9 @@ fn faulty(ctl: Arc<Ctl>) -> Arc<dyn Fs> {
     Arc::new(FaultyFs(ctl))
 }
 
-fn cfg(dir: &Path, segment_bytes_max: u64) -> NodeConfig {
+fn cfg(dir: &Path, segment_bytes_max: u64, shards: usize) -> NodeConfig {
     let mut c = NodeConfig::new(dir);
-    c.engine = EngineConfig { shards: 2, queue_capacity: 64, ..EngineConfig::default() };
+    c.engine = EngineConfig { shards, queue_capacity: 64, ..EngineConfig::default() };
     c.segment_bytes_max = segment_bytes_max;
     // Stay up after the fault so the test can look at the failed node.
     c.on_failure = OnFailure::AnswerBusy;
@@ -209,8 +209,16 @@ fn stop(node: Node) {
     wal.join();
 }
 
-/// The scenario for one fault; `acked_before` buys succeed first.
+/// The scenario for one fault, in both thread layouts: one shard that owns
+/// the WAL writer (`Sink::Own`) and two shards sharing the writer thread.
 fn run(fault: Fault) {
+    for shards in [1, 2] {
+        run_layout(fault, shards);
+    }
+}
+
+/// The scenario for one fault; `acked_before` buys succeed first.
+fn run_layout(fault: Fault, shards: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0);
     let ctl = Arc::new(Ctl::default());
@@ -218,8 +226,9 @@ fn run(fault: Fault) {
     let segment_bytes_max = if matches!(fault, Fault::Open) { 1 } else { 64 << 20 };
 
     let (activity_id, acked) = {
-        let node = Node::open_with(cfg(dir.path(), segment_bytes_max), Arc::new(clock.clone()), faulty(ctl.clone()))
-            .expect("open");
+        let node =
+            Node::open_with(cfg(dir.path(), segment_bytes_max, shards), Arc::new(clock.clone()), faulty(ctl.clone()))
+                .expect("open");
         let e = &node.engine;
         let a = e.create_activity(spec()).expect("activity");
         let mut acked: Vec<OrderView> = Vec::new();
@@ -270,7 +279,8 @@ fn run(fault: Fault) {
     };
 
     // Restart on a healthy file layer.
-    let node = Node::open(cfg(dir.path(), 64 << 20), Arc::new(clock.clone())).expect("recovery after the fault");
+    let node =
+        Node::open(cfg(dir.path(), 64 << 20, shards), Arc::new(clock.clone())).expect("recovery after the fault");
     for o in &acked {
         let got = order(node.engine.call(Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id }));
         assert_eq!(got.status, OrderStatus::PendingPayment, "{fault:?}: acknowledged order {o:?}");
@@ -295,7 +305,7 @@ fn run(fault: Fault) {
     assert!(!node.wal.status.failed.load(Ordering::Acquire));
     assert_eq!(node.engine.activity(activity_id).unwrap().remaining, TOTAL - expect_held - 1);
     stop(node);
-    let node = Node::open(cfg(dir.path(), 64 << 20), Arc::new(clock)).expect("second recovery");
+    let node = Node::open(cfg(dir.path(), 64 << 20, shards), Arc::new(clock)).expect("second recovery");
     let got = order(node.engine.call(Request::GetOrder { user_id: Some(100), order_id: fresh.order_id }));
     assert_eq!(got.order_id, fresh.order_id);
     assert_eq!(held(&node, activity_id) + node.engine.activity(activity_id).unwrap().remaining, TOTAL);
