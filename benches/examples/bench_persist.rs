@@ -340,7 +340,7 @@ fn main() {
             md,
             "Measured {} on {cores} cores ({host}), MariaDB at `{}` with its settings as found.",
             date(now_ms),
-            redacted(&base)
+            seckill_persist::redact_url(&base)
         );
         let _ = writeln!(
             md,
@@ -391,10 +391,6 @@ fn loadavg() -> String {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "n/a".into())
-}
-
-fn redacted(url: &str) -> String {
-    seckill_persist::mysql::redact(url)
 }
 
 /// YYYY-MM-DD (UTC) of a Unix ms time.
