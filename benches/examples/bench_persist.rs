@@ -39,6 +39,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// CPU seconds (user + system) of process `pid` ("self" for this one).
+#[allow(unsafe_code)] // sysconf: see the SAFETY comment
 fn cpu_seconds(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;

@@ -53,7 +53,10 @@ mod tests {
         assert_eq!(redact_url("redis://default:secret@h:6379"), "redis://default:***@h:6379");
         assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact_url("mysql://u:s@h/db?ssl-mode=disabled"), "mysql://u:***@h/db?ssl-mode=disabled");
-        assert_eq!(redact_url("redis+unix:///run/redis.sock?pass=secret&db=2"), "redis+unix:///run/redis.sock?pass=***&db=2");
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?pass=secret&db=2"),
+            "redis+unix:///run/redis.sock?pass=***&db=2"
+        );
     }
 
     #[test]

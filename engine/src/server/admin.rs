@@ -99,6 +99,7 @@ pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
 
 /// The uid of the process that connected `stream` (`SO_PEERCRED`, as it was
 /// at `connect`; the peer cannot change it afterwards).
+#[allow(unsafe_code)] // getsockopt: see the SAFETY comment
 pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
@@ -120,6 +121,7 @@ pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     Ok(cred.uid)
 }
 
+#[allow(unsafe_code)] // geteuid: see the SAFETY comment
 fn own_uid() -> u32 {
     // SAFETY: geteuid has no preconditions, touches no memory and cannot fail.
     unsafe { libc::geteuid() }

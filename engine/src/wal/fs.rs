@@ -131,6 +131,7 @@ impl Fs for OsFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+    #[allow(unsafe_code)] // flock: see the SAFETY comment
     fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
         let path = dir.join("LOCK");
         let mut f = private_file().create(true).truncate(false).write(true).open(&path)?;
