@@ -59,6 +59,7 @@ fn spawn_up(data: &Path, port: u16, mysql_url: &str, extra: &[&str]) -> Child {
         .arg("--data-dir")
         .arg(data)
         .args(["--http", &format!("127.0.0.1:{port}"), "--mysql-url", mysql_url, "--redis-url", "none"])
+        .args(["--metrics", "none"])
         .args(extra)
         .env_remove("SECKILL_AUTH_SECRET")
         .env_remove("SECKILL_PAYMENT_SECRET")
@@ -373,7 +374,7 @@ fn no_password_reaches_logs_errors_or_help() {
     let log_path = data.with_extension("log");
     let log = std::fs::File::create(&log_path).expect("log");
     let mut c = Command::new(bin());
-    c.args(["up", "--data-dir"]).arg(&data).args(["--http", &format!("127.0.0.1:{port}")]);
+    c.args(["up", "--data-dir"]).arg(&data).args(["--http", &format!("127.0.0.1:{port}"), "--metrics", "none"]);
     with_env(&mut c);
     let mut up = c.stdout(log.try_clone().expect("clone")).stderr(log).spawn().expect("up");
     wait_http(&mut up, port, &data);

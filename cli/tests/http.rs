@@ -642,6 +642,7 @@ fn short_secrets_are_refused_at_start() {
             .arg(&dir)
             .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
             .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
+            .env("SECKILL_METRICS", "none")
             .env(var, value)
             .output()
             .expect("seckill up");
@@ -705,7 +706,9 @@ fn payment_notify() {
     let sig_of_other_body = sign(&notify_body(&id(&a), 1, "txn-a"));
     assert_error(&notify(&up, &body, Some(&sig_of_other_body)), 401, "unauthorized");
     let good = sign(&body);
-    assert_error(&notify(&up, &body, Some(good.trim_start_matches("sha256="))), 401, "unauthorized");
+    let hex = good.split_once(",v1=").map(|(_, h)| h.to_string()).expect("t=…,v1=…");
+    assert_error(&notify(&up, &body, Some(&hex)), 401, "unauthorized");
+    assert_error(&notify(&up, &body, Some(&format!("sha256={hex}"))), 401, "unauthorized");
     assert_error(&notify(&up, &body, Some("sha256=zz")), 401, "unauthorized");
     assert_eq!(assert_status(&up.get(&order_path(&a), Some(1)), 200)["status"], "pending_payment");
 
@@ -805,21 +808,22 @@ fn routes_health_and_metrics() {
         ("PUT", "/api/v1/orders", "GET"),
         ("GET", "/api/v1/payments/notify", "POST"),
         ("POST", "/api/v1/healthz", "GET"),
-        ("POST", "/metrics", "GET"),
     ] {
         let r = up.req(method, path, &[], b"");
         assert_error(&r, 405, "method_not_allowed");
         assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
     }
 
+    // Metrics are the operator's (`--metrics`): not on the buyer port.
     for path in ["/metrics", "/api/v1/metrics"] {
-        let r = up.get(path, None);
-        assert_eq!(r.status, 200, "{path}");
-        assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", r.headers);
-        let text = r.text();
-        assert!(text.contains("seckill_http_requests_total"), "{path} lacks seckill_http_requests_total:\n{text}");
-        assert!(text.contains(r#"route="healthz""#), "{path}: requests are counted by route:\n{text}");
+        assert_error(&up.get(path, None), 404, "not_found");
     }
+    let r = common::request(up.metrics_port, "GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", r.headers);
+    let text = r.text();
+    assert!(text.contains("seckill_http_requests_total"), "/metrics lacks seckill_http_requests_total:\n{text}");
+    assert!(text.contains(r#"route="healthz""#), "requests are counted by route:\n{text}");
 
     // A token printed by `seckill token` (same secret) is accepted.
     let out = std::process::Command::new(common::bin())
@@ -847,6 +851,7 @@ fn front_without_engine_is_not_ready() {
         .arg(format!("unix:{}", dir.join("no-engine.sock").display()))
         .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
         .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
+        .env("SECKILL_METRICS", "none")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(log)
@@ -1125,6 +1130,7 @@ fn two_fronts_share_one_engine_over_the_socket() {
                 .arg(&dir)
                 .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
                 .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
+                .env("SECKILL_METRICS", "none")
                 .env("RUST_LOG", "warn")
                 .stdout(std::process::Stdio::null())
                 .stderr(log)

@@ -36,6 +36,7 @@ impl Up {
                 .arg(data_dir)
                 .args(["--http", &format!("127.0.0.1:{port}"), "--mysql-url", "none", "--redis-url", "none"])
                 .env("SECKILL_AUTH_SECRET", SECRET)
+                .env("SECKILL_METRICS", "none")
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log file"))

@@ -21,6 +21,9 @@ pub struct Replica {
     pub activities: BTreeMap<u64, (Activity, u64)>,
     pub orders: HashMap<OrderId, Order>,
     pub quotas: BTreeMap<(u64, u64), u32>,
+    /// Refused payments (order, transaction hash) with what was refused, so
+    /// a replay of one is not recorded again after a restart.
+    pub refused: BTreeMap<(OrderId, u64), (u64, u64)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,7 +81,10 @@ impl Replica {
                     o.paid_txn = *txn;
                 }
             }
-            Event::PaymentRefused { .. } => {}
+            Event::PaymentRefused { order_id, amount_cents, txn, at_ms } => {
+                // The first record of a refusal is the one kept.
+                self.refused.entry((*order_id, *txn)).or_insert((*amount_cents, *at_ms));
+            }
         }
         self.lsn = lsn;
         Ok(())
@@ -95,7 +101,13 @@ impl Replica {
         let mut ids: Vec<&OrderId> = self.orders.keys().collect();
         ids.sort_unstable();
         let orders = ids.into_iter().map(|id| Event::OrderCreated(self.orders[id]));
-        products.chain(activities).chain(quotas).chain(orders)
+        let refused = self.refused.iter().map(|(&(order_id, txn), &(amount_cents, at_ms))| Event::PaymentRefused {
+            order_id,
+            amount_cents,
+            txn,
+            at_ms,
+        });
+        products.chain(activities).chain(quotas).chain(orders).chain(refused)
     }
 
     /// Units held per activity by orders that hold stock.
@@ -147,6 +159,12 @@ impl Replica {
                 ));
             }
             states[shard].insert_order(*o);
+        }
+        for &(order_id, txn) in self.refused.keys() {
+            let Some(state) = states.get_mut(order_id.shard() as usize) else { continue };
+            if state.refused.len() < crate::shard::state::REFUSALS_REMEMBERED_MAX {
+                state.refused.insert((order_id, txn));
+            }
         }
         Ok((catalog, states))
     }

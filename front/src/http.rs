@@ -7,6 +7,7 @@
 // an allocation to every refusal.
 #![allow(clippy::result_large_err)]
 
+use crate::limits::ActivityKey;
 use crate::Front;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -17,6 +18,8 @@ use seckill_proto::{json, ErrorCode, OrderId, Request, Response, PAGE_LIMIT_MAX}
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,9 +29,13 @@ pub type Body = Full<Bytes>;
 pub const BODY_BYTES_MAX: usize = 4 * 1024;
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
 
-pub async fn handle(front: Arc<Front>, req: HttpRequest<Incoming>) -> Result<HttpResponse<Body>, Infallible> {
+pub async fn handle(
+    front: Arc<Front>,
+    ip: IpAddr,
+    req: HttpRequest<Incoming>,
+) -> Result<HttpResponse<Body>, Infallible> {
     let started = Instant::now();
-    let (route, resp) = route(&front, req).await;
+    let (route, resp) = route(&front, ip, req).await;
     let status = resp.status().as_u16();
     metrics::counter!("seckill_http_requests_total", "route" => route, "status" => status_label(status)).increment(1);
     metrics::histogram!("seckill_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
@@ -43,6 +50,8 @@ fn status_label(s: u16) -> &'static str {
         401 => "401",
         404 => "404",
         405 => "405",
+        408 => "408",
+        431 => "431",
         409 => "409",
         413 => "413",
         429 => "429",
@@ -56,32 +65,39 @@ fn status_label(s: u16) -> &'static str {
 /// Most path segments a route has (`/api/v1/activities/{id}/buy`).
 const PATH_SEGMENTS_MAX: usize = 6;
 
-async fn route(front: &Front, req: HttpRequest<Incoming>) -> (&'static str, HttpResponse<Body>) {
+async fn route(front: &Front, ip: IpAddr, req: HttpRequest<Incoming>) -> (&'static str, HttpResponse<Body>) {
     // A clone of the URI shares its bytes: the path outlives `req`, which
     // the body-reading handlers consume.
+    if head_bytes(&req) > crate::HEAD_BYTES_MAX {
+        return ("unknown", head_too_large());
+    }
     let uri = req.uri().clone();
     let method = req.method().clone();
     let mut segs = [""; PATH_SEGMENTS_MAX];
     let mut n = 0;
     for seg in uri.path().trim_end_matches('/').split('/').skip(1) {
         if n == PATH_SEGMENTS_MAX {
-            return ("unknown", not_found());
+            return ("unknown", anonymous(front, ip).unwrap_or_else(not_found));
         }
         segs[n] = seg;
         n += 1;
     }
+    // `/metrics` lives on the operator's listener (`--metrics`), not here.
     let api: &[&str] = match &segs[..n] {
         ["api", "v1", rest @ ..] => rest,
-        ["metrics"] if method == Method::GET => return ("metrics", metrics(front)),
-        ["metrics"] => return ("wrong_method", method_not_allowed("GET")),
-        _ => return ("unknown", not_found()),
+        _ => return ("unknown", anonymous(front, ip).unwrap_or_else(not_found)),
     };
     match (api, &method) {
         (["healthz"], &Method::GET) => ("healthz", ok(json!({"status": "ok"}))),
         (["readyz"], &Method::GET) => ("readyz", readyz(front)),
-        (["metrics"], &Method::GET) => ("metrics", metrics(front)),
-        (["activities"], &Method::GET) => ("activities.list", list_activities(front, &req).await),
-        (["activities", id], &Method::GET) => ("activities.show", show_activity(front, id).await),
+        (["activities"], &Method::GET) => match anonymous(front, ip) {
+            None => ("activities.list", list_activities(front, &req).await),
+            Some(r) => ("activities.list", r),
+        },
+        (["activities", id], &Method::GET) => match anonymous(front, ip) {
+            None => ("activities.show", show_activity(front, id).await),
+            Some(r) => ("activities.show", r),
+        },
         (["activities", id, "buy"], &Method::POST) => ("buy", buy(front, id, req).await),
         (["activities", id, "token"], &Method::POST) => ("buy_token", buy_token(front, &req, id).await),
         (["orders"], &Method::GET) => ("orders.list", list_orders(front, &req).await),
@@ -91,16 +107,22 @@ async fn route(front: &Front, req: HttpRequest<Incoming>) -> (&'static str, Http
         (["orders", id, "pay"], &Method::POST) => ("orders.pay", pay(front, &req, id).await),
         (["payments", "notify"], &Method::POST) => ("payments.notify", notify(front, req).await),
         (p, _) if allowed(p).is_some() => ("wrong_method", method_not_allowed(allowed(p).unwrap_or("GET"))),
-        _ => ("unknown", not_found()),
+        _ => ("unknown", anonymous(front, ip).unwrap_or_else(not_found)),
     }
+}
+
+/// The per-address token bucket of anonymous routes (activity reads,
+/// unknown paths): the 429 when this address is over it, `None` to go on.
+fn anonymous(front: &Front, ip: IpAddr) -> Option<HttpResponse<Body>> {
+    let retry_after_s = front.ip_buckets.take(ip, crate::now_ms()).err()?;
+    metrics::counter!("seckill_front_ip_rate_limited_total").increment(1);
+    Some(rate_limited(retry_after_s))
 }
 
 /// The methods a known path accepts, for 405 answers.
 fn allowed(path: &[&str]) -> Option<&'static str> {
     match path {
-        ["healthz"] | ["readyz"] | ["metrics"] | ["activities"] | ["activities", _] | ["orders"] | ["orders", _] => {
-            Some("GET")
-        }
+        ["healthz"] | ["readyz"] | ["activities"] | ["activities", _] | ["orders"] | ["orders", _] => Some("GET"),
         ["activities", _, "buy" | "token"] | ["orders", _, "cancel" | "refund" | "pay"] | ["payments", "notify"] => {
             Some("POST")
         }
@@ -197,6 +219,34 @@ fn not_found() -> HttpResponse<Body> {
     )
 }
 
+/// The size of a request head as sent (request line and header lines).
+/// Hyper refuses heads over its buffer (64 KiB) itself, with an empty 431;
+/// below that this limit answers in JSON.
+fn head_bytes(req: &HttpRequest<Incoming>) -> usize {
+    let line = req.method().as_str().len() + req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1) + 12;
+    req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+fn head_too_large() -> HttpResponse<Body> {
+    let mut r = respond(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        &json!({"error": {"code": "header_too_large", "message": "the request head is larger than 16 KiB"}}),
+    );
+    r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// 408: the body did not arrive in time. The connection is closed after it
+/// (the rest of the body is never read).
+fn request_timeout() -> HttpResponse<Body> {
+    let mut r = respond(
+        StatusCode::REQUEST_TIMEOUT,
+        &json!({"error": {"code": "request_timeout", "message": "the body did not arrive within 10 s"}}),
+    );
+    r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 fn method_not_allowed(allow: &'static str) -> HttpResponse<Body> {
     let mut r = respond(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -265,7 +315,21 @@ async fn body(req: HttpRequest<Incoming>) -> Result<Bytes, HttpResponse<Body>> {
     if declared.is_some_and(|n| n > BODY_BYTES_MAX as u64) {
         return Err(engine_error(ErrorCode::PayloadTooLarge));
     }
-    match Limited::new(req.into_body(), BODY_BYTES_MAX).collect().await {
+    // A body that came with its head is read without a timer; only one
+    // still on its way gets a deadline (slow bodies).
+    let mut collect = std::pin::pin!(Limited::new(req.into_body(), BODY_BYTES_MAX).collect());
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(collect.as_mut().poll(cx))).await;
+    let read = match first {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => match tokio::time::timeout(crate::BODY_READ_TIMEOUT, collect).await {
+            Ok(r) => r,
+            Err(_) => {
+                metrics::counter!("seckill_http_body_timeouts_total").increment(1);
+                return Err(request_timeout());
+            }
+        },
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(engine_error(ErrorCode::PayloadTooLarge)),
         Err(_) => Err(error(ErrorCode::BadRequest, "the body could not be read")),
@@ -315,26 +379,46 @@ fn readyz(front: &Front) -> HttpResponse<Body> {
     }
 }
 
-fn metrics(front: &Front) -> HttpResponse<Body> {
-    let text = front.prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
-    let mut r = HttpResponse::new(Full::new(Bytes::from(text)));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-    r
-}
-
 async fn list_activities(front: &Front, req: &HttpRequest<Incoming>) -> HttpResponse<Body> {
     let (offset, limit) = match page(req.uri().query()) {
         Ok(p) => p,
         Err(r) => return r,
     };
     let now = crate::now_ms();
-    match front.engine.call(Request::ListActivities { offset, limit }).await {
+    let resp =
+        activity_read(front, ActivityKey::Page { offset, limit }, Request::ListActivities { offset, limit }).await;
+    match &*resp {
         Response::Activities { items, total } => {
             ok(json!({"items": items.iter().map(|a| json::activity(a, now)).collect::<Vec<_>>(), "total": total}))
         }
-        Response::Error(code) => engine_error(code),
+        Response::Error(code) => engine_error(*code),
         _ => error(ErrorCode::Internal, "unexpected engine answer"),
     }
+}
+
+/// An activity read from the cache, or from the engine when the cache has
+/// none (at most `ENGINE_READS_IN_FLIGHT_MAX` at once; more are `busy`).
+/// Answers and "no such activity" are cached for `ACTIVITY_CACHE_TTL_MS`;
+/// `busy` is not.
+async fn activity_read(front: &Front, key: ActivityKey, req: Request) -> Arc<Response> {
+    let now = crate::now_ms();
+    if let Some(hit) = front.activity_cache.get(key, now) {
+        metrics::counter!("seckill_front_activity_reads_total", "source" => "cache").increment(1);
+        return hit;
+    }
+    let Ok(_permit) = front.engine_reads.try_acquire() else {
+        metrics::counter!("seckill_front_activity_reads_total", "source" => "shed").increment(1);
+        return Arc::new(Response::Error(ErrorCode::Busy));
+    };
+    metrics::counter!("seckill_front_activity_reads_total", "source" => "engine").increment(1);
+    let resp = Arc::new(front.engine.call(req).await);
+    if matches!(
+        *resp,
+        Response::Activity(_) | Response::Activities { .. } | Response::Error(ErrorCode::ActivityNotFound)
+    ) {
+        front.activity_cache.put(key, resp.clone(), now);
+    }
+    resp
 }
 
 async fn show_activity(front: &Front, id: &str) -> HttpResponse<Body> {
@@ -342,9 +426,10 @@ async fn show_activity(front: &Front, id: &str) -> HttpResponse<Body> {
         Ok(id) => id,
         Err(r) => return r,
     };
-    match front.engine.call(Request::GetActivity { activity_id }).await {
-        Response::Activity(a) => ok(json::activity(&a, crate::now_ms())),
-        Response::Error(code) => engine_error(code),
+    let resp = activity_read(front, ActivityKey::One(activity_id), Request::GetActivity { activity_id }).await;
+    match &*resp {
+        Response::Activity(a) => ok(json::activity(a, crate::now_ms())),
+        Response::Error(code) => engine_error(*code),
         _ => error(ErrorCode::Internal, "unexpected engine answer"),
     }
 }
@@ -486,8 +571,9 @@ async fn notify(front: &Front, req: HttpRequest<Incoming>) -> HttpResponse<Body>
         Ok(b) => b,
         Err(r) => return r,
     };
-    if !crate::payment::signature_ok(&front.payment_secret, &bytes, signature.as_deref()) {
-        return error(ErrorCode::Unauthorized, "bad or missing X-Seckill-Signature");
+    if let Err(e) = crate::payment::verify(&front.payment_secret, &bytes, signature.as_deref(), crate::payment::now_s())
+    {
+        return error(ErrorCode::Unauthorized, e.message());
     }
     let n = match crate::payment::parse_notify(&bytes) {
         Ok(n) => n,

@@ -14,7 +14,9 @@ pub mod auth;
 pub mod buy_token;
 pub mod engine_client;
 pub mod http;
+pub mod json_errors;
 pub mod limits;
+pub mod metrics_http;
 pub mod payment;
 pub mod secrets;
 
@@ -22,7 +24,6 @@ use engine_client::{EngineAddr, EngineLink, EnginePool, LocalEngine};
 use hmac::{Hmac, Mac};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,10 +31,54 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// HTTP connections served at once; more wait in the accept backlog.
+/// HTTP connections served at once (default); more wait in the accept backlog.
 pub const CONNECTIONS_MAX: usize = 16_384;
-/// A client must send its request head within this time (slowloris).
+/// HTTP connections one client address may hold open (default); more are
+/// answered 429 and closed at once.
+pub const CONNECTIONS_PER_IP_MAX: u32 = 1_024;
+/// Anonymous requests (activity reads, unknown routes) per second per
+/// client address (default), in bursts of twice that.
+pub const IP_REQUESTS_PER_S: u32 = 20;
+/// A client must send its request head within this time (slowloris); it
+/// also closes idle keep-alive connections.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send its body within this time once the head is in
+/// (slow bodies): 408 `request_timeout`.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request, from its head to the last byte of its answer, may take this
+/// long; then its connection is closed (a client that never reads).
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Largest request head (request line and headers); larger is 431.
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+/// Activity views are cached this long (`GET /activities*`).
+pub const ACTIVITY_CACHE_TTL_MS: u64 = 1_000;
+/// Activity reads in flight to the engine at once (cache misses); more are
+/// answered 503 `busy` without touching it, so reads never fill the shard
+/// queues that buys need.
+pub const ENGINE_READS_IN_FLIGHT_MAX: usize = 32;
+
+/// Limits of the buyer-facing listener.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    pub connections_max: usize,
+    /// 0: no cap per address (behind a proxy that limits).
+    pub connections_per_ip_max: u32,
+    /// 0: no limit.
+    pub ip_requests_per_s: u32,
+    /// 0: activity reads are not cached.
+    pub activity_cache_ms: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            connections_max: CONNECTIONS_MAX,
+            connections_per_ip_max: CONNECTIONS_PER_IP_MAX,
+            ip_requests_per_s: IP_REQUESTS_PER_S,
+            activity_cache_ms: ACTIVITY_CACHE_TTL_MS,
+        }
+    }
+}
 
 pub struct FrontConfig {
     pub http: SocketAddr,
@@ -46,6 +91,7 @@ pub struct FrontConfig {
     pub auth: auth::AuthConfig,
     pub payment_secret: Vec<u8>,
     pub payment_sandbox: bool,
+    pub limits: HttpLimits,
 }
 
 pub struct Front {
@@ -54,7 +100,11 @@ pub struct Front {
     /// Signs buy tokens (the auth secret: same trust boundary).
     pub token_secret: Vec<u8>,
     pub sold_out: limits::SoldOut,
-    pub prometheus: Option<PrometheusHandle>,
+    pub activity_cache: limits::ActivityCache,
+    pub ip_buckets: limits::IpBuckets,
+    /// Permits for activity reads that go to the engine.
+    pub engine_reads: Semaphore,
+    pub limits: HttpLimits,
     pub payment_secret: Vec<u8>,
     pub payment_sandbox: bool,
     /// HMAC-SHA256 keyed with the auth secret, its key schedule done once.
@@ -85,10 +135,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Binds the HTTP port and returns the front and its listener; `run` serves.
-pub async fn bind(
-    cfg: FrontConfig,
-    prometheus: Option<PrometheusHandle>,
-) -> std::io::Result<(Arc<Front>, TcpListener)> {
+pub async fn bind(cfg: FrontConfig) -> std::io::Result<(Arc<Front>, TcpListener)> {
     let listener = TcpListener::bind(cfg.http).await?;
     let front = Arc::new(Front {
         engine: match cfg.local_engine {
@@ -102,7 +149,10 @@ pub async fn bind(
         auth: auth::Auth::with(&cfg.auth_secret, cfg.auth),
         token_secret: cfg.auth_secret.clone(),
         sold_out: limits::SoldOut::new(1_000),
-        prometheus,
+        activity_cache: limits::ActivityCache::new(cfg.limits.activity_cache_ms),
+        ip_buckets: limits::IpBuckets::new(cfg.limits.ip_requests_per_s),
+        engine_reads: Semaphore::new(ENGINE_READS_IN_FLIGHT_MAX),
+        limits: cfg.limits,
         payment_secret: cfg.payment_secret,
         payment_sandbox: cfg.payment_sandbox,
         hash_key: Hmac::<Sha256>::new_from_slice(&cfg.auth_secret)
@@ -113,14 +163,15 @@ pub async fn bind(
 
 /// Serves HTTP/1.1 until `shutdown` resolves.
 pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let permits = Arc::new(Semaphore::new(front.limits.connections_max.max(1)));
+    let per_ip = limits::ConnectionsPerIp::new(front.limits.connections_per_ip_max);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => return,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -131,17 +182,78 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
                 }
             },
         };
+        let Some(slot) = per_ip.open(peer.ip()) else {
+            // Over the cap for this address: a JSON 429 if the socket takes
+            // it at once (never waiting), then closed.
+            metrics::counter!("seckill_http_connections_refused_total", "why" => "per_ip").increment(1);
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            // What already arrived is read, so the close is a FIN that lets
+            // the client read the 429, not a reset.
+            let mut sink = [0u8; 2048];
+            let _ = stream.try_read(&mut sink);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let front = front.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| http::handle(front.clone(), req));
+            let ip = peer.ip();
+            // When the current request started (ms); 0 before the first.
+            let started_ms = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
+            let svc = {
+                let started_ms = started_ms.clone();
+                service_fn(move |req| {
+                    started_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+                    http::handle(front.clone(), ip, req)
+                })
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), svc);
-            let _ = conn.await;
+                .serve_connection(json_errors::JsonErrors::new(TokioIo::new(stream)), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = request_overdue(&started_ms) => {
+                    metrics::counter!("seckill_http_requests_cut_total").increment(1);
+                }
+            }
+            drop(slot);
             drop(permit);
         });
+    }
+}
+
+/// What a client over its address's connection cap gets before the close.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 97\r\n\r\n\
+{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections from your address; retry later\"}}";
+
+/// Resolves once the connection's current request has run for more than
+/// `REQUEST_TIMEOUT_MS` (head, body, engine and writing the answer): a
+/// timer per connection every few seconds, nothing per request but a store.
+/// Between requests hyper's `header_read_timeout` closes idle connections
+/// first, so a connection that lives on serves a request at least every
+/// `HEADER_READ_TIMEOUT`.
+async fn request_overdue(started_ms: &std::sync::atomic::AtomicU64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(REQUEST_TIMEOUT_MS / 6));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = started_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if now_ms().saturating_sub(started) > REQUEST_TIMEOUT_MS {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_canned_429_declares_its_length_and_is_json() {
+        let text = std::str::from_utf8(super::TOO_MANY_CONNECTIONS).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.ends_with(&format!("\r\ncontent-length: {}", body.len())), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "rate_limited");
     }
 }

@@ -14,7 +14,7 @@
 //! decodes re-encodes to the same bytes.
 //!
 //! Kinds 1..=12 are the [`Request`] variants in declaration order; kinds
-//! 128..=134 are the [`Response`] variants, also in declaration order (see
+//! 128..=135 are the [`Response`] variants, also in declaration order (see
 //! [`kind`]).
 //!
 //! Decoding never panics and never trusts a count: a malformed frame is a

@@ -54,6 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             mysql_url: "none".into(),
             redis_url: "none".into(),
             admin_idle_timeout: seckill_engine::server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
+            metrics: front::MetricsArgs { metrics: seckill_front::metrics_http::MetricsAddr::Off },
         },
         http: front::HttpArgs {
             http,
@@ -61,6 +62,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             jwt_issuer: None,
             jwt_audience: None,
             engine_connections: 4,
+            http_connections_max: seckill_front::CONNECTIONS_MAX,
+            http_connections_per_ip: seckill_front::CONNECTIONS_PER_IP_MAX,
+            ip_requests_per_s: seckill_front::IP_REQUESTS_PER_S,
+            activity_cache_ms: seckill_front::ACTIVITY_CACHE_TTL_MS,
         },
     };
     println!("seckill demo: starting the service on http://{http} (data dir {})", data_dir.display());

@@ -58,6 +58,8 @@ pub struct Args {
     /// Seconds an admin.sock connection may wait between requests before it is closed.
     #[arg(long, env = "SECKILL_ADMIN_IDLE_TIMEOUT", default_value_t = admin::IDLE_TIMEOUT_DEFAULT.as_secs())]
     pub admin_idle_timeout: u64,
+    #[command(flatten)]
+    pub metrics: super::front::MetricsArgs,
 }
 
 impl Args {
@@ -67,7 +69,10 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let prometheus = super::front::install_metrics();
     let running = start(&args)?;
+    seckill_front::metrics_http::spawn_thread(args.metrics.metrics, prometheus)
+        .with_context(|| format!("binding --metrics {}", args.metrics.metrics))?;
     println!("seckill engine listening on {} (admin: {})", running.addr, running.admin_path.display());
     let why = running.wait();
     running.stop(why);

@@ -24,6 +24,31 @@ pub struct HttpArgs {
     /// Pipelined connections from this front to the engine.
     #[arg(long, env = "SECKILL_ENGINE_CONNECTIONS", default_value_t = 4)]
     pub engine_connections: usize,
+    /// HTTP connections served at once; more wait in the accept backlog.
+    #[arg(long, env = "SECKILL_HTTP_CONNECTIONS_MAX", default_value_t = seckill_front::CONNECTIONS_MAX)]
+    pub http_connections_max: usize,
+    /// HTTP connections one client address (IPv4, or IPv6 /64) may hold open;
+    /// more get 429 and are closed. 0: no cap (behind a proxy that limits).
+    #[arg(long, env = "SECKILL_HTTP_CONNECTIONS_PER_IP", default_value_t = seckill_front::CONNECTIONS_PER_IP_MAX)]
+    pub http_connections_per_ip: u32,
+    /// Anonymous requests (activity reads, unknown paths) per second per client
+    /// address, in bursts of twice that; more get 429. 0: no limit.
+    #[arg(long, env = "SECKILL_IP_REQUESTS_PER_S", default_value_t = seckill_front::IP_REQUESTS_PER_S)]
+    pub ip_requests_per_s: u32,
+    /// Activity views (GET /activities*) are answered from the front's cache
+    /// for this long; `remaining` may lag by as much. 0: no cache.
+    #[arg(long, env = "SECKILL_ACTIVITY_CACHE_MS", default_value_t = seckill_front::ACTIVITY_CACHE_TTL_MS)]
+    pub activity_cache_ms: u64,
+}
+
+/// The operator's listener, apart from the buyer port.
+#[derive(clap::Args, Clone, Debug)]
+#[group(id = "metrics_options")]
+pub struct MetricsArgs {
+    /// Where `GET /metrics` (Prometheus text) is served: HOST:PORT, or `none`.
+    /// Never on the buyer port.
+    #[arg(long, env = "SECKILL_METRICS", default_value = "127.0.0.1:9898")]
+    pub metrics: seckill_front::metrics_http::MetricsAddr,
 }
 
 #[derive(clap::Args, Debug)]
@@ -36,10 +61,13 @@ pub struct Args {
     pub engine: Option<String>,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::Result<FrontConfig> {
     anyhow::ensure!((1..=64).contains(&http.engine_connections), "--engine-connections must be 1..=64");
+    anyhow::ensure!((1..=1_000_000).contains(&http.http_connections_max), "--http-connections-max must be 1..=1000000");
     Ok(FrontConfig {
         http: http.http,
         engine,
@@ -51,6 +79,12 @@ pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::R
         payment_secret: secrets::load_or_create("SECKILL_PAYMENT_SECRET", data_dir, "payment.secret")
             .context("reading or creating the payment secret")?,
         payment_sandbox: http.payment == "sandbox",
+        limits: seckill_front::HttpLimits {
+            connections_max: http.http_connections_max,
+            connections_per_ip_max: http.http_connections_per_ip,
+            ip_requests_per_s: http.ip_requests_per_s,
+            activity_cache_ms: http.activity_cache_ms.min(60_000),
+        },
     })
 }
 
@@ -75,6 +109,17 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     }
 }
 
+/// Binds `--metrics` (unless `none`) and serves it on the current runtime.
+pub async fn serve_metrics(
+    addr: seckill_front::metrics_http::MetricsAddr,
+    handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<()> {
+    let seckill_front::metrics_http::MetricsAddr::At(at) = addr else { return Ok(()) };
+    let listener = tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding --metrics {at}"))?;
+    tokio::spawn(seckill_front::metrics_http::serve(listener, handle, std::future::pending()));
+    Ok(())
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,8 +137,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let prometheus = install_metrics();
     runtime()?.block_on(async move {
         let (front, listener) =
-            seckill_front::bind(cfg, prometheus).await.with_context(|| format!("binding {}", args.http.http))?;
-        tracing::info!(http = %args.http.http, engine = %engine, "seckill front listening");
+            seckill_front::bind(cfg).await.with_context(|| format!("binding {}", args.http.http))?;
+        serve_metrics(args.metrics.metrics, prometheus).await?;
+        tracing::info!(http = %args.http.http, engine = %engine, metrics = %args.metrics.metrics, "seckill front listening");
         println!("seckill front listening on http://{} (engine {engine})", args.http.http);
         seckill_front::run(front, listener, shutdown_signal()).await;
         tracing::info!("front stopped");

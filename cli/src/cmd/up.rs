@@ -42,9 +42,10 @@ impl Service {
         // open for other fronts and tools.
         cfg.local_engine = Some(Arc::new(InProcess(running.node.engine.clone())));
         let rt = front::runtime()?;
-        let (front, listener) = rt
-            .block_on(seckill_front::bind(cfg, prometheus))
-            .with_context(|| format!("binding HTTP on {}", args.http.http))?;
+        let (front, listener) =
+            rt.block_on(seckill_front::bind(cfg)).with_context(|| format!("binding HTTP on {}", args.http.http))?;
+        // Engine and front metrics share one recorder in this process.
+        rt.block_on(front::serve_metrics(args.engine.metrics.metrics, prometheus))?;
         tracing::info!(http = %args.http.http, payment = %args.http.payment, "front listening");
         let (stop_front, rx) = tokio::sync::oneshot::channel::<()>();
         let server = rt.spawn(seckill_front::run(front, listener, async move {

@@ -31,6 +31,7 @@ impl EngineProc {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--mysql-url", "none", "--redis-url", "none"])
+            .args(if extra.contains(&"--metrics") { &[][..] } else { &["--metrics", "none"][..] })
             .args(extra)
             .env("RUST_LOG", "warn")
             // The fronts of the tests hold it too: it keys the wire handshake.
@@ -116,6 +117,8 @@ pub struct UpProc {
     pub child: Child,
     pub data_dir: PathBuf,
     pub port: u16,
+    /// The operator's `--metrics` port (`GET /metrics`).
+    pub metrics_port: u16,
 }
 
 impl UpProc {
@@ -211,8 +214,7 @@ pub fn forge_jwt(header: &Value, claims: &Value, secret: Option<&[u8]>) -> Strin
     let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
     let sig = match secret {
         Some(s) => {
-            let hex = seckill_front::payment::sign(s, signing_input.as_bytes());
-            let hex = hex.strip_prefix("sha256=").expect("sha256= prefix");
+            let hex = seckill_front::payment::hmac_hex(s, signing_input.as_bytes());
             let bytes: Vec<u8> =
                 (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
             b64url(&bytes)
@@ -278,11 +280,21 @@ pub fn try_request(
 
 /// Writes `raw` bytes as they are and reads one HTTP/1.1 answer.
 pub fn raw_request(port: u16, raw: &[u8]) -> std::io::Result<HttpResp> {
-    use std::io::Read;
+    raw_request_within(port, raw, Duration::from_secs(30))
+}
+
+/// `raw_request` that gives up (an error) when a read or write waits longer than `timeout`.
+pub fn raw_request_within(port: u16, raw: &[u8], timeout: Duration) -> std::io::Result<HttpResp> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     s.write_all(raw)?;
+    read_response(s)
+}
+
+/// Reads one HTTP/1.1 answer from `s`.
+pub fn read_response(s: std::net::TcpStream) -> std::io::Result<HttpResp> {
+    use std::io::Read;
     let mut r = BufReader::new(s);
     let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let mut line = String::new();
@@ -368,6 +380,16 @@ impl UpProc {
             if !extra.contains(&"--payment") {
                 cmd.args(["--payment", "sandbox"]);
             }
+            let metrics_port = free_port();
+            cmd.args(["--metrics", &format!("127.0.0.1:{metrics_port}")]);
+            // Functional tests read exact stock and poll freely: the read
+            // cache and the per-address bucket are off unless a test names
+            // them (cli/tests/front_security.rs does).
+            for (flag, off) in [("--activity-cache-ms", "0"), ("--ip-requests-per-s", "0")] {
+                if !extra.contains(&flag) {
+                    cmd.args([flag, off]);
+                }
+            }
             let child = cmd
                 .args(extra)
                 .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
@@ -377,7 +399,7 @@ impl UpProc {
                 .stderr(log)
                 .spawn()
                 .expect("spawning seckill up");
-            let mut p = UpProc { child, data_dir: data_dir.to_path_buf(), port };
+            let mut p = UpProc { child, data_dir: data_dir.to_path_buf(), port, metrics_port };
             match p.wait_ready() {
                 Ok(()) => return p,
                 Err(e) if attempt < 2 => {

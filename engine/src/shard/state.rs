@@ -48,12 +48,19 @@ pub struct ShardState {
     idempotency: HashMap<(u64, u64), OrderId>,
     /// Buy clicks per user (token buckets), for the users this shard owns.
     pub clicks: ClickLimit,
+    /// Payments refused and recorded, by (order, transaction hash): a
+    /// replay answers the same error without a second record. At most
+    /// `REFUSALS_REMEMBERED_MAX`; past that a refusal is recorded each time.
+    pub refused: hashbrown::HashSet<(OrderId, u64)>,
     /// Payment deadlines, soonest first. Entries of orders that left
     /// pending_payment are skipped when they come due (no removal needed).
     deadlines: BinaryHeap<Reverse<(u64, OrderId)>>,
 }
 
 type Outcome = Result<Response, ErrorCode>;
+
+/// Refused payments a shard remembers (~24 bytes each).
+pub const REFUSALS_REMEMBERED_MAX: usize = 1 << 20;
 
 /// Most orders a shard makes room for when an activity is installed.
 pub const ORDERS_RESERVE_MAX: u64 = 1 << 20;
@@ -69,6 +76,7 @@ impl ShardState {
             last_id: OrderId::first_at(0, id),
             idempotency: HashMap::new(),
             clicks: ClickLimit::new(0),
+            refused: hashbrown::HashSet::new(),
             deadlines: BinaryHeap::new(),
         }
     }
@@ -205,10 +213,18 @@ impl ShardState {
 
     /// A payment arrived. Checked against the amount and the transaction
     /// that paid the order before; money that cannot be taken is recorded
-    /// (a `PaymentRefused` event) so it can be returned to the buyer.
+    /// (a `PaymentRefused` event) so it can be returned to the buyer, once
+    /// per (order, transaction): a replay answers the same and records nothing.
     fn pay(&mut self, order_id: OrderId, amount_cents: u64, txn: u64, now_ms: u64, batch: &mut Batch) -> Outcome {
         let order = *self.find(None, order_id)?;
-        let refused = |batch: &mut Batch, code| {
+        let remembered = &mut self.refused;
+        let mut refused = |batch: &mut Batch, code| {
+            if remembered.contains(&(order_id, txn)) {
+                return Err(code);
+            }
+            if remembered.len() < REFUSALS_REMEMBERED_MAX {
+                remembered.insert((order_id, txn));
+            }
             batch.events.push(Event::PaymentRefused { order_id, amount_cents, txn, at_ms: now_ms });
             tracing::warn!(%order_id, amount_cents, txn, ?code, "payment refused; recorded for reconciliation");
             Err(code)

@@ -139,13 +139,7 @@ mod tests {
             // must still refuse bytes that are not an event. Random bytes can
             // happen to be a valid archived event (a tag in range and plain
             // integers): then they must read as that event, exactly.
-            let lsn = 1u64.to_le_bytes();
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&lsn), &payload);
-            let mut buf = Vec::new();
-            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc.to_le_bytes());
-            buf.extend_from_slice(&lsn);
-            buf.extend_from_slice(&payload);
+            let buf = record_with_valid_crc(&payload);
             let mut aligned = AlignedVec::new();
             match decode(&buf, &mut aligned) {
                 Decoded::Corrupt(why) => prop_assert_eq!(why, "payload is not an event"),
@@ -164,18 +158,23 @@ mod tests {
         }
     }
 
+    /// A record of LSN 1 around `payload`, with the CRC it deserves.
+    fn record_with_valid_crc(payload: &[u8]) -> Vec<u8> {
+        let lsn = 1u64.to_le_bytes();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&lsn), payload);
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc.to_le_bytes());
+        buf.extend_from_slice(&lsn);
+        buf.extend_from_slice(payload);
+        buf
+    }
+
     #[test]
     fn bytes_that_are_no_event_are_refused() {
         // An enum tag far out of range, whatever follows.
         for len in [1usize, 8, 24, 40, 64] {
-            let payload = vec![0xffu8; len];
-            let lsn = 1u64.to_le_bytes();
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&lsn), &payload);
-            let mut buf = Vec::new();
-            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc.to_le_bytes());
-            buf.extend_from_slice(&lsn);
-            buf.extend_from_slice(&payload);
+            let buf = record_with_valid_crc(&vec![0xffu8; len]);
             let mut aligned = AlignedVec::new();
             assert_eq!(decode(&buf, &mut aligned), Decoded::Corrupt("payload is not an event"), "len {len}");
         }

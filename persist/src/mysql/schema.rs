@@ -122,7 +122,7 @@ pub(crate) fn write_datetime(out: &mut String, ms: u64) {
     let ms = ms.min(DATETIME_MS_MAX);
     let days = (ms / 86_400_000) as i64;
     let in_day = ms % 86_400_000;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = seckill_proto::json::civil_from_days(days);
     let _ = write!(
         out,
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
@@ -131,21 +131,6 @@ pub(crate) fn write_datetime(out: &mut String, ms: u64) {
         in_day / 1000 % 60,
         in_day % 1000
     );
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// SQL that reads a DATETIME column back as Unix milliseconds (BIGINT).
