@@ -39,6 +39,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// CPU seconds (user + system) of process `pid` ("self" for this one).
+#[allow(unsafe_code)] // sysconf: see the SAFETY comment
 fn cpu_seconds(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
@@ -340,7 +341,7 @@ fn main() {
             md,
             "Measured {} on {cores} cores ({host}), MariaDB at `{}` with its settings as found.",
             date(now_ms),
-            redacted(&base)
+            seckill_persist::redact_url(&base)
         );
         let _ = writeln!(
             md,
@@ -391,10 +392,6 @@ fn loadavg() -> String {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "n/a".into())
-}
-
-fn redacted(url: &str) -> String {
-    seckill_persist::mysql::redact(url)
 }
 
 /// YYYY-MM-DD (UTC) of a Unix ms time.

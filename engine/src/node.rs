@@ -61,7 +61,12 @@ pub struct Node {
 
 impl Node {
     pub fn open(cfg: NodeConfig, clock: Arc<dyn Clock>) -> Result<Node, NodeError> {
-        Self::open_with(cfg, clock, fs::os())
+        let dir = cfg.data_dir.clone();
+        let node = Self::open_with(cfg, clock, fs::os())?;
+        if let Some(warning) = looser_than_private(&dir) {
+            tracing::warn!("{warning}");
+        }
+        Ok(node)
     }
 
     /// `open` on another file system: the simulated disk of the simulation
@@ -109,6 +114,23 @@ impl Node {
             tracing::warn!("the WAL was not accepting writes at shutdown");
         }
     }
+}
+
+/// A data dir made by this engine is 0700 (`OsFs`); one that existed
+/// before may be looser. Other users could then read the WAL and snapshots
+/// (every order): say so, with the fix. The engine still starts (the files
+/// it writes are 0600 regardless), so an upgrade never stops a sale.
+pub fn looser_than_private(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "data dir {} is mode {mode:04o}: other local users can list it and read files in it that were \
+             created before this version (orders, secrets); fix: chmod 700 {} (and chmod 600 the files in it)",
+            dir.display(),
+            dir.display()
+        )
+    })
 }
 
 fn check_shard_count(fs: &dyn Fs, dir: &Path, wanted: usize) -> Result<(), NodeError> {

@@ -2,7 +2,7 @@
 //! (mode 0600) so every process on that dir agrees.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Shortest secret accepted: an HS256 key shorter than its hash makes one
@@ -39,7 +39,8 @@ pub fn load_or_create(env: &str, data_dir: &Path, file: &str) -> std::io::Result
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(data_dir)?;
+    // The engine's data dir (0700, as the engine makes it); the front may be first.
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir)?;
     let secret = hex::encode(rand::random::<[u8; 32]>());
     let tmp = data_dir.join(format!("{file}.tmp"));
     let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;

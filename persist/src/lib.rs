@@ -8,4 +8,7 @@
 //! blocks a buy.
 
 pub mod mysql;
+pub mod redact;
 pub mod redis;
+
+pub use redact::redact_url;

@@ -1059,6 +1059,8 @@ mod tests {
 
     // -- allocation -----------------------------------------------------------
 
+    // A counting allocator is the one way to see allocations from a test.
+    #[allow(unsafe_code)]
     mod alloc_count {
         use std::alloc::{GlobalAlloc, Layout, System};
         use std::cell::Cell;
@@ -1070,16 +1072,22 @@ mod tests {
             static COUNT: Cell<u64> = const { Cell::new(0) };
         }
 
+        // SAFETY: every method forwards to `System` with the caller's
+        // arguments unchanged, so `System`'s guarantees are ours; counting
+        // touches only a thread-local `Cell` (`try_with`: never during TLS teardown).
         unsafe impl GlobalAlloc for Counting {
             unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
                 let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+                // SAFETY: the caller's contract for `alloc`, passed on.
                 unsafe { System.alloc(layout) }
             }
             unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: `ptr` came from `System` (every allocation here does), with `layout`.
                 unsafe { System.dealloc(ptr, layout) }
             }
             unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
                 let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+                // SAFETY: as `dealloc`; `new_size` is the caller's, checked by its contract.
                 unsafe { System.realloc(ptr, layout, new_size) }
             }
         }

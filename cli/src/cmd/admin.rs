@@ -48,9 +48,16 @@ pub fn call(data_dir: &std::path::Path, cmd: &str, json: &str) -> anyhow::Result
     })?;
     let mut w = stream.try_clone()?;
     let line = serde_json::json!({"cmd": cmd, "args": args});
-    writeln!(w, "{line}")?;
+    // An engine that refuses the connection (another user, too many open)
+    // answers one line and closes, maybe before this write: read it anyway.
+    let sent = writeln!(w, "{line}");
     let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply)?;
+    let read = BufReader::new(stream).read_line(&mut reply);
+    if reply.trim().is_empty() {
+        sent.context("sending the command")?;
+        read.context("reading the answer")?;
+        bail!("the engine closed the admin connection without an answer");
+    }
     let reply: Value = serde_json::from_str(&reply).context("the engine answered something that is not JSON")?;
     if reply["ok"] == Value::Bool(true) {
         Ok(reply["result"].clone())

@@ -53,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // it never writes into a MySQL or Redis someone else uses.
             mysql_url: "none".into(),
             redis_url: "none".into(),
+            admin_idle_timeout: seckill_engine::server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
             metrics: front::MetricsArgs { metrics: seckill_front::metrics_http::MetricsAddr::Off },
         },
         http: front::HttpArgs {

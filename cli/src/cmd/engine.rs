@@ -7,7 +7,7 @@ use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::server::{admin, wire, Address};
 use seckill_engine::wal::Durability;
 use seckill_engine::{EngineConfig, SystemClock};
-use seckill_persist::{mysql, redis};
+use seckill_persist::{mysql, redact_url, redis};
 use seckill_proto::handshake::WireKey;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -43,11 +43,21 @@ pub struct Args {
     #[arg(long, env = "SECKILL_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub wal_segment_bytes: u64,
     /// MySQL for the persister (fed from the WAL); `none` disables it.
-    #[arg(long, env = "SECKILL_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306/seckill")]
+    /// `--help` never shows the environment's value; logs mask the password.
+    #[arg(
+        long,
+        env = "SECKILL_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306/seckill",
+        hide_env_values = true
+    )]
     pub mysql_url: String,
     /// Redis for the mirror and event stream (fed from the WAL); `none` disables it.
-    #[arg(long, env = "SECKILL_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    /// `--help` never shows the environment's value; logs mask the password.
+    #[arg(long, env = "SECKILL_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
+    /// Seconds an admin.sock connection may wait between requests before it is closed.
+    #[arg(long, env = "SECKILL_ADMIN_IDLE_TIMEOUT", default_value_t = admin::IDLE_TIMEOUT_DEFAULT.as_secs())]
+    pub admin_idle_timeout: u64,
     #[command(flatten)]
     pub metrics: super::front::MetricsArgs,
 }
@@ -121,6 +131,8 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
     cfg.snapshot_every_records = args.snapshot_every.max(1);
     anyhow::ensure!(args.wal_segment_bytes >= 4096, "--wal-segment-bytes must be at least 4096");
     cfg.segment_bytes_max = args.wal_segment_bytes;
+    anyhow::ensure!(args.admin_idle_timeout >= 1, "--admin-idle-timeout must be at least 1 (seconds)");
+    let admin_idle = std::time::Duration::from_secs(args.admin_idle_timeout);
     let node = Node::open(cfg, Arc::new(SystemClock))?;
 
     let addr = args.engine_address();
@@ -135,7 +147,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
 
     let mirror = start_mirror(args, &node)?;
     let persister = (args.mysql_url != "none").then(|| {
-        tracing::info!(url = %args.mysql_url, "MySQL persister on (it says so if MySQL is unreachable, and retries)");
+        tracing::info!(url = %redact_url(&args.mysql_url), "MySQL persister on (it says so if MySQL is unreachable, and retries)");
         mysql::spawn(
             mysql::PersistConfig::new(args.mysql_url.clone()),
             node.data_dir.clone(),
@@ -176,7 +188,9 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
             verify: persister.as_ref().map(|_| verify_hook(args.mysql_url.clone(), &node)),
             extra_stats,
         };
-        std::thread::Builder::new().name("admin-accept".into()).spawn(move || admin::serve(ctx, admin_listener))?;
+        std::thread::Builder::new()
+            .name("admin-accept".into())
+            .spawn(move || admin::serve(ctx, admin_listener, admin_idle))?;
     }
     {
         let mut signals =
@@ -201,7 +215,7 @@ fn start_mirror(args: &Args, node: &Node) -> anyhow::Result<Option<redis::Mirror
     let mut cfg = redis::MirrorConfig::new(args.redis_url.clone());
     cfg.clock = node.engine.clock().clone();
     match redis::probe(&cfg.url, std::time::Duration::from_secs(1)) {
-        Ok(()) => tracing::info!(url = %args.redis_url, "Redis mirror on"),
+        Ok(()) => tracing::info!(url = %redact_url(&args.redis_url), "Redis mirror on"),
         Err(e) => tracing::warn!("Redis mirror: {e}; serving without it and retrying in the background"),
     }
     let handle = redis::spawn(

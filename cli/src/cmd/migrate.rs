@@ -7,7 +7,8 @@ use seckill_persist::mysql;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// MySQL to migrate: mysql://user[:password]@host:port/database.
-    #[arg(long, env = "SECKILL_MYSQL_URL", default_value = mysql::DEFAULT_URL)]
+    /// Its value is never printed (`--help` hides it; messages mask the password).
+    #[arg(long, env = "SECKILL_MYSQL_URL", default_value = mysql::DEFAULT_URL, hide_env_values = true)]
     pub mysql_url: String,
 }
 
@@ -16,6 +17,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a runtime")?;
     rt.block_on(mysql::migrate(&args.mysql_url))?;
     let applied = mysql::MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).count();
-    println!("MySQL schema is up to date ({applied} migrations): {}", mysql::redact(&args.mysql_url));
+    println!("MySQL schema is up to date ({applied} migrations): {}", seckill_persist::redact_url(&args.mysql_url));
     Ok(())
 }

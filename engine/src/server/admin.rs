@@ -2,7 +2,11 @@
 //!
 //! `{"cmd":"activity.create","args":{…}}` → `{"ok":true,"result":…}` or
 //! `{"ok":false,"error":{"code","message"}}`. The socket file is mode 0600:
-//! only the user running the engine can manage it.
+//! only the user running the engine can manage it. Should the mode be lost
+//! (a copied data dir, a file system that ignores it), every peer is still
+//! checked with `SO_PEERCRED`: the engine's own uid or root, no one else.
+//! At most [`CONNECTIONS_MAX`] connections at once, each closed after
+//! the idle timeout (`--admin-idle-timeout`) without a request.
 
 use crate::activity::{Activity, ActivityStatus};
 use crate::engine::{ActivitySpec, AdminError, Engine};
@@ -12,13 +16,23 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Longest request line accepted; longer ones get an error and the connection closes.
 pub const LINE_BYTES_MAX: u64 = 64 * 1024;
+/// Admin connections served at once; one more is answered `busy` and closed.
+/// Operators run one command at a time; this only stops a leak or a loop
+/// from holding a thread per connection without bound.
+pub const CONNECTIONS_MAX: usize = 16;
+/// How long an admin connection may wait between requests (the default of
+/// `--admin-idle-timeout`); then it is closed. Commands themselves may take
+/// longer (`verify` waits up to 30 s): the clock runs only while reading.
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
 
 /// What the admin commands act on.
 #[derive(Clone)]
@@ -77,19 +91,95 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     super::bind_private(path)
 }
 
-pub fn serve(ctx: AdminCtx, listener: UnixListener) {
+/// Whether a peer with `peer_uid` may use the admin socket of an engine
+/// running as `own_uid`: the same user, or root.
+pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
+    peer_uid == own_uid || peer_uid == 0
+}
+
+/// The uid of the process that connected `stream` (`SO_PEERCRED`, as it was
+/// at `connect`; the peer cannot change it afterwards).
+#[allow(unsafe_code)] // getsockopt: see the SAFETY comment
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a live, writable `ucred` and `len` is its size, so
+    // getsockopt writes at most that many bytes into memory we own; the
+    // descriptor is borrowed from `stream` for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+#[allow(unsafe_code)] // geteuid: see the SAFETY comment
+fn own_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Answers `e` on `stream` and closes it (a refusal at accept).
+fn refuse(mut stream: UnixStream, e: &AdminError) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = writeln!(stream, "{}", failure(e));
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Accepts admin connections for ever: each peer is checked
+/// ([`peer_allowed`]), at most [`CONNECTIONS_MAX`] are served at once, and
+/// one that sends no request for `idle` is closed.
+pub fn serve(ctx: AdminCtx, listener: UnixListener, idle: Duration) {
+    let own = own_uid();
+    let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let ctx = ctx.clone();
-        let _ = std::thread::Builder::new().name("admin-conn".into()).spawn(move || {
-            if let Err(e) = connection(&ctx, stream) {
-                tracing::debug!(error = %e, "admin connection ended");
+        match peer_uid(&stream) {
+            Ok(uid) if peer_allowed(uid, own) => {}
+            found => {
+                let who = found.map_or_else(|e| format!("unknown ({e})"), |uid| uid.to_string());
+                tracing::warn!(peer_uid = %who, engine_uid = own, "admin connection refused: not the engine's user or root");
+                let msg = format!("admin connection refused: uid {who} is neither the engine's user ({own}) nor root");
+                refuse(stream, &AdminError::new(ErrorCode::Unauthorized, msg));
+                continue;
             }
+        }
+        if open.load(Ordering::Acquire) >= CONNECTIONS_MAX {
+            tracing::warn!("admin connection refused: {CONNECTIONS_MAX} already open");
+            let msg = format!("{CONNECTIONS_MAX} admin connections are open already; close one and retry");
+            refuse(stream, &AdminError::new(ErrorCode::Busy, msg));
+            continue;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        let (ctx, open_now) = (ctx.clone(), open.clone());
+        let spawned = std::thread::Builder::new().name("admin-conn".into()).spawn(move || {
+            match connection(&ctx, stream, idle) {
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    tracing::info!("admin connection closed: no request for {} s", idle.as_secs_f64());
+                }
+                Err(e) => tracing::debug!(error = %e, "admin connection ended"),
+                Ok(()) => {}
+            }
+            open_now.fetch_sub(1, Ordering::AcqRel);
         });
+        if let Err(e) = spawned {
+            open.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!(error = %e, "could not spawn an admin connection thread");
+        }
     }
 }
 
-fn connection(ctx: &AdminCtx, stream: UnixStream) -> io::Result<()> {
+fn connection(ctx: &AdminCtx, stream: UnixStream, idle: Duration) -> io::Result<()> {
+    stream.set_read_timeout(Some(idle))?;
+    stream.set_write_timeout(Some(idle))?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -416,4 +506,25 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
 
 fn default_limit() -> u32 {
     20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_engines_user_or_root_may_administer() {
+        assert!(peer_allowed(1000, 1000));
+        assert!(peer_allowed(0, 1000), "root");
+        assert!(peer_allowed(0, 0));
+        assert!(!peer_allowed(1001, 1000), "another user");
+        assert!(!peer_allowed(65534, 0), "nobody, against an engine run by root");
+        assert!(!peer_allowed(1000, 0));
+    }
+
+    #[test]
+    fn peer_uid_reads_the_connecting_process() {
+        let (a, _b) = UnixStream::pair().expect("socketpair");
+        assert_eq!(peer_uid(&a).expect("SO_PEERCRED"), own_uid());
+    }
 }

@@ -1,6 +1,9 @@
 //! The engine's sockets: the binary wire protocol for fronts and tools
 //! (`wire`), and the JSON-lines admin socket for operators (`admin`).
 
+// Input-facing: no panics on what peers send (docs/SECURITY.md; tests exempt, clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod admin;
 pub mod wire;
 
@@ -12,6 +15,7 @@ use std::path::{Path, PathBuf};
 /// Binds a unix socket that only this user can connect to: created under a
 /// 0077 umask (no window in which another user could connect before a
 /// chmod), then set to 0600 in case the file system ignores the umask.
+#[allow(unsafe_code)] // umask: see the SAFETY comments
 pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     // SAFETY: umask only swaps the process's file-creation mask; it touches
     // no memory. Other threads creating files meanwhile get stricter modes.

@@ -7,10 +7,15 @@
 //! The operations are the ones whose durability matters: appending files,
 //! fsync of a file, creating, renaming and deleting names (durable only after
 //! an fsync of the directory), and cutting a file.
+//!
+//! [`OsFs`] creates every directory 0700 and every file 0600: the data dir
+//! holds every order, so no other local user may read any of it
+//! (docs/SECURITY.md).
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -68,9 +73,22 @@ pub trait Fs: Send + Sync + 'static {
 
 pub type SharedFs = Arc<dyn Fs>;
 
+/// Mode of every directory [`OsFs`] creates (the data dir, `wal/`, `snapshots/`).
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file [`OsFs`] creates (segments, snapshots, `engine.meta`, `LOCK`).
+pub const FILE_MODE: u32 = 0o600;
+
 /// The real file system.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OsFs;
+
+/// Options that create a file private to this user (the umask may only
+/// narrow it further).
+fn private_file() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    o.mode(FILE_MODE);
+    o
+}
 
 pub fn os() -> SharedFs {
     Arc::new(OsFs)
@@ -78,14 +96,14 @@ pub fn os() -> SharedFs {
 
 impl Fs for OsFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
     }
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let f = private_file().create(true).append(true).open(path)?;
         Ok(Box::new(f))
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        Ok(Box::new(File::create(path)?))
+        Ok(Box::new(private_file().create(true).truncate(true).write(true).open(path)?))
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
@@ -113,9 +131,10 @@ impl Fs for OsFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+    #[allow(unsafe_code)] // flock: see the SAFETY comment
     fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
         let path = dir.join("LOCK");
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        let mut f = private_file().create(true).truncate(false).write(true).open(&path)?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {

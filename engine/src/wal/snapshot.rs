@@ -200,6 +200,7 @@ impl Snapshotting {
 /// Building a snapshot is CPU work (decode, encode) that may share the cores
 /// with the shards and the WAL writer: this thread runs 10 nice levels below
 /// the process (at most 19), so it takes the time they leave, not theirs.
+#[allow(unsafe_code)] // getpriority/setpriority: see the SAFETY comment
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {

@@ -24,6 +24,6 @@ mod verify;
 mod warmup;
 
 pub use persister::{apply_records, checkpoint, spawn, PersistConfig, PersisterHandle, CHECKPOINT_NAME};
-pub use schema::{migrate, redact, DEFAULT_URL, MIGRATOR};
+pub use schema::{migrate, DEFAULT_URL, MIGRATOR};
 pub use verify::verify;
 pub use warmup::{warmup, warmup_hook, WarmupReport};

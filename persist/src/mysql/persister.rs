@@ -23,7 +23,7 @@ pub const CHECKPOINT_NAME: &str = "persister";
 /// there at once on start, before MySQL answers (it may be down).
 const HINT_FILE: &str = "persister.checkpoint";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PersistConfig {
     /// `mysql://user[:password]@host:port/database`.
     pub url: String,
@@ -43,6 +43,21 @@ pub struct PersistConfig {
     /// is rebuilt from the engine's state (resync) instead of replayed.
     /// Bounds the WAL a MySQL outage can pin (about 128 bytes a record).
     pub wal_budget_records: u64,
+}
+
+/// Shows the URL without its password.
+impl std::fmt::Debug for PersistConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistConfig")
+            .field("url", &crate::redact_url(&self.url))
+            .field("batch_records_max", &self.batch_records_max)
+            .field("batch_ms", &self.batch_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("idle_poll_ms", &self.idle_poll_ms)
+            .field("batch_timeout_ms", &self.batch_timeout_ms)
+            .field("wal_budget_records", &self.wal_budget_records)
+            .finish()
+    }
 }
 
 impl PersistConfig {
@@ -616,9 +631,16 @@ fn committed(ctx: &Ctx, lsn: u64) {
     if !ctx.shared.over_budget.load(Ordering::Acquire) {
         ctx.checkpoints.set(CHECKPOINT_NAME, lsn);
     }
-    if let Err(e) = std::fs::write(ctx.data_dir.join(HINT_FILE), format!("{lsn}\n")) {
+    if let Err(e) = write_private(&ctx.data_dir.join(HINT_FILE), format!("{lsn}\n").as_bytes()) {
         tracing::debug!(error = %e, "could not write the persister's checkpoint hint");
     }
+}
+
+/// `std::fs::write`, but a new file is 0600 like every file in the data dir.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?.write_all(bytes)
 }
 
 /// Rebuilds the engine's state from the newest snapshot plus the WAL, and

@@ -12,7 +12,8 @@
 
 use super::keys::{self, event_id, id_lsn, KeyKind, Keys};
 use super::state::{self, KnownOrder, MirrorState, Plan};
-use super::{lock, redact, wall_ms, MirrorConfig, ReplicaSource, Shared, CHECKPOINT};
+use super::{lock, wall_ms, MirrorConfig, ReplicaSource, Shared, CHECKPOINT};
+use crate::redact_url;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, Pipeline, Value};
 use seckill_engine::event::Event;
@@ -369,7 +370,7 @@ impl Mirror {
                     c
                 }
                 Err(e) => {
-                    let msg = format!("bad Redis URL {}: {e}", redact(&self.cfg.url));
+                    let msg = format!("bad Redis URL {}: {e}", redact_url(&self.cfg.url));
                     return self.fail(msg);
                 }
             },
@@ -378,8 +379,8 @@ impl Mirror {
         let conf = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(Some(t));
         let mut conn = match tokio::time::timeout(t, client.get_multiplexed_async_connection_with_config(&conf)).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return self.fail(format!("cannot connect to Redis at {}: {e}", redact(&self.cfg.url))),
-            Err(_) => return self.fail(format!("connecting to Redis at {} timed out", redact(&self.cfg.url))),
+            Ok(Err(e)) => return self.fail(format!("cannot connect to Redis at {}: {e}", redact_url(&self.cfg.url))),
+            Err(_) => return self.fail(format!("connecting to Redis at {} timed out", redact_url(&self.cfg.url))),
         };
         let mut p = redis::pipe();
         p.cmd("MGET").arg(self.keys.lsn()).arg(self.keys.run());
@@ -394,7 +395,7 @@ impl Mirror {
         self.last_id = top_id(&top).unwrap_or_default();
         let lsn = marks.first().cloned().flatten().and_then(|s| s.parse::<u64>().ok());
         let ours = marks.get(1).cloned().flatten().as_deref() == Some(self.run_id.as_str());
-        tracing::info!(url = %redact(&self.cfg.url), redis_lsn = ?lsn, "Redis mirror connected");
+        tracing::info!(url = %redact_url(&self.cfg.url), redis_lsn = ?lsn, "Redis mirror connected");
         let in_flight = self.in_flight.take();
         if let Pos::Synced(w) = self.pos {
             match (lsn, in_flight) {

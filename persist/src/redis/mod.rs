@@ -37,6 +37,7 @@ mod keys;
 mod mirror;
 mod state;
 
+use crate::redact_url;
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::{Checkpoints, WalStatus};
 use seckill_engine::{Clock, SystemClock};
@@ -109,7 +110,7 @@ impl Default for MirrorConfig {
 impl std::fmt::Debug for MirrorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MirrorConfig")
-            .field("url", &redact(&self.url))
+            .field("url", &redact_url(&self.url))
             .field("prefix", &self.prefix)
             .field("batch_records_max", &self.batch_records_max)
             .field("batch_ms", &self.batch_ms)
@@ -120,14 +121,6 @@ impl std::fmt::Debug for MirrorConfig {
             .field("backoff_max_ms", &self.backoff_max_ms)
             .field("resync_chunk", &self.resync_chunk)
             .finish_non_exhaustive()
-    }
-}
-
-/// A URL with any password replaced, for logs and errors.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
     }
 }
 
@@ -333,10 +326,10 @@ impl Drop for MirrorHandle {
 /// line such as "Redis mirror: redis://… unreachable, will keep trying".
 /// The mirror does not need it; it retries on its own.
 pub fn probe(url: &str, timeout: std::time::Duration) -> Result<(), String> {
-    let client = ::redis::Client::open(url).map_err(|e| format!("bad Redis URL {}: {e}", redact(url)))?;
-    let mut conn = client.get_connection_with_timeout(timeout).map_err(|e| format!("{}: {e}", redact(url)))?;
+    let client = ::redis::Client::open(url).map_err(|e| format!("bad Redis URL {}: {e}", redact_url(url)))?;
+    let mut conn = client.get_connection_with_timeout(timeout).map_err(|e| format!("{}: {e}", redact_url(url)))?;
     conn.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    ::redis::cmd("PING").query::<String>(&mut conn).map(|_| ()).map_err(|e| format!("{}: {e}", redact(url)))
+    ::redis::cmd("PING").query::<String>(&mut conn).map(|_| ()).map_err(|e| format!("{}: {e}", redact_url(url)))
 }
 
 /// Starts the mirror on its own thread. Returns at once: Redis is
