@@ -36,7 +36,12 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.stock >= 1 && args.buyers >= 1, "--stock and --buyers must be at least 1");
-    let tmp = tempfile::Builder::new().prefix("seckill-demo-").tempdir().context("creating a temp data dir")?;
+    // Private like every data dir (orders and secrets live in it).
+    let tmp = tempfile::Builder::new()
+        .prefix("seckill-demo-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .context("creating a temp data dir")?;
     let data_dir = tmp.path().to_path_buf();
     let http = free_port()?;
     let up_args = up::Args {
