@@ -66,11 +66,11 @@ fn status_label(s: u16) -> &'static str {
 const PATH_SEGMENTS_MAX: usize = 6;
 
 async fn route(front: &Front, ip: IpAddr, req: HttpRequest<Incoming>) -> (&'static str, HttpResponse<Body>) {
-    // A clone of the URI shares its bytes: the path outlives `req`, which
-    // the body-reading handlers consume.
     if head_bytes(&req) > crate::HEAD_BYTES_MAX {
         return ("unknown", head_too_large());
     }
+    // A clone of the URI shares its bytes: the path outlives `req`, which
+    // the body-reading handlers consume.
     let uri = req.uri().clone();
     let method = req.method().clone();
     let mut segs = [""; PATH_SEGMENTS_MAX];

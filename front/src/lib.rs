@@ -197,7 +197,7 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
         let front = front.clone();
         tokio::spawn(async move {
             let ip = peer.ip();
-            // When the current request started (ms); 0 before the first.
+            // When the current request started (ms); the accept time before the first.
             let started_ms = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
             let svc = {
                 let started_ms = started_ms.clone();
