@@ -52,6 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             shards: None,
             queue_capacity: 4096,
             buys_per_minute: 1_000_000,
+            group_commit_window_us: seckill_engine::GROUP_COMMIT_WINDOW_US_DEFAULT,
             snapshot_every: 1_000_000,
             wal_segment_bytes: 64 * 1024 * 1024,
             // The demo keeps to itself: the WAL is its system of record, and
