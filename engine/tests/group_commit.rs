@@ -46,7 +46,7 @@ fn split_arrivals(window_us: u64) -> (u64, Duration) {
     let (hold_tx, hold_rx) = bounded::<()>(0);
     let held = std::thread::spawn({
         let engine = engine.clone();
-        move || engine.inspect(move |_| drop(hold_rx.recv_timeout(Duration::from_secs(10))))
+        move || engine.inspect(move |_| hold_rx.recv_timeout(Duration::from_secs(10)).is_ok())
     });
     let (first_tx, first_rx) = bounded(2);
     let (rest_tx, rest_rx) = bounded(BUYERS as usize);
@@ -77,7 +77,7 @@ fn split_arrivals(window_us: u64) -> (u64, Duration) {
         let (_, resp) = rest_rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
         assert!(matches!(resp, Response::Order(_)), "{resp:?}");
     }
-    drop(held.join());
+    assert!(held.join().is_ok_and(|released| released == vec![true]), "the shard was held and released");
     let fsyncs = node.wal.status.fsyncs.load(Ordering::Acquire) - fsyncs_before;
     node.shutdown();
     (fsyncs, first_two_after)
