@@ -95,6 +95,16 @@ impl Running {
         self.stop_rx.recv().unwrap_or("stop channel closed")
     }
 
+    /// The MySQL persister, unless `--mysql-url none`.
+    pub fn persister(&self) -> Option<&mysql::PersisterHandle> {
+        self.persister.as_ref()
+    }
+
+    /// The Redis mirror, unless `--redis-url none`.
+    pub fn mirror(&self) -> Option<&redis::MirrorHandle> {
+        self.mirror.as_ref()
+    }
+
     /// Clean stop: drain the shards, final fsync, remove the sockets.
     pub fn stop(self, why: &str) {
         tracing::info!(why, "stopping: draining shards, final fsync");
