@@ -11,7 +11,8 @@
 //!   turns that into a failure.
 //! * A database not named `seckill_demo…` is refused before anything is touched.
 //! * `--serve` keeps both listeners answering after the report, prints their
-//!   URLs, and stops cleanly on SIGINT.
+//!   URLs, and stops cleanly on SIGINT; a SIGINT during the sale stops the
+//!   demo at once (exit 130) and removes its data dir.
 
 mod common;
 
@@ -270,4 +271,44 @@ fn serve_keeps_the_service_running_until_ctrl_c() {
     assert!(status.success(), "{status}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.starts_with("demo OK")), "{rest:?}");
+}
+
+#[test]
+fn ctrl_c_during_the_sale_stops_the_demo() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(common::bin())
+        .args(["demo", "--stock", "100000", "--buyers", "300000", "--connections", "2"])
+        .args(["--mysql-url", "none", "--redis-url", "none"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning seckill demo");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut data_dir = None;
+    for line in lines.by_ref() {
+        let line = line.expect("a line");
+        if let Some(rest) = line.split("(data dir ").nth(1) {
+            data_dir = Some(std::path::PathBuf::from(rest.trim_end_matches(')')));
+        }
+        if line.trim_start().starts_with("activity 1:") {
+            break;
+        }
+    }
+    let data_dir = data_dir.expect("the demo names its data dir");
+    assert!(data_dir.exists());
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill -INT");
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "seckill demo went on after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!data_dir.exists(), "the temp data dir is removed");
 }

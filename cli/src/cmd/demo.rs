@@ -16,7 +16,8 @@ use copies::{Expected, Outcome, Plan};
 use seckill_front::metrics_http::MetricsAddr;
 use seckill_persist::redact_url;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -161,6 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The metrics recorder only when someone can read it (`--serve`).
     let prometheus = if args.serve { front::install_metrics() } else { None };
     let service = up::Service::start(&up_args, prometheus)?;
+    let selling = interrupt_watch(&service, &data_dir, args.keep);
     let activity_id = load::setup_activity(&data_dir, args.stock, 1)?;
     println!(
         "  activity {activity_id}: {} units, 1 per buyer; {} buyers over {} connections\n",
@@ -245,6 +247,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
+    // From here a Ctrl-C is `--serve`'s ordinary stop, not an interruption.
+    selling.store(false, AtomicOrdering::Release);
     if args.serve {
         serve(&service, &data_dir, http, metrics, passed);
     }
@@ -269,6 +273,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ctrl-C or SIGTERM while the sale or its checks run: the engine's signal
+/// handler only records it (for `Running::wait`), so without this the demo
+/// would go on to the end. Stops the process at once (exit 130), removing
+/// the data dir unless `--keep`. Once the returned flag is cleared, a
+/// signal is handed back to `Running::wait` instead (`--serve`, the stop).
+fn interrupt_watch(service: &up::Service, data_dir: &std::path::Path, keep: bool) -> Arc<AtomicBool> {
+    let selling = Arc::new(AtomicBool::new(true));
+    let (tx, rx) = service.running.stop_signal();
+    let (flag, dir) = (selling.clone(), data_dir.to_path_buf());
+    let watcher = std::thread::Builder::new().name("demo-interrupt".into()).spawn(move || {
+        let Ok(why) = rx.recv() else { return };
+        if !flag.load(AtomicOrdering::Acquire) {
+            let _ = tx.try_send(why);
+            return;
+        }
+        eprintln!("\nseckill demo: interrupted ({why}); stopping without a report");
+        if !keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        std::process::exit(130);
+    });
+    if let Err(e) = watcher {
+        tracing::warn!(error = %e, "no Ctrl-C watcher: the demo runs to its end");
+    }
+    selling
+}
+
 /// Where the copies got to after the sale.
 struct CaughtUp {
     /// Everything the engine decided is durable up to here.
@@ -285,7 +316,7 @@ fn wait_for_copies(service: &up::Service, mysql: &Plan, redis: &Plan, timeout: D
     let deadline = since + timeout;
     let node = &service.running.node;
     node.engine.sync().map_err(|e| anyhow::anyhow!("the engine could not sync its log: {}", e.message))?;
-    let lsn = node.wal.status.durable_lsn.load(Ordering::Acquire);
+    let lsn = node.wal.status.durable_lsn.load(AtomicOrdering::Acquire);
     let off = || Err("off".to_string());
     let behind = |what: &str, lag: u64, err: Option<String>| {
         format!(
