@@ -2,7 +2,7 @@
 //! and the admin socket.
 
 use anyhow::Context;
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::server::{admin, wire, Address};
 use seckill_engine::wal::Durability;
@@ -90,6 +90,7 @@ pub struct Running {
     pub addr: Address,
     pub admin_path: PathBuf,
     stop_rx: Receiver<&'static str>,
+    stop_tx: Sender<&'static str>,
     mirror: Option<redis::MirrorHandle>,
     persister: Option<mysql::PersisterHandle>,
 }
@@ -98,6 +99,23 @@ impl Running {
     /// Blocks until Ctrl-C, SIGTERM or the admin `shutdown` command.
     pub fn wait(&self) -> &'static str {
         self.stop_rx.recv().unwrap_or("stop channel closed")
+    }
+
+    /// The stop signal (Ctrl-C, SIGTERM, admin `shutdown`) for a caller that
+    /// watches it on another thread while its own work runs; putting a
+    /// reason back on the sender hands it on to [`Running::wait`].
+    pub fn stop_signal(&self) -> (Sender<&'static str>, Receiver<&'static str>) {
+        (self.stop_tx.clone(), self.stop_rx.clone())
+    }
+
+    /// The MySQL persister, unless `--mysql-url none`.
+    pub fn persister(&self) -> Option<&mysql::PersisterHandle> {
+        self.persister.as_ref()
+    }
+
+    /// The Redis mirror, unless `--redis-url none`.
+    pub fn mirror(&self) -> Option<&redis::MirrorHandle> {
+        self.mirror.as_ref()
     }
 
     /// Clean stop: drain the shards, final fsync, remove the sockets.
@@ -178,6 +196,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
         extra_stats.push(("mirror", Arc::new(move || view.stats().to_json())));
     }
     let (stop_tx, stop_rx) = bounded::<&'static str>(4);
+    let kept_tx = stop_tx.clone();
     {
         let engine = node.engine.clone();
         let stop_flag = Arc::new(AtomicBool::new(false));
@@ -213,7 +232,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
         })?;
     }
     tracing::info!(wire = %addr, admin = %admin_path.display(), durability = ?args.durability, "seckill engine listening");
-    Ok(Running { node, addr, admin_path, stop_rx, mirror, persister })
+    Ok(Running { node, addr, admin_path, stop_rx, stop_tx: kept_tx, mirror, persister })
 }
 
 /// The Redis mirror, unless `--redis-url none`. An unreachable Redis is
