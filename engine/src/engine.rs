@@ -36,7 +36,7 @@ pub struct EngineConfig {
 /// Default of [`EngineConfig::group_commit_window_us`]: on the 2-core VM of
 /// docs/PERFORMANCE.md an fdatasync costs ~50 µs of CPU and ~150 µs of wall
 /// time; this window took groups from ~12 to ~30 records and CPU per
-/// durable buy down by ~15 %.
+/// durable buy down by 10–15 %.
 pub const GROUP_COMMIT_WINDOW_US_DEFAULT: u64 = 200;
 /// Longest window accepted: beyond it the wait costs more latency than the
 /// fsyncs it saves are worth.
