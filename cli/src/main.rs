@@ -1,6 +1,7 @@
 //! `seckill`: the one binary. Each subcommand lives in `cmd/`.
 
 mod cmd;
+mod observe;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

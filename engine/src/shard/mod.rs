@@ -52,6 +52,8 @@ pub(crate) fn run(
     clock: Arc<dyn Clock>,
 ) {
     let mut batch = Batch::default();
+    // Registered once: recording is then an append to the handle.
+    let batch_size = metrics::histogram!("seckill_shard_batch_size");
     loop {
         let wait = state
             .next_deadline_ms()
@@ -93,7 +95,7 @@ pub(crate) fn run(
             for env in data.try_iter().take(BATCH_MAX - 1) {
                 decide(&mut state, env, now_ms, &mut batch);
             }
-            metrics::histogram!("seckill_shard_batch_size").record(batch.replies.len() as f64);
+            batch_size.record(batch.replies.len() as f64);
         }
         if !batch.is_empty() {
             sink.commit(&mut batch);
