@@ -77,6 +77,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(dashboard = %format!("http://{at}/dashboard"), metrics = %format!("http://{at}/metrics"), "operator's listener");
     }
     println!("seckill engine listening on {} (admin: {})", running.addr, running.admin_path.display());
+    if let seckill_front::metrics_http::MetricsAddr::At(at) = args.metrics.metrics {
+        println!("  dashboard http://{at}/dashboard  metrics http://{at}/metrics");
+    }
     let why = running.wait();
     running.stop(why);
     Ok(())
