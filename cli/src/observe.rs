@@ -336,20 +336,7 @@ fn series(samples: &[Sample]) -> Value {
 
 /// The HTTP status (as a class name of `ANSWER_CLASSES`) of the buy outcome at `index`.
 fn outcome_status(index: usize) -> String {
-    const ALL: [BuyOutcome; 11] = [
-        BuyOutcome::Created,
-        BuyOutcome::Replayed,
-        BuyOutcome::SoldOut,
-        BuyOutcome::LimitReached,
-        BuyOutcome::RateLimited,
-        BuyOutcome::NotStarted,
-        BuyOutcome::Ended,
-        BuyOutcome::Paused,
-        BuyOutcome::BuyTokenRequired,
-        BuyOutcome::BadRequest,
-        BuyOutcome::Other,
-    ];
-    ALL.get(index).map_or(500, |o| o.http_status()).to_string()
+    BuyOutcome::ALL.get(index).map_or(500, |o| o.http_status()).to_string()
 }
 
 /// A label value in Prometheus text: `\`, `"` and newlines escaped.

@@ -9,7 +9,7 @@
 //! an activity and when someone reads.
 
 use parking_lot::Mutex;
-use seckill_proto::{ErrorCode, OrderStatus, Response};
+use seckill_proto::{ErrorCode, OrderStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -47,6 +47,21 @@ pub enum BuyOutcome {
 }
 
 impl BuyOutcome {
+    /// Every outcome, in index order (names in [`BUY_OUTCOMES`]).
+    pub const ALL: [BuyOutcome; 11] = [
+        Self::Created,
+        Self::Replayed,
+        Self::SoldOut,
+        Self::LimitReached,
+        Self::RateLimited,
+        Self::NotStarted,
+        Self::Ended,
+        Self::Paused,
+        Self::BuyTokenRequired,
+        Self::BadRequest,
+        Self::Other,
+    ];
+
     pub fn of_error(code: ErrorCode) -> BuyOutcome {
         match code {
             ErrorCode::SoldOut => Self::SoldOut,
@@ -57,16 +72,6 @@ impl BuyOutcome {
             ErrorCode::Paused => Self::Paused,
             ErrorCode::BuyTokenRequired => Self::BuyTokenRequired,
             ErrorCode::BadRequest => Self::BadRequest,
-            _ => Self::Other,
-        }
-    }
-
-    pub fn of_response(resp: &Response) -> BuyOutcome {
-        match resp {
-            Response::Order(_) => Self::Created,
-            Response::Replayed(_) => Self::Replayed,
-            Response::RateLimited { .. } => Self::RateLimited,
-            Response::Error(code) => Self::of_error(*code),
             _ => Self::Other,
         }
     }
@@ -92,6 +97,13 @@ fn status_index(s: OrderStatus) -> usize {
     s as usize - 1
 }
 
+/// Raw buy counters: [`RAW_CREATED`], each `ErrorCode as usize` (1..=18),
+/// [`RAW_REPLAYED`]. Indexed by the code itself so the shard maps nothing
+/// when it counts; readers fold them into [`BUY_OUTCOMES`].
+const RAW_BUYS: usize = 20;
+const RAW_CREATED: usize = 0;
+const RAW_REPLAYED: usize = 19;
+
 /// One shard's figures for one activity. Single writer (the shard's owner).
 #[derive(Debug, Default)]
 pub struct SlotCounters {
@@ -99,8 +111,8 @@ pub struct SlotCounters {
     orders: [AtomicU64; 6],
     /// Units held by orders that hold stock (pending payment, paid, shipped).
     held_units: AtomicU64,
-    /// Buys decided, by outcome (index: [`BuyOutcome`]).
-    buys: [AtomicU64; BUY_OUTCOMES.len()],
+    /// Buys decided, by raw outcome (see `RAW_BUYS`).
+    buys: [AtomicU64; RAW_BUYS],
 }
 
 /// Adds `by` (may be negative) to a counter only one thread writes: a
@@ -111,9 +123,28 @@ fn add(c: &AtomicU64, by: i64) {
 }
 
 impl SlotCounters {
+    /// Counts a buy decided with `result` (`Ok`: an order was made).
+    #[inline(always)]
+    pub fn buy_decided(&self, result: Result<(), ErrorCode>) {
+        let i = match result {
+            Ok(()) => RAW_CREATED,
+            Err(code) => code as usize,
+        };
+        if let Some(c) = self.buys.get(i) {
+            add(c, 1);
+        }
+    }
+
+    /// Counts a buy answered with a replayed order (same Idempotency-Key).
     #[inline]
-    pub fn buy(&self, outcome: BuyOutcome) {
-        add(&self.buys[outcome as usize], 1);
+    pub fn buy_replayed(&self) {
+        add(&self.buys[RAW_REPLAYED], 1);
+    }
+
+    /// Counts a buy refused with `code` before the activity was looked at.
+    #[inline]
+    pub fn buy_refused(&self, code: ErrorCode) {
+        self.buy_decided(Err(code));
     }
 
     /// A new order (live or replayed in recovery).
@@ -139,11 +170,16 @@ impl SlotCounters {
 
     pub fn read(&self) -> SlotFigures {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        SlotFigures {
-            orders: std::array::from_fn(|i| load(&self.orders[i])),
-            held_units: load(&self.held_units),
-            buys: std::array::from_fn(|i| load(&self.buys[i])),
+        let mut buys = [0u64; BUY_OUTCOMES.len()];
+        for (i, c) in self.buys.iter().enumerate() {
+            let outcome = match i {
+                RAW_CREATED => BuyOutcome::Created,
+                RAW_REPLAYED => BuyOutcome::Replayed,
+                code => ErrorCode::from_u8(code as u8).map_or(BuyOutcome::Other, BuyOutcome::of_error),
+            };
+            buys[outcome as usize] += load(c);
         }
+        SlotFigures { orders: std::array::from_fn(|i| load(&self.orders[i])), held_units: load(&self.held_units), buys }
     }
 }
 
@@ -248,6 +284,9 @@ mod tests {
         ] {
             assert_eq!(BUY_OUTCOMES[o as usize], name);
         }
+        for (i, o) in BuyOutcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
         // Error codes keep their names where there is an outcome for them.
         for code in ErrorCode::ALL {
             let o = BuyOutcome::of_error(code);
@@ -256,6 +295,26 @@ mod tests {
                 assert_eq!(o.http_status(), code.http_status());
             }
         }
+    }
+
+    #[test]
+    fn buys_are_read_back_by_outcome() {
+        let c = SlotCounters::default();
+        c.buy_decided(Ok(()));
+        c.buy_decided(Ok(()));
+        c.buy_decided(Err(ErrorCode::SoldOut));
+        c.buy_refused(ErrorCode::RateLimited);
+        c.buy_replayed();
+        c.buy_decided(Err(ErrorCode::Internal));
+        let f = c.read();
+        let get = |o: BuyOutcome| f.buys[o as usize];
+        assert_eq!(get(BuyOutcome::Created), 2);
+        assert_eq!(get(BuyOutcome::SoldOut), 1);
+        assert_eq!(get(BuyOutcome::RateLimited), 1);
+        assert_eq!(get(BuyOutcome::Replayed), 1);
+        assert_eq!(get(BuyOutcome::Other), 1);
+        assert_eq!(f.buys.iter().sum::<u64>(), 6);
+        assert!(ErrorCode::ALL.iter().all(|c| (*c as usize) < RAW_BUYS && (*c as usize) != RAW_REPLAYED));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::event::Event;
 use crate::order::{step, Order, Step, Transition};
 use crate::purchases::Purchases;
 use crate::shard::clicks::ClickLimit;
-use crate::stats::{BuyOutcome, ShardCounters, SlotCounters};
+use crate::stats::{ShardCounters, SlotCounters};
 use crate::stock::StockPool;
 use hashbrown::HashMap;
 use seckill_proto::{ActivityView, ErrorCode, OrderId, OrderStatus, Phase, Request, Response, PAGE_LIMIT_MAX};
@@ -124,12 +124,16 @@ impl ShardState {
         let outcome = match *req {
             Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok } => {
                 if let Err(retry_after_s) = self.clicks.take(user_id, now_ms) {
-                    self.count_buy(activity_id, BuyOutcome::RateLimited);
+                    if let Some(slot) = self.slots.get(&activity_id) {
+                        slot.counters.buy_refused(ErrorCode::RateLimited);
+                    }
                     return Response::RateLimited { retry_after_s };
                 }
                 if let Some(id) = self.idempotency.get(&(user_id, idempotency_key)).filter(|_| idempotency_key != 0) {
                     let resp = Response::Replayed(self.orders[id].view());
-                    self.count_buy(activity_id, BuyOutcome::Replayed);
+                    if let Some(slot) = self.slots.get(&activity_id) {
+                        slot.counters.buy_replayed();
+                    }
                     return resp;
                 }
                 // `buy` counts its own outcomes (it has the slot at hand).
@@ -177,10 +181,7 @@ impl ShardState {
     ) -> Outcome {
         let slot = self.slots.get(&activity_id).ok_or(ErrorCode::ActivityNotFound)?;
         let taken = Self::take_stock(slot, user_id, quantity, buy_token_ok, now_ms);
-        slot.counters.buy(match taken {
-            Ok(()) => BuyOutcome::Created,
-            Err(code) => BuyOutcome::of_error(code),
-        });
+        slot.counters.buy_decided(taken);
         taken?;
         let amount_cents = slot.activity.price_cents.saturating_mul(quantity as u64);
         let pay_before_ms = now_ms + slot.activity.payment_timeout_s as u64 * 1000;
@@ -203,7 +204,7 @@ impl ShardState {
 
     /// The checks of a buy, in order, ending with taking its units from
     /// the pool: `Ok` means the units are taken and the order must be made.
-    #[inline]
+    #[inline(always)]
     fn take_stock(slot: &Slot, user_id: u64, quantity: u32, buy_token_ok: bool, now_ms: u64) -> Result<(), ErrorCode> {
         if let Some(code) = slot.activity.refuse_buy(now_ms) {
             return Err(code);
@@ -225,13 +226,6 @@ impl ShardState {
             return Err(ErrorCode::SoldOut);
         }
         Ok(())
-    }
-
-    /// Counts a buy answered before `buy` looked at the activity.
-    fn count_buy(&self, activity_id: u64, outcome: BuyOutcome) {
-        if let Some(slot) = self.slots.get(&activity_id) {
-            slot.counters.buy(outcome);
-        }
     }
 
     fn next_id(&mut self, now_ms: u64) -> OrderId {
