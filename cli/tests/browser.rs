@@ -253,6 +253,7 @@ fn without_sandbox_the_page_takes_a_token_and_offers_no_pay() {
 /// (`act-{id}-sold`), and must agree with `seckill admin stats` while a
 /// `seckill load` runs and once it is over.
 #[test]
+#[ignore = "needs the operator dashboard (GET /dashboard on --metrics), not on main yet"]
 fn the_dashboard_matches_admin_stats_while_load_runs() {
     let Some(b) = Browser::start() else { return };
     let (_tmp, dir) = data_dir();
