@@ -1,4 +1,4 @@
-//! Routing and handlers: every route of DESIGN.md's HTTP table.
+//! Routing and handlers: every route of docs/API.md (and docs/openapi.yaml).
 //!
 //! Handlers turn HTTP into one engine request and the answer back into JSON.
 //! Errors are always `{"error":{"code","message"}}` with the status of the code.
@@ -133,7 +133,13 @@ fn anonymous(front: &Front, ip: IpAddr) -> Option<HttpResponse<Body>> {
 /// The methods a known path accepts, for 405 answers.
 fn allowed(path: &[&str]) -> Option<&'static str> {
     match path {
-        ["healthz"] | ["readyz"] | ["info"] | ["openapi.json"] | ["activities"] | ["activities", _] | ["orders"]
+        ["healthz"]
+        | ["readyz"]
+        | ["info"]
+        | ["openapi.json"]
+        | ["activities"]
+        | ["activities", _]
+        | ["orders"]
         | ["orders", _] => Some("GET"),
         ["activities", _, "buy" | "token"]
         | ["orders", _, "cancel" | "refund" | "pay"]

@@ -156,7 +156,7 @@ struct DemoTokenBody {
 /// Parses `{"user_id":N}` with 1 ≤ N ≤ `DEMO_USER_ID_MAX`.
 pub fn parse_demo_token(bytes: &[u8]) -> Result<u64, &'static str> {
     const SHAPE: &str = "the body must be a JSON object like {\"user_id\":42}";
-    if !bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'{') {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(SHAPE);
     }
     let b: DemoTokenBody = serde_json::from_slice(bytes).map_err(|_| SHAPE)?;
@@ -169,7 +169,8 @@ pub fn parse_demo_token(bytes: &[u8]) -> Result<u64, &'static str> {
 /// The refusal of `POST /api/v1/demo/token` when the front is not in
 /// sandbox mode: the same 404 as a route that does not exist.
 pub fn demo_off() -> HttpResponse<Body> {
-    let body = br#"{"error":{"code":"not_found","message":"demo login is off; it exists only with --payment sandbox"}}"#;
+    let body =
+        br#"{"error":{"code":"not_found","message":"demo login is off; it exists only with --payment sandbox"}}"#;
     let mut r = HttpResponse::new(Full::new(Bytes::from_static(body)));
     *r.status_mut() = StatusCode::NOT_FOUND;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
