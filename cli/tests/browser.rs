@@ -8,7 +8,9 @@
 //! * a sold-out sale says so, also when the click itself is answered 409;
 //! * a 429 is shown with its retry time, counting down;
 //! * without `--payment sandbox` the page takes a pasted token, refuses a
-//!   bad one in words, and offers cancel but no pay;
+//!   bad one in words, shows `limit_reached`, offers cancel but no pay, and
+//!   signs out on a 401;
+//! * a front whose engine is unreachable (503 `busy`) says so and when it retries;
 //! * the operator dashboard (`GET /dashboard` on the `--metrics` listener)
 //!   shows the numbers `seckill admin stats` has while `seckill load` runs.
 //!
@@ -246,12 +248,69 @@ fn without_sandbox_the_page_takes_a_token_and_offers_no_pay() {
     let row = format!("#order-{order_id}");
     b.wait_text(&format!("{row}-status"), 5 * SECOND, "the order", |t| t == "Awaiting payment");
     assert!(b.find(&format!("{row}-pay")).is_none(), "no pay button without sandbox");
+    // One per buyer: the next click is answered 409 limit_reached, in words.
+    b.click(&format!("#sale-{id}-buy"));
+    let msg =
+        b.wait_text(&format!("#sale-{id}-msg"), 10 * SECOND, "the limit in words", |t| t.starts_with("You already"));
+    assert_eq!(msg, "You already have the most one buyer may buy in this sale (1).");
     b.click(&format!("{row}-cancel"));
     b.wait_text(&format!("{row}-status"), 10 * SECOND, "the cancelled order", |t| t == "Cancelled");
+
+    // A token that stops being accepted (here: signed with another secret)
+    // turns a click into "log in again", and the page signs out.
+    let forged = common::forge_jwt(
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &json!({"sub": "77", "exp": now_ms() / 1000 + 600}),
+        Some(b"another-secret-another-secret-0123456789"),
+    );
+    b.execute(&format!("sessionStorage.setItem('seckill.token', {:?})", forged));
+    b.goto(&format!("http://127.0.0.1:{}/", up.port));
+    b.wait_for("body[data-ready='true']", 15 * SECOND);
+    b.wait_text("#notice", 5 * SECOND, "signed out in words", |t| t.contains("Please log in again"));
+    assert!(b.displayed("#token-login"), "the token form is back");
+    assert_eq!(b.text(&format!("#sale-{id}-buy")), "Log in to buy");
 
     // The demo route does not exist here.
     let r = up.post("/api/v1/demo/token", None, br#"{"user_id":1}"#);
     assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[test]
+fn an_unreachable_engine_is_shown_as_busy() {
+    let Some(b) = Browser::start() else { return };
+    let (_tmp, dir) = data_dir();
+    // A front alone whose engine is not there: every engine read is 503 busy.
+    let port = common::free_port();
+    let child = std::process::Command::new(common::bin())
+        .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&dir)
+        .arg("--engine")
+        .arg(format!("unix:{}", dir.join("no-engine.sock").display()))
+        .args(["--metrics", "none", "--payment", "sandbox"])
+        .env("SECKILL_AUTH_SECRET", common::AUTH_SECRET)
+        .env("SECKILL_PAYMENT_SECRET", common::PAYMENT_SECRET)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("seckill front");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _front = Kill(child);
+    let deadline = Instant::now() + 30 * SECOND;
+    while !common::try_request(port, "GET", "/api/v1/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
+        assert!(Instant::now() < deadline, "seckill front did not answer /healthz");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.goto(&format!("http://127.0.0.1:{port}/"));
+    b.wait_for("body[data-ready='true']", 15 * SECOND);
+    let n = b.wait_text("#notice", 5 * SECOND, "busy in words", |t| t.contains("very busy"));
+    assert!(n.contains("refresh by itself in 1 s"), "the notice says when it retries (Retry-After: 1): {n:?}");
 }
 
 /// The operator dashboard (`GET /dashboard` on `--metrics`, served by the

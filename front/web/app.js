@@ -162,10 +162,11 @@
     }
   }
 
-  function notice(text, kind = 'info') {
+  function notice(text, kind = 'info', source = '') {
     const n = $('notice');
     n.textContent = text;
     n.className = kind;
+    n.dataset.source = source;
     n.hidden = !text;
   }
 
@@ -298,8 +299,13 @@
       const r = await api('GET', '/activities?limit=100');
       if (!r.ok) {
         if (r.retryMs != null) state.salesBlockedUntil = serverNow() + r.retryMs;
-        if (r.code === 'rate_limited' || r.code === 'busy' || r.code === 'network') {
-          notice(`${explain(r)} The list of sales will refresh by itself.`, 'error');
+        const again = r.retryMs != null ? ` in ${waitText(r.retryMs)}` : '';
+        if (r.code === 'busy') {
+          notice(`The shop is very busy right now. The list of sales will refresh by itself${again}.`, 'error', 'sales');
+        } else if (r.code === 'rate_limited') {
+          notice(`Too many page refreshes from your address. The list of sales will refresh by itself${again}.`, 'error', 'sales');
+        } else if (r.code === 'network') {
+          notice(`${explain(r)} The list of sales will refresh by itself.`, 'error', 'sales');
         } else {
           notice(explain(r), 'error');
         }
@@ -336,7 +342,8 @@
         if (s.el.parentNode !== list || list.lastElementChild !== s.el) list.appendChild(s.el);
       }
       $('sales-empty').hidden = state.sales.size > 0;
-      if (!$('notice').classList.contains('ok')) notice('');
+      // A list that loads again clears its own trouble notice (and only that).
+      if ($('notice').dataset.source === 'sales') notice('');
       renderSales();
       renderOrders();
     } finally {

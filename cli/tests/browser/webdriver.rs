@@ -183,6 +183,13 @@ impl Browser {
         std::fs::write(path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
 
+    /// Runs `script` in the page (WebDriver's, not the page's: the page's
+    /// Content-Security-Policy does not apply to it); its result.
+    pub fn execute(&self, script: &str) -> Value {
+        self.cmd("POST", "execute/sync", &json!({"script": script, "args": []}))
+            .unwrap_or_else(|e| panic!("execute {script}: {e}"))
+    }
+
     /// Resizes the window (screenshots of the whole page).
     pub fn window_size(&self, width: u32, height: u32) {
         let _ = self.cmd("POST", "window/rect", &json!({"width": width, "height": height}));
