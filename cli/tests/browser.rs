@@ -363,6 +363,19 @@ fn the_dashboard_matches_admin_stats_while_load_runs() {
     let sold = sold_of(&up, id);
     assert!(sold > 0, "the load sold nothing");
     b.wait_text(&sold_css, 10 * SECOND, &format!("{sold} sold"), |t| number(t) == Some(sold));
+    // And so do the other per-activity figures `stats` has.
+    let stats = up.admin("stats", json!({})).expect("admin stats");
+    let act = stats["activities"].as_array().and_then(|v| v.iter().find(|a| a["id"] == id)).cloned();
+    if let Some(act) = act {
+        let left = act["stock_left"].as_u64().expect("stock_left");
+        b.wait_text(&format!("#act-{id}-stock-left"), 5 * SECOND, &format!("{left} left"), |t| number(t) == Some(left));
+        for (status, n) in act["orders"].as_object().expect("orders by status") {
+            let n = n.as_u64().expect("a count");
+            b.wait_text(&format!("#act-{id}-orders-{status}"), 5 * SECOND, &format!("{n} {status}"), |t| {
+                number(t) == Some(n)
+            });
+        }
+    }
     b.window_size(1280, 1000);
     b.screenshot(&screenshot_path("dashboard.png"));
 }
