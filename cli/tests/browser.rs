@@ -359,6 +359,7 @@ fn the_dashboard_matches_admin_stats_while_load_runs() {
     }
     let _ = load.kill();
     let _ = load.wait();
+    assert!(seen.len() >= 3, "the page was read only {} times while the load ran", seen.len());
     // Once it is over, the page settles on the engine's number exactly.
     let sold = sold_of(&up, id);
     assert!(sold > 0, "the load sold nothing");
@@ -376,7 +377,7 @@ fn the_dashboard_matches_admin_stats_while_load_runs() {
             });
         }
     }
-    b.window_size(1280, 1000);
+    b.window_size(1280, 1500);
     b.screenshot(&screenshot_path("dashboard.png"));
 }
 
