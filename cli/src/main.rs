@@ -14,7 +14,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a flash sale in process and print what happened (the newcomer's first command).
+    /// Run a flash sale in process, with its MySQL and Redis copies when those run, and check it all (start here).
     Demo(cmd::demo::Args),
     /// Start engine + HTTP front in one process (the usual way to run seckill).
     Up(cmd::up::Args),
@@ -22,7 +22,7 @@ enum Command {
     Engine(cmd::engine::Args),
     /// Run an HTTP front alone, forwarding to an engine (several fronts may share one engine).
     Front(cmd::front::Args),
-    /// Send one command to a running engine's admin socket.
+    /// Operator commands on a running engine (activities, orders, stats, verify): tables, or --json.
     Admin(cmd::admin::Args),
     /// Load generator: many buyers against a running front, latency percentiles, --verify.
     Load(cmd::load::Args),

@@ -305,7 +305,7 @@ fn chaos_kill_9_and_backend_outages() {
     let verify = std::process::Command::new(common::bin())
         .args(["admin", "--data-dir"])
         .arg(&dir)
-        .arg("verify")
+        .args(["verify", "--json"])
         .output()
         .expect("running seckill admin verify");
     let verify_out = String::from_utf8_lossy(&verify.stdout).into_owned();

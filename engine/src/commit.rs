@@ -107,6 +107,12 @@ impl Sink {
         }
     }
 
+    /// True when committing blocks this thread on an fsync (`Own` with
+    /// `Durability::Fsync`): only then is waiting for a larger group worth it.
+    pub fn owns_fsyncing_log(&self) -> bool {
+        matches!(self, Sink::Own(w) if w.fsyncs())
+    }
+
     pub fn commit(&mut self, batch: &mut Batch) {
         match self {
             Sink::Immediate => batch.release(),

@@ -26,12 +26,31 @@ pub struct EngineConfig {
     /// Buy clicks (buys and buy-token requests) each user may make per
     /// minute, kept by the user's shard; 0 turns the limit off.
     pub clicks_per_minute: u32,
+    /// When the shard owns an fsyncing log (one-shard layout) and a batch
+    /// holds 2..[`GATHER_TARGET`] requests, it waits this long for more
+    /// before the write: fewer, larger fsyncs when buyers arrive faster than
+    /// the disk syncs, at most this much added latency. 0 turns it off.
+    pub group_commit_window_us: u64,
 }
+
+/// Default of [`EngineConfig::group_commit_window_us`]: on the 2-core VM of
+/// docs/PERFORMANCE.md an fdatasync costs ~50 µs of CPU and ~150 µs of wall
+/// time; this window took groups from ~12 to ~30 records and CPU per
+/// durable buy down by ~15 %.
+pub const GROUP_COMMIT_WINDOW_US_DEFAULT: u64 = 200;
+/// Longest window accepted: beyond it the wait costs more latency than the
+/// fsyncs it saves are worth.
+pub const GROUP_COMMIT_WINDOW_US_MAX: u64 = 5_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Self { shards: cores.saturating_sub(1).max(1), queue_capacity: 4096, clicks_per_minute: 0 }
+        Self {
+            shards: cores.saturating_sub(1).max(1),
+            queue_capacity: 4096,
+            clicks_per_minute: 0,
+            group_commit_window_us: GROUP_COMMIT_WINDOW_US_DEFAULT,
+        }
     }
 }
 
@@ -146,6 +165,7 @@ impl Engine {
         assert!((1..=SHARDS_MAX).contains(&config.shards), "shards must be 1..=256");
         assert_eq!(states.len(), config.shards);
         assert!(config.queue_capacity > 0);
+        assert!(config.group_commit_window_us <= GROUP_COMMIT_WINDOW_US_MAX);
         let shared = sink.share();
         assert!(shared.is_some() || config.shards == 1, "a shard may own the log only when it is the only shard");
         let log = match &shared {
@@ -168,11 +188,13 @@ impl Engine {
                     Some(shared) => shared.share().expect("a shared sink shares"),
                     None => own.take().expect("one shard owns the log"),
                 };
+                let gather = (sink.owns_fsyncing_log() && config.group_commit_window_us > 0)
+                    .then(|| std::time::Duration::from_micros(config.group_commit_window_us));
                 let clock = clock.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("shard-{i}"))
                     .spawn(move || {
-                        crate::abort_on_panic("shard", || shard::run(state, data_rx, control_rx, sink, clock))
+                        crate::abort_on_panic("shard", || shard::run(state, data_rx, control_rx, sink, clock, gather))
                     })
                     .expect("spawning a shard thread");
                 ShardHandle { data: data_tx, control: control_tx, thread: Mutex::new(Some(thread)) }

@@ -22,7 +22,9 @@ pub mod wal;
 pub use activity::{Activity, ActivityStatus, Product};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commit::{Batch, Sink};
-pub use engine::{ActivitySpec, AdminError, Engine, EngineConfig};
+pub use engine::{
+    ActivitySpec, AdminError, Engine, EngineConfig, GROUP_COMMIT_WINDOW_US_DEFAULT, GROUP_COMMIT_WINDOW_US_MAX,
+};
 pub use event::Event;
 pub use order::Order;
 pub use shard::{Envelope, ShardState};

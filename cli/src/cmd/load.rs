@@ -238,13 +238,13 @@ async fn preflight(conn: &mut Conn, target: &Target, cfg: &LoadConfig, token: &H
             match v["phase"].as_str() {
                 Some("ongoing") | None => {}
                 Some(phase) => eprintln!(
-                    "warning: activity {} is {phase}; buys will be refused (see `seckill admin activity.show`)",
-                    cfg.activity_id
+                    "warning: activity {} is {phase}; buys will be refused (see `seckill admin activity get {}`)",
+                    cfg.activity_id, cfg.activity_id
                 ),
             }
         }
         404 => bail!(
-            "activity {} does not exist at {}; create one with `seckill load --setup` or `seckill admin activity.create`",
+            "activity {} does not exist at {}; create one with `seckill load --setup` or `seckill admin activity create`",
             cfg.activity_id,
             target.base
         ),

@@ -44,13 +44,19 @@ pub const BATCH_MAX: usize = 256;
 /// never late by more than this (and a test clock that jumps is noticed).
 pub const DEADLINE_TICK: Duration = Duration::from_millis(50);
 
+/// A batch at least this large is committed at once; a smaller one (of two
+/// or more, so buyers are arriving) waits the group-commit window first.
+pub const GATHER_TARGET: usize = 64;
+
 pub(crate) fn run(
     mut state: ShardState,
     data: Receiver<Envelope>,
     control: Receiver<Control>,
     mut sink: Sink,
     clock: Arc<dyn Clock>,
+    gather: Option<Duration>,
 ) {
+    const { assert!(GATHER_TARGET <= BATCH_MAX) };
     let mut batch = Batch::default();
     loop {
         let wait = state
@@ -92,6 +98,18 @@ pub(crate) fn run(
             decide(&mut state, env, now_ms, &mut batch);
             for env in data.try_iter().take(BATCH_MAX - 1) {
                 decide(&mut state, env, now_ms, &mut batch);
+            }
+            if let Some(window) = gather {
+                if (2..GATHER_TARGET).contains(&batch.replies.len()) {
+                    // Sleeping, not parked on the queue: buyers who queue
+                    // meanwhile wake nobody, and the next fsync covers them.
+                    std::thread::sleep(window);
+                    let now_ms = clock.now_ms();
+                    let room = BATCH_MAX - batch.replies.len();
+                    for env in data.try_iter().take(room) {
+                        decide(&mut state, env, now_ms, &mut batch);
+                    }
+                }
             }
             metrics::histogram!("seckill_shard_batch_size").record(batch.replies.len() as f64);
         }

@@ -118,6 +118,11 @@ impl Writer {
         tracing::info!(durable_lsn = self.status.durable_lsn.load(Ordering::Acquire), "WAL writer stopped");
     }
 
+    /// Whether every commit ends with an fdatasync.
+    pub fn fsyncs(&self) -> bool {
+        self.cfg.durability == Durability::Fsync
+    }
+
     /// `commit` for one batch (the shard that owns the writer).
     pub fn commit_one(&mut self, batch: &mut Batch) {
         let mut group = std::mem::take(&mut self.scratch);

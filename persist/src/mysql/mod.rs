@@ -1,5 +1,6 @@
 //! The MySQL persister: WAL → MySQL in batches, exactly once, surviving
-//! outages of either side; plus `migrate`, `warmup` and `verify`.
+//! outages of either side; plus `migrate`, `warmup` and `verify` (and
+//! `probe` / `recreate` for `seckill demo`).
 //! docs/PERSISTENCE.md has the tables and the arguments.
 //!
 //! ```no_run
@@ -24,6 +25,6 @@ mod verify;
 mod warmup;
 
 pub use persister::{apply_records, checkpoint, spawn, PersistConfig, PersisterHandle, CHECKPOINT_NAME};
-pub use schema::{migrate, DEFAULT_URL, MIGRATOR};
+pub use schema::{migrate, probe, recreate, DEFAULT_URL, MIGRATOR};
 pub use verify::verify;
 pub use warmup::{warmup, warmup_hook, WarmupReport};

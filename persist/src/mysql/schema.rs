@@ -98,6 +98,36 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
     result.with_context(|| format!("applying migrations to {db}"))
 }
 
+/// Whether the MySQL server of `url` (its database need not exist) takes a
+/// connection within `timeout`; the server's version when it does. For a
+/// plain "MySQL is not reachable at …" before anything depends on it.
+pub async fn probe(url: &str, timeout: Duration) -> anyhow::Result<String> {
+    let (server, _) = split_url(url)?;
+    let opts = options(&server)?;
+    let mut conn = match tokio::time::timeout(timeout, MySqlConnection::connect_with(&opts)).await {
+        Ok(conn) => conn.with_context(|| format!("connecting to {}", redact_url(&server)))?,
+        Err(_) => anyhow::bail!("no answer from {} within {} s", redact_url(&server), timeout.as_secs_f64()),
+    };
+    let version: String =
+        sqlx::query_scalar("SELECT VERSION()").fetch_one(&mut conn).await.context("SELECT VERSION()")?;
+    let _ = conn.close().await;
+    Ok(version)
+}
+
+/// Drops the database named in `url` if it exists, creates it again and
+/// applies every migration: an empty copy, for a caller that owns the
+/// database outright (`seckill demo` starts each run from nothing).
+pub async fn recreate(url: &str) -> anyhow::Result<()> {
+    let (server, db) = split_url(url)?;
+    let mut conn =
+        connect(&options(&server)?).await.with_context(|| format!("connecting to MySQL at {}", redact_url(&server)))?;
+    conn.execute(format!("DROP DATABASE IF EXISTS `{db}`").as_str())
+        .await
+        .with_context(|| format!("dropping database {db}"))?;
+    let _ = conn.close().await;
+    migrate(url).await
+}
+
 /// MySQL's "Unknown database" (1049).
 fn is_unknown_database(e: &anyhow::Error) -> bool {
     e.downcast_ref::<sqlx::Error>()
