@@ -92,8 +92,9 @@ fn the_countdown_ticks_switches_at_the_start_and_a_buy_shows_the_order() {
     let Some(b) = Browser::start() else { return };
     let (_tmp, dir) = data_dir();
     let up = UpProc::start(&dir, &[]);
-    // A sale that opens 7 s from now (seconds of the server's clock, which is this machine's).
-    let starts_ms = (now_ms() / 1000 + 7) * 1000;
+    // A sale that opens 10 s from now (seconds of the server's clock, which
+    // is this machine's): time for the page and the login on a busy machine.
+    let starts_ms = (now_ms() / 1000 + 10) * 1000;
     let starts = seckill_proto::json::rfc3339(starts_ms);
     let ends = seckill_proto::json::rfc3339(starts_ms + 2 * 3600 * 1000);
     let id = create(&up, "Phone X, launch sale", 20, 2, (&starts, &ends));
@@ -218,7 +219,7 @@ fn a_429_is_shown_with_its_retry_time() {
     assert!(!b.enabled(&format!("{sale}-buy")));
     std::thread::sleep(Duration::from_millis(2_100));
     let later = wait_s(&b.text(&format!("{sale}-msg")));
-    assert!(later < first && first - later <= 3, "the wait counts down: {first} then {later}");
+    assert!(later < first && first - later <= 5, "the wait counts down: {first} then {later}");
     assert_eq!(up.get("/api/v1/orders", Some(5)).json()["total"], 1, "the refused click bought nothing");
 }
 
