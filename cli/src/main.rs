@@ -1,6 +1,7 @@
 //! `seckill`: the one binary. Each subcommand lives in `cmd/`.
 
 mod cmd;
+mod observe;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -10,6 +11,11 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: `text` for people, or `json`, one object per line
+    /// with `timestamp`, `level`, `target` and `fields` (`fields.message`
+    /// is the message), for log collectors. RUST_LOG sets the level.
+    #[arg(long, global = true, env = "SECKILL_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -42,13 +48,16 @@ fn main() -> ExitCode {
         Command::Up(_) | Command::Engine(_) | Command::Front(_) | Command::Migrate(_) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let json_logs = cli.log_format == "json";
+    if json_logs {
+        // One object per line; field names are stable (docs/OPERATIONS.md, "Logs").
+        logs.json().with_current_span(false).with_span_list(false).flatten_event(false).init();
+    } else {
+        logs.init();
+    }
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Up(args) => cmd::up::run(args),
@@ -62,6 +71,19 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json_logs => {
+            // The last line is JSON too, shaped like every other line.
+            let now = time::OffsetDateTime::now_utc();
+            let timestamp = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            let line = serde_json::json!({
+                "timestamp": timestamp,
+                "level": "ERROR",
+                "fields": {"message": format!("error: {e:#}")},
+                "target": "seckill",
+            });
+            eprintln!("{line}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

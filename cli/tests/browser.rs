@@ -314,12 +314,11 @@ fn an_unreachable_engine_is_shown_as_busy() {
     assert!(n.contains("refresh by itself in 1 s"), "the notice says when it retries (Retry-After: 1): {n:?}");
 }
 
-/// The operator dashboard (`GET /dashboard` on `--metrics`, served by the
-/// `obs` work): its per-activity numbers are plain text under stable ids
+/// The operator dashboard (`GET /dashboard` on `--metrics`, docs/API.md):
+/// its per-activity numbers are plain text under stable ids
 /// (`act-{id}-sold`), and must agree with `seckill admin stats` while a
 /// `seckill load` runs and once it is over.
 #[test]
-#[ignore = "needs the operator dashboard (GET /dashboard on --metrics), not on main yet"]
 fn the_dashboard_matches_admin_stats_while_load_runs() {
     let Some(b) = Browser::start() else { return };
     let (_tmp, dir) = data_dir();

@@ -16,6 +16,7 @@ pub mod purchases;
 pub mod replica;
 pub mod server;
 pub mod shard;
+pub mod stats;
 pub mod stock;
 pub mod wal;
 

@@ -36,31 +36,8 @@ pub async fn handle(
 ) -> Result<HttpResponse<Body>, Infallible> {
     let started = Instant::now();
     let (route, resp) = route(&front, ip, req).await;
-    let status = resp.status().as_u16();
-    metrics::counter!("seckill_http_requests_total", "route" => route, "status" => status_label(status)).increment(1);
-    metrics::histogram!("seckill_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    front.metrics.record(route, resp.status().as_u16(), started.elapsed());
     Ok(resp)
-}
-
-fn status_label(s: u16) -> &'static str {
-    match s {
-        200 => "200",
-        304 => "304",
-        201 => "201",
-        400 => "400",
-        401 => "401",
-        404 => "404",
-        405 => "405",
-        408 => "408",
-        431 => "431",
-        409 => "409",
-        413 => "413",
-        429 => "429",
-        503 => "503",
-        s if s < 300 => "2xx",
-        s if s < 500 => "4xx",
-        _ => "5xx",
-    }
 }
 
 /// Most path segments a route has (`/api/v1/activities/{id}/buy`).
@@ -126,7 +103,7 @@ async fn route(front: &Front, ip: IpAddr, req: HttpRequest<Incoming>) -> (&'stat
 /// unknown paths): the 429 when this address is over it, `None` to go on.
 fn anonymous(front: &Front, ip: IpAddr) -> Option<HttpResponse<Body>> {
     let retry_after_s = front.ip_buckets.take(ip, crate::now_ms()).err()?;
-    metrics::counter!("seckill_front_ip_rate_limited_total").increment(1);
+    front.metrics.ip_rate_limited.increment(1);
     Some(rate_limited(retry_after_s))
 }
 
@@ -343,6 +320,7 @@ async fn body(req: HttpRequest<Incoming>) -> Result<Bytes, HttpResponse<Body>> {
         std::task::Poll::Pending => match tokio::time::timeout(crate::BODY_READ_TIMEOUT, collect).await {
             Ok(r) => r,
             Err(_) => {
+                // Rare (a slow client); the macro's lookup is fine here.
                 metrics::counter!("seckill_http_body_timeouts_total").increment(1);
                 return Err(request_timeout());
             }
@@ -424,14 +402,14 @@ async fn list_activities(front: &Front, req: &HttpRequest<Incoming>) -> HttpResp
 async fn activity_read(front: &Front, key: ActivityKey, req: Request) -> Arc<Response> {
     let now = crate::now_ms();
     if let Some(hit) = front.activity_cache.get(key, now) {
-        metrics::counter!("seckill_front_activity_reads_total", "source" => "cache").increment(1);
+        front.metrics.activity_reads_cache.increment(1);
         return hit;
     }
     let Ok(_permit) = front.engine_reads.try_acquire() else {
-        metrics::counter!("seckill_front_activity_reads_total", "source" => "shed").increment(1);
+        front.metrics.activity_reads_shed.increment(1);
         return Arc::new(Response::Error(ErrorCode::Busy));
     };
-    metrics::counter!("seckill_front_activity_reads_total", "source" => "engine").increment(1);
+    front.metrics.activity_reads_engine.increment(1);
     let resp = Arc::new(front.engine.call(req).await);
     if matches!(
         *resp,
@@ -455,7 +433,17 @@ async fn show_activity(front: &Front, id: &str) -> HttpResponse<Body> {
     }
 }
 
+/// A buy, counted per activity for the operator's dashboard.
 async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpResponse<Body> {
+    let started = Instant::now();
+    let resp = buy_answer(front, id, req).await;
+    if let Ok(activity_id) = id.parse::<u64>() {
+        front.buy_answers.record(activity_id, resp.status().as_u16(), started.elapsed());
+    }
+    resp
+}
+
+async fn buy_answer(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpResponse<Body> {
     let user_id = match user(front, &req) {
         Ok(u) => u,
         Err(r) => return r,
@@ -486,7 +474,7 @@ async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpRespons
     // A retry with an Idempotency-Key must reach the engine: its order may
     // have taken the last unit.
     if idempotency_key == 0 && front.sold_out.is_sold_out(activity_id, now) {
-        metrics::counter!("seckill_front_sold_out_short_circuit_total").increment(1);
+        front.metrics.sold_out_short_circuit.increment(1);
         return engine_error(ErrorCode::SoldOut);
     }
     let resp = front.engine.call(Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok }).await;
@@ -617,7 +605,7 @@ async fn notify(front: &Front, req: HttpRequest<Incoming>) -> HttpResponse<Body>
     let resp = front.engine.call(Request::Pay { order_id: n.order_id, amount_cents: n.amount_cents, txn }).await;
     if matches!(resp, Response::Error(ErrorCode::InvalidState | ErrorCode::AmountMismatch)) {
         tracing::warn!(order_id = %n.order_id, provider_txn_id = %n.provider_txn_id, ?resp, "payment notify refused; reconcile with the provider");
-        metrics::counter!("seckill_payment_notify_refused_total").increment(1);
+        front.metrics.notify_refused.increment(1);
     }
     order_response(resp, StatusCode::OK)
 }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod json_errors;
 pub mod limits;
 pub mod metrics_http;
+pub mod observe;
 pub mod pages;
 pub mod payment;
 pub mod secrets;
@@ -93,6 +94,9 @@ pub struct FrontConfig {
     pub payment_secret: Vec<u8>,
     pub payment_sandbox: bool,
     pub limits: HttpLimits,
+    /// Where buy answers are counted per activity (shared with the
+    /// operator's dashboard in `seckill up`).
+    pub buy_answers: Arc<observe::BuyAnswers>,
 }
 
 pub struct Front {
@@ -110,6 +114,10 @@ pub struct Front {
     pub limits: HttpLimits,
     pub payment_secret: Vec<u8>,
     pub payment_sandbox: bool,
+    /// Request counters and histograms, registered once.
+    pub metrics: observe::HttpMetrics,
+    /// Buy answers per activity (the dashboard's).
+    pub buy_answers: Arc<observe::BuyAnswers>,
     /// HMAC-SHA256 keyed with the auth secret, its key schedule done once.
     hash_key: Hmac<Sha256>,
 }
@@ -159,6 +167,8 @@ pub async fn bind(cfg: FrontConfig) -> std::io::Result<(Arc<Front>, TcpListener)
         limits: cfg.limits,
         payment_secret: cfg.payment_secret,
         payment_sandbox: cfg.payment_sandbox,
+        metrics: observe::HttpMetrics::default(),
+        buy_answers: cfg.buy_answers,
         hash_key: Hmac::<Sha256>::new_from_slice(&cfg.auth_secret)
             .map_err(|e| std::io::Error::other(format!("auth secret unusable as an HMAC key: {e}")))?,
     });
@@ -189,7 +199,7 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
         let Some(slot) = per_ip.open(peer.ip()) else {
             // Over the cap for this address: a JSON 429 if the socket takes
             // it at once (never waiting), then closed.
-            metrics::counter!("seckill_http_connections_refused_total", "why" => "per_ip").increment(1);
+            front.metrics.connections_refused_per_ip.increment(1);
             let _ = stream.try_write(TOO_MANY_CONNECTIONS);
             // What already arrived is read, so the close is a FIN that lets
             // the client read the 429, not a reset.
@@ -201,6 +211,7 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
         let front = front.clone();
         tokio::spawn(async move {
             let ip = peer.ip();
+            let cut = front.metrics.requests_cut.clone();
             // When the current request started (ms); the accept time before the first.
             let started_ms = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
             let svc = {
@@ -218,7 +229,7 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
             tokio::select! {
                 _ = conn => {}
                 _ = request_overdue(&started_ms) => {
-                    metrics::counter!("seckill_http_requests_cut_total").increment(1);
+                    cut.increment(1);
                 }
             }
             drop(slot);

@@ -12,6 +12,7 @@ pub mod handshake;
 pub mod json;
 pub mod model;
 pub mod msg;
+pub mod stats;
 
 pub use error::ErrorCode;
 pub use frame::{

@@ -75,10 +75,16 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let prometheus = super::front::install_metrics();
-    let running = start(&args)?;
-    seckill_front::metrics_http::spawn_thread(args.metrics.metrics, prometheus)
+    let running = start(&args, Vec::new())?;
+    seckill_front::metrics_http::spawn_thread(args.metrics.metrics, running.operator(prometheus, None, "engine"))
         .with_context(|| format!("binding --metrics {}", args.metrics.metrics))?;
+    if let seckill_front::metrics_http::MetricsAddr::At(at) = args.metrics.metrics {
+        tracing::info!(dashboard = %format!("http://{at}/dashboard"), metrics = %format!("http://{at}/metrics"), "operator's listener");
+    }
     println!("seckill engine listening on {} (admin: {})", running.addr, running.admin_path.display());
+    if let seckill_front::metrics_http::MetricsAddr::At(at) = args.metrics.metrics {
+        println!("  dashboard http://{at}/dashboard  metrics http://{at}/metrics");
+    }
     let why = running.wait();
     running.stop(why);
     Ok(())
@@ -89,6 +95,8 @@ pub struct Running {
     pub node: Node,
     pub addr: Address,
     pub admin_path: PathBuf,
+    /// What the admin commands act on (also the dashboard's source).
+    pub admin: admin::AdminCtx,
     stop_rx: Receiver<&'static str>,
     stop_tx: Sender<&'static str>,
     mirror: Option<redis::MirrorHandle>,
@@ -96,6 +104,19 @@ pub struct Running {
 }
 
 impl Running {
+    /// What the operator's listener serves for this engine: `/metrics`
+    /// and the dashboard. `answers`: the buy answers of a front in this
+    /// process (`seckill up`); `process`: `up` or `engine`.
+    pub fn operator(
+        &self,
+        prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        answers: Option<Arc<seckill_front::observe::BuyAnswers>>,
+        process: &'static str,
+    ) -> seckill_front::metrics_http::Operator {
+        let dashboard = crate::observe::Dashboard::start(self.admin.clone(), answers, process);
+        seckill_front::metrics_http::Operator { prometheus, data: Some(dashboard) }
+    }
+
     /// Blocks until Ctrl-C, SIGTERM or the admin `shutdown` command.
     pub fn wait(&self) -> &'static str {
         self.stop_rx.recv().unwrap_or("stop channel closed")
@@ -137,7 +158,9 @@ impl Running {
     }
 }
 
-pub fn start(args: &Args) -> anyhow::Result<Running> {
+/// Starts the engine. `more_stats`: sections `stats` adds (the in-process
+/// front's, in `seckill up`).
+pub fn start(args: &Args, more_stats: Vec<(&'static str, admin::StatsHook)>) -> anyhow::Result<Running> {
     let mut cfg = NodeConfig::new(&args.data_dir);
     cfg.durability = args.durability;
     cfg.engine = EngineConfig {
@@ -195,6 +218,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
         let view = m.view();
         extra_stats.push(("mirror", Arc::new(move || view.stats().to_json())));
     }
+    extra_stats.extend(more_stats);
     let (stop_tx, stop_rx) = bounded::<&'static str>(4);
     let kept_tx = stop_tx.clone();
     {
@@ -204,9 +228,9 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
             .name("wire-accept".into())
             .spawn(move || wire::serve(engine, listener, stop_flag, wire_key))?;
     }
-    {
+    let ctx = {
         let stop_tx = stop_tx.clone();
-        let ctx = admin::AdminCtx {
+        admin::AdminCtx {
             engine: node.engine.clone(),
             wal_status: node.wal.status.clone(),
             checkpoints: node.wal.checkpoints.clone(),
@@ -217,7 +241,10 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
             warmup: persister.as_ref().map(|_| mysql::warmup_hook(args.mysql_url.clone(), node.engine.clone())),
             verify: persister.as_ref().map(|_| verify_hook(args.mysql_url.clone(), &node)),
             extra_stats,
-        };
+        }
+    };
+    {
+        let ctx = ctx.clone();
         std::thread::Builder::new()
             .name("admin-accept".into())
             .spawn(move || admin::serve(ctx, admin_listener, admin_idle))?;
@@ -232,7 +259,7 @@ pub fn start(args: &Args) -> anyhow::Result<Running> {
         })?;
     }
     tracing::info!(wire = %addr, admin = %admin_path.display(), durability = ?args.durability, "seckill engine listening");
-    Ok(Running { node, addr, admin_path, stop_rx, stop_tx: kept_tx, mirror, persister })
+    Ok(Running { node, addr, admin_path, admin: ctx, stop_rx, stop_tx: kept_tx, mirror, persister })
 }
 
 /// The Redis mirror, unless `--redis-url none`. An unreachable Redis is

@@ -45,8 +45,9 @@ pub struct HttpArgs {
 #[derive(clap::Args, Clone, Debug)]
 #[group(id = "metrics_options")]
 pub struct MetricsArgs {
-    /// Where `GET /metrics` (Prometheus text) is served: HOST:PORT, or `none`.
-    /// Never on the buyer port.
+    /// The operator's listener: `GET /metrics` (Prometheus text) and, on
+    /// `up` and `engine`, the live dashboard at `/dashboard`. HOST:PORT, or
+    /// `none`. Never on the buyer port; keep it on loopback or a private network.
     #[arg(long, env = "SECKILL_METRICS", default_value = "127.0.0.1:9898")]
     pub metrics: seckill_front::metrics_http::MetricsAddr,
 }
@@ -96,6 +97,7 @@ pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::R
             ip_requests_per_s: http.ip_requests_per_s,
             activity_cache_ms: http.activity_cache_ms.min(60_000),
         },
+        buy_answers: Default::default(),
     })
 }
 
@@ -111,23 +113,18 @@ pub fn auth_config(http: &HttpArgs) -> anyhow::Result<seckill_front::auth::AuthC
 }
 
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-        Ok(h) => Some(h),
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
-            None
-        }
-    }
+    crate::observe::install_metrics()
 }
 
-/// Binds `--metrics` (unless `none`) and serves it on the current runtime.
+/// Binds `--metrics` (unless `none`) and serves the operator's routes on
+/// the current runtime.
 pub async fn serve_metrics(
     addr: seckill_front::metrics_http::MetricsAddr,
-    handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    op: seckill_front::metrics_http::Operator,
 ) -> anyhow::Result<()> {
     let seckill_front::metrics_http::MetricsAddr::At(at) = addr else { return Ok(()) };
     let listener = tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding --metrics {at}"))?;
-    tokio::spawn(seckill_front::metrics_http::serve(listener, handle, std::future::pending()));
+    tokio::spawn(seckill_front::metrics_http::serve(listener, op, std::future::pending()));
     Ok(())
 }
 
@@ -149,7 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let (front, listener) =
             seckill_front::bind(cfg).await.with_context(|| format!("binding {}", args.http.http))?;
-        serve_metrics(args.metrics.metrics, prometheus).await?;
+        serve_metrics(args.metrics.metrics, seckill_front::metrics_http::Operator::metrics_only(prometheus)).await?;
         tracing::info!(http = %args.http.http, engine = %engine, metrics = %args.metrics.metrics, "seckill front listening");
         println!("seckill front listening on http://{} (engine {engine})", args.http.http);
         seckill_front::run(front, listener, shutdown_signal()).await;

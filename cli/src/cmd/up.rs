@@ -30,7 +30,13 @@ impl Service {
         args: &Args,
         prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> anyhow::Result<Service> {
-        let running = engine::start(&args.engine)?;
+        // The front's buy answers per activity: in `stats` and on the dashboard.
+        let answers = Arc::new(seckill_front::observe::BuyAnswers::default());
+        let front_stats: seckill_engine::server::admin::StatsHook = {
+            let answers = answers.clone();
+            Arc::new(move || answers.to_json())
+        };
+        let running = engine::start(&args.engine, vec![("front", front_stats)])?;
         let engine_addr = match &running.addr {
             Address::Unix(p) => EngineAddr::Unix(p.clone()),
             Address::Tcp(a) => EngineAddr::Tcp(*a),
@@ -41,11 +47,17 @@ impl Service {
         // four syscalls fewer per request than the socket. The socket stays
         // open for other fronts and tools.
         cfg.local_engine = Some(Arc::new(InProcess(running.node.engine.clone())));
+        cfg.buy_answers = answers.clone();
         let rt = front::runtime()?;
         let (front, listener) =
             rt.block_on(seckill_front::bind(cfg)).with_context(|| format!("binding HTTP on {}", args.http.http))?;
-        // Engine and front metrics share one recorder in this process.
-        rt.block_on(front::serve_metrics(args.engine.metrics.metrics, prometheus))?;
+        // Engine and front metrics share one recorder in this process; the
+        // dashboard runs only where the listener does.
+        if let seckill_front::metrics_http::MetricsAddr::At(at) = args.engine.metrics.metrics {
+            let op = running.operator(prometheus, Some(answers), "up");
+            rt.block_on(front::serve_metrics(args.engine.metrics.metrics, op))?;
+            tracing::info!(dashboard = %format!("http://{at}/dashboard"), metrics = %format!("http://{at}/metrics"), "operator's listener");
+        }
         tracing::info!(http = %args.http.http, payment = %args.http.payment, "front listening");
         let (stop_front, rx) = tokio::sync::oneshot::channel::<()>();
         let server = rt.spawn(seckill_front::run(front, listener, async move {
@@ -81,6 +93,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         service.running.admin_path.display(),
         args.engine.data_dir.display()
     );
+    if let seckill_front::metrics_http::MetricsAddr::At(at) = args.engine.metrics.metrics {
+        println!("  dashboard http://{at}/dashboard  metrics http://{at}/metrics");
+    }
     let why = service.wait();
     service.stop(why);
     Ok(())

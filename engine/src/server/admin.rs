@@ -441,22 +441,7 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
         }
         "stats" => {
             let _: Value = raw;
-            let s = &ctx.wal_status;
-            let checkpoints: serde_json::Map<String, Value> =
-                ctx.checkpoints.all().into_iter().map(|(k, v)| (k, json!(v))).collect();
-            let mut stats = json!({
-                "shards": engine.shard_count(),
-                "queue_depths": engine.queue_depths(),
-                "written_lsn": s.written_lsn.load(Ordering::Acquire),
-                "durable_lsn": s.durable_lsn.load(Ordering::Acquire),
-                "fsyncs": s.fsyncs.load(Ordering::Acquire),
-                "wal_failed": s.failed.load(Ordering::Acquire),
-                "checkpoints": checkpoints,
-            });
-            for (name, hook) in &ctx.extra_stats {
-                stats[*name] = hook();
-            }
-            Ok(stats)
+            Ok(stats(ctx))
         }
         "snapshot" => {
             let _: Value = raw;
@@ -506,6 +491,32 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
 
 fn default_limit() -> u32 {
     20
+}
+
+/// What `stats` answers (docs/API.md lists every field). The operator's
+/// dashboard serves this same object, so the two agree.
+pub fn stats(ctx: &AdminCtx) -> Value {
+    let engine = &ctx.engine;
+    let s = &ctx.wal_status;
+    let checkpoints: serde_json::Map<String, Value> =
+        ctx.checkpoints.all().into_iter().map(|(k, v)| (k, json!(v))).collect();
+    let activities: Vec<Value> = engine.activity_stats().iter().map(|a| a.to_json()).collect();
+    let mut stats = json!({
+        "now": json::rfc3339(engine.clock().now_ms()),
+        "shards": engine.shard_count(),
+        "queue_depths": engine.queue_depths(),
+        "wal_queue_depth": engine.wal_queue_depth(),
+        "written_lsn": s.written_lsn.load(Ordering::Acquire),
+        "durable_lsn": s.durable_lsn.load(Ordering::Acquire),
+        "fsyncs": s.fsyncs.load(Ordering::Acquire),
+        "wal_failed": s.failed.load(Ordering::Acquire),
+        "checkpoints": checkpoints,
+        "activities": activities,
+    });
+    for (name, hook) in &ctx.extra_stats {
+        stats[*name] = hook();
+    }
+    stats
 }
 
 #[cfg(test)]

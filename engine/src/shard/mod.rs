@@ -58,6 +58,8 @@ pub(crate) fn run(
 ) {
     const { assert!(GATHER_TARGET <= BATCH_MAX) };
     let mut batch = Batch::default();
+    // Registered once: recording is then an append to the handle.
+    let batch_size = metrics::histogram!("seckill_shard_batch_size");
     loop {
         let wait = state
             .next_deadline_ms()
@@ -111,7 +113,7 @@ pub(crate) fn run(
                     }
                 }
             }
-            metrics::histogram!("seckill_shard_batch_size").record(batch.replies.len() as f64);
+            batch_size.record(batch.replies.len() as f64);
         }
         if !batch.is_empty() {
             sink.commit(&mut batch);

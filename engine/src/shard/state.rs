@@ -8,6 +8,7 @@ use crate::event::Event;
 use crate::order::{step, Order, Step, Transition};
 use crate::purchases::Purchases;
 use crate::shard::clicks::ClickLimit;
+use crate::stats::{ShardCounters, SlotCounters};
 use crate::stock::StockPool;
 use hashbrown::HashMap;
 use seckill_proto::{ActivityView, ErrorCode, OrderId, OrderStatus, Phase, Request, Response, PAGE_LIMIT_MAX};
@@ -27,6 +28,8 @@ pub struct Slot {
     /// gate however often they ask, so one user cannot drain it; the map
     /// is bounded by the gate (gate_factor × stock).
     pub token_holders: hashbrown::HashSet<u64>,
+    /// This shard's figures for the activity (`stats`, dashboard, `/metrics`).
+    pub counters: Arc<SlotCounters>,
 }
 
 impl Slot {
@@ -55,6 +58,8 @@ pub struct ShardState {
     /// Payment deadlines, soonest first. Entries of orders that left
     /// pending_payment are skipped when they come due (no removal needed).
     deadlines: BinaryHeap<Reverse<(u64, OrderId)>>,
+    /// Every slot's counters, for readers on other threads.
+    pub counters: Arc<ShardCounters>,
 }
 
 type Outcome = Result<Response, ErrorCode>;
@@ -78,6 +83,7 @@ impl ShardState {
             clicks: ClickLimit::new(0),
             refused: hashbrown::HashSet::new(),
             deadlines: BinaryHeap::new(),
+            counters: Arc::default(),
         }
     }
 
@@ -96,12 +102,15 @@ impl ShardState {
                 self.orders.reserve(expected);
                 self.user_orders.reserve(expected);
                 self.deadlines.reserve(expected);
+                let counters = Arc::new(SlotCounters::default());
+                self.counters.register(id, counters.clone());
                 let slot = Slot {
                     activity,
                     pool,
                     purchases: Purchases::with_capacity(expected),
                     quotas: HashMap::new(),
                     token_holders: Default::default(),
+                    counters,
                 };
                 self.slots.insert(id, slot);
             }
@@ -115,11 +124,19 @@ impl ShardState {
         let outcome = match *req {
             Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok } => {
                 if let Err(retry_after_s) = self.clicks.take(user_id, now_ms) {
+                    if let Some(slot) = self.slots.get(&activity_id) {
+                        slot.counters.buy_refused(ErrorCode::RateLimited);
+                    }
                     return Response::RateLimited { retry_after_s };
                 }
                 if let Some(id) = self.idempotency.get(&(user_id, idempotency_key)).filter(|_| idempotency_key != 0) {
-                    return Response::Replayed(self.orders[id].view());
+                    let resp = Response::Replayed(self.orders[id].view());
+                    if let Some(slot) = self.slots.get(&activity_id) {
+                        slot.counters.buy_replayed();
+                    }
+                    return resp;
                 }
+                // `buy` counts its own outcomes (it has the slot at hand).
                 self.buy(user_id, activity_id, quantity, idempotency_key, buy_token_ok, now_ms, batch)
             }
             Request::IssueBuyToken { user_id, activity_id } => {
@@ -163,6 +180,32 @@ impl ShardState {
         batch: &mut Batch,
     ) -> Outcome {
         let slot = self.slots.get(&activity_id).ok_or(ErrorCode::ActivityNotFound)?;
+        let taken = Self::take_stock(slot, user_id, quantity, buy_token_ok, now_ms);
+        slot.counters.buy_decided(taken);
+        taken?;
+        let amount_cents = slot.activity.price_cents.saturating_mul(quantity as u64);
+        let pay_before_ms = now_ms + slot.activity.payment_timeout_s as u64 * 1000;
+        let order = Order {
+            id: self.next_id(now_ms),
+            user_id,
+            activity_id,
+            quantity,
+            amount_cents,
+            status: OrderStatus::PendingPayment,
+            created_at_ms: now_ms,
+            pay_before_ms,
+            idempotency_key,
+            paid_txn: 0,
+        };
+        self.insert_order(order);
+        batch.events.push(Event::OrderCreated(order));
+        Ok(Response::Order(order.view()))
+    }
+
+    /// The checks of a buy, in order, ending with taking its units from
+    /// the pool: `Ok` means the units are taken and the order must be made.
+    #[inline(always)]
+    fn take_stock(slot: &Slot, user_id: u64, quantity: u32, buy_token_ok: bool, now_ms: u64) -> Result<(), ErrorCode> {
         if let Some(code) = slot.activity.refuse_buy(now_ms) {
             return Err(code);
         }
@@ -182,23 +225,7 @@ impl ShardState {
         if !slot.pool.try_take(quantity as u64) {
             return Err(ErrorCode::SoldOut);
         }
-        let amount_cents = slot.activity.price_cents.saturating_mul(quantity as u64);
-        let pay_before_ms = now_ms + slot.activity.payment_timeout_s as u64 * 1000;
-        let order = Order {
-            id: self.next_id(now_ms),
-            user_id,
-            activity_id,
-            quantity,
-            amount_cents,
-            status: OrderStatus::PendingPayment,
-            created_at_ms: now_ms,
-            pay_before_ms,
-            idempotency_key,
-            paid_txn: 0,
-        };
-        self.insert_order(order);
-        batch.events.push(Event::OrderCreated(order));
-        Ok(Response::Order(order.view()))
+        Ok(())
     }
 
     fn next_id(&mut self, now_ms: u64) -> OrderId {
@@ -378,6 +405,7 @@ impl ShardState {
             if order.status.holds_stock() {
                 slot.purchases.add(order.user_id, order.quantity);
             }
+            slot.counters.order_added(order.status, order.quantity);
         }
         self.user_orders.entry(order.user_id).or_default().push(order.id);
         if order.idempotency_key != 0 {
@@ -399,16 +427,17 @@ impl ShardState {
         let Some(order) = self.orders.get_mut(&order_id) else {
             panic!("status change for unknown order {order_id}");
         };
-        let was_holding = order.status.holds_stock();
+        let was = order.status;
         order.status = status;
         if status == OrderStatus::Paid {
             order.paid_txn = txn;
         }
-        if was_holding && !status.holds_stock() {
-            let (user, activity, quantity) = (order.user_id, order.activity_id, order.quantity);
-            if let Some(slot) = self.slots.get_mut(&activity) {
+        let (user, activity, quantity) = (order.user_id, order.activity_id, order.quantity);
+        if let Some(slot) = self.slots.get_mut(&activity) {
+            if was.holds_stock() && !status.holds_stock() {
                 slot.purchases.release(user, quantity);
             }
+            slot.counters.order_moved(was, status, quantity);
         }
     }
 

@@ -165,11 +165,18 @@ impl Snapshotting {
             return Ok(replica.lsn);
         }
         let mut failure = None;
-        for seg in segment::list_in(&*self.fs, &self.wal_dir)? {
+        let segments = segment::list_in(&*self.fs, &self.wal_dir)?;
+        for (i, seg) in segments.iter().enumerate() {
             if replica.lsn >= target {
                 break;
             }
-            segment::read_in(&*self.fs, &seg, |lsn, ev| {
+            // Wholly covered by the snapshot: not read. The writer may delete
+            // it at any moment (it is below every checkpoint), and reading a
+            // segment deleted after the listing failed the snapshot (ENOENT).
+            if segments.get(i + 1).is_some_and(|next| next.first_lsn <= replica.lsn + 1) {
+                continue;
+            }
+            segment::read_in(&*self.fs, seg, |lsn, ev| {
                 if lsn > replica.lsn && lsn <= target && failure.is_none() {
                     if let Err(e) = replica.apply(lsn, &ev) {
                         failure = Some(e);
@@ -275,6 +282,98 @@ mod tests {
         r.apply(2, &Event::StockAdded { activity_id: 1, amount: 10 }).unwrap();
         r.apply(3, &Event::QuotaSet { activity_id: 1, user_id: 9, limit: 3 }).unwrap();
         r
+    }
+
+    /// `OsFs`, except that one file is listed but gone when read: a WAL
+    /// segment the writer deleted after the snapshot thread listed them.
+    struct GoneAfterListing {
+        gone: std::path::PathBuf,
+    }
+
+    impl Fs for GoneAfterListing {
+        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+            OsFs.create_dir_all(dir)
+        }
+        fn open_append(&self, path: &Path) -> io::Result<Box<dyn crate::wal::fs::LogFile>> {
+            OsFs.open_append(path)
+        }
+        fn create(&self, path: &Path) -> io::Result<Box<dyn crate::wal::fs::LogFile>> {
+            OsFs.create(path)
+        }
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            if path == self.gone {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+            OsFs.read(path)
+        }
+        fn list(&self, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+            OsFs.list(dir)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            OsFs.exists(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            OsFs.rename(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            OsFs.remove_file(path)
+        }
+        fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+            OsFs.truncate(path, len)
+        }
+        fn sync_file(&self, path: &Path) -> io::Result<()> {
+            OsFs.sync_file(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            OsFs.sync_dir(dir)
+        }
+        fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn crate::wal::fs::DirLock>>> {
+            OsFs.lock(dir)
+        }
+    }
+
+    /// Found by `cli/tests/backup.rs` under load: a snapshot read every
+    /// listed segment, so one deleted after the listing (below every
+    /// checkpoint, wholly covered by the newest snapshot) failed it with
+    /// ENOENT. Segments the snapshot covers are not read any more.
+    #[test]
+    fn a_covered_segment_deleted_after_the_listing_does_not_fail_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal_dir, snap_dir) = (dir.path().join("wal"), dir.path().join("snapshots"));
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        std::fs::create_dir_all(&snap_dir).unwrap();
+        // Records 1..=3 in the first segment, 4..=5 in the second.
+        let full = sample();
+        let mut events: Vec<Event> = full.to_events().collect();
+        events.push(Event::QuotaSet { activity_id: 1, user_id: 10, limit: 2 });
+        events.push(Event::QuotaSet { activity_id: 1, user_id: 11, limit: 2 });
+        assert_eq!(events.len(), 5);
+        let mut enc = crate::wal::codec::Encoder::default();
+        for (first, range) in [(1u64, 0..3), (4, 3..5)] {
+            let mut bytes = crate::wal::segment::MAGIC.to_vec();
+            for (i, ev) in events[range].iter().enumerate() {
+                enc.append(&mut bytes, first + i as u64, ev);
+            }
+            std::fs::write(crate::wal::segment::segment_path(&wal_dir, first), bytes).unwrap();
+        }
+        // The newest snapshot covers the first segment.
+        let mut at3 = Replica::default();
+        for (i, ev) in events[..3].iter().enumerate() {
+            at3.apply(i as u64 + 1, ev).unwrap();
+        }
+        write(&snap_dir, &at3).unwrap();
+        let status = Arc::new(WalStatus::default());
+        status.durable_lsn.store(5, Ordering::Release);
+        let snapshotting = Snapshotting {
+            fs: Arc::new(GoneAfterListing { gone: crate::wal::segment::segment_path(&wal_dir, 1) }),
+            wal_dir,
+            snap_dir: snap_dir.clone(),
+            every_records: u64::MAX,
+            status,
+            checkpoints: Arc::default(),
+        };
+        assert_eq!(snapshotting.take().expect("snapshot despite the deleted segment"), 5);
+        assert_eq!(load_newest(&snap_dir).unwrap().map(|r| r.lsn), Some(5));
     }
 
     #[test]

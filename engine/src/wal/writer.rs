@@ -38,6 +38,29 @@ pub struct WalStatus {
     /// Set once a write or fsync failed; nothing is acknowledged after it.
     pub failed: AtomicBool,
     pub fsyncs: AtomicU64,
+    /// How long each fdatasync took (the dashboard's p50/p99).
+    pub fsync_latency: seckill_proto::stats::LatencyHistogram,
+}
+
+/// The writer's Prometheus handles, registered once when it starts.
+struct WriterMetrics {
+    bytes: metrics::Counter,
+    records: metrics::Counter,
+    fsync_seconds: metrics::Histogram,
+    durable_lsn: metrics::Gauge,
+    failed: metrics::Gauge,
+}
+
+impl WriterMetrics {
+    fn new() -> Self {
+        Self {
+            bytes: metrics::counter!("seckill_wal_bytes_total"),
+            records: metrics::counter!("seckill_wal_records_total"),
+            fsync_seconds: metrics::histogram!("seckill_wal_fsync_seconds"),
+            durable_lsn: metrics::gauge!("seckill_wal_durable_lsn"),
+            failed: metrics::gauge!("seckill_wal_failed"),
+        }
+    }
 }
 
 /// What the writer does once a write or fsync failed.
@@ -71,6 +94,9 @@ pub struct Writer {
     buf: Vec<u8>,
     /// `commit_one`'s group, kept to reuse its allocation.
     scratch: Vec<Batch>,
+    /// The LSN of the last record written (for `seckill_wal_records_total`).
+    flushed_lsn: u64,
+    metrics: WriterMetrics,
 }
 
 impl Writer {
@@ -85,6 +111,10 @@ impl Writer {
         checkpoints: Arc<Checkpoints>,
     ) -> Self {
         assert!(next_lsn >= 1);
+        let metrics = WriterMetrics::new();
+        // Exported from the start, so an alert on it has a series to watch.
+        metrics.failed.set(0.0);
+        metrics.durable_lsn.set((next_lsn - 1) as f64);
         status.written_lsn.store(next_lsn - 1, Ordering::Release);
         status.durable_lsn.store(next_lsn - 1, Ordering::Release);
         Self {
@@ -98,6 +128,8 @@ impl Writer {
             encoder: Encoder::default(),
             buf: Vec::with_capacity(GROUP_BYTES_MAX),
             scratch: Vec::with_capacity(1),
+            flushed_lsn: next_lsn - 1,
+            metrics,
         }
     }
 
@@ -173,25 +205,29 @@ impl Writer {
         }
         self.file.write_all(&self.buf)?;
         self.segment_bytes += self.buf.len() as u64;
-        metrics::counter!("seckill_wal_bytes_total").increment(self.buf.len() as u64);
+        self.metrics.bytes.increment(self.buf.len() as u64);
         self.buf.clear();
         let last = self.next_lsn - 1;
+        self.metrics.records.increment(last - self.flushed_lsn);
+        self.flushed_lsn = last;
         self.status.written_lsn.store(last, Ordering::Release);
         if self.cfg.durability == Durability::Fsync {
             let started = Instant::now();
             self.file.sync_data()?;
-            metrics::histogram!("seckill_wal_fsync_seconds").record(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            self.metrics.fsync_seconds.record(took.as_secs_f64());
+            self.status.fsync_latency.record(took);
             self.status.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         self.status.durable_lsn.store(last, Ordering::Release);
-        metrics::gauge!("seckill_wal_durable_lsn").set(last as f64);
+        self.metrics.durable_lsn.set(last as f64);
         Ok(())
     }
 
     fn fail(&mut self, e: &io::Error, what: &str) {
         self.status.failed.store(true, Ordering::Release);
         self.buf.clear();
-        metrics::gauge!("seckill_wal_failed").set(1.0);
+        self.metrics.failed.set(1.0);
         match self.cfg.on_failure {
             OnFailure::Exit => {
                 tracing::error!(error = %e, "{what} failed: the engine exits; restart it to recover from the log");

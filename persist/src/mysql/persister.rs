@@ -346,6 +346,11 @@ pub fn spawn(
         over_budget: AtomicBool::new(over_budget),
         samples: Mutex::new(VecDeque::new()),
     });
+    // Exported at 0 from the start, so dashboards and alerts have a series
+    // before the first failure.
+    for kind in ["thread", "mysql", "data"] {
+        metrics::counter!("seckill_persister_errors_total", "kind" => kind).absolute(0);
+    }
     let ctx = Ctx { cfg, data_dir, shared: shared.clone(), checkpoints };
     let thread = std::thread::Builder::new().name("persister".into()).spawn(move || run(ctx));
     let thread = match thread {

@@ -345,6 +345,9 @@ pub fn spawn(
 ) -> std::io::Result<MirrorHandle> {
     let shared = Arc::new(Shared::default());
     shared.resync_pending.store(true, Ordering::Release);
+    // Exported at 0 from the start, so dashboards have a series before the first failure.
+    metrics::counter!("seckill_mirror_errors_total").absolute(0);
+    metrics::counter!("seckill_mirror_records_total").absolute(0);
     let (sh, st) = (shared.clone(), status.clone());
     let thread = std::thread::Builder::new()
         .name("redis-mirror".into())
