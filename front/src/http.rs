@@ -1,4 +1,4 @@
-//! Routing and handlers: every route of DESIGN.md's HTTP table.
+//! Routing and handlers: every route of docs/API.md (and docs/openapi.yaml).
 //!
 //! Handlers turn HTTP into one engine request and the answer back into JSON.
 //! Errors are always `{"error":{"code","message"}}` with the status of the code.
@@ -63,10 +63,20 @@ async fn route(front: &Front, ip: IpAddr, req: HttpRequest<Incoming>) -> (&'stat
     // `/metrics` lives on the operator's listener (`--metrics`), not here.
     let api: &[&str] = match &segs[..n] {
         ["api", "v1", rest @ ..] => rest,
+        // The buyer page (`/`, `/app.js`, `/app.css`): anonymous, so per address.
+        page if crate::pages::is_page(page) => {
+            let r = anonymous(front, ip)
+                .or_else(|| crate::pages::serve(page, &method, req.headers()))
+                .unwrap_or_else(|| method_not_allowed("GET, HEAD"));
+            return ("page", r);
+        }
         _ => return ("unknown", anonymous(front, ip).unwrap_or_else(not_found)),
     };
     match (api, &method) {
         (["healthz"], &Method::GET) => ("healthz", ok(json!({"status": "ok"}))),
+        (["info"], &Method::GET) => ("info", anonymous(front, ip).unwrap_or_else(|| crate::pages::info(front))),
+        (["openapi.json"], &Method::GET) => ("openapi", anonymous(front, ip).unwrap_or_else(crate::pages::openapi)),
+        (["demo", "token"], &Method::POST) => ("demo.token", demo_token(front, ip, req).await),
         (["readyz"], &Method::GET) => ("readyz", readyz(front)),
         (["activities"], &Method::GET) => match anonymous(front, ip) {
             None => ("activities.list", list_activities(front, &req).await),
@@ -100,10 +110,18 @@ fn anonymous(front: &Front, ip: IpAddr) -> Option<HttpResponse<Body>> {
 /// The methods a known path accepts, for 405 answers.
 fn allowed(path: &[&str]) -> Option<&'static str> {
     match path {
-        ["healthz"] | ["readyz"] | ["activities"] | ["activities", _] | ["orders"] | ["orders", _] => Some("GET"),
-        ["activities", _, "buy" | "token"] | ["orders", _, "cancel" | "refund" | "pay"] | ["payments", "notify"] => {
-            Some("POST")
-        }
+        ["healthz"]
+        | ["readyz"]
+        | ["info"]
+        | ["openapi.json"]
+        | ["activities"]
+        | ["activities", _]
+        | ["orders"]
+        | ["orders", _] => Some("GET"),
+        ["activities", _, "buy" | "token"]
+        | ["orders", _, "cancel" | "refund" | "pay"]
+        | ["payments", "notify"]
+        | ["demo", "token"] => Some("POST"),
         _ => None,
     }
 }
@@ -368,7 +386,9 @@ async fn list_activities(front: &Front, req: &HttpRequest<Incoming>) -> HttpResp
         activity_read(front, ActivityKey::Page { offset, limit }, Request::ListActivities { offset, limit }).await;
     match &*resp {
         Response::Activities { items, total } => {
-            ok(json!({"items": items.iter().map(|a| json::activity(a, now)).collect::<Vec<_>>(), "total": total}))
+            // `now`: the server's clock, for countdowns (docs/API.md).
+            ok(json!({"items": items.iter().map(|a| json::activity(a, now)).collect::<Vec<_>>(), "total": total,
+                      "now": json::rfc3339(now)}))
         }
         Response::Error(code) => engine_error(*code),
         _ => error(ErrorCode::Internal, "unexpected engine answer"),
@@ -552,6 +572,19 @@ async fn pay(front: &Front, req: &HttpRequest<Incoming>, id: &str) -> HttpRespon
     };
     let txn = front.keyed_hash(b"payment-txn", &[], b"sandbox");
     order_response(front.engine.call(Request::Pay { order_id, amount_cents, txn }).await, StatusCode::OK)
+}
+
+/// `POST /api/v1/demo/token`: only in sandbox mode (404 otherwise, before
+/// the body is read), rate limited per address (`pages::DEMO_TOKENS_PER_S`).
+async fn demo_token(front: &Front, ip: IpAddr, req: HttpRequest<Incoming>) -> HttpResponse<Body> {
+    if !front.payment_sandbox {
+        return crate::pages::demo_off();
+    }
+    let bytes = match body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    crate::pages::demo_token(front, ip, &bytes).unwrap_or_else(|r| r)
 }
 
 async fn notify(front: &Front, req: HttpRequest<Incoming>) -> HttpResponse<Body> {

@@ -18,6 +18,7 @@ pub mod json_errors;
 pub mod limits;
 pub mod metrics_http;
 pub mod observe;
+pub mod pages;
 pub mod payment;
 pub mod secrets;
 
@@ -106,6 +107,8 @@ pub struct Front {
     pub sold_out: limits::SoldOut,
     pub activity_cache: limits::ActivityCache,
     pub ip_buckets: limits::IpBuckets,
+    /// Demo logins per address (`POST /api/v1/demo/token`, sandbox only).
+    pub demo_buckets: limits::IpBuckets,
     /// Permits for activity reads that go to the engine.
     pub engine_reads: Semaphore,
     pub limits: HttpLimits,
@@ -159,6 +162,7 @@ pub async fn bind(cfg: FrontConfig) -> std::io::Result<(Arc<Front>, TcpListener)
         sold_out: limits::SoldOut::new(1_000),
         activity_cache: limits::ActivityCache::new(cfg.limits.activity_cache_ms),
         ip_buckets: limits::IpBuckets::new(cfg.limits.ip_requests_per_s),
+        demo_buckets: limits::IpBuckets::new(pages::DEMO_TOKENS_PER_S),
         engine_reads: Semaphore::new(ENGINE_READS_IN_FLIGHT_MAX),
         limits: cfg.limits,
         payment_secret: cfg.payment_secret,

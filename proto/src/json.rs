@@ -1,7 +1,7 @@
 //! The JSON shapes of DESIGN.md (order view, activity view, errors), shared
 //! by the HTTP front and the admin socket so both speak the same words.
 
-use crate::{ActivityView, ErrorCode, OrderId, OrderStatus, OrderView};
+use crate::{ActivityView, ErrorCode, OrderId, OrderStatus, OrderView, Phase};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 use std::fmt;
@@ -144,8 +144,24 @@ pub fn activity(a: &ActivityView, now_ms: u64) -> Value {
         "require_buy_token": a.require_buy_token,
         "gate_factor": a.gate_factor,
         "status": a.status,
-        "phase": a.phase.as_str(),
+        "phase": phase_at(a, now_ms).as_str(),
     })
+}
+
+/// The phase of `a` at `now_ms`. A view may be older than the answer it is
+/// in (the front caches views): the times decide again, as the engine's
+/// `Activity::phase` does, so a cached view does not say "upcoming" after the
+/// sale has opened. A pause is the engine's word and is kept.
+pub fn phase_at(a: &ActivityView, now_ms: u64) -> Phase {
+    if a.status == "disabled" || now_ms >= a.ends_at_ms {
+        Phase::Ended
+    } else if a.phase == Phase::Paused || a.status == "paused" {
+        Phase::Paused
+    } else if now_ms < a.starts_at_ms {
+        Phase::Upcoming
+    } else {
+        Phase::Ongoing
+    }
 }
 
 pub fn error(code: ErrorCode, message: &str) -> Value {
@@ -200,6 +216,36 @@ mod tests {
         assert_eq!(v["created_at"], "2026-11-18T11:06:40.123Z");
         assert_eq!(v["pay_before"], rfc3339(1_795_001_800_123));
         assert_eq!(v.as_object().map(|m| m.len()), Some(8));
+    }
+
+    #[test]
+    fn a_cached_view_shows_the_phase_of_the_answer_time() {
+        let a = ActivityView {
+            id: 1,
+            product_id: 0,
+            product_name: "p".into(),
+            title: "t".into(),
+            price_cents: 1,
+            total_stock: 1,
+            remaining: 1,
+            starts_at_ms: 1_000,
+            ends_at_ms: 2_000,
+            per_user_limit: 1,
+            payment_timeout_s: 60,
+            require_buy_token: false,
+            gate_factor: 0,
+            status: "active".into(),
+            phase: Phase::Upcoming,
+        };
+        assert_eq!(activity(&a, 999)["phase"], "upcoming");
+        assert_eq!(activity(&a, 1_000)["phase"], "ongoing", "the view was made before the start");
+        assert_eq!(activity(&a, 2_000)["phase"], "ended");
+        let paused = ActivityView { status: "paused".into(), phase: Phase::Paused, ..a.clone() };
+        assert_eq!(activity(&paused, 500)["phase"], "paused");
+        assert_eq!(activity(&paused, 1_500)["phase"], "paused");
+        assert_eq!(activity(&paused, 2_000)["phase"], "ended");
+        let disabled = ActivityView { status: "disabled".into(), phase: Phase::Ended, ..a };
+        assert_eq!(activity(&disabled, 1_500)["phase"], "ended");
     }
 
     #[test]

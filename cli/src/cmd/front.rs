@@ -69,6 +69,17 @@ pub struct Args {
 pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::Result<FrontConfig> {
     anyhow::ensure!((1..=64).contains(&http.engine_connections), "--engine-connections must be 1..=64");
     anyhow::ensure!((1..=1_000_000).contains(&http.http_connections_max), "--http-connections-max must be 1..=1000000");
+    if http.payment == "sandbox" {
+        // Sandbox: demo logins for any user id and payments without a
+        // provider (docs/SECURITY.md). Said louder when others can reach it.
+        let what = "--payment sandbox: anyone who reaches the buyer port may sign in as any user \
+                    (POST /api/v1/demo/token) and pay without a provider; never use it for real sales";
+        if http.http.ip().is_loopback() {
+            tracing::info!(http = %http.http, "{what}");
+        } else {
+            tracing::warn!(http = %http.http, "{what}");
+        }
+    }
     Ok(FrontConfig {
         http: http.http,
         engine,
