@@ -412,11 +412,11 @@ impl Sim {
             }
         }
         self.note(format!("round of {n} requests, {sent} queued"));
-        let fired = self.fs.fired().is_some();
-        if armed && !fired {
-            self.fs.disarm();
+        if armed {
+            self.fs.disarm_unless_fired().is_some()
+        } else {
+            self.fs.fired().is_some()
         }
-        fired
     }
 
     /// Holds shard `shard` inside an inspection until released.

@@ -157,8 +157,13 @@ impl SimFs {
         st.fired = None;
     }
 
-    pub fn disarm(&self) {
-        self.0.lock().armed = None;
+    /// Disarms a fault that has not fired and says which one did, under one
+    /// lock: a background thread (snapshots, expiry) cannot fire it between a
+    /// separate check and disarm, leaving a dead disk nobody knows about.
+    pub fn disarm_unless_fired(&self) -> Option<Fault> {
+        let mut st = self.0.lock();
+        st.armed = None;
+        st.fired
     }
 
     /// The fault that fired (and killed the process), if one did.
