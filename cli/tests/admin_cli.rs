@@ -275,3 +275,27 @@ fn bad_flags_and_a_missing_engine_say_what_to_do() {
     let h = ok(d, &["--help"]);
     assert!(h.contains("activity.create") && h.contains("seckill admin activity create --title"), "{h}");
 }
+
+#[test]
+fn a_reader_that_leaves_early_is_not_a_crash() {
+    let (_tmp, dir) = data_dir();
+    let _up = UpProc::start(&dir, &[]);
+    for args in [&["stats"][..], &["stats", "--json"][..], &["stats", "--json", "{}"][..]] {
+        // `seckill admin stats | head -0`: the pipe's reader is gone before
+        // the answer is written.
+        let mut child = Command::new(common::bin())
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(args)
+            .env_remove("SECKILL_DATA_DIR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running seckill admin");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("seckill admin finished");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("panicked"), "{args:?}: {:?} {stderr}", out.status);
+    }
+}

@@ -470,8 +470,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Command::Raw(words) = &args.command {
         let (verb, json_args, data_dir) = raw(words, args.json.clone(), args.data_dir.clone())?;
         let result = call_value(&data_dir, &verb, &json_args).map_err(with_hint)?;
-        println!("{}", serde_json::to_string_pretty(&result)?);
-        return Ok(());
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&result)?));
     }
     // `--json '{…}'` after a subcommand: only the verbs without flags take
     // arguments that way (the raw form of `stats`, `snapshot`, …).
@@ -492,18 +491,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let result = call_value(&args.data_dir, &verb, &json_args).map_err(with_hint)?;
     if args.json.is_some() {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-        return Ok(());
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&result)?));
     }
     let text = match shape {
         Shape::Activities => table::activities(&result),
         Shape::Fields => table::fields(&result),
     };
-    print!("{text}");
+    emit(&text)?;
     if verb == "shutdown" {
-        println!("the engine is stopping: it drains its queues, fsyncs and exits");
+        emit("the engine is stopping: it drains its queues, fsyncs and exits\n")?;
     }
     Ok(())
+}
+
+/// Writes to stdout. A reader that left early (`seckill admin stats | head`)
+/// is not an error: the command already did its work.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing the answer to stdout"),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
