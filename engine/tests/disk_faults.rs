@@ -13,10 +13,13 @@
 //!   acknowledged order is there, held + remaining == total, and the engine
 //!   takes buys again.
 
+mod common;
+use common::{spec, T0};
+
 use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::wal::fs::DirLock;
 use seckill_engine::wal::{Fs, LogFile, OnFailure, OsFs};
-use seckill_engine::{ActivitySpec, EngineConfig, ManualClock};
+use seckill_engine::{EngineConfig, ManualClock};
 use seckill_proto::{ErrorCode, OrderStatus, OrderView, Request, Response};
 use std::fs::File;
 use std::io::{self, Write};
@@ -24,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-const T0: u64 = 1_800_000_000_000;
 const TOTAL: u64 = 6;
 const BUSY: Response = Response::Error(ErrorCode::Busy);
 
@@ -170,21 +172,6 @@ fn cfg(dir: &Path, segment_bytes_max: u64, shards: usize) -> NodeConfig {
     c
 }
 
-fn spec() -> ActivitySpec {
-    ActivitySpec {
-        title: "t".into(),
-        product_id: None,
-        price_cents: 100,
-        stock: TOTAL,
-        starts_at_ms: T0 - 1,
-        ends_at_ms: T0 + 86_400_000,
-        per_user_limit: 1,
-        payment_timeout_s: 3600,
-        require_buy_token: false,
-        gate_factor: 5,
-    }
-}
-
 fn buy(activity_id: u64, user_id: u64) -> Request {
     Request::Buy { user_id, activity_id, quantity: 1, idempotency_key: 0, buy_token_ok: false }
 }
@@ -230,7 +217,7 @@ fn run_layout(fault: Fault, shards: usize) {
             Node::open_with(cfg(dir.path(), segment_bytes_max, shards), Arc::new(clock.clone()), faulty(ctl.clone()))
                 .expect("open");
         let e = &node.engine;
-        let a = e.create_activity(spec()).expect("activity");
+        let a = e.create_activity(spec(TOTAL)).expect("activity");
         let mut acked: Vec<OrderView> = Vec::new();
         for u in 1..=3 {
             acked.push(order(e.call(buy(a.id, u))));

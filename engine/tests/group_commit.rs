@@ -1,32 +1,19 @@
 //! The group-commit window of the one-shard layout: buyers who arrive while
 //! a small batch waits are made durable by the same fsync.
 
+mod common;
+use common::{spec, T0};
+
 use crossbeam_channel::bounded;
 use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::wal::Durability;
-use seckill_engine::{ActivitySpec, EngineConfig, Envelope, ManualClock};
+use seckill_engine::{EngineConfig, Envelope, ManualClock};
 use seckill_proto::{Request, Response};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const T0: u64 = 1_800_000_000_000;
 const BUYERS: u64 = 10;
-
-fn spec() -> ActivitySpec {
-    ActivitySpec {
-        title: "t".into(),
-        product_id: None,
-        price_cents: 100,
-        stock: 1_000,
-        starts_at_ms: T0 - 1,
-        ends_at_ms: T0 + 86_400_000,
-        per_user_limit: 1,
-        payment_timeout_s: 3600,
-        require_buy_token: false,
-        gate_factor: 5,
-    }
-}
 
 /// Holds the shard thread busy (inside an inspection) until two buys are
 /// queued, lets it go, then sends the other `BUYERS - 2` 1 ms later. Returns
@@ -40,7 +27,7 @@ fn split_arrivals(window_us: u64) -> (u64, Duration) {
         EngineConfig { shards: 1, queue_capacity: 64, group_commit_window_us: window_us, ..EngineConfig::default() };
     let node = Node::open(cfg, Arc::new(ManualClock::new(T0))).expect("open node");
     let engine = node.engine.clone();
-    let activity = engine.create_activity(spec()).expect("create activity").id;
+    let activity = engine.create_activity(spec(1_000)).expect("create activity").id;
     let fsyncs_before = node.wal.status.fsyncs.load(Ordering::Acquire);
 
     let (hold_tx, hold_rx) = bounded::<()>(0);

@@ -3,11 +3,14 @@
 //! before its fix. The random search over the same ground is
 //! `simulation.rs`.
 
+mod common;
+use common::{spec, T0};
+
 use seckill_engine::node::{Node, NodeConfig, NodeError};
 use seckill_engine::wal::fs::{DirLock, Fs, LogFile};
 use seckill_engine::wal::sim_fs::{Fault, SimFs};
 use seckill_engine::wal::{self, OnFailure, RecoveryError};
-use seckill_engine::{ActivitySpec, EngineConfig, ManualClock};
+use seckill_engine::{EngineConfig, ManualClock};
 use seckill_proto::{ErrorCode, OrderView, Request, Response};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-const T0: u64 = 1_800_000_000_000;
 const DATA: &str = "/sim/data";
 
 fn cfg() -> NodeConfig {
@@ -37,21 +39,6 @@ fn crash(fs: &SimFs, node: Node) {
     let Node { engine, wal, .. } = node;
     drop(engine);
     wal.join();
-}
-
-fn spec(stock: u64) -> ActivitySpec {
-    ActivitySpec {
-        title: "t".into(),
-        product_id: None,
-        price_cents: 100,
-        stock,
-        starts_at_ms: T0 - 1,
-        ends_at_ms: T0 + 86_400_000,
-        per_user_limit: 1,
-        payment_timeout_s: 3600,
-        require_buy_token: false,
-        gate_factor: 5,
-    }
 }
 
 fn buy(node: &Node, activity_id: u64, user_id: u64) -> Response {
