@@ -249,7 +249,53 @@ where
 pub trait LocalEngine: Send + Sync + 'static {
     /// Queues `req`; `done` receives the answer once it is durable. `Err`
     /// when the engine refuses it at once (queue full).
-    fn submit(&self, req: Request, done: oneshot::Sender<Response>) -> Result<(), ErrorCode>;
+    fn submit(&self, req: Request, done: Delivery) -> Result<(), ErrorCode>;
+}
+
+/// Answers of an in-process engine on their way back into the runtime.
+/// The engine releases a whole group commit at once, from its own thread;
+/// waking each waiting request from there costs a cross-thread wake each.
+/// Instead the answers queue here and only the first of a group wakes the
+/// front's [`dispatch`] task, which hands them out inside the runtime.
+/// Holds at most the requests the engine has accepted (its queues are bounded).
+#[derive(Default)]
+pub struct Mailbox {
+    answers: Mutex<Vec<(oneshot::Sender<Response>, Response)>>,
+    ready: tokio::sync::Notify,
+}
+
+/// Where one in-process answer goes.
+pub struct Delivery {
+    tx: oneshot::Sender<Response>,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Delivery {
+    /// Called on the engine's thread once the answer may be revealed.
+    pub fn deliver(self, resp: Response) {
+        let first = {
+            let mut answers = self.mailbox.answers.lock().unwrap_or_else(|e| e.into_inner());
+            answers.push((self.tx, resp));
+            answers.len() == 1
+        };
+        if first {
+            self.mailbox.ready.notify_one();
+        }
+    }
+}
+
+/// Hands the mailbox's answers to their requests; runs for the life of the
+/// runtime. A wake that finds the mailbox already emptied does nothing.
+async fn dispatch(mailbox: Arc<Mailbox>) {
+    let mut out = Vec::new();
+    loop {
+        mailbox.ready.notified().await;
+        std::mem::swap(&mut *mailbox.answers.lock().unwrap_or_else(|e| e.into_inner()), &mut out);
+        for (tx, resp) in out.drain(..) {
+            // The request may have gone (its connection closed): fine.
+            let _ = tx.send(resp);
+        }
+    }
 }
 
 /// How the front reaches its engine.
@@ -257,14 +303,22 @@ pub enum EngineLink {
     /// Over the wire protocol (`seckill front`, or several fronts).
     Remote(Arc<EnginePool>),
     /// In process (`seckill up`).
-    Local(Arc<dyn LocalEngine>),
+    Local(Arc<dyn LocalEngine>, Arc<Mailbox>),
 }
 
 impl EngineLink {
+    /// The link to an engine in this process; starts the task that hands
+    /// out its answers, so it must be called inside the front's runtime.
+    pub fn local(engine: Arc<dyn LocalEngine>) -> Self {
+        let mailbox = Arc::new(Mailbox::default());
+        tokio::spawn(dispatch(mailbox.clone()));
+        EngineLink::Local(engine, mailbox)
+    }
+
     pub fn is_up(&self) -> bool {
         match self {
             EngineLink::Remote(pool) => pool.is_up(),
-            EngineLink::Local(_) => true,
+            EngineLink::Local(..) => true,
         }
     }
 
@@ -272,9 +326,9 @@ impl EngineLink {
     pub async fn call(&self, req: Request) -> Response {
         match self {
             EngineLink::Remote(pool) => pool.call(req).await,
-            EngineLink::Local(engine) => {
+            EngineLink::Local(engine, mailbox) => {
                 let (tx, rx) = oneshot::channel();
-                if let Err(code) = engine.submit(req, tx) {
+                if let Err(code) = engine.submit(req, Delivery { tx, mailbox: mailbox.clone() }) {
                     return Response::Error(code);
                 }
                 // No timer: an engine in this process answers everything it
@@ -283,5 +337,71 @@ impl EngineLink {
                 rx.await.unwrap_or(Response::Error(ErrorCode::Busy))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine whose thread answers in groups, as the WAL releases them.
+    struct Grouping(std::sync::mpsc::SyncSender<(Request, Delivery)>);
+
+    impl LocalEngine for Grouping {
+        fn submit(&self, req: Request, done: Delivery) -> Result<(), ErrorCode> {
+            self.0.send((req, done)).map_err(|_| ErrorCode::Busy)
+        }
+    }
+
+    #[test]
+    fn every_answer_of_every_group_reaches_its_request() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Request, Delivery)>(4096);
+        // Releases whatever has queued, all at once, like a group commit.
+        let engine = std::thread::spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut group = vec![first];
+                group.extend(rx.try_iter());
+                std::thread::sleep(Duration::from_micros(200));
+                for (req, done) in group {
+                    let Request::GetOrder { user_id, .. } = req else { panic!("unexpected request") };
+                    done.deliver(Response::Error(if user_id == Some(7) {
+                        ErrorCode::SoldOut
+                    } else {
+                        ErrorCode::Busy
+                    }));
+                }
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let link = Arc::new(EngineLink::local(Arc::new(Grouping(tx))));
+            let calls: Vec<_> = (0..2_000u64)
+                .map(|i| {
+                    let link = link.clone();
+                    tokio::spawn(async move {
+                        let user_id = Some(if i % 2 == 0 { 7 } else { 8 });
+                        let order_id = seckill_proto::OrderId::first_at(i + 1, 0);
+                        (user_id, link.call(Request::GetOrder { user_id, order_id }).await)
+                    })
+                })
+                .collect();
+            for call in calls {
+                let (user, resp) = tokio::time::timeout(Duration::from_secs(10), call)
+                    .await
+                    .expect("an answer was delivered but never handed out")
+                    .expect("task");
+                let want = if user == Some(7) { ErrorCode::SoldOut } else { ErrorCode::Busy };
+                assert_eq!(resp, Response::Error(want));
+            }
+            // One at a time: every group holds a single answer, which alone
+            // must wake the runtime.
+            for i in 0..20u64 {
+                let order_id = seckill_proto::OrderId::first_at(i + 1, 0);
+                let call = link.call(Request::GetOrder { user_id: Some(7), order_id });
+                let resp = tokio::time::timeout(Duration::from_secs(5), call).await.expect("a lone answer was lost");
+                assert_eq!(resp, Response::Error(ErrorCode::SoldOut));
+            }
+        });
+        engine.join().expect("engine thread");
     }
 }

@@ -150,7 +150,7 @@ pub async fn bind(cfg: FrontConfig) -> std::io::Result<(Arc<Front>, TcpListener)
     let listener = TcpListener::bind(cfg.http).await?;
     let front = Arc::new(Front {
         engine: match cfg.local_engine {
-            Some(local) => EngineLink::Local(local),
+            Some(local) => EngineLink::local(local),
             None => EngineLink::Remote(EnginePool::start(
                 cfg.engine,
                 cfg.engine_connections.max(1),

@@ -97,7 +97,8 @@ fn table(rows: &[Outcome]) -> String {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.stock >= 1 && args.buyers >= 1, "--stock and --buyers must be at least 1");
-    let rt = front::runtime()?;
+    // The load generator and the copies' checks (the service has its own).
+    let rt = front::runtime(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))?;
 
     // The copies first: a missing server is said before anything starts.
     let mysql = copies::prepare_mysql(&rt, &args.mysql_url)?;
@@ -147,6 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             http_connections_per_ip: seckill_front::CONNECTIONS_PER_IP_MAX,
             ip_requests_per_s: seckill_front::IP_REQUESTS_PER_S,
             activity_cache_ms: seckill_front::ACTIVITY_CACHE_TTL_MS,
+            front_threads: None,
         },
     };
     println!("seckill demo: starting the service on http://{http} (data dir {})", data_dir.display());

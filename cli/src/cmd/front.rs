@@ -39,6 +39,24 @@ pub struct HttpArgs {
     /// for this long; `remaining` may lag by as much. 0: no cache.
     #[arg(long, env = "SECKILL_ACTIVITY_CACHE_MS", default_value_t = seckill_front::ACTIVITY_CACHE_TTL_MS)]
     pub activity_cache_ms: u64,
+    /// Threads serving HTTP. 1 runs the front on a single-threaded runtime:
+    /// no work stealing, and the engine's answers wake one thread
+    /// (docs/PERFORMANCE.md). [default: 1 on up to 2 cores, else one per core]
+    #[arg(long, env = "SECKILL_FRONT_THREADS")]
+    pub front_threads: Option<usize>,
+}
+
+/// Most HTTP threads (`--front-threads`).
+pub const FRONT_THREADS_MAX: usize = 256;
+
+impl HttpArgs {
+    /// `--front-threads` or its default for this machine's cores.
+    pub fn front_threads(&self) -> anyhow::Result<usize> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let n = self.front_threads.unwrap_or(if cores <= 2 { 1 } else { cores });
+        anyhow::ensure!((1..=FRONT_THREADS_MAX).contains(&n), "--front-threads must be 1..={FRONT_THREADS_MAX}");
+        Ok(n)
+    }
 }
 
 /// The operator's listener, apart from the buyer port.
@@ -128,12 +146,17 @@ pub async fn serve_metrics(
     Ok(())
 }
 
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("front")
-        .build()
-        .context("starting the tokio runtime")
+/// The front's runtime: one thread (current-thread scheduler, driven by
+/// whoever calls `block_on`) or a work-stealing pool of `threads`.
+pub fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    b.enable_all().thread_name("front").build().context("starting the tokio runtime")
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -143,7 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let cfg = config(&args.http, &args.data_dir, engine.clone())?;
     let prometheus = install_metrics();
-    runtime()?.block_on(async move {
+    runtime(args.http.front_threads()?)?.block_on(async move {
         let (front, listener) =
             seckill_front::bind(cfg).await.with_context(|| format!("binding {}", args.http.http))?;
         serve_metrics(args.metrics.metrics, seckill_front::metrics_http::Operator::metrics_only(prometheus)).await?;

@@ -5,8 +5,8 @@ use anyhow::Context;
 use seckill_engine::commit::ReplyTx;
 use seckill_engine::server::Address;
 use seckill_engine::{Engine, Envelope};
-use seckill_front::engine_client::{EngineAddr, LocalEngine};
-use seckill_proto::{ErrorCode, Request, Response};
+use seckill_front::engine_client::{Delivery, EngineAddr, LocalEngine};
+use seckill_proto::{ErrorCode, Request};
 use std::sync::Arc;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -20,8 +20,10 @@ pub struct Args {
 /// A running engine + front in this process.
 pub struct Service {
     pub running: engine::Running,
-    rt: tokio::runtime::Runtime,
-    server: tokio::task::JoinHandle<()>,
+    rt: Arc<tokio::runtime::Runtime>,
+    /// Drives the runtime (a current-thread runtime runs only inside
+    /// `block_on`) until the HTTP server returns.
+    driver: std::thread::JoinHandle<()>,
     stop_front: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -48,7 +50,7 @@ impl Service {
         // open for other fronts and tools.
         cfg.local_engine = Some(Arc::new(InProcess(running.node.engine.clone())));
         cfg.buy_answers = answers.clone();
-        let rt = front::runtime()?;
+        let rt = Arc::new(front::runtime(args.http.front_threads()?)?);
         let (front, listener) =
             rt.block_on(seckill_front::bind(cfg)).with_context(|| format!("binding HTTP on {}", args.http.http))?;
         // Engine and front metrics share one recorder in this process; the
@@ -63,7 +65,16 @@ impl Service {
         let server = rt.spawn(seckill_front::run(front, listener, async move {
             let _ = rx.await;
         }));
-        Ok(Service { running, rt, server, stop_front })
+        let driver = {
+            let rt = rt.clone();
+            std::thread::Builder::new()
+                .name("front".into())
+                .spawn(move || {
+                    let _ = rt.block_on(server);
+                })
+                .context("starting the front thread")?
+        };
+        Ok(Service { running, rt, driver, stop_front })
     }
 
     /// Blocks until Ctrl-C, SIGTERM or the admin `shutdown` command.
@@ -74,10 +85,12 @@ impl Service {
     /// Stops the front, then the engine (drain, final fsync).
     pub fn stop(self, why: &str) {
         let _ = self.stop_front.send(());
-        let _ = self.rt.block_on(self.server);
+        let _ = self.driver.join();
         // The front's engine connections go first, so they do not see the
         // engine leave and log it as a lost connection.
-        self.rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        if let Ok(rt) = Arc::try_unwrap(self.rt) {
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        }
         self.running.stop(why);
     }
 }
@@ -105,10 +118,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 struct InProcess(Arc<Engine>);
 
 impl LocalEngine for InProcess {
-    fn submit(&self, req: Request, done: tokio::sync::oneshot::Sender<Response>) -> Result<(), ErrorCode> {
-        let reply = ReplyTx::Callback(Box::new(move |resp| {
-            let _ = done.send(resp);
-        }));
+    fn submit(&self, req: Request, done: Delivery) -> Result<(), ErrorCode> {
+        let reply = ReplyTx::Callback(Box::new(move |resp| done.deliver(resp)));
         self.0.try_submit(Envelope { req, tag: 0, reply })
     }
 }
