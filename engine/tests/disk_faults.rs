@@ -45,6 +45,10 @@ enum Fault {
 #[derive(Default, Debug)]
 struct State {
     armed: Option<Fault>,
+    /// `Open` fires only for the segment of this name: the one the faulted
+    /// group's rotation creates, not one an earlier group's rotation (which
+    /// runs after that group's answers) is still about to create.
+    open_name: Option<String>,
     /// Set once a fault fired; the counters below count calls after it.
     fired: bool,
     writes_after: u64,
@@ -94,6 +98,23 @@ impl LogFile for FaultyFile {
         }
     }
 
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut st = self.ctl.0.lock().unwrap();
+        if st.fired {
+            st.writes_after += 1;
+        }
+        match Ctl::fire(&mut st, |f| matches!(f, Fault::Write(_) | Fault::ShortWrite)) {
+            Some(Fault::Write(errno)) => Err(io::Error::from_raw_os_error(errno)),
+            Some(_) => {
+                assert!(buf.len() >= 2, "a short write needs a buffer to cut");
+                self.file.write_all_at(&buf[..buf.len() / 2], offset)?;
+                Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            None => self.file.write_all_at(buf, offset),
+        }
+    }
+
     fn sync_data(&mut self) -> io::Result<()> {
         let mut st = self.ctl.0.lock().unwrap();
         if st.fired {
@@ -114,17 +135,18 @@ impl Fs for FaultyFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         OsFs.create_dir_all(dir)
     }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         {
             let mut st = self.0 .0.lock().unwrap();
             if st.fired {
                 st.opens_after += 1;
             }
-            if Ctl::fire(&mut st, |f| matches!(f, Fault::Open)).is_some() {
+            let named = st.open_name.as_deref().is_none_or(|n| path.file_name().is_some_and(|f| f == n));
+            if named && Ctl::fire(&mut st, |f| matches!(f, Fault::Open)).is_some() {
                 return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
         Ok(Box::new(FaultyFile { file, ctl: self.0.clone() }) as Box<dyn LogFile>)
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
@@ -225,12 +247,22 @@ fn run_layout(fault: Fault, shards: usize) {
         assert!(!node.wal.status.failed.load(Ordering::Acquire));
         assert_eq!(e.activity(a.id).unwrap().remaining, TOTAL - 3);
 
+        if matches!(fault, Fault::Open) {
+            // The next record (the buy below) rotates into this segment.
+            let next = node.wal.status.written_lsn.load(Ordering::Acquire) + 2;
+            ctl.0.lock().unwrap().open_name = Some(format!("{next:020}.wal"));
+        }
         ctl.arm(fault);
         let hit = e.call(buy(a.id, 4));
         if matches!(fault, Fault::Open) {
             // The group was durable before the rotation failed: its answer
-            // stands, and the failure stops everything after it.
+            // stands, and the failure stops everything after it. The
+            // rotation runs after the answers: wait for it.
             acked.push(order(hit));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !node.wal.status.failed.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         } else {
             assert_eq!(hit, BUSY, "{fault:?}: the buy whose batch hit the fault");
         }

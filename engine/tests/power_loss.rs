@@ -123,13 +123,16 @@ fn damage_inside_the_last_segment_is_refused_and_repair_moves_it_aside() {
     let acked: Vec<OrderView> = (1..=20).map(|u| order(buy(&node, a, u))).collect();
     crash(&fs, node);
     let (path, len, _) = segments(&fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
-    assert!(fs.corrupt(&path, len / 2), "flip a byte in the middle");
+    // The records end where the zeros written ahead of them begin.
+    fs.restart();
+    let written = fs.read(&path).expect("segment").iter().rposition(|b| *b != 0).expect("records") + 1;
+    assert!(fs.corrupt(&path, written / 2), "flip a byte in the middle of the records");
 
     let err = open(&fs, c.clone()).err().expect("recovery must refuse");
     match &err {
         NodeError::Recovery(RecoveryError::CorruptInLast { path: p, offset, later_lsn, .. }) => {
             assert_eq!(p, &path);
-            assert!(*offset > 8 && *offset <= len as u64 / 2, "offset {offset} of {len}");
+            assert!(*offset > 8 && *offset <= written as u64 / 2, "offset {offset} of {written}");
             assert!(*later_lsn > 1);
         }
         other => panic!("expected CorruptInLast, got {other}"),
@@ -147,7 +150,7 @@ fn damage_inside_the_last_segment_is_refused_and_repair_moves_it_aside() {
     let aside: Vec<_> =
         fs.files().into_iter().filter(|(p, _, _)| p.starts_with(Path::new(DATA).join("wal-damaged"))).collect();
     assert_eq!(aside.len(), 1);
-    assert_eq!(aside[0].1 as u64, len as u64 - report.moved[0].1, "every damaged byte is kept");
+    assert_eq!(aside[0].1 as u64, written as u64 - report.moved[0].1, "every damaged byte is kept (not the zeros)");
     let node = open(&fs, c).expect("starts after repair");
     let present = acked
         .iter()
@@ -159,6 +162,48 @@ fn damage_inside_the_last_segment_is_refused_and_repair_moves_it_aside() {
         })
         .count();
     assert!(present > 0 && present < acked.len(), "orders before the damage stay, after it are gone: {present}");
+    crash(&fs, node);
+}
+
+/// Zeros are where a segment's records end (the writer writes them ahead);
+/// zeros in the middle of synced records, with good records after them, are
+/// a disk that lost data, not a crash, and must not silently end the log.
+#[test]
+fn zeros_inside_the_records_are_refused_not_taken_for_the_end() {
+    let fs = SimFs::new();
+    let mut c = cfg();
+    c.segment_bytes_max = 1 << 20;
+    let node = open(&fs, c.clone()).expect("open");
+    let a = node.engine.create_activity(spec(100)).expect("activity").id;
+    let acked: Vec<OrderView> = (1..=20).map(|u| order(buy(&node, a, u))).collect();
+    crash(&fs, node);
+    fs.restart();
+    let (path, _, _) = segments(&fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
+    let written = fs.read(&path).expect("segment").iter().rposition(|b| *b != 0).expect("records") + 1;
+    assert!(fs.zero(&path, written / 2, 64), "zero 64 bytes in the middle of the records");
+
+    match open(&fs, c.clone()).err().expect("recovery must refuse") {
+        NodeError::Recovery(RecoveryError::CorruptInLast { path: p, why, later_lsn, .. }) => {
+            assert_eq!((p, why), (path.clone(), "zeros before later records"));
+            assert!(later_lsn > 1);
+        }
+        other => panic!("expected CorruptInLast, got {other}"),
+    }
+    // `repair-wal` moves the records after the hole aside; the engine starts.
+    fs.restart();
+    let report = wal::repair(&fs, Path::new(DATA)).expect("repair");
+    assert_eq!(report.moved.len(), 1, "{report:?}");
+    let node = open(&fs, c).expect("starts after repair");
+    let present = acked
+        .iter()
+        .filter(|o| {
+            matches!(
+                node.engine.call(Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id }),
+                Response::Order(_)
+            )
+        })
+        .count();
+    assert!(present > 0 && present < acked.len(), "orders before the hole stay, after it are gone: {present}");
     crash(&fs, node);
 }
 
@@ -241,8 +286,8 @@ impl Fs for SlowSnapshots {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.fs.create_dir_all(dir)
     }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        self.fs.open_append(path)
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        self.fs.open_segment(path)
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         let in_snapshots = path.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "snapshots");

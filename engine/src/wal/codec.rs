@@ -1,6 +1,8 @@
 //! One log record: `len u32 | crc32c u32 | lsn u64 | payload`, little-endian.
 //! The CRC covers the LSN and the payload; the payload is an rkyv-archived
-//! [`Event`]. Snapshots use the same records.
+//! [`Event`]. Snapshots use the same records. A header of sixteen zero bytes
+//! is no record (a length is at least 1): it is where the written part of a
+//! segment ends and the zeros written ahead of it begin.
 
 use crate::event::Event;
 use rkyv::rancor::Error as RkyvError;
@@ -43,6 +45,8 @@ pub enum Decoded {
     Record { lsn: u64, event: Box<Event>, bytes: usize },
     /// The buffer ends inside a record: a torn write at the end of a log.
     Incomplete,
+    /// Sixteen zero bytes: the end of what was written (zeros ahead).
+    End,
     /// The bytes are not a record (bad length, CRC or payload).
     Corrupt(&'static str),
 }
@@ -53,6 +57,9 @@ pub fn decode(buf: &[u8], aligned: &mut AlignedVec<16>) -> Decoded {
         return Decoded::Incomplete;
     };
     let word = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    if header.iter().all(|b| *b == 0) {
+        return Decoded::End;
+    }
     let len = word(0) as usize;
     let crc = word(4);
     let mut lsn_bytes = [0u8; 8];
@@ -112,6 +119,25 @@ mod tests {
     }
 
     #[test]
+    fn zeros_written_ahead_read_as_the_end_and_nothing_else_does() {
+        let mut buf = Vec::new();
+        Encoder::default().append(&mut buf, 3, &order_event(2));
+        let record = buf.len();
+        buf.resize(record + 4096, 0);
+        let mut aligned = AlignedVec::new();
+        assert!(matches!(decode(&buf, &mut aligned), Decoded::Record { lsn: 3, .. }));
+        assert_eq!(decode(&buf[record..], &mut aligned), Decoded::End);
+        // Fewer than a header's worth of zeros is a torn end, not the end.
+        assert_eq!(decode(&buf[buf.len() - 15..], &mut aligned), Decoded::Incomplete);
+        // One byte that is not zero anywhere in the header: not the end.
+        for i in 0..HEADER_BYTES {
+            let mut header = [0u8; HEADER_BYTES];
+            header[i] = 1;
+            assert_ne!(decode(&header, &mut aligned), Decoded::End, "byte {i}");
+        }
+    }
+
+    #[test]
     fn every_cut_is_incomplete_and_every_flip_is_caught() {
         let mut buf = Vec::new();
         Encoder::default().append(&mut buf, 1, &order_event(5));
@@ -144,6 +170,7 @@ mod tests {
             match decode(&buf, &mut aligned) {
                 Decoded::Corrupt(why) => prop_assert_eq!(why, "payload is not an event"),
                 Decoded::Incomplete => prop_assert!(false, "a whole record read as torn"),
+                Decoded::End => prop_assert!(false, "a whole record read as the end"),
                 Decoded::Record { lsn, event, bytes } => {
                     prop_assert_eq!((lsn, bytes), (1, buf.len()));
                     let mut again = Vec::new();

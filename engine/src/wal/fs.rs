@@ -4,7 +4,7 @@
 //! [`super::sim_fs::SimFs`], which remembers what was made durable and
 //! forgets the rest on a power cut.
 //!
-//! The operations are the ones whose durability matters: appending files,
+//! The operations are the ones whose durability matters: writing files,
 //! fsync of a file, creating, renaming and deleting names (durable only after
 //! an fsync of the directory), and cutting a file.
 //!
@@ -19,9 +19,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A file opened for appending (a WAL segment, a snapshot being written).
+/// A file being written (a WAL segment, a snapshot being written).
 pub trait LogFile: Send {
+    /// Writes at the file's position (the end, for a file opened to append).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes at `offset`, over what is there (a segment's zeros written
+    /// ahead) or past the end; the position of `write_all` does not move.
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// `fdatasync`: the bytes written so far (and the size) are durable.
     fn sync_data(&mut self) -> io::Result<()>;
     /// `fsync`: as `sync_data`, plus the file's other metadata.
@@ -33,6 +37,9 @@ pub trait LogFile: Send {
 impl LogFile for File {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         Write::write_all(self, buf)
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         File::sync_data(self)
@@ -50,8 +57,10 @@ pub trait Fs: Send + Sync + 'static {
     /// Creates `dir` and its missing parents. Not durable until the parent
     /// of each new directory is synced ([`Fs::sync_dir`]).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// Opens `path` for appending, creating it (empty) if it does not exist.
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Opens a WAL segment for writing at offsets, creating it (empty) if it
+    /// does not exist. Never opened to append: Linux ignores the offset of
+    /// a positioned write to such a file.
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
     /// Creates `path` empty (truncating what was there) for appending.
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
@@ -98,8 +107,8 @@ impl Fs for OsFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
     }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        let f = private_file().create(true).append(true).open(path)?;
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let f = private_file().create(true).truncate(false).write(true).open(path)?;
         Ok(Box::new(f))
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {

@@ -171,9 +171,7 @@ impl Wal {
         fs.sync_dir(&snap_dir).map_err(io_err(&snap_dir))?;
 
         let tail_path = segment::segment_path(&wal_dir, next_lsn);
-        let mut file = fs.open_append(&tail_path).map_err(io_err(&tail_path))?;
-        file.write_all(segment::MAGIC).map_err(io_err(&tail_path))?;
-        file.sync_data().map_err(io_err(&tail_path))?;
+        let (file, zeroed_to) = writer::start_segment(&*fs, &tail_path).map_err(io_err(&tail_path))?;
         fs.sync_dir(&wal_dir).map_err(io_err(&wal_dir))?;
 
         let status = Arc::new(WalStatus::default());
@@ -194,6 +192,7 @@ impl Wal {
             fs.clone(),
             file,
             segment::MAGIC.len() as u64,
+            zeroed_to,
             next_lsn,
             status.clone(),
             checkpoints.clone(),
@@ -293,6 +292,21 @@ fn replay(fs: &dyn Fs, data_dir: &Path, replica: &mut Replica) -> Result<u64, Re
             }
             tracing::warn!(path = %seg.path.display(), offset = end.valid_bytes, why, "taking the torn tail off the WAL");
             move_aside(fs, data_dir, seg, &bytes, end.valid_bytes).map_err(io_err(&seg.path))?;
+        } else if end.zeros_after {
+            // Zeros end the records: the writer's zeros written ahead. A good
+            // record after them is no crash (unsynced bytes come back as a
+            // prefix of what was written) but synced bytes lost.
+            let after = end.last_lsn.max(seg.first_lsn.saturating_sub(1));
+            if let Some((later_offset, later_lsn)) =
+                segment::valid_record_after(&bytes, end.valid_bytes as usize, after)
+            {
+                let (path, offset, why) = (seg.path.clone(), end.valid_bytes, "zeros before later records");
+                return Err(if is_last {
+                    RecoveryError::CorruptInLast { path, offset, why, later_offset, later_lsn }
+                } else {
+                    RecoveryError::CorruptMiddle { path, offset, why }
+                });
+            }
         }
         if is_last && end.last_lsn < seg.first_lsn {
             // Nothing good in it: a new segment named after `next` replaces it.
@@ -307,6 +321,8 @@ fn replay(fs: &dyn Fs, data_dir: &Path, replica: &mut Replica) -> Result<u64, Re
 /// the segment at `from`. Nothing leaves the log without a copy.
 fn move_aside(fs: &dyn Fs, data_dir: &Path, seg: &segment::Segment, bytes: &[u8], from: u64) -> io::Result<()> {
     let tail = bytes.get(from as usize..).unwrap_or_default();
+    // Without the zeros written ahead: they hold nothing.
+    let tail = &tail[..tail.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)];
     if !tail.is_empty() {
         let dir = data_dir.join(DAMAGED_DIR);
         fs::create_dir_durable(fs, &dir)?;
@@ -373,7 +389,10 @@ pub fn repair(fs: &dyn Fs, data_dir: &Path) -> Result<RepairReport, RecoveryErro
                 next = lsn + 1;
             }
         });
-        if end.stopped.is_some() {
+        let after = end.last_lsn.max(seg.first_lsn.saturating_sub(1));
+        let lost_before_later =
+            end.zeros_after && segment::valid_record_after(&bytes, end.valid_bytes as usize, after).is_some();
+        if end.stopped.is_some() || lost_before_later {
             move_aside(fs, data_dir, seg, &bytes, end.valid_bytes).map_err(io_err(&seg.path))?;
             report.moved.push((seg.path.clone(), end.valid_bytes));
             cut_from = Some(i + 1);

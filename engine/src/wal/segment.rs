@@ -1,5 +1,8 @@
 //! Segment files: `wal/<first lsn, 20 digits>.wal`, each starting with a
-//! magic header, then records. Reading stops cleanly at a torn tail.
+//! magic header, then records, then zeros the writer wrote ahead of them
+//! (so that an fdatasync of new records rewrites data only, not the file's
+//! size: docs/DURABILITY.md). Reading stops cleanly at the zeros and at a
+//! torn tail.
 
 use super::codec::{decode, Decoded};
 use super::fs::{Fs, OsFs};
@@ -51,6 +54,8 @@ pub struct SegmentEnd {
     pub valid_bytes: u64,
     /// Why reading stopped before the end of the file, if it did.
     pub stopped: Option<&'static str>,
+    /// The records end at zeros written ahead (not at the end of the file).
+    pub zeros_after: bool,
 }
 
 /// Reads every good record of one segment, in order, calling `f` for each.
@@ -91,14 +96,24 @@ pub fn valid_record_after(bytes: &[u8], from: usize, after_lsn: u64) -> Option<(
 pub fn scan(bytes: &[u8], first_lsn: u64, f: &mut impl FnMut(u64, Event)) -> SegmentEnd {
     if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
         let why = if bytes.len() < MAGIC.len() { "torn segment header" } else { "bad segment magic" };
-        return SegmentEnd { last_lsn: first_lsn.saturating_sub(1), valid_bytes: 0, stopped: Some(why) };
+        return SegmentEnd {
+            last_lsn: first_lsn.saturating_sub(1),
+            valid_bytes: 0,
+            stopped: Some(why),
+            zeros_after: false,
+        };
     }
     scan_records(bytes, MAGIC.len(), first_lsn, f)
 }
 
 /// Reads records from `bytes[start..]`, expecting LSNs `first_lsn, first_lsn + 1, …`.
 pub fn scan_records(bytes: &[u8], start: usize, first_lsn: u64, f: &mut impl FnMut(u64, Event)) -> SegmentEnd {
-    let mut end = SegmentEnd { last_lsn: first_lsn.saturating_sub(1), valid_bytes: start as u64, stopped: None };
+    let mut end = SegmentEnd {
+        last_lsn: first_lsn.saturating_sub(1),
+        valid_bytes: start as u64,
+        stopped: None,
+        zeros_after: false,
+    };
     let mut at = start;
     let mut aligned = AlignedVec::<16>::new();
     while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
@@ -119,6 +134,10 @@ pub fn scan_records(bytes: &[u8], start: usize, first_lsn: u64, f: &mut impl FnM
             }
             Decoded::Corrupt(why) => {
                 end.stopped = Some(why);
+                return end;
+            }
+            Decoded::End => {
+                end.zeros_after = true;
                 return end;
             }
         }
@@ -147,12 +166,29 @@ mod tests {
         let mut seen = Vec::new();
         let end = scan(&buf, 10, &mut |lsn, _| seen.push(lsn));
         assert_eq!(seen, vec![10, 11, 12, 13, 14]);
-        assert_eq!(end, SegmentEnd { last_lsn: 14, valid_bytes: buf.len() as u64, stopped: None });
+        assert_eq!(end, SegmentEnd { last_lsn: 14, valid_bytes: buf.len() as u64, stopped: None, zeros_after: false });
         let cut = &buf[..buf.len() - 3];
         let end = scan(cut, 10, &mut |_, _| {});
         assert_eq!(end.last_lsn, 13);
         assert_eq!(end.stopped, Some("torn record"));
         assert!(end.valid_bytes < cut.len() as u64);
+    }
+
+    #[test]
+    fn reads_all_then_stops_cleanly_at_zeros_written_ahead() {
+        let mut buf = segment_bytes(10, 5);
+        let records = buf.len() as u64;
+        buf.resize(buf.len() + 64 * 1024, 0);
+        let mut seen = Vec::new();
+        let end = scan(&buf, 10, &mut |lsn, _| seen.push(lsn));
+        assert_eq!(seen, vec![10, 11, 12, 13, 14]);
+        assert_eq!(end, SegmentEnd { last_lsn: 14, valid_bytes: records, stopped: None, zeros_after: true });
+        // A record torn into the zeros is torn, not the end.
+        let torn = &mut buf.clone();
+        torn[records as usize..records as usize + 20].copy_from_slice(&buf[MAGIC.len()..MAGIC.len() + 20]);
+        let end = scan(torn, 10, &mut |_, _| {});
+        assert_eq!((end.last_lsn, end.zeros_after), (14, false));
+        assert!(end.stopped.is_some());
     }
 
     #[test]

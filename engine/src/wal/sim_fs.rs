@@ -3,7 +3,12 @@
 //! been made durable, and can forget the rest the way a power cut does.
 //!
 //! * A file's bytes are durable up to the length they had at its last
-//!   `sync_data`/`sync_all` (files here are only appended to or cut).
+//!   `sync_data`/`sync_all`, or up to the lowest offset written since then,
+//!   whichever is less: a write over synced bytes (a WAL segment's zeros
+//!   written ahead) makes everything from it on undurable again until the
+//!   next sync. For the WAL that is exact where it matters (what was under
+//!   an unsynced overwrite was zeros, and a power cut here leaves a shorter
+//!   file where a disk would leave those zeros: both read as the end).
 //! * A name (create, rename, delete) is durable once its directory is synced.
 //! * [`SimFs::kill`] is `kill -9`: the page cache survives, so nothing is
 //!   lost, but from that moment every operation fails and changes nothing.
@@ -124,6 +129,9 @@ fn records_in(buf: &[u8]) -> Vec<(u64, usize)> {
     let mut at = 0;
     while let Some(h) = buf.get(at..at + HEADER_BYTES) {
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        if len == 0 {
+            break; // zeros written ahead of the records
+        }
         let mut lsn = [0u8; 8];
         lsn.copy_from_slice(&h[8..16]);
         out.push((u64::from_le_bytes(lsn), at));
@@ -230,6 +238,21 @@ impl SimFs {
         }
     }
 
+    /// Zeros `len` bytes of a file from `offset` (a disk that lost synced
+    /// data), durably.
+    pub fn zero(&self, path: &Path, offset: usize, len: usize) -> bool {
+        let mut st = self.0.lock();
+        let Ok(ino) = st.file(path) else { return false };
+        let Some(inode) = st.inodes.get_mut(&ino) else { return false };
+        match inode.data.get_mut(offset..offset + len) {
+            Some(range) => {
+                range.fill(0);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Bytes of every file (for tests that look at the disk).
     pub fn files(&self) -> Vec<(PathBuf, usize, usize)> {
         let st = self.0.lock();
@@ -257,6 +280,34 @@ struct SimFile {
 
 impl LogFile for SimFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write(buf, None)
+    }
+
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write(buf, Some(offset as usize))
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let mut st = self.fs.0.lock();
+        st.tick()?;
+        if let (true, Some(Fault::AtWalSync { lsn })) = (self.wal, st.armed) {
+            if st.wal_written.get(&self.ino).is_some_and(|w| *w >= lsn) {
+                st.fire();
+                return Err(dead());
+            }
+        }
+        st.syncs += 1;
+        if let Some(inode) = st.inodes.get_mut(&self.ino) {
+            inode.durable_len = inode.data.len();
+        }
+        Ok(())
+    }
+}
+
+impl SimFile {
+    /// Appends (`at` = None) or writes at an offset, firing an armed WAL
+    /// fault on the way.
+    fn write(&mut self, buf: &[u8], at: Option<usize>) -> io::Result<()> {
         let mut st = self.fs.0.lock();
         st.tick()?;
         let mut buf = buf;
@@ -274,27 +325,17 @@ impl LogFile for SimFile {
             }
         }
         if let Some(inode) = st.inodes.get_mut(&self.ino) {
-            inode.data.extend_from_slice(buf);
+            let at = at.unwrap_or(inode.data.len());
+            inode.durable_len = inode.durable_len.min(at);
+            let end = at + buf.len();
+            if inode.data.len() < end {
+                inode.data.resize(end, 0);
+            }
+            inode.data[at..end].copy_from_slice(buf);
         }
         if die {
             st.fire();
             return Err(dead());
-        }
-        Ok(())
-    }
-
-    fn sync_data(&mut self) -> io::Result<()> {
-        let mut st = self.fs.0.lock();
-        st.tick()?;
-        if let (true, Some(Fault::AtWalSync { lsn })) = (self.wal, st.armed) {
-            if st.wal_written.get(&self.ino).is_some_and(|w| *w >= lsn) {
-                st.fire();
-                return Err(dead());
-            }
-        }
-        st.syncs += 1;
-        if let Some(inode) = st.inodes.get_mut(&self.ino) {
-            inode.durable_len = inode.data.len();
         }
         Ok(())
     }
@@ -332,7 +373,7 @@ impl Fs for SimFs {
         Ok(())
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         let mut st = self.0.lock();
         st.tick()?;
         st.parent_ok(path)?;

@@ -108,7 +108,7 @@ pub fn parse(bytes: &[u8]) -> Option<Replica> {
     let end = scan_records(bytes, HEADER_BYTES, 1, &mut |i, ev| {
         bad |= replica.apply(i, &ev).is_err();
     });
-    if bad || end.stopped.is_some() || end.last_lsn != count {
+    if bad || end.stopped.is_some() || end.zeros_after || end.last_lsn != count {
         return None;
     }
     replica.lsn = lsn;
@@ -294,8 +294,8 @@ mod tests {
         fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
             OsFs.create_dir_all(dir)
         }
-        fn open_append(&self, path: &Path) -> io::Result<Box<dyn crate::wal::fs::LogFile>> {
-            OsFs.open_append(path)
+        fn open_segment(&self, path: &Path) -> io::Result<Box<dyn crate::wal::fs::LogFile>> {
+            OsFs.open_segment(path)
         }
         fn create(&self, path: &Path) -> io::Result<Box<dyn crate::wal::fs::LogFile>> {
             OsFs.create(path)

@@ -2,12 +2,13 @@
 //! (persister, Redis mirror). A tailer only ever returns durable records,
 //! in LSN order, each once; it survives segment rotation.
 
-use super::codec::{decode, Decoded};
+use super::codec::{decode, Decoded, HEADER_BYTES};
 use super::segment::{self, MAGIC};
 use super::WalStatus;
 use crate::event::Event;
 use rkyv::util::AlignedVec;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct Tailer {
     next_lsn: u64,
     file: Option<(std::fs::File, segment::Segment)>,
     buf: Vec<u8>,
+    /// Where `buf` starts in the segment file.
+    buf_offset: u64,
     /// Bytes of `buf` already consumed.
     at: usize,
     aligned: AlignedVec<16>,
@@ -43,6 +46,7 @@ impl Tailer {
             next_lsn: after_lsn + 1,
             file: None,
             buf: Vec::with_capacity(1 << 20),
+            buf_offset: 0,
             at: 0,
             aligned: AlignedVec::new(),
         }
@@ -86,19 +90,34 @@ impl Tailer {
                         break;
                     }
                 }
+                Decoded::End => {
+                    // Zeros written ahead, read before the records that are
+                    // durable now were written over them: read again from
+                    // here. Still zeros: this segment is finished (the
+                    // writer moved on) or nothing new is in it yet.
+                    self.buf.truncate(self.at);
+                    self.read_more()?;
+                    let still_zeros =
+                        self.buf.get(self.at..self.at + HEADER_BYTES).is_some_and(|h| h.iter().all(|b| *b == 0));
+                    if still_zeros && !self.advance_segment()? {
+                        break;
+                    }
+                }
                 Decoded::Corrupt(why) => return Err(TailError::Corrupt(self.next_lsn, why)),
             }
         }
         Ok(n)
     }
 
+    /// Reads the next part of the segment after `buf` into it.
     fn read_more(&mut self) -> io::Result<usize> {
         let Some((f, _)) = self.file.as_mut() else { return Ok(0) };
         self.buf.drain(..self.at);
+        self.buf_offset += self.at as u64;
         self.at = 0;
         let len = self.buf.len();
         self.buf.resize(len + (1 << 20), 0);
-        let got = f.read(&mut self.buf[len..])?;
+        let got = f.read_at(&mut self.buf[len..], self.buf_offset + len as u64)?;
         self.buf.truncate(len + got);
         Ok(got)
     }
@@ -127,8 +146,8 @@ impl Tailer {
         if &magic != MAGIC {
             return Err(TailError::Corrupt(lsn, "bad segment magic"));
         }
-        f.seek(SeekFrom::Start(MAGIC.len() as u64))?;
         self.buf.clear();
+        self.buf_offset = MAGIC.len() as u64;
         self.at = 0;
         self.file = Some((f, seg.clone()));
         Ok(())

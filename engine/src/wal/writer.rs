@@ -6,7 +6,7 @@
 //! never acknowledges again: the pages that failed may be lost, and retrying
 //! the fsync would only report success for data that is gone (fsyncgate).
 
-use super::codec::Encoder;
+use super::codec::{Encoder, HEADER_BYTES};
 use super::fs::SharedFs;
 use super::segment::{self, MAGIC};
 use super::{Checkpoints, Durability};
@@ -25,6 +25,24 @@ pub const GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// A rough record size, to stop gathering a group before it exceeds
 /// `GROUP_BYTES_MAX` without encoding it first.
 const EVENT_BYTES_ESTIMATE: usize = 128;
+/// Zeros kept written (and synced) ahead of the records. A group written
+/// over them changes no file size, so its fdatasync writes the data and a
+/// flush but not the inode: on the VM of docs/PERFORMANCE.md 145 µs instead
+/// of 230 µs of wall time and 56 instead of 83 µs of CPU. Every this many
+/// bytes one group also writes the next zeros (and pays for the size).
+pub const ZEROS_AHEAD_BYTES: usize = 256 * 1024;
+/// The zeros a group appends when it reaches the end of those written.
+static ZEROS: [u8; ZEROS_AHEAD_BYTES] = [0; ZEROS_AHEAD_BYTES];
+
+/// Creates the segment at `path`: magic, then `ZEROS_AHEAD_BYTES` of zeros,
+/// synced. The caller syncs the directory. Returns the file and its length.
+pub fn start_segment(fs: &dyn super::fs::Fs, path: &std::path::Path) -> io::Result<(Box<dyn LogFile>, u64)> {
+    let mut file = fs.open_segment(path)?;
+    file.write_all_at(MAGIC, 0)?;
+    file.write_all_at(&ZEROS, MAGIC.len() as u64)?;
+    file.sync_data()?;
+    Ok((file, (MAGIC.len() + ZEROS_AHEAD_BYTES) as u64))
+}
 
 pub use super::fs::LogFile;
 
@@ -86,7 +104,10 @@ pub struct Writer {
     cfg: WriterConfig,
     fs: SharedFs,
     file: Box<dyn LogFile>,
+    /// Where the next record goes in the segment.
     segment_bytes: u64,
+    /// The segment's length: records, then zeros up to here.
+    zeroed_to: u64,
     next_lsn: u64,
     status: Arc<WalStatus>,
     checkpoints: Arc<Checkpoints>,
@@ -100,17 +121,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// `file` is the open tail segment, already `segment_bytes` long.
+    /// `file` is the open tail segment, from [`start_segment`], `zeroed_to`
+    /// bytes long, with records up to `segment_bytes`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: WriterConfig,
         fs: SharedFs,
         file: Box<dyn LogFile>,
         segment_bytes: u64,
+        zeroed_to: u64,
         next_lsn: u64,
         status: Arc<WalStatus>,
         checkpoints: Arc<Checkpoints>,
     ) -> Self {
         assert!(next_lsn >= 1);
+        assert!(segment_bytes <= zeroed_to);
         let metrics = WriterMetrics::new();
         // Exported from the start, so an alert on it has a series to watch.
         metrics.failed.set(0.0);
@@ -122,6 +147,7 @@ impl Writer {
             fs,
             file,
             segment_bytes,
+            zeroed_to,
             next_lsn,
             status,
             checkpoints,
@@ -203,8 +229,15 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&self.buf)?;
+        let at = self.segment_bytes;
+        self.file.write_all_at(&self.buf, at)?;
         self.segment_bytes += self.buf.len() as u64;
+        if self.segment_bytes > self.zeroed_to - HEADER_BYTES as u64 {
+            // The next zeros, synced with this group: readers always find a
+            // whole zero header after the last record.
+            self.file.write_all_at(&ZEROS, self.segment_bytes)?;
+            self.zeroed_to = self.segment_bytes + ZEROS_AHEAD_BYTES as u64;
+        }
         self.metrics.bytes.increment(self.buf.len() as u64);
         self.buf.clear();
         let last = self.next_lsn - 1;
@@ -257,12 +290,11 @@ impl Writer {
             return Ok(());
         }
         let path = segment::segment_path(&self.cfg.dir, self.next_lsn);
-        let mut file = self.fs.open_append(&path)?;
-        file.write_all(MAGIC)?;
-        file.sync_data()?;
+        let (file, zeroed_to) = start_segment(&*self.fs, &path)?;
         self.fs.sync_dir(&self.cfg.dir)?;
         self.file = file;
         self.segment_bytes = MAGIC.len() as u64;
+        self.zeroed_to = zeroed_to;
         self.delete_old_segments();
         Ok(())
     }
