@@ -1,5 +1,6 @@
 //! Products and activities: the configuration every shard holds a copy of.
 
+pub use seckill_proto::ActivityStatus;
 use seckill_proto::{ErrorCode, Phase};
 
 /// Limits that keep one bad admin call from exhausting memory or overflowing sums.
@@ -15,24 +16,6 @@ pub struct Product {
     pub description: String,
     pub image_url: String,
     pub price_cents: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-#[repr(u8)]
-pub enum ActivityStatus {
-    Active = 1,
-    Paused = 2,
-    Disabled = 3,
-}
-
-impl ActivityStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Disabled => "disabled",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -22,10 +22,11 @@ pub mod pages;
 pub mod payment;
 pub mod secrets;
 
-use engine_client::{EngineAddr, EngineLink, EnginePool, LocalEngine};
+use engine_client::{EngineLink, EnginePool, LocalEngine};
 use hmac::{Hmac, Mac};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use seckill_proto::Address;
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,7 +85,7 @@ impl Default for HttpLimits {
 
 pub struct FrontConfig {
     pub http: SocketAddr,
-    pub engine: EngineAddr,
+    pub engine: Address,
     pub engine_connections: usize,
     /// An engine in this process: used instead of `engine` when set.
     pub local_engine: Option<Arc<dyn LocalEngine>>,

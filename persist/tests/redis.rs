@@ -291,7 +291,7 @@ fn assert_mirror_equals_engine(node: &Node, conn: &mut redis::Connection, prefix
         assert_eq!(field("remaining"), view.remaining.to_string(), "activity {id} remaining");
         assert_eq!(field("total_stock"), view.total_stock.to_string(), "activity {id} total_stock");
         assert_eq!(field("sold_out"), u8::from(view.remaining == 0).to_string());
-        assert_eq!(field("status"), view.status);
+        assert_eq!(field("status"), view.status.as_str());
         assert_eq!(field("phase"), view.phase.as_str());
         assert_eq!(field("title"), view.title);
         assert_eq!(field("per_user_limit"), view.per_user_limit.to_string());

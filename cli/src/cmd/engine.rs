@@ -4,11 +4,12 @@
 use anyhow::Context;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::server::{admin, wire, Address};
+use seckill_engine::server::{admin, wire};
 use seckill_engine::wal::Durability;
 use seckill_engine::{EngineConfig, SystemClock};
 use seckill_persist::{mysql, redact_url, redis};
 use seckill_proto::handshake::WireKey;
+use seckill_proto::Address;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
