@@ -1,5 +1,6 @@
 //! `seckill load` end to end: a real `seckill up`, a real load subprocess.
 
+use seckill_testkit::free_port;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,11 +12,6 @@ const SECRET: &str = "load-test-auth-secret-0123456789abcdef";
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_seckill"))
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }
 
 /// `seckill up` on a free port; killed (-9) when dropped.

@@ -12,9 +12,8 @@ use seckill_engine::{ActivitySpec, EngineConfig, Event, SystemClock};
 use seckill_persist::redis::{self as mirror, MirrorConfig, MirrorHandle, ReplicaSource};
 use seckill_proto::json::rfc3339;
 use seckill_proto::{OrderId, OrderStatus, OrderView, Request, Response};
+use seckill_testkit::{now_ms, TcpProxy};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,10 +93,6 @@ fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 // ---- an engine ---------------------------------------------------------------
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
 
 fn open_node(dir: &std::path::Path, segment_bytes_max: u64) -> Node {
     let mut cfg = NodeConfig::new(dir);
@@ -353,64 +348,8 @@ fn keys_lsn(id: &str) -> u64 {
 
 // ---- a TCP proxy that can be cut --------------------------------------------
 
-struct Proxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (c, o) = (cut.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if c.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                let mut list = o.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Proxy { port, cut, open }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Drops every connection and refuses new ones.
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-    });
+fn proxy_url(proxy: &TcpProxy) -> String {
+    format!("redis://127.0.0.1:{}", proxy.port)
 }
 
 fn upstream_addr() -> String {
@@ -591,18 +530,18 @@ fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
         return;
     };
     let prefix = Prefix::new("outage");
-    let proxy = Proxy::start(upstream_addr());
+    let proxy = TcpProxy::start(&upstream_addr());
     let dir = tempfile::tempdir().unwrap();
     let node = Arc::new(open_node(dir.path(), 64 << 20));
-    let m = spawn_mirror(&node, mirror_config(&prefix, &proxy.url()));
+    let m = spawn_mirror(&node, mirror_config(&prefix, &proxy_url(&proxy)));
     let a = create_activity(&node, 1000, 3, 1800);
     shop(&node, a, 1..40, 3);
     wait_caught_up(&node, &m, Duration::from_secs(10));
     let before = m.applied_lsn();
 
-    assert_eq!(mirror::probe(&proxy.url(), Duration::from_secs(1)), Ok(()));
+    assert_eq!(mirror::probe(&proxy_url(&proxy), Duration::from_secs(1)), Ok(()));
     proxy.cut();
-    assert!(mirror::probe(&proxy.url(), Duration::from_secs(1)).is_err());
+    assert!(mirror::probe(&proxy_url(&proxy), Duration::from_secs(1)).is_err());
     let t = Instant::now();
     let mut slowest = Duration::ZERO;
     for user in 100..400 {
@@ -634,10 +573,10 @@ fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
 fn past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs() {
     let Some(mut conn) = redis_or_skip("past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs") else { return };
     let prefix = Prefix::new("budget");
-    let proxy = Proxy::start(upstream_addr());
+    let proxy = TcpProxy::start(&upstream_addr());
     let dir = tempfile::tempdir().unwrap();
     let node = Arc::new(open_node(dir.path(), 4096));
-    let mut cfg = mirror_config(&prefix, &proxy.url());
+    let mut cfg = mirror_config(&prefix, &proxy_url(&proxy));
     cfg.wal_budget_records = 50;
     let m = spawn_mirror(&node, cfg);
     let a = create_activity(&node, 2000, 1, 1800);
