@@ -12,11 +12,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use crossbeam_channel::{bounded, Sender};
 use seckill_engine::commit::{Batch, Reply};
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::server::{wire, Address};
+use seckill_engine::server::wire;
 use seckill_engine::wal::{segment, Durability, Wal, WalConfig};
 use seckill_engine::{EngineConfig, Event, SystemClock};
 use seckill_proto::handshake::{WireKey, HELLO_BYTES};
-use seckill_proto::{decode_response, encode_request, split_frame, Request, Response};
+use seckill_proto::Address;
+use seckill_proto::{decode_response, encode_request, FrameReader, Request, Response};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -135,7 +136,7 @@ fn wire_roundtrip(c: &mut Criterion) {
     stream.write_all(&key.proof(&hello).expect("a seckill engine")).expect("proof");
     let depth = 1024u64;
     let mut out = Vec::new();
-    let mut inbuf = vec![0u8; 1 << 20];
+    let mut frames = FrameReader::with_capacity(1 << 20);
     let mut g = c.benchmark_group("wire");
     g.sample_size(20).measurement_time(Duration::from_secs(5)).throughput(Throughput::Elements(depth));
     g.bench_function("roundtrip", |b| {
@@ -149,20 +150,16 @@ fn wire_roundtrip(c: &mut Criterion) {
                 );
             }
             stream.write_all(&out).expect("write");
-            let (mut got, mut filled) = (0u64, 0usize);
+            let mut got = 0u64;
             while got < depth {
-                let n = stream.read(&mut inbuf[filled..]).expect("read");
+                let n = stream.read(frames.spare(64 * 1024)).expect("read");
                 assert!(n > 0, "engine closed the connection");
-                filled += n;
-                let mut at = 0;
-                while let Ok(Some((frame, used))) = split_frame(&inbuf[at..filled]) {
+                frames.filled(n);
+                while let Some(frame) = frames.next_frame().expect("a frame") {
                     let (_, resp) = decode_response(frame).expect("decode");
                     assert!(matches!(resp, Response::Error(_)));
-                    at += used;
                     got += 1;
                 }
-                inbuf.copy_within(at..filled, 0);
-                filled -= at;
             }
         })
     });

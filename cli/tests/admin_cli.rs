@@ -6,9 +6,10 @@
 mod common;
 
 use common::UpProc;
+use seckill_testkit::data_dir;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 struct Out {
@@ -109,13 +110,6 @@ fn no_clock(v: &Value) -> Value {
 
 fn is_rfc3339(s: &str) -> bool {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
-}
-
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).expect("data dir");
-    (tmp, dir)
 }
 
 #[test]

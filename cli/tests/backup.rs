@@ -7,7 +7,7 @@ mod common;
 
 use common::{bin, EngineProc};
 use seckill_engine::client::Pool;
-use seckill_engine::server::Address;
+use seckill_proto::Address;
 use seckill_proto::{OrderId, Request, Response};
 use serde_json::json;
 use std::path::Path;

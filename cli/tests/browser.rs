@@ -26,23 +26,13 @@ mod common;
 mod webdriver;
 
 use common::{bearer, UpProc};
+use seckill_testkit::{data_dir, now_ms};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use webdriver::Browser;
 
 const OPEN: (&str, &str) = ("2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
-
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).expect("data dir");
-    (tmp, dir)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64
-}
 
 fn create(up: &UpProc, title: &str, stock: u64, per_user_limit: u32, (starts, ends): (&str, &str)) -> u64 {
     let a = up
@@ -295,13 +285,7 @@ fn an_unreachable_engine_is_shown_as_busy() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("seckill front");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use seckill_testkit::KillOnDrop as Kill;
     let _front = Kill(child);
     let deadline = Instant::now() + 30 * SECOND;
     while !common::try_request(port, "GET", "/api/v1/healthz", &[], b"").is_ok_and(|r| r.status == 200) {

@@ -20,7 +20,7 @@ mod common;
 use common::EngineProc;
 use rand::{Rng, SeedableRng};
 use seckill_engine::client::Pool;
-use seckill_engine::server::Address;
+use seckill_proto::Address;
 use seckill_proto::{ErrorCode, OrderId, OrderStatus, Request, Response};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};

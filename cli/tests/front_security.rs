@@ -350,13 +350,7 @@ fn engine_and_front_serve_metrics_on_their_own_listeners() {
 
     let (port, front_metrics) = (common::free_port(), common::free_port());
     let log = std::fs::File::create(dir.with_extension("front.log")).expect("log");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use seckill_testkit::KillOnDrop as Kill;
     let _front = Kill(
         std::process::Command::new(common::bin())
             .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])

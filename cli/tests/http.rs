@@ -16,9 +16,9 @@
 mod common;
 
 use common::{bearer, forge_jwt, raw_request, HttpResp, UpProc, AUTH_SECRET, PAYMENT_SECRET};
+use seckill_testkit::data_dir;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,13 +28,6 @@ const UPCOMING: (&str, &str) = ("2098-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
 const PAST: (&str, &str) = ("2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z");
 
 /// A temp dir with a `data` dir inside (the log goes next to it as `data.log`).
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).expect("data dir");
-    (tmp, dir)
-}
-
 fn create_activity(
     up: &UpProc,
     price_cents: u64,
@@ -857,13 +850,7 @@ fn front_without_engine_is_not_ready() {
         .stderr(log)
         .spawn()
         .expect("seckill front");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use seckill_testkit::KillOnDrop as Kill;
     let _child = Kill(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !common::try_request(port, "GET", "/api/v1/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
@@ -1115,13 +1102,7 @@ fn flood_then_kill_9() {
 fn two_fronts_share_one_engine_over_the_socket() {
     let (_tmp, dir) = data_dir();
     let mut engine = common::EngineProc::start(&dir, &["--shards", "2", "--buys-per-minute", "4"]);
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use seckill_testkit::KillOnDrop as Kill;
     let start_front = |port: u16| {
         let log = std::fs::File::create(dir.join(format!("front-{port}.log"))).expect("log");
         Kill(

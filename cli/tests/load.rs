@@ -1,8 +1,7 @@
 //! `seckill load` end to end: a real `seckill up`, a real load subprocess.
 
+use seckill_testkit::free_port;
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,11 +10,6 @@ const SECRET: &str = "load-test-auth-secret-0123456789abcdef";
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_seckill"))
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }
 
 /// `seckill up` on a free port; killed (-9) when dropped.
@@ -77,23 +71,13 @@ impl Drop for Up {
 }
 
 fn readyz(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /api/v1/readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
+    let get = b"GET /api/v1/readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    seckill_testkit::http::raw_request_within(port, get, Duration::from_secs(2)).is_ok_and(|r| r.status == 200)
 }
 
 #[test]
 fn setup_load_and_verify_sells_exactly_the_stock() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).expect("data dir");
+    let (tmp, dir) = seckill_testkit::data_dir();
     let up = Up::start(&dir);
     let report = tmp.path().join("report.json");
     let out = Command::new(bin())

@@ -16,18 +16,12 @@
 mod common;
 
 use common::{bearer, bin, free_port, request, try_request, UpProc, AUTH_SECRET, PAYMENT_SECRET};
+use seckill_testkit::data_dir;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).expect("data dir");
-    (tmp, dir)
-}
 
 fn ops_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ops")

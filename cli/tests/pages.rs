@@ -7,20 +7,9 @@
 mod common;
 
 use common::UpProc;
+use seckill_testkit::{data_dir, now_ms};
 use serde_json::json;
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).expect("data dir");
-    (tmp, dir)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64
-}
 
 #[test]
 fn the_page_is_served_with_a_strict_policy_and_validators() {

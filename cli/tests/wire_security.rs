@@ -6,8 +6,8 @@ mod common;
 
 use common::EngineProc;
 use seckill_engine::client::Pool;
-use seckill_engine::server::Address;
 use seckill_proto::handshake::{WireKey, HELLO_BYTES};
+use seckill_proto::Address;
 use seckill_proto::{encode_request, ErrorCode, Request, Response};
 use serde_json::json;
 use std::io::{Read, Write};

@@ -1,12 +1,10 @@
 //! Products and activities: the configuration every shard holds a copy of.
 
+pub use seckill_proto::ActivityStatus;
 use seckill_proto::{ErrorCode, Phase};
 
-/// Limits that keep one bad admin call from exhausting memory or overflowing sums.
-pub const STOCK_MAX: u64 = 1_000_000_000;
-pub const PER_USER_LIMIT_MAX: u32 = 10_000;
-pub const PAYMENT_TIMEOUT_S_MAX: u32 = 7 * 24 * 3600;
-pub const TEXT_BYTES_MAX: usize = 1024;
+use crate::limits::GATE_FACTOR_MAX;
+pub use crate::limits::{PAYMENT_TIMEOUT_S_MAX, PER_USER_LIMIT_MAX, STOCK_MAX, TEXT_BYTES_MAX};
 
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Product {
@@ -15,24 +13,6 @@ pub struct Product {
     pub description: String,
     pub image_url: String,
     pub price_cents: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-#[repr(u8)]
-pub enum ActivityStatus {
-    Active = 1,
-    Paused = 2,
-    Disabled = 3,
-}
-
-impl ActivityStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Disabled => "disabled",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -78,21 +58,21 @@ impl Activity {
         }
     }
 
-    pub fn validate(&self) -> Result<(), &'static str> {
+    pub fn validate(&self) -> Result<(), String> {
         if self.title.is_empty() || self.title.len() > TEXT_BYTES_MAX {
-            return Err("title must be 1..=1024 bytes");
+            return Err(format!("title must be 1..={TEXT_BYTES_MAX} bytes"));
         }
         if self.ends_at_ms <= self.starts_at_ms {
-            return Err("ends_at must be after starts_at");
+            return Err("ends_at must be after starts_at".into());
         }
         if self.per_user_limit > PER_USER_LIMIT_MAX {
-            return Err("per_user_limit must be at most 10000");
+            return Err(format!("per_user_limit must be at most {PER_USER_LIMIT_MAX}"));
         }
         if self.payment_timeout_s == 0 || self.payment_timeout_s > PAYMENT_TIMEOUT_S_MAX {
-            return Err("payment_timeout_s must be 1..=604800");
+            return Err(format!("payment_timeout_s must be 1..={PAYMENT_TIMEOUT_S_MAX}"));
         }
-        if self.gate_factor == 0 || self.gate_factor > 1000 {
-            return Err("gate_factor must be 1..=1000");
+        if self.gate_factor == 0 || self.gate_factor > GATE_FACTOR_MAX {
+            return Err(format!("gate_factor must be 1..={GATE_FACTOR_MAX}"));
         }
         Ok(())
     }

@@ -4,17 +4,20 @@
 //! few connections.
 
 use crate::server::wire::Stream;
-use crate::server::Address;
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 use seckill_proto::handshake::{WireKey, HELLO_BYTES};
-use seckill_proto::{decode_response, encode_request, split_frame, Request, Response};
+use seckill_proto::Address;
+use seckill_proto::{decode_response, encode_request, FrameReader, Request, Response};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Room offered to each socket read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 type Pending = Arc<Mutex<Option<HashMap<u64, Sender<Response>>>>>;
 
@@ -84,29 +87,25 @@ impl Client {
 }
 
 fn read_loop(mut stream: Box<dyn Stream>, pending: Pending) {
-    let mut buf = Vec::with_capacity(128 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut frames = FrameReader::with_capacity(128 * 1024);
     'outer: loop {
-        let n = match stream.read(&mut chunk) {
+        let n = match stream.read(frames.spare(READ_CHUNK_BYTES)) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        buf.extend_from_slice(&chunk[..n]);
-        let mut at = 0;
+        frames.filled(n);
         loop {
-            match split_frame(&buf[at..]) {
-                Ok(Some((frame, used))) => {
+            match frames.next_frame() {
+                Ok(Some(frame)) => {
                     let Ok((id, resp)) = decode_response(frame) else { break 'outer };
                     if let Some(tx) = pending.lock().as_mut().and_then(|m| m.remove(&id)) {
                         let _ = tx.send(resp);
                     }
-                    at += used;
                 }
                 Ok(None) => break,
                 Err(_) => break 'outer,
             }
         }
-        buf.drain(..at);
     }
     // Dropping the senders wakes every waiting caller with an error.
     pending.lock().take();

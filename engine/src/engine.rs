@@ -16,8 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Hard ceiling on shards: the order id has 12 bits for it.
-pub const SHARDS_MAX: usize = 256;
+pub use crate::limits::{GROUP_COMMIT_WINDOW_US_DEFAULT, GROUP_COMMIT_WINDOW_US_MAX, SHARDS_MAX};
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -34,21 +33,12 @@ pub struct EngineConfig {
     pub group_commit_window_us: u64,
 }
 
-/// Default of [`EngineConfig::group_commit_window_us`]: on the 2-core VM of
-/// docs/PERFORMANCE.md an fdatasync costs ~50 µs of CPU and ~150 µs of wall
-/// time; this window took groups from ~12 to ~30 records and CPU per
-/// durable buy down by 10–15 %.
-pub const GROUP_COMMIT_WINDOW_US_DEFAULT: u64 = 200;
-/// Longest window accepted: beyond it the wait costs more latency than the
-/// fsyncs it saves are worth.
-pub const GROUP_COMMIT_WINDOW_US_MAX: u64 = 5_000;
-
 impl Default for EngineConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Self {
             shards: cores.saturating_sub(1).max(1),
-            queue_capacity: 4096,
+            queue_capacity: crate::limits::QUEUE_CAPACITY_DEFAULT,
             clicks_per_minute: 0,
             group_commit_window_us: GROUP_COMMIT_WINDOW_US_DEFAULT,
         }
@@ -167,7 +157,7 @@ impl Engine {
         catalog: Catalog,
         states: Vec<ShardState>,
     ) -> Self {
-        assert!((1..=SHARDS_MAX).contains(&config.shards), "shards must be 1..=256");
+        assert!((1..=SHARDS_MAX).contains(&config.shards), "shards must be 1..={SHARDS_MAX}");
         assert_eq!(states.len(), config.shards);
         assert!(config.queue_capacity > 0);
         assert!(config.group_commit_window_us <= GROUP_COMMIT_WINDOW_US_MAX);
@@ -382,7 +372,7 @@ impl Engine {
         if name.is_empty() || [&name, &description, &image_url].iter().any(|s| s.len() > TEXT_BYTES_MAX) {
             return Err(AdminError::new(
                 ErrorCode::BadRequest,
-                "name must be 1..=1024 bytes; description and image_url at most 1024",
+                format!("name must be 1..={TEXT_BYTES_MAX} bytes; description and image_url at most {TEXT_BYTES_MAX}"),
             ));
         }
         let mut catalog = self.catalog.lock();
@@ -402,7 +392,7 @@ impl Engine {
     /// activity id the engine has (warmup from MySQL).
     pub fn create_activity_as(&self, id: Option<u64>, spec: ActivitySpec) -> Result<ActivityView, AdminError> {
         if spec.stock > STOCK_MAX {
-            return Err(AdminError::new(ErrorCode::BadRequest, "stock must be at most 1000000000"));
+            return Err(AdminError::new(ErrorCode::BadRequest, format!("stock must be at most {STOCK_MAX}")));
         }
         let mut catalog = self.catalog.lock();
         let product_name = match spec.product_id {
@@ -470,7 +460,7 @@ impl Engine {
         if amount == 0 || pool.added().saturating_add(amount) > STOCK_MAX {
             return Err(AdminError::new(
                 ErrorCode::BadRequest,
-                "amount must be >= 1 and total stock at most 1000000000",
+                format!("amount must be >= 1 and total stock at most {STOCK_MAX}"),
             ));
         }
         self.log(vec![Event::StockAdded { activity_id, amount }])?;

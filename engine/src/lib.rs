@@ -10,6 +10,7 @@ pub mod clock;
 pub mod commit;
 pub mod engine;
 pub mod event;
+pub mod limits;
 pub mod node;
 pub mod order;
 pub mod purchases;

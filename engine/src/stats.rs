@@ -13,55 +13,30 @@ use seckill_proto::{ErrorCode, OrderStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// How a buy the engine decided ended, as named in `stats`, the dashboard
-/// and `seckill_activity_buys_total{outcome}`. The index is [`BuyOutcome`].
-pub const BUY_OUTCOMES: [&str; 11] = [
-    "created",
-    "replayed",
-    "sold_out",
-    "limit_reached",
-    "rate_limited",
-    "not_started",
-    "ended",
-    "paused",
-    "buy_token_required",
-    "bad_request",
-    "other",
-];
-
-/// Index into [`BUY_OUTCOMES`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum BuyOutcome {
-    Created = 0,
-    Replayed = 1,
-    SoldOut = 2,
-    LimitReached = 3,
-    RateLimited = 4,
-    NotStarted = 5,
-    Ended = 6,
-    Paused = 7,
-    BuyTokenRequired = 8,
-    BadRequest = 9,
-    Other = 10,
+seckill_proto::named_enum! {
+    /// How a buy the engine decided ended, as named in `stats`, the
+    /// dashboard and `seckill_activity_buys_total{outcome}`; the number is
+    /// the index into [`BUY_OUTCOMES`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum BuyOutcome: usize {
+        Created = 0 => "created",
+        Replayed = 1 => "replayed",
+        SoldOut = 2 => "sold_out",
+        LimitReached = 3 => "limit_reached",
+        RateLimited = 4 => "rate_limited",
+        NotStarted = 5 => "not_started",
+        Ended = 6 => "ended",
+        Paused = 7 => "paused",
+        BuyTokenRequired = 8 => "buy_token_required",
+        BadRequest = 9 => "bad_request",
+        Other = 10 => "other",
+    }
 }
 
-impl BuyOutcome {
-    /// Every outcome, in index order (names in [`BUY_OUTCOMES`]).
-    pub const ALL: [BuyOutcome; 11] = [
-        Self::Created,
-        Self::Replayed,
-        Self::SoldOut,
-        Self::LimitReached,
-        Self::RateLimited,
-        Self::NotStarted,
-        Self::Ended,
-        Self::Paused,
-        Self::BuyTokenRequired,
-        Self::BadRequest,
-        Self::Other,
-    ];
+/// The name of every [`BuyOutcome`], by index.
+pub const BUY_OUTCOMES: [&str; 11] = BuyOutcome::NAMES;
 
+impl BuyOutcome {
     pub fn of_error(code: ErrorCode) -> BuyOutcome {
         match code {
             ErrorCode::SoldOut => Self::SoldOut,
@@ -161,10 +136,9 @@ impl SlotCounters {
     pub fn order_moved(&self, from: OrderStatus, to: OrderStatus, quantity: u32) {
         add(&self.orders[status_index(from)], -1);
         add(&self.orders[status_index(to)], 1);
-        match (from.holds_stock(), to.holds_stock()) {
-            (true, false) => add(&self.held_units, -(quantity as i64)),
-            (false, true) => add(&self.held_units, quantity as i64),
-            _ => {}
+        let delta = from.held_delta(to, quantity);
+        if delta != 0 {
+            add(&self.held_units, delta);
         }
     }
 

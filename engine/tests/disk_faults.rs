@@ -62,7 +62,7 @@ struct Ctl(Mutex<State>);
 
 impl Ctl {
     fn arm(&self, f: Fault) {
-        self.0.lock().unwrap().armed = Some(f);
+        self.0.lock().expect("fault control lock").armed = Some(f);
     }
     fn fire(st: &mut State, want: fn(Fault) -> bool) -> Option<Fault> {
         match st.armed {
@@ -83,7 +83,7 @@ struct FaultyFile {
 
 impl LogFile for FaultyFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let mut st = self.ctl.0.lock().unwrap();
+        let mut st = self.ctl.0.lock().expect("fault control lock");
         if st.fired {
             st.writes_after += 1;
         }
@@ -116,7 +116,7 @@ impl LogFile for FaultyFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        let mut st = self.ctl.0.lock().unwrap();
+        let mut st = self.ctl.0.lock().expect("fault control lock");
         if st.fired {
             st.syncs_after += 1;
         }
@@ -137,7 +137,7 @@ impl Fs for FaultyFs {
     }
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         {
-            let mut st = self.0 .0.lock().unwrap();
+            let mut st = self.0 .0.lock().expect("fault control lock");
             if st.fired {
                 st.opens_after += 1;
             }
@@ -245,7 +245,7 @@ fn run_layout(fault: Fault, shards: usize) {
             acked.push(order(e.call(buy(a.id, u))));
         }
         assert!(!node.wal.status.failed.load(Ordering::Acquire));
-        assert_eq!(e.activity(a.id).unwrap().remaining, TOTAL - 3);
+        assert_eq!(e.activity(a.id).expect("activity exists").remaining, TOTAL - 3);
 
         if matches!(fault, Fault::Open) {
             // The next record (the buy below) rotates into this segment.
@@ -266,7 +266,7 @@ fn run_layout(fault: Fault, shards: usize) {
         } else {
             assert_eq!(hit, BUSY, "{fault:?}: the buy whose batch hit the fault");
         }
-        assert!(ctl.0.lock().unwrap().fired, "{fault:?}: the fault fired");
+        assert!(ctl.0.lock().expect("fault control lock").fired, "{fault:?}: the fault fired");
         assert!(node.wal.status.failed.load(Ordering::Acquire), "{fault:?}: WAL marked failed");
 
         // Every later request is `busy`, whatever the shard decided: buys
@@ -286,9 +286,13 @@ fn run_layout(fault: Fault, shards: usize) {
 
         // Users 4..=6 took the last tokens; user 7 found none; the cancel's
         // token is not returned because its record is not durable.
-        assert_eq!(e.activity(a.id).unwrap().remaining, 0, "{fault:?}: unacknowledged tokens stay taken");
+        assert_eq!(
+            e.activity(a.id).expect("activity exists").remaining,
+            0,
+            "{fault:?}: unacknowledged tokens stay taken"
+        );
 
-        let st = ctl.0.lock().unwrap();
+        let st = ctl.0.lock().expect("fault control lock");
         assert_eq!(st.syncs_after, 0, "{fault:?}: fsync retried after the failure");
         assert_eq!(st.writes_after, 0, "{fault:?}: wrote after the failure");
         assert_eq!(st.opens_after, 0, "{fault:?}: opened a segment after the failure");
@@ -322,12 +326,12 @@ fn run_layout(fault: Fault, shards: usize) {
     let fresh = order(node.engine.call(buy(activity_id, 100)));
     node.engine.sync().expect("sync");
     assert!(!node.wal.status.failed.load(Ordering::Acquire));
-    assert_eq!(node.engine.activity(activity_id).unwrap().remaining, TOTAL - expect_held - 1);
+    assert_eq!(node.engine.activity(activity_id).expect("activity exists").remaining, TOTAL - expect_held - 1);
     stop(node);
     let node = Node::open(cfg(dir.path(), 64 << 20, shards), Arc::new(clock)).expect("second recovery");
     let got = order(node.engine.call(Request::GetOrder { user_id: Some(100), order_id: fresh.order_id }));
     assert_eq!(got.order_id, fresh.order_id);
-    assert_eq!(held(&node, activity_id) + node.engine.activity(activity_id).unwrap().remaining, TOTAL);
+    assert_eq!(held(&node, activity_id) + node.engine.activity(activity_id).expect("activity exists").remaining, TOTAL);
     stop(node);
 }
 

@@ -9,7 +9,9 @@ use seckill_proto::{ErrorCode, OrderStatus, Request, Response};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const T0: u64 = 1_800_000_000_000;
+mod common;
+
+use common::T0;
 
 fn activity(timeout_s: u32, require_buy_token: bool) -> Activity {
     Activity {
@@ -139,19 +141,9 @@ fn the_buy_token_gate_caps_tokens_at_gate_factor_times_stock() {
     assert_eq!(plain.handle(&issue(1), T0, &mut b), Response::Error(ErrorCode::BadRequest));
 }
 
+/// The shared fixture with a payment timeout of `timeout_s`.
 fn spec(stock: u64, timeout_s: u32) -> ActivitySpec {
-    ActivitySpec {
-        title: "t".into(),
-        product_id: None,
-        price_cents: 100,
-        stock,
-        starts_at_ms: T0 - 1,
-        ends_at_ms: T0 + 86_400_000,
-        per_user_limit: 1,
-        payment_timeout_s: timeout_s,
-        require_buy_token: false,
-        gate_factor: 5,
-    }
+    ActivitySpec { payment_timeout_s: timeout_s, ..common::spec(stock) }
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {

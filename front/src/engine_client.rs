@@ -6,12 +6,9 @@
 //! id). A dead connection is redialed in the background; while no
 //! connection is up, calls fail at once with `busy` (never a hang).
 
-use bytes::BytesMut;
 use seckill_proto::handshake::{WireKey, HELLO_BYTES};
-use seckill_proto::{decode_response, encode_request, split_frame, ErrorCode, Request, Response};
+use seckill_proto::{decode_response, encode_request, Address, ErrorCode, FrameReader, Request, Response};
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,34 +23,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const REDIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Longest wait for the engine's hello after connecting.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Clone, Debug)]
-pub enum EngineAddr {
-    Unix(PathBuf),
-    Tcp(SocketAddr),
-}
-
-impl std::str::FromStr for EngineAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            Ok(EngineAddr::Unix(p.into()))
-        } else if let Some(a) = s.strip_prefix("tcp:") {
-            a.parse().map(EngineAddr::Tcp).map_err(|e| format!("tcp:{a}: {e}"))
-        } else {
-            Err(format!("`{s}` is not an engine address: use unix:PATH or tcp:HOST:PORT"))
-        }
-    }
-}
-
-impl std::fmt::Display for EngineAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EngineAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-            EngineAddr::Tcp(a) => write!(f, "tcp:{a}"),
-        }
-    }
-}
+/// Room offered to each socket read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
@@ -73,7 +44,7 @@ impl EnginePool {
     /// Starts `connections` connections to `addr` (dialed in the background,
     /// so the front can start before the engine).
     /// Each connection proves the shared secret first (`key`).
-    pub fn start(addr: EngineAddr, connections: usize, key: WireKey) -> Arc<EnginePool> {
+    pub fn start(addr: Address, connections: usize, key: WireKey) -> Arc<EnginePool> {
         assert!(connections >= 1);
         let conns = (0..connections)
             .map(|_| {
@@ -124,7 +95,7 @@ fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<R
 }
 
 async fn run_conn(
-    addr: EngineAddr,
+    addr: Address,
     key: WireKey,
     mut outbox: mpsc::Receiver<(u64, Request)>,
     waiters: Waiters,
@@ -134,14 +105,14 @@ async fn run_conn(
     loop {
         // Whether a session ran (the engine was reachable).
         let connected = match &addr {
-            EngineAddr::Unix(p) => match tokio::net::UnixStream::connect(p).await {
+            Address::Unix(p) => match tokio::net::UnixStream::connect(p).await {
                 Ok(s) => {
                     let (r, w) = s.into_split();
                     session(r, w, &key, &mut outbox, &waiters, &up).await
                 }
                 Err(_) => false,
             },
-            EngineAddr::Tcp(a) => match tokio::net::TcpStream::connect(a).await {
+            Address::Tcp(a) => match tokio::net::TcpStream::connect(a).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     let (r, w) = s.into_split();
@@ -199,24 +170,25 @@ where
     }
     up.store(true, Ordering::Release);
     let reader = async {
-        let mut buf = BytesMut::with_capacity(128 * 1024);
+        let mut frames = FrameReader::with_capacity(128 * 1024);
         loop {
-            match r.read_buf(&mut buf).await {
+            match r.read(frames.spare(READ_CHUNK_BYTES)).await {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(n) => frames.filled(n),
             }
-            let mut at = 0;
-            while let Ok(Some((frame, used))) = split_frame(&buf[at..]) {
-                let Ok((id, resp)) = decode_response(frame) else { return };
-                if let Some(tx) = lock(waiters).remove(&id) {
-                    let _ = tx.send(resp);
+            // A malformed frame or answer ends this connection only.
+            loop {
+                match frames.next_frame() {
+                    Ok(Some(frame)) => {
+                        let Ok((id, resp)) = decode_response(frame) else { return };
+                        if let Some(tx) = lock(waiters).remove(&id) {
+                            let _ = tx.send(resp);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return,
                 }
-                at += used;
             }
-            if split_frame(&buf[at..]).is_err() {
-                return;
-            }
-            let _ = buf.split_to(at);
         }
     };
     let writer = async {

@@ -1,5 +1,5 @@
 //! Arbitrary bytes as a response stream (one body, as the front sees it after
-//! split_frame, and a buffer of frames): splitting and decoding must never
+//! FrameReader, and a stream of frames): splitting and decoding must never
 //! panic, and every frame that decodes must re-encode to the same bytes.
 #![no_main]
 

@@ -11,13 +11,13 @@ use seckill_engine::wal::Durability;
 use seckill_engine::{ActivitySpec, Engine, EngineConfig, SystemClock};
 use seckill_persist::mysql::{self, PersistConfig, PersisterHandle};
 use seckill_proto::{OrderStatus, OrderView, Request, Response};
+use seckill_testkit::{now_ms, TcpProxy};
 use sqlx::{Connection, MySqlConnection, Row};
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn server_url() -> String {
     std::env::var("SECKILL_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_string())
@@ -127,10 +127,6 @@ impl Drop for TestDb {
         })
         .join();
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64
 }
 
 fn open_node(dir: &Path, durability: Durability) -> Node {
@@ -388,70 +384,6 @@ fn records_apply_exactly_once_across_persister_crashes() {
     node.shutdown();
 }
 
-/// A TCP forwarder to MySQL that the test can cut and restore: this is how
-/// the tests simulate MySQL going away (connections reset, new ones closed
-/// at once) without touching the real server.
-struct Proxy {
-    port: u16,
-    down: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let down = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (d, c) = (down.clone(), conns.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if d.load(Ordering::Acquire) {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    continue;
-                };
-                let mut list = c.lock().expect("lock");
-                for s in [&client, &server] {
-                    if let Ok(s) = s.try_clone() {
-                        list.push(s);
-                    }
-                }
-                drop(list);
-                for (mut from, mut to) in
-                    [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
-                {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Both);
-                        let _ = from.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Proxy { port, down, conns }
-    }
-
-    fn cut(&self) {
-        self.down.store(true, Ordering::Release);
-        for s in self.conns.lock().expect("lock").drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.down.store(false, Ordering::Release);
-    }
-}
-
 // (c) MySQL unreachable mid-load (through the cuttable proxy above): the
 // engine keeps answering at full speed, lag grows and is reported, and
 // after the restore it drains to zero with nothing lost.
@@ -460,7 +392,7 @@ fn an_outage_only_delays_mysql() {
     let Some(db) = TestDb::create("an_outage_only_delays_mysql") else {
         return;
     };
-    let proxy = Proxy::start(server_addr());
+    let proxy = TcpProxy::start(&server_addr());
     let dir = tempfile::tempdir().expect("tempdir");
     let node = open_node(dir.path(), Durability::None);
     let engine = node.engine.clone();
@@ -675,7 +607,7 @@ fn warmup_loads_prepared_rows_with_their_ids() {
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
     let tv = engine.activity(5).expect("activity 5");
     assert_eq!((tv.total_stock, tv.product_id, tv.product_name.as_str()), (30, 4, "tv"));
-    assert_eq!(engine.activity(8).expect("activity 8").status, "paused");
+    assert_eq!(engine.activity(8).expect("activity 8").status, seckill_engine::ActivityStatus::Paused);
     let r =
         engine.call(Request::Buy { user_id: 42, activity_id: 5, quantity: 3, idempotency_key: 0, buy_token_ok: false });
     assert!(matches!(r, Response::Order(_)), "the quota came along: {r:?}");
@@ -912,7 +844,7 @@ fn wal_extent(dir: &Path) -> (u64, u64) {
 #[test]
 fn a_long_outage_past_the_wal_budget_keeps_the_wal_bounded() {
     let Some(db) = TestDb::create("a_long_outage_past_the_wal_budget_keeps_the_wal_bounded") else { return };
-    let proxy = Proxy::start(server_addr());
+    let proxy = TcpProxy::start(&server_addr());
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = NodeConfig::new(dir.path());
     cfg.durability = Durability::None;

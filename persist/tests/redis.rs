@@ -12,9 +12,8 @@ use seckill_engine::{ActivitySpec, EngineConfig, Event, SystemClock};
 use seckill_persist::redis::{self as mirror, MirrorConfig, MirrorHandle, ReplicaSource};
 use seckill_proto::json::rfc3339;
 use seckill_proto::{OrderId, OrderStatus, OrderView, Request, Response};
+use seckill_testkit::{now_ms, TcpProxy};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,7 +50,8 @@ struct Prefix(String);
 
 impl Prefix {
     fn new(test: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_nanos();
         Prefix(format!("seckill-test:{test}:{}:{nanos}:", std::process::id()))
     }
 
@@ -60,8 +60,14 @@ impl Prefix {
         let mut out = Vec::new();
         let mut cursor = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(conn).unwrap();
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(conn)
+                .expect("redis answers");
             out.extend(keys);
             if next == 0 {
                 return out;
@@ -72,7 +78,7 @@ impl Prefix {
 
     fn delete_all(&self, conn: &mut redis::Connection) {
         for chunk in self.keys(conn).chunks(500) {
-            let _: () = redis::cmd("DEL").arg(chunk).query(conn).unwrap();
+            let _: () = redis::cmd("DEL").arg(chunk).query(conn).expect("redis answers");
         }
     }
 }
@@ -94,10 +100,6 @@ fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 // ---- an engine ---------------------------------------------------------------
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
 
 fn open_node(dir: &std::path::Path, segment_bytes_max: u64) -> Node {
     let mut cfg = NodeConfig::new(dir);
@@ -209,7 +211,7 @@ fn shop_in_parallel(node: &Arc<Node>, activity_id: u64, threads: u64, per_thread
 /// The engine's state as its log has it (snapshot + WAL).
 fn engine_state(node: &Node) -> Replica {
     node.engine.sync().expect("sync");
-    let mut r = snapshot::load_newest(&node.data_dir.join("snapshots")).unwrap().unwrap_or_default();
+    let mut r = snapshot::load_newest(&node.data_dir.join("snapshots")).expect("snapshot readable").unwrap_or_default();
     let mut tail = Tailer::new(&node.data_dir, node.wal.status.clone(), r.lsn);
     let mut out = Vec::new();
     while tail.poll(10_000, &mut out).expect("WAL reads") > 0 {
@@ -254,13 +256,13 @@ fn order_view(node: &Node, order_id: OrderId) -> OrderView {
 fn assert_mirror_equals_engine(node: &Node, conn: &mut redis::Connection, prefix: &Prefix) {
     let truth = engine_state(node);
     let p = &prefix.0;
-    let lsn: Option<u64> = conn.get(format!("{p}mirror:lsn")).unwrap();
+    let lsn: Option<u64> = conn.get(format!("{p}mirror:lsn")).expect("redis answers");
     assert_eq!(lsn, Some(truth.lsn), "mirror:lsn");
 
     for (id, o) in &truth.orders {
         let view = order_view(node, *id);
         assert_eq!(view, o.view(), "the engine answers what its log says");
-        let got: HashMap<String, String> = conn.hgetall(format!("{p}order:{id}")).unwrap();
+        let got: HashMap<String, String> = conn.hgetall(format!("{p}order:{id}")).expect("redis answers");
         let want: HashMap<String, String> = [
             ("order_id", id.to_string()),
             ("user_id", view.user_id.to_string()),
@@ -282,21 +284,21 @@ fn assert_mirror_equals_engine(node: &Node, conn: &mut redis::Connection, prefix
     let mut held: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
     for o in truth.orders.values().filter(|o| o.status.holds_stock()) {
         let n = held.entry(o.activity_id).or_default().entry(o.user_id.to_string()).or_insert_with(|| "0".into());
-        *n = (n.parse::<u64>().unwrap() + o.quantity as u64).to_string();
+        *n = (n.parse::<u64>().expect("a number") + o.quantity as u64).to_string();
     }
     for id in truth.activities.keys() {
         let view = node.engine.activity(*id).expect("activity");
-        let got: HashMap<String, String> = conn.hgetall(format!("{p}activity:{id}")).unwrap();
+        let got: HashMap<String, String> = conn.hgetall(format!("{p}activity:{id}")).expect("redis answers");
         let field = |k: &str| got.get(k).cloned().unwrap_or_else(|| panic!("activity {id} has no `{k}`: {got:?}"));
         assert_eq!(field("remaining"), view.remaining.to_string(), "activity {id} remaining");
         assert_eq!(field("total_stock"), view.total_stock.to_string(), "activity {id} total_stock");
         assert_eq!(field("sold_out"), u8::from(view.remaining == 0).to_string());
-        assert_eq!(field("status"), view.status);
+        assert_eq!(field("status"), view.status.as_str());
         assert_eq!(field("phase"), view.phase.as_str());
         assert_eq!(field("title"), view.title);
         assert_eq!(field("per_user_limit"), view.per_user_limit.to_string());
         assert_eq!(field("starts_at"), rfc3339(view.starts_at_ms));
-        let buyers: BTreeMap<String, String> = conn.hgetall(format!("{p}purchased:{id}")).unwrap();
+        let buyers: BTreeMap<String, String> = conn.hgetall(format!("{p}purchased:{id}")).expect("redis answers");
         assert_eq!(buyers, held.remove(id).unwrap_or_default(), "purchased:{id}");
     }
 
@@ -315,8 +317,8 @@ fn parse_entries(v: &redis::Value) -> Vec<Entry> {
     let redis::Value::Array(entries) = v else { return out };
     for e in entries {
         let redis::Value::Array(parts) = e else { continue };
-        let id: String = redis::from_redis_value_ref(&parts[0]).unwrap();
-        let kv: Vec<String> = redis::from_redis_value_ref(&parts[1]).unwrap();
+        let id: String = redis::from_redis_value_ref(&parts[0]).expect("redis value of the expected type");
+        let kv: Vec<String> = redis::from_redis_value_ref(&parts[1]).expect("redis value of the expected type");
         out.push((id, kv.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect()));
     }
     out
@@ -324,7 +326,7 @@ fn parse_entries(v: &redis::Value) -> Vec<Entry> {
 
 fn stream(conn: &mut redis::Connection, prefix: &Prefix) -> Vec<Entry> {
     let v: redis::Value =
-        redis::cmd("XRANGE").arg(format!("{}events", prefix.0)).arg("-").arg("+").query(conn).unwrap();
+        redis::cmd("XRANGE").arg(format!("{}events", prefix.0)).arg("-").arg("+").query(conn).expect("redis answers");
     parse_entries(&v)
 }
 
@@ -335,7 +337,7 @@ fn assert_stream_matches_log(entries: &[Entry], logged: &[(u64, String, String)]
         .iter()
         .filter(|(_, f)| f["type"] != "resync")
         .map(|(id, f)| {
-            let lsn: u64 = f["lsn"].parse().unwrap();
+            let lsn: u64 = f["lsn"].parse().expect("a number");
             assert_eq!(id, &format!("{lsn}-0"), "event ids are their LSN");
             (lsn, f["order_id"].clone(), f["type"].clone())
         })
@@ -348,69 +350,13 @@ fn assert_stream_matches_log(entries: &[Entry], logged: &[(u64, String, String)]
 }
 
 fn keys_lsn(id: &str) -> u64 {
-    id.split('-').next().unwrap().parse().unwrap()
+    id.split('-').next().expect("an id").parse().expect("a numeric id")
 }
 
 // ---- a TCP proxy that can be cut --------------------------------------------
 
-struct Proxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (c, o) = (cut.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if c.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                let mut list = o.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Proxy { port, cut, open }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Drops every connection and refuses new ones.
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-    });
+fn proxy_url(proxy: &TcpProxy) -> String {
+    format!("redis://127.0.0.1:{}", proxy.port)
 }
 
 fn upstream_addr() -> String {
@@ -591,18 +537,18 @@ fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
         return;
     };
     let prefix = Prefix::new("outage");
-    let proxy = Proxy::start(upstream_addr());
+    let proxy = TcpProxy::start(&upstream_addr());
     let dir = tempfile::tempdir().unwrap();
     let node = Arc::new(open_node(dir.path(), 64 << 20));
-    let m = spawn_mirror(&node, mirror_config(&prefix, &proxy.url()));
+    let m = spawn_mirror(&node, mirror_config(&prefix, &proxy_url(&proxy)));
     let a = create_activity(&node, 1000, 3, 1800);
     shop(&node, a, 1..40, 3);
     wait_caught_up(&node, &m, Duration::from_secs(10));
     let before = m.applied_lsn();
 
-    assert_eq!(mirror::probe(&proxy.url(), Duration::from_secs(1)), Ok(()));
+    assert_eq!(mirror::probe(&proxy_url(&proxy), Duration::from_secs(1)), Ok(()));
     proxy.cut();
-    assert!(mirror::probe(&proxy.url(), Duration::from_secs(1)).is_err());
+    assert!(mirror::probe(&proxy_url(&proxy), Duration::from_secs(1)).is_err());
     let t = Instant::now();
     let mut slowest = Duration::ZERO;
     for user in 100..400 {
@@ -634,10 +580,10 @@ fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
 fn past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs() {
     let Some(mut conn) = redis_or_skip("past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs") else { return };
     let prefix = Prefix::new("budget");
-    let proxy = Proxy::start(upstream_addr());
+    let proxy = TcpProxy::start(&upstream_addr());
     let dir = tempfile::tempdir().unwrap();
     let node = Arc::new(open_node(dir.path(), 4096));
-    let mut cfg = mirror_config(&prefix, &proxy.url());
+    let mut cfg = mirror_config(&prefix, &proxy_url(&proxy));
     cfg.wal_budget_records = 50;
     let m = spawn_mirror(&node, cfg);
     let a = create_activity(&node, 2000, 1, 1800);

@@ -2,77 +2,34 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Every way a request can be refused. The front maps each code to the HTTP
-/// status of DESIGN.md; the engine never invents codes outside this list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum ErrorCode {
-    BadRequest = 1,
-    Unauthorized = 2,
-    ActivityNotFound = 3,
-    OrderNotFound = 4,
-    SoldOut = 5,
-    LimitReached = 6,
-    NotStarted = 7,
-    Ended = 8,
-    Paused = 9,
-    InvalidState = 10,
-    BuyTokenRequired = 11,
-    PayloadTooLarge = 12,
-    RateLimited = 13,
-    Busy = 14,
-    AmountMismatch = 15,
-    ProductNotFound = 16,
-    Internal = 17,
-    IdempotencyKeyReused = 18,
+crate::named_enum! {
+    /// Every way a request can be refused. The front maps each code to the HTTP
+    /// status of DESIGN.md; the engine never invents codes outside this list.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ErrorCode: u8 {
+        BadRequest = 1 => "bad_request",
+        Unauthorized = 2 => "unauthorized",
+        ActivityNotFound = 3 => "activity_not_found",
+        OrderNotFound = 4 => "order_not_found",
+        SoldOut = 5 => "sold_out",
+        LimitReached = 6 => "limit_reached",
+        NotStarted = 7 => "not_started",
+        Ended = 8 => "ended",
+        Paused = 9 => "paused",
+        InvalidState = 10 => "invalid_state",
+        BuyTokenRequired = 11 => "buy_token_required",
+        PayloadTooLarge = 12 => "payload_too_large",
+        RateLimited = 13 => "rate_limited",
+        Busy = 14 => "busy",
+        AmountMismatch = 15 => "amount_mismatch",
+        ProductNotFound = 16 => "product_not_found",
+        Internal = 17 => "internal",
+        IdempotencyKeyReused = 18 => "idempotency_key_reused",
+    }
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
-        Self::BadRequest,
-        Self::Unauthorized,
-        Self::ActivityNotFound,
-        Self::OrderNotFound,
-        Self::SoldOut,
-        Self::LimitReached,
-        Self::NotStarted,
-        Self::Ended,
-        Self::Paused,
-        Self::InvalidState,
-        Self::BuyTokenRequired,
-        Self::PayloadTooLarge,
-        Self::RateLimited,
-        Self::Busy,
-        Self::AmountMismatch,
-        Self::ProductNotFound,
-        Self::Internal,
-        Self::IdempotencyKeyReused,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BadRequest => "bad_request",
-            Self::Unauthorized => "unauthorized",
-            Self::ActivityNotFound => "activity_not_found",
-            Self::OrderNotFound => "order_not_found",
-            Self::SoldOut => "sold_out",
-            Self::LimitReached => "limit_reached",
-            Self::NotStarted => "not_started",
-            Self::Ended => "ended",
-            Self::Paused => "paused",
-            Self::InvalidState => "invalid_state",
-            Self::BuyTokenRequired => "buy_token_required",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::RateLimited => "rate_limited",
-            Self::Busy => "busy",
-            Self::AmountMismatch => "amount_mismatch",
-            Self::ProductNotFound => "product_not_found",
-            Self::Internal => "internal",
-            Self::IdempotencyKeyReused => "idempotency_key_reused",
-        }
-    }
-
     /// The HTTP status DESIGN.md assigns to this code.
     pub fn http_status(self) -> u16 {
         match self {
@@ -93,10 +50,6 @@ impl ErrorCode {
             Self::Busy => 503,
             Self::Internal => 500,
         }
-    }
-
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Self::ALL.iter().copied().find(|c| *c as u8 == v)
     }
 }
 

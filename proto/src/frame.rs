@@ -22,7 +22,7 @@
 //! Requests and `Response::Order`/`Replayed`/`Done`/`Error` decode without
 //! allocating; encoding only appends to the caller's (reused) buffer.
 
-use crate::{ActivityView, ErrorCode, OrderId, OrderStatus, OrderView, Phase, Request, Response};
+use crate::{ActivityStatus, ActivityView, ErrorCode, OrderId, OrderStatus, OrderView, Phase, Request, Response};
 
 /// Largest allowed `len` (bytes after the length field) of one frame.
 pub const FRAME_BYTES_MAX: usize = 64 * 1024;
@@ -353,7 +353,8 @@ fn put_activity_view(out: &mut Vec<u8>, v: &ActivityView) {
     put_u32(out, v.payment_timeout_s);
     put_bool(out, v.require_buy_token);
     put_u32(out, v.gate_factor);
-    put_str(out, &v.status);
+    // On the wire as its name (the layout predates the enum).
+    put_str(out, v.status.as_str());
     put_u8(out, v.phase as u8);
 }
 
@@ -552,7 +553,10 @@ impl<'a> Reader<'a> {
             payment_timeout_s: self.u32("activity.payment_timeout_s")?,
             require_buy_token: self.bool("activity.require_buy_token")?,
             gate_factor: self.u32("activity.gate_factor")?,
-            status: self.string("activity.status")?,
+            status: {
+                let field = "activity.status";
+                ActivityStatus::from_name(&self.string(field)?).ok_or(FrameError::BadValue { field })?
+            },
             phase: {
                 let field = "activity.phase";
                 Phase::from_u8(self.u8(field)?).ok_or(FrameError::BadValue { field })?
@@ -645,7 +649,7 @@ mod tests {
         (
             (any::<u64>(), any::<u64>(), "\\PC{0,24}", "\\PC{0,40}", any::<u64>(), any::<u64>(), any::<u64>()),
             (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>()),
-            ("[a-z_]{0,12}", proptest::sample::select(Phase::ALL.to_vec())),
+            (proptest::sample::select(ActivityStatus::ALL.to_vec()), proptest::sample::select(Phase::ALL.to_vec())),
         )
             .prop_map(
                 |(
@@ -721,7 +725,7 @@ mod tests {
             payment_timeout_s: 900,
             require_buy_token: true,
             gate_factor: 3,
-            status: "active".into(),
+            status: ActivityStatus::Active,
             phase: Phase::Ongoing,
         }
     }
@@ -836,14 +840,10 @@ mod tests {
         put_order_view(&mut out, &sample_order());
         assert_eq!(out.len(), ORDER_VIEW_BYTES);
         out.clear();
-        let empty = ActivityView {
-            product_name: String::new(),
-            title: String::new(),
-            status: String::new(),
-            ..sample_activity()
-        };
+        let empty = ActivityView { product_name: String::new(), title: String::new(), ..sample_activity() };
         put_activity_view(&mut out, &empty);
-        assert_eq!(out.len(), ACTIVITY_VIEW_BYTES_MIN);
+        // The minimum counts the status as an empty string: a lower bound.
+        assert_eq!(out.len(), ACTIVITY_VIEW_BYTES_MIN + empty.status.as_str().len());
     }
 
     #[test]
@@ -991,15 +991,15 @@ mod tests {
             assert_eq!(decode_response(&body), Err(FrameError::BadValue { field: "order.status" }));
         }
 
-        let activity = ActivityView {
-            product_name: String::new(),
-            title: String::new(),
-            status: String::new(),
-            ..sample_activity()
-        };
+        let activity = ActivityView { product_name: String::new(), title: String::new(), ..sample_activity() };
+        let status_len = activity.status.as_str().len();
         let body = encoded_response(1, &Response::Activity(Box::new(activity)));
         let phase_at = body.len() - 1;
-        let token_at = phase_at - 2 - 4 - 1;
+        let status_at = phase_at - status_len;
+        let token_at = phase_at - status_len - 2 - 4 - 1;
+        let mut bad = body.clone();
+        bad[status_at] = b'x';
+        assert_eq!(decode_response(&bad), Err(FrameError::BadValue { field: "activity.status" }));
         let mut bad = body.clone();
         bad[phase_at] = 0;
         assert_eq!(decode_response(&bad), Err(FrameError::BadValue { field: "activity.phase" }));

@@ -1,7 +1,7 @@
 //! The JSON shapes of DESIGN.md (order view, activity view, errors), shared
 //! by the HTTP front and the admin socket so both speak the same words.
 
-use crate::{ActivityView, ErrorCode, OrderId, OrderStatus, OrderView, Phase};
+use crate::{ActivityStatus, ActivityView, ErrorCode, OrderId, OrderStatus, OrderView, Phase};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 use std::fmt;
@@ -153,9 +153,9 @@ pub fn activity(a: &ActivityView, now_ms: u64) -> Value {
 /// `Activity::phase` does, so a cached view does not say "upcoming" after the
 /// sale has opened. A pause is the engine's word and is kept.
 pub fn phase_at(a: &ActivityView, now_ms: u64) -> Phase {
-    if a.status == "disabled" || now_ms >= a.ends_at_ms {
+    if a.status == ActivityStatus::Disabled || now_ms >= a.ends_at_ms {
         Phase::Ended
-    } else if a.phase == Phase::Paused || a.status == "paused" {
+    } else if a.phase == Phase::Paused || a.status == ActivityStatus::Paused {
         Phase::Paused
     } else if now_ms < a.starts_at_ms {
         Phase::Upcoming
@@ -234,17 +234,17 @@ mod tests {
             payment_timeout_s: 60,
             require_buy_token: false,
             gate_factor: 0,
-            status: "active".into(),
+            status: ActivityStatus::Active,
             phase: Phase::Upcoming,
         };
         assert_eq!(activity(&a, 999)["phase"], "upcoming");
         assert_eq!(activity(&a, 1_000)["phase"], "ongoing", "the view was made before the start");
         assert_eq!(activity(&a, 2_000)["phase"], "ended");
-        let paused = ActivityView { status: "paused".into(), phase: Phase::Paused, ..a.clone() };
+        let paused = ActivityView { status: ActivityStatus::Paused, phase: Phase::Paused, ..a.clone() };
         assert_eq!(activity(&paused, 500)["phase"], "paused");
         assert_eq!(activity(&paused, 1_500)["phase"], "paused");
         assert_eq!(activity(&paused, 2_000)["phase"], "ended");
-        let disabled = ActivityView { status: "disabled".into(), phase: Phase::Ended, ..a };
+        let disabled = ActivityView { status: ActivityStatus::Disabled, phase: Phase::Ended, ..a };
         assert_eq!(activity(&disabled, 1_500)["phase"], "ended");
     }
 

@@ -110,70 +110,63 @@ impl<'de> Deserialize<'de> for OrderId {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum OrderStatus {
-    PendingPayment = 1,
-    Paid = 2,
-    Cancelled = 3,
-    Expired = 4,
-    Refunded = 5,
-    Shipped = 6,
+crate::named_enum! {
+    /// Where an order is in its life (DESIGN.md's status machine).
+    #[derive(
+        Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    )]
+    #[serde(rename_all = "snake_case")]
+    pub enum OrderStatus: u8 {
+        PendingPayment = 1 => "pending_payment",
+        Paid = 2 => "paid",
+        Cancelled = 3 => "cancelled",
+        Expired = 4 => "expired",
+        Refunded = 5 => "refunded",
+        Shipped = 6 => "shipped",
+    }
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 6] =
-        [Self::PendingPayment, Self::Paid, Self::Cancelled, Self::Expired, Self::Refunded, Self::Shipped];
-
     /// Whether an order in this status holds stock tokens.
     pub fn holds_stock(self) -> bool {
         matches!(self, Self::PendingPayment | Self::Paid | Self::Shipped)
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PendingPayment => "pending_payment",
-            Self::Paid => "paid",
-            Self::Cancelled => "cancelled",
-            Self::Expired => "expired",
-            Self::Refunded => "refunded",
-            Self::Shipped => "shipped",
+    /// The change in units held when an order of `quantity` units moves
+    /// from `self` to `to`: `+quantity` when it starts holding stock,
+    /// `-quantity` when it stops (the tokens go back), 0 otherwise. Stock
+    /// remaining moves by the opposite amount.
+    pub fn held_delta(self, to: OrderStatus, quantity: u32) -> i64 {
+        match (self.holds_stock(), to.holds_stock()) {
+            (true, false) => -i64::from(quantity),
+            (false, true) => i64::from(quantity),
+            _ => 0,
         }
-    }
-
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Self::ALL.iter().copied().find(|s| *s as u8 == v)
     }
 }
 
-/// An activity as buyers see it at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum Phase {
-    Upcoming = 1,
-    Ongoing = 2,
-    Ended = 3,
-    Paused = 4,
+crate::named_enum! {
+    /// An activity as buyers see it at one moment.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Phase: u8 {
+        Upcoming = 1 => "upcoming",
+        Ongoing = 2 => "ongoing",
+        Ended = 3 => "ended",
+        Paused = 4 => "paused",
+    }
 }
 
-impl Phase {
-    pub const ALL: [Phase; 4] = [Self::Upcoming, Self::Ongoing, Self::Ended, Self::Paused];
-
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Self::ALL.iter().copied().find(|p| *p as u8 == v)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Upcoming => "upcoming",
-            Self::Ongoing => "ongoing",
-            Self::Ended => "ended",
-            Self::Paused => "paused",
-        }
+crate::named_enum! {
+    /// What an operator set an activity to (DESIGN.md: `active|paused|disabled`).
+    #[derive(
+        Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    )]
+    #[serde(rename_all = "snake_case")]
+    pub enum ActivityStatus: u8 {
+        Active = 1 => "active",
+        Paused = 2 => "paused",
+        Disabled = 3 => "disabled",
     }
 }
 
@@ -206,7 +199,7 @@ pub struct ActivityView {
     pub payment_timeout_s: u32,
     pub require_buy_token: bool,
     pub gate_factor: u32,
-    pub status: String,
+    pub status: ActivityStatus,
     pub phase: Phase,
 }
 
@@ -237,6 +230,50 @@ mod tests {
     fn garbage_is_not_an_id() {
         for bad in ["", "x", "00000000-0000-0000-0000-000000000000", "zzzzzzzz-zzzz-7zzz-8zzz-zzzzzzzzzzzz"] {
             assert!(bad.parse::<OrderId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn named_enums_round_trip_and_match_their_json_names() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug + Serialize>(
+            all: &[T],
+            name: fn(T) -> &'static str,
+            by_name: fn(&str) -> Option<T>,
+        ) {
+            for &v in all {
+                assert_eq!(by_name(name(v)), Some(v));
+                assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{}\"", name(v)));
+            }
+            assert_eq!(by_name("nonsense"), None);
+        }
+        check(&OrderStatus::ALL, OrderStatus::as_str, OrderStatus::from_name);
+        check(&Phase::ALL, Phase::as_str, Phase::from_name);
+        check(&ActivityStatus::ALL, ActivityStatus::as_str, ActivityStatus::from_name);
+        check(&crate::ErrorCode::ALL, crate::ErrorCode::as_str, crate::ErrorCode::from_name);
+        for s in OrderStatus::ALL {
+            assert_eq!(OrderStatus::from_u8(s as u8), Some(s));
+        }
+        for s in ActivityStatus::ALL {
+            assert_eq!(ActivityStatus::from_u8(s as u8), Some(s));
+        }
+        assert_eq!(Phase::from_u8(0), None);
+        assert_eq!(ActivityStatus::from_u8(4), None);
+    }
+
+    #[test]
+    fn held_delta_follows_holding() {
+        use OrderStatus::*;
+        assert_eq!(PendingPayment.held_delta(Cancelled, 3), -3);
+        assert_eq!(Paid.held_delta(Refunded, 2), -2);
+        assert_eq!(PendingPayment.held_delta(Paid, 3), 0);
+        assert_eq!(Paid.held_delta(Shipped, 3), 0);
+        assert_eq!(Expired.held_delta(Paid, 4), 4);
+        assert_eq!(Cancelled.held_delta(Expired, 4), 0);
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                let d = from.held_delta(to, 5);
+                assert_eq!(d != 0, from.holds_stock() != to.holds_stock(), "{from:?} -> {to:?}");
+            }
         }
     }
 

@@ -126,11 +126,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             engine: None,
             durability: args.durability,
             shards: None,
-            queue_capacity: 4096,
+            queue_capacity: seckill_engine::limits::QUEUE_CAPACITY_DEFAULT,
             buys_per_minute: 1_000_000,
             group_commit_window_us: seckill_engine::GROUP_COMMIT_WINDOW_US_DEFAULT,
-            snapshot_every: 1_000_000,
-            wal_segment_bytes: 64 * 1024 * 1024,
+            snapshot_every: seckill_engine::limits::SNAPSHOT_EVERY_RECORDS_DEFAULT,
+            wal_segment_bytes: seckill_engine::limits::SEGMENT_BYTES_DEFAULT,
             // Only the demo's own database and Redis db (prepared above), never
             // the ones `seckill up` uses by default.
             mysql_url: mysql.url().unwrap_or("none").to_string(),

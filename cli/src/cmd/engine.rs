@@ -3,12 +3,14 @@
 
 use anyhow::Context;
 use crossbeam_channel::{bounded, Receiver, Sender};
+use seckill_engine::limits;
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::server::{admin, wire, Address};
+use seckill_engine::server::{admin, wire};
 use seckill_engine::wal::Durability;
 use seckill_engine::{EngineConfig, SystemClock};
 use seckill_persist::{mysql, redact_url, redis};
 use seckill_proto::handshake::WireKey;
+use seckill_proto::Address;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -30,22 +32,22 @@ pub struct Args {
     #[arg(long, env = "SECKILL_SHARDS")]
     pub shards: Option<usize>,
     /// Requests waiting per shard before new ones are answered `busy`.
-    #[arg(long, env = "SECKILL_QUEUE_CAPACITY", default_value_t = 4096)]
+    #[arg(long, env = "SECKILL_QUEUE_CAPACITY", default_value_t = limits::QUEUE_CAPACITY_DEFAULT)]
     pub queue_capacity: usize,
     /// Buy clicks (buys and buy-token requests) each user may make per minute;
     /// kept by the shard that owns the user, so it holds across every front.
-    #[arg(long, env = "SECKILL_BUYS_PER_MINUTE", default_value_t = 60)]
+    #[arg(long, env = "SECKILL_BUYS_PER_MINUTE", default_value_t = limits::BUYS_PER_MINUTE_DEFAULT)]
     pub buys_per_minute: u32,
     /// With one shard and --durability fsync: how long (µs) a batch of 2..64
     /// buys waits for more before its fsync. Larger groups, fewer fsyncs,
     /// less CPU per buy under load; at most this much latency added. 0 = off.
-    #[arg(long, env = "SECKILL_GROUP_COMMIT_WINDOW_US", default_value_t = seckill_engine::GROUP_COMMIT_WINDOW_US_DEFAULT)]
+    #[arg(long, env = "SECKILL_GROUP_COMMIT_WINDOW_US", default_value_t = limits::GROUP_COMMIT_WINDOW_US_DEFAULT)]
     pub group_commit_window_us: u64,
     /// Write a snapshot after this many log records.
-    #[arg(long, env = "SECKILL_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
+    #[arg(long, env = "SECKILL_SNAPSHOT_EVERY", default_value_t = limits::SNAPSHOT_EVERY_RECORDS_DEFAULT)]
     pub snapshot_every: u64,
     /// Start a new WAL segment after this many bytes.
-    #[arg(long, env = "SECKILL_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "SECKILL_WAL_SEGMENT_BYTES", default_value_t = limits::SEGMENT_BYTES_DEFAULT)]
     pub wal_segment_bytes: u64,
     /// MySQL for the persister (fed from the WAL); `none` disables it.
     /// `--help` never shows the environment's value; logs mask the password.
@@ -170,18 +172,22 @@ pub fn start(args: &Args, more_stats: Vec<(&'static str, admin::StatsHook)>) -> 
         ..EngineConfig::default()
     };
     if let Some(n) = args.shards {
-        anyhow::ensure!((1..=256).contains(&n), "--shards must be 1..=256");
+        anyhow::ensure!((1..=limits::SHARDS_MAX).contains(&n), "--shards must be 1..={}", limits::SHARDS_MAX);
         cfg.engine.shards = n;
     }
     anyhow::ensure!(args.queue_capacity >= 1, "--queue-capacity must be at least 1");
     anyhow::ensure!(args.buys_per_minute >= 1, "--buys-per-minute must be at least 1");
     anyhow::ensure!(
-        args.group_commit_window_us <= seckill_engine::GROUP_COMMIT_WINDOW_US_MAX,
+        args.group_commit_window_us <= limits::GROUP_COMMIT_WINDOW_US_MAX,
         "--group-commit-window-us must be 0..={} (0 turns the window off)",
-        seckill_engine::GROUP_COMMIT_WINDOW_US_MAX
+        limits::GROUP_COMMIT_WINDOW_US_MAX
     );
     cfg.snapshot_every_records = args.snapshot_every.max(1);
-    anyhow::ensure!(args.wal_segment_bytes >= 4096, "--wal-segment-bytes must be at least 4096");
+    anyhow::ensure!(
+        args.wal_segment_bytes >= limits::SEGMENT_BYTES_MIN,
+        "--wal-segment-bytes must be at least {}",
+        limits::SEGMENT_BYTES_MIN
+    );
     cfg.segment_bytes_max = args.wal_segment_bytes;
     anyhow::ensure!(args.admin_idle_timeout >= 1, "--admin-idle-timeout must be at least 1 (seconds)");
     let admin_idle = std::time::Duration::from_secs(args.admin_idle_timeout);

@@ -1,8 +1,8 @@
 //! `seckill front`: an HTTP front alone, forwarding to an engine.
 
 use anyhow::Context;
-use seckill_front::engine_client::EngineAddr;
 use seckill_front::{secrets, FrontConfig};
+use seckill_proto::Address;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -84,7 +84,7 @@ pub struct Args {
     pub metrics: MetricsArgs,
 }
 
-pub fn config(http: &HttpArgs, data_dir: &Path, engine: EngineAddr) -> anyhow::Result<FrontConfig> {
+pub fn config(http: &HttpArgs, data_dir: &Path, engine: Address) -> anyhow::Result<FrontConfig> {
     anyhow::ensure!((1..=64).contains(&http.engine_connections), "--engine-connections must be 1..=64");
     anyhow::ensure!((1..=1_000_000).contains(&http.http_connections_max), "--http-connections-max must be 1..=1000000");
     if http.payment == "sandbox" {
@@ -160,9 +160,9 @@ pub fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let engine: EngineAddr = match &args.engine {
+    let engine: Address = match &args.engine {
         Some(s) => s.parse().map_err(anyhow::Error::msg)?,
-        None => EngineAddr::Unix(args.data_dir.join("engine.sock")),
+        None => Address::Unix(args.data_dir.join("engine.sock")),
     };
     let cfg = config(&args.http, &args.data_dir, engine.clone())?;
     let prometheus = install_metrics();

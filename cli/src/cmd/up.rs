@@ -3,9 +3,8 @@
 use super::{engine, front};
 use anyhow::Context;
 use seckill_engine::commit::ReplyTx;
-use seckill_engine::server::Address;
 use seckill_engine::{Engine, Envelope};
-use seckill_front::engine_client::{Delivery, EngineAddr, LocalEngine};
+use seckill_front::engine_client::{Delivery, LocalEngine};
 use seckill_proto::{ErrorCode, Request};
 use std::sync::Arc;
 
@@ -39,11 +38,7 @@ impl Service {
             Arc::new(move || answers.to_json())
         };
         let running = engine::start(&args.engine, vec![("front", front_stats)])?;
-        let engine_addr = match &running.addr {
-            Address::Unix(p) => EngineAddr::Unix(p.clone()),
-            Address::Tcp(a) => EngineAddr::Tcp(*a),
-        };
-        let mut cfg = front::config(&args.http, &args.engine.data_dir, engine_addr)?;
+        let mut cfg = front::config(&args.http, &args.engine.data_dir, running.addr.clone())?;
         // The front in this process hands requests to the engine directly:
         // same queues, same batches, same durability, two thread hops and
         // four syscalls fewer per request than the socket. The socket stays

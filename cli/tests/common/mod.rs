@@ -1,6 +1,7 @@
 //! Running real `seckill` processes from tests.
 
-#![allow(dead_code)]
+// Each test binary uses a part of this module (and of what it re-exports).
+#![allow(dead_code, unused_imports)]
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -8,6 +9,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub use seckill_testkit::http::{raw_request, raw_request_within, read_response, request, try_request, HttpResp};
+pub use seckill_testkit::{free_port, TcpProxy};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_seckill"))
@@ -104,12 +108,6 @@ pub fn wire_key() -> seckill_proto::handshake::WireKey {
 }
 /// The payment-notify HMAC secret every `UpProc` runs with (`SECKILL_PAYMENT_SECRET`).
 pub const PAYMENT_SECRET: &str = "test-payment-secret-9876543210-abcdef";
-
-/// A port that was free a moment ago (bind port 0, read it, drop the listener).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
 
 /// A `seckill up` child (engine + HTTP front, no MySQL, no Redis) on a free
 /// port; killed (-9) when dropped.
@@ -224,118 +222,6 @@ pub fn forge_jwt(header: &Value, claims: &Value, secret: Option<&[u8]>) -> Strin
     format!("{signing_input}.{sig}")
 }
 
-/// An HTTP answer.
-#[derive(Debug)]
-pub struct HttpResp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResp {
-    /// The first header called `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON; panics (with the body) if it is not.
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("status {}: body is not JSON ({e}): {:?}", self.status, self.text()))
-    }
-}
-
-/// One request on a fresh connection; panics on I/O errors.
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResp {
-    try_request(port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"))
-}
-
-/// One request on a fresh connection (`Connection: close`, `Content-Length`).
-pub fn try_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<HttpResp> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding"))
-    {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut raw = head.into_bytes();
-    raw.extend_from_slice(body);
-    raw_request(port, &raw)
-}
-
-/// Writes `raw` bytes as they are and reads one HTTP/1.1 answer.
-pub fn raw_request(port: u16, raw: &[u8]) -> std::io::Result<HttpResp> {
-    raw_request_within(port, raw, Duration::from_secs(30))
-}
-
-/// `raw_request` that gives up (an error) when a read or write waits longer than `timeout`.
-pub fn raw_request_within(port: u16, raw: &[u8], timeout: Duration) -> std::io::Result<HttpResp> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    s.write_all(raw)?;
-    read_response(s)
-}
-
-/// Reads one HTTP/1.1 answer from `s`.
-pub fn read_response(s: std::net::TcpStream) -> std::io::Result<HttpResp> {
-    use std::io::Read;
-    let mut r = BufReader::new(s);
-    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
-        return Err(bad(format!("bad status line {line:?}")));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(bad(format!("bad status line {line:?}")));
-    }
-    let status: u16 = code.parse().map_err(|_| bad(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Err(bad("connection closed inside the headers".into()));
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').ok_or_else(|| bad(format!("bad header line {l:?}")))?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let resp = HttpResp { status, headers, body: Vec::new() };
-    let len =
-        resp.header("content-length").map(|v| v.parse::<usize>().map_err(|_| bad(format!("content-length {v:?}"))));
-    let mut body = Vec::new();
-    match len {
-        Some(n) => {
-            body.resize(n?, 0);
-            r.read_exact(&mut body)?;
-        }
-        None => {
-            r.read_to_end(&mut body)?;
-        }
-    }
-    Ok(HttpResp { body, ..resp })
-}
-
 // ---- additions for the chaos harness (cli/tests/chaos.rs) -------------------
 
 /// Like `admin`, but an unreachable engine or a bad reply is an `Err` string
@@ -409,74 +295,5 @@ impl UpProc {
             }
         }
         unreachable!()
-    }
-}
-
-/// A TCP forwarder (std threads) to `target` that a test can cut (every
-/// connection reset, new ones closed at once) and restore: an outage of
-/// MySQL or Redis without touching the real server.
-pub struct TcpProxy {
-    pub port: u16,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl TcpProxy {
-    pub fn start(target: &str) -> TcpProxy {
-        use std::io::Read;
-        use std::net::{Shutdown, TcpListener, TcpStream};
-        use std::sync::atomic::Ordering;
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> = Default::default();
-        let (d, c, target) = (down.clone(), conns.clone(), target.to_string());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if d.load(Ordering::Acquire) {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                };
-                let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                let mut list = c.lock().expect("lock");
-                for s in [&client, &server] {
-                    if let Ok(s) = s.try_clone() {
-                        list.push(s);
-                    }
-                }
-                drop(list);
-                let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else { continue };
-                for (mut from, mut to) in [(client2, server2), (server, client)] {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Both);
-                        let _ = from.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        TcpProxy { port, down, conns }
-    }
-
-    /// Resets every open connection and refuses new ones until `restore`.
-    pub fn cut(&self) {
-        self.down.store(true, std::sync::atomic::Ordering::Release);
-        for s in self.conns.lock().expect("lock").drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    pub fn restore(&self) {
-        self.down.store(false, std::sync::atomic::Ordering::Release);
     }
 }

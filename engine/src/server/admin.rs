@@ -373,7 +373,7 @@ fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> 
         "activity.pause" | "activity.resume" | "activity.disable" => {
             let a: ActivityId = args(raw)?;
             let current = engine.activity(a.activity_id)?;
-            if current.status == ActivityStatus::Disabled.as_str() {
+            if current.status == ActivityStatus::Disabled {
                 return Err(AdminError::new(
                     ErrorCode::InvalidState,
                     "the activity is disabled; that cannot be undone",

@@ -11,12 +11,12 @@
 //! operator's request kinds (ship, expire, quotas, reads without an owner)
 //! are refused on the wire: they belong to the admin socket.
 
-use super::Address;
 use crate::engine::Engine;
 use crate::shard::Envelope;
 use crossbeam_channel::{unbounded, Receiver};
 use seckill_proto::handshake::{WireKey, NONCE_BYTES, PROOF_BYTES};
-use seckill_proto::{decode_request, encode_response, split_frame, ErrorCode, Response};
+use seckill_proto::Address;
+use seckill_proto::{decode_request, encode_response, ErrorCode, FrameReader, Response};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -172,28 +172,21 @@ fn read_loop(
     tx: &crossbeam_channel::Sender<(u64, Response)>,
     in_flight: &AtomicUsize,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; READ_CHUNK_BYTES * 2];
-    let (mut start, mut end) = (0usize, 0usize);
+    let mut frames = FrameReader::with_capacity(READ_CHUNK_BYTES * 2);
     loop {
-        if buf.len() - end < READ_CHUNK_BYTES {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
-        let n = stream.read(&mut buf[end..])?;
+        let n = stream.read(frames.spare(READ_CHUNK_BYTES))?;
         if n == 0 {
             return Ok(());
         }
-        end += n;
+        frames.filled(n);
         loop {
-            let (frame, used) = match split_frame(&buf[start..end]) {
-                Ok(Some(found)) => found,
+            let frame = match frames.next_frame() {
+                Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             };
             let (tag, req) =
                 decode_request(frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            start += used;
             if !req.allowed_on_wire() {
                 let _ = tx.send((tag, Response::Error(ErrorCode::Unauthorized)));
                 in_flight.fetch_add(1, Ordering::AcqRel);
@@ -206,9 +199,6 @@ fn read_loop(
             if let Err(code) = engine.try_submit(Envelope { req, tag, reply: tx.clone().into() }) {
                 let _ = tx.send((tag, Response::Error(code)));
             }
-        }
-        if start == end {
-            (start, end) = (0, 0);
         }
     }
 }

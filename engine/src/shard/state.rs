@@ -470,7 +470,7 @@ pub fn view_of(slot: &Slot, now_ms: u64) -> ActivityView {
         payment_timeout_s: a.payment_timeout_s,
         require_buy_token: a.require_buy_token,
         gate_factor: a.gate_factor,
-        status: a.status.as_str().to_string(),
+        status: a.status,
         phase: a.phase(now_ms),
     }
 }

@@ -86,8 +86,8 @@ impl WalConfig {
         Self {
             data_dir: data_dir.into(),
             durability: Durability::Fsync,
-            segment_bytes_max: 64 * 1024 * 1024,
-            snapshot_every_records: 1_000_000,
+            segment_bytes_max: crate::limits::SEGMENT_BYTES_DEFAULT,
+            snapshot_every_records: crate::limits::SNAPSHOT_EVERY_RECORDS_DEFAULT,
             on_failure: OnFailure::Exit,
         }
     }

@@ -9,7 +9,7 @@
 
 use super::schema::{datetime, i64_col, ms_of, str_col, u32_col, u64_col, write_datetime};
 use seckill_engine::replica::Replica;
-use seckill_engine::{Activity, ActivityStatus, Event, Order, Product};
+use seckill_engine::{Activity, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
 use sqlx::mysql::{MySql, MySqlConnection, MySqlDatabaseError, MySqlRow};
 use sqlx::{Connection, QueryBuilder};
@@ -321,13 +321,8 @@ pub(crate) fn plan(
                         row.order.user_id, row.order.activity_id
                     ));
                 }
-                let (was, now) = (row.order.status.holds_stock(), status.holds_stock());
-                let q = signed(row.order.quantity);
-                let delta = match (was, now) {
-                    (true, false) => q,
-                    (false, true) => -q,
-                    _ => 0,
-                };
+                // Stock remaining moves opposite to the units held.
+                let delta = -row.order.status.held_delta(*status, row.order.quantity);
                 row.order.status = *status;
                 if *status == OrderStatus::Paid {
                     row.order.paid_txn = *txn;
@@ -384,9 +379,7 @@ fn order_row(row: &MySqlRow) -> Result<OrderRow, String> {
     let id_text = str_col(row, "order_id")?;
     let id: OrderId = id_text.parse().map_err(|_| format!("orders.order_id `{id_text}` is not an order id"))?;
     let status_text = str_col(row, "status")?;
-    let status = OrderStatus::ALL
-        .into_iter()
-        .find(|s| s.as_str() == status_text)
+    let status = OrderStatus::from_name(&status_text)
         .ok_or_else(|| format!("order {id} has status `{status_text}`, which is not one"))?;
     Ok(OrderRow {
         order: Order {
@@ -728,11 +721,6 @@ pub(crate) async fn write_full_state(
         .await?;
     tx.commit().await?;
     Ok(replica.lsn)
-}
-
-/// `status` column text → engine status.
-pub(crate) fn activity_status(s: &str) -> Option<ActivityStatus> {
-    [ActivityStatus::Active, ActivityStatus::Paused, ActivityStatus::Disabled].into_iter().find(|x| x.as_str() == s)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ struct ActivityRow {
 fn activity_row(row: &MySqlRow) -> Result<ActivityRow, String> {
     let id = u64_col(row, "id")?;
     let status_text = str_col(row, "status")?;
-    let status = super::apply::activity_status(&status_text)
+    let status = ActivityStatus::from_name(&status_text)
         .ok_or_else(|| format!("status `{status_text}` is not active, paused or disabled"))?;
     let product_id = u64_col(row, "product_id")?;
     Ok(ActivityRow {

@@ -527,7 +527,7 @@ impl Mirror {
             let (Some(Some(q)), Some(Some(a)), Some(Some(s))) = (row.first(), row.get(1), row.get(2)) else {
                 continue;
             };
-            let status = OrderStatus::ALL.into_iter().find(|x| x.as_str() == s.as_str());
+            let status = OrderStatus::from_name(s);
             if let (Ok(quantity), Ok(amount_cents), Some(status)) = (q.parse(), a.parse(), status) {
                 out.insert(*id, KnownOrder { quantity, amount_cents, status });
             }

@@ -152,12 +152,7 @@ pub(crate) fn plan(
                     Some(k) => *k,
                     None => *known.get(order_id).ok_or_else(|| format!("order {order_id} is not in Redis"))?,
                 };
-                let q = i64::from(before.quantity);
-                let delta = match (before.status.holds_stock(), status.holds_stock()) {
-                    (true, false) => -q,
-                    (false, true) => q,
-                    _ => 0,
-                };
+                let delta = before.status.held_delta(*status, before.quantity);
                 if delta != 0 {
                     let s = act(&mut p, state, *activity_id)
                         .ok_or_else(|| format!("LSN {lsn}: order {order_id} of unknown activity {activity_id}"))?;
