@@ -384,8 +384,13 @@ impl Proxy {
         Proxy { port, cut, open }
     }
 
+    /// The test Redis's URL through the proxy, with its database number
+    /// (`SECKILL_TEST_REDIS_URL=redis://…/15` must reach db 15 here too).
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let url = redis_url();
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let db = rest.split_once('/').map_or("", |(_, db)| db);
+        format!("redis://127.0.0.1:{}/{db}", self.port)
     }
 
     /// Drops every connection and refuses new ones.
