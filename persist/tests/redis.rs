@@ -452,6 +452,8 @@ fn mirror_equals_engine_after_a_load() {
     assert_eq!(m.lag_records(), 0);
     assert_eq!(m.last_error(), None);
     assert_eq!(m.resyncs(), 1, "one resync, at start");
+    let batches = m.stats().batches;
+    assert!(batches >= 1 && batches <= truth.lsn, "batches written are counted: {batches}");
     let product: HashMap<String, String> = conn.hgetall(format!("{}product:1", prefix.0)).unwrap();
     assert_eq!(product.get("name").map(String::as_str), Some("phone"));
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));

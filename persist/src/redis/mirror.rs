@@ -500,6 +500,7 @@ impl Mirror {
                 self.pos = Pos::Synced(new_lsn);
                 self.applied = new_lsn;
                 metrics::counter!("seckill_mirror_records_total").increment(events.len() as u64);
+                self.shared.batches.fetch_add(1, Ordering::AcqRel);
                 self.healthy();
                 return events.len() >= self.cfg.coalesce_records;
             }

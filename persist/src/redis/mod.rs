@@ -162,6 +162,9 @@ pub struct MirrorStats {
     /// data loss, at start, or past the WAL budget).
     pub resync_pending: bool,
     pub resyncs: u64,
+    /// Batches written (one `MULTI/EXEC` each) since start: records over
+    /// batches is the batch size.
+    pub batches: u64,
     pub last_error: Option<String>,
 }
 
@@ -176,6 +179,7 @@ impl MirrorStats {
             "connected": self.connected,
             "resync_pending": self.resync_pending,
             "resyncs": self.resyncs,
+            "batches": self.batches,
             "last_error": self.last_error,
         })
     }
@@ -194,6 +198,7 @@ pub(crate) struct Shared {
     connected: AtomicBool,
     resync_pending: AtomicBool,
     resyncs: AtomicU64,
+    batches: AtomicU64,
     last_error: Mutex<Option<String>>,
     lag_samples_ms: Mutex<VecDeque<u64>>,
 }
@@ -320,6 +325,7 @@ impl MirrorView {
             connected: self.connected(),
             resync_pending: self.shared.resync_pending.load(Ordering::Acquire),
             resyncs: self.resyncs(),
+            batches: self.shared.batches.load(Ordering::Acquire),
             last_error: self.last_error(),
         }
     }
