@@ -355,8 +355,13 @@ fn keys_lsn(id: &str) -> u64 {
 
 // ---- a TCP proxy that can be cut --------------------------------------------
 
+/// The test Redis's URL through the proxy, with its database number
+/// (`SECKILL_TEST_REDIS_URL=redis://…/15` must reach db 15 here too).
 fn proxy_url(proxy: &TcpProxy) -> String {
-    format!("redis://127.0.0.1:{}", proxy.port)
+    let url = redis_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let db = rest.split_once('/').map_or("", |(_, db)| db);
+    format!("redis://127.0.0.1:{}/{db}", proxy.port)
 }
 
 fn upstream_addr() -> String {
@@ -393,6 +398,8 @@ fn mirror_equals_engine_after_a_load() {
     assert_eq!(m.lag_records(), 0);
     assert_eq!(m.last_error(), None);
     assert_eq!(m.resyncs(), 1, "one resync, at start");
+    let batches = m.stats().batches;
+    assert!(batches >= 1 && batches <= truth.lsn, "batches written are counted: {batches}");
     let product: HashMap<String, String> = conn.hgetall(format!("{}product:1", prefix.0)).unwrap();
     assert_eq!(product.get("name").map(String::as_str), Some("phone"));
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));

@@ -3,8 +3,9 @@
 
 use seckill_engine::event::Event;
 use seckill_engine::{Activity, Order, Product};
-use seckill_proto::json::rfc3339;
+use seckill_proto::json::{rfc3339, Rfc3339Ms};
 use seckill_proto::{OrderId, OrderStatus};
+use std::fmt::Write as _;
 
 pub(crate) type Fields = Vec<(&'static str, String)>;
 
@@ -39,6 +40,13 @@ impl Keys {
     }
     pub fn order(&self, id: OrderId) -> String {
         format!("{}order:{id}", self.prefix)
+    }
+    /// `order(id)` written into `buf` (cleared first): no `String` per
+    /// order on the mirror's hot path.
+    pub fn order_in<'a>(&self, buf: &'a mut String, id: OrderId) -> &'a str {
+        buf.clear();
+        let _ = write!(buf, "{}order:{id}", self.prefix);
+        buf
     }
     pub fn purchased(&self, activity_id: u64) -> String {
         format!("{}purchased:{activity_id}", self.prefix)
@@ -124,12 +132,20 @@ pub(crate) fn activity_fields(a: &Activity, total_stock: u64, remaining: u64, no
     ]
 }
 
+/// `v` formatted into `buf` (cleared first): an argument written without a
+/// `String` of its own (the command copies the bytes).
+pub(crate) fn fmt_in(buf: &mut String, v: impl std::fmt::Display) -> &str {
+    buf.clear();
+    let _ = write!(buf, "{v}");
+    buf
+}
+
 /// The order view of DESIGN.md, with times also as Unix milliseconds, as
-/// `HSET` arguments after the key (numbers written without a `String`
-/// each: this runs once per order).
-pub(crate) fn order_args(c: &mut redis::Pipeline, o: &Order) {
+/// `HSET` arguments after the key (no `String` per field: this runs once
+/// per order; `buf` is scratch space).
+pub(crate) fn order_args(c: &mut redis::Pipeline, o: &Order, buf: &mut String) {
     c.arg("order_id")
-        .arg(o.id.to_string())
+        .arg(fmt_in(buf, o.id))
         .arg("user_id")
         .arg(o.user_id)
         .arg("activity_id")
@@ -141,9 +157,9 @@ pub(crate) fn order_args(c: &mut redis::Pipeline, o: &Order) {
         .arg("status")
         .arg(o.status.as_str())
         .arg("created_at")
-        .arg(rfc3339(o.created_at_ms))
+        .arg(fmt_in(buf, Rfc3339Ms(o.created_at_ms)))
         .arg("pay_before")
-        .arg(rfc3339(o.pay_before_ms))
+        .arg(fmt_in(buf, Rfc3339Ms(o.pay_before_ms)))
         .arg("created_at_ms")
         .arg(o.created_at_ms)
         .arg("pay_before_ms")
@@ -168,6 +184,7 @@ pub(crate) fn event_args(
     ev: &Event,
     prev: &str,
     order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
+    buf: &mut String,
 ) -> bool {
     let (id, user_id, activity_id, quantity, amount_cents, status, at_ms) = match ev {
         Event::OrderCreated(o) => {
@@ -186,7 +203,7 @@ pub(crate) fn event_args(
         .arg("prev")
         .arg(prev)
         .arg("order_id")
-        .arg(id.to_string())
+        .arg(fmt_in(buf, id))
         .arg("user_id")
         .arg(user_id)
         .arg("activity_id")
@@ -209,8 +226,10 @@ pub(crate) fn is_order_event(ev: &Event) -> bool {
 
 /// The stream id of an order event: its LSN, so ids and LSNs order alike
 /// and a repeated XADD of the same record is refused by Redis.
-pub(crate) fn event_id(lsn: u64) -> String {
-    format!("{lsn}-0")
+/// Written into `buf` (cleared first): `<lsn>-0`.
+pub(crate) fn event_id_in(buf: &mut String, lsn: u64) {
+    buf.clear();
+    let _ = write!(buf, "{lsn}-0");
 }
 
 /// The LSN part of a stream id (`<lsn>-<seq>`).
@@ -238,5 +257,10 @@ mod tests {
         assert_eq!(id_lsn("42-0"), Some(42));
         assert_eq!(id_lsn("42-3"), Some(42));
         assert_eq!(id_lsn("x"), None);
+        let mut buf = String::from("left over");
+        assert_eq!(k.order_in(&mut buf, id), k.order(id));
+        event_id_in(&mut buf, 42);
+        assert_eq!(buf, "42-0");
+        assert_eq!(fmt_in(&mut buf, Rfc3339Ms(0)), rfc3339(0));
     }
 }

@@ -10,7 +10,7 @@
 //! Redis (`Pos::Resync`) from the engine's state, built for the occasion
 //! from the newest snapshot plus the WAL and dropped afterwards.
 
-use super::keys::{self, event_id, id_lsn, KeyKind, Keys};
+use super::keys::{self, event_id_in, id_lsn, KeyKind, Keys};
 use super::state::{self, KnownOrder, MirrorState, Plan};
 use super::{lock, wall_ms, MirrorConfig, ReplicaSource, Shared, CHECKPOINT};
 use crate::redact_url;
@@ -443,7 +443,9 @@ impl Mirror {
         }
     }
 
-    /// Writes the next batch after `w`. Returns whether it did anything.
+    /// Writes the next batch after `w`. Returns whether to go on at once
+    /// (false: nothing to do, or a batch smaller than `coalesce_records`,
+    /// after which the loop naps `batch_ms` so the next one is bigger).
     async fn write_step(&mut self, w: u64) -> bool {
         let max = self.max();
         if self.tail.as_ref().is_none_or(|t| t.next_lsn() != w + 1) {
@@ -498,7 +500,9 @@ impl Mirror {
                 self.pos = Pos::Synced(new_lsn);
                 self.applied = new_lsn;
                 metrics::counter!("seckill_mirror_records_total").increment(events.len() as u64);
+                self.shared.batches.fetch_add(1, Ordering::AcqRel);
                 self.healthy();
+                return events.len() >= self.cfg.coalesce_records;
             }
             Ok(Outcome::Lost(why)) => self.lost(why),
             Err(e) => {
@@ -555,11 +559,12 @@ impl Mirror {
                 }
             }
         }
+        let (mut key, mut buf) = (String::with_capacity(64), String::with_capacity(64));
         for (id, o) in &plan.created {
-            keys::order_args(p.cmd("HSET").arg(self.keys.order(*id)), o);
+            keys::order_args(p.cmd("HSET").arg(self.keys.order_in(&mut key, *id)), o, &mut buf);
         }
         for (id, status) in &plan.changed {
-            p.cmd("HSET").arg(self.keys.order(*id)).arg("status").arg(status.as_str());
+            p.cmd("HSET").arg(self.keys.order_in(&mut key, *id)).arg("status").arg(status.as_str());
         }
         for (activity_id, buyers) in &plan.purchased {
             let c = p.cmd("EVAL").arg(PURCHASED_LUA).arg(1).arg(self.keys.purchased(*activity_id));
@@ -582,15 +587,16 @@ impl Mirror {
     ) -> String {
         let mut added = false;
         let key = self.keys.events();
+        let (mut id, mut buf) = (String::with_capacity(24), String::with_capacity(40));
         for (lsn, ev) in events {
             // An order unknown to `order` gets no entry (never happens: the
             // plan or the replica has every order an event names).
             if !keys::is_order_event(ev) || (!matches!(ev, Event::OrderCreated(_)) && !has_order(ev, order)) {
                 continue;
             }
-            let id = event_id(*lsn);
-            keys::event_args(p.cmd("XADD").arg(&key).arg(&id), *lsn, ev, &prev, order);
-            prev = id;
+            event_id_in(&mut id, *lsn);
+            keys::event_args(p.cmd("XADD").arg(&key).arg(&id), *lsn, ev, &prev, order, &mut buf);
+            std::mem::swap(&mut prev, &mut id);
             added = true;
         }
         if added {
@@ -812,8 +818,9 @@ impl Mirror {
                 p = redis::pipe();
             }
         }
+        let (mut key, mut buf) = (String::new(), String::new());
         for o in replica.orders.values() {
-            keys::order_args(p.cmd("HSET").arg(self.keys.order(o.id)), o);
+            keys::order_args(p.cmd("HSET").arg(self.keys.order_in(&mut key, o.id)), o, &mut buf);
             if p.len() >= chunk {
                 query::<Value>(conn, &p, t).await?;
                 p = redis::pipe();

@@ -64,6 +64,13 @@ pub struct MirrorConfig {
     /// durable. Records that arrive during a write are coalesced into the
     /// next batch, so batches grow with load without waiting longer.
     pub batch_ms: u64,
+    /// A batch of fewer records than this is followed by a nap of
+    /// `batch_ms` too, so that under a steady load the next batch holds
+    /// what arrived meanwhile: each batch costs Redis a fixed part (the
+    /// transaction, the fence, the activity hashes, one script call per
+    /// activity, an AOF write and fsync) and the mirror a WAL read and a
+    /// round trip. A record then waits at most `batch_ms` more.
+    pub coalesce_records: usize,
     /// `XADD … MAXLEN ~ stream_maxlen`: entries kept in the event stream.
     pub stream_maxlen: u64,
     /// Records the mirror may fall behind before it stops holding WAL for
@@ -89,7 +96,8 @@ impl MirrorConfig {
             url: url.into(),
             prefix: "seckill:".into(),
             batch_records_max: 1000,
-            batch_ms: 2,
+            batch_ms: 5,
+            coalesce_records: 250,
             stream_maxlen: 1_000_000,
             wal_budget_records: 2_000_000,
             check_ms: 1000,
@@ -114,6 +122,7 @@ impl std::fmt::Debug for MirrorConfig {
             .field("prefix", &self.prefix)
             .field("batch_records_max", &self.batch_records_max)
             .field("batch_ms", &self.batch_ms)
+            .field("coalesce_records", &self.coalesce_records)
             .field("stream_maxlen", &self.stream_maxlen)
             .field("wal_budget_records", &self.wal_budget_records)
             .field("check_ms", &self.check_ms)
@@ -153,6 +162,9 @@ pub struct MirrorStats {
     /// data loss, at start, or past the WAL budget).
     pub resync_pending: bool,
     pub resyncs: u64,
+    /// Batches written (one `MULTI/EXEC` each) since start: records over
+    /// batches is the batch size.
+    pub batches: u64,
     pub last_error: Option<String>,
 }
 
@@ -167,6 +179,7 @@ impl MirrorStats {
             "connected": self.connected,
             "resync_pending": self.resync_pending,
             "resyncs": self.resyncs,
+            "batches": self.batches,
             "last_error": self.last_error,
         })
     }
@@ -185,6 +198,7 @@ pub(crate) struct Shared {
     connected: AtomicBool,
     resync_pending: AtomicBool,
     resyncs: AtomicU64,
+    batches: AtomicU64,
     last_error: Mutex<Option<String>>,
     lag_samples_ms: Mutex<VecDeque<u64>>,
 }
@@ -311,6 +325,7 @@ impl MirrorView {
             connected: self.connected(),
             resync_pending: self.shared.resync_pending.load(Ordering::Acquire),
             resyncs: self.resyncs(),
+            batches: self.shared.batches.load(Ordering::Acquire),
             last_error: self.last_error(),
         }
     }
