@@ -41,6 +41,32 @@ fn crash(fs: &SimFs, node: Node) {
     wal.join();
 }
 
+/// How many of `acked` the engine can show.
+fn present(node: &Node, acked: &[OrderView]) -> usize {
+    acked
+        .iter()
+        .filter(|o| {
+            matches!(
+                node.engine.call(Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id }),
+                Response::Order(_)
+            )
+        })
+        .count()
+}
+
+/// Twenty acknowledged buys in one segment, then a kill: the buys, that
+/// segment, and where its records end (the zeros written ahead begin).
+fn twenty_acked_then_killed(fs: &SimFs, c: &NodeConfig) -> (Vec<OrderView>, PathBuf, usize) {
+    let node = open(fs, c.clone()).expect("open");
+    let a = node.engine.create_activity(spec(100)).expect("activity").id;
+    let acked: Vec<OrderView> = (1..=20).map(|u| order(buy(&node, a, u))).collect();
+    crash(fs, node);
+    fs.restart();
+    let (path, _, _) = segments(fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
+    let written = fs.read(&path).expect("segment").iter().rposition(|b| *b != 0).expect("records") + 1;
+    (acked, path, written)
+}
+
 fn buy(node: &Node, activity_id: u64, user_id: u64) -> Response {
     node.engine.call(Request::Buy { user_id, activity_id, quantity: 1, idempotency_key: 0, buy_token_ok: false })
 }
@@ -118,14 +144,8 @@ fn damage_inside_the_last_segment_is_refused_and_repair_moves_it_aside() {
     let fs = SimFs::new();
     let mut c = cfg();
     c.segment_bytes_max = 1 << 20;
-    let node = open(&fs, c.clone()).expect("open");
-    let a = node.engine.create_activity(spec(100)).expect("activity").id;
-    let acked: Vec<OrderView> = (1..=20).map(|u| order(buy(&node, a, u))).collect();
-    crash(&fs, node);
-    let (path, len, _) = segments(&fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
-    // The records end where the zeros written ahead of them begin.
-    fs.restart();
-    let written = fs.read(&path).expect("segment").iter().rposition(|b| *b != 0).expect("records") + 1;
+    let (acked, path, written) = twenty_acked_then_killed(&fs, &c);
+    let len = fs.read(&path).expect("segment").len();
     assert!(fs.corrupt(&path, written / 2), "flip a byte in the middle of the records");
 
     let err = open(&fs, c.clone()).err().expect("recovery must refuse");
@@ -152,15 +172,7 @@ fn damage_inside_the_last_segment_is_refused_and_repair_moves_it_aside() {
     assert_eq!(aside.len(), 1);
     assert_eq!(aside[0].1 as u64, written as u64 - report.moved[0].1, "every damaged byte is kept (not the zeros)");
     let node = open(&fs, c).expect("starts after repair");
-    let present = acked
-        .iter()
-        .filter(|o| {
-            matches!(
-                node.engine.call(Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id }),
-                Response::Order(_)
-            )
-        })
-        .count();
+    let present = present(&node, &acked);
     assert!(present > 0 && present < acked.len(), "orders before the damage stay, after it are gone: {present}");
     crash(&fs, node);
 }
@@ -173,13 +185,7 @@ fn zeros_inside_the_records_are_refused_not_taken_for_the_end() {
     let fs = SimFs::new();
     let mut c = cfg();
     c.segment_bytes_max = 1 << 20;
-    let node = open(&fs, c.clone()).expect("open");
-    let a = node.engine.create_activity(spec(100)).expect("activity").id;
-    let acked: Vec<OrderView> = (1..=20).map(|u| order(buy(&node, a, u))).collect();
-    crash(&fs, node);
-    fs.restart();
-    let (path, _, _) = segments(&fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
-    let written = fs.read(&path).expect("segment").iter().rposition(|b| *b != 0).expect("records") + 1;
+    let (acked, path, written) = twenty_acked_then_killed(&fs, &c);
     assert!(fs.zero(&path, written / 2, 64), "zero 64 bytes in the middle of the records");
 
     match open(&fs, c.clone()).err().expect("recovery must refuse") {
@@ -194,15 +200,7 @@ fn zeros_inside_the_records_are_refused_not_taken_for_the_end() {
     let report = wal::repair(&fs, Path::new(DATA)).expect("repair");
     assert_eq!(report.moved.len(), 1, "{report:?}");
     let node = open(&fs, c).expect("starts after repair");
-    let present = acked
-        .iter()
-        .filter(|o| {
-            matches!(
-                node.engine.call(Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id }),
-                Response::Order(_)
-            )
-        })
-        .count();
+    let present = present(&node, &acked);
     assert!(present > 0 && present < acked.len(), "orders before the hole stay, after it are gone: {present}");
     crash(&fs, node);
 }

@@ -213,13 +213,22 @@ pub async fn serve(listener: TcpListener, op: Operator, shutdown: impl std::futu
     }
 }
 
-/// Binds `addr` (unless `none`) and serves the operator's routes on a
-/// thread of its own with a small runtime (for `seckill engine`, which
-/// has no other).
-pub fn spawn_thread(addr: MetricsAddr, op: Operator) -> std::io::Result<()> {
-    let MetricsAddr::At(addr) = addr else { return Ok(()) };
+/// The operator's listener bound, with the small runtime that will serve
+/// it on a thread of its own (for `seckill engine`, which has no other).
+pub struct Bound(tokio::runtime::Runtime, TcpListener);
+
+/// Binds `addr` (unless `none`), before anything else starts: a taken port
+/// fails the start, and once the engine answers, the listener is there.
+pub fn bind_thread(addr: MetricsAddr) -> std::io::Result<Option<Bound>> {
+    let MetricsAddr::At(addr) = addr else { return Ok(None) };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(4).build()?;
     let listener = rt.block_on(TcpListener::bind(addr))?;
+    Ok(Some(Bound(rt, listener)))
+}
+
+/// Serves the operator's routes on `bound` from a thread of its own.
+pub fn serve_thread(bound: Bound, op: Operator) -> std::io::Result<()> {
+    let Bound(rt, listener) = bound;
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
         rt.block_on(serve(listener, op, std::future::pending()));
     })?;

@@ -77,9 +77,13 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let prometheus = super::front::install_metrics();
-    let running = start(&args, Vec::new())?;
-    seckill_front::metrics_http::spawn_thread(args.metrics.metrics, running.operator(prometheus, None, "engine"))
+    let metrics = seckill_front::metrics_http::bind_thread(args.metrics.metrics)
         .with_context(|| format!("binding --metrics {}", args.metrics.metrics))?;
+    let running = start(&args, Vec::new())?;
+    if let Some(bound) = metrics {
+        seckill_front::metrics_http::serve_thread(bound, running.operator(prometheus, None, "engine"))
+            .context("starting the metrics thread")?;
+    }
     if let seckill_front::metrics_http::MetricsAddr::At(at) = args.metrics.metrics {
         tracing::info!(dashboard = %format!("http://{at}/dashboard"), metrics = %format!("http://{at}/metrics"), "operator's listener");
     }
