@@ -5,29 +5,29 @@
 //! they depend on it (or only on `proto`).
 
 pub mod activity;
-pub mod client;
 pub mod clock;
 pub mod commit;
 pub mod engine;
 pub mod event;
+mod hooks;
 pub mod limits;
 pub mod node;
 pub mod order;
 pub mod purchases;
 pub mod replica;
-pub mod server;
 pub mod shard;
 pub mod stats;
 pub mod stock;
 pub mod wal;
 
-pub use activity::{Activity, ActivityStatus, Product};
+pub use activity::{Activity, ActivityChanges, ActivityStatus, Product};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commit::{Batch, Sink};
 pub use engine::{
     ActivitySpec, AdminError, Engine, EngineConfig, GROUP_COMMIT_WINDOW_US_DEFAULT, GROUP_COMMIT_WINDOW_US_MAX,
 };
 pub use event::Event;
+pub use hooks::{StatsHook, WarmupHook};
 pub use order::Order;
 pub use shard::{Envelope, ShardState};
 pub use stock::StockPool;

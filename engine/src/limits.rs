@@ -33,3 +33,9 @@ pub const PER_USER_LIMIT_MAX: u32 = 10_000;
 pub const PAYMENT_TIMEOUT_S_MAX: u32 = 7 * 24 * 3600;
 pub const TEXT_BYTES_MAX: usize = 1024;
 pub const GATE_FACTOR_MAX: u32 = 1000;
+
+/// Defaults of an activity's optional settings (DESIGN.md), applied by
+/// `ActivitySpec::new` when an operator leaves them out.
+pub const PER_USER_LIMIT_DEFAULT: u32 = 1;
+pub const PAYMENT_TIMEOUT_S_DEFAULT: u32 = 1800;
+pub const GATE_FACTOR_DEFAULT: u32 = 5;

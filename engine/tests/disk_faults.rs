@@ -100,7 +100,7 @@ impl LogFile for FaultyFile {
 
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let mut st = self.ctl.0.lock().unwrap();
+        let mut st = self.ctl.0.lock().expect("fault control lock");
         if st.fired {
             st.writes_after += 1;
         }
@@ -250,7 +250,7 @@ fn run_layout(fault: Fault, shards: usize) {
         if matches!(fault, Fault::Open) {
             // The next record (the buy below) rotates into this segment.
             let next = node.wal.status.written_lsn.load(Ordering::Acquire) + 2;
-            ctl.0.lock().unwrap().open_name = Some(format!("{next:020}.wal"));
+            ctl.0.lock().expect("fault control lock").open_name = Some(format!("{next:020}.wal"));
         }
         ctl.arm(fault);
         let hit = e.call(buy(a.id, 4));

@@ -33,7 +33,7 @@ impl Service {
     ) -> anyhow::Result<Service> {
         // The front's buy answers per activity: in `stats` and on the dashboard.
         let answers = Arc::new(seckill_front::observe::BuyAnswers::default());
-        let front_stats: seckill_engine::server::admin::StatsHook = {
+        let front_stats: seckill_server::admin::StatsHook = {
             let answers = answers.clone();
             Arc::new(move || answers.to_json())
         };
