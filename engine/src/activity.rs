@@ -49,7 +49,7 @@ impl Activity {
     }
 
     /// Why a buy is refused at `now_ms`, if it is.
-    pub fn refuse_buy(&self, now_ms: u64) -> Option<ErrorCode> {
+    pub(crate) fn refuse_buy(&self, now_ms: u64) -> Option<ErrorCode> {
         match self.phase(now_ms) {
             Phase::Ongoing => None,
             Phase::Upcoming => Some(ErrorCode::NotStarted),

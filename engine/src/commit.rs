@@ -109,7 +109,7 @@ impl Sink {
 
     /// True when committing blocks this thread on an fsync (`Own` with
     /// `Durability::Fsync`): only then is waiting for a larger group worth it.
-    pub fn owns_fsyncing_log(&self) -> bool {
+    pub(crate) fn owns_fsyncing_log(&self) -> bool {
         matches!(self, Sink::Own(w) if w.fsyncs())
     }
 

@@ -182,7 +182,7 @@ impl Engine {
     }
 
     /// Starts from recovered state: a catalog and one state per shard.
-    pub fn start_from(
+    pub(crate) fn start_from(
         config: EngineConfig,
         clock: Arc<dyn Clock>,
         sink: Sink,

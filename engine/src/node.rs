@@ -120,7 +120,7 @@ impl Node {
 /// before may be looser. Other users could then read the WAL and snapshots
 /// (every order): say so, with the fix. The engine still starts (the files
 /// it writes are 0600 regardless), so an upgrade never stops a sale.
-pub fn looser_than_private(dir: &Path) -> Option<String> {
+pub(crate) fn looser_than_private(dir: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir).ok()?.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then(|| {

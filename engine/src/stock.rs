@@ -58,7 +58,7 @@ impl StockPool {
     }
 
     /// Counts one more buy token if fewer than `gate_factor` × stock were issued.
-    pub fn try_issue_gate(&self, gate_factor: u32) -> bool {
+    pub(crate) fn try_issue_gate(&self, gate_factor: u32) -> bool {
         let cap = self.added().saturating_mul(gate_factor as u64);
         self.gate_issued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).is_ok()
     }

@@ -12,9 +12,9 @@
 use hashbrown::HashMap;
 
 /// A full bucket refills in one minute (the limit is "per minute").
-pub const WINDOW_MS: u64 = 60_000;
+pub(crate) const WINDOW_MS: u64 = 60_000;
 /// Users tracked per generation on one shard.
-pub const TRACKED_PER_SHARD_MAX: usize = 1 << 20;
+pub(crate) const TRACKED_PER_SHARD_MAX: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {

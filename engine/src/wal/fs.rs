@@ -83,7 +83,7 @@ pub trait Fs: Send + Sync + 'static {
 pub type SharedFs = Arc<dyn Fs>;
 
 /// Mode of every directory [`OsFs`] creates (the data dir, `wal/`, `snapshots/`).
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of every file [`OsFs`] creates (segments, snapshots, `engine.meta`, `LOCK`).
 pub const FILE_MODE: u32 = 0o600;
 
@@ -158,7 +158,7 @@ impl Fs for OsFs {
 /// Creates `dir` (and parents) and makes its name durable: the parent of
 /// every directory it creates is synced, and so are `dir`'s parent (always: a
 /// crash may have left a directory whose creation was never synced) and `dir`.
-pub fn create_dir_durable(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dir_durable(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
     let missing: Vec<PathBuf> = dir
         .ancestors()
         .take_while(|a| !a.as_os_str().is_empty() && a.parent().is_some() && !fs.exists(a))

@@ -3,7 +3,7 @@
 //!
 //! Layout under the data dir: `wal/<first lsn>.wal`, `snapshots/<lsn>.snap`.
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod fs;
 pub mod segment;
 pub mod sim_fs;
@@ -157,7 +157,7 @@ impl Wal {
 
     /// `open` without the writer thread: the caller owns the writer and
     /// commits through it on its own thread (`Sink::Own`).
-    pub fn open_owned(cfg: &WalConfig, fs: SharedFs) -> Result<(Wal, Replica, writer::Writer), RecoveryError> {
+    pub(crate) fn open_owned(cfg: &WalConfig, fs: SharedFs) -> Result<(Wal, Replica, writer::Writer), RecoveryError> {
         let wal_dir = cfg.data_dir.join("wal");
         let snap_dir = cfg.data_dir.join("snapshots");
         for d in [&wal_dir, &snap_dir] {
