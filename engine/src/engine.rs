@@ -562,7 +562,7 @@ impl Engine {
 
     /// Stops the shards after they decide what is queued; later requests
     /// are answered `busy`. Safe to call more than once.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         for s in &self.shards {
             let _ = s.control.send(Control::Stop);

@@ -85,7 +85,7 @@ pub type SharedFs = Arc<dyn Fs>;
 /// Mode of every directory [`OsFs`] creates (the data dir, `wal/`, `snapshots/`).
 pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of every file [`OsFs`] creates (segments, snapshots, `engine.meta`, `LOCK`).
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// The real file system.
 #[derive(Clone, Copy, Debug, Default)]
