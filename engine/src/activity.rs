@@ -6,6 +6,7 @@ use seckill_proto::{ErrorCode, Phase};
 use crate::limits::GATE_FACTOR_MAX;
 pub use crate::limits::{PAYMENT_TIMEOUT_S_MAX, PER_USER_LIMIT_MAX, STOCK_MAX, TEXT_BYTES_MAX};
 
+/// A product on sale: what an activity sells.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Product {
     pub id: u64,
@@ -15,6 +16,8 @@ pub struct Product {
     pub price_cents: u64,
 }
 
+/// One flash sale of one product, as every shard holds it (a read-only copy
+/// pushed on each change).
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Activity {
     pub id: u64,

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 
 pub use crate::limits::{GROUP_COMMIT_WINDOW_US_DEFAULT, GROUP_COMMIT_WINDOW_US_MAX, SHARDS_MAX};
 
+/// How the engine is started: shard count, queue sizes, click limit, group-commit window.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub shards: usize,
@@ -55,6 +56,7 @@ pub struct AdminError {
 }
 
 impl AdminError {
+    /// An error with `code` and an operator-facing `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
     }
@@ -161,6 +163,8 @@ struct ShardHandle {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The running engine: shard threads, their queues, and the control path
+/// (catalog of products and activities) that operators change.
 pub struct Engine {
     shards: Vec<ShardHandle>,
     /// Each shard's per-activity counters (`activity_stats`).
@@ -240,6 +244,7 @@ impl Engine {
         }
     }
 
+    /// How many shards decide buys.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }
@@ -278,6 +283,7 @@ impl Engine {
             .collect()
     }
 
+    /// The clock every decision reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
@@ -381,6 +387,7 @@ impl Engine {
         }
     }
 
+    /// Creates a product with the next free id.
     pub fn create_product(
         &self,
         name: String,
@@ -416,6 +423,8 @@ impl Engine {
         Ok(product)
     }
 
+    /// Creates an activity with the next free id; its stock enters the pool
+    /// once the record is durable.
     pub fn create_activity(&self, spec: ActivitySpec) -> Result<ActivityView, AdminError> {
         self.create_activity_as(None, spec)
     }
@@ -517,12 +526,14 @@ impl Engine {
         Ok(self.view(&a, &pool))
     }
 
+    /// The activity as buyers see it now.
     pub fn activity(&self, activity_id: u64) -> Result<ActivityView, AdminError> {
         let catalog = self.catalog.lock();
         let (a, pool) = catalog.activities.get(&activity_id).ok_or_else(|| not_found(activity_id))?;
         Ok(self.view(a, pool))
     }
 
+    /// Every product, by id.
     pub fn products(&self) -> Vec<Product> {
         self.catalog.lock().products.values().cloned().collect()
     }

@@ -2,6 +2,7 @@
 
 use seckill_proto::{ErrorCode, OrderId, OrderStatus, OrderView};
 
+/// An order as its shard keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Order {
     pub id: OrderId,
@@ -19,6 +20,7 @@ pub struct Order {
 }
 
 impl Order {
+    /// The order as clients see it.
     pub fn view(&self) -> OrderView {
         OrderView {
             order_id: self.id,

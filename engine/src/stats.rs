@@ -142,6 +142,7 @@ impl SlotCounters {
         }
     }
 
+    /// The figures as of now (each read separately; they may be a moment apart).
     pub fn read(&self) -> SlotFigures {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut buys = [0u64; BUY_OUTCOMES.len()];

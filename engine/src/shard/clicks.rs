@@ -22,6 +22,8 @@ struct Bucket {
     last_ms: u64,
 }
 
+/// Per-user buy clicks as token buckets, kept in two generations so idle
+/// users age out without a scan.
 pub struct ClickLimit {
     /// Clicks per minute per user; 0 turns the limit off.
     per_minute: u32,
@@ -31,10 +33,12 @@ pub struct ClickLimit {
 }
 
 impl ClickLimit {
+    /// A limit of `per_minute` clicks per user (0: none).
     pub fn new(per_minute: u32) -> Self {
         Self { per_minute, current: HashMap::new(), older: HashMap::new(), rotated_at_ms: 0 }
     }
 
+    /// The configured clicks per minute.
     pub fn per_minute(&self) -> u32 {
         self.per_minute
     }

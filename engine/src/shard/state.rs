@@ -38,6 +38,8 @@ impl Slot {
     }
 }
 
+/// Everything one shard owns (its users' purchases, orders, click buckets,
+/// payment deadlines) and the decisions made on it; no threads, no I/O.
 pub struct ShardState {
     pub id: u16,
     pub slots: HashMap<u64, Slot>,
@@ -71,6 +73,7 @@ pub(crate) const REFUSALS_REMEMBERED_MAX: usize = 1 << 20;
 pub(crate) const ORDERS_RESERVE_MAX: u64 = 1 << 20;
 
 impl ShardState {
+    /// An empty shard numbered `id` (named in the order ids it issues).
     pub fn new(id: u16) -> Self {
         assert!(id <= OrderId::SHARD_MAX);
         Self {
@@ -87,6 +90,7 @@ impl ShardState {
         }
     }
 
+    /// Installs or replaces an activity's configuration and its stock pool.
     pub fn install(&mut self, activity: Arc<Activity>, pool: Arc<StockPool>) {
         let id = activity.id;
         match self.slots.get_mut(&id) {

@@ -53,6 +53,8 @@ impl LogFile for File {
 pub trait DirLock: Send + Sync {}
 impl DirLock for File {}
 
+/// The file-system seam: every file operation the WAL, snapshots and
+/// `engine.meta` depend on, so a simulated disk can stand in for the OS.
 pub trait Fs: Send + Sync + 'static {
     /// Creates `dir` and its missing parents. Not durable until the parent
     /// of each new directory is synced ([`Fs::sync_dir`]).
@@ -63,11 +65,15 @@ pub trait Fs: Send + Sync + 'static {
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
     /// Creates `path` empty (truncating what was there) for appending.
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Reads the whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// The entries of `dir` (full paths), in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Whether `path` exists.
     fn exists(&self, path: &Path) -> bool;
+    /// Renames `from` to `to` (durable once the directory is synced).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes `path` (durable once the directory is synced).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Cuts `path` to `len` bytes and fsyncs it.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
@@ -80,6 +86,7 @@ pub trait Fs: Send + Sync + 'static {
     fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>>;
 }
 
+/// A file system shared by the WAL's threads.
 pub type SharedFs = Arc<dyn Fs>;
 
 /// Mode of every directory [`OsFs`] creates (the data dir, `wal/`, `snapshots/`).
@@ -99,6 +106,7 @@ fn private_file() -> std::fs::OpenOptions {
     o
 }
 
+/// The real file system, shared.
 pub fn os() -> SharedFs {
     Arc::new(OsFs)
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub(crate) const MAGIC: &[u8; 8] = b"SKWAL\0\0\x01";
 
+/// A WAL segment file and the LSN of its first record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub first_lsn: u64,

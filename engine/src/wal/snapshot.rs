@@ -30,6 +30,7 @@ fn path_for(dir: &Path, lsn: u64, ext: &str) -> PathBuf {
     dir.join(format!("{lsn:020}.{ext}"))
 }
 
+/// Writes `replica` as a snapshot in `dir` (temp file, fsync, rename).
 pub fn write(dir: &Path, replica: &Replica) -> io::Result<PathBuf> {
     write_in(&OsFs, dir, replica)
 }
@@ -71,6 +72,7 @@ pub fn oldest_kept_lsn(dir: &Path) -> io::Result<Option<u64>> {
     oldest_kept_lsn_in(&OsFs, dir)
 }
 
+/// `oldest_kept_lsn` through a file-system seam.
 pub fn oldest_kept_lsn_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<u64>> {
     Ok(list_in(fs, dir)?.first().map(|(lsn, _)| *lsn))
 }
@@ -130,6 +132,7 @@ pub(crate) fn load_newest_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<Repli
     Ok(None)
 }
 
+/// A request to the snapshot thread.
 pub enum Command {
     /// Write a snapshot now; answers with its LSN.
     Now(Sender<io::Result<u64>>),

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// Why a tailer cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
     #[error("I/O error reading the WAL: {0}")]
@@ -23,6 +24,8 @@ pub enum TailError {
     Corrupt(u64, &'static str),
 }
 
+/// Reads the log as it grows, record by record, up to the durable LSN
+/// (the persister, the mirror and resyncs).
 pub struct Tailer {
     dir: PathBuf,
     status: Arc<WalStatus>,
@@ -52,6 +55,7 @@ impl Tailer {
         }
     }
 
+    /// The LSN the next record returned will have.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
     }

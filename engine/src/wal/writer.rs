@@ -93,6 +93,7 @@ pub enum OnFailure {
     AnswerBusy,
 }
 
+/// How the writer keeps the log.
 pub struct WriterConfig {
     pub dir: PathBuf,
     pub durability: Durability,
@@ -100,6 +101,8 @@ pub struct WriterConfig {
     pub on_failure: OnFailure,
 }
 
+/// The only writer of `wal/`: appends groups of records and makes them
+/// durable with one write and one `fdatasync` each.
 pub struct Writer {
     cfg: WriterConfig,
     fs: SharedFs,
