@@ -5,19 +5,19 @@
 //! they depend on it (or only on `proto`).
 
 pub mod activity;
-pub mod clock;
+mod clock;
 pub mod commit;
 pub mod engine;
 pub mod event;
 mod hooks;
 pub mod limits;
 pub mod node;
-pub mod order;
+mod order;
 pub mod purchases;
 pub mod replica;
 pub mod shard;
 pub mod stats;
-pub mod stock;
+mod stock;
 pub mod wal;
 
 pub use activity::{Activity, ActivityChanges, ActivityStatus, Product};
