@@ -4,10 +4,10 @@
 //! Architecture Invariant: `engine` never depends on `front` or `persist`;
 //! they depend on it (or only on `proto`).
 
-pub mod activity;
+mod activity;
 mod clock;
-pub mod commit;
-pub mod engine;
+mod commit;
+mod engine;
 pub mod event;
 mod hooks;
 pub mod limits;
@@ -15,21 +15,22 @@ pub mod node;
 mod order;
 pub mod purchases;
 pub mod replica;
-pub mod shard;
+mod shard;
 pub mod stats;
 mod stock;
 pub mod wal;
 
 pub use activity::{Activity, ActivityChanges, ActivityStatus, Product};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use commit::{Batch, Sink};
+pub use commit::{Batch, Reply, ReplyTx, Sink};
 pub use engine::{
-    ActivitySpec, AdminError, Engine, EngineConfig, GROUP_COMMIT_WINDOW_US_DEFAULT, GROUP_COMMIT_WINDOW_US_MAX,
+    shard_of_user, ActivitySpec, AdminError, Engine, EngineConfig, GROUP_COMMIT_WINDOW_US_DEFAULT,
+    GROUP_COMMIT_WINDOW_US_MAX,
 };
 pub use event::Event;
 pub use hooks::{StatsHook, WarmupHook};
 pub use order::Order;
-pub use shard::{Envelope, ShardState};
+pub use shard::{Envelope, ShardState, BATCH_MAX};
 pub use stock::StockPool;
 
 /// Runs an owner thread's loop; if it panics (a broken invariant), the whole

@@ -2,7 +2,7 @@
 
 use super::{engine, front};
 use anyhow::Context;
-use seckill_engine::commit::ReplyTx;
+use seckill_engine::ReplyTx;
 use seckill_engine::{Engine, Envelope};
 use seckill_front::engine_client::{Delivery, LocalEngine};
 use seckill_proto::{ErrorCode, Request};
