@@ -1,8 +1,15 @@
 //! The seckill engine: every buy decision, made by the shard that owns the
 //! buyer, against stock tokens shared by all shards.
 //!
-//! Architecture Invariant: `engine` never depends on `front` or `persist`;
-//! they depend on it (or only on `proto`).
+//! Architecture Invariant: `engine` never depends on `front`, `persist` or
+//! `server`; they depend on it (or only on `proto`). It does no socket I/O:
+//! its sockets are `seckill-server`'s.
+//!
+//! The public API is what this file re-exports (the engine handle, its
+//! configuration and operator types, the shard state and batches the tests
+//! and benches drive) plus the modules other crates reach by path: `node`
+//! (open a data dir), `wal` (log, snapshots, tailing, repair), `replica`,
+//! `event`, `stats`, `purchases` and `limits`. Everything else is private.
 
 mod activity;
 mod clock;
@@ -37,7 +44,7 @@ pub use stock::StockPool;
 /// process stops. A dead shard or WAL writer would leave the requests queued
 /// to it unanswered forever; a dead process is restarted and recovers every
 /// acknowledged decision from the log (crash-only, as TigerBeetle does).
-pub fn abort_on_panic(what: &str, f: impl FnOnce()) {
+pub(crate) fn abort_on_panic(what: &str, f: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
         tracing::error!("{what} thread panicked: stopping the process so a restart recovers from the WAL");
         eprintln!("seckill: {what} thread panicked; aborting (restart to recover from the WAL)");
