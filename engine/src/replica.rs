@@ -95,7 +95,7 @@ impl Replica {
     }
 
     /// Events that rebuild this state from nothing (what a snapshot stores).
-    pub(crate) fn to_events(&self) -> impl Iterator<Item = Event> + '_ {
+    pub fn to_events(&self) -> impl Iterator<Item = Event> + '_ {
         let products = self.products.values().cloned().map(Event::ProductCreated);
         let activities = self.activities.values().flat_map(|(a, added)| {
             [Event::ActivityUpserted(a.clone()), Event::StockAdded { activity_id: a.id, amount: *added }]

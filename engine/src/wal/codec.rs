@@ -8,14 +8,14 @@ use crate::event::Event;
 use rkyv::rancor::Error as RkyvError;
 use rkyv::util::AlignedVec;
 
-pub(crate) const HEADER_BYTES: usize = 16;
+pub const HEADER_BYTES: usize = 16;
 /// No event comes near this (text fields are capped at 1 KiB each); a
 /// length above it can only be garbage.
-pub(crate) const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 
 /// Serializes events into framed records, reusing its scratch buffer.
 #[derive(Default)]
-pub(crate) struct Encoder {
+pub struct Encoder {
     scratch: AlignedVec<16>,
 }
 
@@ -40,7 +40,7 @@ impl Encoder {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Decoded {
+pub enum Decoded {
     /// A whole, checked record of `bytes` bytes.
     Record { lsn: u64, event: Box<Event>, bytes: usize },
     /// The buffer ends inside a record: a torn write at the end of a log.

@@ -3,7 +3,7 @@
 //!
 //! Layout under the data dir: `wal/<first lsn>.wal`, `snapshots/<lsn>.snap`.
 
-pub(crate) mod codec;
+pub mod codec;
 pub mod fs;
 pub mod segment;
 pub mod sim_fs;

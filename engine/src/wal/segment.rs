@@ -11,7 +11,7 @@ use rkyv::util::AlignedVec;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub(crate) const MAGIC: &[u8; 8] = b"SKWAL\0\0\x01";
+pub const MAGIC: &[u8; 8] = b"SKWAL\0\0\x01";
 
 /// A WAL segment file and the LSN of its first record.
 #[derive(Clone, Debug, PartialEq, Eq)]

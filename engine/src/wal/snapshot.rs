@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub(crate) const MAGIC: &[u8; 8] = b"SKSNAP\0\x01";
+pub const MAGIC: &[u8; 8] = b"SKSNAP\0\x01";
 const HEADER_BYTES: usize = 28;
 /// Snapshots kept on disk; older ones are deleted after a new one is durable.
 pub(crate) const KEEP: usize = 2;
