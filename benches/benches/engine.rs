@@ -21,9 +21,8 @@ use criterion::{
 };
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use seckill_benches::{ongoing_spec, shard_with_sale, user_id, NOW_MS};
-use seckill_engine::commit::Reply;
-use seckill_engine::shard::BATCH_MAX;
 use seckill_engine::{Batch, Clock, Engine, EngineConfig, Envelope, ShardState, Sink, SystemClock};
+use seckill_engine::{Reply, BATCH_MAX};
 use seckill_proto::{ErrorCode, Request, Response};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -10,14 +10,14 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crossbeam_channel::{bounded, Sender};
-use seckill_engine::commit::{Batch, Reply};
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::server::wire;
 use seckill_engine::wal::{segment, Durability, Wal, WalConfig};
+use seckill_engine::{Batch, Reply};
 use seckill_engine::{EngineConfig, Event, SystemClock};
 use seckill_proto::handshake::{WireKey, HELLO_BYTES};
 use seckill_proto::Address;
 use seckill_proto::{decode_response, encode_request, FrameReader, Request, Response};
+use seckill_server::wire;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -12,12 +12,12 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
-use seckill_engine::server::admin::{self, AdminCtx};
 use seckill_engine::stats::{ActivityStats, BuyOutcome, BUY_OUTCOMES, ORDER_STATUSES};
 use seckill_front::metrics_http::OperatorData;
 use seckill_front::observe::{BuyAnswers, ANSWER_CLASSES};
 use seckill_proto::stats::{LatencyCounts, LATENCY_BUCKETS_S};
 use seckill_proto::Phase;
+use seckill_server::admin::{self, AdminCtx};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;

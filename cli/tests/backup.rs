@@ -6,9 +6,9 @@
 mod common;
 
 use common::{bin, EngineProc};
-use seckill_engine::client::Pool;
 use seckill_proto::Address;
 use seckill_proto::{OrderId, Request, Response};
+use seckill_server::client::Pool;
 use serde_json::json;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

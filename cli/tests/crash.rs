@@ -19,9 +19,9 @@ mod common;
 
 use common::EngineProc;
 use rand::{Rng, SeedableRng};
-use seckill_engine::client::Pool;
 use seckill_proto::Address;
 use seckill_proto::{ErrorCode, OrderId, OrderStatus, Request, Response};
+use seckill_server::client::Pool;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{bin, free_port, try_request, EngineProc};
-use seckill_engine::server::admin::CONNECTIONS_MAX;
+use seckill_server::admin::CONNECTIONS_MAX;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -268,7 +268,7 @@ fn is_root() -> bool {
 fn another_user_is_refused_even_when_the_socket_mode_is_lost() {
     // Needs a second uid: we run `seckill admin` as `nobody` through setpriv,
     // which only root can do. Elsewhere `peer_allowed` is unit-tested alone
-    // (engine/src/server/admin.rs).
+    // (server/src/admin.rs).
     let setpriv = Path::new("/usr/bin/setpriv");
     if !is_root() || !setpriv.exists() {
         eprintln!("SKIPPED: needs root and setpriv to run a client as nobody; peer_allowed is unit-tested");

@@ -5,10 +5,10 @@
 mod common;
 
 use common::EngineProc;
-use seckill_engine::client::Pool;
 use seckill_proto::handshake::{WireKey, HELLO_BYTES};
 use seckill_proto::Address;
 use seckill_proto::{encode_request, ErrorCode, Request, Response};
+use seckill_server::client::Pool;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;

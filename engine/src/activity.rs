@@ -6,6 +6,7 @@ use seckill_proto::{ErrorCode, Phase};
 use crate::limits::GATE_FACTOR_MAX;
 pub use crate::limits::{PAYMENT_TIMEOUT_S_MAX, PER_USER_LIMIT_MAX, STOCK_MAX, TEXT_BYTES_MAX};
 
+/// A product on sale: what an activity sells.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Product {
     pub id: u64,
@@ -15,6 +16,8 @@ pub struct Product {
     pub price_cents: u64,
 }
 
+/// One flash sale of one product, as every shard holds it (a read-only copy
+/// pushed on each change).
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Activity {
     pub id: u64,
@@ -49,7 +52,7 @@ impl Activity {
     }
 
     /// Why a buy is refused at `now_ms`, if it is.
-    pub fn refuse_buy(&self, now_ms: u64) -> Option<ErrorCode> {
+    pub(crate) fn refuse_buy(&self, now_ms: u64) -> Option<ErrorCode> {
         match self.phase(now_ms) {
             Phase::Ongoing => None,
             Phase::Upcoming => Some(ErrorCode::NotStarted),
@@ -58,6 +61,55 @@ impl Activity {
         }
     }
 
+    /// Moves to `to` by the status rule: active and paused move freely, but
+    /// a disabled activity stays disabled (its buyers were told it ended).
+    pub fn set_status(&mut self, to: ActivityStatus) -> Result<(), &'static str> {
+        if self.status == ActivityStatus::Disabled {
+            return Err("the activity is disabled; that cannot be undone");
+        }
+        self.status = to;
+        Ok(())
+    }
+
+    /// Applies `changes`: each setting given replaces the current one.
+    pub fn apply(&mut self, changes: ActivityChanges) {
+        let ActivityChanges {
+            title,
+            price_cents,
+            starts_at_ms,
+            ends_at_ms,
+            per_user_limit,
+            payment_timeout_s,
+            require_buy_token,
+            gate_factor,
+        } = changes;
+        if let Some(v) = title {
+            self.title = v;
+        }
+        if let Some(v) = price_cents {
+            self.price_cents = v;
+        }
+        if let Some(v) = starts_at_ms {
+            self.starts_at_ms = v;
+        }
+        if let Some(v) = ends_at_ms {
+            self.ends_at_ms = v;
+        }
+        if let Some(v) = per_user_limit {
+            self.per_user_limit = v;
+        }
+        if let Some(v) = payment_timeout_s {
+            self.payment_timeout_s = v;
+        }
+        if let Some(v) = require_buy_token {
+            self.require_buy_token = v;
+        }
+        if let Some(v) = gate_factor {
+            self.gate_factor = v;
+        }
+    }
+
+    /// Whether the settings make a sale that can run; the message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.title.is_empty() || self.title.len() > TEXT_BYTES_MAX {
             return Err(format!("title must be 1..={TEXT_BYTES_MAX} bytes"));
@@ -76,6 +128,20 @@ impl Activity {
         }
         Ok(())
     }
+}
+
+/// An operator's change to an activity's settings (`activity.update`):
+/// `None` keeps the current value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ActivityChanges {
+    pub title: Option<String>,
+    pub price_cents: Option<u64>,
+    pub starts_at_ms: Option<u64>,
+    pub ends_at_ms: Option<u64>,
+    pub per_user_limit: Option<u32>,
+    pub payment_timeout_s: Option<u32>,
+    pub require_buy_token: Option<bool>,
+    pub gate_factor: Option<u32>,
 }
 
 #[cfg(test)]
@@ -122,6 +188,27 @@ mod tests {
         assert_eq!(a.refuse_buy(3_000), Some(ErrorCode::Ended));
         let p = Activity { status: ActivityStatus::Paused, ..sample() };
         assert_eq!(p.refuse_buy(1_500), Some(ErrorCode::Paused));
+    }
+
+    #[test]
+    fn disabled_stays_disabled() {
+        let mut a = sample();
+        assert_eq!(a.set_status(ActivityStatus::Paused), Ok(()));
+        assert_eq!(a.set_status(ActivityStatus::Active), Ok(()));
+        assert_eq!(a.set_status(ActivityStatus::Disabled), Ok(()));
+        for to in [ActivityStatus::Active, ActivityStatus::Paused, ActivityStatus::Disabled] {
+            assert!(a.set_status(to).is_err(), "{to:?}");
+            assert_eq!(a.status, ActivityStatus::Disabled);
+        }
+    }
+
+    #[test]
+    fn changes_replace_only_what_they_name() {
+        let mut a = sample();
+        a.apply(ActivityChanges { title: Some("new".into()), gate_factor: Some(9), ..ActivityChanges::default() });
+        assert_eq!(a, Activity { title: "new".into(), gate_factor: 9, ..sample() });
+        a.apply(ActivityChanges::default());
+        assert_eq!(a, Activity { title: "new".into(), gate_factor: 9, ..sample() });
     }
 
     #[test]

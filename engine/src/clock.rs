@@ -3,11 +3,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// The engine's source of time.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 }
 
+/// The wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -22,12 +24,15 @@ impl Clock for SystemClock {
 pub struct ManualClock(Arc<AtomicU64>);
 
 impl ManualClock {
+    /// A clock standing at `now_ms`.
     pub fn new(now_ms: u64) -> Self {
         Self(Arc::new(AtomicU64::new(now_ms)))
     }
+    /// Moves the clock to `now_ms` (backwards too).
     pub fn set_ms(&self, now_ms: u64) {
         self.0.store(now_ms, Ordering::SeqCst);
     }
+    /// Moves the clock `delta_ms` forward.
     pub fn advance_ms(&self, delta_ms: u64) {
         self.0.fetch_add(delta_ms, Ordering::SeqCst);
     }

@@ -41,6 +41,7 @@ impl From<Sender<(u64, Response)>> for ReplyTx {
     }
 }
 
+/// One answer to send once its batch is durable: to `tx`, under the caller's `tag`.
 pub struct Reply {
     pub tx: ReplyTx,
     pub tag: u64,
@@ -53,6 +54,8 @@ pub struct StockReturn {
     pub quantity: u64,
 }
 
+/// What one round of decisions produced: the events to log, the tokens they
+/// free and the answers they reveal, released together once durable.
 #[derive(Default)]
 pub struct Batch {
     pub events: Vec<Event>,
@@ -61,6 +64,7 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// True when the batch carries nothing.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.returns.is_empty() && self.replies.is_empty()
     }
@@ -109,10 +113,12 @@ impl Sink {
 
     /// True when committing blocks this thread on an fsync (`Own` with
     /// `Durability::Fsync`): only then is waiting for a larger group worth it.
-    pub fn owns_fsyncing_log(&self) -> bool {
+    pub(crate) fn owns_fsyncing_log(&self) -> bool {
         matches!(self, Sink::Own(w) if w.fsyncs())
     }
 
+    /// Makes `batch` durable and releases it (at once, through the writer
+    /// thread, or by writing and syncing here); leaves it empty.
     pub fn commit(&mut self, batch: &mut Batch) {
         match self {
             Sink::Immediate => batch.release(),

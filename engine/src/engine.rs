@@ -1,10 +1,11 @@
 //! The engine handle: starts the shards, routes requests to their owners,
 //! and runs the control path (products, activities, stock) for operators.
 
-use crate::activity::{Activity, ActivityStatus, Product, STOCK_MAX, TEXT_BYTES_MAX};
+use crate::activity::{Activity, ActivityChanges, ActivityStatus, Product, STOCK_MAX, TEXT_BYTES_MAX};
 use crate::clock::Clock;
 use crate::commit::{Batch, Reply, Sink};
 use crate::event::Event;
+use crate::limits::{GATE_FACTOR_DEFAULT, PAYMENT_TIMEOUT_S_DEFAULT, PER_USER_LIMIT_DEFAULT};
 use crate::shard::{self, state::view_of, Control, Envelope, ShardState};
 use crate::stats::{ActivityStats, ShardCounters, SlotFigures};
 use crate::stock::StockPool;
@@ -18,6 +19,7 @@ use std::thread::JoinHandle;
 
 pub use crate::limits::{GROUP_COMMIT_WINDOW_US_DEFAULT, GROUP_COMMIT_WINDOW_US_MAX, SHARDS_MAX};
 
+/// How the engine is started: shard count, queue sizes, click limit, group-commit window.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub shards: usize,
@@ -54,6 +56,7 @@ pub struct AdminError {
 }
 
 impl AdminError {
+    /// An error with `code` and an operator-facing `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
     }
@@ -72,6 +75,37 @@ pub struct ActivitySpec {
     pub payment_timeout_s: u32,
     pub require_buy_token: bool,
     pub gate_factor: u32,
+}
+
+impl ActivitySpec {
+    /// A spec with the engine's defaults for every optional setting: no
+    /// product, [`PER_USER_LIMIT_DEFAULT`] unit per buyer,
+    /// [`PAYMENT_TIMEOUT_S_DEFAULT`] seconds to pay, no buy token,
+    /// [`GATE_FACTOR_DEFAULT`] tokens per unit.
+    pub fn new(title: String, price_cents: u64, stock: u64, starts_at_ms: u64, ends_at_ms: u64) -> Self {
+        ActivitySpec {
+            title,
+            product_id: None,
+            price_cents,
+            stock,
+            starts_at_ms,
+            ends_at_ms,
+            per_user_limit: PER_USER_LIMIT_DEFAULT,
+            payment_timeout_s: PAYMENT_TIMEOUT_S_DEFAULT,
+            require_buy_token: false,
+            gate_factor: GATE_FACTOR_DEFAULT,
+        }
+    }
+
+    /// The spec with the optional settings `changes` gives (its title,
+    /// price and times are ignored: a spec has its own).
+    pub fn with(mut self, changes: &ActivityChanges) -> Self {
+        self.per_user_limit = changes.per_user_limit.unwrap_or(self.per_user_limit);
+        self.payment_timeout_s = changes.payment_timeout_s.unwrap_or(self.payment_timeout_s);
+        self.require_buy_token = changes.require_buy_token.unwrap_or(self.require_buy_token);
+        self.gate_factor = changes.gate_factor.unwrap_or(self.gate_factor);
+        self
+    }
 }
 
 /// Products and activities as the control path owns them. Shards hold
@@ -129,6 +163,8 @@ struct ShardHandle {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The running engine: shard threads, their queues, and the control path
+/// (catalog of products and activities) that operators change.
 pub struct Engine {
     shards: Vec<ShardHandle>,
     /// Each shard's per-activity counters (`activity_stats`).
@@ -150,7 +186,7 @@ impl Engine {
     }
 
     /// Starts from recovered state: a catalog and one state per shard.
-    pub fn start_from(
+    pub(crate) fn start_from(
         config: EngineConfig,
         clock: Arc<dyn Clock>,
         sink: Sink,
@@ -208,6 +244,7 @@ impl Engine {
         }
     }
 
+    /// How many shards decide buys.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }
@@ -246,6 +283,7 @@ impl Engine {
             .collect()
     }
 
+    /// The clock every decision reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
@@ -349,6 +387,7 @@ impl Engine {
         }
     }
 
+    /// Creates a product with the next free id.
     pub fn create_product(
         &self,
         name: String,
@@ -384,6 +423,8 @@ impl Engine {
         Ok(product)
     }
 
+    /// Creates an activity with the next free id; its stock enters the pool
+    /// once the record is durable.
     pub fn create_activity(&self, spec: ActivitySpec) -> Result<ActivityView, AdminError> {
         self.create_activity_as(None, spec)
     }
@@ -432,10 +473,23 @@ impl Engine {
         activity_id: u64,
         change: impl FnOnce(&mut Activity),
     ) -> Result<ActivityView, AdminError> {
+        self.try_update_activity(activity_id, |a| {
+            change(a);
+            Ok(())
+        })
+    }
+
+    /// `update_activity` with a change that may refuse (under the same lock
+    /// as the write, so the rule it checks still holds when it is logged).
+    fn try_update_activity(
+        &self,
+        activity_id: u64,
+        change: impl FnOnce(&mut Activity) -> Result<(), AdminError>,
+    ) -> Result<ActivityView, AdminError> {
         let mut catalog = self.catalog.lock();
         let (current, pool) = catalog.activities.get(&activity_id).cloned().ok_or_else(|| not_found(activity_id))?;
         let mut next = (*current).clone();
-        change(&mut next);
+        change(&mut next)?;
         next.id = activity_id;
         next.validate().map_err(|m| AdminError::new(ErrorCode::BadRequest, m))?;
         if next == *current {
@@ -449,8 +503,12 @@ impl Engine {
         Ok(self.view(&a, &pool))
     }
 
+    /// Pauses, resumes or disables an activity ([`Activity::set_status`]:
+    /// a disabled one stays disabled, answered `invalid_state`).
     pub fn set_activity_status(&self, activity_id: u64, status: ActivityStatus) -> Result<ActivityView, AdminError> {
-        self.update_activity(activity_id, |a| a.status = status)
+        self.try_update_activity(activity_id, |a| {
+            a.set_status(status).map_err(|m| AdminError::new(ErrorCode::InvalidState, m))
+        })
     }
 
     /// Adds stock. The tokens enter the pool only after the record is durable.
@@ -468,12 +526,14 @@ impl Engine {
         Ok(self.view(&a, &pool))
     }
 
+    /// The activity as buyers see it now.
     pub fn activity(&self, activity_id: u64) -> Result<ActivityView, AdminError> {
         let catalog = self.catalog.lock();
         let (a, pool) = catalog.activities.get(&activity_id).ok_or_else(|| not_found(activity_id))?;
         Ok(self.view(a, pool))
     }
 
+    /// Every product, by id.
     pub fn products(&self) -> Vec<Product> {
         self.catalog.lock().products.values().cloned().collect()
     }
@@ -513,7 +573,7 @@ impl Engine {
 
     /// Stops the shards after they decide what is queued; later requests
     /// are answered `busy`. Safe to call more than once.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         for s in &self.shards {
             let _ = s.control.send(Control::Stop);

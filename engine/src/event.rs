@@ -5,6 +5,7 @@ use crate::activity::{Activity, Product};
 use crate::order::Order;
 use seckill_proto::{OrderId, OrderStatus};
 
+/// A state change, as it is logged in the WAL and replayed on recovery.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Event {
     ProductCreated(Product),

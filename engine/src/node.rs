@@ -9,6 +9,7 @@ use crate::wal::{Durability, OnFailure, RecoveryError, Wal, WalConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Where and how a node keeps its state: data dir, durability, engine and WAL settings.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub data_dir: PathBuf,
@@ -22,6 +23,7 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The defaults (fsync, default segment and snapshot sizes) for `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let wal = WalConfig::new(data_dir);
         Self {
@@ -35,6 +37,7 @@ impl NodeConfig {
     }
 }
 
+/// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("cannot use data dir {path}: {source}")]
@@ -52,6 +55,8 @@ pub enum NodeError {
     Inconsistent(String),
 }
 
+/// A running engine on its data dir: recovered state, WAL writer, snapshot
+/// thread and shards. Holds the data dir's lock while it lives.
 pub struct Node {
     pub engine: Arc<Engine>,
     pub wal: Wal,
@@ -60,6 +65,8 @@ pub struct Node {
 }
 
 impl Node {
+    /// Locks the data dir, recovers from the newest snapshot and the log, then
+    /// starts the WAL and the shards. Warns when the data dir is readable by others.
     pub fn open(cfg: NodeConfig, clock: Arc<dyn Clock>) -> Result<Node, NodeError> {
         let dir = cfg.data_dir.clone();
         let node = Self::open_with(cfg, clock, fs::os())?;
@@ -120,7 +127,7 @@ impl Node {
 /// before may be looser. Other users could then read the WAL and snapshots
 /// (every order): say so, with the fix. The engine still starts (the files
 /// it writes are 0600 regardless), so an upgrade never stops a sale.
-pub fn looser_than_private(dir: &Path) -> Option<String> {
+pub(crate) fn looser_than_private(dir: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir).ok()?.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then(|| {

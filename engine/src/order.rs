@@ -2,6 +2,7 @@
 
 use seckill_proto::{ErrorCode, OrderId, OrderStatus, OrderView};
 
+/// An order as its shard keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Order {
     pub id: OrderId,
@@ -19,6 +20,7 @@ pub struct Order {
 }
 
 impl Order {
+    /// The order as clients see it.
     pub fn view(&self) -> OrderView {
         OrderView {
             order_id: self.id,
@@ -35,7 +37,7 @@ impl Order {
 
 /// What may happen to an order after it is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     Pay,
     Cancel,
     Expire,
@@ -48,7 +50,7 @@ pub enum Transition {
 
 /// The result of a transition that is allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The order moves to this status; `frees_stock` says its tokens return.
     To { status: OrderStatus, frees_stock: bool },
     /// The transition already happened: same answer, nothing changes.
@@ -58,7 +60,7 @@ pub enum Step {
 /// The status machine of DESIGN.md as one pure function. Repeating a
 /// transition that already happened answers `AlreadyDone`, which is what
 /// makes every transition idempotent.
-pub fn step(from: OrderStatus, t: Transition) -> Result<Step, ErrorCode> {
+pub(crate) fn step(from: OrderStatus, t: Transition) -> Result<Step, ErrorCode> {
     use OrderStatus::*;
     let to = |status| Ok(Step::To { status, frees_stock: !status.holds_stock() });
     match (from, t) {

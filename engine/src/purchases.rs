@@ -7,6 +7,7 @@
 
 use hashbrown::{HashMap, HashSet};
 
+/// Units held per user in one activity.
 #[derive(Debug, Default, Clone)]
 pub struct Purchases {
     single: HashSet<u64>,
@@ -14,10 +15,12 @@ pub struct Purchases {
 }
 
 impl Purchases {
+    /// A table with room for `users` buyers of one unit.
     pub fn with_capacity(users: usize) -> Self {
         Self { single: HashSet::with_capacity(users), multi: HashMap::new() }
     }
 
+    /// Units `user_id` holds (0 if none).
     #[inline]
     pub fn held(&self, user_id: u64) -> u32 {
         if self.single.contains(&user_id) {
@@ -27,6 +30,7 @@ impl Purchases {
         }
     }
 
+    /// Records `quantity` more units for `user_id`.
     #[inline]
     pub fn add(&mut self, user_id: u64, quantity: u32) {
         debug_assert!(quantity > 0);
@@ -69,6 +73,7 @@ impl Purchases {
         self.single.len() as u64 + self.multi.values().map(|&n| n as u64).sum::<u64>()
     }
 
+    /// Every (user, units held), in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
         self.single.iter().map(|&u| (u, 1)).chain(self.multi.iter().map(|(&u, &n)| (u, n)))
     }

@@ -12,6 +12,8 @@ use seckill_proto::OrderId;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+/// The whole state as the log describes it, rebuilt by applying events in
+/// LSN order: what recovery, snapshots and consumers' resyncs start from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Replica {
     /// The LSN of the last event applied.
@@ -26,6 +28,8 @@ pub struct Replica {
     pub refused: BTreeMap<(OrderId, u64), (u64, u64)>,
 }
 
+/// An event that cannot follow the state it is applied to (a damaged or
+/// misordered log).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReplicaError {
     #[error("event at LSN {lsn} does not follow LSN {last}")]

@@ -37,7 +37,7 @@ seckill_proto::named_enum! {
 pub const BUY_OUTCOMES: [&str; 11] = BuyOutcome::NAMES;
 
 impl BuyOutcome {
-    pub fn of_error(code: ErrorCode) -> BuyOutcome {
+    pub(crate) fn of_error(code: ErrorCode) -> BuyOutcome {
         match code {
             ErrorCode::SoldOut => Self::SoldOut,
             ErrorCode::LimitReached => Self::LimitReached,
@@ -100,7 +100,7 @@ fn add(c: &AtomicU64, by: i64) {
 impl SlotCounters {
     /// Counts a buy decided with `result` (`Ok`: an order was made).
     #[inline(always)]
-    pub fn buy_decided(&self, result: Result<(), ErrorCode>) {
+    pub(crate) fn buy_decided(&self, result: Result<(), ErrorCode>) {
         let i = match result {
             Ok(()) => RAW_CREATED,
             Err(code) => code as usize,
@@ -112,19 +112,19 @@ impl SlotCounters {
 
     /// Counts a buy answered with a replayed order (same Idempotency-Key).
     #[inline]
-    pub fn buy_replayed(&self) {
+    pub(crate) fn buy_replayed(&self) {
         add(&self.buys[RAW_REPLAYED], 1);
     }
 
     /// Counts a buy refused with `code` before the activity was looked at.
     #[inline]
-    pub fn buy_refused(&self, code: ErrorCode) {
+    pub(crate) fn buy_refused(&self, code: ErrorCode) {
         self.buy_decided(Err(code));
     }
 
     /// A new order (live or replayed in recovery).
     #[inline]
-    pub fn order_added(&self, status: OrderStatus, quantity: u32) {
+    pub(crate) fn order_added(&self, status: OrderStatus, quantity: u32) {
         add(&self.orders[status_index(status)], 1);
         if status.holds_stock() {
             add(&self.held_units, quantity as i64);
@@ -133,7 +133,7 @@ impl SlotCounters {
 
     /// An order moved from `from` to `to`.
     #[inline]
-    pub fn order_moved(&self, from: OrderStatus, to: OrderStatus, quantity: u32) {
+    pub(crate) fn order_moved(&self, from: OrderStatus, to: OrderStatus, quantity: u32) {
         add(&self.orders[status_index(from)], -1);
         add(&self.orders[status_index(to)], 1);
         let delta = from.held_delta(to, quantity);
@@ -142,6 +142,7 @@ impl SlotCounters {
         }
     }
 
+    /// The figures as of now (each read separately; they may be a moment apart).
     pub fn read(&self) -> SlotFigures {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut buys = [0u64; BUY_OUTCOMES.len()];

@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The stock tokens of one activity, shared by every shard and taken with
+/// a compare-and-swap: never below zero, never above what was added.
 #[derive(Debug, Default)]
 pub struct StockPool {
     /// Every token ever added (total_stock plus `stock.add`).
@@ -17,6 +19,7 @@ pub struct StockPool {
     gate_issued: AtomicU64,
 }
 
+/// A return of tokens that were never taken (a broken invariant).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("returning {returned} tokens would put {remaining} above the {added} ever added")]
 pub struct Overfilled {
@@ -26,6 +29,7 @@ pub struct Overfilled {
 }
 
 impl StockPool {
+    /// A pool holding `total` tokens.
     pub fn new(total: u64) -> Self {
         Self { added: AtomicU64::new(total), remaining: AtomicU64::new(total), gate_issued: AtomicU64::new(0) }
     }
@@ -58,15 +62,17 @@ impl StockPool {
     }
 
     /// Counts one more buy token if fewer than `gate_factor` × stock were issued.
-    pub fn try_issue_gate(&self, gate_factor: u32) -> bool {
+    pub(crate) fn try_issue_gate(&self, gate_factor: u32) -> bool {
         let cap = self.added().saturating_mul(gate_factor as u64);
         self.gate_issued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).is_ok()
     }
 
+    /// Tokens nobody holds.
     pub fn remaining(&self) -> u64 {
         self.remaining.load(Ordering::Acquire)
     }
 
+    /// Every token ever added (total stock plus `stock.add`).
     pub fn added(&self) -> u64 {
         self.added.load(Ordering::Acquire)
     }

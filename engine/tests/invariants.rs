@@ -19,9 +19,9 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use seckill_engine::activity::{Activity, ActivityStatus, PER_USER_LIMIT_MAX};
-use seckill_engine::engine::shard_of_user;
 use seckill_engine::event::Event;
+use seckill_engine::limits::PER_USER_LIMIT_MAX;
+use seckill_engine::{shard_of_user, Activity, ActivityStatus};
 use seckill_engine::{
     ActivitySpec, Batch, Clock, Engine, EngineConfig, Envelope, ManualClock, Order, ShardState, Sink, StockPool,
 };

@@ -37,8 +37,8 @@
 //! faults but may need several runs to take the same path
 //! (`scripts/simulate --seed N --repeat 50`).
 
-use seckill_engine::engine::shard_of_user;
 use seckill_engine::node::{Node, NodeConfig};
+use seckill_engine::shard_of_user;
 use seckill_engine::wal::sim_fs::{Fault, SimFs};
 use seckill_engine::wal::OnFailure;
 use seckill_engine::{ActivitySpec, EngineConfig, Envelope, ManualClock, Order};

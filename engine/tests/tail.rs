@@ -1,9 +1,9 @@
 //! The WAL tailer returns every durable record once, in order, across
 //! segment rotations, and reports truncation instead of skipping records.
 
-use seckill_engine::commit::Batch;
 use seckill_engine::wal::tail::{TailError, Tailer};
 use seckill_engine::wal::{Durability, Wal, WalConfig};
+use seckill_engine::Batch;
 use seckill_engine::Event;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ fn commit(tx: &crossbeam_channel::Sender<Batch>, from: u64, n: u64) {
     for i in from..from + n {
         b.events.push(Event::QuotaSet { activity_id: 1, user_id: i, limit: 1 });
     }
-    b.replies.push(seckill_engine::commit::Reply { tx: rtx.into(), tag: 0, resp: seckill_proto::Response::Done });
+    b.replies.push(seckill_engine::Reply { tx: rtx.into(), tag: 0, resp: seckill_proto::Response::Done });
     tx.send(b).expect("writer alive");
     rrx.recv().expect("durable");
 }
@@ -88,7 +88,7 @@ fn a_record_split_between_two_reads_is_whole() {
     let (rtx, rrx) = crossbeam_channel::bounded(1);
     let mut b = Batch::default();
     b.events.push(Event::ProductCreated(product.clone()));
-    b.replies.push(seckill_engine::commit::Reply { tx: rtx.into(), tag: 0, resp: seckill_proto::Response::Done });
+    b.replies.push(seckill_engine::Reply { tx: rtx.into(), tag: 0, resp: seckill_proto::Response::Done });
     tx.send(b).expect("writer alive");
     rrx.recv().expect("durable");
     let total: u64 = 60_000;

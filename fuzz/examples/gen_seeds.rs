@@ -3,11 +3,10 @@
 //! Seeds are real inputs made with the real encoders, so the fuzzer starts
 //! from valid segments, snapshots, records, bodies, tokens and admin lines.
 
-use seckill_engine::order::Order;
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::codec::Encoder;
 use seckill_engine::wal::{segment, snapshot};
-use seckill_engine::{Activity, ActivityStatus, Event, Product};
+use seckill_engine::{Activity, ActivityStatus, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
 use std::path::{Path, PathBuf};
 

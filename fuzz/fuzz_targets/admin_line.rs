@@ -1,4 +1,4 @@
-//! The admin protocol (`server::admin::handle_line`) on arbitrary lines,
+//! The admin protocol (`seckill_server::admin::handle_line`) on arbitrary lines,
 //! against one real node on a temporary data dir (durability `none`, so the
 //! fuzzer is not bound by fsync). Every line gets a JSON answer with a
 //! boolean `ok`; a refusal has a string error code and message. Never a panic.
@@ -7,9 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::server::admin::{handle_line, AdminCtx};
 use seckill_engine::wal::Durability;
 use seckill_engine::{EngineConfig, SystemClock};
+use seckill_server::admin::{handle_line, AdminCtx};
 use std::sync::{Arc, Mutex, OnceLock};
 
 static CTX: OnceLock<AdminCtx> = OnceLock::new();

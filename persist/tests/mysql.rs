@@ -585,7 +585,7 @@ fn warmup_loads_prepared_rows_with_their_ids() {
     db.exec("INSERT INTO quotas (activity_id, user_id, user_limit) VALUES (5, 42, 3)");
 
     // Through the admin socket's dispatcher, as `seckill admin warmup` does.
-    let ctx = seckill_engine::server::admin::AdminCtx {
+    let ctx = seckill_server::admin::AdminCtx {
         engine: engine.clone(),
         wal_status: node.wal.status.clone(),
         checkpoints: node.wal.checkpoints.clone(),
@@ -595,10 +595,10 @@ fn warmup_loads_prepared_rows_with_their_ids() {
         verify: None,
         extra_stats: vec![("persister", p.stats_hook())],
     };
-    let (answer, _) = seckill_engine::server::admin::handle_line(&ctx, r#"{"cmd":"warmup"}"#);
+    let (answer, _) = seckill_server::admin::handle_line(&ctx, r#"{"cmd":"warmup"}"#);
     assert_eq!(answer["ok"], true, "{answer}");
     let report = &answer["result"];
-    let (stats, _) = seckill_engine::server::admin::handle_line(&ctx, r#"{"cmd":"stats"}"#);
+    let (stats, _) = seckill_server::admin::handle_line(&ctx, r#"{"cmd":"stats"}"#);
     assert_eq!(stats["result"]["persister"]["halted"], false, "{stats}");
     assert!(stats["result"]["persister"]["lag_records"].is_u64(), "{stats}");
     assert_eq!(report["products_created"], serde_json::json!([4]), "{report}");

@@ -11,7 +11,7 @@
 mod table;
 
 use anyhow::{bail, Context};
-use seckill_engine::server::admin::COMMANDS;
+use seckill_server::admin::COMMANDS;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -258,8 +258,8 @@ fn admin_help() -> String {
          \"starts_at\":\"2026-11-25T10:00:00Z\",\"ends_at\":\"2026-11-26T10:00:00Z\"}'\n\
          Verbs and their --json arguments:\n",
     );
-    for (name, args) in COMMANDS {
-        s.push_str(&format!("  {name:<18} {args}\n"));
+    for c in COMMANDS {
+        s.push_str(&format!("  {:<18} {}\n", c.name, c.args));
     }
     s
 }
@@ -435,9 +435,9 @@ fn put<T: serde::Serialize>(args: &mut Value, key: &str, v: Option<T>) {
 /// The raw form's words after `seckill admin`: VERB [--json ARGS] [--data-dir DIR].
 fn raw(words: &[String], mut json: Option<String>, mut data_dir: PathBuf) -> anyhow::Result<(String, Value, PathBuf)> {
     let Some((verb, rest)) = words.split_first() else { bail!("no command given: see `seckill admin --help`") };
-    if !COMMANDS.iter().any(|(name, _)| name == verb) {
+    if !COMMANDS.iter().any(|c| c.name == verb) {
         let subs = "activity, product, order, quota, stats, verify, warmup, snapshot, shutdown";
-        let verbs: Vec<&str> = COMMANDS.iter().map(|(n, _)| *n).collect();
+        let verbs: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
         bail!(
             "unknown admin command `{verb}`: the commands are {subs} (`seckill admin --help`); the raw form takes \
              one of {}",

@@ -135,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // the ones `seckill up` uses by default.
             mysql_url: mysql.url().unwrap_or("none").to_string(),
             redis_url: redis.url().unwrap_or("none").to_string(),
-            admin_idle_timeout: seckill_engine::server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
+            admin_idle_timeout: seckill_server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
             metrics: front::MetricsArgs { metrics },
         },
         http: front::HttpArgs {

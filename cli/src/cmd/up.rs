@@ -2,7 +2,7 @@
 
 use super::{engine, front};
 use anyhow::Context;
-use seckill_engine::commit::ReplyTx;
+use seckill_engine::ReplyTx;
 use seckill_engine::{Engine, Envelope};
 use seckill_front::engine_client::{Delivery, LocalEngine};
 use seckill_proto::{ErrorCode, Request};
@@ -33,7 +33,7 @@ impl Service {
     ) -> anyhow::Result<Service> {
         // The front's buy answers per activity: in `stats` and on the dashboard.
         let answers = Arc::new(seckill_front::observe::BuyAnswers::default());
-        let front_stats: seckill_engine::server::admin::StatsHook = {
+        let front_stats: seckill_server::admin::StatsHook = {
             let answers = answers.clone();
             Arc::new(move || answers.to_json())
         };

@@ -12,9 +12,9 @@
 use hashbrown::HashMap;
 
 /// A full bucket refills in one minute (the limit is "per minute").
-pub const WINDOW_MS: u64 = 60_000;
+pub(crate) const WINDOW_MS: u64 = 60_000;
 /// Users tracked per generation on one shard.
-pub const TRACKED_PER_SHARD_MAX: usize = 1 << 20;
+pub(crate) const TRACKED_PER_SHARD_MAX: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
@@ -22,6 +22,8 @@ struct Bucket {
     last_ms: u64,
 }
 
+/// Per-user buy clicks as token buckets, kept in two generations so idle
+/// users age out without a scan.
 pub struct ClickLimit {
     /// Clicks per minute per user; 0 turns the limit off.
     per_minute: u32,
@@ -31,10 +33,12 @@ pub struct ClickLimit {
 }
 
 impl ClickLimit {
+    /// A limit of `per_minute` clicks per user (0: none).
     pub fn new(per_minute: u32) -> Self {
         Self { per_minute, current: HashMap::new(), older: HashMap::new(), rotated_at_ms: 0 }
     }
 
+    /// The configured clicks per minute.
     pub fn per_minute(&self) -> u32 {
         self.per_minute
     }

@@ -42,7 +42,7 @@ pub const BATCH_MAX: usize = 256;
 
 /// Longest a shard sleeps while payment deadlines are pending, so expiry is
 /// never late by more than this (and a test clock that jumps is noticed).
-pub const DEADLINE_TICK: Duration = Duration::from_millis(50);
+pub(crate) const DEADLINE_TICK: Duration = Duration::from_millis(50);
 
 /// A batch at least this large is committed at once; a smaller one (of two
 /// or more, so buyers are arriving) waits the group-commit window first.

@@ -38,6 +38,8 @@ impl Slot {
     }
 }
 
+/// Everything one shard owns (its users' purchases, orders, click buckets,
+/// payment deadlines) and the decisions made on it; no threads, no I/O.
 pub struct ShardState {
     pub id: u16,
     pub slots: HashMap<u64, Slot>,
@@ -65,12 +67,13 @@ pub struct ShardState {
 type Outcome = Result<Response, ErrorCode>;
 
 /// Refused payments a shard remembers (~24 bytes each).
-pub const REFUSALS_REMEMBERED_MAX: usize = 1 << 20;
+pub(crate) const REFUSALS_REMEMBERED_MAX: usize = 1 << 20;
 
 /// Most orders a shard makes room for when an activity is installed.
-pub const ORDERS_RESERVE_MAX: u64 = 1 << 20;
+pub(crate) const ORDERS_RESERVE_MAX: u64 = 1 << 20;
 
 impl ShardState {
+    /// An empty shard numbered `id` (named in the order ids it issues).
     pub fn new(id: u16) -> Self {
         assert!(id <= OrderId::SHARD_MAX);
         Self {
@@ -87,6 +90,7 @@ impl ShardState {
         }
     }
 
+    /// Installs or replaces an activity's configuration and its stock pool.
     pub fn install(&mut self, activity: Arc<Activity>, pool: Arc<StockPool>) {
         let id = activity.id;
         match self.slots.get_mut(&id) {
@@ -400,7 +404,7 @@ impl ShardState {
     // a replayed log rebuilds exactly the state the live shard had.
 
     /// Records a new order and the units its buyer now holds.
-    pub fn insert_order(&mut self, order: Order) {
+    pub(crate) fn insert_order(&mut self, order: Order) {
         if let Some(slot) = self.slots.get_mut(&order.activity_id) {
             if order.status.holds_stock() {
                 slot.purchases.add(order.user_id, order.quantity);
@@ -451,7 +455,7 @@ impl ShardState {
     }
 }
 
-pub fn view_of(slot: &Slot, now_ms: u64) -> ActivityView {
+pub(crate) fn view_of(slot: &Slot, now_ms: u64) -> ActivityView {
     let a = &slot.activity;
     // `remaining` first: `add` grows `added` before `remaining`, so in this
     // order a view never shows more remaining than total during a stock.add.

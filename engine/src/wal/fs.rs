@@ -53,6 +53,8 @@ impl LogFile for File {
 pub trait DirLock: Send + Sync {}
 impl DirLock for File {}
 
+/// The file-system seam: every file operation the WAL, snapshots and
+/// `engine.meta` depend on, so a simulated disk can stand in for the OS.
 pub trait Fs: Send + Sync + 'static {
     /// Creates `dir` and its missing parents. Not durable until the parent
     /// of each new directory is synced ([`Fs::sync_dir`]).
@@ -63,11 +65,15 @@ pub trait Fs: Send + Sync + 'static {
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
     /// Creates `path` empty (truncating what was there) for appending.
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Reads the whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// The entries of `dir` (full paths), in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Whether `path` exists.
     fn exists(&self, path: &Path) -> bool;
+    /// Renames `from` to `to` (durable once the directory is synced).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes `path` (durable once the directory is synced).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Cuts `path` to `len` bytes and fsyncs it.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
@@ -80,12 +86,13 @@ pub trait Fs: Send + Sync + 'static {
     fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>>;
 }
 
+/// A file system shared by the WAL's threads.
 pub type SharedFs = Arc<dyn Fs>;
 
 /// Mode of every directory [`OsFs`] creates (the data dir, `wal/`, `snapshots/`).
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of every file [`OsFs`] creates (segments, snapshots, `engine.meta`, `LOCK`).
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// The real file system.
 #[derive(Clone, Copy, Debug, Default)]
@@ -99,6 +106,7 @@ fn private_file() -> std::fs::OpenOptions {
     o
 }
 
+/// The real file system, shared.
 pub fn os() -> SharedFs {
     Arc::new(OsFs)
 }
@@ -158,7 +166,7 @@ impl Fs for OsFs {
 /// Creates `dir` (and parents) and makes its name durable: the parent of
 /// every directory it creates is synced, and so are `dir`'s parent (always: a
 /// crash may have left a directory whose creation was never synced) and `dir`.
-pub fn create_dir_durable(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dir_durable(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
     let missing: Vec<PathBuf> = dir
         .ancestors()
         .take_while(|a| !a.as_os_str().is_empty() && a.parent().is_some() && !fs.exists(a))

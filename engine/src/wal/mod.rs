@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 pub use writer::{OnFailure, WalStatus};
 
+/// Whether answers wait for `fdatasync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
     /// `fdatasync` before any answer: nothing acknowledged is ever lost.
@@ -59,17 +60,21 @@ impl Checkpoints {
     pub fn remove(&self, name: &str) {
         self.by_name.lock().remove(name);
     }
+    /// `name`'s checkpoint, if it has one.
     pub fn get(&self, name: &str) -> Option<u64> {
         self.by_name.lock().get(name).copied()
     }
+    /// Every checkpoint, by name.
     pub fn all(&self) -> Vec<(String, u64)> {
         self.by_name.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
+    /// The smallest checkpoint (0 when none: nothing may be deleted).
     pub fn min(&self) -> u64 {
         self.by_name.lock().values().copied().min().unwrap_or(0)
     }
 }
 
+/// Where and how the log is kept.
 #[derive(Clone, Debug)]
 pub struct WalConfig {
     pub data_dir: PathBuf,
@@ -82,6 +87,7 @@ pub struct WalConfig {
 }
 
 impl WalConfig {
+    /// The defaults for `data_dir`: fsync, default segment size and snapshot interval.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -93,6 +99,7 @@ impl WalConfig {
     }
 }
 
+/// Why recovery stopped instead of starting the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     #[error("I/O error in {path}: {source}")]
@@ -157,7 +164,7 @@ impl Wal {
 
     /// `open` without the writer thread: the caller owns the writer and
     /// commits through it on its own thread (`Sink::Own`).
-    pub fn open_owned(cfg: &WalConfig, fs: SharedFs) -> Result<(Wal, Replica, writer::Writer), RecoveryError> {
+    pub(crate) fn open_owned(cfg: &WalConfig, fs: SharedFs) -> Result<(Wal, Replica, writer::Writer), RecoveryError> {
         let wal_dir = cfg.data_dir.join("wal");
         let snap_dir = cfg.data_dir.join("snapshots");
         for d in [&wal_dir, &snap_dir] {
@@ -233,10 +240,12 @@ impl Wal {
     }
 }
 
+/// Asks the snapshot thread for a snapshot (`admin snapshot`).
 #[derive(Clone)]
 pub struct Snapshotter(Sender<snapshot::Command>);
 
 impl Snapshotter {
+    /// Writes a snapshot now and answers its LSN.
     pub fn snapshot(&self) -> io::Result<u64> {
         let (tx, rx) = bounded(1);
         self.0.send(snapshot::Command::Now(tx)).map_err(|_| io::Error::other("the snapshot thread has stopped"))?;

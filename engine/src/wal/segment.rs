@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"SKWAL\0\0\x01";
 
+/// A WAL segment file and the LSN of its first record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub first_lsn: u64,
     pub path: PathBuf,
 }
 
-pub fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
     dir.join(format!("{first_lsn:020}.wal"))
 }
 
@@ -29,7 +30,7 @@ pub fn list(dir: &Path) -> io::Result<Vec<Segment>> {
 }
 
 /// `list` through a file-system seam.
-pub fn list_in(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<Segment>> {
+pub(crate) fn list_in(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<Segment>> {
     let mut out = Vec::new();
     for path in fs.list(dir)? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
@@ -65,7 +66,7 @@ pub fn read(seg: &Segment, f: impl FnMut(u64, Event)) -> io::Result<SegmentEnd> 
 }
 
 /// `read` through a file-system seam.
-pub fn read_in(fs: &dyn Fs, seg: &Segment, mut f: impl FnMut(u64, Event)) -> io::Result<SegmentEnd> {
+pub(crate) fn read_in(fs: &dyn Fs, seg: &Segment, mut f: impl FnMut(u64, Event)) -> io::Result<SegmentEnd> {
     let bytes = fs.read(&seg.path)?;
     Ok(scan(&bytes, seg.first_lsn, &mut f))
 }
@@ -74,7 +75,7 @@ pub fn read_in(fs: &dyn Fs, seg: &Segment, mut f: impl FnMut(u64, Event)) -> io:
 /// on with an LSN above `after_lsn`, as (offset, lsn). Finding one means the
 /// damage is not a torn tail (a crash only tears the end of what was
 /// written) but bytes gone bad in the middle of acknowledged records.
-pub fn valid_record_after(bytes: &[u8], from: usize, after_lsn: u64) -> Option<(u64, u64)> {
+pub(crate) fn valid_record_after(bytes: &[u8], from: usize, after_lsn: u64) -> Option<(u64, u64)> {
     let mut aligned = AlignedVec::<16>::new();
     // A cheap look at the LSN field first: no more records than bytes follow.
     let plausible = |at: usize| {
@@ -107,7 +108,7 @@ pub fn scan(bytes: &[u8], first_lsn: u64, f: &mut impl FnMut(u64, Event)) -> Seg
 }
 
 /// Reads records from `bytes[start..]`, expecting LSNs `first_lsn, first_lsn + 1, …`.
-pub fn scan_records(bytes: &[u8], start: usize, first_lsn: u64, f: &mut impl FnMut(u64, Event)) -> SegmentEnd {
+pub(crate) fn scan_records(bytes: &[u8], start: usize, first_lsn: u64, f: &mut impl FnMut(u64, Event)) -> SegmentEnd {
     let mut end = SegmentEnd {
         last_lsn: first_lsn.saturating_sub(1),
         valid_bytes: start as u64,

@@ -27,6 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Where the simulated process dies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Dies at the WAL write that carries record `lsn`. If `torn_bytes` is
@@ -155,10 +156,12 @@ impl std::fmt::Debug for SimFs {
 }
 
 impl SimFs {
+    /// An empty, healthy disk.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Arms `fault`; the operation it names kills the process.
     pub fn arm(&self, fault: Fault) {
         let mut st = self.0.lock();
         st.armed = Some(fault);
@@ -179,6 +182,7 @@ impl SimFs {
         self.0.lock().fired
     }
 
+    /// Whether the simulated process is dead (killed or a fault fired).
     pub fn is_dead(&self) -> bool {
         self.0.lock().dead
     }

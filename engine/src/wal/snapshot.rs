@@ -24,18 +24,19 @@ use std::time::{Duration, Instant};
 pub const MAGIC: &[u8; 8] = b"SKSNAP\0\x01";
 const HEADER_BYTES: usize = 28;
 /// Snapshots kept on disk; older ones are deleted after a new one is durable.
-pub const KEEP: usize = 2;
+pub(crate) const KEEP: usize = 2;
 
 fn path_for(dir: &Path, lsn: u64, ext: &str) -> PathBuf {
     dir.join(format!("{lsn:020}.{ext}"))
 }
 
+/// Writes `replica` as a snapshot in `dir` (temp file, fsync, rename).
 pub fn write(dir: &Path, replica: &Replica) -> io::Result<PathBuf> {
     write_in(&OsFs, dir, replica)
 }
 
 /// `write` through a file-system seam.
-pub fn write_in(fs: &dyn Fs, dir: &Path, replica: &Replica) -> io::Result<PathBuf> {
+pub(crate) fn write_in(fs: &dyn Fs, dir: &Path, replica: &Replica) -> io::Result<PathBuf> {
     let mut body = Vec::with_capacity(1 << 20);
     let mut enc = Encoder::default();
     let mut count = 0u64;
@@ -71,6 +72,7 @@ pub fn oldest_kept_lsn(dir: &Path) -> io::Result<Option<u64>> {
     oldest_kept_lsn_in(&OsFs, dir)
 }
 
+/// `oldest_kept_lsn` through a file-system seam.
 pub fn oldest_kept_lsn_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<u64>> {
     Ok(list_in(fs, dir)?.first().map(|(lsn, _)| *lsn))
 }
@@ -120,7 +122,7 @@ pub fn load_newest(dir: &Path) -> io::Result<Option<Replica>> {
     load_newest_in(&OsFs, dir)
 }
 
-pub fn load_newest_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<Replica>> {
+pub(crate) fn load_newest_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<Replica>> {
     for (lsn, path) in list_in(fs, dir)?.into_iter().rev() {
         match parse(&fs.read(&path)?) {
             Some(r) if r.lsn == lsn => return Ok(Some(r)),
@@ -130,13 +132,14 @@ pub fn load_newest_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<Replica>> {
     Ok(None)
 }
 
+/// A request to the snapshot thread.
 pub enum Command {
     /// Write a snapshot now; answers with its LSN.
     Now(Sender<io::Result<u64>>),
 }
 
 /// How often the snapshot thread looks at the durable LSN.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the snapshot thread works from. It never sees the writer's batches:
 /// it reads what is already durable on disk.

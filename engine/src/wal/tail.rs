@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// Why a tailer cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
     #[error("I/O error reading the WAL: {0}")]
@@ -26,6 +27,8 @@ pub enum TailError {
 /// Room made for each read of a segment.
 const READ_CHUNK_BYTES: usize = 1 << 20;
 
+/// Reads the log as it grows, record by record, up to the durable LSN
+/// (the persister, the mirror and resyncs).
 pub struct Tailer {
     dir: PathBuf,
     status: Arc<WalStatus>,
@@ -61,6 +64,7 @@ impl Tailer {
         }
     }
 
+    /// The LSN the next record returned will have.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
     }

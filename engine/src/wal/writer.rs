@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Bytes gathered into one group before it is written, whatever is queued.
-pub const GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub(crate) const GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// A rough record size, to stop gathering a group before it exceeds
 /// `GROUP_BYTES_MAX` without encoding it first.
 const EVENT_BYTES_ESTIMATE: usize = 128;
@@ -30,13 +30,13 @@ const EVENT_BYTES_ESTIMATE: usize = 128;
 /// flush but not the inode: on the VM of docs/PERFORMANCE.md 145 µs instead
 /// of 230 µs of wall time and 56 instead of 83 µs of CPU. Every this many
 /// bytes one group also writes the next zeros (and pays for the size).
-pub const ZEROS_AHEAD_BYTES: usize = 256 * 1024;
+pub(crate) const ZEROS_AHEAD_BYTES: usize = 256 * 1024;
 /// The zeros a group appends when it reaches the end of those written.
 static ZEROS: [u8; ZEROS_AHEAD_BYTES] = [0; ZEROS_AHEAD_BYTES];
 
 /// Creates the segment at `path`: magic, then `ZEROS_AHEAD_BYTES` of zeros,
 /// synced. The caller syncs the directory. Returns the file and its length.
-pub fn start_segment(fs: &dyn super::fs::Fs, path: &std::path::Path) -> io::Result<(Box<dyn LogFile>, u64)> {
+pub(crate) fn start_segment(fs: &dyn super::fs::Fs, path: &std::path::Path) -> io::Result<(Box<dyn LogFile>, u64)> {
     let mut file = fs.open_segment(path)?;
     file.write_all_at(MAGIC, 0)?;
     file.write_all_at(&ZEROS, MAGIC.len() as u64)?;
@@ -93,6 +93,7 @@ pub enum OnFailure {
     AnswerBusy,
 }
 
+/// How the writer keeps the log.
 pub struct WriterConfig {
     pub dir: PathBuf,
     pub durability: Durability,
@@ -100,6 +101,8 @@ pub struct WriterConfig {
     pub on_failure: OnFailure,
 }
 
+/// The only writer of `wal/`: appends groups of records and makes them
+/// durable with one write and one `fdatasync` each.
 pub struct Writer {
     cfg: WriterConfig,
     fs: SharedFs,
@@ -182,7 +185,7 @@ impl Writer {
     }
 
     /// `commit` for one batch (the shard that owns the writer).
-    pub fn commit_one(&mut self, batch: &mut Batch) {
+    pub(crate) fn commit_one(&mut self, batch: &mut Batch) {
         let mut group = std::mem::take(&mut self.scratch);
         group.push(std::mem::take(batch));
         self.commit(&mut group);

@@ -290,7 +290,7 @@ impl PersisterHandle {
 
     /// `stats` as a hook for `AdminCtx.extra_stats`; it holds only the
     /// shared figures, so it may outlive the handle.
-    pub fn stats_hook(&self) -> seckill_engine::server::admin::StatsHook {
+    pub fn stats_hook(&self) -> seckill_engine::StatsHook {
         let shared = self.shared.clone();
         Arc::new(move || stats_of(&shared))
     }

@@ -11,7 +11,7 @@
 //! `in_engine = 1` with the engine's numbers.
 
 use super::schema::{self, ms_of, str_col, u32_col, u64_col};
-use seckill_engine::server::admin::WarmupHook;
+use seckill_engine::WarmupHook;
 use seckill_engine::{ActivitySpec, ActivityStatus, Engine};
 use seckill_proto::{Request, Response};
 use serde_json::{json, Value};

@@ -8,10 +8,9 @@
 //! At most [`CONNECTIONS_MAX`] connections at once, each closed after
 //! the idle timeout (`--admin-idle-timeout`) without a request.
 
-use crate::activity::{Activity, ActivityStatus};
-use crate::engine::{ActivitySpec, AdminError, Engine};
-use crate::wal::{Checkpoints, Snapshotter, WalStatus};
-use seckill_proto::{json, ErrorCode, OrderId, Request, Response, PAGE_LIMIT_MAX};
+use seckill_engine::wal::{Checkpoints, Snapshotter, WalStatus};
+use seckill_engine::{ActivityChanges, ActivitySpec, ActivityStatus, AdminError, Engine};
+use seckill_proto::{json, ActivityView, ErrorCode, OrderId, Request, Response, PAGE_LIMIT_MAX};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -52,36 +51,53 @@ pub struct AdminCtx {
     pub extra_stats: Vec<(&'static str, StatsHook)>,
 }
 
-/// A consumer's figures for `stats` (lag, errors), as JSON.
-pub type StatsHook = Arc<dyn Fn() -> Value + Send + Sync>;
+pub use seckill_engine::{StatsHook, WarmupHook};
 
-/// What `warmup` calls: the JSON report, or why it failed.
-pub type WarmupHook = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
+/// One admin verb: its name, the arguments it takes (shown by `seckill
+/// admin --help`), and the handler that answers it.
+pub struct Command {
+    pub name: &'static str,
+    pub args: &'static str,
+    run: Handler,
+}
 
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("product.create", r#"{"name","description"?,"image_url"?,"price_cents"}"#),
-    (
+/// A verb's handler: the request's `args` in, the `result` out.
+type Handler = fn(&Call<'_>, Value) -> Result<Value, AdminError>;
+
+const fn verb(name: &'static str, args: &'static str, run: Handler) -> Command {
+    Command { name, args, run }
+}
+
+/// Every admin verb, in the order `--help` lists them.
+pub const COMMANDS: &[Command] = &[
+    verb("product.create", r#"{"name","description"?,"image_url"?,"price_cents"}"#, product_create),
+    verb(
         "activity.create",
         r#"{"title","product_id"?,"price_cents","stock","starts_at","ends_at","per_user_limit"?,"payment_timeout_s"?,"require_buy_token"?,"gate_factor"?}"#,
+        activity_create,
     ),
-    (
+    verb(
         "activity.update",
         r#"{"activity_id", any of title, price_cents, starts_at, ends_at, per_user_limit, payment_timeout_s, require_buy_token, gate_factor}"#,
+        activity_update,
     ),
-    ("activity.pause", r#"{"activity_id"}"#),
-    ("activity.resume", r#"{"activity_id"}"#),
-    ("activity.disable", r#"{"activity_id"}"#),
-    ("activity.list", r#"{"offset"?,"limit"?}"#),
-    ("activity.show", r#"{"activity_id"}"#),
-    ("stock.add", r#"{"activity_id","amount"}"#),
-    ("quota.set", r#"{"activity_id","user_id","limit"}"#),
-    ("order.show", r#"{"order_id"}"#),
-    ("order.ship", r#"{"order_id"}"#),
-    ("warmup", "{}"),
-    ("verify", "{}  (MySQL equals the engine? non-zero exit with the differences if not)"),
-    ("stats", "{}"),
-    ("snapshot", "{}"),
-    ("shutdown", "{}"),
+    verb("activity.pause", r#"{"activity_id"}"#, activity_pause),
+    verb("activity.resume", r#"{"activity_id"}"#, activity_resume),
+    verb("activity.disable", r#"{"activity_id"}"#, activity_disable),
+    verb("activity.list", r#"{"offset"?,"limit"?}"#, activity_list),
+    verb("activity.show", r#"{"activity_id"}"#, activity_show),
+    verb("stock.add", r#"{"activity_id","amount"}"#, stock_add),
+    verb("quota.set", r#"{"activity_id","user_id","limit"}"#, quota_set),
+    verb("order.show", r#"{"order_id"}"#, order_show),
+    verb("order.ship", r#"{"order_id"}"#, order_ship),
+    verb("warmup", "{}", warmup),
+    verb("verify", "{}  (MySQL equals the engine? non-zero exit with the differences if not)", verify),
+    verb("stats", "{}", |call, raw| {
+        let _: Value = raw;
+        Ok(stats(call.ctx))
+    }),
+    verb("snapshot", "{}", snapshot),
+    verb("shutdown", "{}", |_, _| Ok(json!({"stopping": true}))),
 ];
 
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
@@ -272,221 +288,231 @@ struct OrderArg {
     order_id: String,
 }
 
+/// One request being answered: the context, and the time it arrived (the
+/// views it returns are as of then).
+struct Call<'a> {
+    ctx: &'a AdminCtx,
+    now_ms: u64,
+}
+
+impl Call<'_> {
+    fn engine(&self) -> &Engine {
+        &self.ctx.engine
+    }
+
+    fn view(&self, v: ActivityView) -> Value {
+        json::activity(&v, self.now_ms)
+    }
+
+    fn answer(&self, resp: Response) -> Result<Value, AdminError> {
+        engine_answer(resp, self.now_ms)
+    }
+}
+
 fn dispatch(ctx: &AdminCtx, cmd: &str, raw: Value) -> Result<Value, AdminError> {
-    let engine = &ctx.engine;
-    let now_ms = engine.clock().now_ms();
-    let view = |v: seckill_proto::ActivityView| json::activity(&v, now_ms);
-    match cmd {
-        "product.create" => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct A {
-                name: String,
-                #[serde(default)]
-                description: String,
-                #[serde(default)]
-                image_url: String,
-                price_cents: u64,
-            }
-            let a: A = args(raw)?;
-            let p = engine.create_product(a.name, a.description, a.image_url, a.price_cents)?;
-            Ok(
-                json!({"id": p.id, "name": p.name, "description": p.description, "image_url": p.image_url, "price_cents": p.price_cents}),
-            )
-        }
-        "activity.create" => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct A {
-                title: String,
-                product_id: Option<u64>,
-                price_cents: u64,
-                stock: u64,
-                starts_at: String,
-                ends_at: String,
-                per_user_limit: Option<u32>,
-                payment_timeout_s: Option<u32>,
-                require_buy_token: Option<bool>,
-                gate_factor: Option<u32>,
-            }
-            let a: A = args(raw)?;
-            let spec = ActivitySpec {
-                title: a.title,
-                product_id: a.product_id,
-                price_cents: a.price_cents,
-                stock: a.stock,
-                starts_at_ms: time_arg("starts_at", &a.starts_at)?,
-                ends_at_ms: time_arg("ends_at", &a.ends_at)?,
-                per_user_limit: a.per_user_limit.unwrap_or(1),
-                payment_timeout_s: a.payment_timeout_s.unwrap_or(1800),
-                require_buy_token: a.require_buy_token.unwrap_or(false),
-                gate_factor: a.gate_factor.unwrap_or(5),
-            };
-            engine.create_activity(spec).map(view)
-        }
-        "activity.update" => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct A {
-                activity_id: u64,
-                title: Option<String>,
-                price_cents: Option<u64>,
-                starts_at: Option<String>,
-                ends_at: Option<String>,
-                per_user_limit: Option<u32>,
-                payment_timeout_s: Option<u32>,
-                require_buy_token: Option<bool>,
-                gate_factor: Option<u32>,
-            }
-            let a: A = args(raw)?;
-            let starts = a.starts_at.as_deref().map(|s| time_arg("starts_at", s)).transpose()?;
-            let ends = a.ends_at.as_deref().map(|s| time_arg("ends_at", s)).transpose()?;
-            engine
-                .update_activity(a.activity_id, |x: &mut Activity| {
-                    if let Some(v) = a.title {
-                        x.title = v;
-                    }
-                    if let Some(v) = a.price_cents {
-                        x.price_cents = v;
-                    }
-                    if let Some(v) = starts {
-                        x.starts_at_ms = v;
-                    }
-                    if let Some(v) = ends {
-                        x.ends_at_ms = v;
-                    }
-                    if let Some(v) = a.per_user_limit {
-                        x.per_user_limit = v;
-                    }
-                    if let Some(v) = a.payment_timeout_s {
-                        x.payment_timeout_s = v;
-                    }
-                    if let Some(v) = a.require_buy_token {
-                        x.require_buy_token = v;
-                    }
-                    if let Some(v) = a.gate_factor {
-                        x.gate_factor = v;
-                    }
-                })
-                .map(view)
-        }
-        "activity.pause" | "activity.resume" | "activity.disable" => {
-            let a: ActivityId = args(raw)?;
-            let current = engine.activity(a.activity_id)?;
-            if current.status == ActivityStatus::Disabled {
-                return Err(AdminError::new(
-                    ErrorCode::InvalidState,
-                    "the activity is disabled; that cannot be undone",
-                ));
-            }
-            let status = match cmd {
-                "activity.pause" => ActivityStatus::Paused,
-                "activity.resume" => ActivityStatus::Active,
-                _ => ActivityStatus::Disabled,
-            };
-            engine.set_activity_status(a.activity_id, status).map(view)
-        }
-        "activity.show" => {
-            let a: ActivityId = args(raw)?;
-            engine.activity(a.activity_id).map(view)
-        }
-        "activity.list" => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct A {
-                #[serde(default)]
-                offset: u32,
-                #[serde(default = "default_limit")]
-                limit: u32,
-            }
-            let a: A = args(raw)?;
-            match engine.call(Request::ListActivities { offset: a.offset, limit: a.limit.min(PAGE_LIMIT_MAX) }) {
-                Response::Activities { items, total } => {
-                    Ok(json!({"items": items.into_iter().map(view).collect::<Vec<_>>(), "total": total}))
-                }
-                other => engine_answer(other, now_ms),
-            }
-        }
-        "stock.add" => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct A {
-                activity_id: u64,
-                amount: u64,
-            }
-            let a: A = args(raw)?;
-            engine.add_stock(a.activity_id, a.amount).map(view)
-        }
-        "quota.set" => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct A {
-                activity_id: u64,
-                user_id: u64,
-                limit: u32,
-            }
-            let a: A = args(raw)?;
-            let req = Request::SetQuota { activity_id: a.activity_id, user_id: a.user_id, limit: a.limit };
-            engine_answer(engine.call(req), now_ms)
-                .map(|_| json!({"activity_id": a.activity_id, "user_id": a.user_id, "limit": a.limit}))
-        }
-        "order.show" => {
-            let a: OrderArg = args(raw)?;
-            let req = Request::GetOrder { user_id: None, order_id: order_arg(&a.order_id)? };
-            engine_answer(engine.call(req), now_ms)
-        }
-        "order.ship" => {
-            let a: OrderArg = args(raw)?;
-            engine_answer(engine.call(Request::Ship { order_id: order_arg(&a.order_id)? }), now_ms)
-        }
-        "stats" => {
-            let _: Value = raw;
-            Ok(stats(ctx))
-        }
-        "snapshot" => {
-            let _: Value = raw;
-            let lsn = ctx
-                .snapshotter
-                .snapshot()
-                .map_err(|e| AdminError::new(ErrorCode::Internal, format!("snapshot failed: {e}")))?;
-            Ok(json!({"lsn": lsn}))
-        }
-        "shutdown" => Ok(json!({"stopping": true})),
-        "verify" => {
-            let _: Value = raw;
-            let Some(verify) = &ctx.verify else {
-                return Err(AdminError::new(
-                    ErrorCode::BadRequest,
-                    "verify compares MySQL, and this engine runs without one (--mysql-url none)",
-                ));
-            };
-            let report = verify().map_err(|m| AdminError::new(ErrorCode::Internal, format!("verify failed: {m}")))?;
-            match report["differences"].as_array() {
-                Some(d) if !d.is_empty() => Err(AdminError::new(
-                    ErrorCode::InvalidState,
-                    format!("MySQL differs from the engine in {} place(s): {}", d.len(), report["differences"]),
-                )),
-                _ => Ok(report),
-            }
-        }
-        "warmup" => {
-            let _: Value = raw;
-            let Some(warmup) = &ctx.warmup else {
-                return Err(AdminError::new(
-                    ErrorCode::BadRequest,
-                    "warmup loads from MySQL, and this engine runs without one (--mysql-url none)",
-                ));
-            };
-            warmup().map_err(|m| AdminError::new(ErrorCode::Internal, format!("warmup failed: {m}")))
-        }
-        other => {
-            let names: Vec<&str> = COMMANDS.iter().map(|(n, _)| *n).collect();
+    let call = Call { ctx, now_ms: ctx.engine.clock().now_ms() };
+    match COMMANDS.iter().find(|c| c.name == cmd) {
+        Some(c) => (c.run)(&call, raw),
+        None => {
+            let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
             Err(AdminError::new(
                 ErrorCode::BadRequest,
-                format!("unknown command `{other}`; commands: {}", names.join(", ")),
+                format!("unknown command `{cmd}`; commands: {}", names.join(", ")),
             ))
         }
     }
+}
+
+fn product_create(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct A {
+        name: String,
+        #[serde(default)]
+        description: String,
+        #[serde(default)]
+        image_url: String,
+        price_cents: u64,
+    }
+    let a: A = args(raw)?;
+    let p = call.engine().create_product(a.name, a.description, a.image_url, a.price_cents)?;
+    Ok(
+        json!({"id": p.id, "name": p.name, "description": p.description, "image_url": p.image_url, "price_cents": p.price_cents}),
+    )
+}
+
+fn activity_create(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct A {
+        title: String,
+        product_id: Option<u64>,
+        price_cents: u64,
+        stock: u64,
+        starts_at: String,
+        ends_at: String,
+        per_user_limit: Option<u32>,
+        payment_timeout_s: Option<u32>,
+        require_buy_token: Option<bool>,
+        gate_factor: Option<u32>,
+    }
+    let a: A = args(raw)?;
+    let starts = time_arg("starts_at", &a.starts_at)?;
+    let ends = time_arg("ends_at", &a.ends_at)?;
+    let options = ActivityChanges {
+        per_user_limit: a.per_user_limit,
+        payment_timeout_s: a.payment_timeout_s,
+        require_buy_token: a.require_buy_token,
+        gate_factor: a.gate_factor,
+        ..ActivityChanges::default()
+    };
+    let spec =
+        ActivitySpec { product_id: a.product_id, ..ActivitySpec::new(a.title, a.price_cents, a.stock, starts, ends) }
+            .with(&options);
+    call.engine().create_activity(spec).map(|v| call.view(v))
+}
+
+fn activity_update(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct A {
+        activity_id: u64,
+        title: Option<String>,
+        price_cents: Option<u64>,
+        starts_at: Option<String>,
+        ends_at: Option<String>,
+        per_user_limit: Option<u32>,
+        payment_timeout_s: Option<u32>,
+        require_buy_token: Option<bool>,
+        gate_factor: Option<u32>,
+    }
+    let a: A = args(raw)?;
+    let changes = ActivityChanges {
+        title: a.title,
+        price_cents: a.price_cents,
+        starts_at_ms: a.starts_at.as_deref().map(|s| time_arg("starts_at", s)).transpose()?,
+        ends_at_ms: a.ends_at.as_deref().map(|s| time_arg("ends_at", s)).transpose()?,
+        per_user_limit: a.per_user_limit,
+        payment_timeout_s: a.payment_timeout_s,
+        require_buy_token: a.require_buy_token,
+        gate_factor: a.gate_factor,
+    };
+    call.engine().update_activity(a.activity_id, |x| x.apply(changes)).map(|v| call.view(v))
+}
+
+fn set_status(call: &Call<'_>, raw: Value, status: ActivityStatus) -> Result<Value, AdminError> {
+    let a: ActivityId = args(raw)?;
+    call.engine().set_activity_status(a.activity_id, status).map(|v| call.view(v))
+}
+
+fn activity_pause(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    set_status(call, raw, ActivityStatus::Paused)
+}
+
+fn activity_resume(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    set_status(call, raw, ActivityStatus::Active)
+}
+
+fn activity_disable(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    set_status(call, raw, ActivityStatus::Disabled)
+}
+
+fn activity_show(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    let a: ActivityId = args(raw)?;
+    call.engine().activity(a.activity_id).map(|v| call.view(v))
+}
+
+fn activity_list(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct A {
+        #[serde(default)]
+        offset: u32,
+        #[serde(default = "default_limit")]
+        limit: u32,
+    }
+    let a: A = args(raw)?;
+    match call.engine().call(Request::ListActivities { offset: a.offset, limit: a.limit.min(PAGE_LIMIT_MAX) }) {
+        Response::Activities { items, total } => {
+            Ok(json!({"items": items.into_iter().map(|v| call.view(v)).collect::<Vec<_>>(), "total": total}))
+        }
+        other => call.answer(other),
+    }
+}
+
+fn stock_add(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct A {
+        activity_id: u64,
+        amount: u64,
+    }
+    let a: A = args(raw)?;
+    call.engine().add_stock(a.activity_id, a.amount).map(|v| call.view(v))
+}
+
+fn quota_set(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct A {
+        activity_id: u64,
+        user_id: u64,
+        limit: u32,
+    }
+    let a: A = args(raw)?;
+    let req = Request::SetQuota { activity_id: a.activity_id, user_id: a.user_id, limit: a.limit };
+    call.answer(call.engine().call(req))
+        .map(|_| json!({"activity_id": a.activity_id, "user_id": a.user_id, "limit": a.limit}))
+}
+
+fn order_show(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    let a: OrderArg = args(raw)?;
+    let req = Request::GetOrder { user_id: None, order_id: order_arg(&a.order_id)? };
+    call.answer(call.engine().call(req))
+}
+
+fn order_ship(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    let a: OrderArg = args(raw)?;
+    call.answer(call.engine().call(Request::Ship { order_id: order_arg(&a.order_id)? }))
+}
+
+fn snapshot(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    let _: Value = raw;
+    let lsn = call
+        .ctx
+        .snapshotter
+        .snapshot()
+        .map_err(|e| AdminError::new(ErrorCode::Internal, format!("snapshot failed: {e}")))?;
+    Ok(json!({"lsn": lsn}))
+}
+
+fn verify(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    let _: Value = raw;
+    let Some(verify) = &call.ctx.verify else {
+        return Err(AdminError::new(
+            ErrorCode::BadRequest,
+            "verify compares MySQL, and this engine runs without one (--mysql-url none)",
+        ));
+    };
+    let report = verify().map_err(|m| AdminError::new(ErrorCode::Internal, format!("verify failed: {m}")))?;
+    match report["differences"].as_array() {
+        Some(d) if !d.is_empty() => Err(AdminError::new(
+            ErrorCode::InvalidState,
+            format!("MySQL differs from the engine in {} place(s): {}", d.len(), report["differences"]),
+        )),
+        _ => Ok(report),
+    }
+}
+
+fn warmup(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    let _: Value = raw;
+    let Some(warmup) = &call.ctx.warmup else {
+        return Err(AdminError::new(
+            ErrorCode::BadRequest,
+            "warmup loads from MySQL, and this engine runs without one (--mysql-url none)",
+        ));
+    };
+    warmup().map_err(|m| AdminError::new(ErrorCode::Internal, format!("warmup failed: {m}")))
 }
 
 fn default_limit() -> u32 {

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::server::admin::{handle_line, AdminCtx};
 use seckill_engine::{EngineConfig, SystemClock};
+use seckill_server::admin::{handle_line, AdminCtx};
 use std::sync::Arc;
 
 fn ctx(dir: &std::path::Path) -> (Node, AdminCtx) {

@@ -1,11 +1,16 @@
 //! The engine's sockets: the binary wire protocol for fronts and tools
-//! (`wire`), and the JSON-lines admin socket for operators (`admin`).
+//! (`wire`), the JSON-lines admin socket for operators (`admin`), and a
+//! blocking wire client for tools and tests (`client`).
+//!
+//! Architecture Invariant: `seckill-engine` does no socket I/O; every socket
+//! it answers on is opened here.
 
 // Input-facing: no panics on what peers send (docs/SECURITY.md; tests exempt,
 // clippy.toml). `unwrap` is denied workspace-wide (Cargo.toml); here `expect` too.
 #![warn(clippy::expect_used)]
 
 pub mod admin;
+pub mod client;
 pub mod wire;
 
 use std::os::unix::fs::PermissionsExt;

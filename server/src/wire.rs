@@ -11,9 +11,8 @@
 //! operator's request kinds (ship, expire, quotas, reads without an owner)
 //! are refused on the wire: they belong to the admin socket.
 
-use crate::engine::Engine;
-use crate::shard::Envelope;
 use crossbeam_channel::{unbounded, Receiver};
+use seckill_engine::{Engine, Envelope};
 use seckill_proto::handshake::{WireKey, NONCE_BYTES, PROOF_BYTES};
 use seckill_proto::Address;
 use seckill_proto::{decode_request, encode_response, ErrorCode, FrameReader, Response};

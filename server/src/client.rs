@@ -3,7 +3,7 @@
 //! for its own answer (matched by request id). `Pool` spreads calls over a
 //! few connections.
 
-use crate::server::wire::Stream;
+use crate::wire::Stream;
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 use seckill_proto::handshake::{WireKey, HELLO_BYTES};
