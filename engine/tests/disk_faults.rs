@@ -81,8 +81,9 @@ struct FaultyFile {
     ctl: Arc<Ctl>,
 }
 
-impl LogFile for FaultyFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+impl FaultyFile {
+    /// A write through `write`, unless an armed write fault fires first.
+    fn faulted(&mut self, buf: &[u8], write: impl Fn(&mut File, &[u8]) -> io::Result<()>) -> io::Result<()> {
         let mut st = self.ctl.0.lock().expect("fault control lock");
         if st.fired {
             st.writes_after += 1;
@@ -91,28 +92,21 @@ impl LogFile for FaultyFile {
             Some(Fault::Write(errno)) => Err(io::Error::from_raw_os_error(errno)),
             Some(_) => {
                 assert!(buf.len() >= 2, "a short write needs a buffer to cut");
-                Write::write_all(&mut self.file, &buf[..buf.len() / 2])?;
+                write(&mut self.file, &buf[..buf.len() / 2])?;
                 Err(io::Error::from_raw_os_error(libc::ENOSPC))
             }
-            None => Write::write_all(&mut self.file, buf),
+            None => write(&mut self.file, buf),
         }
+    }
+}
+
+impl LogFile for FaultyFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.faulted(buf, Write::write_all)
     }
 
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let mut st = self.ctl.0.lock().expect("fault control lock");
-        if st.fired {
-            st.writes_after += 1;
-        }
-        match Ctl::fire(&mut st, |f| matches!(f, Fault::Write(_) | Fault::ShortWrite)) {
-            Some(Fault::Write(errno)) => Err(io::Error::from_raw_os_error(errno)),
-            Some(_) => {
-                assert!(buf.len() >= 2, "a short write needs a buffer to cut");
-                self.file.write_all_at(&buf[..buf.len() / 2], offset)?;
-                Err(io::Error::from_raw_os_error(libc::ENOSPC))
-            }
-            None => self.file.write_all_at(buf, offset),
-        }
+        self.faulted(buf, |f, b| std::os::unix::fs::FileExt::write_all_at(f, b, offset))
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
