@@ -50,17 +50,20 @@ impl ClickLimit {
             return Ok(());
         }
         if now_ms.saturating_sub(self.rotated_at_ms) >= WINDOW_MS || self.current.len() >= TRACKED_PER_SHARD_MAX {
-            self.older = std::mem::take(&mut self.current);
+            // The older generation's table becomes the current one, emptied
+            // but with its room: a busy shard does not grow a table of a
+            // million users again (and rehash it at every doubling) each
+            // minute, nor free one on its own thread.
+            std::mem::swap(&mut self.current, &mut self.older);
+            self.current.clear();
             self.rotated_at_ms = now_ms;
         }
         let cap = self.per_minute as f64;
         let fresh = Bucket { tokens: cap, last_ms: now_ms };
-        let bucket = match self.current.get_mut(&user) {
-            Some(b) => b,
-            None => {
-                let b = self.older.remove(&user).unwrap_or(fresh);
-                self.current.entry(user).or_insert(b)
-            }
+        // One probe of the current generation, hit or miss.
+        let bucket = match self.current.entry(user) {
+            hashbrown::hash_map::Entry::Occupied(b) => b.into_mut(),
+            hashbrown::hash_map::Entry::Vacant(slot) => slot.insert(self.older.remove(&user).unwrap_or(fresh)),
         };
         let refill = now_ms.saturating_sub(bucket.last_ms) as f64 * cap / WINDOW_MS as f64;
         bucket.tokens = (bucket.tokens + refill).min(cap);
@@ -142,5 +145,18 @@ mod tests {
         // The generation rotates 1 ms later; the bucket moved along and is
         // still empty.
         assert!(r.take(9, WINDOW_MS).is_err());
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_tables_room() {
+        let mut r = ClickLimit::new(60);
+        for u in 0..10_000 {
+            assert!(r.take(u, 0).is_ok());
+        }
+        let room = r.current.capacity();
+        assert!(r.take(1, WINDOW_MS).is_ok(), "rotated: user 1 comes from the older generation");
+        assert!(r.take(20_000, 2 * WINDOW_MS).is_ok(), "rotated again");
+        assert!(r.current.capacity() >= room, "the current table grew again from nothing");
+        assert_eq!(r.tracked(), 2, "only users seen in the last two windows are kept");
     }
 }
