@@ -287,10 +287,7 @@ fn replay(fs: &dyn Fs, data_dir: &Path, replica: &mut Replica) -> Result<u64, Re
             if !is_last {
                 return Err(RecoveryError::CorruptMiddle { path: seg.path.clone(), offset: end.valid_bytes, why });
             }
-            let after = end.last_lsn.max(seg.first_lsn.saturating_sub(1));
-            if let Some((later_offset, later_lsn)) =
-                segment::valid_record_after(&bytes, end.valid_bytes as usize, after)
-            {
+            if let Some((later_offset, later_lsn)) = end.record_after(&bytes, seg.first_lsn) {
                 return Err(RecoveryError::CorruptInLast {
                     path: seg.path.clone(),
                     offset: end.valid_bytes,
@@ -305,10 +302,7 @@ fn replay(fs: &dyn Fs, data_dir: &Path, replica: &mut Replica) -> Result<u64, Re
             // Zeros end the records: the writer's zeros written ahead. A good
             // record after them is no crash (unsynced bytes come back as a
             // prefix of what was written) but synced bytes lost.
-            let after = end.last_lsn.max(seg.first_lsn.saturating_sub(1));
-            if let Some((later_offset, later_lsn)) =
-                segment::valid_record_after(&bytes, end.valid_bytes as usize, after)
-            {
+            if let Some((later_offset, later_lsn)) = end.record_after(&bytes, seg.first_lsn) {
                 let (path, offset, why) = (seg.path.clone(), end.valid_bytes, "zeros before later records");
                 return Err(if is_last {
                     RecoveryError::CorruptInLast { path, offset, why, later_offset, later_lsn }
@@ -398,9 +392,7 @@ pub fn repair(fs: &dyn Fs, data_dir: &Path) -> Result<RepairReport, RecoveryErro
                 next = lsn + 1;
             }
         });
-        let after = end.last_lsn.max(seg.first_lsn.saturating_sub(1));
-        let lost_before_later =
-            end.zeros_after && segment::valid_record_after(&bytes, end.valid_bytes as usize, after).is_some();
+        let lost_before_later = end.zeros_after && end.record_after(&bytes, seg.first_lsn).is_some();
         if end.stopped.is_some() || lost_before_later {
             move_aside(fs, data_dir, seg, &bytes, end.valid_bytes).map_err(io_err(&seg.path))?;
             report.moved.push((seg.path.clone(), end.valid_bytes));

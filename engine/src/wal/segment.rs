@@ -59,6 +59,15 @@ pub struct SegmentEnd {
     pub zeros_after: bool,
 }
 
+impl SegmentEnd {
+    /// A good record after where reading stopped in `bytes` (a segment
+    /// starting at `first_lsn`), as (offset, lsn): what tells damage to
+    /// synced records from a torn or unwritten end.
+    pub(crate) fn record_after(&self, bytes: &[u8], first_lsn: u64) -> Option<(u64, u64)> {
+        valid_record_after(bytes, self.valid_bytes as usize, self.last_lsn.max(first_lsn.saturating_sub(1)))
+    }
+}
+
 /// Reads every good record of one segment, in order, calling `f` for each.
 /// Stops at the first record that is torn, corrupt or out of sequence.
 pub fn read(seg: &Segment, f: impl FnMut(u64, Event)) -> io::Result<SegmentEnd> {
@@ -75,7 +84,7 @@ pub(crate) fn read_in(fs: &dyn Fs, seg: &Segment, mut f: impl FnMut(u64, Event))
 /// on with an LSN above `after_lsn`, as (offset, lsn). Finding one means the
 /// damage is not a torn tail (a crash only tears the end of what was
 /// written) but bytes gone bad in the middle of acknowledged records.
-pub(crate) fn valid_record_after(bytes: &[u8], from: usize, after_lsn: u64) -> Option<(u64, u64)> {
+fn valid_record_after(bytes: &[u8], from: usize, after_lsn: u64) -> Option<(u64, u64)> {
     let mut aligned = AlignedVec::<16>::new();
     // A cheap look at the LSN field first: no more records than bytes follow.
     let plausible = |at: usize| {
