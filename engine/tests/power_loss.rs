@@ -7,7 +7,7 @@ mod common;
 use common::{spec, T0};
 
 use seckill_engine::node::{Node, NodeConfig, NodeError};
-use seckill_engine::wal::fs::{DirLock, Fs, LogFile};
+use seckill_engine::wal::fs::{overlay, Fs, LogFile, Override};
 use seckill_engine::wal::sim_fs::{Fault, SimFs};
 use seckill_engine::wal::{self, OnFailure, RecoveryError};
 use seckill_engine::{EngineConfig, ManualClock};
@@ -273,21 +273,14 @@ fn a_failed_fsync_exits_the_process() {
     assert!(stderr.contains("exiting so that a restart recovers"), "{stderr}");
 }
 
-/// Delegates to a `SimFs` but holds every snapshot temp file's creation
-/// until released: a snapshot that takes as long as we like.
+/// Holds every snapshot temp file's creation until released (over a
+/// `SimFs`): a snapshot that takes as long as we like.
 struct SlowSnapshots {
-    fs: SimFs,
     gate: Arc<(Mutex<bool>, Condvar)>,
 }
 
-impl Fs for SlowSnapshots {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.fs.create_dir_all(dir)
-    }
-    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        self.fs.open_segment(path)
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+impl Override for SlowSnapshots {
+    fn create(&self, base: &dyn Fs, path: &Path) -> io::Result<Box<dyn LogFile>> {
         let in_snapshots = path.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "snapshots");
         if in_snapshots && path.extension().is_some_and(|e| e == "tmp") {
             let (open, cv) = &*self.gate;
@@ -296,34 +289,7 @@ impl Fs for SlowSnapshots {
                 g = cv.wait(g).expect("gate");
             }
         }
-        self.fs.create(path)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.fs.read(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.fs.list(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.fs.exists(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.fs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.fs.remove_file(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        self.fs.truncate(path, len)
-    }
-    fn sync_file(&self, path: &Path) -> io::Result<()> {
-        self.fs.sync_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.fs.sync_dir(dir)
-    }
-    fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
-        self.fs.lock(dir)
+        base.create(path)
     }
 }
 
@@ -335,7 +301,7 @@ impl Fs for SlowSnapshots {
 fn a_stuck_snapshot_does_not_block_answers() {
     let sim = SimFs::new();
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
-    let fs = Arc::new(SlowSnapshots { fs: sim.clone(), gate: gate.clone() });
+    let fs = overlay(Arc::new(sim.clone()), SlowSnapshots { gate: gate.clone() });
     let mut c = cfg();
     c.segment_bytes_max = 64 << 20;
     let node = Arc::new(Node::open_with(c, Arc::new(ManualClock::new(T0)), fs).expect("open"));

@@ -293,45 +293,12 @@ mod tests {
         gone: std::path::PathBuf,
     }
 
-    impl Fs for GoneAfterListing {
-        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-            OsFs.create_dir_all(dir)
-        }
-        fn open_segment(&self, path: &Path) -> io::Result<Box<dyn crate::wal::fs::LogFile>> {
-            OsFs.open_segment(path)
-        }
-        fn create(&self, path: &Path) -> io::Result<Box<dyn crate::wal::fs::LogFile>> {
-            OsFs.create(path)
-        }
-        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+    impl crate::wal::fs::Override for GoneAfterListing {
+        fn read(&self, base: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
             if path == self.gone {
                 return Err(io::Error::from(io::ErrorKind::NotFound));
             }
-            OsFs.read(path)
-        }
-        fn list(&self, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
-            OsFs.list(dir)
-        }
-        fn exists(&self, path: &Path) -> bool {
-            OsFs.exists(path)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-            OsFs.rename(from, to)
-        }
-        fn remove_file(&self, path: &Path) -> io::Result<()> {
-            OsFs.remove_file(path)
-        }
-        fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-            OsFs.truncate(path, len)
-        }
-        fn sync_file(&self, path: &Path) -> io::Result<()> {
-            OsFs.sync_file(path)
-        }
-        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-            OsFs.sync_dir(dir)
-        }
-        fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn crate::wal::fs::DirLock>>> {
-            OsFs.lock(dir)
+            base.read(path)
         }
     }
 
@@ -368,7 +335,10 @@ mod tests {
         let status = Arc::new(WalStatus::default());
         status.durable_lsn.store(5, Ordering::Release);
         let snapshotting = Snapshotting {
-            fs: Arc::new(GoneAfterListing { gone: crate::wal::segment::segment_path(&wal_dir, 1) }),
+            fs: crate::wal::fs::overlay(
+                crate::wal::fs::os(),
+                GoneAfterListing { gone: crate::wal::segment::segment_path(&wal_dir, 1) },
+            ),
             wal_dir,
             snap_dir: snap_dir.clone(),
             every_records: u64::MAX,
