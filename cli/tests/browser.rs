@@ -35,14 +35,8 @@ use webdriver::Browser;
 const OPEN: (&str, &str) = ("2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
 
 fn create(up: &UpProc, title: &str, stock: u64, per_user_limit: u32, (starts, ends): (&str, &str)) -> u64 {
-    let a = up
-        .admin(
-            "activity.create",
-            json!({"title": title, "price_cents": 129_900, "stock": stock, "per_user_limit": per_user_limit,
-                   "starts_at": starts, "ends_at": ends}),
-        )
-        .unwrap_or_else(|e| panic!("activity.create: {e}"));
-    a["id"].as_u64().expect("activity id")
+    up.create_activity(json!({"title": title, "price_cents": 129_900, "stock": stock, "per_user_limit": per_user_limit,
+                   "starts_at": starts, "ends_at": ends}))
 }
 
 /// Where a screenshot goes: docs/ when asked for, target/screenshots/ otherwise.
@@ -272,26 +266,10 @@ fn an_unreachable_engine_is_shown_as_busy() {
     let (_tmp, dir) = data_dir();
     // A front alone whose engine is not there: every engine read is 503 busy.
     let port = common::free_port();
-    let child = std::process::Command::new(common::bin())
-        .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&dir)
-        .arg("--engine")
-        .arg(format!("unix:{}", dir.join("no-engine.sock").display()))
-        .args(["--metrics", "none", "--payment", "sandbox"])
-        .env("SECKILL_AUTH_SECRET", common::AUTH_SECRET)
-        .env("SECKILL_PAYMENT_SECRET", common::PAYMENT_SECRET)
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("seckill front");
-    use seckill_testkit::KillOnDrop as Kill;
-    let _front = Kill(child);
-    let deadline = Instant::now() + 30 * SECOND;
-    while !common::try_request(port, "GET", "/api/v1/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
-        assert!(Instant::now() < deadline, "seckill front did not answer /healthz");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let no_engine = format!("unix:{}", dir.join("no-engine.sock").display());
+    let _front =
+        common::spawn_front(&dir, port, &["--engine", &no_engine, "--payment", "sandbox"], std::process::Stdio::null());
+    common::wait_http_ok(port, "/api/v1/healthz");
     b.goto(&format!("http://127.0.0.1:{port}/"));
     b.wait_for("body[data-ready='true']", 15 * SECOND);
     let n = b.wait_text("#notice", 5 * SECOND, "busy in words", |t| t.contains("very busy"));

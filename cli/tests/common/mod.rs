@@ -11,10 +11,66 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use seckill_testkit::http::{raw_request, raw_request_within, read_response, request, try_request, HttpResp};
-pub use seckill_testkit::{free_port, TcpProxy};
+pub use seckill_testkit::{free_port, wait_until, KillOnDrop, TcpProxy};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_seckill"))
+}
+
+/// `seckill` as the tests run it: the tests' JWT and payment secrets,
+/// `RUST_LOG=warn`, stdout to nowhere (the caller adds the arguments and
+/// where stderr goes).
+pub fn seckill() -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.env("SECKILL_AUTH_SECRET", AUTH_SECRET)
+        .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// `path` opened to append: a child's stderr that outlives it.
+pub fn log_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file")
+}
+
+/// A `seckill front` on `127.0.0.1:port` for the engine of `data_dir`
+/// (`extra` after it, e.g. `--engine`, `--metrics`; `--metrics none` unless
+/// named), killed when dropped. Does not wait: see [`wait_http_ok`].
+pub fn spawn_front(data_dir: &Path, port: u16, extra: &[&str], stderr: impl Into<Stdio>) -> KillOnDrop {
+    let mut cmd = seckill();
+    cmd.args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data_dir);
+    if !extra.contains(&"--metrics") {
+        cmd.args(["--metrics", "none"]);
+    }
+    KillOnDrop(cmd.args(extra).stderr(stderr).spawn().expect("spawning seckill front"))
+}
+
+/// Waits (30 s at most) until `GET path` on `127.0.0.1:port` answers 200.
+pub fn wait_http_ok(port: u16, path: &str) {
+    wait_until(&format!("200 from GET {path} on port {port}"), Duration::from_secs(30), || {
+        try_request(port, "GET", path, &[], b"").is_ok_and(|r| r.status == 200)
+    });
+}
+
+/// Sends `signal` (`"INT"`, `"TERM"`) to `child` and waits (at most `within`) for it to exit.
+pub fn signal_and_wait(child: &mut Child, signal: &str, within: Duration) -> std::process::ExitStatus {
+    let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {}", child.id());
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{} did not exit within {within:?} of SIG{signal}", child.id());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `activity.create` with `fields` on the engine of `data_dir`; the new activity's id.
+pub fn create_activity(data_dir: &Path, fields: Value) -> u64 {
+    let a = admin(data_dir, "activity.create", fields).unwrap_or_else(|e| panic!("activity.create: {e}"));
+    a["id"].as_u64().unwrap_or_else(|| panic!("no activity id in {a}"))
 }
 
 /// A `seckill engine` child; killed (-9) when dropped.
@@ -25,23 +81,14 @@ pub struct EngineProc {
 
 impl EngineProc {
     pub fn start(data_dir: &Path, extra: &[&str]) -> EngineProc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.with_extension("log"))
-            .expect("engine log file");
-        let child = Command::new(bin())
+        let child = seckill()
             .arg("engine")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--mysql-url", "none", "--redis-url", "none"])
             .args(if extra.contains(&"--metrics") { &[][..] } else { &["--metrics", "none"][..] })
             .args(extra)
-            .env("RUST_LOG", "warn")
-            // The fronts of the tests hold it too: it keys the wire handshake.
-            .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-            .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log_file(&data_dir.with_extension("log")))
             .spawn()
             .expect("spawning seckill engine");
         let mut p = EngineProc { child, data_dir: data_dir.to_path_buf() };
@@ -75,6 +122,11 @@ impl EngineProc {
 
     pub fn admin(&self, cmd: &str, args: Value) -> Result<Value, Value> {
         admin(&self.data_dir, cmd, args)
+    }
+
+    /// `activity.create` with `fields`; the new activity's id.
+    pub fn create_activity(&self, fields: Value) -> u64 {
+        create_activity(&self.data_dir, fields)
     }
 }
 
@@ -148,6 +200,11 @@ impl UpProc {
 
     pub fn admin(&self, cmd: &str, args: Value) -> Result<Value, Value> {
         admin(&self.data_dir, cmd, args)
+    }
+
+    /// `activity.create` with `fields`; the new activity's id.
+    pub fn create_activity(&self, fields: Value) -> u64 {
+        create_activity(&self.data_dir, fields)
     }
 
     /// The end of this process's log (stderr), for failure messages.
@@ -249,12 +306,7 @@ impl UpProc {
         // The free port may be taken by someone else before we bind it: try a few.
         for attempt in 0..3 {
             let port = free_port();
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(data_dir.with_extension("log"))
-                .expect("up log file");
-            let mut cmd = Command::new(bin());
+            let mut cmd = seckill();
             cmd.arg("up").arg("--data-dir").arg(data_dir).args([
                 "--http",
                 &format!("127.0.0.1:{port}"),
@@ -276,15 +328,8 @@ impl UpProc {
                     cmd.args([flag, off]);
                 }
             }
-            let child = cmd
-                .args(extra)
-                .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-                .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawning seckill up");
+            let child =
+                cmd.args(extra).stderr(log_file(&data_dir.with_extension("log"))).spawn().expect("spawning seckill up");
             let mut p = UpProc { child, data_dir: data_dir.to_path_buf(), port, metrics_port };
             match p.wait_ready() {
                 Ok(()) => return p,
