@@ -12,7 +12,7 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
-use seckill_engine::stats::{ActivityStats, BuyOutcome, BUY_OUTCOMES, ORDER_STATUSES};
+use seckill_engine::{ActivityStats, BuyOutcome, BUY_OUTCOMES, ORDER_STATUSES};
 use seckill_front::metrics_http::OperatorData;
 use seckill_front::observe::{BuyAnswers, ANSWER_CLASSES};
 use seckill_proto::stats::{LatencyCounts, LATENCY_BUCKETS_S};

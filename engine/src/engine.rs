@@ -79,9 +79,9 @@ pub struct ActivitySpec {
 
 impl ActivitySpec {
     /// A spec with the engine's defaults for every optional setting: no
-    /// product, [`PER_USER_LIMIT_DEFAULT`] unit per buyer,
-    /// [`PAYMENT_TIMEOUT_S_DEFAULT`] seconds to pay, no buy token,
-    /// [`GATE_FACTOR_DEFAULT`] tokens per unit.
+    /// product, `PER_USER_LIMIT_DEFAULT` unit per buyer,
+    /// `PAYMENT_TIMEOUT_S_DEFAULT` seconds to pay, no buy token,
+    /// `GATE_FACTOR_DEFAULT` tokens per unit (`limits.rs`).
     pub fn new(title: String, price_cents: u64, stock: u64, starts_at_ms: u64, ends_at_ms: u64) -> Self {
         ActivitySpec {
             title,

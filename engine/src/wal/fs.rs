@@ -96,7 +96,7 @@ pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// The real file system.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct OsFs;
+pub(crate) struct OsFs;
 
 /// Options that create a file private to this user (the umask may only
 /// narrow it further).
