@@ -41,6 +41,13 @@ fn create_activity(
     )
 }
 
+/// An open sale of 2 units, one per buyer, that takes buy tokens (at most
+/// `gate_factor` × stock of them).
+fn gated_sale(up: &UpProc, gate_factor: u32) -> u64 {
+    up.create_activity(json!({"title": "gated", "price_cents": 100, "stock": 2, "per_user_limit": 1,
+        "require_buy_token": true, "gate_factor": gate_factor, "starts_at": OPEN.0, "ends_at": OPEN.1}))
+}
+
 /// Asserts `r` is the error `status` / `code` with DESIGN.md's error body.
 #[track_caller]
 fn assert_error(r: &HttpResp, status: u16, code: &str) {
@@ -432,10 +439,7 @@ fn orders_cancel_pay_refund() {
 fn buy_tokens_gate_the_sale() {
     let (_tmp, dir) = data_dir();
     let up = UpProc::start(&dir, &[]);
-    let gated = up.create_activity(
-        json!({"title": "gated", "price_cents": 100, "stock": 2, "per_user_limit": 1, "require_buy_token": true,
-                   "gate_factor": 1, "starts_at": OPEN.0, "ends_at": OPEN.1}),
-    );
+    let gated = gated_sale(&up, 1);
     let token_path = format!("/api/v1/activities/{gated}/token");
     let with_token = |t: &str| json!({"quantity": 1, "buy_token": t}).to_string();
 
@@ -476,10 +480,7 @@ fn buy_tokens_gate_the_sale() {
 fn one_user_cannot_drain_the_buy_token_gate() {
     let (_tmp, dir) = data_dir();
     let up = UpProc::start(&dir, &[]);
-    let gated = up.create_activity(
-        json!({"title": "gated", "price_cents": 100, "stock": 2, "per_user_limit": 1, "require_buy_token": true,
-                   "gate_factor": 2, "starts_at": OPEN.0, "ends_at": OPEN.1}),
-    );
+    let gated = gated_sale(&up, 2);
     let token_path = format!("/api/v1/activities/{gated}/token");
     for _ in 0..10 {
         let _ = up.post(&token_path, Some(1), b"");

@@ -73,10 +73,61 @@ pub fn create_activity(data_dir: &Path, fields: Value) -> u64 {
     a["id"].as_u64().unwrap_or_else(|| panic!("no activity id in {a}"))
 }
 
-/// A `seckill engine` child; killed (-9) when dropped.
-pub struct EngineProc {
+/// A `seckill` child and its data dir, killed (-9) when dropped: what
+/// [`EngineProc`] and [`UpProc`] share (both deref to it).
+pub struct Proc {
     pub child: Child,
     pub data_dir: PathBuf,
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    pub fn admin(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+        admin(&self.data_dir, cmd, args)
+    }
+
+    /// `activity.create` with `fields`; the new activity's id.
+    pub fn create_activity(&self, fields: Value) -> u64 {
+        create_activity(&self.data_dir, fields)
+    }
+
+    /// The end of this process's log (stderr), for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.data_dir)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `EngineProc` and `UpProc` are a [`Proc`] with more.
+macro_rules! deref_to_proc {
+    ($($t:ty),+) => {$(
+        impl std::ops::Deref for $t {
+            type Target = Proc;
+            fn deref(&self) -> &Proc {
+                &self.proc
+            }
+        }
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut Proc {
+                &mut self.proc
+            }
+        }
+    )+};
+}
+deref_to_proc!(EngineProc, UpProc);
+
+/// A `seckill engine` child; killed (-9) when dropped.
+pub struct EngineProc {
+    proc: Proc,
 }
 
 impl EngineProc {
@@ -91,7 +142,7 @@ impl EngineProc {
             .stderr(log_file(&data_dir.with_extension("log")))
             .spawn()
             .expect("spawning seckill engine");
-        let mut p = EngineProc { child, data_dir: data_dir.to_path_buf() };
+        let mut p = EngineProc { proc: Proc { child, data_dir: data_dir.to_path_buf() } };
         p.wait_ready();
         p
     }
@@ -113,26 +164,6 @@ impl EngineProc {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("seckill engine did not come up within 30 s");
-    }
-
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    pub fn admin(&self, cmd: &str, args: Value) -> Result<Value, Value> {
-        admin(&self.data_dir, cmd, args)
-    }
-
-    /// `activity.create` with `fields`; the new activity's id.
-    pub fn create_activity(&self, fields: Value) -> u64 {
-        create_activity(&self.data_dir, fields)
-    }
-}
-
-impl Drop for EngineProc {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -164,8 +195,7 @@ pub const PAYMENT_SECRET: &str = "test-payment-secret-9876543210-abcdef";
 /// A `seckill up` child (engine + HTTP front, no MySQL, no Redis) on a free
 /// port; killed (-9) when dropped.
 pub struct UpProc {
-    pub child: Child,
-    pub data_dir: PathBuf,
+    proc: Proc,
     pub port: u16,
     /// The operator's `--metrics` port (`GET /metrics`).
     pub metrics_port: u16,
@@ -193,25 +223,6 @@ impl UpProc {
         Err("seckill up was not ready within 30 s".into())
     }
 
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    pub fn admin(&self, cmd: &str, args: Value) -> Result<Value, Value> {
-        admin(&self.data_dir, cmd, args)
-    }
-
-    /// `activity.create` with `fields`; the new activity's id.
-    pub fn create_activity(&self, fields: Value) -> u64 {
-        create_activity(&self.data_dir, fields)
-    }
-
-    /// The end of this process's log (stderr), for failure messages.
-    pub fn log_tail(&self) -> String {
-        log_tail(&self.data_dir)
-    }
-
     /// One request; panics on I/O errors.
     pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResp {
         request(self.port, method, path, headers, body)
@@ -225,12 +236,6 @@ impl UpProc {
     pub fn post(&self, path: &str, user: Option<u64>, body: &[u8]) -> HttpResp {
         let auth = user.map(bearer);
         self.req("POST", path, &auth_header(&auth), body)
-    }
-}
-
-impl Drop for UpProc {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -330,7 +335,7 @@ impl UpProc {
             }
             let child =
                 cmd.args(extra).stderr(log_file(&data_dir.with_extension("log"))).spawn().expect("spawning seckill up");
-            let mut p = UpProc { child, data_dir: data_dir.to_path_buf(), port, metrics_port };
+            let mut p = UpProc { proc: Proc { child, data_dir: data_dir.to_path_buf() }, port, metrics_port };
             match p.wait_ready() {
                 Ok(()) => return p,
                 Err(e) if attempt < 2 => {
