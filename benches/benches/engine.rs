@@ -110,15 +110,21 @@ fn sale_case(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, stock: u64, mut s
     });
 }
 
-fn decide(c: &mut Criterion) {
+/// The `engine` group, `requests` a sale. One iteration is a whole sale
+/// (tens to hundreds of ms): flat sampling runs the same number of sales per
+/// sample instead of a 1..=n ramp.
+fn sale_group(c: &mut Criterion, requests: u64) -> BenchmarkGroup<'_, WallTime> {
     let mut g = c.benchmark_group("engine");
-    // One iteration is a whole sale (tens to hundreds of ms): flat sampling
-    // runs the same number of sales per sample instead of a 1..=n ramp.
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(DECIDE_USERS));
+        .throughput(Throughput::Elements(requests));
+    g
+}
+
+fn decide(c: &mut Criterion) {
+    let mut g = sale_group(c, DECIDE_USERS);
 
     let reqs = buys(ACTIVITY, 0..DECIDE_USERS);
     let mut batch = Batch::default();
@@ -172,12 +178,7 @@ fn submit_and_collect(engine: &Engine, reqs: &[Request]) -> (u64, u64) {
 fn shards(c: &mut Criterion) {
     let submitters: usize =
         std::env::var("SECKILL_BENCH_SUBMITTERS").ok().and_then(|s| s.parse().ok()).filter(|&n| n >= 1).unwrap_or(1);
-    let mut g = c.benchmark_group("engine");
-    g.sampling_mode(SamplingMode::Flat)
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(E2E_REQUESTS));
+    let mut g = sale_group(c, E2E_REQUESTS);
 
     for n in [1usize, 2, 4] {
         let clock = Arc::new(SystemClock);
