@@ -1,6 +1,6 @@
 //! The file-system seam under the WAL, the snapshots and the data dir's
 //! metadata: every file operation recovery and the writer depend on goes
-//! through [`Fs`]. Production uses [`OsFs`]; the simulation test uses
+//! through [`Fs`]. Production uses `OsFs` (through [`os`]); the simulation test uses
 //! [`super::sim_fs::SimFs`], which remembers what was made durable and
 //! forgets the rest on a power cut.
 //!
@@ -8,7 +8,7 @@
 //! fsync of a file, creating, renaming and deleting names (durable only after
 //! an fsync of the directory), and cutting a file.
 //!
-//! [`OsFs`] creates every directory 0700 and every file 0600: the data dir
+//! `OsFs` creates every directory 0700 and every file 0600: the data dir
 //! holds every order, so no other local user may read any of it
 //! (docs/SECURITY.md).
 
