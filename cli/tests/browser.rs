@@ -34,6 +34,21 @@ use webdriver::Browser;
 
 const OPEN: (&str, &str) = ("2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
 
+/// A fresh `seckill up` with `args` (in a temp dir: keep the `TempDir` while
+/// it runs) and one sale, as [`create`] makes it.
+fn up_with_sale(
+    args: &[&str],
+    title: &str,
+    stock: u64,
+    per_user_limit: u32,
+    window: (&str, &str),
+) -> (tempfile::TempDir, UpProc, u64) {
+    let (tmp, dir) = data_dir();
+    let up = UpProc::start(&dir, args);
+    let id = create(&up, title, stock, per_user_limit, window);
+    (tmp, up, id)
+}
+
 fn create(up: &UpProc, title: &str, stock: u64, per_user_limit: u32, (starts, ends): (&str, &str)) -> u64 {
     up.create_activity(json!({"title": title, "price_cents": 129_900, "stock": stock, "per_user_limit": per_user_limit,
                    "starts_at": starts, "ends_at": ends}))
@@ -180,10 +195,8 @@ fn a_sold_out_sale_says_so() {
 #[test]
 fn a_429_is_shown_with_its_retry_time() {
     let Some(b) = Browser::start() else { return };
-    let (_tmp, dir) = data_dir();
     // One click a minute: the second click is answered 429 with Retry-After ≈ 60.
-    let up = UpProc::start(&dir, &["--buys-per-minute", "1"]);
-    let id = create(&up, "Two per buyer", 10, 2, OPEN);
+    let (_tmp, up, id) = up_with_sale(&["--buys-per-minute", "1"], "Two per buyer", 10, 2, OPEN);
     open(&b, &up);
     demo_login(&b, 5);
     let sale = format!("#sale-{id}");
@@ -210,9 +223,7 @@ fn a_429_is_shown_with_its_retry_time() {
 #[test]
 fn without_sandbox_the_page_takes_a_token_and_offers_no_pay() {
     let Some(b) = Browser::start() else { return };
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &["--payment", "notify"]);
-    let id = create(&up, "Notify-mode sale", 5, 1, OPEN);
+    let (_tmp, up, id) = up_with_sale(&["--payment", "notify"], "Notify-mode sale", 5, 1, OPEN);
     open(&b, &up);
     assert!(!b.displayed("#demo-login"), "no demo login without sandbox");
     assert!(b.displayed("#token-login"));
@@ -283,9 +294,7 @@ fn an_unreachable_engine_is_shown_as_busy() {
 #[test]
 fn the_dashboard_matches_admin_stats_while_load_runs() {
     let Some(b) = Browser::start() else { return };
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &["--buys-per-minute", "100000"]);
-    let id = create(&up, "Load", 3_000, 1, OPEN);
+    let (_tmp, up, id) = up_with_sale(&["--buys-per-minute", "100000"], "Load", 3_000, 1, OPEN);
     let dash = format!("http://127.0.0.1:{}/dashboard", up.metrics_port);
     let r = common::request(up.metrics_port, "GET", "/dashboard", &[], b"");
     assert_eq!(r.status, 200, "GET /dashboard on the metrics listener: {}", r.text());
@@ -295,7 +304,7 @@ fn the_dashboard_matches_admin_stats_while_load_runs() {
 
     let mut load = std::process::Command::new(common::bin())
         .args(["load", "--data-dir"])
-        .arg(&dir)
+        .arg(&up.data_dir)
         .args(["--url", &format!("http://127.0.0.1:{}", up.port), "--activity", &id.to_string()])
         // Paced (~6 s), so the page is read many times while it runs.
         .args(["--users", "6000", "--connections", "8", "--rate", "1000", "--duration", "6s", "--quiet"])

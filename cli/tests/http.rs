@@ -48,6 +48,20 @@ fn gated_sale(up: &UpProc, gate_factor: u32) -> u64 {
         "require_buy_token": true, "gate_factor": gate_factor, "starts_at": OPEN.0, "ends_at": OPEN.1}))
 }
 
+/// A fresh `seckill up` (in a temp dir: keep the `TempDir` while it runs)
+/// with one sale, as [`create_activity`] makes it.
+fn up_with_sale(
+    price_cents: u64,
+    stock: u64,
+    per_user_limit: u32,
+    window: (&str, &str),
+) -> (tempfile::TempDir, UpProc, u64) {
+    let (tmp, dir) = data_dir();
+    let up = UpProc::start(&dir, &[]);
+    let act = create_activity(&up, price_cents, stock, per_user_limit, window);
+    (tmp, up, act)
+}
+
 /// Asserts `r` is the error `status` / `code` with DESIGN.md's error body.
 #[track_caller]
 fn assert_error(r: &HttpResp, status: u16, code: &str) {
@@ -195,9 +209,7 @@ fn activities_list_and_show() {
 
 #[test]
 fn buy_answers_and_errors() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 1_250, 5, 1, OPEN);
+    let (_tmp, up, act) = up_with_sale(1_250, 5, 1, OPEN);
     let path = format!("/api/v1/activities/{act}/buy");
 
     // Empty body = quantity 1; 201 with Location pointing at the order.
@@ -322,9 +334,7 @@ fn buy_answers_and_errors() {
 
 #[test]
 fn orders_cancel_pay_refund() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 500, 10, 3, OPEN);
+    let (_tmp, up, act) = up_with_sale(500, 10, 3, OPEN);
     let a = buy_ok(&up, act, 1, "");
     let b = buy_ok(&up, act, 1, "");
     let c = buy_ok(&up, act, 1, "");
@@ -490,9 +500,7 @@ fn one_user_cannot_drain_the_buy_token_gate() {
 
 #[test]
 fn idempotency_key_returns_the_same_order() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 10, 2, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 10, 2, OPEN);
     let path = format!("/api/v1/activities/{act}/buy");
     let click = |user: u64, key: &str| {
         let auth = bearer(user);
@@ -525,9 +533,7 @@ fn idempotency_key_returns_the_same_order() {
 /// next second although they hold an order.
 #[test]
 fn idempotency_key_replays_after_sold_out() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 1, 1, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 1, 1, OPEN);
     let path = format!("/api/v1/activities/{act}/buy");
     let auth = bearer(1);
     let headers = [("Authorization", auth.as_str()), ("Idempotency-Key", "once")];
@@ -584,9 +590,7 @@ fn payment_deadline_expires_orders_even_across_kill_9() {
 /// `BuyBody` also accepts a JSON array, so `[]` buys 1 unit and `[2]` buys 2.
 #[test]
 fn buy_body_must_be_an_object() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 10, 3, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 10, 3, OPEN);
     for body in ["[]", "[2]", "[1, null]", "true", "1"] {
         assert_error(&buy(&up, act, 1, body), 400, "bad_request");
     }
@@ -619,9 +623,7 @@ fn short_secrets_are_refused_at_start() {
 /// buy 1), and a body that is not UTF-8 JSON is refused.
 #[test]
 fn buy_body_with_unknown_fields_or_bad_utf8_is_refused() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 10, 3, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 10, 3, OPEN);
     for body in [&br#"{"qty":3}"#[..], br#"{"quantity":1,"coupon":"FREE"}"#, b"{\"quantity\":1,\"x\":\"\xff\"}"] {
         let r = up.post(&format!("/api/v1/activities/{act}/buy"), Some(1), body);
         assert_error(&r, 400, "bad_request");
@@ -634,9 +636,7 @@ fn buy_body_with_unknown_fields_or_bad_utf8_is_refused() {
 /// client bug, not a retry: 422, and no second order.
 #[test]
 fn idempotency_key_reused_for_another_request_is_422() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 10, 3, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 10, 3, OPEN);
     let path = format!("/api/v1/activities/{act}/buy");
     let auth = bearer(1);
     let click = |body: &[u8]| up.req("POST", &path, &[("Authorization", &auth), ("Idempotency-Key", "k")], body);
