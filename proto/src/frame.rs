@@ -201,18 +201,12 @@ fn encode_response_unchecked(out: &mut Vec<u8>, request_id: u64, resp: &Response
     match resp {
         Response::Order(view) | Response::Replayed(view) => put_order_view(out, view),
         Response::Orders { items, total } => {
-            put_count(out, items.len());
-            for view in items {
-                put_order_view(out, view);
-            }
+            put_list(out, items, put_order_view);
             put_u64(out, *total);
         }
         Response::Activity(view) => put_activity_view(out, view),
         Response::Activities { items, total } => {
-            put_count(out, items.len());
-            for view in items {
-                put_activity_view(out, view);
-            }
+            put_list(out, items, put_activity_view);
             put_u64(out, *total);
         }
         Response::Done => {}
@@ -328,6 +322,14 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// A count, then every item.
+fn put_list<T>(out: &mut Vec<u8>, items: &[T], put: impl Fn(&mut Vec<u8>, &T)) {
+    put_count(out, items.len());
+    for item in items {
+        put(out, item);
+    }
+}
+
 fn put_order_view(out: &mut Vec<u8>, v: &OrderView) {
     put_order_id(out, v.order_id);
     put_u64(out, v.user_id);
@@ -407,23 +409,15 @@ pub fn decode_response(frame: &[u8]) -> Result<(u64, Response), FrameError> {
     let resp = match kind {
         kind::ORDER => Response::Order(r.order_view()?),
         kind::REPLAYED => Response::Replayed(r.order_view()?),
-        kind::ORDERS => {
-            let n = r.count("orders.count", ORDER_VIEW_BYTES)?;
-            let mut items = Vec::with_capacity(n);
-            for _ in 0..n {
-                items.push(r.order_view()?);
-            }
-            Response::Orders { items, total: r.u64("total")? }
-        }
+        kind::ORDERS => Response::Orders {
+            items: r.list("orders.count", ORDER_VIEW_BYTES, Reader::order_view)?,
+            total: r.u64("total")?,
+        },
         kind::ACTIVITY => Response::Activity(Box::new(r.activity_view()?)),
-        kind::ACTIVITIES => {
-            let n = r.count("activities.count", ACTIVITY_VIEW_BYTES_MIN)?;
-            let mut items = Vec::with_capacity(n);
-            for _ in 0..n {
-                items.push(r.activity_view()?);
-            }
-            Response::Activities { items, total: r.u64("total")? }
-        }
+        kind::ACTIVITIES => Response::Activities {
+            items: r.list("activities.count", ACTIVITY_VIEW_BYTES_MIN, Reader::activity_view)?,
+            total: r.u64("total")?,
+        },
         kind::DONE => Response::Done,
         kind::ERROR => {
             let code = r.u8("error_code")?;
@@ -520,6 +514,21 @@ impl<'a> Reader<'a> {
             Some(need) if need <= self.buf.len() => Ok(n),
             _ => Err(FrameError::Truncated { field }),
         }
+    }
+
+    /// A count (checked as [`Self::count`]), then that many items.
+    fn list<T>(
+        &mut self,
+        field: &'static str,
+        item_bytes_min: usize,
+        item: impl Fn(&mut Self) -> Result<T, FrameError>,
+    ) -> Result<Vec<T>, FrameError> {
+        let n = self.count(field, item_bytes_min)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(item(self)?);
+        }
+        Ok(items)
     }
 
     fn order_view(&mut self) -> Result<OrderView, FrameError> {
