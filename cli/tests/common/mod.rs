@@ -17,9 +17,10 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_seckill"))
 }
 
-/// `seckill` as the tests run it: the tests' JWT and payment secrets,
-/// `RUST_LOG=warn`, stdout to nowhere (the caller adds the arguments and
-/// where stderr goes).
+/// `seckill` as the tests run it: the tests' JWT and payment secrets (the
+/// JWT secret also keys the engine's wire handshake, so engines and fronts
+/// must share it), `RUST_LOG=warn`, stdout to nowhere (the caller adds the
+/// arguments and where stderr goes).
 pub fn seckill() -> Command {
     let mut cmd = Command::new(bin());
     cmd.env("SECKILL_AUTH_SECRET", AUTH_SECRET)
