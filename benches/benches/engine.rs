@@ -16,8 +16,10 @@
 //!   come back on crossbeam channels. One iteration = submit N, receive N.
 //!   Submitters: 1, or `SECKILL_BENCH_SUBMITTERS`.
 
+use criterion::measurement::WallTime;
 use criterion::{
-    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+    Throughput,
 };
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use seckill_benches::{ongoing_spec, shard_with_sale, user_id, NOW_MS};
@@ -83,84 +85,56 @@ fn decide_all_with_replies(
     }
 }
 
-/// Runs one sale, untimed, the first time a case is entered, and checks
-/// that it sold exactly `units` (no oversell, no unit lost).
-fn check_once(checked: &mut bool, units: u64, sale: impl FnOnce() -> ShardState) {
-    if !*checked {
-        let state = sale();
-        assert_eq!(state.slots[&ACTIVITY].purchases.units(), units);
-        assert_eq!(state.orders.len() as u64, units);
-        *checked = true;
-    }
+/// One `decide/*` case: a fresh shard per sale holding `stock` units, every
+/// request decided by `sale`. The used state is returned so criterion drops
+/// it outside the timed section. The first time the case is entered, one
+/// sale runs untimed and must sell exactly `stock` (no oversell, no unit lost).
+fn sale_case(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, stock: u64, mut sale: impl FnMut(&mut ShardState)) {
+    let mut checked = false;
+    g.bench_function(name, |b| {
+        if !checked {
+            let mut state = shard_with_sale(ACTIVITY, stock);
+            sale(&mut state);
+            assert_eq!(state.slots[&ACTIVITY].purchases.units(), stock);
+            assert_eq!(state.orders.len() as u64, stock);
+            checked = true;
+        }
+        b.iter_batched(
+            || shard_with_sale(ACTIVITY, stock),
+            |mut state| {
+                sale(&mut state);
+                state
+            },
+            BatchSize::PerIteration,
+        )
+    });
 }
 
-fn decide(c: &mut Criterion) {
+/// The `engine` group, `requests` a sale. One iteration is a whole sale
+/// (tens to hundreds of ms): flat sampling runs the same number of sales per
+/// sample instead of a 1..=n ramp.
+fn sale_group(c: &mut Criterion, requests: u64) -> BenchmarkGroup<'_, WallTime> {
     let mut g = c.benchmark_group("engine");
-    // One iteration is a whole sale (tens to hundreds of ms): flat sampling
-    // runs the same number of sales per sample instead of a 1..=n ramp.
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(DECIDE_USERS));
+        .throughput(Throughput::Elements(requests));
+    g
+}
+
+fn decide(c: &mut Criterion) {
+    let mut g = sale_group(c, DECIDE_USERS);
 
     let reqs = buys(ACTIVITY, 0..DECIDE_USERS);
     let mut batch = Batch::default();
     let (tx, rx) = unbounded();
 
-    // Each case first runs one sale outside the timing and checks that it
-    // sold what it should. Then a fresh state per sale; the used state is
-    // returned so criterion drops it outside the timed section.
-    let mut checked = false;
-    g.bench_function("decide/sold_out_mix", |b| {
-        check_once(&mut checked, DECIDE_STOCK, || {
-            let mut state = shard_with_sale(ACTIVITY, DECIDE_STOCK);
-            decide_all(&mut state, &reqs, &mut batch);
-            state
-        });
-        b.iter_batched(
-            || shard_with_sale(ACTIVITY, DECIDE_STOCK),
-            |mut state| {
-                decide_all(&mut state, &reqs, &mut batch);
-                state
-            },
-            BatchSize::PerIteration,
-        )
+    sale_case(&mut g, "decide/sold_out_mix", DECIDE_STOCK, |state| decide_all(state, &reqs, &mut batch));
+    sale_case(&mut g, "decide/sold_out_mix_replies", DECIDE_STOCK, |state| {
+        decide_all_with_replies(state, &reqs, &mut batch, &tx, &rx)
     });
-
-    let mut checked = false;
-    g.bench_function("decide/sold_out_mix_replies", |b| {
-        check_once(&mut checked, DECIDE_STOCK, || {
-            let mut state = shard_with_sale(ACTIVITY, DECIDE_STOCK);
-            decide_all_with_replies(&mut state, &reqs, &mut batch, &tx, &rx);
-            state
-        });
-        b.iter_batched(
-            || shard_with_sale(ACTIVITY, DECIDE_STOCK),
-            |mut state| {
-                decide_all_with_replies(&mut state, &reqs, &mut batch, &tx, &rx);
-                state
-            },
-            BatchSize::PerIteration,
-        )
-    });
-
-    let mut checked = false;
-    g.bench_function("decide/all_win", |b| {
-        check_once(&mut checked, DECIDE_USERS, || {
-            let mut state = shard_with_sale(ACTIVITY, DECIDE_USERS);
-            decide_all(&mut state, &reqs, &mut batch);
-            state
-        });
-        b.iter_batched(
-            || shard_with_sale(ACTIVITY, DECIDE_USERS),
-            |mut state| {
-                decide_all(&mut state, &reqs, &mut batch);
-                state
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    sale_case(&mut g, "decide/all_win", DECIDE_USERS, |state| decide_all(state, &reqs, &mut batch));
     g.finish();
 }
 
@@ -204,12 +178,7 @@ fn submit_and_collect(engine: &Engine, reqs: &[Request]) -> (u64, u64) {
 fn shards(c: &mut Criterion) {
     let submitters: usize =
         std::env::var("SECKILL_BENCH_SUBMITTERS").ok().and_then(|s| s.parse().ok()).filter(|&n| n >= 1).unwrap_or(1);
-    let mut g = c.benchmark_group("engine");
-    g.sampling_mode(SamplingMode::Flat)
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(E2E_REQUESTS));
+    let mut g = sale_group(c, E2E_REQUESTS);
 
     for n in [1usize, 2, 4] {
         let clock = Arc::new(SystemClock);

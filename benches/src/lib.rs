@@ -38,18 +38,10 @@ pub fn ongoing_activity(id: u64, now_ms: u64) -> Activity {
 /// The same sale as an operator would create it through `Engine`.
 pub fn ongoing_spec(stock: u64, now_ms: u64) -> ActivitySpec {
     let a = ongoing_activity(0, now_ms);
-    ActivitySpec {
-        title: a.title,
-        product_id: None,
-        price_cents: a.price_cents,
-        stock,
-        starts_at_ms: a.starts_at_ms,
-        ends_at_ms: a.ends_at_ms,
-        per_user_limit: a.per_user_limit,
-        payment_timeout_s: a.payment_timeout_s,
-        require_buy_token: a.require_buy_token,
-        gate_factor: a.gate_factor,
-    }
+    let mut spec = ActivitySpec::new(a.title, a.price_cents, stock, a.starts_at_ms, a.ends_at_ms);
+    (spec.per_user_limit, spec.payment_timeout_s) = (a.per_user_limit, a.payment_timeout_s);
+    (spec.require_buy_token, spec.gate_factor) = (a.require_buy_token, a.gate_factor);
+    spec
 }
 
 /// A fresh shard (id 0) holding one ongoing activity with `stock` units.

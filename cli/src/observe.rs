@@ -12,7 +12,7 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
-use seckill_engine::stats::{ActivityStats, BuyOutcome, BUY_OUTCOMES, ORDER_STATUSES};
+use seckill_engine::{ActivityStats, BuyOutcome, BUY_OUTCOMES, ORDER_STATUSES};
 use seckill_front::metrics_http::OperatorData;
 use seckill_front::observe::{BuyAnswers, ANSWER_CLASSES};
 use seckill_proto::stats::{LatencyCounts, LATENCY_BUCKETS_S};
@@ -344,126 +344,154 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// One Prometheus family: its `HELP` and `TYPE` lines, then a line per
+/// (labels, value) row.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, u64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in rows {
+        let _ = writeln!(out, "{name}{labels} {v}");
+    }
+}
+
+/// The `seckill_activity_*` families, for the activities shown.
+fn activity_families(out: &mut String, acts: &[&ActivityStats]) {
+    family(
+        out,
+        "seckill_activity_info",
+        "gauge",
+        "1 per activity shown, with its title and phase",
+        &mut acts.iter().map(|a| {
+            let v = &a.view;
+            let phase = serde_json::to_value(v.phase).ok().and_then(|p| p.as_str().map(String::from));
+            let labels = format!(
+                "{{activity=\"{}\",title=\"{}\",phase=\"{}\"}}",
+                v.id,
+                label(&v.title),
+                phase.unwrap_or_default()
+            );
+            (labels, 1)
+        }),
+    );
+    family(
+        out,
+        "seckill_activity_stock_total",
+        "gauge",
+        "Units ever added to the activity",
+        &mut acts.iter().map(|a| (format!("{{activity=\"{}\"}}", a.view.id), a.view.total_stock)),
+    );
+    family(
+        out,
+        "seckill_activity_stock_remaining",
+        "gauge",
+        "Units left to sell",
+        &mut acts.iter().map(|a| (format!("{{activity=\"{}\"}}", a.view.id), a.view.remaining)),
+    );
+    family(
+        out,
+        "seckill_activity_sold_units",
+        "gauge",
+        "Units held by orders pending payment, paid or shipped",
+        &mut acts.iter().map(|a| (format!("{{activity=\"{}\"}}", a.view.id), a.sold())),
+    );
+    family(
+        out,
+        "seckill_activity_orders",
+        "gauge",
+        "Orders of the activity in each status",
+        &mut acts.iter().flat_map(|a| {
+            ORDER_STATUSES.iter().map(move |s| {
+                (format!("{{activity=\"{}\",status=\"{}\"}}", a.view.id, s.as_str()), a.figures.orders_in(*s))
+            })
+        }),
+    );
+    family(
+        out,
+        "seckill_activity_buys_total",
+        "counter",
+        "Buys the engine decided for the activity, by outcome",
+        &mut acts.iter().flat_map(|a| {
+            BUY_OUTCOMES
+                .iter()
+                .zip(a.figures.buys)
+                .map(move |(o, n)| (format!("{{activity=\"{}\",outcome=\"{o}\"}}", a.view.id), n))
+        }),
+    );
+}
+
+/// The engine-wide families: buys by outcome over every activity (`all`),
+/// queue depths, the WAL, and each consumer's checkpoint and lag.
+fn engine_families(out: &mut String, ctx: &AdminCtx, all: &[ActivityStats]) {
+    let engine = &ctx.engine;
+    let wal = &ctx.wal_status;
+    let mut totals = [0u64; BUY_OUTCOMES.len()];
+    for a in all {
+        for (t, n) in totals.iter_mut().zip(a.figures.buys) {
+            *t += n;
+        }
+    }
+    family(
+        out,
+        "seckill_engine_buys_total",
+        "counter",
+        "Buys the engine decided, every activity, by outcome",
+        &mut BUY_OUTCOMES.iter().zip(totals).map(|(o, n)| (format!("{{outcome=\"{o}\"}}"), n)),
+    );
+    family(
+        out,
+        "seckill_shard_queue_depth",
+        "gauge",
+        "Requests waiting in each shard's queue",
+        &mut engine.queue_depths().into_iter().enumerate().map(|(i, n)| (format!("{{shard=\"{i}\"}}"), n as u64)),
+    );
+    family(
+        out,
+        "seckill_wal_writer_queue_depth",
+        "gauge",
+        "Batches waiting for the WAL writer thread (0 with one shard: it writes itself)",
+        &mut std::iter::once((String::new(), engine.wal_queue_depth() as u64)),
+    );
+    family(
+        out,
+        "seckill_wal_written_lsn",
+        "gauge",
+        "Highest LSN written to the OS",
+        &mut std::iter::once((String::new(), wal.written_lsn.load(Ordering::Acquire))),
+    );
+    family(
+        out,
+        "seckill_wal_fsyncs_total",
+        "counter",
+        "WAL fdatasyncs (group commits)",
+        &mut std::iter::once((String::new(), wal.fsyncs.load(Ordering::Acquire))),
+    );
+    let durable = wal.durable_lsn.load(Ordering::Acquire);
+    let checkpoints = ctx.checkpoints.all();
+    family(
+        out,
+        "seckill_checkpoint_lsn",
+        "gauge",
+        "How far each consumer of the WAL has got (snapshot, persister, mirror)",
+        &mut checkpoints.iter().map(|(name, lsn)| (format!("{{consumer=\"{}\"}}", label(name)), *lsn)),
+    );
+    family(
+        out,
+        "seckill_checkpoint_lag_records",
+        "gauge",
+        "Durable WAL records past each consumer's checkpoint (read by the engine at scrape time)",
+        &mut checkpoints
+            .iter()
+            .map(|(name, lsn)| (format!("{{consumer=\"{}\"}}", label(name)), durable.saturating_sub(*lsn))),
+    );
+}
+
 impl OperatorData for Dashboard {
     fn metrics_text(&self, out: &mut String) {
         let engine = &self.ctx.engine;
-        let wal = &self.ctx.wal_status;
         let now_ms = engine.clock().now_ms();
         let all = engine.activity_stats();
         let acts: Vec<&ActivityStats> = all.iter().filter(|a| shown(a, now_ms)).collect();
-        let mut family = |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
-        family(
-            "seckill_activity_info",
-            "gauge",
-            "1 per activity shown, with its title and phase",
-            &mut acts.iter().map(|a| {
-                let v = &a.view;
-                let phase = serde_json::to_value(v.phase).ok().and_then(|p| p.as_str().map(String::from));
-                let labels = format!(
-                    "{{activity=\"{}\",title=\"{}\",phase=\"{}\"}}",
-                    v.id,
-                    label(&v.title),
-                    phase.unwrap_or_default()
-                );
-                (labels, 1)
-            }),
-        );
-        family(
-            "seckill_activity_stock_total",
-            "gauge",
-            "Units ever added to the activity",
-            &mut acts.iter().map(|a| (format!("{{activity=\"{}\"}}", a.view.id), a.view.total_stock)),
-        );
-        family(
-            "seckill_activity_stock_remaining",
-            "gauge",
-            "Units left to sell",
-            &mut acts.iter().map(|a| (format!("{{activity=\"{}\"}}", a.view.id), a.view.remaining)),
-        );
-        family(
-            "seckill_activity_sold_units",
-            "gauge",
-            "Units held by orders pending payment, paid or shipped",
-            &mut acts.iter().map(|a| (format!("{{activity=\"{}\"}}", a.view.id), a.sold())),
-        );
-        family(
-            "seckill_activity_orders",
-            "gauge",
-            "Orders of the activity in each status",
-            &mut acts.iter().flat_map(|a| {
-                ORDER_STATUSES.iter().map(move |s| {
-                    (format!("{{activity=\"{}\",status=\"{}\"}}", a.view.id, s.as_str()), a.figures.orders_in(*s))
-                })
-            }),
-        );
-        family(
-            "seckill_activity_buys_total",
-            "counter",
-            "Buys the engine decided for the activity, by outcome",
-            &mut acts.iter().flat_map(|a| {
-                BUY_OUTCOMES
-                    .iter()
-                    .zip(a.figures.buys)
-                    .map(move |(o, n)| (format!("{{activity=\"{}\",outcome=\"{o}\"}}", a.view.id), n))
-            }),
-        );
-        let mut totals = [0u64; BUY_OUTCOMES.len()];
-        for a in &all {
-            for (t, n) in totals.iter_mut().zip(a.figures.buys) {
-                *t += n;
-            }
-        }
-        family(
-            "seckill_engine_buys_total",
-            "counter",
-            "Buys the engine decided, every activity, by outcome",
-            &mut BUY_OUTCOMES.iter().zip(totals).map(|(o, n)| (format!("{{outcome=\"{o}\"}}"), n)),
-        );
-        family(
-            "seckill_shard_queue_depth",
-            "gauge",
-            "Requests waiting in each shard's queue",
-            &mut engine.queue_depths().into_iter().enumerate().map(|(i, n)| (format!("{{shard=\"{i}\"}}"), n as u64)),
-        );
-        family(
-            "seckill_wal_writer_queue_depth",
-            "gauge",
-            "Batches waiting for the WAL writer thread (0 with one shard: it writes itself)",
-            &mut std::iter::once((String::new(), engine.wal_queue_depth() as u64)),
-        );
-        family(
-            "seckill_wal_written_lsn",
-            "gauge",
-            "Highest LSN written to the OS",
-            &mut std::iter::once((String::new(), wal.written_lsn.load(Ordering::Acquire))),
-        );
-        family(
-            "seckill_wal_fsyncs_total",
-            "counter",
-            "WAL fdatasyncs (group commits)",
-            &mut std::iter::once((String::new(), wal.fsyncs.load(Ordering::Acquire))),
-        );
-        let durable = wal.durable_lsn.load(Ordering::Acquire);
-        let checkpoints = self.ctx.checkpoints.all();
-        family(
-            "seckill_checkpoint_lsn",
-            "gauge",
-            "How far each consumer of the WAL has got (snapshot, persister, mirror)",
-            &mut checkpoints.iter().map(|(name, lsn)| (format!("{{consumer=\"{}\"}}", label(name)), *lsn)),
-        );
-        family(
-            "seckill_checkpoint_lag_records",
-            "gauge",
-            "Durable WAL records past each consumer's checkpoint (read by the engine at scrape time)",
-            &mut checkpoints
-                .iter()
-                .map(|(name, lsn)| (format!("{{consumer=\"{}\"}}", label(name)), durable.saturating_sub(*lsn))),
-        );
+        activity_families(out, &acts);
+        engine_families(out, &self.ctx, &all);
     }
 
     fn dashboard_json(&self) -> Vec<u8> {

@@ -27,14 +27,9 @@ fn a_live_backup_while_segments_rotate_starts_and_holds_every_earlier_order() {
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).expect("data dir");
     let engine = EngineProc::start(&dir, &engine_args());
-    let activity = engine
-        .admin(
-            "activity.create",
-            json!({"title": "backup", "price_cents": 100, "stock": STOCK, "per_user_limit": 1,
-                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-        )
-        .expect("activity.create");
-    let activity_id = activity["id"].as_u64().expect("activity id");
+    let activity_id = engine
+        .create_activity(json!({"title": "backup", "price_cents": 100, "stock": STOCK, "per_user_limit": 1,
+                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}));
     let pool =
         Arc::new(Pool::connect(&Address::Unix(dir.join("engine.sock")), 2, &common::wire_key()).expect("connect"));
 

@@ -34,15 +34,24 @@ use webdriver::Browser;
 
 const OPEN: (&str, &str) = ("2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
 
+/// A fresh `seckill up` with `args` (in a temp dir: keep the `TempDir` while
+/// it runs) and one sale, as [`create`] makes it.
+fn up_with_sale(
+    args: &[&str],
+    title: &str,
+    stock: u64,
+    per_user_limit: u32,
+    window: (&str, &str),
+) -> (tempfile::TempDir, UpProc, u64) {
+    let (tmp, dir) = data_dir();
+    let up = UpProc::start(&dir, args);
+    let id = create(&up, title, stock, per_user_limit, window);
+    (tmp, up, id)
+}
+
 fn create(up: &UpProc, title: &str, stock: u64, per_user_limit: u32, (starts, ends): (&str, &str)) -> u64 {
-    let a = up
-        .admin(
-            "activity.create",
-            json!({"title": title, "price_cents": 129_900, "stock": stock, "per_user_limit": per_user_limit,
-                   "starts_at": starts, "ends_at": ends}),
-        )
-        .unwrap_or_else(|e| panic!("activity.create: {e}"));
-    a["id"].as_u64().expect("activity id")
+    up.create_activity(json!({"title": title, "price_cents": 129_900, "stock": stock, "per_user_limit": per_user_limit,
+                   "starts_at": starts, "ends_at": ends}))
 }
 
 /// Where a screenshot goes: docs/ when asked for, target/screenshots/ otherwise.
@@ -186,10 +195,8 @@ fn a_sold_out_sale_says_so() {
 #[test]
 fn a_429_is_shown_with_its_retry_time() {
     let Some(b) = Browser::start() else { return };
-    let (_tmp, dir) = data_dir();
     // One click a minute: the second click is answered 429 with Retry-After ≈ 60.
-    let up = UpProc::start(&dir, &["--buys-per-minute", "1"]);
-    let id = create(&up, "Two per buyer", 10, 2, OPEN);
+    let (_tmp, up, id) = up_with_sale(&["--buys-per-minute", "1"], "Two per buyer", 10, 2, OPEN);
     open(&b, &up);
     demo_login(&b, 5);
     let sale = format!("#sale-{id}");
@@ -216,9 +223,7 @@ fn a_429_is_shown_with_its_retry_time() {
 #[test]
 fn without_sandbox_the_page_takes_a_token_and_offers_no_pay() {
     let Some(b) = Browser::start() else { return };
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &["--payment", "notify"]);
-    let id = create(&up, "Notify-mode sale", 5, 1, OPEN);
+    let (_tmp, up, id) = up_with_sale(&["--payment", "notify"], "Notify-mode sale", 5, 1, OPEN);
     open(&b, &up);
     assert!(!b.displayed("#demo-login"), "no demo login without sandbox");
     assert!(b.displayed("#token-login"));
@@ -272,26 +277,10 @@ fn an_unreachable_engine_is_shown_as_busy() {
     let (_tmp, dir) = data_dir();
     // A front alone whose engine is not there: every engine read is 503 busy.
     let port = common::free_port();
-    let child = std::process::Command::new(common::bin())
-        .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&dir)
-        .arg("--engine")
-        .arg(format!("unix:{}", dir.join("no-engine.sock").display()))
-        .args(["--metrics", "none", "--payment", "sandbox"])
-        .env("SECKILL_AUTH_SECRET", common::AUTH_SECRET)
-        .env("SECKILL_PAYMENT_SECRET", common::PAYMENT_SECRET)
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("seckill front");
-    use seckill_testkit::KillOnDrop as Kill;
-    let _front = Kill(child);
-    let deadline = Instant::now() + 30 * SECOND;
-    while !common::try_request(port, "GET", "/api/v1/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
-        assert!(Instant::now() < deadline, "seckill front did not answer /healthz");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let no_engine = format!("unix:{}", dir.join("no-engine.sock").display());
+    let _front =
+        common::spawn_front(&dir, port, &["--engine", &no_engine, "--payment", "sandbox"], std::process::Stdio::null());
+    common::wait_http_ok(port, "/api/v1/healthz");
     b.goto(&format!("http://127.0.0.1:{port}/"));
     b.wait_for("body[data-ready='true']", 15 * SECOND);
     let n = b.wait_text("#notice", 5 * SECOND, "busy in words", |t| t.contains("very busy"));
@@ -305,9 +294,7 @@ fn an_unreachable_engine_is_shown_as_busy() {
 #[test]
 fn the_dashboard_matches_admin_stats_while_load_runs() {
     let Some(b) = Browser::start() else { return };
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &["--buys-per-minute", "100000"]);
-    let id = create(&up, "Load", 3_000, 1, OPEN);
+    let (_tmp, up, id) = up_with_sale(&["--buys-per-minute", "100000"], "Load", 3_000, 1, OPEN);
     let dash = format!("http://127.0.0.1:{}/dashboard", up.metrics_port);
     let r = common::request(up.metrics_port, "GET", "/dashboard", &[], b"");
     assert_eq!(r.status, 200, "GET /dashboard on the metrics listener: {}", r.text());
@@ -317,7 +304,7 @@ fn the_dashboard_matches_admin_stats_while_load_runs() {
 
     let mut load = std::process::Command::new(common::bin())
         .args(["load", "--data-dir"])
-        .arg(&dir)
+        .arg(&up.data_dir)
         .args(["--url", &format!("http://127.0.0.1:{}", up.port), "--activity", &id.to_string()])
         // Paced (~6 s), so the page is read many times while it runs.
         .args(["--users", "6000", "--connections", "8", "--rate", "1000", "--duration", "6s", "--quiet"])

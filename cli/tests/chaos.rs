@@ -197,15 +197,9 @@ fn chaos_kill_9_and_backend_outages() {
     std::fs::create_dir_all(&dir).expect("data dir");
     let start = || UpProc::start_with_backends(&dir, &mysql_url, &redis_url, &up_args());
     let mut up = start();
-    let activity = up
-        .admin(
-            "activity.create",
-            json!({"title": "chaos", "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
+    let act = up.create_activity(json!({"title": "chaos", "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
                    "payment_timeout_s": 3600,
-                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-        )
-        .expect("activity.create");
-    let act = activity["id"].as_u64().expect("activity id");
+                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}));
 
     // Lag sampler: `admin stats` every 100 ms, whatever state the process is in.
     let max_lag = Arc::new(Mutex::new(MaxLag::default()));

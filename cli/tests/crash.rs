@@ -58,14 +58,9 @@ fn acknowledged_orders_survive_kill_9() {
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).expect("data dir");
     let mut engine = EngineProc::start(&dir, &engine_args());
-    let activity = engine
-        .admin(
-            "activity.create",
-            json!({"title": "crash", "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
-                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-        )
-        .expect("activity.create");
-    let activity_id = activity["id"].as_u64().expect("activity id");
+    let activity_id = engine
+        .create_activity(json!({"title": "crash", "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
+                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}));
     let addr = Address::Unix(dir.join("engine.sock"));
 
     let mut known: HashMap<OrderId, Known> = HashMap::new();

@@ -257,17 +257,7 @@ fn serve_keeps_the_service_running_until_ctrl_c() {
     let m = common::request(metrics, "GET", "/metrics", &[], b"");
     assert!(m.status == 200 && m.text().contains("seckill_"), "{} {}", m.status, m.text());
 
-    let pid = child.id().to_string();
-    let kill = Command::new("kill").args(["-INT", &pid]).status().expect("kill -INT");
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "seckill demo --serve did not stop on Ctrl-C");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::signal_and_wait(&mut child, "INT", Duration::from_secs(15));
     assert!(status.success(), "{status}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.starts_with("demo OK")), "{rest:?}");
@@ -296,16 +286,7 @@ fn ctrl_c_during_the_sale_stops_the_demo() {
     }
     let data_dir = data_dir.expect("the demo names its data dir");
     assert!(data_dir.exists());
-    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill -INT");
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "seckill demo went on after Ctrl-C");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::signal_and_wait(&mut child, "INT", Duration::from_secs(15));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
     assert_eq!(status.code(), Some(130), "{stderr}");

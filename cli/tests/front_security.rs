@@ -19,14 +19,8 @@ fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 fn activity(up: &UpProc, stock: u64) -> u64 {
-    let a = up
-        .admin(
-            "activity.create",
-            json!({"title": "sec", "price_cents": 100, "stock": stock,
-                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-        )
-        .expect("activity.create");
-    a["id"].as_u64().expect("activity id")
+    up.create_activity(json!({"title": "sec", "price_cents": 100, "stock": stock,
+                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}))
 }
 
 /// A TCP connection to the front from `source` (another loopback address).
@@ -350,20 +344,7 @@ fn engine_and_front_serve_metrics_on_their_own_listeners() {
 
     let (port, front_metrics) = (common::free_port(), common::free_port());
     let log = std::fs::File::create(dir.with_extension("front.log")).expect("log");
-    use seckill_testkit::KillOnDrop as Kill;
-    let _front = Kill(
-        std::process::Command::new(common::bin())
-            .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&dir)
-            .args(["--metrics", &format!("127.0.0.1:{front_metrics}")])
-            .env("SECKILL_AUTH_SECRET", common::AUTH_SECRET)
-            .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("seckill front"),
-    );
+    let _front = common::spawn_front(&dir, port, &["--metrics", &format!("127.0.0.1:{front_metrics}")], log);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !common::try_request(port, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
         let log = std::fs::read_to_string(dir.with_extension("front.log")).unwrap_or_default();

@@ -114,14 +114,11 @@ fn every_file_and_dir_the_engine_makes_is_private() {
     let port = free_port();
     let mut up = spawn_up(&data, port, &mysql_url, &["--wal-segment-bytes", "4096", "--snapshot-every", "20"]);
     wait_http(&mut up, port, &data);
-    let a = common::admin(
+    let act = common::create_activity(
         &data,
-        "activity.create",
         json!({"title": "modes", "price_cents": 100, "stock": 500, "starts_at": "2020-01-01T00:00:00Z",
                "ends_at": "2099-01-01T00:00:00Z"}),
-    )
-    .expect("activity.create");
-    let act = a["id"].as_u64().expect("id");
+    );
     let secret = std::fs::read_to_string(data.join("auth.secret")).expect("generated auth.secret");
     let auth = seckill_front::auth::Auth::new(secret.trim().as_bytes());
     for user in 1..=120u64 {

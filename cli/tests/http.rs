@@ -35,14 +35,31 @@ fn create_activity(
     per_user_limit: u32,
     (starts, ends): (&str, &str),
 ) -> u64 {
-    let a = up
-        .admin(
-            "activity.create",
-            json!({"title": "sale", "price_cents": price_cents, "stock": stock, "per_user_limit": per_user_limit,
+    up.create_activity(
+        json!({"title": "sale", "price_cents": price_cents, "stock": stock, "per_user_limit": per_user_limit,
                    "starts_at": starts, "ends_at": ends}),
-        )
-        .expect("activity.create");
-    a["id"].as_u64().expect("activity id")
+    )
+}
+
+/// An open sale of 2 units, one per buyer, that takes buy tokens (at most
+/// `gate_factor` × stock of them).
+fn gated_sale(up: &UpProc, gate_factor: u32) -> u64 {
+    up.create_activity(json!({"title": "gated", "price_cents": 100, "stock": 2, "per_user_limit": 1,
+        "require_buy_token": true, "gate_factor": gate_factor, "starts_at": OPEN.0, "ends_at": OPEN.1}))
+}
+
+/// A fresh `seckill up` (in a temp dir: keep the `TempDir` while it runs)
+/// with one sale, as [`create_activity`] makes it.
+fn up_with_sale(
+    price_cents: u64,
+    stock: u64,
+    per_user_limit: u32,
+    window: (&str, &str),
+) -> (tempfile::TempDir, UpProc, u64) {
+    let (tmp, dir) = data_dir();
+    let up = UpProc::start(&dir, &[]);
+    let act = create_activity(&up, price_cents, stock, per_user_limit, window);
+    (tmp, up, act)
 }
 
 /// Asserts `r` is the error `status` / `code` with DESIGN.md's error body.
@@ -126,14 +143,8 @@ fn activities_list_and_show() {
         .admin("product.create", json!({"name": "phone", "description": "a phone", "price_cents": 99_900}))
         .expect("product.create");
     let first = up
-        .admin(
-            "activity.create",
-            json!({"title": "phone sale", "product_id": product["id"], "price_cents": 4_900, "stock": 7,
-                   "starts_at": OPEN.0, "ends_at": OPEN.1, "per_user_limit": 2}),
-        )
-        .expect("activity.create")["id"]
-        .as_u64()
-        .expect("id");
+        .create_activity(json!({"title": "phone sale", "product_id": product["id"], "price_cents": 4_900, "stock": 7,
+                   "starts_at": OPEN.0, "ends_at": OPEN.1, "per_user_limit": 2}));
     let upcoming = create_activity(&up, 100, 3, 1, UPCOMING);
     let ended = create_activity(&up, 100, 3, 1, PAST);
     for _ in 3..105 {
@@ -198,9 +209,7 @@ fn activities_list_and_show() {
 
 #[test]
 fn buy_answers_and_errors() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 1_250, 5, 1, OPEN);
+    let (_tmp, up, act) = up_with_sale(1_250, 5, 1, OPEN);
     let path = format!("/api/v1/activities/{act}/buy");
 
     // Empty body = quantity 1; 201 with Location pointing at the order.
@@ -325,9 +334,7 @@ fn buy_answers_and_errors() {
 
 #[test]
 fn orders_cancel_pay_refund() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 500, 10, 3, OPEN);
+    let (_tmp, up, act) = up_with_sale(500, 10, 3, OPEN);
     let a = buy_ok(&up, act, 1, "");
     let b = buy_ok(&up, act, 1, "");
     let c = buy_ok(&up, act, 1, "");
@@ -442,15 +449,7 @@ fn orders_cancel_pay_refund() {
 fn buy_tokens_gate_the_sale() {
     let (_tmp, dir) = data_dir();
     let up = UpProc::start(&dir, &[]);
-    let gated = up
-        .admin(
-            "activity.create",
-            json!({"title": "gated", "price_cents": 100, "stock": 2, "per_user_limit": 1, "require_buy_token": true,
-                   "gate_factor": 1, "starts_at": OPEN.0, "ends_at": OPEN.1}),
-        )
-        .expect("activity.create")["id"]
-        .as_u64()
-        .expect("id");
+    let gated = gated_sale(&up, 1);
     let token_path = format!("/api/v1/activities/{gated}/token");
     let with_token = |t: &str| json!({"quantity": 1, "buy_token": t}).to_string();
 
@@ -476,14 +475,8 @@ fn buy_tokens_gate_the_sale() {
     buy_ok(&up, gated, 2, &with_token(token2.as_str().expect("token")));
     assert_eq!(remaining(&up, gated), 0);
     let upcoming = up
-        .admin(
-            "activity.create",
-            json!({"title": "later", "price_cents": 100, "stock": 2, "require_buy_token": true,
-                   "starts_at": UPCOMING.0, "ends_at": UPCOMING.1}),
-        )
-        .expect("activity.create")["id"]
-        .as_u64()
-        .expect("id");
+        .create_activity(json!({"title": "later", "price_cents": 100, "stock": 2, "require_buy_token": true,
+                   "starts_at": UPCOMING.0, "ends_at": UPCOMING.1}));
     assert_error(&up.post(&format!("/api/v1/activities/{upcoming}/token"), Some(1), b""), 409, "not_started");
     assert_error(&up.get(&token_path, Some(1)), 405, "method_not_allowed");
 }
@@ -497,15 +490,7 @@ fn buy_tokens_gate_the_sale() {
 fn one_user_cannot_drain_the_buy_token_gate() {
     let (_tmp, dir) = data_dir();
     let up = UpProc::start(&dir, &[]);
-    let gated = up
-        .admin(
-            "activity.create",
-            json!({"title": "gated", "price_cents": 100, "stock": 2, "per_user_limit": 1, "require_buy_token": true,
-                   "gate_factor": 2, "starts_at": OPEN.0, "ends_at": OPEN.1}),
-        )
-        .expect("activity.create")["id"]
-        .as_u64()
-        .expect("id");
+    let gated = gated_sale(&up, 2);
     let token_path = format!("/api/v1/activities/{gated}/token");
     for _ in 0..10 {
         let _ = up.post(&token_path, Some(1), b"");
@@ -515,9 +500,7 @@ fn one_user_cannot_drain_the_buy_token_gate() {
 
 #[test]
 fn idempotency_key_returns_the_same_order() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 10, 2, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 10, 2, OPEN);
     let path = format!("/api/v1/activities/{act}/buy");
     let click = |user: u64, key: &str| {
         let auth = bearer(user);
@@ -550,9 +533,7 @@ fn idempotency_key_returns_the_same_order() {
 /// next second although they hold an order.
 #[test]
 fn idempotency_key_replays_after_sold_out() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 1, 1, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 1, 1, OPEN);
     let path = format!("/api/v1/activities/{act}/buy");
     let auth = bearer(1);
     let headers = [("Authorization", auth.as_str()), ("Idempotency-Key", "once")];
@@ -565,15 +546,10 @@ fn idempotency_key_replays_after_sold_out() {
 fn payment_deadline_expires_orders_even_across_kill_9() {
     let (_tmp, dir) = data_dir();
     let mut up = UpProc::start(&dir, &[]);
-    let act = up
-        .admin(
-            "activity.create",
-            json!({"title": "quick", "price_cents": 100, "stock": 3, "per_user_limit": 1, "payment_timeout_s": 1,
+    let act = up.create_activity(
+        json!({"title": "quick", "price_cents": 100, "stock": 3, "per_user_limit": 1, "payment_timeout_s": 1,
                    "starts_at": OPEN.0, "ends_at": OPEN.1}),
-        )
-        .expect("activity.create")["id"]
-        .as_u64()
-        .expect("id");
+    );
     let a = buy_ok(&up, act, 1, "");
     let ms = |o: &Value, f: &str| {
         seckill_proto::json::parse_rfc3339(o[f].as_str().expect("time")).unwrap_or_else(|| panic!("{f}: {o}"))
@@ -614,9 +590,7 @@ fn payment_deadline_expires_orders_even_across_kill_9() {
 /// `BuyBody` also accepts a JSON array, so `[]` buys 1 unit and `[2]` buys 2.
 #[test]
 fn buy_body_must_be_an_object() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 10, 3, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 10, 3, OPEN);
     for body in ["[]", "[2]", "[1, null]", "true", "1"] {
         assert_error(&buy(&up, act, 1, body), 400, "bad_request");
     }
@@ -649,9 +623,7 @@ fn short_secrets_are_refused_at_start() {
 /// buy 1), and a body that is not UTF-8 JSON is refused.
 #[test]
 fn buy_body_with_unknown_fields_or_bad_utf8_is_refused() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 10, 3, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 10, 3, OPEN);
     for body in [&br#"{"qty":3}"#[..], br#"{"quantity":1,"coupon":"FREE"}"#, b"{\"quantity\":1,\"x\":\"\xff\"}"] {
         let r = up.post(&format!("/api/v1/activities/{act}/buy"), Some(1), body);
         assert_error(&r, 400, "bad_request");
@@ -664,9 +636,7 @@ fn buy_body_with_unknown_fields_or_bad_utf8_is_refused() {
 /// client bug, not a retry: 422, and no second order.
 #[test]
 fn idempotency_key_reused_for_another_request_is_422() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let act = create_activity(&up, 100, 10, 3, OPEN);
+    let (_tmp, up, act) = up_with_sale(100, 10, 3, OPEN);
     let path = format!("/api/v1/activities/{act}/buy");
     let auth = bearer(1);
     let click = |body: &[u8]| up.req("POST", &path, &[("Authorization", &auth), ("Idempotency-Key", "k")], body);
@@ -836,27 +806,10 @@ fn routes_health_and_metrics() {
 fn front_without_engine_is_not_ready() {
     let (_tmp, dir) = data_dir();
     let port = common::free_port();
+    let no_engine = format!("unix:{}", dir.join("no-engine.sock").display());
     let log = std::fs::File::create(dir.with_extension("log")).expect("log");
-    let child = std::process::Command::new(common::bin())
-        .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&dir)
-        .arg("--engine")
-        .arg(format!("unix:{}", dir.join("no-engine.sock").display()))
-        .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-        .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
-        .env("SECKILL_METRICS", "none")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("seckill front");
-    use seckill_testkit::KillOnDrop as Kill;
-    let _child = Kill(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !common::try_request(port, "GET", "/api/v1/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
-        assert!(Instant::now() < deadline, "seckill front did not answer /healthz");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _child = common::spawn_front(&dir, port, &["--engine", &no_engine], log);
+    common::wait_http_ok(port, "/api/v1/healthz");
     let r = common::request(port, "GET", "/api/v1/readyz", &[], b"");
     assert_error(&r, 503, "busy");
     assert!(r.header("retry-after").is_some(), "503 without Retry-After: {:?}", r.headers);
@@ -1074,17 +1027,7 @@ fn flood_then_kill_9() {
 
     // A clean stop (SIGTERM) exits 0 and loses nothing either.
     let mut up = up;
-    let term =
-        std::process::Command::new("kill").args(["-TERM", &up.child.id().to_string()]).status().expect("kill -TERM");
-    assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = up.child.try_wait().expect("try_wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "seckill up did not stop within 15 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::signal_and_wait(&mut up.child, "TERM", Duration::from_secs(15));
     assert!(status.success(), "seckill up exited with {status} on SIGTERM; log:\n{}", up.log_tail());
     let up = UpProc::start(&dir, &[]);
     for user in winners.iter().step_by(7) {
@@ -1102,43 +1045,17 @@ fn flood_then_kill_9() {
 fn two_fronts_share_one_engine_over_the_socket() {
     let (_tmp, dir) = data_dir();
     let mut engine = common::EngineProc::start(&dir, &["--shards", "2", "--buys-per-minute", "4"]);
-    use seckill_testkit::KillOnDrop as Kill;
-    let start_front = |port: u16| {
-        let log = std::fs::File::create(dir.join(format!("front-{port}.log"))).expect("log");
-        Kill(
-            std::process::Command::new(common::bin())
-                .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
-                .arg(&dir)
-                .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-                .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
-                .env("SECKILL_METRICS", "none")
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("seckill front"),
-        )
-    };
-    let wait_ready = |port: u16| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !common::try_request(port, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
-            assert!(Instant::now() < deadline, "front on {port} never became ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let start_front =
+        |port: u16| common::spawn_front(&dir, port, &[], common::log_file(&dir.join(format!("front-{port}.log"))));
+    let wait_ready = |port: u16| common::wait_http_ok(port, "/api/v1/readyz");
     let (pa, pb) = (common::free_port(), common::free_port());
     let _fa = start_front(pa);
     let _fb = start_front(pb);
     wait_ready(pa);
     wait_ready(pb);
-    let a = engine
-        .admin(
-            "activity.create",
-            json!({"title": "two fronts", "price_cents": 300, "stock": 5,
-                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-        )
-        .expect("activity.create");
-    let buy_path = format!("/api/v1/activities/{}/buy", a["id"]);
+    let a = engine.create_activity(json!({"title": "two fronts", "price_cents": 300, "stock": 5,
+               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}));
+    let buy_path = format!("/api/v1/activities/{a}/buy");
     let auth = bearer(7);
     let r = common::request(pa, "POST", &buy_path, &[("Authorization", &auth)], b"");
     assert_eq!(r.status, 201, "{}", r.text());

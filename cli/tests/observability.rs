@@ -15,13 +15,13 @@
 
 mod common;
 
-use common::{bearer, bin, free_port, request, try_request, UpProc, AUTH_SECRET, PAYMENT_SECRET};
+use common::{bearer, bin, free_port, request, try_request, wait_until, KillOnDrop, UpProc};
 use seckill_testkit::data_dir;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 fn ops_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ops")
@@ -144,25 +144,13 @@ impl Drop for Backends {
     }
 }
 
-/// A child process killed (-9) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// An open sale of `stock` units, one per buyer, on the engine of `data`.
 fn activity(data: &Path, stock: u64) -> u64 {
-    let a = common::admin(
+    common::create_activity(
         data,
-        "activity.create",
         json!({"title": "obs sale", "price_cents": 100, "stock": stock, "per_user_limit": 1,
                "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
     )
-    .expect("activity.create");
-    a["id"].as_u64().expect("id")
 }
 
 /// `buyers` distinct users buy once each from `activity` on `port`; returns the statuses.
@@ -174,14 +162,6 @@ fn buy_all(port: u16, activity: u64, first_user: u64, buyers: u64) -> Vec<u16> {
                 .status
         })
         .collect()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -209,7 +189,7 @@ fn metrics_named_by_alert_rules_and_grafana_panels_are_exported() {
     let statuses = buy_all(up.port, act, 1, 6);
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 3, "{statuses:?}");
     if services {
-        wait_for("the persister and the mirror to catch up", Duration::from_secs(30), || {
+        wait_until("the persister and the mirror to catch up", Duration::from_secs(30), || {
             let s = up.admin("stats", json!({})).expect("stats");
             s["persister"]["lag_records"] == 0 && s["mirror"]["lag_records"] == 0 && s["mirror"]["connected"] == true
         });
@@ -231,45 +211,30 @@ fn metrics_named_by_alert_rules_and_grafana_panels_are_exported() {
         if services { (backends.mysql_url("engine"), backends.redis_url(14)) } else { ("none".into(), "none".into()) };
     let engine_metrics = free_port();
     let log = std::fs::File::create(dir2.with_extension("log")).expect("log");
-    let _engine = Proc(
-        Command::new(bin())
+    let _engine = KillOnDrop(
+        common::seckill()
             .arg("engine")
             .arg("--data-dir")
             .arg(&dir2)
             .args(["--mysql-url", &mysql, "--redis-url", &redis, "--metrics", &format!("127.0.0.1:{engine_metrics}")])
-            .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("seckill engine"),
     );
-    wait_for("the engine's sockets", Duration::from_secs(30), || {
+    wait_until("the engine's sockets", Duration::from_secs(30), || {
         std::os::unix::net::UnixStream::connect(dir2.join("admin.sock")).is_ok()
     });
     let (port, front_metrics) = (free_port(), free_port());
     let front_log = std::fs::File::create(dir2.with_extension("front.log")).expect("log");
-    let _front = Proc(
-        Command::new(bin())
-            .args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&dir2)
-            .args(["--metrics", &format!("127.0.0.1:{front_metrics}")])
-            .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-            .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(front_log)
-            .spawn()
-            .expect("seckill front"),
-    );
-    wait_for("the front", Duration::from_secs(30), || {
+    let _front = common::spawn_front(&dir2, port, &["--metrics", &format!("127.0.0.1:{front_metrics}")], front_log);
+    wait_until("the front", Duration::from_secs(30), || {
         try_request(port, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200)
     });
     let act = activity(&dir2, 3);
     let statuses = buy_all(port, act, 1, 6);
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 3, "{statuses:?}");
     if services {
-        wait_for("the persister and the mirror to catch up", Duration::from_secs(30), || {
+        wait_until("the persister and the mirror to catch up", Duration::from_secs(30), || {
             let s = common::admin(&dir2, "stats", json!({})).expect("stats");
             s["persister"]["lag_records"] == 0 && s["mirror"]["lag_records"] == 0 && s["mirror"]["connected"] == true
         });
@@ -328,7 +293,7 @@ fn the_dashboard_shows_what_admin_stats_says() {
     assert_eq!((answers["201"].as_u64(), answers["409"].as_u64()), (Some(5), Some(3)), "{admin}");
 
     // The series fill up once a second.
-    wait_for("two dashboard samples", Duration::from_secs(10), || {
+    wait_until("two dashboard samples", Duration::from_secs(10), || {
         let d = request(up.metrics_port, "GET", "/api/dashboard.json", &[], b"").json();
         d["series"]["t"].as_array().is_some_and(|t| t.len() >= 2)
             && d["series"]["activities"][act.to_string()]["stock_left"]
@@ -390,17 +355,14 @@ fn the_dashboard_shows_what_admin_stats_says() {
 }
 
 /// Runs `seckill --log-format json <args>` logging at info to a file.
-fn spawn_json(args: &[&str], log: &Path) -> Proc {
+fn spawn_json(args: &[&str], log: &Path) -> KillOnDrop {
     let file = std::fs::File::create(log).expect("log file");
-    Proc(
-        Command::new(bin())
+    KillOnDrop(
+        common::seckill()
             .arg("--log-format")
             .arg("json")
             .args(args)
-            .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-            .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("spawn seckill"),
@@ -408,15 +370,8 @@ fn spawn_json(args: &[&str], log: &Path) -> Proc {
 }
 
 /// Stops `p` with SIGTERM and waits for it.
-fn term(mut p: Proc) {
-    let _ = Command::new("kill").arg("-TERM").arg(p.0.id().to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = p.0.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn term(mut p: KillOnDrop) {
+    common::signal_and_wait(&mut p.0, "TERM", Duration::from_secs(20));
 }
 
 /// Every line of `log` is a JSON object with the stable fields; returns them.
@@ -460,7 +415,7 @@ fn json_logs_are_one_object_per_line_with_stable_fields() {
         ],
         &log,
     );
-    wait_for("seckill up", Duration::from_secs(30), || {
+    wait_until("seckill up", Duration::from_secs(30), || {
         try_request(port, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200)
     });
     let act = activity(&dir, 1);
@@ -489,7 +444,7 @@ fn json_logs_are_one_object_per_line_with_stable_fields() {
         ],
         &engine_log,
     );
-    wait_for("seckill engine", Duration::from_secs(30), || {
+    wait_until("seckill engine", Duration::from_secs(30), || {
         std::os::unix::net::UnixStream::connect(dir.join("engine.sock")).is_ok()
     });
     let front_log = dir.with_extension("front.log");
@@ -506,7 +461,7 @@ fn json_logs_are_one_object_per_line_with_stable_fields() {
         ],
         &front_log,
     );
-    wait_for("seckill front", Duration::from_secs(30), || {
+    wait_until("seckill front", Duration::from_secs(30), || {
         try_request(fport, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200)
     });
     term(front);

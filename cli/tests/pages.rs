@@ -117,14 +117,11 @@ fn a_cached_view_switches_phase_at_the_start() {
     // Views cached for a minute: only the times can move the phase.
     let up = UpProc::start(&dir, &["--activity-cache-ms", "60000"]);
     let starts_ms = now_ms() + 1_500;
-    let a = up
-        .admin(
-            "activity.create",
-            json!({"title": "soon", "price_cents": 1, "stock": 5, "starts_at": seckill_proto::json::rfc3339(starts_ms),
-                   "ends_at": "2099-01-01T00:00:00Z"}),
-        )
-        .expect("activity.create");
-    let path = format!("/api/v1/activities/{}", a["id"]);
+    let id = up.create_activity(
+        json!({"title": "soon", "price_cents": 1, "stock": 5, "starts_at": seckill_proto::json::rfc3339(starts_ms),
+               "ends_at": "2099-01-01T00:00:00Z"}),
+    );
+    let path = format!("/api/v1/activities/{id}");
     let v = up.get(&path, None).json();
     assert_eq!(v["phase"], "upcoming");
     assert_eq!(up.get("/api/v1/activities", None).json()["items"][0]["phase"], "upcoming");

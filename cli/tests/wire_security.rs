@@ -19,14 +19,8 @@ fn engine() -> (tempfile::TempDir, EngineProc, u64) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("data");
     let engine = EngineProc::start(&dir, &[]);
-    let a = engine
-        .admin(
-            "activity.create",
-            json!({"title": "wire", "price_cents": 100, "stock": 10,
-                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-        )
-        .expect("activity.create");
-    let id = a["id"].as_u64().expect("activity id");
+    let id = engine.create_activity(json!({"title": "wire", "price_cents": 100, "stock": 10,
+                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}));
     (tmp, engine, id)
 }
 

@@ -4,7 +4,7 @@ pub use seckill_proto::ActivityStatus;
 use seckill_proto::{ErrorCode, Phase};
 
 use crate::limits::GATE_FACTOR_MAX;
-pub use crate::limits::{PAYMENT_TIMEOUT_S_MAX, PER_USER_LIMIT_MAX, STOCK_MAX, TEXT_BYTES_MAX};
+pub(crate) use crate::limits::{PAYMENT_TIMEOUT_S_MAX, PER_USER_LIMIT_MAX, STOCK_MAX, TEXT_BYTES_MAX};
 
 /// A product on sale: what an activity sells.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -29,7 +29,7 @@ pub struct EngineConfig {
     /// minute, kept by the user's shard; 0 turns the limit off.
     pub clicks_per_minute: u32,
     /// When the shard owns an fsyncing log (one-shard layout) and a batch
-    /// holds 2..[`GATHER_TARGET`] requests, it waits this long for more
+    /// holds 2..`GATHER_TARGET` (`shard/mod.rs`) requests, it waits this long for more
     /// before the write: fewer, larger fsyncs when buyers arrive faster than
     /// the disk syncs, at most this much added latency. 0 turns it off.
     pub group_commit_window_us: u64,
@@ -79,9 +79,9 @@ pub struct ActivitySpec {
 
 impl ActivitySpec {
     /// A spec with the engine's defaults for every optional setting: no
-    /// product, [`PER_USER_LIMIT_DEFAULT`] unit per buyer,
-    /// [`PAYMENT_TIMEOUT_S_DEFAULT`] seconds to pay, no buy token,
-    /// [`GATE_FACTOR_DEFAULT`] tokens per unit.
+    /// product, `PER_USER_LIMIT_DEFAULT` unit per buyer,
+    /// `PAYMENT_TIMEOUT_S_DEFAULT` seconds to pay, no buy token,
+    /// `GATE_FACTOR_DEFAULT` tokens per unit (`limits.rs`).
     pub fn new(title: String, price_cents: u64, stock: u64, starts_at_ms: u64, ends_at_ms: u64) -> Self {
         ActivitySpec {
             title,

@@ -5,11 +5,40 @@
 //! `server`; they depend on it (or only on `proto`). It does no socket I/O:
 //! its sockets are `seckill-server`'s.
 //!
-//! The public API is what this file re-exports (the engine handle, its
-//! configuration and operator types, the shard state and batches the tests
-//! and benches drive) plus the modules other crates reach by path: `node`
-//! (open a data dir), `wal` (log, snapshots, tailing, repair), `replica`,
-//! `event`, `stats`, `purchases` and `limits`. Everything else is private.
+//! # Public API
+//!
+//! What other crates may use, and why each part is public:
+//!
+//! * **Running an engine** — [`node::Node`] (`Node::open`: lock a data dir,
+//!   recover, start the WAL and the shards) with [`node::NodeConfig`],
+//!   [`EngineConfig`], [`Clock`]/[`SystemClock`]/[`ManualClock`]; the handle
+//!   [`Engine`] (`try_submit` an [`Envelope`] whose answer comes back on a
+//!   [`ReplyTx`]; the operator's control path with [`ActivitySpec`],
+//!   [`ActivityChanges`], [`AdminError`]). Used by `seckill-server`, `cli`,
+//!   the benches and the fuzz targets.
+//! * **The data the log carries** — [`Event`], [`Activity`], [`Product`],
+//!   [`Order`], [`ActivityStatus`]; [`replica::Replica`] (the whole state
+//!   rebuilt from events) and [`purchases::Purchases`]. The MySQL and Redis
+//!   consumers in `persist` apply them.
+//! * **The log itself** — [`wal`]: `Wal`/`WalConfig`, `Durability`,
+//!   `WalStatus`, `Checkpoints` and `Snapshotter` for operators, `tail` for
+//!   consumers, `repair` for `seckill repair-wal`, `snapshot`/`segment`/`codec`
+//!   for the consumers' resync and the fuzz targets, and the file-system seam
+//!   `fs` (`Fs`, `overlay`) with `sim_fs` that the power-loss and disk-fault
+//!   tests put under it.
+//! * **Operator figures** — [`ActivityStats`], [`BuyOutcome`] and their
+//!   names, read by the `/metrics` exporter and the dashboard; [`StatsHook`]
+//!   and [`WarmupHook`], the seams that plug MySQL and Redis into operator
+//!   commands.
+//! * **The decision core, for tests and benches** — [`ShardState`] (decides
+//!   with no threads and no I/O), [`Batch`] and [`Sink`] (how answers are
+//!   released), [`Reply`], [`StockPool`], [`shard_of_user`], [`BATCH_MAX`]:
+//!   the model tests and the `decide` benchmarks drive them directly.
+//! * **Limits** — [`limits`]: the ones the binary's flags default to or check.
+//!
+//! Everything else (the shard threads, the WAL writer, the snapshot thread,
+//! per-shard counters, the limits only the engine checks) is private, so it
+//! can change without touching another crate.
 
 mod activity;
 mod clock;
@@ -23,7 +52,7 @@ mod order;
 pub mod purchases;
 pub mod replica;
 mod shard;
-pub mod stats;
+mod stats;
 mod stock;
 pub mod wal;
 
@@ -38,6 +67,7 @@ pub use event::Event;
 pub use hooks::{StatsHook, WarmupHook};
 pub use order::Order;
 pub use shard::{Envelope, ShardState, BATCH_MAX};
+pub use stats::{ActivityStats, BuyOutcome, BUY_OUTCOMES, ORDER_STATUSES};
 pub use stock::StockPool;
 
 /// Runs an owner thread's loop; if it panics (a broken invariant), the whole

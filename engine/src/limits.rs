@@ -28,20 +28,20 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 pub const SNAPSHOT_EVERY_RECORDS_DEFAULT: u64 = 1_000_000;
 
 /// Limits that keep one bad admin call from exhausting memory or overflowing sums.
-pub const STOCK_MAX: u64 = 1_000_000_000;
+pub(crate) const STOCK_MAX: u64 = 1_000_000_000;
 /// Most units one buyer may hold in one activity (`per_user_limit`, quotas).
 pub const PER_USER_LIMIT_MAX: u32 = 10_000;
 /// Longest time a buyer may be given to pay (7 days).
-pub const PAYMENT_TIMEOUT_S_MAX: u32 = 7 * 24 * 3600;
+pub(crate) const PAYMENT_TIMEOUT_S_MAX: u32 = 7 * 24 * 3600;
 /// Longest title, name, description or URL, in bytes.
-pub const TEXT_BYTES_MAX: usize = 1024;
+pub(crate) const TEXT_BYTES_MAX: usize = 1024;
 /// Largest `gate_factor` (buy tokens issued per unit of stock).
-pub const GATE_FACTOR_MAX: u32 = 1000;
+pub(crate) const GATE_FACTOR_MAX: u32 = 1000;
 
 /// Defaults of an activity's optional settings (DESIGN.md), applied by
 /// `ActivitySpec::new` when an operator leaves them out.
-pub const PER_USER_LIMIT_DEFAULT: u32 = 1;
+pub(crate) const PER_USER_LIMIT_DEFAULT: u32 = 1;
 /// Seconds a buyer has to pay, unless the activity says otherwise.
-pub const PAYMENT_TIMEOUT_S_DEFAULT: u32 = 1800;
+pub(crate) const PAYMENT_TIMEOUT_S_DEFAULT: u32 = 1800;
 /// Buy tokens issued per unit of stock, unless the activity says otherwise.
-pub const GATE_FACTOR_DEFAULT: u32 = 5;
+pub(crate) const GATE_FACTOR_DEFAULT: u32 = 5;

@@ -17,13 +17,13 @@ mod common;
 use common::{spec, T0};
 
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::wal::fs::DirLock;
-use seckill_engine::wal::{Fs, LogFile, OnFailure, OsFs};
+use seckill_engine::wal::fs::{overlay, Override};
+use seckill_engine::wal::{Fs, LogFile, OnFailure};
 use seckill_engine::{EngineConfig, ManualClock};
 use seckill_proto::{ErrorCode, OrderStatus, OrderView, Request, Response};
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -121,15 +121,11 @@ impl LogFile for FaultyFile {
     }
 }
 
-/// The OS file system, except that WAL segments are opened through the
-/// fault-injecting layer.
-struct FaultyFs(Arc<Ctl>);
+/// WAL segments are opened through the fault-injecting layer.
+struct FaultySegments(Arc<Ctl>);
 
-impl Fs for FaultyFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        OsFs.create_dir_all(dir)
-    }
-    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+impl Override for FaultySegments {
+    fn open_segment(&self, _os: &dyn Fs, path: &Path) -> io::Result<Box<dyn LogFile>> {
         {
             let mut st = self.0 .0.lock().expect("fault control lock");
             if st.fired {
@@ -143,40 +139,12 @@ impl Fs for FaultyFs {
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
         Ok(Box::new(FaultyFile { file, ctl: self.0.clone() }) as Box<dyn LogFile>)
     }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        OsFs.create(path)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        OsFs.read(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        OsFs.list(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        OsFs.exists(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        OsFs.remove_file(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        OsFs.truncate(path, len)
-    }
-    fn sync_file(&self, path: &Path) -> io::Result<()> {
-        OsFs.sync_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        OsFs.sync_dir(dir)
-    }
-    fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
-        OsFs.lock(dir)
-    }
 }
 
+/// The OS file system, except that WAL segments are opened through the
+/// fault-injecting layer.
 fn faulty(ctl: Arc<Ctl>) -> Arc<dyn Fs> {
-    Arc::new(FaultyFs(ctl))
+    overlay(seckill_engine::wal::fs::os(), FaultySegments(ctl))
 }
 
 fn cfg(dir: &Path, segment_bytes_max: u64, shards: usize) -> NodeConfig {

@@ -1289,16 +1289,19 @@ proptest! {
 // 3. Returning tokens while stock is added.
 // ---------------------------------------------------------------------------
 
-/// Invariant 5 under concurrency: a cancelled order's tokens must go back
-/// even while an operator adds stock to the same pool (the shard panics and
-/// stops serving if `give_back` refuses them).
-#[test]
-fn give_back_races_stock_add() {
-    const ROUNDS: u64 = 300_000;
-    let pool = StockPool::new(1);
+/// Runs `body` while another thread adds one token at a time to `pool`, and
+/// returns how many it added. The adder stops when `body` returns or panics.
+fn while_stock_is_added(pool: &StockPool, body: impl FnOnce()) -> u64 {
+    /// Stops the adder on the way out of `body`, a panic included (the scope
+    /// would otherwise wait for it forever).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
     let done = AtomicBool::new(false);
-    let added = std::thread::scope(|s| {
-        // Adds one token at a time for as long as the buyer runs.
+    std::thread::scope(|s| {
         let adder = s.spawn(|| {
             let mut added = 0u64;
             while !done.load(Ordering::Acquire) {
@@ -1307,21 +1310,29 @@ fn give_back_races_stock_add() {
             }
             added
         });
-        let mut refused = None;
+        {
+            let _stop = Stop(&done);
+            body();
+        }
+        adder.join().expect("adder thread")
+    })
+}
+
+/// Invariant 5 under concurrency: a cancelled order's tokens must go back
+/// even while an operator adds stock to the same pool (the shard panics and
+/// stops serving if `give_back` refuses them).
+#[test]
+fn give_back_races_stock_add() {
+    const ROUNDS: u64 = 300_000;
+    let pool = StockPool::new(1);
+    let added = while_stock_is_added(&pool, || {
         for round in 0..ROUNDS {
             if pool.try_take(1) {
                 if let Err(e) = pool.give_back(1) {
-                    refused = Some((round, e));
-                    break;
+                    panic!("round {round}: a held token was refused: {e}");
                 }
             }
         }
-        done.store(true, Ordering::Release);
-        let added = adder.join().expect("adder thread");
-        if let Some((round, e)) = refused {
-            panic!("round {round}: a held token was refused: {e}");
-        }
-        added
     });
     assert!(added > 0);
     assert_eq!(pool.added(), added + 1);
@@ -1351,29 +1362,15 @@ fn activity_view_consistent_during_stock_add() {
     };
     let mut shard = ShardState::new(0);
     shard.install(Arc::new(activity), pool.clone());
-    let done = AtomicBool::new(false);
-    let added = std::thread::scope(|s| {
-        let adder = s.spawn(|| {
-            let mut added = 0u64;
-            while !done.load(Ordering::Acquire) {
-                pool.add(1);
-                added += 1;
-            }
-            added
-        });
-        let mut batch = Batch::default();
+    let mut batch = Batch::default();
+    let added = while_stock_is_added(&pool, || {
         for read in 0..READS {
             let resp = shard.handle(&Request::GetActivity { activity_id: 1 }, T0, &mut batch);
             let Response::Activity(v) = resp else { panic!("{resp:?}") };
-            if v.remaining > v.total_stock {
-                done.store(true, Ordering::Release);
-                panic!("read {read}: remaining {} > total {}", v.remaining, v.total_stock);
-            }
+            assert!(v.remaining <= v.total_stock, "read {read}: remaining {} > total {}", v.remaining, v.total_stock);
         }
-        done.store(true, Ordering::Release);
-        assert!(batch.is_empty(), "a read changed state");
-        adder.join().expect("adder thread")
     });
+    assert!(batch.is_empty(), "a read changed state");
     assert!(added > 0);
     assert_eq!((pool.added(), pool.remaining()), (added, added));
 }

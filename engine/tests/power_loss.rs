@@ -7,7 +7,7 @@ mod common;
 use common::{spec, T0};
 
 use seckill_engine::node::{Node, NodeConfig, NodeError};
-use seckill_engine::wal::fs::{DirLock, Fs, LogFile};
+use seckill_engine::wal::fs::{overlay, Fs, LogFile, Override};
 use seckill_engine::wal::sim_fs::{Fault, SimFs};
 use seckill_engine::wal::{self, OnFailure, RecoveryError};
 use seckill_engine::{EngineConfig, ManualClock};
@@ -92,6 +92,30 @@ fn segments(fs: &SimFs) -> Vec<(PathBuf, usize, usize)> {
     fs.files().into_iter().filter(|(p, _, _)| p.extension().is_some_and(|e| e == "wal")).collect()
 }
 
+/// The files in `wal-damaged/` (path, length, synced length): what recovery
+/// or `repair-wal` moved aside.
+fn moved_aside(fs: &SimFs) -> Vec<(PathBuf, usize, usize)> {
+    fs.files().into_iter().filter(|(p, _, _)| p.starts_with(Path::new(DATA).join("wal-damaged"))).collect()
+}
+
+/// The operator accepts the loss after recovery refused the log:
+/// `repair-wal` moves one segment's damaged records aside.
+fn repair(fs: &SimFs) -> wal::RepairReport {
+    fs.restart();
+    let report = wal::repair(fs, Path::new(DATA)).expect("repair");
+    assert_eq!(report.moved.len(), 1, "{report:?}");
+    report
+}
+
+/// After a repair the engine starts, with the orders acknowledged before the
+/// damage and without those after it.
+fn starts_without_what_follows_the_damage(fs: &SimFs, c: NodeConfig, acked: &[OrderView]) {
+    let node = open(fs, c).expect("starts after repair");
+    let present = present(&node, acked);
+    assert!(present > 0 && present < acked.len(), "orders before the damage stay, after it are gone: {present}");
+    crash(fs, node);
+}
+
 /// The reproduction of the issue: a kill -9 between a group's write and
 /// its fdatasync leaves records in the page cache only; recovery replayed
 /// them and went on writing newer segments without syncing them, so a power
@@ -164,17 +188,11 @@ fn damage_inside_the_last_segment_is_refused_and_repair_moves_it_aside() {
     assert_eq!(after[0].1, len, "recovery changed the damaged segment");
 
     // The operator accepts the loss: the bytes move aside, the engine starts.
-    fs.restart();
-    let report = wal::repair(&fs, Path::new(DATA)).expect("repair");
-    assert_eq!(report.moved.len(), 1, "{report:?}");
-    let aside: Vec<_> =
-        fs.files().into_iter().filter(|(p, _, _)| p.starts_with(Path::new(DATA).join("wal-damaged"))).collect();
+    let report = repair(&fs);
+    let aside = moved_aside(&fs);
     assert_eq!(aside.len(), 1);
     assert_eq!(aside[0].1 as u64, written as u64 - report.moved[0].1, "every damaged byte is kept (not the zeros)");
-    let node = open(&fs, c).expect("starts after repair");
-    let present = present(&node, &acked);
-    assert!(present > 0 && present < acked.len(), "orders before the damage stay, after it are gone: {present}");
-    crash(&fs, node);
+    starts_without_what_follows_the_damage(&fs, c, &acked);
 }
 
 /// Zeros are where a segment's records end (the writer writes them ahead);
@@ -196,13 +214,8 @@ fn zeros_inside_the_records_are_refused_not_taken_for_the_end() {
         other => panic!("expected CorruptInLast, got {other}"),
     }
     // `repair-wal` moves the records after the hole aside; the engine starts.
-    fs.restart();
-    let report = wal::repair(&fs, Path::new(DATA)).expect("repair");
-    assert_eq!(report.moved.len(), 1, "{report:?}");
-    let node = open(&fs, c).expect("starts after repair");
-    let present = present(&node, &acked);
-    assert!(present > 0 && present < acked.len(), "orders before the hole stay, after it are gone: {present}");
-    crash(&fs, node);
+    repair(&fs);
+    starts_without_what_follows_the_damage(&fs, c, &acked);
 }
 
 /// A damaged segment header used to cut the whole segment to 0 bytes.
@@ -240,8 +253,7 @@ fn a_torn_tail_is_cut_and_kept_aside() {
     crash(&fs, node);
     let node = open(&fs, cfg()).expect("recovery cuts a torn tail");
     assert_present(&node, &acked);
-    let aside: Vec<_> =
-        fs.files().into_iter().filter(|(p, _, _)| p.starts_with(Path::new(DATA).join("wal-damaged"))).collect();
+    let aside = moved_aside(&fs);
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(aside[0].1, 7);
     crash(&fs, node);
@@ -273,21 +285,14 @@ fn a_failed_fsync_exits_the_process() {
     assert!(stderr.contains("exiting so that a restart recovers"), "{stderr}");
 }
 
-/// Delegates to a `SimFs` but holds every snapshot temp file's creation
-/// until released: a snapshot that takes as long as we like.
+/// Holds every snapshot temp file's creation until released (over a
+/// `SimFs`): a snapshot that takes as long as we like.
 struct SlowSnapshots {
-    fs: SimFs,
     gate: Arc<(Mutex<bool>, Condvar)>,
 }
 
-impl Fs for SlowSnapshots {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.fs.create_dir_all(dir)
-    }
-    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        self.fs.open_segment(path)
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+impl Override for SlowSnapshots {
+    fn create(&self, base: &dyn Fs, path: &Path) -> io::Result<Box<dyn LogFile>> {
         let in_snapshots = path.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "snapshots");
         if in_snapshots && path.extension().is_some_and(|e| e == "tmp") {
             let (open, cv) = &*self.gate;
@@ -296,34 +301,7 @@ impl Fs for SlowSnapshots {
                 g = cv.wait(g).expect("gate");
             }
         }
-        self.fs.create(path)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.fs.read(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.fs.list(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.fs.exists(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.fs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.fs.remove_file(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        self.fs.truncate(path, len)
-    }
-    fn sync_file(&self, path: &Path) -> io::Result<()> {
-        self.fs.sync_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.fs.sync_dir(dir)
-    }
-    fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
-        self.fs.lock(dir)
+        base.create(path)
     }
 }
 
@@ -335,7 +313,7 @@ impl Fs for SlowSnapshots {
 fn a_stuck_snapshot_does_not_block_answers() {
     let sim = SimFs::new();
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
-    let fs = Arc::new(SlowSnapshots { fs: sim.clone(), gate: gate.clone() });
+    let fs = overlay(Arc::new(sim.clone()), SlowSnapshots { gate: gate.clone() });
     let mut c = cfg();
     c.segment_bytes_max = 64 << 20;
     let node = Arc::new(Node::open_with(c, Arc::new(ManualClock::new(T0)), fs).expect("open"));

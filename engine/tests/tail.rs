@@ -7,24 +7,44 @@ use seckill_engine::Batch;
 use seckill_engine::Event;
 use std::time::{Duration, Instant};
 
-fn commit(tx: &crossbeam_channel::Sender<Batch>, from: u64, n: u64) {
+/// A WAL in `dir` (no fsync) whose segments rotate at `segment_bytes_max`,
+/// and the sender of its writer.
+fn open_wal(dir: &std::path::Path, segment_bytes_max: u64) -> (Wal, crossbeam_channel::Sender<Batch>) {
+    let mut cfg = WalConfig::new(dir);
+    cfg.durability = Durability::None;
+    cfg.segment_bytes_max = segment_bytes_max;
+    let (wal, _replica, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open");
+    (wal, tx)
+}
+
+/// Logs `events` as one batch and waits until they are durable.
+fn log(tx: &crossbeam_channel::Sender<Batch>, events: impl IntoIterator<Item = Event>) {
     let (rtx, rrx) = crossbeam_channel::bounded(1);
     let mut b = Batch::default();
-    for i in from..from + n {
-        b.events.push(Event::QuotaSet { activity_id: 1, user_id: i, limit: 1 });
-    }
+    b.events.extend(events);
     b.replies.push(seckill_engine::Reply { tx: rtx.into(), tag: 0, resp: seckill_proto::Response::Done });
     tx.send(b).expect("writer alive");
     rrx.recv().expect("durable");
 }
 
+/// Logs a quota for users `from..from + n`.
+fn commit(tx: &crossbeam_channel::Sender<Batch>, from: u64, n: u64) {
+    log(tx, (from..from + n).map(|i| Event::QuotaSet { activity_id: 1, user_id: i, limit: 1 }));
+}
+
+/// Polls `tail` (`max` records a poll) until `seen` holds `want` records; 10 s at most.
+fn poll_until(tail: &mut Tailer, max: usize, seen: &mut Vec<(u64, Event)>, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < want {
+        assert!(Instant::now() < deadline, "tailer stuck at {}", seen.len());
+        tail.poll(max, seen).expect("poll");
+    }
+}
+
 #[test]
 fn tails_across_segments_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = WalConfig::new(dir.path());
-    cfg.durability = Durability::None;
-    cfg.segment_bytes_max = 4096;
-    let (wal, _replica, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open");
+    let (wal, tx) = open_wal(dir.path(), 4096);
     let mut tail = Tailer::new(dir.path(), wal.status.clone(), 0);
     let mut seen = Vec::new();
     let mut next_user = 0;
@@ -35,11 +55,7 @@ fn tails_across_segments_in_order() {
             tail.poll(25, &mut seen).expect("poll");
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.len() < next_user as usize {
-        assert!(Instant::now() < deadline, "tailer stuck at {}", seen.len());
-        tail.poll(1000, &mut seen).expect("poll");
-    }
+    poll_until(&mut tail, 1000, &mut seen, next_user as usize);
     assert!(std::fs::read_dir(dir.path().join("wal")).expect("wal dir").count() > 3, "rotation happened");
     for (i, (lsn, ev)) in seen.iter().enumerate() {
         assert_eq!(*lsn, i as u64 + 1);
@@ -52,10 +68,7 @@ fn tails_across_segments_in_order() {
 #[test]
 fn a_tailer_behind_deleted_segments_is_told_so() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = WalConfig::new(dir.path());
-    cfg.durability = Durability::None;
-    cfg.segment_bytes_max = 4096;
-    let (wal, _replica, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open");
+    let (wal, tx) = open_wal(dir.path(), 4096);
     wal.checkpoints.set("snapshot", 400);
     for i in 0..20 {
         commit(&tx, i * 37, 37);
@@ -72,10 +85,7 @@ fn a_tailer_behind_deleted_segments_is_told_so() {
 #[test]
 fn a_record_split_between_two_reads_is_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = WalConfig::new(dir.path());
-    cfg.durability = Durability::None;
-    cfg.segment_bytes_max = 64 << 20;
-    let (wal, _replica, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open");
+    let (wal, tx) = open_wal(dir.path(), 64 << 20);
     // A first record of another size, so that records do not line up
     // with the 1 MB reads.
     let product = seckill_engine::Product {
@@ -85,12 +95,7 @@ fn a_record_split_between_two_reads_is_whole() {
         image_url: String::new(),
         price_cents: 1,
     };
-    let (rtx, rrx) = crossbeam_channel::bounded(1);
-    let mut b = Batch::default();
-    b.events.push(Event::ProductCreated(product.clone()));
-    b.replies.push(seckill_engine::Reply { tx: rtx.into(), tag: 0, resp: seckill_proto::Response::Done });
-    tx.send(b).expect("writer alive");
-    rrx.recv().expect("durable");
+    log(&tx, [Event::ProductCreated(product.clone())]);
     let total: u64 = 60_000;
     for from in (0..total).step_by(1000) {
         commit(&tx, from, 1000);
@@ -102,11 +107,7 @@ fn a_record_split_between_two_reads_is_whole() {
     assert!(bytes > 2 << 20, "more than two reads' worth: {bytes} bytes");
     let mut tail = Tailer::new(dir.path(), wal.status.clone(), 0);
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.len() < total as usize + 1 {
-        assert!(Instant::now() < deadline, "tailer stuck at {}", seen.len());
-        tail.poll(777, &mut seen).expect("poll");
-    }
+    poll_until(&mut tail, 777, &mut seen, total as usize + 1);
     assert_eq!(seen[0], (1, Event::ProductCreated(product)));
     for (i, (lsn, ev)) in seen[1..].iter().enumerate() {
         assert_eq!(*lsn, i as u64 + 2);

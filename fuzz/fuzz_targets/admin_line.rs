@@ -31,16 +31,7 @@ fn ctx() -> &'static AdminCtx {
         cfg.engine = EngineConfig { shards: 2, queue_capacity: 64, ..EngineConfig::default() };
         cfg.durability = Durability::None;
         let node = Node::open(cfg, Arc::new(SystemClock)).expect("open node");
-        let ctx = AdminCtx {
-            engine: node.engine.clone(),
-            wal_status: node.wal.status.clone(),
-            checkpoints: node.wal.checkpoints.clone(),
-            snapshotter: node.wal.snapshotter(),
-            on_shutdown: Arc::new(|| {}),
-            warmup: None,
-            verify: None,
-            extra_stats: Vec::new(),
-        };
+        let ctx = AdminCtx::of_node(&node);
         *NODE.lock().unwrap() = Some(node);
         ctx
     })

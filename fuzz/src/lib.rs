@@ -50,3 +50,19 @@ pub fn each_frame(data: &[u8], check: impl Fn(&[u8])) {
         }
     }
 }
+
+/// A frame body that decodes must re-encode to exactly the same bytes
+/// (`what`: "request" or "response", for the message). The check of the
+/// request and response frame targets, with their codec's two halves.
+pub fn reencodes<M, E>(
+    body: &[u8],
+    decode: fn(&[u8]) -> Result<(u64, M), E>,
+    encode: fn(&mut Vec<u8>, u64, &M),
+    what: &str,
+) {
+    if let Ok((request_id, m)) = decode(body) {
+        let mut out = Vec::new();
+        encode(&mut out, request_id, &m);
+        assert_eq!(&out[4..], body, "decoded {what} does not re-encode canonically");
+    }
+}

@@ -201,18 +201,12 @@ fn encode_response_unchecked(out: &mut Vec<u8>, request_id: u64, resp: &Response
     match resp {
         Response::Order(view) | Response::Replayed(view) => put_order_view(out, view),
         Response::Orders { items, total } => {
-            put_count(out, items.len());
-            for view in items {
-                put_order_view(out, view);
-            }
+            put_list(out, items, put_order_view);
             put_u64(out, *total);
         }
         Response::Activity(view) => put_activity_view(out, view),
         Response::Activities { items, total } => {
-            put_count(out, items.len());
-            for view in items {
-                put_activity_view(out, view);
-            }
+            put_list(out, items, put_activity_view);
             put_u64(out, *total);
         }
         Response::Done => {}
@@ -328,6 +322,14 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// A count, then every item.
+fn put_list<T>(out: &mut Vec<u8>, items: &[T], put: impl Fn(&mut Vec<u8>, &T)) {
+    put_count(out, items.len());
+    for item in items {
+        put(out, item);
+    }
+}
+
 fn put_order_view(out: &mut Vec<u8>, v: &OrderView) {
     put_order_id(out, v.order_id);
     put_u64(out, v.user_id);
@@ -407,23 +409,15 @@ pub fn decode_response(frame: &[u8]) -> Result<(u64, Response), FrameError> {
     let resp = match kind {
         kind::ORDER => Response::Order(r.order_view()?),
         kind::REPLAYED => Response::Replayed(r.order_view()?),
-        kind::ORDERS => {
-            let n = r.count("orders.count", ORDER_VIEW_BYTES)?;
-            let mut items = Vec::with_capacity(n);
-            for _ in 0..n {
-                items.push(r.order_view()?);
-            }
-            Response::Orders { items, total: r.u64("total")? }
-        }
+        kind::ORDERS => Response::Orders {
+            items: r.list("orders.count", ORDER_VIEW_BYTES, Reader::order_view)?,
+            total: r.u64("total")?,
+        },
         kind::ACTIVITY => Response::Activity(Box::new(r.activity_view()?)),
-        kind::ACTIVITIES => {
-            let n = r.count("activities.count", ACTIVITY_VIEW_BYTES_MIN)?;
-            let mut items = Vec::with_capacity(n);
-            for _ in 0..n {
-                items.push(r.activity_view()?);
-            }
-            Response::Activities { items, total: r.u64("total")? }
-        }
+        kind::ACTIVITIES => Response::Activities {
+            items: r.list("activities.count", ACTIVITY_VIEW_BYTES_MIN, Reader::activity_view)?,
+            total: r.u64("total")?,
+        },
         kind::DONE => Response::Done,
         kind::ERROR => {
             let code = r.u8("error_code")?;
@@ -520,6 +514,21 @@ impl<'a> Reader<'a> {
             Some(need) if need <= self.buf.len() => Ok(n),
             _ => Err(FrameError::Truncated { field }),
         }
+    }
+
+    /// A count (checked as [`Self::count`]), then that many items.
+    fn list<T>(
+        &mut self,
+        field: &'static str,
+        item_bytes_min: usize,
+        item: impl Fn(&mut Self) -> Result<T, FrameError>,
+    ) -> Result<Vec<T>, FrameError> {
+        let n = self.count(field, item_bytes_min)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(item(self)?);
+        }
+        Ok(items)
     }
 
     fn order_view(&mut self) -> Result<OrderView, FrameError> {
@@ -769,21 +778,45 @@ mod tests {
         ]
     }
 
+    /// Requests and responses alike, so that each check is written once.
+    trait Message: Sized + PartialEq + std::fmt::Debug {
+        fn encode(&self, out: &mut Vec<u8>, request_id: u64);
+        fn decode(body: &[u8]) -> Result<(u64, Self), FrameError>;
+    }
+
+    impl Message for Request {
+        fn encode(&self, out: &mut Vec<u8>, request_id: u64) {
+            encode_request(out, request_id, self)
+        }
+        fn decode(body: &[u8]) -> Result<(u64, Self), FrameError> {
+            decode_request(body)
+        }
+    }
+
+    impl Message for Response {
+        fn encode(&self, out: &mut Vec<u8>, request_id: u64) {
+            encode_response(out, request_id, self)
+        }
+        fn decode(body: &[u8]) -> Result<(u64, Self), FrameError> {
+            decode_response(body)
+        }
+    }
+
     /// One encoded frame, checked to split as a whole; returns its body.
-    fn encoded_request(request_id: u64, req: &Request) -> Vec<u8> {
+    fn encoded<M: Message>(request_id: u64, m: &M) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_request(&mut out, request_id, req);
+        m.encode(&mut out, request_id);
         let (body, used) = split_frame(&out).unwrap().unwrap();
         assert_eq!(used, out.len());
         body.to_vec()
     }
 
+    fn encoded_request(request_id: u64, req: &Request) -> Vec<u8> {
+        encoded(request_id, req)
+    }
+
     fn encoded_response(request_id: u64, resp: &Response) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_response(&mut out, request_id, resp);
-        let (body, used) = split_frame(&out).unwrap().unwrap();
-        assert_eq!(used, out.len());
-        body.to_vec()
+        encoded(request_id, resp)
     }
 
     /// Feeds `stream` to a receive buffer in the chunks given by `cuts` and
@@ -1130,16 +1163,46 @@ mod tests {
     // -- properties -----------------------------------------------------------
 
     /// A decoded frame re-encodes to exactly the same bytes.
-    fn assert_canonical_request(body: &[u8]) {
-        if let Ok((request_id, req)) = decode_request(body) {
-            assert_eq!(encoded_request(request_id, &req), body);
+    fn assert_canonical<M: Message>(body: &[u8]) {
+        if let Ok((request_id, m)) = M::decode(body) {
+            assert_eq!(encoded(request_id, &m), body);
         }
     }
 
+    fn assert_canonical_request(body: &[u8]) {
+        assert_canonical::<Request>(body)
+    }
+
     fn assert_canonical_response(body: &[u8]) {
-        if let Ok((request_id, resp)) = decode_response(body) {
-            assert_eq!(encoded_response(request_id, &resp), body);
+        assert_canonical::<Response>(body)
+    }
+
+    /// `msgs` encoded as one stream (tagged 0, 1, …), received in chunks
+    /// cut where `cuts` point in it, decode to `msgs` again.
+    fn survives_cuts<M: Message>(msgs: &[M], cuts: &[prop::sample::Index]) -> Result<(), TestCaseError> {
+        let mut stream = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            m.encode(&mut stream, i as u64);
         }
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+        cuts.sort_unstable();
+        let got: Vec<M> = receive(&stream, &cuts).iter().map(|f| M::decode(f).unwrap().1).collect();
+        prop_assert_eq!(got, msgs);
+        Ok(())
+    }
+
+    /// `m`'s frame with byte `at` set to `byte` splits, decodes (as `M` and
+    /// as the other kind `O`) and re-encodes without a panic.
+    fn mutated_never_panics<M: Message, O: Message>(m: &M, at: prop::sample::Index, byte: u8) {
+        let mut frame = Vec::new();
+        m.encode(&mut frame, 3);
+        let at = at.index(frame.len());
+        frame[at] = byte;
+        if let Ok(Some((body, _))) = split_frame(&frame) {
+            assert_canonical::<M>(body);
+            let _ = O::decode(body);
+        }
+        assert_canonical::<M>(&frame[LEN_BYTES..]);
     }
 
     proptest! {
@@ -1161,22 +1224,8 @@ mod tests {
             resps in proptest::collection::vec(response(), 1..4),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
         ) {
-            let mut stream = Vec::new();
-            for (i, req) in reqs.iter().enumerate() {
-                encode_request(&mut stream, i as u64, req);
-            }
-            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
-            cuts.sort_unstable();
-            let got: Vec<Request> = receive(&stream, &cuts).iter().map(|f| decode_request(f).unwrap().1).collect();
-            prop_assert_eq!(got, reqs);
-
-            let mut stream = Vec::new();
-            for (i, resp) in resps.iter().enumerate() {
-                encode_response(&mut stream, i as u64, resp);
-            }
-            let cuts: Vec<usize> = cuts.iter().map(|&c| c.min(stream.len())).collect();
-            let got: Vec<Response> = receive(&stream, &cuts).iter().map(|f| decode_response(f).unwrap().1).collect();
-            prop_assert_eq!(got, resps);
+            survives_cuts(&reqs, &cuts)?;
+            survives_cuts(&resps, &cuts)?;
         }
 
         #[test]
@@ -1207,15 +1256,7 @@ mod tests {
             at in any::<prop::sample::Index>(),
             byte in any::<u8>(),
         ) {
-            let mut frame = Vec::new();
-            encode_request(&mut frame, 3, &req);
-            let at = at.index(frame.len());
-            frame[at] = byte;
-            if let Ok(Some((body, _))) = split_frame(&frame) {
-                assert_canonical_request(body);
-                let _ = decode_response(body);
-            }
-            assert_canonical_request(&frame[LEN_BYTES..]);
+            mutated_never_panics::<Request, Response>(&req, at, byte);
         }
 
         #[test]
@@ -1224,15 +1265,7 @@ mod tests {
             at in any::<prop::sample::Index>(),
             byte in any::<u8>(),
         ) {
-            let mut frame = Vec::new();
-            encode_response(&mut frame, 3, &resp);
-            let at = at.index(frame.len());
-            frame[at] = byte;
-            if let Ok(Some((body, _))) = split_frame(&frame) {
-                assert_canonical_response(body);
-                let _ = decode_request(body);
-            }
-            assert_canonical_response(&frame[LEN_BYTES..]);
+            mutated_never_panics::<Response, Request>(&resp, at, byte);
         }
     }
 }

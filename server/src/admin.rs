@@ -8,6 +8,7 @@
 //! At most [`CONNECTIONS_MAX`] connections at once, each closed after
 //! the idle timeout (`--admin-idle-timeout`) without a request.
 
+use seckill_engine::node::Node;
 use seckill_engine::wal::{Checkpoints, Snapshotter, WalStatus};
 use seckill_engine::{ActivityChanges, ActivitySpec, ActivityStatus, AdminError, Engine};
 use seckill_proto::{json, ActivityView, ErrorCode, OrderId, Request, Response, PAGE_LIMIT_MAX};
@@ -52,6 +53,24 @@ pub struct AdminCtx {
 }
 
 pub use seckill_engine::{StatsHook, WarmupHook};
+
+impl AdminCtx {
+    /// The commands of `node` with nothing behind them: no MySQL or Redis
+    /// hooks, and a `shutdown` that only answers. Tests and fuzzers use it
+    /// as it is; the binary sets the rest (`..AdminCtx::of_node(&node)`).
+    pub fn of_node(node: &Node) -> AdminCtx {
+        AdminCtx {
+            engine: node.engine.clone(),
+            wal_status: node.wal.status.clone(),
+            checkpoints: node.wal.checkpoints.clone(),
+            snapshotter: node.wal.snapshotter(),
+            on_shutdown: Arc::new(|| {}),
+            warmup: None,
+            verify: None,
+            extra_stats: Vec::new(),
+        }
+    }
+}
 
 /// One admin verb: its name, the arguments it takes (shown by `seckill
 /// admin --help`), and the handler that answers it.
@@ -486,15 +505,21 @@ fn snapshot(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
     Ok(json!({"lsn": lsn}))
 }
 
-fn verify(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
-    let _: Value = raw;
-    let Some(verify) = &call.ctx.verify else {
+/// Runs the MySQL hook of the verb `name` (which `does` something with MySQL),
+/// or refuses when the engine runs without MySQL.
+fn mysql_hook(hook: &Option<WarmupHook>, name: &str, does: &str) -> Result<Value, AdminError> {
+    let Some(hook) = hook else {
         return Err(AdminError::new(
             ErrorCode::BadRequest,
-            "verify compares MySQL, and this engine runs without one (--mysql-url none)",
+            format!("{name} {does}, and this engine runs without one (--mysql-url none)"),
         ));
     };
-    let report = verify().map_err(|m| AdminError::new(ErrorCode::Internal, format!("verify failed: {m}")))?;
+    hook().map_err(|m| AdminError::new(ErrorCode::Internal, format!("{name} failed: {m}")))
+}
+
+fn verify(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
+    let _: Value = raw;
+    let report = mysql_hook(&call.ctx.verify, "verify", "compares MySQL")?;
     match report["differences"].as_array() {
         Some(d) if !d.is_empty() => Err(AdminError::new(
             ErrorCode::InvalidState,
@@ -506,13 +531,7 @@ fn verify(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
 
 fn warmup(call: &Call<'_>, raw: Value) -> Result<Value, AdminError> {
     let _: Value = raw;
-    let Some(warmup) = &call.ctx.warmup else {
-        return Err(AdminError::new(
-            ErrorCode::BadRequest,
-            "warmup loads from MySQL, and this engine runs without one (--mysql-url none)",
-        ));
-    };
-    warmup().map_err(|m| AdminError::new(ErrorCode::Internal, format!("warmup failed: {m}")))
+    mysql_hook(&call.ctx.warmup, "warmup", "loads from MySQL")
 }
 
 fn default_limit() -> u32 {

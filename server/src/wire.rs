@@ -45,29 +45,23 @@ pub trait Stream: Read + Write + Send + 'static {
     fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
-impl Stream for UnixStream {
-    fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(timeout)
-    }
+/// `Stream` for the std socket types, whose inherent methods have these names.
+macro_rules! impl_stream {
+    ($($t:ty),+) => {$(
+        impl Stream for $t {
+            fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
+                Ok(Box::new(self.try_clone()?))
+            }
+            fn shutdown_both(&self) {
+                let _ = self.shutdown(Shutdown::Both);
+            }
+            fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()> {
+                self.set_read_timeout(timeout)
+            }
+        }
+    )+};
 }
-
-impl Stream for TcpStream {
-    fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(timeout)
-    }
-}
+impl_stream!(UnixStream, TcpStream);
 
 impl Listener {
     /// Binds `addr`. A stale unix socket file (no one listening) is replaced.

@@ -11,16 +11,7 @@ fn ctx(dir: &std::path::Path) -> (Node, AdminCtx) {
     let mut cfg = NodeConfig::new(dir);
     cfg.engine = EngineConfig { shards: 2, queue_capacity: 64, ..EngineConfig::default() };
     let node = Node::open(cfg, Arc::new(SystemClock)).expect("open");
-    let ctx = AdminCtx {
-        engine: node.engine.clone(),
-        wal_status: node.wal.status.clone(),
-        checkpoints: node.wal.checkpoints.clone(),
-        snapshotter: node.wal.snapshotter(),
-        on_shutdown: Arc::new(|| {}),
-        warmup: None,
-        verify: None,
-        extra_stats: Vec::new(),
-    };
+    let ctx = AdminCtx::of_node(&node);
     (node, ctx)
 }
 

@@ -16,6 +16,7 @@ use copies::{Expected, Outcome, Plan};
 use seckill_front::metrics_http::MetricsAddr;
 use seckill_persist::redact_url;
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,15 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = front::runtime(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))?;
 
     // The copies first: a missing server is said before anything starts.
-    let mysql = copies::prepare_mysql(&rt, &args.mysql_url)?;
-    let redis = copies::prepare_redis(&args.redis_url)?;
-    if args.require_services {
-        for plan in [&mysql, &redis] {
-            if let Plan::Skipped { why, fix } = plan {
-                anyhow::bail!("{why}, and --require-services is set: {fix}");
-            }
-        }
-    }
+    let (mysql, redis) = prepare_copies(&rt, &args)?;
 
     // Private like every data dir (orders and secrets live in it).
     let tmp = tempfile::Builder::new()
@@ -120,37 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let data_dir = tmp.path().to_path_buf();
     let http = http_addr(&args)?;
     let metrics = if args.serve { args.metrics } else { MetricsAddr::Off };
-    let up_args = up::Args {
-        engine: engine::Args {
-            data_dir: data_dir.clone(),
-            engine: None,
-            durability: args.durability,
-            shards: None,
-            queue_capacity: seckill_engine::limits::QUEUE_CAPACITY_DEFAULT,
-            buys_per_minute: 1_000_000,
-            group_commit_window_us: seckill_engine::GROUP_COMMIT_WINDOW_US_DEFAULT,
-            snapshot_every: seckill_engine::limits::SNAPSHOT_EVERY_RECORDS_DEFAULT,
-            wal_segment_bytes: seckill_engine::limits::SEGMENT_BYTES_DEFAULT,
-            // Only the demo's own database and Redis db (prepared above), never
-            // the ones `seckill up` uses by default.
-            mysql_url: mysql.url().unwrap_or("none").to_string(),
-            redis_url: redis.url().unwrap_or("none").to_string(),
-            admin_idle_timeout: seckill_server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
-            metrics: front::MetricsArgs { metrics },
-        },
-        http: front::HttpArgs {
-            http,
-            payment: "sandbox".into(),
-            jwt_issuer: None,
-            jwt_audience: None,
-            engine_connections: 4,
-            http_connections_max: seckill_front::CONNECTIONS_MAX,
-            http_connections_per_ip: seckill_front::CONNECTIONS_PER_IP_MAX,
-            ip_requests_per_s: seckill_front::IP_REQUESTS_PER_S,
-            activity_cache_ms: seckill_front::ACTIVITY_CACHE_TTL_MS,
-            front_threads: None,
-        },
-    };
+    let up_args = service_args(&args, &data_dir, http, metrics, &mysql, &redis);
     println!("seckill demo: starting the service on http://{http} (data dir {})", data_dir.display());
     println!(
         "  durability {}; the WAL is the system of record, MySQL and Redis are copies fed from it",
@@ -208,6 +171,112 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    let outcomes = outcomes(&rt, &data_dir, (&mysql, &redis), &report, &caught_up, &verified, activity_id);
+    println!("\nthe sale and its copies:");
+    print!("{}", table(&outcomes));
+    let passed = outcomes.iter().all(|o| o.state != "FAILED");
+    print_where_to_look(&mysql, &redis, activity_id);
+
+    // From here a Ctrl-C is `--serve`'s ordinary stop, not an interruption.
+    selling.store(false, AtomicOrdering::Release);
+    if args.serve {
+        serve(&service, &data_dir, http, metrics, passed);
+    }
+    drop(rt);
+    let why = if args.serve { service.wait() } else { "demo finished" };
+    service.stop(why);
+    if args.keep {
+        let kept = tmp.keep();
+        println!("data dir kept at {}", kept.display());
+    }
+    ensure!(passed, "verification failed: see the FAIL lines and the FAILED rows above");
+    print_verdict(&outcomes, args.serve);
+    Ok(())
+}
+
+/// Empties the demo's MySQL database and Redis db, or says why a copy is
+/// skipped; with `--require-services` a skipped copy is an error.
+fn prepare_copies(rt: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<(Plan, Plan)> {
+    let mysql = copies::prepare_mysql(rt, &args.mysql_url)?;
+    let redis = copies::prepare_redis(&args.redis_url)?;
+    if args.require_services {
+        for plan in [&mysql, &redis] {
+            if let Plan::Skipped { why, fix } = plan {
+                anyhow::bail!("{why}, and --require-services is set: {fix}");
+            }
+        }
+    }
+    Ok((mysql, redis))
+}
+
+/// The last words of a demo that passed: which copies agree, what next.
+fn print_verdict(outcomes: &[Outcome], serve: bool) {
+    let skipped: Vec<&str> = outcomes.iter().filter(|o| o.state == "skipped").map(|o| o.copy).collect();
+    if skipped.is_empty() {
+        println!("\ndemo OK: the engine, MySQL and Redis agree.");
+    } else {
+        let copy = if skipped.len() > 1 { "copies" } else { "copy" };
+        println!("\ndemo OK, without the {} {copy} (skipped, see above).", skipped.join(" and "));
+    }
+    if !serve {
+        println!("Next: `seckill demo --serve` keeps it running; `seckill up` runs the service (README.md).");
+    }
+}
+
+/// `seckill up`'s arguments for the demo: a private temp data dir, the demo's
+/// own MySQL database and Redis db (or none), the usual defaults otherwise.
+fn service_args(
+    args: &Args,
+    data_dir: &Path,
+    http: SocketAddr,
+    metrics: MetricsAddr,
+    mysql: &Plan,
+    redis: &Plan,
+) -> up::Args {
+    up::Args {
+        engine: engine::Args {
+            data_dir: data_dir.to_path_buf(),
+            engine: None,
+            durability: args.durability,
+            shards: None,
+            queue_capacity: seckill_engine::limits::QUEUE_CAPACITY_DEFAULT,
+            buys_per_minute: 1_000_000,
+            group_commit_window_us: seckill_engine::GROUP_COMMIT_WINDOW_US_DEFAULT,
+            snapshot_every: seckill_engine::limits::SNAPSHOT_EVERY_RECORDS_DEFAULT,
+            wal_segment_bytes: seckill_engine::limits::SEGMENT_BYTES_DEFAULT,
+            // Only the demo's own database and Redis db (prepared above), never
+            // the ones `seckill up` uses by default.
+            mysql_url: mysql.url().unwrap_or("none").to_string(),
+            redis_url: redis.url().unwrap_or("none").to_string(),
+            admin_idle_timeout: seckill_server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
+            metrics: front::MetricsArgs { metrics },
+        },
+        http: front::HttpArgs {
+            http,
+            payment: "sandbox".into(),
+            jwt_issuer: None,
+            jwt_audience: None,
+            engine_connections: 4,
+            http_connections_max: seckill_front::CONNECTIONS_MAX,
+            http_connections_per_ip: seckill_front::CONNECTIONS_PER_IP_MAX,
+            ip_requests_per_s: seckill_front::IP_REQUESTS_PER_S,
+            activity_cache_ms: seckill_front::ACTIVITY_CACHE_TTL_MS,
+            front_threads: None,
+        },
+    }
+}
+
+/// One row per copy: the engine's own checks, then MySQL and Redis checked
+/// against what the sale acknowledged (or why they were skipped or behind).
+fn outcomes(
+    rt: &tokio::runtime::Runtime,
+    data_dir: &Path,
+    (mysql, redis): (&Plan, &Plan),
+    report: &load::LoadReport,
+    caught_up: &CaughtUp,
+    verified: &load::VerifyReport,
+    activity_id: u64,
+) -> Vec<Outcome> {
     let want = Expected {
         activity_id,
         total_stock: verified.total_stock,
@@ -226,19 +295,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Outcome::failed("engine (WAL)", wal)
     }];
-    outcomes.push(match (&mysql, &caught_up.mysql) {
+    outcomes.push(match (mysql, &caught_up.mysql) {
         (Plan::Skipped { why, fix }, _) => Outcome::skipped("MySQL", why, fix),
-        (Plan::On { url }, Ok(_)) => copies::check_mysql(&rt, &data_dir, url, &want),
+        (Plan::On { url }, Ok(_)) => copies::check_mysql(rt, data_dir, url, &want),
         (Plan::On { .. }, Err(e)) => Outcome::failed("MySQL", e.clone()),
     });
-    outcomes.push(match (&redis, &caught_up.redis) {
+    outcomes.push(match (redis, &caught_up.redis) {
         (Plan::Skipped { why, fix }, _) => Outcome::skipped("Redis", why, fix),
         (Plan::On { url }, Ok(_)) => copies::check_redis(url, &want),
         (Plan::On { .. }, Err(e)) => Outcome::failed("Redis", e.clone()),
     });
-    println!("\nthe sale and its copies:");
-    print!("{}", table(&outcomes));
-    let passed = outcomes.iter().all(|o| o.state != "FAILED");
+    outcomes
+}
+
+/// The commands that show the copies, for whoever wants to look.
+fn print_where_to_look(mysql: &Plan, redis: &Plan, activity_id: u64) {
     if let Some(url) = mysql.url() {
         let db = url.rsplit_once('/').map_or("", |(_, d)| d);
         println!("  look: mysql -uroot {db} -e 'SELECT status, COUNT(*) FROM orders GROUP BY status'");
@@ -249,31 +320,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "        redis-cli -n {db} HGETALL seckill:activity:{activity_id}; redis-cli -n {db} XLEN seckill:events"
         );
     }
-
-    // From here a Ctrl-C is `--serve`'s ordinary stop, not an interruption.
-    selling.store(false, AtomicOrdering::Release);
-    if args.serve {
-        serve(&service, &data_dir, http, metrics, passed);
-    }
-    drop(rt);
-    let why = if args.serve { service.wait() } else { "demo finished" };
-    service.stop(why);
-    if args.keep {
-        let kept = tmp.keep();
-        println!("data dir kept at {}", kept.display());
-    }
-    ensure!(passed, "verification failed: see the FAIL lines and the FAILED rows above");
-    let skipped: Vec<&str> = outcomes.iter().filter(|o| o.state == "skipped").map(|o| o.copy).collect();
-    if skipped.is_empty() {
-        println!("\ndemo OK: the engine, MySQL and Redis agree.");
-    } else {
-        let copy = if skipped.len() > 1 { "copies" } else { "copy" };
-        println!("\ndemo OK, without the {} {copy} (skipped, see above).", skipped.join(" and "));
-    }
-    if !args.serve {
-        println!("Next: `seckill demo --serve` keeps it running; `seckill up` runs the service (README.md).");
-    }
-    Ok(())
 }
 
 /// Ctrl-C or SIGTERM while the sale or its checks run: the engine's signal

@@ -167,6 +167,74 @@ impl Running {
 /// Starts the engine. `more_stats`: sections `stats` adds (the in-process
 /// front's, in `seckill up`).
 pub fn start(args: &Args, more_stats: Vec<(&'static str, admin::StatsHook)>) -> anyhow::Result<Running> {
+    let cfg = node_config(args)?;
+    anyhow::ensure!(args.admin_idle_timeout >= 1, "--admin-idle-timeout must be at least 1 (seconds)");
+    let admin_idle = std::time::Duration::from_secs(args.admin_idle_timeout);
+    let node = Node::open(cfg, Arc::new(SystemClock))?;
+
+    let addr = args.engine_address();
+    // Fronts prove they hold the auth secret before their first frame.
+    let wire_key = WireKey::derive(
+        &seckill_front::secrets::load_or_create("SECKILL_AUTH_SECRET", &args.data_dir, "auth.secret")
+            .context("reading or creating the auth secret (it also keys the wire handshake)")?,
+    );
+    let listener = wire::Listener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+    let admin_path = args.data_dir.join("admin.sock");
+    let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
+
+    let mirror = start_mirror(args, &node)?;
+    let persister = start_persister(args, &node);
+    let mut extra_stats: Vec<(&'static str, admin::StatsHook)> = Vec::new();
+    if let Some(p) = &persister {
+        extra_stats.push(("persister", p.stats_hook()));
+    }
+    if let Some(m) = &mirror {
+        let view = m.view();
+        extra_stats.push(("mirror", Arc::new(move || view.stats().to_json())));
+    }
+    extra_stats.extend(more_stats);
+    let (stop_tx, stop_rx) = bounded::<&'static str>(4);
+    let kept_tx = stop_tx.clone();
+    {
+        let engine = node.engine.clone();
+        let stop_flag = Arc::new(AtomicBool::new(false));
+        std::thread::Builder::new()
+            .name("wire-accept".into())
+            .spawn(move || wire::serve(engine, listener, stop_flag, wire_key))?;
+    }
+    let ctx = {
+        let stop_tx = stop_tx.clone();
+        admin::AdminCtx {
+            on_shutdown: Arc::new(move || {
+                let _ = stop_tx.try_send("admin shutdown");
+            }),
+            warmup: persister.as_ref().map(|_| mysql::warmup_hook(args.mysql_url.clone(), node.engine.clone())),
+            verify: persister.as_ref().map(|_| verify_hook(args.mysql_url.clone(), &node)),
+            extra_stats,
+            ..admin::AdminCtx::of_node(&node)
+        }
+    };
+    {
+        let ctx = ctx.clone();
+        std::thread::Builder::new()
+            .name("admin-accept".into())
+            .spawn(move || admin::serve(ctx, admin_listener, admin_idle))?;
+    }
+    {
+        let mut signals =
+            signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = stop_tx.try_send("signal");
+            }
+        })?;
+    }
+    tracing::info!(wire = %addr, admin = %admin_path.display(), durability = ?args.durability, "seckill engine listening");
+    Ok(Running { node, addr, admin_path, admin: ctx, stop_rx, stop_tx: kept_tx, mirror, persister })
+}
+
+/// The node's configuration from the flags, each checked against its limit.
+fn node_config(args: &Args) -> anyhow::Result<NodeConfig> {
     let mut cfg = NodeConfig::new(&args.data_dir);
     cfg.durability = args.durability;
     cfg.engine = EngineConfig {
@@ -193,83 +261,22 @@ pub fn start(args: &Args, more_stats: Vec<(&'static str, admin::StatsHook)>) -> 
         limits::SEGMENT_BYTES_MIN
     );
     cfg.segment_bytes_max = args.wal_segment_bytes;
-    anyhow::ensure!(args.admin_idle_timeout >= 1, "--admin-idle-timeout must be at least 1 (seconds)");
-    let admin_idle = std::time::Duration::from_secs(args.admin_idle_timeout);
-    let node = Node::open(cfg, Arc::new(SystemClock))?;
+    Ok(cfg)
+}
 
-    let addr = args.engine_address();
-    // Fronts prove they hold the auth secret before their first frame.
-    let wire_key = WireKey::derive(
-        &seckill_front::secrets::load_or_create("SECKILL_AUTH_SECRET", &args.data_dir, "auth.secret")
-            .context("reading or creating the auth secret (it also keys the wire handshake)")?,
-    );
-    let listener = wire::Listener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
-    let admin_path = args.data_dir.join("admin.sock");
-    let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
-
-    let mirror = start_mirror(args, &node)?;
-    let persister = (args.mysql_url != "none").then(|| {
-        tracing::info!(url = %redact_url(&args.mysql_url), "MySQL persister on (it says so if MySQL is unreachable, and retries)");
-        mysql::spawn(
-            mysql::PersistConfig::new(args.mysql_url.clone()),
-            node.data_dir.clone(),
-            node.wal.status.clone(),
-            node.wal.checkpoints.clone(),
-        )
-    });
-    if persister.is_none() {
+/// The MySQL persister, unless `--mysql-url none`.
+fn start_persister(args: &Args, node: &Node) -> Option<mysql::PersisterHandle> {
+    if args.mysql_url == "none" {
         tracing::info!("MySQL persister disabled (--mysql-url none)");
+        return None;
     }
-    let mut extra_stats: Vec<(&'static str, admin::StatsHook)> = Vec::new();
-    if let Some(p) = &persister {
-        extra_stats.push(("persister", p.stats_hook()));
-    }
-    if let Some(m) = &mirror {
-        let view = m.view();
-        extra_stats.push(("mirror", Arc::new(move || view.stats().to_json())));
-    }
-    extra_stats.extend(more_stats);
-    let (stop_tx, stop_rx) = bounded::<&'static str>(4);
-    let kept_tx = stop_tx.clone();
-    {
-        let engine = node.engine.clone();
-        let stop_flag = Arc::new(AtomicBool::new(false));
-        std::thread::Builder::new()
-            .name("wire-accept".into())
-            .spawn(move || wire::serve(engine, listener, stop_flag, wire_key))?;
-    }
-    let ctx = {
-        let stop_tx = stop_tx.clone();
-        admin::AdminCtx {
-            engine: node.engine.clone(),
-            wal_status: node.wal.status.clone(),
-            checkpoints: node.wal.checkpoints.clone(),
-            snapshotter: node.wal.snapshotter(),
-            on_shutdown: Arc::new(move || {
-                let _ = stop_tx.try_send("admin shutdown");
-            }),
-            warmup: persister.as_ref().map(|_| mysql::warmup_hook(args.mysql_url.clone(), node.engine.clone())),
-            verify: persister.as_ref().map(|_| verify_hook(args.mysql_url.clone(), &node)),
-            extra_stats,
-        }
-    };
-    {
-        let ctx = ctx.clone();
-        std::thread::Builder::new()
-            .name("admin-accept".into())
-            .spawn(move || admin::serve(ctx, admin_listener, admin_idle))?;
-    }
-    {
-        let mut signals =
-            signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-        std::thread::Builder::new().name("signals".into()).spawn(move || {
-            if signals.forever().next().is_some() {
-                let _ = stop_tx.try_send("signal");
-            }
-        })?;
-    }
-    tracing::info!(wire = %addr, admin = %admin_path.display(), durability = ?args.durability, "seckill engine listening");
-    Ok(Running { node, addr, admin_path, admin: ctx, stop_rx, stop_tx: kept_tx, mirror, persister })
+    tracing::info!(url = %redact_url(&args.mysql_url), "MySQL persister on (it says so if MySQL is unreachable, and retries)");
+    Some(mysql::spawn(
+        mysql::PersistConfig::new(args.mysql_url.clone()),
+        node.data_dir.clone(),
+        node.wal.status.clone(),
+        node.wal.checkpoints.clone(),
+    ))
 }
 
 /// The Redis mirror, unless `--redis-url none`. An unreachable Redis is

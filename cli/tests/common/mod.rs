@@ -11,40 +11,139 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use seckill_testkit::http::{raw_request, raw_request_within, read_response, request, try_request, HttpResp};
-pub use seckill_testkit::{free_port, TcpProxy};
+pub use seckill_testkit::{free_port, wait_until, KillOnDrop, TcpProxy};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_seckill"))
 }
 
-/// A `seckill engine` child; killed (-9) when dropped.
-pub struct EngineProc {
+/// `seckill` as the tests run it: the tests' JWT and payment secrets (the
+/// JWT secret also keys the engine's wire handshake, so engines and fronts
+/// must share it), `RUST_LOG=warn`, stdout to nowhere (the caller adds the
+/// arguments and where stderr goes).
+pub fn seckill() -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.env("SECKILL_AUTH_SECRET", AUTH_SECRET)
+        .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// `path` opened to append: a child's stderr that outlives it.
+pub fn log_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file")
+}
+
+/// A `seckill front` on `127.0.0.1:port` for the engine of `data_dir`
+/// (`extra` after it, e.g. `--engine`, `--metrics`; `--metrics none` unless
+/// named), killed when dropped. Does not wait: see [`wait_http_ok`].
+pub fn spawn_front(data_dir: &Path, port: u16, extra: &[&str], stderr: impl Into<Stdio>) -> KillOnDrop {
+    let mut cmd = seckill();
+    cmd.args(["front", "--http", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data_dir);
+    if !extra.contains(&"--metrics") {
+        cmd.args(["--metrics", "none"]);
+    }
+    KillOnDrop(cmd.args(extra).stderr(stderr).spawn().expect("spawning seckill front"))
+}
+
+/// Waits (30 s at most) until `GET path` on `127.0.0.1:port` answers 200.
+pub fn wait_http_ok(port: u16, path: &str) {
+    wait_until(&format!("200 from GET {path} on port {port}"), Duration::from_secs(30), || {
+        try_request(port, "GET", path, &[], b"").is_ok_and(|r| r.status == 200)
+    });
+}
+
+/// Sends `signal` (`"INT"`, `"TERM"`) to `child` and waits (at most `within`) for it to exit.
+pub fn signal_and_wait(child: &mut Child, signal: &str, within: Duration) -> std::process::ExitStatus {
+    let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {}", child.id());
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{} did not exit within {within:?} of SIG{signal}", child.id());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `activity.create` with `fields` on the engine of `data_dir`; the new activity's id.
+pub fn create_activity(data_dir: &Path, fields: Value) -> u64 {
+    let a = admin(data_dir, "activity.create", fields).unwrap_or_else(|e| panic!("activity.create: {e}"));
+    a["id"].as_u64().unwrap_or_else(|| panic!("no activity id in {a}"))
+}
+
+/// A `seckill` child and its data dir, killed (-9) when dropped: what
+/// [`EngineProc`] and [`UpProc`] share (both deref to it).
+pub struct Proc {
     pub child: Child,
     pub data_dir: PathBuf,
 }
 
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    pub fn admin(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+        admin(&self.data_dir, cmd, args)
+    }
+
+    /// `activity.create` with `fields`; the new activity's id.
+    pub fn create_activity(&self, fields: Value) -> u64 {
+        create_activity(&self.data_dir, fields)
+    }
+
+    /// The end of this process's log (stderr), for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.data_dir)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `EngineProc` and `UpProc` are a [`Proc`] with more.
+macro_rules! deref_to_proc {
+    ($($t:ty),+) => {$(
+        impl std::ops::Deref for $t {
+            type Target = Proc;
+            fn deref(&self) -> &Proc {
+                &self.proc
+            }
+        }
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut Proc {
+                &mut self.proc
+            }
+        }
+    )+};
+}
+deref_to_proc!(EngineProc, UpProc);
+
+/// A `seckill engine` child; killed (-9) when dropped.
+pub struct EngineProc {
+    proc: Proc,
+}
+
 impl EngineProc {
     pub fn start(data_dir: &Path, extra: &[&str]) -> EngineProc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.with_extension("log"))
-            .expect("engine log file");
-        let child = Command::new(bin())
+        let child = seckill()
             .arg("engine")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--mysql-url", "none", "--redis-url", "none"])
             .args(if extra.contains(&"--metrics") { &[][..] } else { &["--metrics", "none"][..] })
             .args(extra)
-            .env("RUST_LOG", "warn")
-            // The fronts of the tests hold it too: it keys the wire handshake.
-            .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-            .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log_file(&data_dir.with_extension("log")))
             .spawn()
             .expect("spawning seckill engine");
-        let mut p = EngineProc { child, data_dir: data_dir.to_path_buf() };
+        let mut p = EngineProc { proc: Proc { child, data_dir: data_dir.to_path_buf() } };
         p.wait_ready();
         p
     }
@@ -66,21 +165,6 @@ impl EngineProc {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("seckill engine did not come up within 30 s");
-    }
-
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    pub fn admin(&self, cmd: &str, args: Value) -> Result<Value, Value> {
-        admin(&self.data_dir, cmd, args)
-    }
-}
-
-impl Drop for EngineProc {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -112,8 +196,7 @@ pub const PAYMENT_SECRET: &str = "test-payment-secret-9876543210-abcdef";
 /// A `seckill up` child (engine + HTTP front, no MySQL, no Redis) on a free
 /// port; killed (-9) when dropped.
 pub struct UpProc {
-    pub child: Child,
-    pub data_dir: PathBuf,
+    proc: Proc,
     pub port: u16,
     /// The operator's `--metrics` port (`GET /metrics`).
     pub metrics_port: u16,
@@ -141,20 +224,6 @@ impl UpProc {
         Err("seckill up was not ready within 30 s".into())
     }
 
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    pub fn admin(&self, cmd: &str, args: Value) -> Result<Value, Value> {
-        admin(&self.data_dir, cmd, args)
-    }
-
-    /// The end of this process's log (stderr), for failure messages.
-    pub fn log_tail(&self) -> String {
-        log_tail(&self.data_dir)
-    }
-
     /// One request; panics on I/O errors.
     pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResp {
         request(self.port, method, path, headers, body)
@@ -168,12 +237,6 @@ impl UpProc {
     pub fn post(&self, path: &str, user: Option<u64>, body: &[u8]) -> HttpResp {
         let auth = user.map(bearer);
         self.req("POST", path, &auth_header(&auth), body)
-    }
-}
-
-impl Drop for UpProc {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -249,12 +312,7 @@ impl UpProc {
         // The free port may be taken by someone else before we bind it: try a few.
         for attempt in 0..3 {
             let port = free_port();
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(data_dir.with_extension("log"))
-                .expect("up log file");
-            let mut cmd = Command::new(bin());
+            let mut cmd = seckill();
             cmd.arg("up").arg("--data-dir").arg(data_dir).args([
                 "--http",
                 &format!("127.0.0.1:{port}"),
@@ -276,16 +334,9 @@ impl UpProc {
                     cmd.args([flag, off]);
                 }
             }
-            let child = cmd
-                .args(extra)
-                .env("SECKILL_AUTH_SECRET", AUTH_SECRET)
-                .env("SECKILL_PAYMENT_SECRET", PAYMENT_SECRET)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawning seckill up");
-            let mut p = UpProc { child, data_dir: data_dir.to_path_buf(), port, metrics_port };
+            let child =
+                cmd.args(extra).stderr(log_file(&data_dir.with_extension("log"))).spawn().expect("spawning seckill up");
+            let mut p = UpProc { proc: Proc { child, data_dir: data_dir.to_path_buf() }, port, metrics_port };
             match p.wait_ready() {
                 Ok(()) => return p,
                 Err(e) if attempt < 2 => {

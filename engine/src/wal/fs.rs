@@ -1,6 +1,6 @@
 //! The file-system seam under the WAL, the snapshots and the data dir's
 //! metadata: every file operation recovery and the writer depend on goes
-//! through [`Fs`]. Production uses [`OsFs`]; the simulation test uses
+//! through [`Fs`]. Production uses `OsFs` (through [`os`]); the simulation test uses
 //! [`super::sim_fs::SimFs`], which remembers what was made durable and
 //! forgets the rest on a power cut.
 //!
@@ -8,7 +8,7 @@
 //! fsync of a file, creating, renaming and deleting names (durable only after
 //! an fsync of the directory), and cutting a file.
 //!
-//! [`OsFs`] creates every directory 0700 and every file 0600: the data dir
+//! `OsFs` creates every directory 0700 and every file 0600: the data dir
 //! holds every order, so no other local user may read any of it
 //! (docs/SECURITY.md).
 
@@ -96,7 +96,7 @@ pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// The real file system.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct OsFs;
+pub(crate) struct OsFs;
 
 /// Options that create a file private to this user (the umask may only
 /// narrow it further).
@@ -160,6 +160,76 @@ impl Fs for OsFs {
         f.set_len(0)?;
         writeln!(f, "{}", std::process::id())?;
         Ok(Some(Box::new(f)))
+    }
+}
+
+/// The operations a test may replace with [`overlay`]; each one left out
+/// goes to the base file system. (A test that needs another operation adds it
+/// here, with the same default.)
+pub trait Override: Send + Sync + 'static {
+    /// Opens a WAL segment ([`Fs::open_segment`]).
+    fn open_segment(&self, base: &dyn Fs, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        base.open_segment(path)
+    }
+    /// Creates a file to append to ([`Fs::create`]).
+    fn create(&self, base: &dyn Fs, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        base.create(path)
+    }
+    /// Reads a whole file ([`Fs::read`]).
+    fn read(&self, base: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
+        base.read(path)
+    }
+}
+
+/// A file system that is `base` in everything but what `over` replaces: a
+/// disk that fails, loses or holds up one operation, for tests, without a
+/// wrapper that forwards every other method by hand.
+pub fn overlay<O: Override>(base: SharedFs, over: O) -> SharedFs {
+    Arc::new(Overlay { base, over })
+}
+
+/// See [`overlay`].
+struct Overlay<O> {
+    base: SharedFs,
+    over: O,
+}
+
+impl<O: Override> Fs for Overlay<O> {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.base.create_dir_all(dir)
+    }
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        self.over.open_segment(&*self.base, path)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        self.over.create(&*self.base, path)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.over.read(&*self.base, path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.base.list(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.base.exists(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.base.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.base.remove_file(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        self.base.truncate(path, len)
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        self.base.sync_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.base.sync_dir(dir)
+    }
+    fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
+        self.base.lock(dir)
     }
 }
 

@@ -9,12 +9,12 @@ pub mod segment;
 pub mod sim_fs;
 pub mod snapshot;
 pub mod tail;
-pub mod writer;
+pub(crate) mod writer;
 
 use crate::commit::Batch;
 use crate::replica::Replica;
 use crossbeam_channel::{bounded, Sender};
-pub use fs::{Fs, LogFile, OsFs, SharedFs};
+pub use fs::{Fs, LogFile, SharedFs};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;

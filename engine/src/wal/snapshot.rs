@@ -68,12 +68,7 @@ pub(crate) fn write_in(fs: &dyn Fs, dir: &Path, replica: &Replica) -> io::Result
 
 /// The LSN the WAL must be kept after: that of the oldest snapshot kept,
 /// so falling back to it (if the newest is damaged) still finds its log.
-pub fn oldest_kept_lsn(dir: &Path) -> io::Result<Option<u64>> {
-    oldest_kept_lsn_in(&OsFs, dir)
-}
-
-/// `oldest_kept_lsn` through a file-system seam.
-pub fn oldest_kept_lsn_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<u64>> {
+pub(crate) fn oldest_kept_lsn_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<u64>> {
     Ok(list_in(fs, dir)?.first().map(|(lsn, _)| *lsn))
 }
 
@@ -133,7 +128,7 @@ pub(crate) fn load_newest_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<Repli
 }
 
 /// A request to the snapshot thread.
-pub enum Command {
+pub(crate) enum Command {
     /// Write a snapshot now; answers with its LSN.
     Now(Sender<io::Result<u64>>),
 }
@@ -143,7 +138,7 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the snapshot thread works from. It never sees the writer's batches:
 /// it reads what is already durable on disk.
-pub struct Snapshotting {
+pub(crate) struct Snapshotting {
     pub fs: SharedFs,
     pub wal_dir: PathBuf,
     pub snap_dir: PathBuf,
@@ -229,7 +224,7 @@ fn lower_priority() {
 /// The snapshot thread: every `every_records` durable records (it polls the
 /// durable LSN) or when asked, [`Snapshotting::take`]. Its LSN is the WAL's
 /// truncation checkpoint. `last_lsn`: the LSN of the newest snapshot.
-pub fn run(s: Snapshotting, mut last_lsn: u64, commands: Receiver<Command>) {
+pub(crate) fn run(s: Snapshotting, mut last_lsn: u64, commands: Receiver<Command>) {
     lower_priority();
     loop {
         match commands.recv_timeout(POLL_INTERVAL) {
@@ -293,45 +288,12 @@ mod tests {
         gone: std::path::PathBuf,
     }
 
-    impl Fs for GoneAfterListing {
-        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-            OsFs.create_dir_all(dir)
-        }
-        fn open_segment(&self, path: &Path) -> io::Result<Box<dyn crate::wal::fs::LogFile>> {
-            OsFs.open_segment(path)
-        }
-        fn create(&self, path: &Path) -> io::Result<Box<dyn crate::wal::fs::LogFile>> {
-            OsFs.create(path)
-        }
-        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+    impl crate::wal::fs::Override for GoneAfterListing {
+        fn read(&self, base: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
             if path == self.gone {
                 return Err(io::Error::from(io::ErrorKind::NotFound));
             }
-            OsFs.read(path)
-        }
-        fn list(&self, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
-            OsFs.list(dir)
-        }
-        fn exists(&self, path: &Path) -> bool {
-            OsFs.exists(path)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-            OsFs.rename(from, to)
-        }
-        fn remove_file(&self, path: &Path) -> io::Result<()> {
-            OsFs.remove_file(path)
-        }
-        fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-            OsFs.truncate(path, len)
-        }
-        fn sync_file(&self, path: &Path) -> io::Result<()> {
-            OsFs.sync_file(path)
-        }
-        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-            OsFs.sync_dir(dir)
-        }
-        fn lock(&self, dir: &Path) -> io::Result<Option<Box<dyn crate::wal::fs::DirLock>>> {
-            OsFs.lock(dir)
+            base.read(path)
         }
     }
 
@@ -368,7 +330,10 @@ mod tests {
         let status = Arc::new(WalStatus::default());
         status.durable_lsn.store(5, Ordering::Release);
         let snapshotting = Snapshotting {
-            fs: Arc::new(GoneAfterListing { gone: crate::wal::segment::segment_path(&wal_dir, 1) }),
+            fs: crate::wal::fs::overlay(
+                crate::wal::fs::os(),
+                GoneAfterListing { gone: crate::wal::segment::segment_path(&wal_dir, 1) },
+            ),
             wal_dir,
             snap_dir: snap_dir.clone(),
             every_records: u64::MAX,

@@ -190,7 +190,42 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
     for u in &run.unknown_users {
         by_user.entry(*u).or_default();
     }
-    let users: Arc<Vec<(u64, Vec<String>)>> = Arc::new(by_user.into_iter().collect());
+    let users: Vec<(u64, Vec<String>)> = by_user.into_iter().collect();
+    let findings = check_users(cfg, &target, &mut conn, users).await?;
+
+    // The front answers activity views from a cache (`--activity-cache-ms`,
+    // default 1 s): read `remaining` again once anything cached at or
+    // before the first read has expired.
+    let fresh_after = std::time::Duration::from_millis(seckill_front::ACTIVITY_CACHE_TTL_MS + 100);
+    tokio::time::sleep(fresh_after.saturating_sub(first_read.elapsed())).await;
+    conn.connect().await?;
+    let activity = match get_json::<ActivityBody>(&mut conn, &target, &path, None).await? {
+        (200, Some(a)) => a,
+        (s, _) => bail!("verify: GET {}{path} answered {s}", target.base),
+    };
+    let orders_checked = run.orders.len();
+    let (checks, held) = checks(&findings, &seen, &activity, orders_checked, cfg.only_buyers);
+    let passed = checks.iter().all(|c| c.pass);
+    Ok(VerifyReport {
+        passed,
+        checks,
+        total_stock: activity.total_stock,
+        remaining: activity.remaining,
+        held,
+        users_checked: findings.len(),
+        orders_checked,
+    })
+}
+
+/// Reads every user in `users` (with the orders their 201s named) over
+/// `cfg.connections` connections, the first of them `conn`.
+async fn check_users(
+    cfg: &VerifyConfig,
+    target: &Arc<Target>,
+    conn: &mut Conn,
+    users: Vec<(u64, Vec<String>)>,
+) -> anyhow::Result<Vec<(u64, UserFinding)>> {
+    let users = Arc::new(users);
     let auth = Arc::new(Auth::new(&cfg.auth_secret));
     let next = Arc::new(AtomicUsize::new(0));
     let workers = cfg.connections.clamp(1, users.len().max(1));
@@ -199,7 +234,7 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
         let (users, auth, next, target, activity_id) =
             (users.clone(), auth.clone(), next.clone(), target.clone(), cfg.activity_id);
         let mut conn = if w == 0 {
-            std::mem::replace(&mut conn, Conn::new(target.clone(), cfg.timeout))
+            std::mem::replace(conn, Conn::new(target.clone(), cfg.timeout))
         } else {
             Conn::new(target.clone(), cfg.timeout)
         };
@@ -223,19 +258,19 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
     for t in tasks {
         findings.extend(t.await.context("a verify worker panicked")?);
     }
+    Ok(findings)
+}
 
-    // The front answers activity views from a cache (`--activity-cache-ms`,
-    // default 1 s): read `remaining` again once anything cached at or
-    // before the first read has expired.
-    let fresh_after = std::time::Duration::from_millis(seckill_front::ACTIVITY_CACHE_TTL_MS + 100);
-    tokio::time::sleep(fresh_after.saturating_sub(first_read.elapsed())).await;
-    conn.connect().await?;
-    let activity = match get_json::<ActivityBody>(&mut conn, &target, &path, None).await? {
-        (200, Some(a)) => a,
-        (s, _) => bail!("verify: GET {}{path} answered {s}", target.base),
-    };
+/// The checks of a sale from what was found per user, how often each order
+/// id was answered, and the activity read at the end; and the units held.
+fn checks(
+    findings: &[(u64, UserFinding)],
+    seen: &HashMap<&str, u32>,
+    activity: &ActivityBody,
+    orders_checked: usize,
+    only_buyers: bool,
+) -> (Vec<Check>, u64) {
     let mut checks = Vec::new();
-    let orders_checked = run.orders.len();
     let sold = activity.total_stock.saturating_sub(activity.remaining);
 
     let unreachable: Vec<String> =
@@ -282,7 +317,7 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
             activity.remaining, activity.total_stock
         ),
     });
-    let (pass, detail) = if cfg.only_buyers {
+    let (pass, detail) = if only_buyers {
         (held == sold, format!("orders hold {held} units, total_stock - remaining = {sold}"))
     } else {
         (
@@ -291,17 +326,7 @@ pub async fn verify(cfg: &VerifyConfig, run: &LoadReport) -> anyhow::Result<Veri
         )
     };
     checks.push(Check { name: "held stock matches stock sold".into(), pass, detail });
-
-    let passed = checks.iter().all(|c| c.pass);
-    Ok(VerifyReport {
-        passed,
-        checks,
-        total_stock: activity.total_stock,
-        remaining: activity.remaining,
-        held,
-        users_checked: findings.len(),
-        orders_checked,
-    })
+    (checks, held)
 }
 
 fn check(name: &str, failures: &[String], ok_detail: String, n: usize) -> Check {
