@@ -114,3 +114,38 @@ fn a_record_split_between_two_reads_is_whole() {
         assert_eq!(*ev, Event::QuotaSet { activity_id: 1, user_id: i as u64, limit: 1 });
     }
 }
+
+/// A record read while the writer was still writing it (its bytes half
+/// there, half the zeros written ahead) is read again once it is durable,
+/// not reported as damage. Fails if the tailer trusts the bytes it read first.
+#[test]
+fn a_record_read_half_written_is_read_again_once_durable() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, tx) = open_wal(dir.path(), 1 << 20);
+    let segment = || {
+        let mut paths: Vec<_> =
+            std::fs::read_dir(dir.path().join("wal")).expect("wal dir").map(|e| e.expect("entry").path()).collect();
+        paths.sort();
+        paths.pop().expect("a segment")
+    };
+    commit(&tx, 1, 2);
+    let before = std::fs::read(segment()).expect("read");
+    commit(&tx, 3, 1);
+    let after = std::fs::read(segment()).expect("read");
+    // Record 3 is where the file changed; tear it: its second half still zeros.
+    let first = (0..after.len()).find(|i| before.get(*i) != after.get(*i)).expect("record 3 was written");
+    let last = (0..after.len()).rev().find(|i| before.get(*i) != after.get(*i)).expect("record 3 was written");
+    let torn_from = first + (last - first) / 2;
+    let file = std::fs::OpenOptions::new().write(true).open(segment()).expect("open");
+    file.write_all_at(&before[torn_from..=last], torn_from as u64).expect("tear");
+    wal.status.durable_lsn.store(2, std::sync::atomic::Ordering::Release);
+    let mut tail = Tailer::new(dir.path(), wal.status.clone(), 0);
+    let mut seen = Vec::new();
+    assert_eq!(tail.poll(100, &mut seen).expect("records 1 and 2"), 2);
+    // The writer finishes record 3 and syncs it.
+    file.write_all_at(&after[torn_from..=last], torn_from as u64).expect("finish");
+    wal.status.durable_lsn.store(3, std::sync::atomic::Ordering::Release);
+    assert_eq!(tail.poll(100, &mut seen).expect("record 3 read again, not damage"), 1);
+    assert_eq!(seen[2], (3, Event::QuotaSet { activity_id: 1, user_id: 3, limit: 1 }));
+}

@@ -78,6 +78,8 @@ impl Tailer {
     pub fn poll(&mut self, max: usize, out: &mut Vec<(u64, Event)>) -> Result<usize, TailError> {
         let durable = self.status.durable_lsn.load(Ordering::Acquire);
         let mut n = 0;
+        // Whether the bytes at `at` were read again after they failed to decode.
+        let mut reread = false;
         while n < max && self.next_lsn <= durable {
             if self.file.is_none() {
                 self.open_segment_for(self.next_lsn)?;
@@ -89,8 +91,13 @@ impl Tailer {
                         continue;
                     }
                     if lsn != self.next_lsn {
+                        if !reread {
+                            reread = self.read_again()?;
+                            continue;
+                        }
                         return Err(TailError::Corrupt(self.next_lsn, "LSN out of sequence"));
                     }
+                    reread = false;
                     self.at += bytes;
                     out.push((lsn, *event));
                     self.next_lsn += 1;
@@ -116,10 +123,26 @@ impl Tailer {
                         break;
                     }
                 }
-                Decoded::Corrupt(why) => return Err(TailError::Corrupt(self.next_lsn, why)),
+                Decoded::Corrupt(why) => {
+                    if !reread {
+                        reread = self.read_again()?;
+                        continue;
+                    }
+                    return Err(TailError::Corrupt(self.next_lsn, why));
+                }
             }
         }
         Ok(n)
+    }
+
+    /// Drops the buffered bytes from `at` on and reads them again. They may
+    /// have been read while the writer was still writing them over the zeros
+    /// (before they were durable): a record torn that way is whole now.
+    /// Only what fails to decode twice is damage.
+    fn read_again(&mut self) -> io::Result<bool> {
+        self.end = self.at;
+        self.read_more()?;
+        Ok(true)
     }
 
     /// Reads the next part of the segment, after the bytes read, into `buf`.
