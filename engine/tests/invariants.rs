@@ -392,7 +392,7 @@ impl Harness {
     }
 
     fn fingerprint(&self) -> Fingerprint {
-        let mut orders: Vec<_> = self.shards.iter().flat_map(|s| s.orders.iter().map(|(k, v)| (*k, *v))).collect();
+        let mut orders: Vec<_> = self.shards.iter().flat_map(|s| s.orders.values().map(|o| (o.id, *o))).collect();
         orders.sort_by_key(|(k, _)| *k);
         let pools = self.pools.iter().map(|(id, p)| (*id, p.added(), p.remaining())).collect();
         let mut purchases = Vec::new();

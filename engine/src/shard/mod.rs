@@ -2,6 +2,7 @@
 //! outright; the only thing shards share is the stock pool's atomic.
 
 pub mod clicks;
+pub mod orders;
 pub mod state;
 
 use crate::activity::Activity;

@@ -8,6 +8,7 @@ use crate::event::Event;
 use crate::order::{step, Order, Step, Transition};
 use crate::purchases::Purchases;
 use crate::shard::clicks::ClickLimit;
+use crate::shard::orders::{OrderTable, Position};
 use crate::stats::{ShardCounters, SlotCounters};
 use crate::stock::StockPool;
 use hashbrown::HashMap;
@@ -43,10 +44,11 @@ impl Slot {
 pub struct ShardState {
     pub id: u16,
     pub slots: HashMap<u64, Slot>,
-    pub orders: HashMap<OrderId, Order>,
-    /// Each user's orders, oldest first. Most buyers of a flash sale hold
-    /// one order: it lives inline, so creating it allocates nothing.
-    pub user_orders: HashMap<u64, SmallVec<[OrderId; 1]>>,
+    pub orders: OrderTable,
+    /// Each user's orders (positions in `orders`), oldest first. Most
+    /// buyers of a flash sale hold one or two: they live inline, so
+    /// creating them allocates nothing.
+    pub user_orders: HashMap<u64, SmallVec<[Position; 2]>>,
     /// The last order id issued; ids only grow.
     last_id: OrderId,
     /// (user, Idempotency-Key hash) → the order that key made.
@@ -79,7 +81,7 @@ impl ShardState {
         Self {
             id,
             slots: HashMap::new(),
-            orders: HashMap::new(),
+            orders: OrderTable::default(),
             user_orders: HashMap::new(),
             last_id: OrderId::first_at(0, id),
             idempotency: HashMap::new(),
@@ -377,15 +379,15 @@ impl ShardState {
     }
 
     fn list_orders(&self, user_id: u64, offset: u32, limit: u32) -> Response {
-        let ids = self.user_orders.get(&user_id).map(|v| v.as_slice()).unwrap_or(&[]);
-        let items = ids
+        let held = self.user_orders.get(&user_id).map(|v| v.as_slice()).unwrap_or(&[]);
+        let items = held
             .iter()
             .rev()
             .skip(offset as usize)
             .take(limit.min(PAGE_LIMIT_MAX) as usize)
-            .map(|id| self.orders[id].view())
+            .map(|at| self.orders.at(*at).view())
             .collect();
-        Response::Orders { items, total: ids.len() as u64 }
+        Response::Orders { items, total: held.len() as u64 }
     }
 
     fn list_activities(&self, offset: u32, limit: u32, now_ms: u64) -> Response {
@@ -411,15 +413,14 @@ impl ShardState {
             }
             slot.counters.order_added(order.status, order.quantity);
         }
-        self.user_orders.entry(order.user_id).or_default().push(order.id);
+        let at = self.orders.insert(order);
+        self.user_orders.entry(order.user_id).or_default().push(at);
         if order.idempotency_key != 0 {
             self.idempotency.insert((order.user_id, order.idempotency_key), order.id);
         }
         if order.status == OrderStatus::PendingPayment {
             self.deadlines.push(Reverse((order.pay_before_ms, order.id)));
         }
-        let previous = self.orders.insert(order.id, order);
-        assert!(previous.is_none(), "order id {} issued twice", order.id);
         if order.id.shard() == self.id && order.id > self.last_id {
             self.last_id = order.id;
         }
