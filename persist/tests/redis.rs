@@ -481,6 +481,29 @@ fn a_flushed_mirror_is_rebuilt_within_seconds() {
 // wrote in an earlier batch is planned from that order's hash in Redis. A
 // hash that is gone (deleted by hand) is noticed when the order changes,
 // and Redis is rewritten instead of getting a wrong count.
+/// A flush that only the next batch can notice (the idle check is off):
+/// the fence read inside its `MULTI/EXEC` must catch it.
+#[test]
+fn a_flush_between_batches_is_caught_by_the_next_batch() {
+    let Some(mut conn) = redis_or_skip("a_flush_between_batches_is_caught_by_the_next_batch") else { return };
+    let prefix = Prefix::new("fence");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let mut cfg = mirror_config(&prefix, &redis_url());
+    cfg.check_ms = 600_000;
+    let m = spawn_mirror(&node, cfg);
+    let a = create_activity(&node, 200, 2, 1800);
+    shop(&node, a, 1..40, 1);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+
+    prefix.delete_all(&mut conn);
+    buy(&node, 1000, a, 1).expect("a buy");
+    wait_until("a resync after the next batch found the keys gone", Duration::from_secs(5), || m.resyncs() >= 2);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    m.shutdown();
+}
+
 #[test]
 fn an_order_hash_gone_from_redis_is_noticed_when_the_order_changes() {
     let Some(mut conn) = redis_or_skip("an_order_hash_gone_from_redis_is_noticed_when_the_order_changes") else {

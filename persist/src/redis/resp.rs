@@ -284,13 +284,10 @@ impl Link {
         self.spans.clear();
         let mut at = 0;
         while self.spans.len() < req.len() {
-            match item(&self.rbuf[at..])? {
-                Some((_, len)) => {
-                    self.spans.push((at, at + len));
-                    at += len;
-                    continue;
-                }
-                None => {}
+            if let Some((_, len)) = item(&self.rbuf[at..])? {
+                self.spans.push((at, at + len));
+                at += len;
+                continue;
             }
             if self.rbuf.len() == self.rbuf.capacity() {
                 self.rbuf.reserve(self.rbuf.capacity().max(64 << 10));
