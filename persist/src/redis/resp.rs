@@ -50,22 +50,13 @@ impl Resp {
     /// A number argument, formatted in place.
     pub fn num(&mut self, v: impl Into<i128>) -> &mut Self {
         let v: i128 = v.into();
-        let mut digits = [0u8; 40];
-        let mut i = digits.len();
-        let mut n = v.unsigned_abs();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
+        let mut out = [0u8; 41];
+        let mut i = digits(v.unsigned_abs(), &mut out);
         if v < 0 {
             i -= 1;
-            digits[i] = b'-';
+            out[i] = b'-';
         }
-        self.arg(&digits[i..])
+        self.arg(&out[i..])
     }
 
     /// An argument formatted with `Display` (through a reused `String`).
@@ -78,18 +69,10 @@ impl Resp {
         self
     }
 
-    fn uint(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.buf.extend_from_slice(&digits[i..]);
+    fn uint(&mut self, n: u64) {
+        let mut out = [0u8; 41];
+        let i = digits(u128::from(n), &mut out);
+        self.buf.extend_from_slice(&out[i..]);
     }
 
     /// Commands written since `clear`.
@@ -103,6 +86,20 @@ impl Resp {
 
     pub fn bytes(&self) -> &[u8] {
         &self.buf
+    }
+}
+
+/// `n` in decimal at the end of `out`; returns where it starts (one byte
+/// is left free before it for a sign).
+fn digits(mut n: u128, out: &mut [u8; 41]) -> usize {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return i;
+        }
     }
 }
 
