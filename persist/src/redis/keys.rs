@@ -1,9 +1,10 @@
 //! Key names and the fields written under them (docs/REDIS.md is the
 //! schema other teams read; keep the two in step).
 
+use super::resp::Resp;
 use seckill_engine::event::Event;
 use seckill_engine::{Activity, Order, Product};
-use seckill_proto::json::{rfc3339, Rfc3339Ms};
+use seckill_proto::json::rfc3339;
 use seckill_proto::{OrderId, OrderStatus};
 use std::fmt::Write as _;
 
@@ -132,38 +133,38 @@ pub(crate) fn activity_fields(a: &Activity, total_stock: u64, remaining: u64, no
     ]
 }
 
-/// `v` formatted into `buf` (cleared first): an argument written without a
-/// `String` of its own (the command copies the bytes).
-pub(crate) fn fmt_in(buf: &mut String, v: impl std::fmt::Display) -> &str {
-    buf.clear();
-    let _ = write!(buf, "{v}");
-    buf
-}
+/// Fields of an order hash.
+const ORDER_FIELDS: usize = 7;
 
-/// The order view of DESIGN.md, with times also as Unix milliseconds, as
-/// `HSET` arguments after the key (no `String` per field: this runs once
-/// per order; `buf` is scratch space).
-pub(crate) fn order_args(c: &mut redis::Pipeline, o: &Order, buf: &mut String) {
-    c.arg("order_id")
-        .arg(fmt_in(buf, o.id))
+/// `HSET <key> …` of an order: the order view of DESIGN.md without what
+/// the key already says (the id) and with times as Unix milliseconds only
+/// (written straight into `r`: this runs once per order).
+pub(crate) fn order_hset(r: &mut Resp, key: &str, o: &Order) {
+    r.cmd(2 + 2 * ORDER_FIELDS)
+        .arg("HSET")
+        .arg(key)
         .arg("user_id")
-        .arg(o.user_id)
+        .num(o.user_id)
         .arg("activity_id")
-        .arg(o.activity_id)
+        .num(o.activity_id)
         .arg("quantity")
-        .arg(o.quantity)
+        .num(o.quantity)
         .arg("amount_cents")
-        .arg(o.amount_cents)
+        .num(o.amount_cents)
         .arg("status")
         .arg(o.status.as_str())
-        .arg("created_at")
-        .arg(fmt_in(buf, Rfc3339Ms(o.created_at_ms)))
-        .arg("pay_before")
-        .arg(fmt_in(buf, Rfc3339Ms(o.pay_before_ms)))
         .arg("created_at_ms")
-        .arg(o.created_at_ms)
+        .num(o.created_at_ms)
         .arg("pay_before_ms")
-        .arg(o.pay_before_ms);
+        .num(o.pay_before_ms);
+}
+
+/// `HSET <key> <field> <value>…` of a product or activity.
+pub(crate) fn hset(r: &mut Resp, key: &str, fields: &Fields) {
+    r.cmd(2 + 2 * fields.len()).arg("HSET").arg(key);
+    for (f, v) in fields {
+        r.arg(f).arg(v);
+    }
 }
 
 /// The event name of an order status in the stream.
@@ -174,17 +175,23 @@ pub(crate) fn event_type(status: OrderStatus) -> &'static str {
     }
 }
 
-/// The fields of the stream entry of one record, appended to `c` (an
-/// `XADD key id`); false (nothing appended) for records that are not order
-/// events. `order` gives what a status change does not carry (quantity,
+/// Fields of a stream entry of an order event.
+const EVENT_FIELDS: usize = 8;
+
+/// `XADD <key> <lsn>-0 …`, the stream entry of one record; false (nothing
+/// written) for records that are not order events. The entry says what
+/// happened to which order and enough to act on it without a read: who,
+/// which activity, how many units, for how much, when. The LSN is the
+/// id's first part and the status follows from `type`, so neither is
+/// repeated. `order` gives what a status change does not carry (quantity,
 /// amount_cents: fixed when the order is created).
-pub(crate) fn event_args(
-    c: &mut redis::Pipeline,
+pub(crate) fn event_xadd(
+    r: &mut Resp,
+    key: &str,
     lsn: u64,
     ev: &Event,
     prev: &str,
     order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
-    buf: &mut String,
 ) -> bool {
     let (id, user_id, activity_id, quantity, amount_cents, status, at_ms) = match ev {
         Event::OrderCreated(o) => {
@@ -196,40 +203,37 @@ pub(crate) fn event_args(
         }
         _ => return false,
     };
-    c.arg("type")
+    r.cmd(3 + 2 * EVENT_FIELDS)
+        .arg("XADD")
+        .arg(key)
+        .display(EventId(lsn))
+        .arg("type")
         .arg(event_type(status))
-        .arg("lsn")
-        .arg(lsn)
         .arg("prev")
         .arg(prev)
         .arg("order_id")
-        .arg(fmt_in(buf, id))
+        .display(id)
         .arg("user_id")
-        .arg(user_id)
+        .num(user_id)
         .arg("activity_id")
-        .arg(activity_id)
-        .arg("status")
-        .arg(status.as_str())
+        .num(activity_id)
         .arg("quantity")
-        .arg(quantity)
+        .num(quantity)
         .arg("amount_cents")
-        .arg(amount_cents)
+        .num(amount_cents)
         .arg("at_ms")
-        .arg(at_ms);
+        .num(at_ms);
     true
 }
 
-/// Whether a record gets a stream entry (`event_args` would write one).
-pub(crate) fn is_order_event(ev: &Event) -> bool {
-    matches!(ev, Event::OrderCreated(_) | Event::OrderStatusChanged { .. })
-}
-
 /// The stream id of an order event: its LSN, so ids and LSNs order alike
-/// and a repeated XADD of the same record is refused by Redis.
-/// Written into `buf` (cleared first): `<lsn>-0`.
-pub(crate) fn event_id_in(buf: &mut String, lsn: u64) {
-    buf.clear();
-    let _ = write!(buf, "{lsn}-0");
+/// and a repeated XADD of the same record is refused by Redis (`<lsn>-0`).
+pub(crate) struct EventId(pub u64);
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-0", self.0)
+    }
 }
 
 /// The LSN part of a stream id (`<lsn>-<seq>`).
@@ -259,8 +263,6 @@ mod tests {
         assert_eq!(id_lsn("x"), None);
         let mut buf = String::from("left over");
         assert_eq!(k.order_in(&mut buf, id), k.order(id));
-        event_id_in(&mut buf, 42);
-        assert_eq!(buf, "42-0");
-        assert_eq!(fmt_in(&mut buf, Rfc3339Ms(0)), rfc3339(0));
+        assert_eq!(EventId(42).to_string(), "42-0");
     }
 }

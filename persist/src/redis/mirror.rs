@@ -10,7 +10,8 @@
 //! Redis (`Pos::Resync`) from the engine's state, built for the occasion
 //! from the newest snapshot plus the WAL and dropped afterwards.
 
-use super::keys::{self, event_id_in, id_lsn, KeyKind, Keys};
+use super::keys::{self, id_lsn, KeyKind, Keys};
+use super::resp::{self, Item, Link, Resp};
 use super::state::{self, KnownOrder, MirrorState, Plan};
 use super::{lock, wall_ms, MirrorConfig, ReplicaSource, Shared, CHECKPOINT};
 use crate::redact_url;
@@ -22,6 +23,7 @@ use seckill_engine::wal::tail::{TailError, Tailer};
 use seckill_engine::wal::{segment, snapshot, Checkpoints, WalStatus};
 use seckill_proto::{OrderId, OrderStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -154,19 +156,15 @@ async fn query<T: FromRedisValue>(
     }
 }
 
-fn hset(p: &mut Pipeline, key: String, fields: keys::Fields) {
-    let c = p.cmd("HSET").arg(key);
-    for (f, v) in fields {
-        c.arg(f).arg(v);
+/// Sends plain (non-transaction) commands; any refused one is an error.
+async fn send(link: &mut Link, r: &Resp, timeout: Duration) -> Result<(), String> {
+    let n = link.exchange(r, timeout).await?;
+    for i in 0..n {
+        if let Item::Error(e) = link.reply(i)? {
+            return Err(format!("Redis refused a mirror write: {}", String::from_utf8_lossy(e)));
+        }
     }
-}
-
-/// Whether `order` knows the order a status change names.
-fn has_order(ev: &Event, order: &dyn Fn(&OrderId) -> Option<(u32, u64)>) -> bool {
-    match ev {
-        Event::OrderStatusChanged { order_id, .. } => order(order_id).is_some(),
-        _ => true,
-    }
+    Ok(())
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -220,7 +218,12 @@ struct Mirror {
     in_flight: Option<InFlight>,
     run_id: String,
     client: Option<Client>,
+    /// For everything but batches (through the redis crate).
     conn: Option<MultiplexedConnection>,
+    /// For batches and resync writes: raw RESP (`resp`).
+    link: Option<Link>,
+    /// The reused buffer batches are written into.
+    resp: Resp,
     backoff_ms: u64,
     next_connect: Instant,
     next_check: Instant,
@@ -265,6 +268,8 @@ impl Mirror {
             run_id: new_run_id(),
             client: None,
             conn: None,
+            link: None,
+            resp: Resp::default(),
             backoff_ms: BACKOFF_MIN_MS,
             next_connect: now,
             next_check: now,
@@ -342,6 +347,7 @@ impl Mirror {
     fn fail(&mut self, msg: String) {
         tracing::debug!(retry_in_ms = self.backoff_ms, "Redis mirror: retrying later");
         self.conn = None;
+        self.link = None;
         self.shared.connected.store(false, Ordering::Release);
         self.tail = None;
         self.next_connect = Instant::now() + Duration::from_millis(self.backoff_ms);
@@ -389,7 +395,13 @@ impl Mirror {
             Ok(v) => v,
             Err(e) => return self.fail(e),
         };
+        let link = match tokio::time::timeout(t, Link::open(client.get_connection_info(), t)).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => return self.fail(format!("cannot connect to Redis at {}: {e}", redact_url(&self.cfg.url))),
+            Err(_) => return self.fail(format!("connecting to Redis at {} timed out", redact_url(&self.cfg.url))),
+        };
         self.conn = Some(conn);
+        self.link = Some(link);
         self.shared.connected.store(true, Ordering::Release);
         self.next_check = Instant::now() + Duration::from_millis(self.cfg.check_ms);
         self.last_id = top_id(&top).unwrap_or_default();
@@ -542,34 +554,34 @@ impl Mirror {
     /// The changed hashes: products and activities whole, orders created
     /// in the batch whole, older orders only their `status`, buyers' units
     /// by increments (one script call per activity).
-    fn add_writes(&mut self, p: &mut Pipeline, plan: &Plan, phases: &BTreeSet<u64>) {
+    fn add_writes(&mut self, r: &mut Resp, plan: &Plan, phases: &BTreeSet<u64>) {
         let now_ms = self.cfg.clock.now_ms();
         for (id, prod) in &plan.products {
-            hset(p, self.keys.product(*id), keys::product_fields(prod));
+            keys::hset(r, &self.keys.product(*id), &keys::product_fields(prod));
         }
         let mut activities = plan.touched_activities();
         activities.extend(phases.iter().copied());
         for id in &activities {
             let Some(a) = plan.activities.get(id).or_else(|| self.state.activities.get(id)) else { continue };
             let (total, remaining) = a.stock();
-            hset(p, self.keys.activity(*id), keys::activity_fields(&a.activity, total, remaining, now_ms));
+            keys::hset(r, &self.keys.activity(*id), &keys::activity_fields(&a.activity, total, remaining, now_ms));
             for t in [a.activity.starts_at_ms, a.activity.ends_at_ms] {
                 if t > now_ms {
                     self.boundaries.insert((t, *id));
                 }
             }
         }
-        let (mut key, mut buf) = (String::with_capacity(64), String::with_capacity(64));
+        let mut key = String::with_capacity(64);
         for (id, o) in &plan.created {
-            keys::order_args(p.cmd("HSET").arg(self.keys.order_in(&mut key, *id)), o, &mut buf);
+            keys::order_hset(r, self.keys.order_in(&mut key, *id), o);
         }
         for (id, status) in &plan.changed {
-            p.cmd("HSET").arg(self.keys.order_in(&mut key, *id)).arg("status").arg(status.as_str());
+            r.cmd(4).arg("HSET").arg(self.keys.order_in(&mut key, *id)).arg("status").arg(status.as_str());
         }
         for (activity_id, buyers) in &plan.purchased {
-            let c = p.cmd("EVAL").arg(PURCHASED_LUA).arg(1).arg(self.keys.purchased(*activity_id));
+            r.cmd(4 + 2 * buyers.len()).arg("EVAL").arg(PURCHASED_LUA).arg("1").arg(self.keys.purchased(*activity_id));
             for (user, delta) in buyers {
-                c.arg(*user).arg(*delta);
+                r.num(*user).num(*delta);
             }
         }
     }
@@ -580,27 +592,24 @@ impl Mirror {
     /// amount_cents) of an order.
     fn add_events(
         &self,
-        p: &mut Pipeline,
+        r: &mut Resp,
         events: &[(u64, Event)],
         mut prev: String,
         order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
     ) -> String {
-        let mut added = false;
         let key = self.keys.events();
-        let (mut id, mut buf) = (String::with_capacity(24), String::with_capacity(40));
+        let mut added = false;
         for (lsn, ev) in events {
             // An order unknown to `order` gets no entry (never happens: the
             // plan or the replica has every order an event names).
-            if !keys::is_order_event(ev) || (!matches!(ev, Event::OrderCreated(_)) && !has_order(ev, order)) {
-                continue;
+            if keys::event_xadd(r, &key, *lsn, ev, &prev, order) {
+                prev.clear();
+                let _ = write!(prev, "{}", keys::EventId(*lsn));
+                added = true;
             }
-            event_id_in(&mut id, *lsn);
-            keys::event_args(p.cmd("XADD").arg(&key).arg(&id), *lsn, ev, &prev, order, &mut buf);
-            std::mem::swap(&mut prev, &mut id);
-            added = true;
         }
         if added {
-            p.cmd("XTRIM").arg(&key).arg("MAXLEN").arg("~").arg(self.cfg.stream_maxlen);
+            r.cmd(5).arg("XTRIM").arg(&key).arg("MAXLEN").arg("~").num(self.cfg.stream_maxlen);
         }
         prev
     }
@@ -615,29 +624,53 @@ impl Mirror {
         plan: &Plan,
         phases: &BTreeSet<u64>,
     ) -> Result<Outcome, String> {
-        let mut p = redis::pipe();
-        p.atomic().ignore_errors();
-        p.cmd("GET").arg(self.keys.lsn());
-        p.cmd("GET").arg(self.keys.run());
-        self.add_writes(&mut p, plan, phases);
-        let last_id = self.add_events(&mut p, events, self.last_id.clone(), &|id| plan.event_orders.get(id).copied());
-        p.cmd("SET").arg(self.keys.lsn()).arg(new_lsn);
-        let mut conn = self.conn.clone().ok_or("not connected")?;
-        let reply: Value = query(&mut conn, &p, self.op_timeout()).await?;
-        let Value::Array(items) = reply else { return Err(format!("unexpected answer to EXEC: {reply:?}")) };
-        let (lsn, run) = (items.first().and_then(text), items.get(1).and_then(text));
-        if lsn.as_deref() != Some(w.to_string().as_str()) || run.as_deref() != Some(self.run_id.as_str()) {
-            return Ok(Outcome::Lost(format!("expected LSN {w} and our run id, found LSN {lsn:?}")));
-        }
-        if let Some(e) = items.iter().find_map(|v| match v {
-            Value::ServerError(e) => Some(format!("{e:?}")),
-            _ => None,
-        }) {
-            self.error(format!("Redis refused a mirror write: {e}"));
-            return Ok(Outcome::Lost(format!("Redis refused a write: {e}")));
+        let mut r = std::mem::take(&mut self.resp);
+        r.clear();
+        r.cmd(1).arg("MULTI");
+        r.cmd(2).arg("GET").arg(self.keys.lsn());
+        r.cmd(2).arg("GET").arg(self.keys.run());
+        self.add_writes(&mut r, plan, phases);
+        let last_id = self.add_events(&mut r, events, self.last_id.clone(), &|id| plan.event_orders.get(id).copied());
+        r.cmd(3).arg("SET").arg(self.keys.lsn()).num(new_lsn);
+        r.cmd(1).arg("EXEC");
+        let outcome = self.exec(&r, w).await;
+        self.resp = r;
+        match outcome? {
+            Outcome::Applied => {}
+            lost => return Ok(lost),
         }
         self.last_id = last_id;
         Ok(Outcome::Applied)
+    }
+
+    /// Sends a `MULTI … EXEC` whose first two commands are the fence
+    /// (`GET mirror:lsn`, `GET mirror:run`) and reads only what matters of
+    /// the answer: the fence, and whether Redis refused any command.
+    async fn exec(&mut self, r: &Resp, w: u64) -> Result<Outcome, String> {
+        let mut link = self.link.take().ok_or("not connected")?;
+        let n = link.exchange(r, self.op_timeout()).await?;
+        let items = resp::elements(link.raw(n - 1)).map_err(|e| match link.reply(n - 1) {
+            Ok(Item::Error(e)) => format!("Redis refused the batch: {}", String::from_utf8_lossy(e)),
+            _ => e,
+        })?;
+        let (lsn, run) = (items.first().and_then(Item::text), items.get(1).and_then(Item::text));
+        let outcome = if lsn != Some(w.to_string().as_bytes()) || run != Some(self.run_id.as_bytes()) {
+            Outcome::Lost(format!(
+                "expected LSN {w} and our run id, found LSN {:?}",
+                lsn.map(|l| String::from_utf8_lossy(l).into_owned())
+            ))
+        } else if let Some(e) = items.iter().find_map(|v| match v {
+            Item::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
+            _ => None,
+        }) {
+            self.error(format!("Redis refused a mirror write: {e}"));
+            Outcome::Lost(format!("Redis refused a write: {e}"))
+        } else {
+            Outcome::Applied
+        };
+        drop(items);
+        self.link = Some(link);
+        Ok(outcome)
     }
 
     /// While idle: is the mirror still there?
@@ -716,12 +749,14 @@ impl Mirror {
         if gap {
             prev.clear(); // what came before the first added event is unknown
         }
-        if from < r && !self.backfill(&mut conn, &replica, from, r, &mut prev).await? {
+        let mut link = self.link.take().ok_or("not connected")?;
+        if from < r && !self.backfill(&mut link, &replica, from, r, &mut prev).await? {
             gap = true;
         }
 
         let state = MirrorState::from_replica(&replica);
-        self.write_all(&mut conn, &replica, &state).await?;
+        self.write_all(&mut link, &replica, &state).await?;
+        self.link = Some(link);
         self.sweep(&mut conn, &replica).await?;
         drop(replica);
 
@@ -735,8 +770,6 @@ impl Mirror {
             .arg(format!("{r}-*"))
             .arg("type")
             .arg("resync")
-            .arg("lsn")
-            .arg(r)
             .arg("prev")
             .arg(&prev)
             .arg("gap")
@@ -760,7 +793,7 @@ impl Mirror {
     /// WAL no longer has them.
     async fn backfill(
         &self,
-        conn: &mut MultiplexedConnection,
+        link: &mut Link,
         replica: &Replica,
         from: u64,
         to: u64,
@@ -769,6 +802,7 @@ impl Mirror {
         let mut tail = Tailer::new(&self.data_dir, self.status.clone(), from);
         let mut out = Vec::new();
         let mut at = from;
+        let mut r = Resp::default();
         // Quantity and amount never change after an order is created.
         let order = |id: &OrderId| replica.orders.get(id).map(|o| (o.quantity, o.amount_cents));
         while at < to {
@@ -782,10 +816,10 @@ impl Mirror {
                 Err(e) => return Err(format!("reading the WAL: {e}")),
             }
             at = out.last().map_or(at, |(l, _)| *l);
-            let mut p = redis::pipe();
-            let next = self.add_events(&mut p, &out, prev.clone(), &order);
-            if !p.is_empty() {
-                query::<Value>(conn, &p, self.op_timeout()).await?;
+            r.clear();
+            let next = self.add_events(&mut r, &out, prev.clone(), &order);
+            if !r.is_empty() {
+                send(link, &r, self.op_timeout()).await?;
             }
             *prev = next;
         }
@@ -793,37 +827,32 @@ impl Mirror {
     }
 
     /// Writes every product, activity, order and purchase of `replica`.
-    async fn write_all(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        replica: &Replica,
-        state: &MirrorState,
-    ) -> Result<(), String> {
+    async fn write_all(&mut self, link: &mut Link, replica: &Replica, state: &MirrorState) -> Result<(), String> {
         let chunk = self.cfg.resync_chunk.max(1);
         let t = self.op_timeout();
         let now_ms = self.cfg.clock.now_ms();
-        let mut p = redis::pipe();
+        let mut r = Resp::default();
         for (id, prod) in &state.products {
-            hset(&mut p, self.keys.product(*id), keys::product_fields(prod));
+            keys::hset(&mut r, &self.keys.product(*id), &keys::product_fields(prod));
         }
         let mut boundaries = Vec::new();
         for (id, a) in &state.activities {
             let (total, remaining) = a.stock();
-            hset(&mut p, self.keys.activity(*id), keys::activity_fields(&a.activity, total, remaining, now_ms));
+            keys::hset(&mut r, &self.keys.activity(*id), &keys::activity_fields(&a.activity, total, remaining, now_ms));
             boundaries.extend(
                 [a.activity.starts_at_ms, a.activity.ends_at_ms].into_iter().filter(|t| *t > now_ms).map(|t| (t, *id)),
             );
-            if p.len() >= chunk {
-                query::<Value>(conn, &p, t).await?;
-                p = redis::pipe();
+            if r.len() >= chunk {
+                send(link, &r, t).await?;
+                r.clear();
             }
         }
-        let (mut key, mut buf) = (String::new(), String::new());
+        let mut key = String::new();
         for o in replica.orders.values() {
-            keys::order_args(p.cmd("HSET").arg(self.keys.order_in(&mut key, o.id)), o, &mut buf);
-            if p.len() >= chunk {
-                query::<Value>(conn, &p, t).await?;
-                p = redis::pipe();
+            keys::order_hset(&mut r, self.keys.order_in(&mut key, o.id), o);
+            if r.len() >= chunk {
+                send(link, &r, t).await?;
+                r.clear();
             }
         }
         // Purchased hashes are built aside and renamed in place, so a
@@ -835,24 +864,24 @@ impl Mirror {
         for id in replica.activities.keys() {
             let key = self.keys.purchased(*id);
             let Some(buyers) = by_activity.get(id) else {
-                p.cmd("DEL").arg(key);
+                r.cmd(2).arg("DEL").arg(&key);
                 continue;
             };
             let scratch = self.keys.purchased_scratch(*id);
-            p.cmd("DEL").arg(&scratch);
+            r.cmd(2).arg("DEL").arg(&scratch);
             let buyers: Vec<(u64, u64)> = buyers.iter().map(|(u, n)| (*u, *n)).collect();
             for part in buyers.chunks(chunk) {
-                let c = p.cmd("HSET").arg(&scratch);
+                r.cmd(2 + 2 * part.len()).arg("HSET").arg(&scratch);
                 for (u, n) in part {
-                    c.arg(*u).arg(*n);
+                    r.num(*u).num(*n);
                 }
-                query::<Value>(conn, &p, t).await?;
-                p = redis::pipe();
+                send(link, &r, t).await?;
+                r.clear();
             }
-            p.cmd("RENAME").arg(&scratch).arg(&key);
+            r.cmd(3).arg("RENAME").arg(&scratch).arg(&key);
         }
-        if !p.is_empty() {
-            query::<Value>(conn, &p, t).await?;
+        if !r.is_empty() {
+            send(link, &r, t).await?;
         }
         self.boundaries.extend(boundaries);
         Ok(())

@@ -35,6 +35,7 @@
 
 mod keys;
 mod mirror;
+mod resp;
 mod state;
 
 use crate::redact_url;
