@@ -58,6 +58,7 @@ pub(crate) fn run(
     gather: Option<Duration>,
 ) {
     const { assert!(GATHER_TARGET <= BATCH_MAX) };
+    batch_policy();
     let mut batch = Batch::default();
     // Registered once: recording is then an append to the handle.
     let batch_size = metrics::histogram!("seckill_shard_batch_size");
@@ -122,6 +123,26 @@ pub(crate) fn run(
         if stop {
             drain(&mut state, &data, &mut sink, &clock, &mut batch);
             return;
+        }
+    }
+}
+
+/// A shard works in batches: its wake-ups (a buy queued while it slept, an
+/// fsync done) need not run it at once, and when they did they preempted
+/// the front thread that feeds it (on 2 cores the two share one). Under
+/// `SCHED_BATCH` the scheduler lets the running thread go on. Measured on
+/// the 2-core VM (docs/PERFORMANCE.md): the front's involuntary switches
+/// 16 → 9–11 per 100 buys, 40 → 53 records per fsync, +6 % buys/s.
+#[allow(unsafe_code)] // sched_setscheduler: see the SAFETY comment
+fn batch_policy() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a plain syscall on the calling thread (pid 0) with a
+        // valid, initialised parameter; SCHED_BATCH needs no privilege.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not put the shard thread in SCHED_BATCH");
         }
     }
 }
