@@ -6,8 +6,9 @@
 //! of that map is the 80-byte order plus its 16-byte key, so a million
 //! orders took ~200 MB. Here the orders are a `Vec` (80 bytes each; spare
 //! capacity is never touched, so never resident) and only the 4-byte
-//! positions sit in the sparse table: ~90 MB a million (docs/PERFORMANCE.md,
-//! "Memory per order"). Orders are never removed, so a position stays valid.
+//! positions (with 4 bytes of hash) sit in the sparse table: ~100 MB a
+//! million (docs/PERFORMANCE.md). Orders are never removed, so a position
+//! stays valid.
 
 use crate::order::Order;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -21,8 +22,17 @@ pub type Position = u32;
 #[derive(Default)]
 pub struct OrderTable {
     orders: Vec<Order>,
-    by_id: HashTable<Position>,
+    /// Each order's position and the 32 bits of its id's hash the table
+    /// is keyed by: growing the table rehashes from these alone, without
+    /// reading the orders (a million random reads would stall the shard).
+    by_id: HashTable<(Position, u32)>,
     hasher: DefaultHashBuilder,
+}
+
+/// The table's 64-bit hash, spread from the 32 bits kept with each entry
+/// (hashbrown takes the bucket from the low bits and a tag from the top 7).
+fn spread(h32: u32) -> u64 {
+    u64::from(h32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 impl OrderTable {
@@ -30,29 +40,32 @@ impl OrderTable {
     /// its table on the shard thread while buyers wait.
     pub fn reserve(&mut self, additional: usize) {
         self.orders.reserve(additional);
-        let (orders, hasher) = (&self.orders, &self.hasher);
-        self.by_id.reserve(additional, |p| hasher.hash_one(orders[*p as usize].id));
+        self.by_id.reserve(additional, |(_, h32)| spread(*h32));
+    }
+
+    fn hash32(&self, id: OrderId) -> u32 {
+        // The high half: foldhash mixes its output's top bits best.
+        (self.hasher.hash_one(id) >> 32) as u32
     }
 
     /// Records a new order; returns its position. An id recorded twice is a
     /// broken invariant (ids only grow), so it panics.
     pub fn insert(&mut self, order: Order) -> Position {
-        let hash = self.hasher.hash_one(order.id);
-        assert!(self.find(hash, order.id).is_none(), "order id {} issued twice", order.id);
+        let h32 = self.hash32(order.id);
+        assert!(self.find(h32, order.id).is_none(), "order id {} issued twice", order.id);
         let at = Position::try_from(self.orders.len()).expect("at most 2^32 orders per shard");
         self.orders.push(order);
-        let (orders, hasher) = (&self.orders, &self.hasher);
-        self.by_id.insert_unique(hash, at, |p| hasher.hash_one(orders[*p as usize].id));
+        self.by_id.insert_unique(spread(h32), (at, h32), |(_, h32)| spread(*h32));
         at
     }
 
-    fn find(&self, hash: u64, id: OrderId) -> Option<Position> {
-        self.by_id.find(hash, |p| self.orders[*p as usize].id == id).copied()
+    fn find(&self, h32: u32, id: OrderId) -> Option<Position> {
+        self.by_id.find(spread(h32), |(p, h)| *h == h32 && self.orders[*p as usize].id == id).map(|(p, _)| *p)
     }
 
     /// The position of order `id`, if this shard holds it.
     pub fn position(&self, id: OrderId) -> Option<Position> {
-        self.find(self.hasher.hash_one(id), id)
+        self.find(self.hash32(id), id)
     }
 
     pub fn get(&self, id: &OrderId) -> Option<&Order> {
