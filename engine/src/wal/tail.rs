@@ -84,65 +84,61 @@ impl Tailer {
             if self.file.is_none() {
                 self.open_segment_for(self.next_lsn)?;
             }
-            match decode(&self.buf[self.at..self.end], &mut self.aligned) {
-                Decoded::Record { lsn, event, bytes } => {
-                    if lsn < self.next_lsn {
-                        self.at += bytes; // before where we start
-                        continue;
-                    }
-                    if lsn != self.next_lsn {
-                        if !reread {
-                            reread = self.read_again()?;
-                            continue;
-                        }
-                        return Err(TailError::Corrupt(self.next_lsn, "LSN out of sequence"));
-                    }
+            let why = match decode(&self.buf[self.at..self.end], &mut self.aligned) {
+                Decoded::Record { bytes, lsn, .. } if lsn < self.next_lsn => {
+                    self.at += bytes; // before where we start
+                    continue;
+                }
+                Decoded::Record { lsn, event, bytes } if lsn == self.next_lsn => {
                     reread = false;
                     self.at += bytes;
                     out.push((lsn, *event));
                     self.next_lsn += 1;
                     n += 1;
+                    continue;
                 }
+                Decoded::Record { .. } => "LSN out of sequence",
                 Decoded::Incomplete => {
                     // Durable records are on disk: read more of this segment,
                     // or move to the next one when this one is finished.
                     if self.read_more()? == 0 && !self.advance_segment()? {
                         break;
                     }
+                    continue;
                 }
                 Decoded::End => {
                     // Zeros written ahead, read before the records that are
                     // durable now were written over them: read again from
                     // here. Still zeros: this segment is finished (the
                     // writer moved on) or nothing new is in it yet.
-                    self.end = self.at;
-                    self.read_more()?;
+                    self.read_again()?;
                     let still_zeros =
                         self.buf[self.at..self.end].get(..HEADER_BYTES).is_some_and(|h| h.iter().all(|b| *b == 0));
                     if still_zeros && !self.advance_segment()? {
                         break;
                     }
+                    continue;
                 }
-                Decoded::Corrupt(why) => {
-                    if !reread {
-                        reread = self.read_again()?;
-                        continue;
-                    }
-                    return Err(TailError::Corrupt(self.next_lsn, why));
-                }
+                Decoded::Corrupt(why) => why,
+            };
+            // Bytes read while the writer was still writing them over the
+            // zeros (before they were durable) are whole now: only what
+            // fails to decode twice is damage.
+            if reread {
+                return Err(TailError::Corrupt(self.next_lsn, why));
             }
+            self.read_again()?;
+            reread = true;
         }
         Ok(n)
     }
 
-    /// Drops the buffered bytes from `at` on and reads them again. They may
-    /// have been read while the writer was still writing them over the zeros
-    /// (before they were durable): a record torn that way is whole now.
-    /// Only what fails to decode twice is damage.
-    fn read_again(&mut self) -> io::Result<bool> {
+    /// Drops the buffered bytes from `at` on and reads them again from the
+    /// file: they may have been read before the writer wrote them.
+    fn read_again(&mut self) -> io::Result<()> {
         self.end = self.at;
         self.read_more()?;
-        Ok(true)
+        Ok(())
     }
 
     /// Reads the next part of the segment, after the bytes read, into `buf`.
