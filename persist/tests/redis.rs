@@ -477,10 +477,6 @@ fn a_flushed_mirror_is_rebuilt_within_seconds() {
     m.shutdown();
 }
 
-// The mirror keeps no copy of the orders: a status change of an order it
-// wrote in an earlier batch is planned from that order's hash in Redis. A
-// hash that is gone (deleted by hand) is noticed when the order changes,
-// and Redis is rewritten instead of getting a wrong count.
 /// A flush that only the next batch can notice (the idle check is off):
 /// the fence read inside its `MULTI/EXEC` must catch it.
 #[test]
@@ -504,6 +500,10 @@ fn a_flush_between_batches_is_caught_by_the_next_batch() {
     m.shutdown();
 }
 
+// The mirror keeps no copy of the orders: a status change of an order it
+// wrote in an earlier batch is planned from that order's hash in Redis. A
+// hash that is gone (deleted by hand) is noticed when the order changes,
+// and Redis is rewritten instead of getting a wrong count.
 #[test]
 fn an_order_hash_gone_from_redis_is_noticed_when_the_order_changes() {
     let Some(mut conn) = redis_or_skip("an_order_hash_gone_from_redis_is_noticed_when_the_order_changes") else {
