@@ -315,12 +315,11 @@ pub async fn run_load(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     };
     let workers: Vec<_> = conns
         .into_iter()
-        .enumerate()
-        .map(|(w, conn)| {
+        .map(|conn| {
             let shared = shared.clone();
             tokio::spawn(async move {
                 match shared.cfg.rate {
-                    Some(rate) => open_loop(&shared, conn, w as u64, total.unwrap_or(0), rate, start).await,
+                    Some(rate) => open_loop(&shared, conn, total.unwrap_or(0), rate, start).await,
                     None => closed_loop(&shared, conn, total, deadline, start).await,
                 }
             })
@@ -468,24 +467,21 @@ async fn closed_loop(
     out
 }
 
-/// Requests `w, w+C, w+2C, …` each at its due time `start + i/rate`; a late
-/// connection sends its backlog back to back, and latency counts from the due time.
-async fn open_loop(
-    shared: &Shared,
-    mut conn: Conn,
-    w: u64,
-    total: u64,
-    rate: f64,
-    start: tokio::time::Instant,
-) -> WorkerOut {
+/// Request `i` is due at `start + i/rate`. An idle connection claims the
+/// next request and waits for its due time, so one slow answer delays no
+/// later request while another connection is free (as a pool of clients
+/// would); when all are busy, requests leave late and their latency still
+/// counts from the due time.
+async fn open_loop(shared: &Shared, mut conn: Conn, total: u64, rate: f64, start: tokio::time::Instant) -> WorkerOut {
     let mut out = shared.worker_out();
-    let c = shared.cfg.connections as u64;
-    let mut i = w;
-    while i < total {
+    loop {
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        if i >= total {
+            break;
+        }
         let due = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due).await;
         shared.click(&mut conn, &mut out, i, due, start).await;
-        i += c;
     }
     out.reconnects = conn.opened.saturating_sub(1);
     out
