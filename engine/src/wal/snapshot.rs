@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 pub const MAGIC: &[u8; 8] = b"SKSNAP\0\x01";
 const HEADER_BYTES: usize = 28;
+/// Snapshot bytes encoded, written and sent to the disk per step, so a
+/// snapshot never holds its whole encoding in memory and never leaves more
+/// than this much of its data queued ahead of a WAL fdatasync.
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// Snapshots kept on disk; older ones are deleted after a new one is durable.
 pub(crate) const KEEP: usize = 2;
 
@@ -37,15 +41,25 @@ pub fn write(dir: &Path, replica: &Replica) -> io::Result<PathBuf> {
 
 /// `write` through a file-system seam.
 pub(crate) fn write_in(fs: &dyn Fs, dir: &Path, replica: &Replica) -> io::Result<PathBuf> {
-    let mut body = Vec::with_capacity(1 << 20);
-    let mut enc = Encoder::default();
-    let mut count = 0u64;
-    for ev in replica.to_events() {
-        count += 1;
-        enc.append(&mut body, count, &ev);
-    }
     let tmp = path_for(dir, replica.lsn, "tmp");
     let mut f = fs.create(&tmp)?;
+    // The count goes into the header once known; until then the header is zeros.
+    f.write_all(&[0u8; HEADER_BYTES])?;
+    let mut chunk = Vec::with_capacity(WRITE_CHUNK_BYTES + 4096);
+    let mut enc = Encoder::default();
+    let mut count = 0u64;
+    let mut written = HEADER_BYTES as u64;
+    for ev in replica.to_events() {
+        count += 1;
+        enc.append(&mut chunk, count, &ev);
+        if chunk.len() >= WRITE_CHUNK_BYTES {
+            f.write_all(&chunk)?;
+            f.write_back(written, chunk.len() as u64)?;
+            written += chunk.len() as u64;
+            chunk.clear();
+        }
+    }
+    f.write_all(&chunk)?;
     let mut header = [0u8; 16];
     header[..8].copy_from_slice(&replica.lsn.to_le_bytes());
     header[8..].copy_from_slice(&count.to_le_bytes());
@@ -53,8 +67,8 @@ pub(crate) fn write_in(fs: &dyn Fs, dir: &Path, replica: &Replica) -> io::Result
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&header);
     head.extend_from_slice(&crc32c::crc32c(&header).to_le_bytes());
-    f.write_all(&head)?;
-    f.write_all(&body)?;
+    assert_eq!(head.len(), HEADER_BYTES);
+    f.write_all_at(&head, 0)?;
     f.sync_all()?;
     drop(f);
     let done = path_for(dir, replica.lsn, "snap");
@@ -342,6 +356,20 @@ mod tests {
         };
         assert_eq!(snapshotting.take().expect("snapshot despite the deleted segment"), 5);
         assert_eq!(load_newest(&snap_dir).unwrap().map(|r| r.lsn), Some(5));
+    }
+
+    #[test]
+    fn a_snapshot_of_many_chunks_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = sample();
+        let users = 100_000u64;
+        for user_id in 0..users {
+            r.apply(4 + user_id, &Event::QuotaSet { activity_id: 1, user_id, limit: 2 }).unwrap();
+        }
+        let path = write(dir.path(), &r).unwrap();
+        let size_bytes = std::fs::metadata(&path).unwrap().len();
+        assert!(size_bytes > 3 * WRITE_CHUNK_BYTES as u64, "only {size_bytes} bytes: not several chunks");
+        assert_eq!(load_newest(dir.path()).unwrap(), Some(r));
     }
 
     #[test]
