@@ -28,7 +28,11 @@
 //! * [`network`]: length-prefixed postcard frames over TCP between
 //!   replicas, with a limit on every frame and on connections.
 //! * [`node::ReplicaNode`]: one replica (log store, state machine, server,
-//!   Raft) and `propose`, the leader's way in.
+//!   Raft) and its [`Proposer`], the leader's way in.
+//!
+//! Metrics: `seckill_replica_log_fsync_seconds` (one Raft log fdatasync),
+//! `seckill_replica_bad_frames_total` (connections closed for a bad frame),
+//! `seckill_replica_snapshots_installed_total`.
 
 pub mod log_store;
 pub mod network;
@@ -38,7 +42,7 @@ pub mod state_machine;
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 
-pub use node::{ProposeError, Proposer, ReplicaConfig, ReplicaNode};
+pub use node::{Pending, ProposeError, Proposer, ReplicaConfig, ReplicaNode};
 /// The Raft library, for callers that name its types (configuration, membership).
 pub use openraft;
 pub use state_machine::{Apply, ApplyError};

@@ -96,6 +96,8 @@ struct Inner {
     /// Set once a write or fsync failed: nothing is acknowledged after it
     /// (a failed fsync may have dropped the pages; retrying would lie).
     failed: bool,
+    /// `seckill_replica_log_fsync_seconds`, registered once.
+    fsync_seconds: metrics::Histogram,
 }
 
 /// The durable Raft log. Clones share the file: openraft reads entries for
@@ -235,8 +237,16 @@ impl Inner {
             return Err(OpenError::NotALog { path });
         }
         let vote = read_vote_file(&cfg.dir).map_err(io_at(&cfg.dir))?;
-        let mut inner =
-            Inner { cfg, file, len: file_len, index: BTreeMap::new(), last_purged: None, vote, failed: false };
+        let mut inner = Inner {
+            cfg,
+            file,
+            len: file_len,
+            index: BTreeMap::new(),
+            last_purged: None,
+            vote,
+            failed: false,
+            fsync_seconds: metrics::histogram!("seckill_replica_log_fsync_seconds"),
+        };
         let mut at = MAGIC.len() as u64;
         loop {
             match scan_one(&inner.file, &path, at, file_len)? {
@@ -308,7 +318,15 @@ impl Inner {
             return Err(io::Error::other("an earlier write or fsync of the Raft log failed"));
         }
         let at = self.len;
-        let res = self.file.write_all_at(record, at).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        let res = self.file.write_all_at(record, at).and_then(|()| {
+            if !sync {
+                return Ok(());
+            }
+            let started = std::time::Instant::now();
+            let synced = self.file.sync_data();
+            self.fsync_seconds.record(started.elapsed().as_secs_f64());
+            synced
+        });
         if let Err(e) = res {
             self.failed = true;
             tracing::error!(error = %e, "writing the Raft log failed: this replica acknowledges nothing more");

@@ -114,7 +114,12 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
                     conns.spawn(async move {
                         let _permit = permit;
                         if let Err(e) = serve_conn(stream, &raft).await {
-                            tracing::debug!(%peer, error = %e, "replica connection closed");
+                            if e.kind() == io::ErrorKind::InvalidData {
+                                metrics::counter!("seckill_replica_bad_frames_total").increment(1);
+                                tracing::warn!(%peer, error = %e, "replica connection closed: bad frame");
+                            } else {
+                                tracing::debug!(%peer, error = %e, "replica connection closed");
+                            }
                         }
                     });
                 }

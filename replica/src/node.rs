@@ -5,8 +5,11 @@
 use crate::log_store::{LogStore, LogStoreConfig, OpenError};
 use crate::network::{serve, NetworkFactory};
 use crate::state_machine::{Apply, ApplyError, StateMachine};
-use crate::{Applied, Batch, NodeId, Raft, BATCH_BYTES_MAX};
-use openraft::error::{ClientWriteError, RaftError};
+use crate::{Applied, Batch, NodeId, Raft, TypeConfig, BATCH_BYTES_MAX};
+
+type ResponderReceiverOf<C> = <<C as openraft::RaftTypeConfig>::Responder as Responder<C>>::Receiver;
+use openraft::error::ClientWriteError;
+use openraft::raft::responder::Responder;
 use openraft::{Config, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -103,15 +106,36 @@ impl Proposer {
     /// Replicates one batch and returns what applying it gave, once a
     /// majority has it on disk and this replica applied it.
     pub async fn propose(&self, batch: bytes::Bytes) -> Result<Applied, ProposeError> {
+        self.submit(batch).await?.applied().await
+    }
+
+    /// Queues one batch and returns at once: batches submitted one after
+    /// another enter the log in that order, so a replicator can keep
+    /// several groups in flight (and their LSNs in order) and release each
+    /// when its [`Pending`] resolves.
+    pub async fn submit(&self, batch: bytes::Bytes) -> Result<Pending, ProposeError> {
         if batch.len() > BATCH_BYTES_MAX {
             return Err(ProposeError::TooLarge(batch.len()));
         }
-        match self.raft.client_write(Batch(batch)).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+        let rx = self.raft.client_write_ff(Batch(batch)).await.map_err(|e| ProposeError::Stopped(e.to_string()))?;
+        Ok(Pending(rx))
+    }
+}
+
+/// A submitted batch, not yet committed.
+pub struct Pending(ResponderReceiverOf<TypeConfig>);
+
+impl Pending {
+    /// Waits until the batch is committed by a majority and applied here.
+    pub async fn applied(self) -> Result<Applied, ProposeError> {
+        match self.0.await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ProposeError::NotLeader { leader: f.leader_id, addr: f.leader_node.map(|n| n.addr) })
             }
-            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+            Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+            // The responder was dropped: Raft stopped with the batch in flight.
+            Err(_) => Err(ProposeError::Stopped("Raft stopped before answering".into())),
         }
     }
 }

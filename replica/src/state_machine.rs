@@ -229,6 +229,7 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
         inner.membership = meta.last_membership.clone();
         inner.snapshot = Some(Arc::new(stored));
         self.last_lsn.store(inner.state.last_lsn(), Ordering::Release);
+        metrics::counter!("seckill_replica_snapshots_installed_total").increment(1);
         tracing::info!(snapshot = %meta, "installed a snapshot from the leader");
         Ok(())
     }

@@ -205,3 +205,52 @@ async fn a_leader_in_the_minority_acknowledges_nothing() {
         assert_state_has(&g.nodes[&id], &more);
     }
 }
+
+/// Not a check: the figures of docs/REPLICATION.md ("first figures"). Run
+/// with `cargo test --profile bench -p seckill-replica --test cluster --
+/// --ignored --nocapture`. Batches of 64 records, one after another and
+/// then 8 in flight, on a group of three and on a group of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn figures() {
+    const BATCHES: u64 = 400;
+    const RECORDS: u64 = 64;
+    const IN_FLIGHT: usize = 8;
+    for ids in [&IDS[..], &IDS[..1]] {
+        let mut g = Group::start(ids).await;
+        let (leader, mut lsn) = g.leader().await;
+        let proposer = g.nodes[&leader].proposer();
+        let started = Instant::now();
+        for tag in 0..BATCHES {
+            proposer.propose(common::batch(tag, lsn + 1, RECORDS)).await.expect("applied");
+            lsn += RECORDS;
+        }
+        let one_by_one = started.elapsed();
+        let started = Instant::now();
+        let mut pending = std::collections::VecDeque::new();
+        for tag in BATCHES..2 * BATCHES {
+            pending.push_back(proposer.submit(common::batch(tag, lsn + 1, RECORDS)).await.expect("submitted"));
+            lsn += RECORDS;
+            if pending.len() >= IN_FLIGHT {
+                let got = pending.pop_front().expect("in flight").applied().await.expect("applied");
+                assert!(matches!(got, seckill_replica::Applied::Records { .. }), "{got:?}");
+            }
+        }
+        for p in pending {
+            p.applied().await.expect("applied");
+        }
+        let pipelined = started.elapsed();
+        let per_s = |d: Duration| BATCHES as f64 / d.as_secs_f64();
+        eprintln!(
+            "replicas={} one-by-one: {:.0} batches/s ({:.2} ms each); {IN_FLIGHT} in flight: {:.0} batches/s = {:.0} records/s",
+            ids.len(),
+            per_s(one_by_one),
+            one_by_one.as_secs_f64() * 1e3 / BATCHES as f64,
+            per_s(pipelined),
+            per_s(pipelined) * RECORDS as f64,
+        );
+        for id in ids {
+            g.kill(*id).await;
+        }
+    }
+}
