@@ -33,7 +33,7 @@ use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -202,6 +202,22 @@ fn encode_record(kind: u8, payload: &impl Serialize) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Files and directories only this user can read, as the engine's data dir
+/// (docs/SECURITY.md): the log holds every decision.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
+/// Creates (or empties) `path` for writing, readable by this user only.
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(path)
+}
+
+/// Creates `dir` and its missing parents, accessible by this user only.
+pub(crate) fn create_dir_private(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
 /// Syncs a directory, so a file created or renamed in it survives a power cut.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -213,9 +229,10 @@ impl Inner {
     fn open(cfg: LogStoreConfig, read_only: bool) -> Result<Inner, OpenError> {
         let path = cfg.dir.join(LOG_FILE);
         if !read_only {
-            std::fs::create_dir_all(&cfg.dir).map_err(io_at(&cfg.dir))?;
+            create_dir_private(&cfg.dir).map_err(io_at(&cfg.dir))?;
         }
         let file = OpenOptions::new()
+            .mode(FILE_MODE)
             .read(true)
             .write(!read_only)
             .create(!read_only)
@@ -380,21 +397,28 @@ impl Inner {
         if self.len < self.cfg.compact_bytes_min || live_bytes * 2 > self.len {
             return Ok(());
         }
-        let entries = self.read(..)?;
         let path = self.cfg.dir.join(LOG_FILE);
         let tmp = self.cfg.dir.join(format!("{LOG_FILE}.tmp"));
-        let mut out = MAGIC.to_vec();
+        let f = create_private(&tmp)?;
+        let mut at = 0u64;
+        let mut put = |bytes: &[u8]| -> io::Result<()> {
+            f.write_all_at(bytes, at)?;
+            at += bytes.len() as u64;
+            Ok(())
+        };
+        put(MAGIC)?;
         if let Some(upto) = self.last_purged {
-            out.extend(encode_record(KIND_PURGE, &Purge { upto })?);
+            put(&encode_record(KIND_PURGE, &Purge { upto })?)?;
         }
-        for chunk in entries.chunks(1024) {
-            out.extend(encode_record(KIND_ENTRIES, &chunk)?);
+        // One old record at a time (its live entries), so memory stays
+        // within one record however long the log.
+        let locs: Vec<Loc> = self.index.values().copied().collect();
+        for same_record in locs.chunk_by(|a, b| a.offset == b.offset) {
+            let (first, last) = (same_record[0].log_id.index, same_record[same_record.len() - 1].log_id.index);
+            put(&encode_record(KIND_ENTRIES, &self.read(first..=last)?)?)?;
         }
-        {
-            let f = File::create(&tmp)?;
-            f.write_all_at(&out, 0)?;
-            f.sync_all()?;
-        }
+        f.sync_all()?;
+        drop(f);
         std::fs::rename(&tmp, &path)?;
         sync_dir(&self.cfg.dir)?;
         let before = self.len;
@@ -426,7 +450,7 @@ fn write_vote_file(dir: &Path, vote: &Vote<NodeId>) -> io::Result<()> {
     bytes.extend_from_slice(&body);
     let tmp = dir.join(format!("{VOTE_FILE}.tmp"));
     {
-        let f = File::create(&tmp)?;
+        let f = create_private(&tmp)?;
         f.write_all_at(&bytes, 0)?;
         f.sync_all()?;
     }
@@ -575,6 +599,11 @@ mod tests {
         drop(log);
 
         assert_eq!(indexes(dir), vec![(1, 3), (2, 4)]);
+        use std::os::unix::fs::PermissionsExt;
+        for f in [LOG_FILE, VOTE_FILE] {
+            let mode = std::fs::metadata(dir.join(f)).expect("file").permissions().mode() & 0o777;
+            assert_eq!(mode, FILE_MODE, "{f}: only this user may read the log");
+        }
         let mut log = LogStore::open(LogStoreConfig::new(dir)).expect("reopens");
         let state = log.get_log_state().await.expect("state");
         assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 2)));

@@ -1,13 +1,12 @@
 //! One replica: its durable log, its state machine, the server its peers
-//! call, and the Raft instance that ties them; `propose` is how the
-//! leader's engine hands a batch to the group.
+//! call, and the Raft instance that ties them; a [`Proposer`] is how the
+//! leader's engine hands batches to the group. Runs inside a tokio runtime
+//! (openraft spawns its tasks on it).
 
 use crate::log_store::{LogStore, LogStoreConfig, OpenError};
 use crate::network::{serve, NetworkFactory};
 use crate::state_machine::{Apply, ApplyError, StateMachine};
 use crate::{Applied, Batch, NodeId, Raft, TypeConfig, BATCH_BYTES_MAX};
-
-type ResponderReceiverOf<C> = <<C as openraft::RaftTypeConfig>::Responder as Responder<C>>::Receiver;
 use openraft::error::ClientWriteError;
 use openraft::raft::responder::Responder;
 use openraft::{Config, SnapshotPolicy};
@@ -18,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+/// What `client_write_ff` hands back: the answer to one entry, once applied.
+type ResponderReceiverOf<C> = <<C as openraft::RaftTypeConfig>::Responder as Responder<C>>::Receiver;
 
 /// Bytes of one snapshot chunk on the wire (well under the frame limit).
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
@@ -127,6 +129,8 @@ pub struct Pending(ResponderReceiverOf<TypeConfig>);
 
 impl Pending {
     /// Waits until the batch is committed by a majority and applied here.
+    /// Any error leaves its outcome unknown: the next leader may still
+    /// commit it (so its buyers get `busy`, never a refusal).
     pub async fn applied(self) -> Result<Applied, ProposeError> {
         match self.0.await {
             Ok(Ok(resp)) => Ok(resp.data),

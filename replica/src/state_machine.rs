@@ -7,6 +7,7 @@
 //! applies the log entries after it again, which the log store keeps until
 //! a snapshot covers them.
 
+use crate::log_store::{create_dir_private, create_private};
 use crate::{Applied, NodeId, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -94,7 +95,7 @@ fn write_snapshot_file(dir: &Path, snap: &StoredSnapshot) -> io::Result<()> {
     bytes.extend_from_slice(&body);
     let tmp = dir.join(format!("{SNAP_FILE}.tmp"));
     {
-        let f = File::create(&tmp)?;
+        let f = create_private(&tmp)?;
         f.write_all_at(&bytes, 0)?;
         f.sync_all()?;
     }
@@ -121,7 +122,7 @@ impl<A: Apply> StateMachine<A> {
     /// into `state`, if there is one.
     pub fn open(dir: impl Into<PathBuf>, mut state: A) -> Result<Self, ApplyError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        create_dir_private(&dir)?;
         let snapshot = read_snapshot_file(&dir)?;
         let (last_applied, membership) = match &snapshot {
             Some(s) => {
@@ -252,7 +253,7 @@ impl RecordsState {
     /// An empty state whose snapshot files go to `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        create_dir_private(&dir)?;
         Ok(Self { dir, replica: Replica::default() })
     }
 
