@@ -1,0 +1,304 @@
+//! The transport between the replicas of a group: one TCP connection per
+//! (caller, peer) pair, carrying length-prefixed frames `len u32 LE |
+//! postcard body`, one request and then its answer.
+//!
+//! Every input is bounded: a frame longer than [`FRAME_BYTES_MAX`] closes
+//! the connection, a server takes at most [`CONNECTIONS_MAX`] connections
+//! and drops one idle for [`IDLE_TIMEOUT_MS`], and nothing read from a
+//! socket is unwrapped. An AppendEntries whose entries do not fit in one
+//! frame sends the prefix that fits and reports a partial success; openraft
+//! sends the rest next.
+//!
+//! Not yet: peers do not authenticate each other (the engine wire's HMAC
+//! handshake, `seckill_proto::handshake`, is the next slice's); until then
+//! a replica port belongs on a private network (docs/REPLICATION.md).
+
+use crate::{NodeId, Raft, TypeConfig};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{BasicNode, RPCTypes};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// The longest frame either side reads. One entry is at most
+/// `BATCH_BYTES_MAX` (8 MiB) and a snapshot chunk at most the configured
+/// chunk size (`node::SNAPSHOT_CHUNK_BYTES`, 1 MiB), so both always fit.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Connections one replica serves at once (two peers open a few each).
+pub const CONNECTIONS_MAX: usize = 64;
+/// A connection that sends nothing for this long is closed (a leader sends
+/// heartbeats far more often).
+pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+
+/// What a peer asks (borrowed for sending: the same encoding as [`Request`]).
+#[derive(Serialize)]
+enum RequestRef<'a> {
+    AppendEntries(&'a AppendEntriesRequest<TypeConfig>),
+    Vote(&'a VoteRequest<NodeId>),
+    InstallSnapshot(&'a InstallSnapshotRequest<TypeConfig>),
+}
+
+/// What a peer asks, as received.
+#[derive(Deserialize)]
+enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Serialize, Deserialize)]
+enum Response {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+}
+
+fn invalid(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+/// Reads one frame's body, or `None` at a clean end of stream.
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > FRAME_BYTES_MAX {
+        return Err(invalid(format!("frame of {len} bytes (at most {FRAME_BYTES_MAX})")));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(Some(body))
+}
+
+/// Encodes `msg` as one frame, or `None` when it exceeds [`FRAME_BYTES_MAX`].
+fn encode_frame(msg: &impl Serialize) -> io::Result<Option<Vec<u8>>> {
+    let out = postcard::to_extend(msg, vec![0u8; 4]).map_err(io::Error::other)?;
+    let len = out.len() - 4;
+    if len > FRAME_BYTES_MAX {
+        return Ok(None);
+    }
+    let mut out = out;
+    out[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(Some(out))
+}
+
+/// Serves the peers of `raft` on `listener` until the future is dropped
+/// (dropping it closes every connection it accepted).
+pub async fn serve(listener: TcpListener, raft: Raft) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "replica connection refused: {CONNECTIONS_MAX} already open");
+                        continue;
+                    };
+                    let raft = raft.clone();
+                    conns.spawn(async move {
+                        let _permit = permit;
+                        if let Err(e) = serve_conn(stream, &raft).await {
+                            if e.kind() == io::ErrorKind::InvalidData {
+                                metrics::counter!("seckill_replica_bad_frames_total").increment(1);
+                                tracing::warn!(%peer, error = %e, "replica connection closed: bad frame");
+                            } else {
+                                tracing::debug!(%peer, error = %e, "replica connection closed");
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accepting a replica connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_conn(mut stream: TcpStream, raft: &Raft) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_millis(IDLE_TIMEOUT_MS), read_frame(&mut stream))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "idle replica connection"))??;
+        let Some(body) = frame else { return Ok(()) };
+        let req: Request = postcard::from_bytes(&body).map_err(|e| invalid(format!("undecodable request: {e}")))?;
+        let resp = match req {
+            Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(raft.vote(r).await),
+            Request::InstallSnapshot(r) => Response::InstallSnapshot(raft.install_snapshot(r).await),
+        };
+        let frame = encode_frame(&resp)?.ok_or_else(|| invalid("response exceeds the frame limit"))?;
+        stream.write_all(&frame).await?;
+    }
+}
+
+/// Makes the clients openraft uses to reach each peer.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    /// This replica's id (for openraft's timeout errors).
+    pub id: NodeId,
+    /// Where to dial a peer instead of its address in the membership.
+    pub dial: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        let addr = self.dial.get(&target).cloned().unwrap_or_else(|| node.addr.clone());
+        PeerClient { id: self.id, target, addr, conn: None }
+    }
+}
+
+/// One connection to one peer, opened on first use and again after any error.
+pub struct PeerClient {
+    id: NodeId,
+    target: NodeId,
+    addr: String,
+    conn: Option<TcpStream>,
+}
+
+/// Why a call got no answer.
+enum CallError {
+    Connect(io::Error),
+    Io(io::Error),
+    Timeout,
+}
+
+impl PeerClient {
+    async fn call(&mut self, frame: &[u8], ttl: Duration) -> Result<Response, CallError> {
+        let res = tokio::time::timeout(ttl, self.exchange(frame)).await;
+        let res = match res {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout),
+        };
+        if res.is_err() {
+            // A connection that failed mid-exchange may hold half an answer.
+            self.conn = None;
+        }
+        res
+    }
+
+    async fn exchange(&mut self, frame: &[u8]) -> Result<Response, CallError> {
+        let stream = match &mut self.conn {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(&self.addr).await.map_err(CallError::Connect)?;
+                s.set_nodelay(true).map_err(CallError::Connect)?;
+                self.conn.insert(s)
+            }
+        };
+        stream.write_all(frame).await.map_err(CallError::Io)?;
+        let body = read_frame(stream)
+            .await
+            .map_err(CallError::Io)?
+            .ok_or_else(|| CallError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection")))?;
+        postcard::from_bytes(&body).map_err(|e| CallError::Io(invalid(format!("undecodable response: {e}"))))
+    }
+
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        e: CallError,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<NodeId, BasicNode, E> {
+        match e {
+            CallError::Connect(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Io(e) => RPCError::Network(NetworkError::new(&e)),
+            CallError::Timeout => RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout: ttl }),
+        }
+    }
+}
+
+fn unexpected<E: std::error::Error>() -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&invalid("answer of another kind")))
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let sent_all = rpc.entries.len();
+        // Halve the entries until the request fits in a frame (one entry
+        // always does: a batch is at most BATCH_BYTES_MAX).
+        let frame = loop {
+            let encoded =
+                encode_frame(&RequestRef::AppendEntries(&rpc)).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            match encoded {
+                Some(f) => break f,
+                None if rpc.entries.len() > 1 => rpc.entries.truncate(rpc.entries.len() / 2),
+                None => {
+                    return Err(RPCError::Network(NetworkError::new(&invalid("one log entry exceeds the frame limit"))))
+                }
+            }
+        };
+        let last_sent = rpc.entries.last().map(|e| e.log_id);
+        let ttl = option.hard_ttl();
+        match self.call(&frame, ttl).await {
+            Ok(Response::AppendEntries(Ok(AppendEntriesResponse::Success))) if rpc.entries.len() < sent_all => {
+                Ok(AppendEntriesResponse::PartialSuccess(last_sent))
+            }
+            Ok(Response::AppendEntries(Ok(r))) => Ok(r),
+            Ok(Response::AppendEntries(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::AppendEntries, ttl)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        let ttl = option.hard_ttl();
+        let frame = encode_frame(&RequestRef::InstallSnapshot(&rpc))
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+            .ok_or_else(|| RPCError::Network(NetworkError::new(&invalid("snapshot chunk exceeds the frame limit"))))?;
+        match self.call(&frame, ttl).await {
+            Ok(Response::InstallSnapshot(Ok(r))) => Ok(r),
+            Ok(Response::InstallSnapshot(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let ttl = option.hard_ttl();
+        let frame = encode_frame(&RequestRef::Vote(&rpc))
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+            .ok_or_else(|| RPCError::Network(NetworkError::new(&invalid("vote exceeds the frame limit"))))?;
+        match self.call(&frame, ttl).await {
+            Ok(Response::Vote(Ok(r))) => Ok(r),
+            Ok(Response::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::Vote, ttl)),
+        }
+    }
+}

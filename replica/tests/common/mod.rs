@@ -1,0 +1,241 @@
+//! A group of replicas in one process over real TCP on localhost, and the
+//! batches of WAL records the tests replicate.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use seckill_engine::wal::codec::Encoder;
+use seckill_engine::Event;
+use seckill_replica::log_store::LogStore;
+use seckill_replica::node::default_raft_config;
+use seckill_replica::openraft;
+use seckill_replica::state_machine::RecordsState;
+use seckill_replica::{Applied, NodeId, ReplicaConfig, ReplicaNode};
+use seckill_testkit::TcpProxy;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Long enough for an election on a loaded 2-core box; never a timing assert.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub type Node = ReplicaNode<RecordsState>;
+
+/// `n` records (quota events of activity `tag`) numbered from `first_lsn`.
+pub fn batch(tag: u64, first_lsn: u64, n: u64) -> Bytes {
+    let mut out = Vec::new();
+    let mut enc = Encoder::default();
+    for i in 0..n {
+        enc.append(&mut out, first_lsn + i, &Event::QuotaSet { activity_id: tag, user_id: i, limit: tag as u32 });
+    }
+    Bytes::from(out)
+}
+
+/// A batch the group acknowledged.
+#[derive(Clone, Debug)]
+pub struct Acked {
+    pub tag: u64,
+    pub bytes: Bytes,
+    pub last_lsn: u64,
+}
+
+pub struct Group {
+    pub root: tempfile::TempDir,
+    pub addrs: BTreeMap<NodeId, SocketAddr>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// With `start_proxied`: the proxy replica `.0` dials replica `.1` through.
+    pub proxies: BTreeMap<(NodeId, NodeId), TcpProxy>,
+}
+
+impl Group {
+    pub fn dir(&self, id: NodeId) -> PathBuf {
+        self.root.path().join(format!("replica-{id}"))
+    }
+
+    fn config(&self, id: NodeId, listen: SocketAddr) -> ReplicaConfig {
+        let mut cfg = ReplicaConfig::new(id, listen, self.dir(id));
+        cfg.dial = self
+            .proxies
+            .iter()
+            .filter(|((from, _), _)| *from == id)
+            .map(|((_, to), p)| (*to, format!("127.0.0.1:{}", p.port)))
+            .collect();
+        cfg.raft = openraft::Config {
+            // Generous: elections must not start because the box is busy.
+            election_timeout_min: 600,
+            election_timeout_max: 1200,
+            // Snapshots only when a test asks, and then the whole log may go.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: 0,
+            ..default_raft_config()
+        };
+        cfg
+    }
+
+    /// Starts `ids` on free ports and initializes the group on the first.
+    pub async fn start(ids: &[NodeId]) -> Group {
+        Self::start_with(ids, false).await
+    }
+
+    /// `start`, with every replica dialing every other through its own
+    /// [`TcpProxy`], so a test can cut any link in either direction.
+    pub async fn start_proxied(ids: &[NodeId]) -> Group {
+        Self::start_with(ids, true).await
+    }
+
+    async fn start_with(ids: &[NodeId], proxied: bool) -> Group {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut group = Group { root, addrs: BTreeMap::new(), nodes: BTreeMap::new(), proxies: BTreeMap::new() };
+        for &id in ids {
+            let port = if proxied { seckill_testkit::free_port() } else { 0 };
+            group.addrs.insert(id, SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        if proxied {
+            for &from in ids {
+                for &to in ids.iter().filter(|to| **to != from) {
+                    group.proxies.insert((from, to), TcpProxy::start(&group.addrs[&to].to_string()));
+                }
+            }
+        }
+        for &id in ids {
+            let node = ReplicaNode::start(
+                group.config(id, group.addrs[&id]),
+                RecordsState::new(group.dir(id).join("snapshots")).expect("state dir"),
+            )
+            .await
+            .expect("replica starts");
+            group.addrs.insert(id, node.addr());
+            group.nodes.insert(id, node);
+        }
+        let members: BTreeMap<NodeId, openraft::BasicNode> =
+            group.addrs.iter().map(|(id, a)| (*id, openraft::BasicNode { addr: a.to_string() })).collect();
+        group.nodes[&ids[0]].raft().initialize(members).await.expect("group initializes");
+        group
+    }
+
+    /// Cuts every link between `id` and the others, both ways.
+    pub fn isolate(&self, id: NodeId) {
+        for ((from, to), p) in &self.proxies {
+            if *from == id || *to == id {
+                p.cut();
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        for p in self.proxies.values() {
+            p.restore();
+        }
+    }
+
+    /// Starts `id` again on its old address and its (possibly wiped) dir.
+    pub async fn restart(&mut self, id: NodeId) {
+        let addr = self.addrs[&id];
+        let deadline = Instant::now() + PATIENCE;
+        // The old listener's port may take a moment to be free again.
+        let node = loop {
+            match ReplicaNode::start(
+                self.config(id, addr),
+                RecordsState::new(self.dir(id).join("snapshots")).expect("state dir"),
+            )
+            .await
+            {
+                Ok(n) => break n,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("restart of {id} failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("replica {id} does not restart: {e}"),
+            }
+        };
+        self.nodes.insert(id, node);
+    }
+
+    /// Stops `id` the way a crash would leave its disk.
+    pub async fn kill(&mut self, id: NodeId) {
+        let node = self.nodes.remove(&id).expect("a running replica");
+        node.shutdown().await;
+    }
+
+    /// The leader the running replicas settle on, once it has applied its
+    /// whole log, with the LSN its state is at.
+    pub async fn leader(&self) -> (NodeId, u64) {
+        let all: Vec<NodeId> = self.nodes.keys().copied().collect();
+        self.leader_among(&all).await
+    }
+
+    /// `leader`, looking only at `ids` (the majority side of a partition).
+    pub async fn leader_among(&self, ids: &[NodeId]) -> (NodeId, u64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            for (id, node) in self.nodes.iter().filter(|(id, _)| ids.contains(id)) {
+                if node.raft().metrics().borrow().current_leader == Some(*id) {
+                    if let Ok(lsn) = node.ready_to_lead(Duration::from_millis(500)).await {
+                        return (*id, lsn);
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader among {:?} within {PATIENCE:?}", self.nodes.keys());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Proposes `n` batches of `records` records on `leader`, from LSN
+    /// `lsn + 1`, tagged from `first_tag`; returns what was acknowledged.
+    pub async fn propose(&self, leader: NodeId, mut lsn: u64, first_tag: u64, n: u64, records: u64) -> Vec<Acked> {
+        let mut acked = Vec::new();
+        for tag in first_tag..first_tag + n {
+            let bytes = batch(tag, lsn + 1, records);
+            match self.nodes[&leader].propose(bytes.clone()).await {
+                Ok(Applied::Records { first_lsn, last_lsn }) => {
+                    assert_eq!((first_lsn, last_lsn), (lsn + 1, lsn + records), "batch {tag} applied at other LSNs");
+                    lsn = last_lsn;
+                    acked.push(Acked { tag, bytes, last_lsn });
+                }
+                other => panic!("batch {tag} on leader {leader}: {other:?}"),
+            }
+        }
+        acked
+    }
+
+    /// Waits until `id` has applied up to LSN `lsn`.
+    pub async fn wait_applied(&self, id: NodeId, lsn: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        let at = self.nodes[&id].state().last_lsn();
+        while at.load(std::sync::atomic::Ordering::Acquire) < lsn {
+            assert!(Instant::now() < deadline, "replica {id} did not reach LSN {lsn}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// How many replicas' log files hold `bytes` as an entry, read back
+    /// from disk (running replicas included: the read changes nothing).
+    pub fn copies_on_disk(&self, bytes: &Bytes) -> usize {
+        self.addrs
+            .keys()
+            .filter(|id| {
+                let entries = LogStore::read_all(&self.dir(**id).join("log")).expect("the log reads back");
+                entries.iter().any(|e| matches!(&e.payload, openraft::EntryPayload::Normal(b) if b.0 == *bytes))
+            })
+            .count()
+    }
+}
+
+/// Every acknowledged batch is in `node`'s state: its quota events, at LSNs
+/// no later than the state's.
+pub fn assert_state_has(node: &Node, acked: &[Acked]) {
+    node.state().with_state(|s| {
+        let r = s.replica();
+        for a in acked {
+            assert!(r.lsn >= a.last_lsn, "replica {} is at LSN {} < acknowledged {}", node.id, r.lsn, a.last_lsn);
+            assert_eq!(
+                r.quotas.get(&(a.tag, 0)),
+                Some(&(a.tag as u32)),
+                "replica {} lacks acknowledged batch {}",
+                node.id,
+                a.tag
+            );
+        }
+    });
+}
