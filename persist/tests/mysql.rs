@@ -414,12 +414,12 @@ fn an_outage_only_delays_mysql() {
     std::thread::sleep(Duration::from_millis(600));
     let lag2 = p.lag_records();
     assert!(lag2 > lag1, "lag grows while MySQL is away: {lag1} → {lag2}");
-    assert!(p.lag_seconds() >= 0.5, "lag_seconds counts the wait: {}", p.lag_seconds());
+    assert!(p.lag_ms() >= 500, "lag_ms counts the wait: {}", p.lag_ms());
     assert!(p.last_error().is_some(), "the failure is reported");
     assert!(!p.is_halted(), "an outage is not bad data");
     eprintln!(
-        "outage: 2000 buys answered in {buying_took:?} with MySQL away; lag {lag2} records, {:.2} s; error: {:?}",
-        p.lag_seconds(),
+        "outage: 2000 buys answered in {buying_took:?} with MySQL away; lag {lag2} records, {} ms; error: {:?}",
+        p.lag_ms(),
         p.last_error()
     );
 
@@ -427,7 +427,7 @@ fn an_outage_only_delays_mysql() {
     let t1 = Instant::now();
     caught_up(&node, &p, Duration::from_secs(20));
     eprintln!("outage: drained {lag2} records in {:?} after the restore", t1.elapsed());
-    assert_eq!(p.lag_seconds(), 0.0);
+    assert_eq!(p.lag_ms(), 0);
     assert_eq!(p.last_error(), None);
     assert_equal(&db, &engine);
     assert_eq!(
@@ -892,7 +892,7 @@ fn a_long_outage_past_the_wal_budget_keeps_the_wal_bounded() {
     caught_up(&node, &p, Duration::from_secs(30));
     assert!(!p.is_over_budget());
     assert_eq!(node.wal.checkpoints.get(mysql::CHECKPOINT_NAME), Some(p.applied_lsn()), "holds WAL again");
-    assert!(p.stats()["resyncs"].as_u64().unwrap_or(0) >= 1, "{}", p.stats());
+    assert!(p.stats().resyncs >= 1, "{:?}", p.stats());
     assert_equal(&db, &engine);
     assert_stock_log_adds_up(&db);
     load(&engine, a.id, 9_001..9_501, 4);

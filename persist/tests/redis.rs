@@ -147,7 +147,6 @@ fn spawn_mirror(node: &Node, cfg: MirrorConfig) -> MirrorHandle {
         node.wal.checkpoints.clone(),
         ReplicaSource::Snapshots,
     )
-    .expect("mirror thread")
 }
 
 fn durable(node: &Node) -> u64 {
@@ -440,7 +439,7 @@ fn mirror_equals_engine_after_a_load() {
     assert_eq!(product.get("name").map(String::as_str), Some("phone"));
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
     assert!(node.wal.checkpoints.get("mirror") == Some(m.applied_lsn()), "checkpoint at what Redis has");
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
@@ -474,7 +473,7 @@ fn a_flushed_mirror_is_rebuilt_within_seconds() {
     wait_caught_up(&node, &m, Duration::from_secs(10));
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 /// A flush that only the next batch can notice (the idle check is off):
@@ -497,7 +496,7 @@ fn a_flush_between_batches_is_caught_by_the_next_batch() {
     wait_until("a resync after the next batch found the keys gone", Duration::from_secs(5), || m.resyncs() >= 2);
     wait_caught_up(&node, &m, Duration::from_secs(10));
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 // The mirror keeps no copy of the orders: a status change of an order it
@@ -532,7 +531,7 @@ fn an_order_hash_gone_from_redis_is_noticed_when_the_order_changes() {
     wait_caught_up(&node, &m, Duration::from_secs(10));
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
@@ -594,7 +593,7 @@ fn a_stream_consumer_sees_every_order_event_once_in_lsn_order() {
     let logged = logged_order_events(&node);
     assert!(logged.len() > 300, "a real load: {} events", logged.len());
     assert_stream_matches_log(&seen, &logged);
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
@@ -639,7 +638,7 @@ fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
     assert_eq!(m.last_error(), None);
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
@@ -688,7 +687,7 @@ fn past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs() {
     assert_eq!(marker.1["gap"], "1", "events the WAL no longer had are flagged");
     let first_after = entries.iter().find(|(id, _)| keys_lsn(id) > before).expect("events after the outage");
     assert_eq!(first_after.1["prev"], "", "the entry after the hole does not claim to follow the one before it");
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
@@ -704,7 +703,7 @@ fn a_restarted_engine_and_mirror_continue_the_stream_without_a_gap() {
         let a = create_activity(&node, 500, 1, 1800);
         shop(&node, a, 1..150, 1);
         wait_caught_up(&node, &m, Duration::from_secs(10));
-        m.shutdown();
+        m.shutdown(mirror::SHUTDOWN_DRAIN);
         // More while no mirror runs: the next one must add these events.
         shop(&node, a, 150..200, 1);
         node.shutdown();
@@ -720,7 +719,7 @@ fn a_restarted_engine_and_mirror_continue_the_stream_without_a_gap() {
     let markers: Vec<&str> =
         entries.iter().filter(|(_, f)| f["type"] == "resync").map(|(_, f)| f["gap"].as_str()).collect();
     assert_eq!(markers, ["0", "0"], "each start added what the stream lacked from the WAL");
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 /// Mirror lag under a burst of buys (docs/REDIS.md). Run with
@@ -818,5 +817,5 @@ fn lag_under_a_burst() {
         t.elapsed()
     );
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }

@@ -8,6 +8,7 @@
 //! the checkpoint covers it, whatever crashes when.
 
 use super::schema::{datetime, i64_col, ms_of, str_col, u32_col, u64_col, write_datetime};
+use crate::consumer::Failure;
 use seckill_engine::replica::Replica;
 use seckill_engine::{Activity, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
@@ -82,28 +83,6 @@ async fn run_text(conn: &mut MySqlConnection, statements: Vec<String>) -> Result
         sqlx::raw_sql(sql).execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-/// Why applying stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// MySQL unreachable, slow, restarting, or refusing for a reason that
-    /// may pass: reconnect and retry with backoff.
-    Transient(String),
-    /// The checkpoint row is not where this persister left it (a resync was
-    /// requested, or someone else moved it): start over from MySQL's.
-    Restart(String),
-    /// Data that cannot be applied (MySQL edited by hand, or a log that
-    /// breaks the rules): stop and say why.
-    Fatal(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Transient(m) | Failure::Restart(m) | Failure::Fatal(m) => f.write_str(m),
-        }
-    }
 }
 
 /// MySQL error numbers that mean "this data does not fit", not "try later".
