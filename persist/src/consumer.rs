@@ -208,6 +208,27 @@ pub(crate) fn wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Orders whose status `records` change without creating them first: a
+/// target reads their current rows (MySQL) or hashes (Redis) before it
+/// plans the batch. Each once, in the order the log first names them.
+pub(crate) fn orders_changed_not_created(records: &[(u64, Event)]) -> Vec<seckill_proto::OrderId> {
+    let mut created = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (_, ev) in records {
+        match ev {
+            Event::OrderCreated(o) => {
+                created.insert(o.id);
+            }
+            Event::OrderStatusChanged { order_id, .. } if !created.contains(order_id) && seen.insert(*order_id) => {
+                out.push(*order_id);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Durable LSNs remembered with when they were first seen; more are merged.
 const SEEN_MAX: usize = 65_536;
 /// Lag samples kept for `lag_p99_ms`.
@@ -249,6 +270,29 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// At `applied` (`None`: a resync first), already past the budget or not.
+    fn new(status: Arc<WalStatus>, applied: Option<u64>, over_budget: bool) -> Self {
+        let durable = status.durable_lsn.load(Ordering::Acquire);
+        Self {
+            status,
+            stop: AtomicBool::new(false),
+            drain_until: Mutex::new(None),
+            applied: AtomicU64::new(applied.unwrap_or(0)),
+            connected: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
+            resync_pending: AtomicBool::new(applied.is_none() || over_budget),
+            over_budget: AtomicBool::new(over_budget),
+            resync_requested: AtomicBool::new(false),
+            errors: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            lag: Mutex::new(Lag { seen_durable: durable, ..Lag::default() }),
+            oldest_unapplied_ms: AtomicU64::new(0),
+        }
+    }
+
     fn durable(&self) -> u64 {
         self.status.durable_lsn.load(Ordering::Acquire)
     }
@@ -530,24 +574,7 @@ pub(crate) fn spawn<T: Target + Send + 'static>(
     if let (Some(a), false) = (applied, over_budget) {
         checkpoints.set(n.checkpoint, a);
     }
-    let shared = Arc::new(Shared {
-        status: status.clone(),
-        stop: AtomicBool::new(false),
-        drain_until: Mutex::new(None),
-        applied: AtomicU64::new(applied.unwrap_or(0)),
-        connected: AtomicBool::new(false),
-        halted: AtomicBool::new(false),
-        resync_pending: AtomicBool::new(applied.is_none() || over_budget),
-        over_budget: AtomicBool::new(over_budget),
-        resync_requested: AtomicBool::new(false),
-        errors: AtomicU64::new(0),
-        records: AtomicU64::new(0),
-        batches: AtomicU64::new(0),
-        resyncs: AtomicU64::new(0),
-        last_error: Mutex::new(None),
-        lag: Mutex::new(Lag { seen_durable: durable, ..Lag::default() }),
-        oldest_unapplied_ms: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(status.clone(), applied, over_budget));
     // Exported at 0 from the start, so dashboards and alerts have a series
     // before the first failure.
     for kind in ["thread", n.kind, "data"] {
@@ -971,4 +998,105 @@ fn build_replica(
         }
     }
     Err(Failure::Transient("the WAL after the newest snapshot kept vanishing while being read".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAMES: Names = Names {
+        thread: "test",
+        what: "test consumer",
+        checkpoint: "test",
+        kind: "test",
+        halt_hint: "",
+        errors_total: "test_errors_total",
+        records_total: "test_records_total",
+        batches_total: "test_batches_total",
+        resyncs_total: "test_resyncs_total",
+        restarts_total: "test_restarts_total",
+        budget_exceeded_total: "test_budget_exceeded_total",
+        lag_records: "test_lag_records",
+        applied_lsn: "test_applied_lsn",
+        halted: "test_halted",
+        connected: "test_connected",
+        batch_seconds: "test_batch_seconds",
+        lag_seconds_gauge: Some("test_lag_seconds"),
+        lag_seconds_histogram: Some("test_lag_seconds_hist"),
+    };
+
+    fn shared_at(durable: u64, applied: Option<u64>) -> Shared {
+        let status = Arc::new(WalStatus::default());
+        status.durable_lsn.store(durable, Ordering::Release);
+        Shared::new(status, applied, false)
+    }
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_record_not_written_and_each_one_is_a_sample() {
+        let sh = shared_at(0, Some(0));
+        assert_eq!((sh.lag_records(), sh.lag_ms(), sh.lag_p99_ms()), (0, 0, 0));
+        sh.status.durable_lsn.store(10, Ordering::Release);
+        sh.note_durable();
+        std::thread::sleep(Duration::from_millis(30));
+        sh.status.durable_lsn.store(20, Ordering::Release);
+        sh.note_durable();
+        assert_eq!(sh.lag_records(), 20);
+        assert!(sh.lag_ms() >= 30, "{}", sh.lag_ms());
+        sh.note_applied(10, None);
+        assert!(sh.lag_ms() < 30, "the oldest now is LSN 20's: {}", sh.lag_ms());
+        assert!(sh.lag_p99_ms() >= 30, "LSN 10 waited: {}", sh.lag_p99_ms());
+        sh.note_applied(20, None);
+        assert_eq!((sh.lag_records(), sh.lag_ms()), (0, 0));
+        assert_eq!(lock(&sh.lag).samples_ms.len(), 2);
+    }
+
+    #[test]
+    fn seen_lsns_are_bounded_by_merging_into_the_newest() {
+        let sh = shared_at(0, Some(0));
+        for lsn in 1..=(SEEN_MAX as u64 + 10) {
+            sh.status.durable_lsn.store(lsn, Ordering::Release);
+            sh.note_durable();
+        }
+        let lag = lock(&sh.lag);
+        assert_eq!(lag.seen.len(), SEEN_MAX);
+        assert_eq!(lag.seen.back().map(|s| s.0), Some(SEEN_MAX as u64 + 10));
+    }
+
+    #[test]
+    fn stopping_drains_only_while_it_can_write() {
+        let sh = shared_at(100, Some(50));
+        assert!(!sh.should_exit(), "not asked to");
+        sh.stop.store(true, Ordering::Release);
+        assert!(sh.should_exit(), "no drain time given");
+        *lock(&sh.drain_until) = Some(Instant::now() + Duration::from_secs(60));
+        assert!(sh.should_exit(), "not connected: nothing to drain into");
+        sh.connected.store(true, Ordering::Release);
+        assert!(!sh.should_exit(), "connected, behind, within the drain time");
+        sh.resync_pending.store(true, Ordering::Release);
+        assert!(sh.should_exit(), "no resync is started while stopping");
+        sh.resync_pending.store(false, Ordering::Release);
+        sh.applied.store(100, Ordering::Release);
+        assert!(sh.should_exit(), "caught up");
+    }
+
+    #[test]
+    fn past_the_budget_the_wal_is_let_go_and_a_resync_is_due() {
+        let sh = shared_at(1_000, Some(900));
+        let checkpoints = Checkpoints::default();
+        checkpoints.set(NAMES.checkpoint, 900);
+        tick(&sh, 100, &checkpoints, &NAMES);
+        assert!(!sh.flag(&sh.over_budget) && !sh.flag(&sh.resync_pending), "100 behind is within 100");
+        assert_eq!(checkpoints.get(NAMES.checkpoint), Some(900));
+        sh.status.durable_lsn.store(1_001, Ordering::Release);
+        tick(&sh, 100, &checkpoints, &NAMES);
+        assert!(sh.flag(&sh.over_budget) && sh.flag(&sh.resync_pending));
+        assert_eq!(checkpoints.get(NAMES.checkpoint), None, "holds no WAL past the budget");
+    }
+
+    #[test]
+    fn a_start_without_a_position_is_a_resync() {
+        let (none, some) = (shared_at(10, None), shared_at(10, Some(3)));
+        assert!(none.flag(&none.resync_pending));
+        assert!(!some.flag(&some.resync_pending));
+    }
 }

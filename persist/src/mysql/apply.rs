@@ -8,7 +8,7 @@
 //! the checkpoint covers it, whatever crashes when.
 
 use super::schema::{datetime, i64_col, ms_of, str_col, u32_col, u64_col, write_datetime};
-use crate::consumer::Failure;
+use crate::consumer::{orders_changed_not_created as orders_to_load, Failure};
 use seckill_engine::replica::Replica;
 use seckill_engine::{Activity, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
@@ -216,26 +216,6 @@ pub(crate) struct Plan {
     /// (activity, user) → (limit, lsn).
     pub quotas: BTreeMap<(u64, u64), (u32, u64)>,
     pub refusals: Vec<Refusal>,
-}
-
-/// Orders whose status changes in `records` but which the batch does not
-/// create: their current rows must come from MySQL.
-pub(crate) fn orders_to_load(records: &[(u64, Event)]) -> Vec<OrderId> {
-    let mut created = std::collections::HashSet::new();
-    let mut load = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (_, ev) in records {
-        match ev {
-            Event::OrderCreated(o) => {
-                created.insert(o.id);
-            }
-            Event::OrderStatusChanged { order_id, .. } if !created.contains(order_id) && seen.insert(*order_id) => {
-                load.push(*order_id);
-            }
-            _ => {}
-        }
-    }
-    load
 }
 
 fn signed(q: u32) -> i64 {

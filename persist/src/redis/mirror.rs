@@ -15,7 +15,7 @@ use super::keys::{self, id_lsn, KeyKind, Keys};
 use super::resp::{self, Item, Link, Resp};
 use super::state::{self, KnownOrder, MirrorState, Plan};
 use super::MirrorConfig;
-use crate::consumer::{Failure, Names, Opened, Target};
+use crate::consumer::{orders_changed_not_created, Failure, Names, Opened, Target};
 use crate::redact_url;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, Pipeline, Value};
@@ -292,7 +292,7 @@ impl Redis {
     /// Writes `events` (after `w`) and the due phase changes as one batch.
     async fn write_step(&mut self, w: u64, events: &[(u64, Event)]) -> Result<u64, Failure> {
         let phases = std::mem::take(&mut self.phase_due);
-        let to_read = state::orders_to_read(events);
+        let to_read = orders_changed_not_created(events);
         let known = if to_read.is_empty() {
             HashMap::new()
         } else {

@@ -59,26 +59,6 @@ pub(crate) struct KnownOrder {
     pub status: OrderStatus,
 }
 
-/// Orders whose status `records` change without creating them first:
-/// their quantity and status must be read from Redis.
-pub(crate) fn orders_to_read(records: &[(u64, Event)]) -> Vec<OrderId> {
-    let mut created = std::collections::HashSet::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (_, ev) in records {
-        match ev {
-            Event::OrderCreated(o) => {
-                created.insert(o.id);
-            }
-            Event::OrderStatusChanged { order_id, .. } if !created.contains(order_id) && seen.insert(*order_id) => {
-                out.push(*order_id);
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 /// One batch of records planned against the state before it: what to
 /// write to Redis, and the activities and products as they are after it
 /// (applied to the state only once Redis has the batch).
@@ -255,7 +235,7 @@ mod tests {
             (9, change(&old, OrderStatus::Expired)),
             (10, change(&old, OrderStatus::Expired)),
         ];
-        assert_eq!(orders_to_read(&recs), vec![old.id]);
+        assert_eq!(crate::consumer::orders_changed_not_created(&recs), vec![old.id]);
         assert!(plan(&state, &recs, &HashMap::new()).unwrap_err().contains("not in Redis"));
         let known = HashMap::from([(
             old.id,
