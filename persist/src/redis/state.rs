@@ -177,6 +177,7 @@ impl MirrorState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{change, order};
 
     fn activity(id: u64) -> Activity {
         Activity {
@@ -192,32 +193,6 @@ mod tests {
             require_buy_token: false,
             gate_factor: 5,
             status: seckill_engine::ActivityStatus::Active,
-        }
-    }
-
-    fn order(seq: u128, user: u64, q: u32) -> Order {
-        Order {
-            id: OrderId(OrderId::first_at(1_700_000_000_000, 0).0 + seq),
-            user_id: user,
-            activity_id: 1,
-            quantity: q,
-            amount_cents: 100 * u64::from(q),
-            status: OrderStatus::PendingPayment,
-            created_at_ms: 1,
-            pay_before_ms: 2,
-            idempotency_key: 0,
-            paid_txn: 0,
-        }
-    }
-
-    fn change(o: &Order, status: OrderStatus) -> Event {
-        Event::OrderStatusChanged {
-            order_id: o.id,
-            user_id: o.user_id,
-            activity_id: o.activity_id,
-            status,
-            at_ms: 5,
-            txn: 9,
         }
     }
 
