@@ -310,7 +310,10 @@ fn persister_catches_up_and_survives_an_engine_crash() {
     engine.sync().expect("sync");
     let durable_at_crash = durable(&node);
     assert!(p.applied_lsn() < durable_at_crash, "mid-drain");
+    assert!(node.wal.checkpoints.get(mysql::CHECKPOINT_NAME).is_some());
     drop(p);
+    // Dropping waits for the thread, which gives up its checkpoint.
+    assert_eq!(node.wal.checkpoints.get(mysql::CHECKPOINT_NAME), None);
     drop(engine);
     drop(node); // no shutdown: the process "dies" here
 

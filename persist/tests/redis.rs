@@ -449,6 +449,7 @@ fn mirror_equals_engine_after_a_load() {
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
     assert!(node.wal.checkpoints.get("mirror") == Some(m.applied_lsn()), "checkpoint at what Redis has");
     m.shutdown(mirror::SHUTDOWN_DRAIN);
+    assert_eq!(node.wal.checkpoints.get("mirror"), None, "a stopped mirror holds no WAL");
 }
 
 #[test]
