@@ -151,7 +151,7 @@ fn drain(node: &Node, base: &str, db: &str, batch: usize, n: u64, mysqld: Option
     let secs = started.elapsed().as_secs_f64();
     let (ours1, my1) = (cpu_seconds("self"), mysqld.map_or(f64::NAN, cpu_seconds));
     assert!(ok && p.applied_lsn() >= target, "persister did not catch up: {:?}", p.last_error());
-    let batches = p.stats()["batches"].as_u64().unwrap_or(0);
+    let batches = p.stats().batches;
     p.shutdown(Duration::from_secs(5));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let orders = rt.block_on(count(base, db, "orders"));

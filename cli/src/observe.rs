@@ -92,12 +92,22 @@ fn describe() {
     describe_histogram!("seckill_persister_batch_seconds", "Duration of one MySQL batch");
     describe_counter!("seckill_persister_records_total", "WAL records applied to MySQL");
     describe_counter!("seckill_persister_batches_total", "MySQL batches applied");
+    describe_counter!("seckill_persister_resyncs_total", "Rebuilds of MySQL from the engine's state");
+    describe_counter!("seckill_persister_restarts_total", "Persister restarts from MySQL's checkpoint");
+    describe_counter!("seckill_persister_budget_exceeded_total", "Times MySQL fell past the persister's WAL budget");
+    describe_gauge!("seckill_persister_connected", "1 while the persister has a MySQL connection");
     describe_gauge!("seckill_mirror_lag_records", "Durable WAL records not yet in Redis");
     describe_histogram!("seckill_mirror_lag_seconds", "Time from durable to in Redis, per record seen");
     describe_gauge!("seckill_mirror_applied_lsn", "Everything up to this LSN is in Redis");
     describe_gauge!("seckill_mirror_connected", "1 while the mirror has a Redis connection");
     describe_counter!("seckill_mirror_records_total", "WAL records applied to Redis");
-    describe_counter!("seckill_mirror_errors_total", "Redis mirror failures");
+    describe_counter!("seckill_mirror_errors_total", "Redis mirror failures, by kind");
+    describe_counter!("seckill_mirror_batches_total", "Redis batches written (one MULTI/EXEC each)");
+    describe_histogram!("seckill_mirror_batch_seconds", "Duration of one Redis batch");
+    describe_counter!("seckill_mirror_resyncs_total", "Rewrites of Redis from the engine's state");
+    describe_counter!("seckill_mirror_restarts_total", "Mirror restarts on a resync request");
+    describe_counter!("seckill_mirror_budget_exceeded_total", "Times Redis fell past the mirror's WAL budget");
+    describe_gauge!("seckill_mirror_halted", "1 while the mirror stopped on a log that does not replay");
 }
 
 /// Seconds of history the dashboard keeps (one sample a second).

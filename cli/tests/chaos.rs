@@ -212,8 +212,7 @@ fn chaos_kill_9_and_backend_outages() {
                     let mut m = max_lag.lock().expect("lock");
                     let p = &s["persister"];
                     m.persister_records = m.persister_records.max(p["lag_records"].as_u64().unwrap_or(0));
-                    m.persister_ms =
-                        m.persister_ms.max((p["lag_seconds"].as_f64().unwrap_or(0.0) * 1000.0).round() as u64);
+                    m.persister_ms = m.persister_ms.max(p["lag_ms"].as_u64().unwrap_or(0));
                     let r = &s["mirror"];
                     m.mirror_records = m.mirror_records.max(r["lag_records"].as_u64().unwrap_or(0));
                     m.mirror_ms = m.mirror_ms.max(r["lag_ms"].as_u64().unwrap_or(0));

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 // ---- Redis, prefixes --------------------------------------------------------
 
@@ -101,6 +102,15 @@ fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 
 // ---- an engine ---------------------------------------------------------------
 
+/// A test's Redis connection, key prefix, data dir and node (WAL segments
+/// of `segment_bytes_max`); `None` (skip) without Redis.
+fn setup(test: &str, prefix: &str, segment_bytes_max: u64) -> Option<(redis::Connection, Prefix, TempDir, Arc<Node>)> {
+    let conn = redis_or_skip(test)?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Arc::new(open_node(dir.path(), segment_bytes_max));
+    Some((conn, Prefix::new(prefix), dir, node))
+}
+
 fn open_node(dir: &std::path::Path, segment_bytes_max: u64) -> Node {
     let mut cfg = NodeConfig::new(dir);
     cfg.durability = Durability::None;
@@ -147,7 +157,6 @@ fn spawn_mirror(node: &Node, cfg: MirrorConfig) -> MirrorHandle {
         node.wal.checkpoints.clone(),
         ReplicaSource::Snapshots,
     )
-    .expect("mirror thread")
 }
 
 fn durable(node: &Node) -> u64 {
@@ -411,10 +420,9 @@ fn upstream_addr() -> String {
 
 #[test]
 fn mirror_equals_engine_after_a_load() {
-    let Some(mut conn) = redis_or_skip("mirror_equals_engine_after_a_load") else { return };
-    let prefix = Prefix::new("equal");
-    let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let Some((mut conn, prefix, _dir, node)) = setup("mirror_equals_engine_after_a_load", "equal", 64 << 20) else {
+        return;
+    };
     let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
     node.engine.create_product("phone".into(), "a phone".into(), "https://img/1".into(), 1999).unwrap();
     let quick = create_activity(&node, 300, 3, 1); // pending orders expire after 1 s
@@ -440,15 +448,16 @@ fn mirror_equals_engine_after_a_load() {
     assert_eq!(product.get("name").map(String::as_str), Some("phone"));
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
     assert!(node.wal.checkpoints.get("mirror") == Some(m.applied_lsn()), "checkpoint at what Redis has");
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
+    assert_eq!(node.wal.checkpoints.get("mirror"), None, "a stopped mirror holds no WAL");
 }
 
 #[test]
 fn a_flushed_mirror_is_rebuilt_within_seconds() {
-    let Some(mut conn) = redis_or_skip("a_flushed_mirror_is_rebuilt_within_seconds") else { return };
-    let prefix = Prefix::new("flush");
-    let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let Some((mut conn, prefix, _dir, node)) = setup("a_flushed_mirror_is_rebuilt_within_seconds", "flush", 64 << 20)
+    else {
+        return;
+    };
     let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
     let a = create_activity(&node, 200, 2, 1800);
     shop_in_parallel(&node, a, 2, 60, 1);
@@ -474,17 +483,18 @@ fn a_flushed_mirror_is_rebuilt_within_seconds() {
     wait_caught_up(&node, &m, Duration::from_secs(10));
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 /// A flush that only the next batch can notice (the idle check is off):
 /// the fence read inside its `MULTI/EXEC` must catch it.
 #[test]
 fn a_flush_between_batches_is_caught_by_the_next_batch() {
-    let Some(mut conn) = redis_or_skip("a_flush_between_batches_is_caught_by_the_next_batch") else { return };
-    let prefix = Prefix::new("fence");
-    let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let Some((mut conn, prefix, _dir, node)) =
+        setup("a_flush_between_batches_is_caught_by_the_next_batch", "fence", 64 << 20)
+    else {
+        return;
+    };
     let mut cfg = mirror_config(&prefix, &redis_url());
     cfg.check_ms = 600_000;
     let m = spawn_mirror(&node, cfg);
@@ -497,7 +507,7 @@ fn a_flush_between_batches_is_caught_by_the_next_batch() {
     wait_until("a resync after the next batch found the keys gone", Duration::from_secs(5), || m.resyncs() >= 2);
     wait_caught_up(&node, &m, Duration::from_secs(10));
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 // The mirror keeps no copy of the orders: a status change of an order it
@@ -506,12 +516,11 @@ fn a_flush_between_batches_is_caught_by_the_next_batch() {
 // and Redis is rewritten instead of getting a wrong count.
 #[test]
 fn an_order_hash_gone_from_redis_is_noticed_when_the_order_changes() {
-    let Some(mut conn) = redis_or_skip("an_order_hash_gone_from_redis_is_noticed_when_the_order_changes") else {
+    let Some((mut conn, prefix, _dir, node)) =
+        setup("an_order_hash_gone_from_redis_is_noticed_when_the_order_changes", "gone", 64 << 20)
+    else {
         return;
     };
-    let prefix = Prefix::new("gone");
-    let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(open_node(dir.path(), 64 << 20));
     let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
     let a = create_activity(&node, 100, 2, 1800);
     let first = buy(&node, 1, a, 2).expect("sold");
@@ -532,15 +541,16 @@ fn an_order_hash_gone_from_redis_is_noticed_when_the_order_changes() {
     wait_caught_up(&node, &m, Duration::from_secs(10));
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
 fn a_stream_consumer_sees_every_order_event_once_in_lsn_order() {
-    let Some(_conn) = redis_or_skip("a_stream_consumer_sees_every_order_event_once_in_lsn_order") else { return };
-    let prefix = Prefix::new("stream");
-    let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(open_node(dir.path(), 64 << 20));
+    let Some((_conn, prefix, _dir, node)) =
+        setup("a_stream_consumer_sees_every_order_event_once_in_lsn_order", "stream", 64 << 20)
+    else {
+        return;
+    };
     let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
     let a = create_activity(&node, 400, 3, 1800);
 
@@ -594,18 +604,17 @@ fn a_stream_consumer_sees_every_order_event_once_in_lsn_order() {
     let logged = logged_order_events(&node);
     assert!(logged.len() > 300, "a real load: {} events", logged.len());
     assert_stream_matches_log(&seen, &logged);
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
 fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
-    let Some(mut conn) = redis_or_skip("a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up") else {
+    let Some((mut conn, prefix, _dir, node)) =
+        setup("a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up", "outage", 64 << 20)
+    else {
         return;
     };
-    let prefix = Prefix::new("outage");
     let proxy = TcpProxy::start(&upstream_addr());
-    let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(open_node(dir.path(), 64 << 20));
     let m = spawn_mirror(&node, mirror_config(&prefix, &proxy_url(&proxy)));
     let a = create_activity(&node, 1000, 3, 1800);
     shop(&node, a, 1..40, 3);
@@ -639,16 +648,17 @@ fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
     assert_eq!(m.last_error(), None);
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
     assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
 fn past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs() {
-    let Some(mut conn) = redis_or_skip("past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs") else { return };
-    let prefix = Prefix::new("budget");
+    let Some((mut conn, prefix, dir, node)) =
+        setup("past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs", "budget", 4096)
+    else {
+        return;
+    };
     let proxy = TcpProxy::start(&upstream_addr());
-    let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(open_node(dir.path(), 4096));
     let mut cfg = mirror_config(&prefix, &proxy_url(&proxy));
     cfg.wal_budget_records = 50;
     let m = spawn_mirror(&node, cfg);
@@ -688,7 +698,7 @@ fn past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs() {
     assert_eq!(marker.1["gap"], "1", "events the WAL no longer had are flagged");
     let first_after = entries.iter().find(|(id, _)| keys_lsn(id) > before).expect("events after the outage");
     assert_eq!(first_after.1["prev"], "", "the entry after the hole does not claim to follow the one before it");
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
@@ -704,7 +714,7 @@ fn a_restarted_engine_and_mirror_continue_the_stream_without_a_gap() {
         let a = create_activity(&node, 500, 1, 1800);
         shop(&node, a, 1..150, 1);
         wait_caught_up(&node, &m, Duration::from_secs(10));
-        m.shutdown();
+        m.shutdown(mirror::SHUTDOWN_DRAIN);
         // More while no mirror runs: the next one must add these events.
         shop(&node, a, 150..200, 1);
         node.shutdown();
@@ -720,7 +730,7 @@ fn a_restarted_engine_and_mirror_continue_the_stream_without_a_gap() {
     let markers: Vec<&str> =
         entries.iter().filter(|(_, f)| f["type"] == "resync").map(|(_, f)| f["gap"].as_str()).collect();
     assert_eq!(markers, ["0", "0"], "each start added what the stream lacked from the WAL");
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 /// Mirror lag under a burst of buys (docs/REDIS.md). Run with
@@ -818,5 +828,5 @@ fn lag_under_a_burst() {
         t.elapsed()
     );
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
-    m.shutdown();
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
 }

@@ -154,7 +154,7 @@ impl Running {
             p.shutdown(std::time::Duration::from_secs(5));
         }
         if let Some(m) = self.mirror {
-            m.shutdown();
+            m.shutdown(redis::SHUTDOWN_DRAIN);
         }
         if let Address::Unix(p) = &self.addr {
             let _ = std::fs::remove_file(p);
@@ -189,8 +189,7 @@ pub fn start(args: &Args, more_stats: Vec<(&'static str, admin::StatsHook)>) -> 
         extra_stats.push(("persister", p.stats_hook()));
     }
     if let Some(m) = &mirror {
-        let view = m.view();
-        extra_stats.push(("mirror", Arc::new(move || view.stats().to_json())));
+        extra_stats.push(("mirror", m.stats_hook()));
     }
     extra_stats.extend(more_stats);
     let (stop_tx, stop_rx) = bounded::<&'static str>(4);
@@ -298,8 +297,7 @@ fn start_mirror(args: &Args, node: &Node) -> anyhow::Result<Option<redis::Mirror
         node.wal.status.clone(),
         node.wal.checkpoints.clone(),
         redis::ReplicaSource::Snapshots,
-    )
-    .context("starting the Redis mirror thread")?;
+    );
     Ok(Some(handle))
 }
 

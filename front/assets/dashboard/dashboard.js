@@ -5,7 +5,7 @@
 // Stable ids (docs/API.md, "Dashboard"):
 //   engine-durable-lsn, engine-written-lsn, engine-fsyncs, engine-wal-failed,
 //   engine-shards, engine-queue-depths, engine-wal-queue-depth,
-//   persister-lag-records, persister-lag-seconds, mirror-lag-records, mirror-lag-ms,
+//   persister-lag-records, persister-lag-ms, mirror-lag-records, mirror-lag-ms,
 //   act-<id>-title, act-<id>-phase, act-<id>-stock-total, act-<id>-stock-left,
 //   act-<id>-sold, act-<id>-orders-<status>, act-<id>-buys-<outcome>,
 //   act-<id>-answers-<class> (front in this process only),
@@ -153,7 +153,7 @@
     setText("engine-queue-depths", (s.queue_depths || []).join(" "));
     setText("engine-wal-queue-depth", s.wal_queue_depth);
     setText("persister-lag-records", s.persister ? s.persister.lag_records : "off");
-    setText("persister-lag-seconds", s.persister ? s.persister.lag_seconds : "off");
+    setText("persister-lag-ms", s.persister ? s.persister.lag_ms : "off");
     setText("mirror-lag-records", s.mirror ? s.mirror.lag_records : "off");
     setText("mirror-lag-ms", s.mirror ? s.mirror.lag_ms : "off");
 

@@ -8,6 +8,7 @@
 //! the checkpoint covers it, whatever crashes when.
 
 use super::schema::{datetime, i64_col, ms_of, str_col, u32_col, u64_col, write_datetime};
+use crate::consumer::{orders_changed_not_created as orders_to_load, Failure};
 use seckill_engine::replica::Replica;
 use seckill_engine::{Activity, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
@@ -82,28 +83,6 @@ async fn run_text(conn: &mut MySqlConnection, statements: Vec<String>) -> Result
         sqlx::raw_sql(sql).execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-/// Why applying stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// MySQL unreachable, slow, restarting, or refusing for a reason that
-    /// may pass: reconnect and retry with backoff.
-    Transient(String),
-    /// The checkpoint row is not where this persister left it (a resync was
-    /// requested, or someone else moved it): start over from MySQL's.
-    Restart(String),
-    /// Data that cannot be applied (MySQL edited by hand, or a log that
-    /// breaks the rules): stop and say why.
-    Fatal(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Transient(m) | Failure::Restart(m) | Failure::Fatal(m) => f.write_str(m),
-        }
-    }
 }
 
 /// MySQL error numbers that mean "this data does not fit", not "try later".
@@ -237,26 +216,6 @@ pub(crate) struct Plan {
     /// (activity, user) → (limit, lsn).
     pub quotas: BTreeMap<(u64, u64), (u32, u64)>,
     pub refusals: Vec<Refusal>,
-}
-
-/// Orders whose status changes in `records` but which the batch does not
-/// create: their current rows must come from MySQL.
-pub(crate) fn orders_to_load(records: &[(u64, Event)]) -> Vec<OrderId> {
-    let mut created = std::collections::HashSet::new();
-    let mut load = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (_, ev) in records {
-        match ev {
-            Event::OrderCreated(o) => {
-                created.insert(o.id);
-            }
-            Event::OrderStatusChanged { order_id, .. } if !created.contains(order_id) && seen.insert(*order_id) => {
-                load.push(*order_id);
-            }
-            _ => {}
-        }
-    }
-    load
 }
 
 fn signed(q: u32) -> i64 {
@@ -726,32 +685,7 @@ pub(crate) async fn write_full_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn order(seq: u128, user: u64, q: u32) -> Order {
-        Order {
-            id: OrderId(OrderId::first_at(1_700_000_000_000, 0).0 + seq),
-            user_id: user,
-            activity_id: 1,
-            quantity: q,
-            amount_cents: 100 * u64::from(q),
-            status: OrderStatus::PendingPayment,
-            created_at_ms: 1_700_000_000_000,
-            pay_before_ms: 1_700_000_900_000,
-            idempotency_key: 0,
-            paid_txn: 0,
-        }
-    }
-
-    fn change(o: &Order, status: OrderStatus) -> Event {
-        Event::OrderStatusChanged {
-            order_id: o.id,
-            user_id: o.user_id,
-            activity_id: o.activity_id,
-            status,
-            at_ms: 1_700_000_001_000,
-            txn: 9,
-        }
-    }
+    use crate::fixtures::{change, order};
 
     #[test]
     fn a_batch_coalesces_into_one_delta_per_activity() {

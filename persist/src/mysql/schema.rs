@@ -169,31 +169,31 @@ pub(crate) fn ms_of(column: &str) -> String {
     format!("(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) DIV 1000)")
 }
 
-/// A non-negative integer column, whether MySQL typed it signed or not.
-/// Bad data is an error naming the column, never a panic.
-pub(crate) fn u64_col(row: &MySqlRow, col: &str) -> Result<u64, String> {
+/// An integer column, whether MySQL typed it signed or not, as `T`. Bad
+/// data (a value `T` cannot hold) is an error naming the column, never a
+/// panic.
+fn int_col<T: TryFrom<u64> + TryFrom<i64>>(row: &MySqlRow, col: &str) -> Result<T, String> {
+    let out_of_range =
+        |v: &dyn std::fmt::Display| format!("column {col} is {v}, out of range for {}", std::any::type_name::<T>());
     if let Ok(v) = row.try_get::<u64, _>(col) {
-        return Ok(v);
+        return T::try_from(v).map_err(|_| out_of_range(&v));
     }
     match row.try_get::<i64, _>(col) {
-        Ok(v) => u64::try_from(v).map_err(|_| format!("column {col} is {v}, expected a non-negative number")),
+        Ok(v) => T::try_from(v).map_err(|_| out_of_range(&v)),
         Err(e) => Err(format!("column {col}: {e}")),
     }
+}
+
+pub(crate) fn u64_col(row: &MySqlRow, col: &str) -> Result<u64, String> {
+    int_col(row, col)
 }
 
 pub(crate) fn i64_col(row: &MySqlRow, col: &str) -> Result<i64, String> {
-    if let Ok(v) = row.try_get::<i64, _>(col) {
-        return Ok(v);
-    }
-    match row.try_get::<u64, _>(col) {
-        Ok(v) => i64::try_from(v).map_err(|_| format!("column {col} is {v}, too large")),
-        Err(e) => Err(format!("column {col}: {e}")),
-    }
+    int_col(row, col)
 }
 
 pub(crate) fn u32_col(row: &MySqlRow, col: &str) -> Result<u32, String> {
-    let v = u64_col(row, col)?;
-    u32::try_from(v).map_err(|_| format!("column {col} is {v}, expected at most {}", u32::MAX))
+    int_col(row, col)
 }
 
 pub(crate) fn str_col(row: &MySqlRow, col: &str) -> Result<String, String> {

@@ -1,45 +1,34 @@
-//! The mirror thread: tail the WAL, write Redis behind it.
+//! The Redis mirror: Redis as a target of the WAL-consumer driver
+//! (`crate::consumer`, which tails, batches, retries with backoff, holds
+//! the checkpoint, measures lag and resyncs).
 //!
-//! One position: Redis's (`Pos::Synced(w)`: everything up to `w` is in
+//! One position: Redis's (`synced == Some(w)`: everything up to `w` is in
 //! Redis). The mirror keeps no copy of the orders: between batches it holds
 //! only the catalog and per-activity counters (`MirrorState`), reads what a
 //! batch needs about older orders from Redis itself, and moves buyers'
-//! units by increments. It holds the WAL from `w` on (the checkpoint), so
-//! when Redis was away it reads the missing records again and writes them in
-//! batches. Past the WAL budget, or when Redis lost the mirror, it rewrites
-//! Redis (`Pos::Resync`) from the engine's state, built for the occasion
-//! from the newest snapshot plus the WAL and dropped afterwards.
+//! units by increments. When Redis lost the mirror (or the driver finds
+//! the WAL it lacks gone, or past the budget), the driver has it rewrite
+//! Redis from the engine's state, built for the occasion from the newest
+//! snapshot plus the WAL and dropped afterwards.
 
 use super::keys::{self, id_lsn, KeyKind, Keys};
 use super::resp::{self, Item, Link, Resp};
 use super::state::{self, KnownOrder, MirrorState, Plan};
-use super::{lock, wall_ms, MirrorConfig, ReplicaSource, Shared, CHECKPOINT};
+use super::MirrorConfig;
+use crate::consumer::{orders_changed_not_created, Failure, Names, Opened, Target};
 use crate::redact_url;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, Pipeline, Value};
 use seckill_engine::event::Event;
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::tail::{TailError, Tailer};
-use seckill_engine::wal::{segment, snapshot, Checkpoints, WalStatus};
+use seckill_engine::wal::{segment, WalStatus};
 use seckill_proto::{OrderId, OrderStatus};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pos {
-    /// Redis holds everything up to this LSN.
-    Synced(u64),
-    /// Redis must be rewritten from the engine's state.
-    Resync,
-}
-
-/// Read positions remembered for measuring lag; more are merged.
-const SEEN_MAX: usize = 65_536;
-const BACKOFF_MIN_MS: u64 = 100;
 
 /// Adds `ARGV` pairs (user, delta) to the buyers' hash `KEYS[1]`, dropping
 /// buyers left with nothing: one command per activity and batch for every
@@ -50,92 +39,6 @@ const PURCHASED_LUA: &str = "for i = 1, #ARGV, 2 do \
    end \
    return 0";
 
-pub(crate) fn run(
-    cfg: MirrorConfig,
-    data_dir: PathBuf,
-    status: Arc<WalStatus>,
-    checkpoints: Arc<Checkpoints>,
-    source: ReplicaSource,
-    shared: Arc<Shared>,
-) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            *lock(&shared.last_error) = Some(format!("cannot start the mirror's runtime: {e}"));
-            return;
-        }
-    };
-    let given = match source {
-        ReplicaSource::Given(r) => Some(*r),
-        ReplicaSource::Snapshots => None,
-    };
-    let (cps, sh) = (checkpoints.clone(), shared.clone());
-    let mirror = Mirror::new(cfg, data_dir, status, checkpoints, shared, given);
-    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(mirror.run())));
-    if ran.is_err() {
-        // A bug, not an outage: stop holding the WAL and say so.
-        cps.remove(CHECKPOINT);
-        sh.connected.store(false, Ordering::Release);
-        *lock(&sh.last_error) = Some("the Redis mirror thread panicked (a bug); the mirror is stopped".into());
-        tracing::error!("the Redis mirror thread panicked; the mirror is stopped");
-    }
-}
-
-fn load_snapshot(data_dir: &Path) -> std::io::Result<Replica> {
-    match snapshot::load_newest(&data_dir.join("snapshots")) {
-        Ok(r) => Ok(r.unwrap_or_default()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Replica::default()),
-        Err(e) => Err(e),
-    }
-}
-
-enum BuildError {
-    /// Try again later (a file could not be read).
-    Io(String),
-    /// The log does not replay: the mirror stops.
-    Broken(String),
-}
-
-/// The engine's state at (at least) the durable LSN of now: `given` or the
-/// newest snapshot, then the WAL after it. Built for a resync, then dropped.
-fn build_replica(given: Option<Replica>, data_dir: &Path, status: &Arc<WalStatus>) -> Result<Replica, BuildError> {
-    let target = status.durable_lsn.load(Ordering::Acquire);
-    let mut given = given;
-    // The WAL after a snapshot vanishes only when a newer snapshot let it
-    // go: start again from that one.
-    for _ in 0..5 {
-        let mut r = match given.take() {
-            Some(r) => r,
-            None => load_snapshot(data_dir).map_err(|e| BuildError::Io(format!("reading snapshots: {e}")))?,
-        };
-        let mut tail = Tailer::new(data_dir, status.clone(), r.lsn);
-        let mut buf = Vec::new();
-        let complete = loop {
-            buf.clear();
-            match tail.poll(10_000, &mut buf) {
-                Ok(_) => {}
-                Err(TailError::Truncated(_)) => break false,
-                Err(e) => return Err(BuildError::Io(format!("reading the WAL: {e}"))),
-            }
-            if buf.is_empty() {
-                break true;
-            }
-            for (lsn, ev) in buf.drain(..) {
-                r.apply(lsn, &ev).map_err(|e| BuildError::Broken(format!("the WAL does not replay ({e})")))?;
-            }
-            if r.lsn >= target && tail.lag_records() == 0 {
-                break true;
-            }
-        };
-        if complete {
-            return Ok(r);
-        }
-    }
-    Err(BuildError::Io("the WAL after the newest snapshot kept vanishing while being read".into()))
-}
-
-/// A run id: unique per mirror start, so a second writer or a restored
-/// Redis is noticed.
 fn new_run_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -187,34 +90,23 @@ fn top_id(v: &Value) -> Option<String> {
     }
 }
 
-enum Outcome {
-    Applied,
-    /// Redis did not hold what we expected: rewrite it.
-    Lost(String),
-}
-
 /// A batch sent whose answer did not come back: it may have landed.
 struct InFlight {
     lsn: u64,
     plan: Plan,
 }
 
-struct Mirror {
+/// Redis as a target: connections, the catalog state at `synced`, the
+/// stream's last id and the activities' phase changes to come.
+pub(crate) struct Redis {
     cfg: MirrorConfig,
     keys: Keys,
     data_dir: PathBuf,
     status: Arc<WalStatus>,
-    checkpoints: Arc<Checkpoints>,
-    shared: Arc<Shared>,
-    /// Catalog and per-activity counters as Redis has them at `pos`.
+    /// Catalog and per-activity counters as Redis has them at `synced`.
     state: MirrorState,
-    /// A replica handed over at start, used by the first resync only.
-    given: Option<Replica>,
-    /// Reads the WAL after `w`.
-    tail: Option<Tailer>,
-    pos: Pos,
-    /// The last LSN known to be in Redis (kept while a resync is pending).
-    applied: u64,
+    /// Redis holds everything up to this LSN; `None`: it must be rewritten.
+    synced: Option<u64>,
     in_flight: Option<InFlight>,
     run_id: String,
     client: Option<Client>,
@@ -224,66 +116,92 @@ struct Mirror {
     link: Option<Link>,
     /// The reused buffer batches are written into.
     resp: Resp,
-    backoff_ms: u64,
-    next_connect: Instant,
     next_check: Instant,
     /// The newest stream entry id ("" unknown): the next entry's `prev`.
     last_id: String,
-    /// (durable LSN, wall ms when the mirror first saw it), oldest first.
-    seen: VecDeque<(u64, u64)>,
-    seen_durable: u64,
     /// (time, activity) at which an activity's phase changes.
     boundaries: BTreeSet<(u64, u64)>,
     phase_due: BTreeSet<u64>,
-    /// The log does not replay: nothing more is written.
-    broken: bool,
-    checkpoint_at: Option<u64>,
-    next_metrics: Instant,
 }
 
-impl Mirror {
-    fn new(
-        cfg: MirrorConfig,
-        data_dir: PathBuf,
-        status: Arc<WalStatus>,
-        checkpoints: Arc<Checkpoints>,
-        shared: Arc<Shared>,
-        given: Option<Replica>,
-    ) -> Self {
-        let now = Instant::now();
-        let durable = status.durable_lsn.load(Ordering::Acquire);
-        let mut m = Self {
+impl Target for Redis {
+    const NAMES: Names = Names {
+        thread: "redis-mirror",
+        what: "Redis mirror",
+        checkpoint: super::CHECKPOINT,
+        kind: "redis",
+        halt_hint: "Restart the engine (or call request_resync) to rewrite Redis from the engine's state.",
+        errors_total: "seckill_mirror_errors_total",
+        records_total: "seckill_mirror_records_total",
+        batches_total: "seckill_mirror_batches_total",
+        resyncs_total: "seckill_mirror_resyncs_total",
+        restarts_total: "seckill_mirror_restarts_total",
+        budget_exceeded_total: "seckill_mirror_budget_exceeded_total",
+        lag_records: "seckill_mirror_lag_records",
+        applied_lsn: "seckill_mirror_applied_lsn",
+        halted: "seckill_mirror_halted",
+        connected: "seckill_mirror_connected",
+        batch_seconds: "seckill_mirror_batch_seconds",
+        lag_seconds_gauge: None,
+        lag_seconds_histogram: Some("seckill_mirror_lag_seconds"),
+    };
+
+    async fn open(&mut self) -> Result<Opened, Failure> {
+        if self.conn.is_none() || self.link.is_none() {
+            self.connect().await.map_err(Failure::Transient)?;
+        }
+        Ok(Opened { lsn: self.synced, resync_flagged: false })
+    }
+
+    async fn apply(&mut self, after: u64, batch: &[(u64, Event)]) -> Result<u64, Failure> {
+        if self.synced != Some(after) {
+            return Err(self.lost(format!("the mirror is at {:?}, not {after}", self.synced)));
+        }
+        self.due_phases();
+        self.write_step(after, batch).await
+    }
+
+    async fn resync(&mut self, replica: &Replica) -> Result<u64, Failure> {
+        self.rewrite(replica).await.map_err(Failure::Transient)
+    }
+
+    /// Writes the activities whose phase changed, and every `check_ms`
+    /// checks that Redis still has the mirror.
+    async fn idle(&mut self, at: u64) -> Result<(), Failure> {
+        if self.due_phases() {
+            self.apply(at, &[]).await?;
+        } else if Instant::now() >= self.next_check {
+            self.check(at).await?;
+        }
+        Ok(())
+    }
+
+    fn disconnect(&mut self) {
+        self.conn = None;
+        self.link = None;
+    }
+}
+
+impl Redis {
+    pub(crate) fn new(cfg: MirrorConfig, data_dir: PathBuf, status: Arc<WalStatus>) -> Self {
+        Self {
             keys: Keys::new(&cfg.prefix),
             state: MirrorState::default(),
-            given,
-            tail: None,
             cfg,
             data_dir,
             status,
-            checkpoints,
-            shared,
-            pos: Pos::Resync,
-            applied: 0,
+            synced: None,
             in_flight: None,
             run_id: new_run_id(),
             client: None,
             conn: None,
             link: None,
             resp: Resp::default(),
-            backoff_ms: BACKOFF_MIN_MS,
-            next_connect: now,
-            next_check: now,
+            next_check: Instant::now(),
             last_id: String::new(),
-            seen: VecDeque::new(),
-            seen_durable: durable,
             boundaries: BTreeSet::new(),
             phase_due: BTreeSet::new(),
-            broken: false,
-            checkpoint_at: None,
-            next_metrics: now,
-        };
-        m.publish();
-        m
+        }
     }
 
     fn op_timeout(&self) -> Duration {
@@ -294,138 +212,16 @@ impl Mirror {
         self.cfg.batch_records_max.max(1)
     }
 
-    fn durable(&self) -> u64 {
-        self.status.durable_lsn.load(Ordering::Acquire)
-    }
-
-    async fn run(mut self) {
-        let mut stop_by: Option<Instant> = None;
-        loop {
-            if self.shared.stop.load(Ordering::Acquire) {
-                let by = *stop_by.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
-                let done = match self.pos {
-                    Pos::Synced(w) => w >= self.durable(),
-                    Pos::Resync => true,
-                };
-                if done || self.broken || self.conn.is_none() || Instant::now() >= by {
-                    break;
-                }
-            }
-            let mut busy = false;
-            if !self.broken {
-                if self.conn.is_none() && Instant::now() >= self.next_connect && stop_by.is_none() {
-                    self.connect().await;
-                }
-                if self.conn.is_some() {
-                    busy |= self.redis_step(stop_by.is_some()).await;
-                }
-            }
-            self.publish();
-            if !busy {
-                tokio::time::sleep(Duration::from_millis(self.cfg.batch_ms.max(1))).await;
-            }
-        }
-        self.next_metrics = Instant::now();
-        self.publish();
-        // Checkpoints live in memory: the next start registers its own.
-        // Until then this one must not keep the engine's WAL.
-        self.checkpoints.remove(CHECKPOINT);
-        self.shared.connected.store(false, Ordering::Release);
-        tracing::info!(applied_lsn = self.applied, "Redis mirror stopped");
-    }
-
-    fn error(&mut self, msg: String) {
-        metrics::counter!("seckill_mirror_errors_total").increment(1);
-        let mut last = lock(&self.shared.last_error);
-        if last.as_deref() != Some(msg.as_str()) {
-            tracing::warn!(error = %msg, "Redis mirror");
-        }
-        *last = Some(msg);
-    }
-
-    /// A Redis operation failed: drop the connection and retry later.
-    fn fail(&mut self, msg: String) {
-        tracing::debug!(retry_in_ms = self.backoff_ms, "Redis mirror: retrying later");
-        self.conn = None;
-        self.link = None;
-        self.shared.connected.store(false, Ordering::Release);
-        self.tail = None;
-        self.next_connect = Instant::now() + Duration::from_millis(self.backoff_ms);
-        self.backoff_ms = (self.backoff_ms * 2).min(self.cfg.backoff_max_ms.max(BACKOFF_MIN_MS));
-        self.error(msg);
-    }
-
-    fn healthy(&mut self) {
-        self.backoff_ms = BACKOFF_MIN_MS;
-        *lock(&self.shared.last_error) = None;
-    }
-
-    fn lost(&mut self, why: String) {
-        tracing::warn!(reason = %why, "Redis no longer holds the mirror; rewriting it from the engine's state");
-        self.pos = Pos::Resync;
-        self.tail = None;
+    /// Redis no longer holds the mirror: it must be rewritten.
+    fn lost(&mut self, why: String) -> Failure {
+        self.synced = None;
         self.in_flight = None;
+        Failure::Lost(format!("Redis no longer holds the mirror: {why}"))
     }
 
-    async fn connect(&mut self) {
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => match Client::open(self.cfg.url.as_str()) {
-                Ok(c) => {
-                    self.client = Some(c.clone());
-                    c
-                }
-                Err(e) => {
-                    let msg = format!("bad Redis URL {}: {e}", redact_url(&self.cfg.url));
-                    return self.fail(msg);
-                }
-            },
-        };
-        let t = self.op_timeout();
-        let conf = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(Some(t));
-        let mut conn = match tokio::time::timeout(t, client.get_multiplexed_async_connection_with_config(&conf)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return self.fail(format!("cannot connect to Redis at {}: {e}", redact_url(&self.cfg.url))),
-            Err(_) => return self.fail(format!("connecting to Redis at {} timed out", redact_url(&self.cfg.url))),
-        };
-        let mut p = redis::pipe();
-        p.cmd("MGET").arg(self.keys.lsn()).arg(self.keys.run());
-        p.cmd("XREVRANGE").arg(self.keys.events()).arg("+").arg("-").arg("COUNT").arg(1);
-        let (marks, top): (Vec<Option<String>>, Value) = match query(&mut conn, &p, t).await {
-            Ok(v) => v,
-            Err(e) => return self.fail(e),
-        };
-        let link = match tokio::time::timeout(t, Link::open(client.get_connection_info(), t)).await {
-            Ok(Ok(l)) => l,
-            Ok(Err(e)) => return self.fail(format!("cannot connect to Redis at {}: {e}", redact_url(&self.cfg.url))),
-            Err(_) => return self.fail(format!("connecting to Redis at {} timed out", redact_url(&self.cfg.url))),
-        };
-        self.conn = Some(conn);
-        self.link = Some(link);
-        self.shared.connected.store(true, Ordering::Release);
-        self.next_check = Instant::now() + Duration::from_millis(self.cfg.check_ms);
-        self.last_id = top_id(&top).unwrap_or_default();
-        let lsn = marks.first().cloned().flatten().and_then(|s| s.parse::<u64>().ok());
-        let ours = marks.get(1).cloned().flatten().as_deref() == Some(self.run_id.as_str());
-        tracing::info!(url = %redact_url(&self.cfg.url), redis_lsn = ?lsn, "Redis mirror connected");
-        let in_flight = self.in_flight.take();
-        if let Pos::Synced(w) = self.pos {
-            match (lsn, in_flight) {
-                (Some(x), _) if ours && x == w => {}
-                // The batch whose answer was lost landed: take it.
-                (Some(x), Some(f)) if ours && x == f.lsn => {
-                    self.state.commit(&f.plan);
-                    self.pos = Pos::Synced(x);
-                    self.applied = x;
-                    self.tail = None;
-                }
-                _ => self.lost(format!("Redis has LSN {lsn:?} (run id ours: {ours}), the mirror wrote {w}")),
-            }
-        }
-    }
-
-    /// One step of Redis work. Returns whether it did any.
-    async fn redis_step(&mut self, stopping: bool) -> bool {
+    /// Moves the activities whose phase changed by now to `phase_due`;
+    /// whether any are due.
+    fn due_phases(&mut self) -> bool {
         let now_ms = self.cfg.clock.now_ms();
         while let Some(&(t, id)) = self.boundaries.first() {
             if t > now_ms {
@@ -434,58 +230,69 @@ impl Mirror {
             self.boundaries.pop_first();
             self.phase_due.insert(id);
         }
-        match self.pos {
-            Pos::Resync => {
-                if stopping {
-                    return false;
-                }
-                match self.resync().await {
-                    Ok(()) => self.healthy(),
-                    Err(e) => self.fail(e),
-                }
-                true
-            }
-            Pos::Synced(w) if w < self.durable() || !self.phase_due.is_empty() => self.write_step(w).await,
-            Pos::Synced(w) => {
-                if Instant::now() >= self.next_check && !stopping {
-                    self.check(w).await;
-                }
-                false
-            }
-        }
+        !self.phase_due.is_empty()
     }
 
-    /// Writes the next batch after `w`. Returns whether to go on at once
-    /// (false: nothing to do, or a batch smaller than `coalesce_records`,
-    /// after which the loop naps `batch_ms` so the next one is bigger).
-    async fn write_step(&mut self, w: u64) -> bool {
-        let max = self.max();
-        if self.tail.as_ref().is_none_or(|t| t.next_lsn() != w + 1) {
-            self.tail = Some(Tailer::new(&self.data_dir, self.status.clone(), w));
-        }
-        let mut events = Vec::new();
-        let polled = match self.tail.as_mut() {
-            Some(t) => t.poll(max, &mut events),
-            None => Ok(0),
+    async fn connect(&mut self) -> Result<(), String> {
+        self.conn = None;
+        self.link = None;
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => {
+                let c = Client::open(self.cfg.url.as_str())
+                    .map_err(|e| format!("bad Redis URL {}: {e}", redact_url(&self.cfg.url)))?;
+                self.client.insert(c).clone()
+            }
         };
-        match polled {
-            Ok(_) => {}
-            Err(TailError::Truncated(_)) => {
-                self.lost("the WAL records Redis lacks are gone".into());
-                return true;
+        let t = self.op_timeout();
+        let unreachable =
+            |e: &dyn std::fmt::Display| format!("cannot connect to Redis at {}: {e}", redact_url(&self.cfg.url));
+        let timed_out = || format!("connecting to Redis at {} timed out", redact_url(&self.cfg.url));
+        let conf = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(Some(t));
+        let mut conn = match tokio::time::timeout(t, client.get_multiplexed_async_connection_with_config(&conf)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(unreachable(&e)),
+            Err(_) => return Err(timed_out()),
+        };
+        let mut p = redis::pipe();
+        p.cmd("MGET").arg(self.keys.lsn()).arg(self.keys.run());
+        p.cmd("XREVRANGE").arg(self.keys.events()).arg("+").arg("-").arg("COUNT").arg(1);
+        let (marks, top): (Vec<Option<String>>, Value) = query(&mut conn, &p, t).await?;
+        let link = match tokio::time::timeout(t, Link::open(client.get_connection_info(), t)).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => return Err(unreachable(&e)),
+            Err(_) => return Err(timed_out()),
+        };
+        self.conn = Some(conn);
+        self.link = Some(link);
+        self.next_check = Instant::now() + Duration::from_millis(self.cfg.check_ms);
+        self.last_id = top_id(&top).unwrap_or_default();
+        let lsn = marks.first().cloned().flatten().and_then(|s| s.parse::<u64>().ok());
+        let ours = marks.get(1).cloned().flatten().as_deref() == Some(self.run_id.as_str());
+        tracing::info!(url = %redact_url(&self.cfg.url), redis_lsn = ?lsn, "Redis mirror connected");
+        let in_flight = self.in_flight.take();
+        if let Some(w) = self.synced {
+            match (lsn, in_flight) {
+                (Some(x), _) if ours && x == w => {}
+                // The batch whose answer was lost landed: take it.
+                (Some(x), Some(f)) if ours && x == f.lsn => {
+                    self.state.commit(&f.plan);
+                    self.synced = Some(x);
+                }
+                _ => {
+                    let why = format!("Redis has LSN {lsn:?} (run id ours: {ours}), the mirror wrote {w}");
+                    tracing::warn!(reason = %why, "Redis no longer holds the mirror; rewriting it from the engine's state");
+                    self.synced = None;
+                }
             }
-            Err(e) if events.is_empty() => {
-                self.tail = None;
-                self.error(format!("reading the WAL: {e}"));
-                return false;
-            }
-            Err(_) => self.tail = None,
         }
+        Ok(())
+    }
+
+    /// Writes `events` (after `w`) and the due phase changes as one batch.
+    async fn write_step(&mut self, w: u64, events: &[(u64, Event)]) -> Result<u64, Failure> {
         let phases = std::mem::take(&mut self.phase_due);
-        if events.is_empty() && phases.is_empty() {
-            return false;
-        }
-        let to_read = state::orders_to_read(&events);
+        let to_read = orders_changed_not_created(events);
         let known = if to_read.is_empty() {
             HashMap::new()
         } else {
@@ -493,39 +300,30 @@ impl Mirror {
                 Ok(k) => k,
                 Err(e) => {
                     self.phase_due.extend(phases);
-                    self.fail(e);
-                    return true;
+                    return Err(Failure::Transient(e));
                 }
             }
         };
-        let plan = match state::plan(&self.state, &events, &known) {
+        let plan = match state::plan(&self.state, events, &known) {
             Ok(p) => p,
-            Err(why) => {
-                self.lost(why);
-                return true;
-            }
+            Err(why) => return Err(self.lost(why)),
         };
         let new_lsn = events.last().map_or(w, |(l, _)| *l);
-        match self.write_batch(w, new_lsn, &events, &plan, &phases).await {
-            Ok(Outcome::Applied) => {
+        match self.write_batch(w, new_lsn, events, &plan, &phases).await {
+            Ok(()) => {
                 self.state.commit(&plan);
-                self.pos = Pos::Synced(new_lsn);
-                self.applied = new_lsn;
-                metrics::counter!("seckill_mirror_records_total").increment(events.len() as u64);
-                self.shared.batches.fetch_add(1, Ordering::AcqRel);
-                self.healthy();
-                return events.len() >= self.cfg.coalesce_records;
+                self.synced = Some(new_lsn);
+                Ok(new_lsn)
             }
-            Ok(Outcome::Lost(why)) => self.lost(why),
+            Err(Failure::Lost(why)) => Err(self.lost(why)),
             Err(e) => {
                 self.phase_due.extend(phases);
                 if new_lsn > w {
                     self.in_flight = Some(InFlight { lsn: new_lsn, plan });
                 }
-                self.fail(e);
+                Err(e)
             }
         }
-        true
     }
 
     /// Quantity, amount and status of orders older than the batch, from
@@ -623,7 +421,7 @@ impl Mirror {
         events: &[(u64, Event)],
         plan: &Plan,
         phases: &BTreeSet<u64>,
-    ) -> Result<Outcome, String> {
+    ) -> Result<(), Failure> {
         let mut r = std::mem::take(&mut self.resp);
         r.clear();
         r.cmd(1).arg("MULTI");
@@ -635,79 +433,63 @@ impl Mirror {
         r.cmd(1).arg("EXEC");
         let outcome = self.exec(&r, w).await;
         self.resp = r;
-        match outcome? {
-            Outcome::Applied => {}
-            lost => return Ok(lost),
-        }
+        outcome?;
         self.last_id = last_id;
-        Ok(Outcome::Applied)
+        Ok(())
     }
 
     /// Sends a `MULTI … EXEC` whose first two commands are the fence
     /// (`GET mirror:lsn`, `GET mirror:run`) and reads only what matters of
-    /// the answer: the fence, and whether Redis refused any command.
-    async fn exec(&mut self, r: &Resp, w: u64) -> Result<Outcome, String> {
-        let mut link = self.link.take().ok_or("not connected")?;
-        let n = link.exchange(r, self.op_timeout()).await?;
+    /// the answer: the fence, and whether Redis refused any command
+    /// (`Lost`: Redis is to be rewritten).
+    async fn exec(&mut self, r: &Resp, w: u64) -> Result<(), Failure> {
+        let mut link = self.link.take().ok_or_else(|| Failure::Transient("not connected".into()))?;
+        let n = link.exchange(r, self.op_timeout()).await.map_err(Failure::Transient)?;
         let items = resp::elements(link.raw(n - 1)).map_err(|e| match link.reply(n - 1) {
-            Ok(Item::Error(e)) => format!("Redis refused the batch: {}", String::from_utf8_lossy(e)),
-            _ => e,
+            Ok(Item::Error(e)) => {
+                Failure::Transient(format!("Redis refused the batch: {}", String::from_utf8_lossy(e)))
+            }
+            _ => Failure::Transient(e),
         })?;
         let (lsn, run) = (items.first().and_then(Item::text), items.get(1).and_then(Item::text));
         let outcome = if lsn != Some(w.to_string().as_bytes()) || run != Some(self.run_id.as_bytes()) {
-            Outcome::Lost(format!(
+            Err(Failure::Lost(format!(
                 "expected LSN {w} and our run id, found LSN {:?}",
                 lsn.map(|l| String::from_utf8_lossy(l).into_owned())
-            ))
+            )))
         } else if let Some(e) = items.iter().find_map(|v| match v {
             Item::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
             _ => None,
         }) {
-            self.error(format!("Redis refused a mirror write: {e}"));
-            Outcome::Lost(format!("Redis refused a write: {e}"))
+            Err(Failure::Lost(format!("Redis refused a mirror write: {e}")))
         } else {
-            Outcome::Applied
+            Ok(())
         };
         drop(items);
         self.link = Some(link);
-        Ok(outcome)
+        outcome
     }
 
     /// While idle: is the mirror still there?
-    async fn check(&mut self, w: u64) {
+    async fn check(&mut self, w: u64) -> Result<(), Failure> {
         self.next_check = Instant::now() + Duration::from_millis(self.cfg.check_ms);
-        let Some(mut conn) = self.conn.clone() else { return };
+        let Some(mut conn) = self.conn.clone() else { return Ok(()) };
         let mut p = redis::pipe();
         p.cmd("MGET").arg(self.keys.lsn()).arg(self.keys.run());
-        match query::<(Vec<Option<String>>,)>(&mut conn, &p, self.op_timeout()).await {
-            Ok((marks,)) => {
-                let lsn = marks.first().cloned().flatten();
-                let run = marks.get(1).cloned().flatten();
-                if lsn.as_deref() != Some(w.to_string().as_str()) || run.as_deref() != Some(self.run_id.as_str()) {
-                    self.lost(format!("expected LSN {w} and our run id, found LSN {lsn:?}"));
-                } else {
-                    self.healthy();
-                }
-            }
-            Err(e) => self.fail(e),
+        let (marks,) =
+            query::<(Vec<Option<String>>,)>(&mut conn, &p, self.op_timeout()).await.map_err(Failure::Transient)?;
+        let lsn = marks.first().cloned().flatten();
+        let run = marks.get(1).cloned().flatten();
+        if lsn.as_deref() != Some(w.to_string().as_str()) || run.as_deref() != Some(self.run_id.as_str()) {
+            return Err(self.lost(format!("expected LSN {w} and our run id, found LSN {lsn:?}")));
         }
+        Ok(())
     }
 
-    /// Rewrites Redis from the engine's state (built now from the newest
-    /// snapshot and the WAL, dropped at the end), at that state's LSN.
-    async fn resync(&mut self) -> Result<(), String> {
+    /// Rewrites Redis from `replica` (the engine's state, built for it
+    /// by the driver), at that state's LSN.
+    async fn rewrite(&mut self, replica: &Replica) -> Result<u64, String> {
         let started = Instant::now();
-        let replica = match build_replica(self.given.take(), &self.data_dir, &self.status) {
-            Ok(r) => r,
-            Err(BuildError::Io(e)) => return Err(format!("building the state to rewrite Redis from: {e}")),
-            Err(BuildError::Broken(e)) => {
-                self.broken = true;
-                let msg = format!("{e}; the Redis mirror stops");
-                tracing::error!("{msg}");
-                *lock(&self.shared.last_error) = Some(msg.clone());
-                return Ok(());
-            }
-        };
         let r = replica.lsn;
         let t = self.op_timeout();
         let mut conn = self.conn.clone().ok_or("not connected")?;
@@ -750,15 +532,14 @@ impl Mirror {
             prev.clear(); // what came before the first added event is unknown
         }
         let mut link = self.link.take().ok_or("not connected")?;
-        if from < r && !self.backfill(&mut link, &replica, from, r, &mut prev).await? {
+        if from < r && !self.backfill(&mut link, replica, from, r, &mut prev).await? {
             gap = true;
         }
 
-        let state = MirrorState::from_replica(&replica);
-        self.write_all(&mut link, &replica, &state).await?;
+        let state = MirrorState::from_replica(replica);
+        self.write_all(&mut link, replica, &state).await?;
         self.link = Some(link);
-        self.sweep(&mut conn, &replica).await?;
-        drop(replica);
+        self.sweep(&mut conn, replica).await?;
 
         let mut p = redis::pipe();
         p.atomic();
@@ -779,14 +560,10 @@ impl Mirror {
         let (id,): (String,) = query(&mut conn, &p, t).await?;
         self.last_id = id;
         self.state = state;
-        self.pos = Pos::Synced(r);
-        self.applied = r;
-        self.tail = None;
+        self.synced = Some(r);
         self.in_flight = None;
-        self.shared.resyncs.fetch_add(1, Ordering::AcqRel);
-        metrics::counter!("seckill_mirror_resyncs_total").increment(1);
         tracing::info!(lsn = r, gap, took_ms = started.elapsed().as_millis() as u64, "Redis mirror: resync done");
-        Ok(())
+        Ok(r)
     }
 
     /// XADDs the order events of `(from, to]` from the WAL. False if the
@@ -925,70 +702,6 @@ impl Mirror {
                 return Ok(());
             }
             cursor = next;
-        }
-    }
-
-    // ---- reporting -----------------------------------------------------
-
-    fn publish(&mut self) {
-        let durable = self.status.durable_lsn.load(Ordering::Acquire);
-        if let Pos::Synced(w) = self.pos {
-            if durable.saturating_sub(w) > self.cfg.wal_budget_records {
-                tracing::warn!(
-                    behind = durable - w,
-                    budget = self.cfg.wal_budget_records,
-                    "Redis mirror is past its WAL budget: releasing the WAL it held; Redis will be rewritten from the engine's state"
-                );
-                self.pos = Pos::Resync;
-                self.tail = None;
-                self.in_flight = None;
-            }
-        }
-        // Redis's position while it can catch up from the log. A resync
-        // starts from the newest snapshot, whose WAL the engine keeps
-        // anyway; a mirror that stopped following the log holds nothing.
-        let checkpoint = match self.pos {
-            _ if self.broken => None,
-            Pos::Synced(w) => Some(w),
-            Pos::Resync => None,
-        };
-        if self.checkpoint_at != checkpoint {
-            match checkpoint {
-                Some(lsn) => self.checkpoints.set(CHECKPOINT, lsn),
-                None => self.checkpoints.remove(CHECKPOINT),
-            }
-            self.checkpoint_at = checkpoint;
-        }
-        self.shared.applied_lsn.store(self.applied, Ordering::Release);
-        self.shared.resync_pending.store(self.pos == Pos::Resync, Ordering::Release);
-        let now = wall_ms();
-        // When records first showed as durable here (every loop: at most
-        // one Redis round trip after they did).
-        if durable > self.seen_durable {
-            self.seen_durable = durable;
-            if self.seen.len() < SEEN_MAX {
-                self.seen.push_back((durable, now));
-            } else if let Some(last) = self.seen.back_mut() {
-                last.0 = durable;
-            }
-        }
-        while let Some(&(lsn, at)) = self.seen.front() {
-            if lsn > self.applied {
-                break;
-            }
-            self.seen.pop_front();
-            let lag_ms = now.saturating_sub(at);
-            self.shared.record_lag(lag_ms);
-            metrics::histogram!("seckill_mirror_lag_seconds").record(lag_ms as f64 / 1000.0);
-        }
-        let oldest = self.seen.front().map_or(0, |&(_, at)| at);
-        self.shared.oldest_unapplied_ms.store(oldest, Ordering::Release);
-        let tick = Instant::now();
-        if tick >= self.next_metrics {
-            self.next_metrics = tick + Duration::from_millis(100);
-            metrics::gauge!("seckill_mirror_lag_records").set(durable.saturating_sub(self.applied) as f64);
-            metrics::gauge!("seckill_mirror_applied_lsn").set(self.applied as f64);
-            metrics::gauge!("seckill_mirror_connected").set(if self.conn.is_some() { 1.0 } else { 0.0 });
         }
     }
 }

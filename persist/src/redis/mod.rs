@@ -12,7 +12,8 @@
 //! built for the occasion from the newest snapshot plus the WAL and dropped
 //! afterwards, and goes on.
 //!
-//! It runs on its own thread with a one-thread tokio runtime. Nothing it
+//! The WAL-consumer driver (`crate::consumer`) runs it on its own thread
+//! with a one-thread tokio runtime, as it runs the persister. Nothing it
 //! does can block the engine: it only reads the WAL, and Redis being slow
 //! or down only makes it lag.
 //!
@@ -27,9 +28,9 @@
 //!     node.wal.status.clone(),
 //!     node.wal.checkpoints.clone(),
 //!     ReplicaSource::Snapshots,
-//! )?;
+//! );
 //! println!("mirror behind by {} records", mirror.lag_records());
-//! mirror.shutdown();
+//! mirror.shutdown(redis::SHUTDOWN_DRAIN);
 //! # Ok(()) }
 //! ```
 
@@ -38,15 +39,13 @@ mod mirror;
 mod resp;
 mod state;
 
+use crate::consumer::{self, Batching, Start};
 use crate::redact_url;
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::{Checkpoints, WalStatus};
 use seckill_engine::{Clock, SystemClock};
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 /// The name the mirror's WAL checkpoint is registered under.
 pub const CHECKPOINT: &str = "mirror";
@@ -146,197 +145,16 @@ pub enum ReplicaSource {
     Given(Box<Replica>),
 }
 
-/// What the mirror reports; `MirrorHandle::stats` returns one.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MirrorStats {
-    /// Everything up to this LSN is in Redis.
-    pub applied_lsn: u64,
-    /// Durable records not yet in Redis.
-    pub lag_records: u64,
-    /// Age of the oldest record not yet in Redis, in ms (0: caught up).
-    pub lag_ms: u64,
-    /// p99 of the last 4096 lag samples (one per durable LSN the mirror
-    /// saw, taken when Redis had it), in ms.
-    pub lag_p99_ms: u64,
-    pub connected: bool,
-    /// True while Redis must be rewritten from the engine's state (after
-    /// data loss, at start, or past the WAL budget).
-    pub resync_pending: bool,
-    pub resyncs: u64,
-    /// Batches written (one `MULTI/EXEC` each) since start: records over
-    /// batches is the batch size.
-    pub batches: u64,
-    pub last_error: Option<String>,
-}
+/// The running mirror (see [`crate::consumer::Handle`]: `shutdown(drain)`
+/// drains, dropping it stops without draining; both wait for the thread).
+pub type MirrorHandle = crate::consumer::Handle;
+/// A read-only window on the mirror's figures.
+pub type MirrorView = crate::consumer::View;
+/// What the mirror reports (`MirrorView::stats`).
+pub type MirrorStats = crate::consumer::Stats;
 
-impl MirrorStats {
-    /// The `mirror` object of the admin `stats` command.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "applied_lsn": self.applied_lsn,
-            "lag_records": self.lag_records,
-            "lag_ms": self.lag_ms,
-            "lag_p99_ms": self.lag_p99_ms,
-            "connected": self.connected,
-            "resync_pending": self.resync_pending,
-            "resyncs": self.resyncs,
-            "batches": self.batches,
-            "last_error": self.last_error,
-        })
-    }
-}
-
-/// Samples of lag kept for `lag_p99_ms`.
-const LAG_SAMPLES: usize = 4096;
-
-/// State the mirror thread publishes to the handle.
-#[derive(Default)]
-pub(crate) struct Shared {
-    stop: AtomicBool,
-    applied_lsn: AtomicU64,
-    /// Unix ms when the oldest record not yet in Redis was first seen durable (0: none).
-    oldest_unapplied_ms: AtomicU64,
-    connected: AtomicBool,
-    resync_pending: AtomicBool,
-    resyncs: AtomicU64,
-    batches: AtomicU64,
-    last_error: Mutex<Option<String>>,
-    lag_samples_ms: Mutex<VecDeque<u64>>,
-}
-
-/// A lock that a panicked holder did not poison for good.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Wall-clock Unix milliseconds (lag is measured in real time, whatever
-/// clock the engine runs on).
-pub(crate) fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-impl Shared {
-    fn record_lag(&self, ms: u64) {
-        let mut s = lock(&self.lag_samples_ms);
-        if s.len() == LAG_SAMPLES {
-            s.pop_front();
-        }
-        s.push_back(ms);
-    }
-}
-
-/// The running mirror. Dropping it stops the thread (like `shutdown`).
-/// Its figures are read through [`MirrorView`] (it derefs to one).
-pub struct MirrorHandle {
-    view: MirrorView,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::ops::Deref for MirrorHandle {
-    type Target = MirrorView;
-    fn deref(&self) -> &MirrorView {
-        &self.view
-    }
-}
-
-/// A read-only window on a running mirror's figures, cheap to clone and
-/// to hand to `stats` and metrics.
-#[derive(Clone)]
-pub struct MirrorView {
-    shared: Arc<Shared>,
-    status: Arc<WalStatus>,
-}
-
-impl MirrorHandle {
-    pub fn view(&self) -> MirrorView {
-        self.view.clone()
-    }
-
-    /// Stops the mirror: it first writes what is durable (for up to two
-    /// seconds, if Redis is there), then gives up its WAL checkpoint and
-    /// the thread ends. Call it after the engine stopped (`Node::shutdown`)
-    /// so the last records reach Redis.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        self.view.shared.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl MirrorView {
-    /// The last LSN whose effects are in Redis.
-    pub fn applied_lsn(&self) -> u64 {
-        self.shared.applied_lsn.load(Ordering::Acquire)
-    }
-
-    /// Durable records not yet in Redis.
-    pub fn lag_records(&self) -> u64 {
-        self.status.durable_lsn.load(Ordering::Acquire).saturating_sub(self.applied_lsn())
-    }
-
-    /// How long the oldest record not yet in Redis has waited, in ms,
-    /// measured from when the mirror first saw it durable (it looks every
-    /// loop turn: `batch_ms` when idle, one Redis write when busy).
-    pub fn lag_ms(&self) -> u64 {
-        if self.lag_records() == 0 {
-            return 0;
-        }
-        match self.shared.oldest_unapplied_ms.load(Ordering::Acquire) {
-            0 => 0,
-            t => wall_ms().saturating_sub(t),
-        }
-    }
-
-    /// p99 of the last 4096 lag samples, in ms (see `MirrorStats::lag_p99_ms`).
-    pub fn lag_p99_ms(&self) -> u64 {
-        let mut v: Vec<u64> = lock(&self.shared.lag_samples_ms).iter().copied().collect();
-        if v.is_empty() {
-            return 0;
-        }
-        v.sort_unstable();
-        v[((v.len() * 99).div_ceil(100)).saturating_sub(1)]
-    }
-
-    /// What went wrong most recently, while it still does: cleared once
-    /// Redis takes writes again.
-    pub fn last_error(&self) -> Option<String> {
-        lock(&self.shared.last_error).clone()
-    }
-
-    pub fn connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Acquire)
-    }
-
-    /// Full rewrites of Redis so far (the first one is at start).
-    pub fn resyncs(&self) -> u64 {
-        self.shared.resyncs.load(Ordering::Acquire)
-    }
-
-    pub fn stats(&self) -> MirrorStats {
-        MirrorStats {
-            applied_lsn: self.applied_lsn(),
-            lag_records: self.lag_records(),
-            lag_ms: self.lag_ms(),
-            lag_p99_ms: self.lag_p99_ms(),
-            connected: self.connected(),
-            resync_pending: self.shared.resync_pending.load(Ordering::Acquire),
-            resyncs: self.resyncs(),
-            batches: self.shared.batches.load(Ordering::Acquire),
-            last_error: self.last_error(),
-        }
-    }
-}
-
-impl Drop for MirrorHandle {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+/// How long `seckill` lets the mirror drain at shutdown.
+pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether Redis at `url` answers PING within `timeout`: for a start-up
 /// line such as "Redis mirror: redis://… unreachable, will keep trying".
@@ -358,15 +176,19 @@ pub fn spawn(
     status: Arc<WalStatus>,
     checkpoints: Arc<Checkpoints>,
     source: ReplicaSource,
-) -> std::io::Result<MirrorHandle> {
-    let shared = Arc::new(Shared::default());
-    shared.resync_pending.store(true, Ordering::Release);
-    // Exported at 0 from the start, so dashboards have a series before the first failure.
-    metrics::counter!("seckill_mirror_errors_total").absolute(0);
-    metrics::counter!("seckill_mirror_records_total").absolute(0);
-    let (sh, st) = (shared.clone(), status.clone());
-    let thread = std::thread::Builder::new()
-        .name("redis-mirror".into())
-        .spawn(move || mirror::run(cfg, data_dir, st, checkpoints, source, sh))?;
-    Ok(MirrorHandle { view: MirrorView { shared, status }, thread: Some(thread) })
+) -> MirrorHandle {
+    let given = match source {
+        ReplicaSource::Given(r) => Some(*r),
+        ReplicaSource::Snapshots => None,
+    };
+    let batching = Batching {
+        records_max: cfg.batch_records_max,
+        open_ms: 0,
+        idle_poll_ms: cfg.batch_ms,
+        coalesce_records: cfg.coalesce_records,
+        backoff_max_ms: cfg.backoff_max_ms,
+        wal_budget_records: cfg.wal_budget_records,
+    };
+    let target = mirror::Redis::new(cfg, data_dir.clone(), status.clone());
+    consumer::spawn(target, batching, Start { applied: None, given }, data_dir, status, checkpoints)
 }

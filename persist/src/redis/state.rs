@@ -59,26 +59,6 @@ pub(crate) struct KnownOrder {
     pub status: OrderStatus,
 }
 
-/// Orders whose status `records` change without creating them first:
-/// their quantity and status must be read from Redis.
-pub(crate) fn orders_to_read(records: &[(u64, Event)]) -> Vec<OrderId> {
-    let mut created = std::collections::HashSet::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (_, ev) in records {
-        match ev {
-            Event::OrderCreated(o) => {
-                created.insert(o.id);
-            }
-            Event::OrderStatusChanged { order_id, .. } if !created.contains(order_id) && seen.insert(*order_id) => {
-                out.push(*order_id);
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 /// One batch of records planned against the state before it: what to
 /// write to Redis, and the activities and products as they are after it
 /// (applied to the state only once Redis has the batch).
@@ -197,6 +177,7 @@ impl MirrorState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{change, order};
 
     fn activity(id: u64) -> Activity {
         Activity {
@@ -215,32 +196,6 @@ mod tests {
         }
     }
 
-    fn order(seq: u128, user: u64, q: u32) -> Order {
-        Order {
-            id: OrderId(OrderId::first_at(1_700_000_000_000, 0).0 + seq),
-            user_id: user,
-            activity_id: 1,
-            quantity: q,
-            amount_cents: 100 * u64::from(q),
-            status: OrderStatus::PendingPayment,
-            created_at_ms: 1,
-            pay_before_ms: 2,
-            idempotency_key: 0,
-            paid_txn: 0,
-        }
-    }
-
-    fn change(o: &Order, status: OrderStatus) -> Event {
-        Event::OrderStatusChanged {
-            order_id: o.id,
-            user_id: o.user_id,
-            activity_id: o.activity_id,
-            status,
-            at_ms: 5,
-            txn: 9,
-        }
-    }
-
     #[test]
     fn a_batch_moves_counters_and_needs_redis_only_for_older_orders() {
         let mut state = MirrorState::default();
@@ -255,7 +210,7 @@ mod tests {
             (9, change(&old, OrderStatus::Expired)),
             (10, change(&old, OrderStatus::Expired)),
         ];
-        assert_eq!(orders_to_read(&recs), vec![old.id]);
+        assert_eq!(crate::consumer::orders_changed_not_created(&recs), vec![old.id]);
         assert!(plan(&state, &recs, &HashMap::new()).unwrap_err().contains("not in Redis"));
         let known = HashMap::from([(
             old.id,
