@@ -57,7 +57,8 @@ impl LogFile for File {
     fn write_back(&mut self, offset: u64, len: u64) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         {
-            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            let flags =
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
             // SAFETY: a plain syscall on a file descriptor this `File` owns.
             let rc = unsafe { libc::sync_file_range(self.as_raw_fd(), offset as i64, len as i64, flags) };
             if rc != 0 {
