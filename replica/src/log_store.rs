@@ -223,6 +223,20 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old file or
+/// the new one, never part of one: a private temp file, synced, renamed, the
+/// directory synced.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let f = create_private(&tmp)?;
+        f.write_all_at(bytes, 0)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
 impl Inner {
     /// Opens the log; `read_only` changes nothing on disk (no file created,
     /// no torn tail cut), for reading the log of a running replica.
@@ -448,14 +462,7 @@ fn write_vote_file(dir: &Path, vote: &Vote<NodeId>) -> io::Result<()> {
     let body = postcard::to_stdvec(vote).map_err(io::Error::other)?;
     let mut bytes = crc32c::crc32c(&body).to_le_bytes().to_vec();
     bytes.extend_from_slice(&body);
-    let tmp = dir.join(format!("{VOTE_FILE}.tmp"));
-    {
-        let f = create_private(&tmp)?;
-        f.write_all_at(&bytes, 0)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(VOTE_FILE))?;
-    sync_dir(dir)
+    replace_file(dir, VOTE_FILE, &bytes)
 }
 
 impl LogStore {

@@ -7,7 +7,7 @@
 //! applies the log entries after it again, which the log store keeps until
 //! a snapshot covers them.
 
-use crate::log_store::{create_dir_private, create_private};
+use crate::log_store::{create_dir_private, replace_file};
 use crate::{Applied, NodeId, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -18,9 +18,7 @@ use parking_lot::Mutex;
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::codec::{self, Decoded};
 use serde::{Deserialize, Serialize};
-use std::fs::File;
 use std::io::{self, Cursor};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -93,14 +91,7 @@ fn write_snapshot_file(dir: &Path, snap: &StoredSnapshot) -> io::Result<()> {
     let mut bytes = SNAP_MAGIC.to_vec();
     bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     bytes.extend_from_slice(&body);
-    let tmp = dir.join(format!("{SNAP_FILE}.tmp"));
-    {
-        let f = create_private(&tmp)?;
-        f.write_all_at(&bytes, 0)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(SNAP_FILE))?;
-    File::open(dir)?.sync_all()
+    replace_file(dir, SNAP_FILE, &bytes)
 }
 
 fn read_snapshot_file(dir: &Path) -> Result<Option<StoredSnapshot>, ApplyError> {
