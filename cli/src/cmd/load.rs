@@ -1,7 +1,10 @@
 //! `seckill load`: a load generator for the HTTP front.
 //!
 //! Many simulated buyers (JWTs issued before the clock starts) click "buy" on
-//! one activity over `C` HTTP/1.1 keep-alive connections, either closed loop
+//! one activity over `C` HTTP/1.1 keep-alive connections, each driven by its
+//! worker's task through the light client in [`wire`] (one write per click,
+//! answers parsed in a reused buffer; hyper serves only the preflight and
+//! `--verify`, off the clock), either closed loop
 //! (each connection sends its next request when the previous one answered) or
 //! open loop (`--rate`: request `i` is due at `i / R` seconds, and its latency
 //! counts from that due time, so queueing in the client is not hidden).
@@ -15,23 +18,23 @@ mod client;
 mod plot;
 mod report;
 mod verify;
+mod wire;
 
 pub use report::LoadReport;
 pub use verify::{verify, VerifyConfig, VerifyReport};
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use client::{bearer, Conn, Target};
 use hdrhistogram::Histogram;
 use hyper::header::HeaderValue;
 use hyper::Method;
 use seckill_front::auth::Auth;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use wire::BuyConn;
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("target_activity").required(true).args(["activity", "setup"])))]
@@ -148,16 +151,15 @@ pub struct LoadConfig {
 #[derive(Clone, Debug, Default)]
 struct Tally {
     /// `(status, code)`; status 0 = no HTTP answer, code = failure label.
-    counts: HashMap<(u16, String), u64>,
+    /// A few distinct rows, so a scan (no key allocation per click) beats a map.
+    counts: Vec<((u16, String), u64)>,
 }
 
 impl Tally {
     fn add(&mut self, status: u16, code: &str) {
-        match self.counts.get_mut(&(status, code.to_string())) {
-            Some(n) => *n += 1,
-            None => {
-                self.counts.insert((status, code.to_string()), 1);
-            }
+        match self.counts.iter_mut().find(|((s, c), _)| *s == status && c == code) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push(((status, code.to_string()), 1)),
         }
     }
 }
@@ -187,26 +189,30 @@ struct Shared {
     target: Arc<Target>,
     cfg: LoadConfig,
     tokens: Vec<HeaderValue>,
-    buy_uri: hyper::Uri,
     next: AtomicU64,
     live: Live,
 }
 
 #[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorInner,
+struct ErrorBody<'a> {
+    #[serde(borrow)]
+    error: ErrorInner<'a>,
 }
 #[derive(Deserialize)]
-struct ErrorInner {
-    code: String,
+struct ErrorInner<'a> {
+    /// Borrowed: a sold-out storm allocates nothing per answer.
+    #[serde(borrow)]
+    code: std::borrow::Cow<'a, str>,
 }
 #[derive(Deserialize)]
-struct OrderBody {
-    order_id: String,
+struct OrderBody<'a> {
+    /// Borrowed unless the JSON escapes something.
+    #[serde(borrow)]
+    order_id: std::borrow::Cow<'a, str>,
 }
 
 /// The `error.code` of an error answer, or `""`.
-fn error_code(body: &[u8]) -> String {
+fn error_code(body: &[u8]) -> std::borrow::Cow<'_, str> {
     serde_json::from_slice::<ErrorBody>(body).map(|e| e.error.code).unwrap_or_default()
 }
 
@@ -283,16 +289,14 @@ pub async fn run_load(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         },
     };
     let tokens = issue_tokens(&cfg, 3600 + 2 * run_s)?;
+    preflight(&mut Conn::new(target.clone(), cfg.timeout), &target, &cfg, &tokens[0]).await?;
+    let prefix = wire::buy_prefix(&target, cfg.activity_id);
     let mut conns = Vec::with_capacity(cfg.connections);
-    let mut first = Conn::new(target.clone(), cfg.timeout);
-    preflight(&mut first, &target, &cfg, &tokens[0]).await?;
-    conns.push(first);
-    for _ in 1..cfg.connections {
-        let mut c = Conn::new(target.clone(), cfg.timeout);
+    for _ in 0..cfg.connections {
+        let mut c = BuyConn::new(target.clone(), prefix.clone(), cfg.timeout);
         c.connect().await?;
         conns.push(c);
     }
-    let buy_uri = target.uri(&format!("/api/v1/activities/{}/buy", cfg.activity_id))?;
     let total = match (cfg.stop, cfg.rate) {
         (Stop::Requests(n), _) => Some(n),
         (Stop::Duration(d), Some(r)) => Some(((d.as_secs_f64() * r).ceil() as u64).max(1)),
@@ -302,7 +306,6 @@ pub async fn run_load(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         target: target.clone(),
         cfg: cfg.clone(),
         tokens,
-        buy_uri,
         next: AtomicU64::new(0),
         live: Live { first_sold_out_ns: AtomicU64::new(u64::MAX), ..Live::default() },
     });
@@ -388,7 +391,7 @@ impl Shared {
     /// Sends buy click `i` and records its outcome; latency from `from`.
     async fn click(
         &self,
-        conn: &mut Conn,
+        conn: &mut BuyConn,
         out: &mut WorkerOut,
         i: u64,
         from: tokio::time::Instant,
@@ -396,23 +399,18 @@ impl Shared {
     ) {
         let idx = i % self.cfg.users;
         let user = self.cfg.first_user + idx;
-        let res = conn
-            .send(
-                Method::POST,
-                self.buy_uri.clone(),
-                self.tokens.get(idx as usize),
-                Some(Bytes::from_static(b"{\"quantity\":1}")),
-            )
-            .await;
+        // `tokens` holds one per user, so `idx` is always in range.
+        let auth = self.tokens.get(idx as usize).map_or(&[][..], |t| t.as_bytes());
+        let res = conn.buy(auth).await;
         let now = tokio::time::Instant::now();
         let us = now.saturating_duration_since(from).as_micros() as u64;
         out.hist.saturating_record(us.max(1));
         match res {
-            Ok(a) if a.status == 201 => {
-                match serde_json::from_slice::<OrderBody>(&a.body) {
+            Ok((201, body)) => {
+                match serde_json::from_slice::<OrderBody>(body) {
                     Ok(o) => {
                         out.tally.add(201, "");
-                        out.created.push((user, o.order_id));
+                        out.created.push((user, o.order_id.into_owned()));
                     }
                     Err(_) => {
                         out.tally.add(201, "no_order_id");
@@ -421,16 +419,16 @@ impl Shared {
                 }
                 self.live.created.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(a) => {
-                let code = error_code(&a.body);
+            Ok((status, body)) => {
+                let code = error_code(body);
                 if code == "sold_out" {
                     let ns = now.saturating_duration_since(start).as_nanos() as u64;
                     self.live.first_sold_out_ns.fetch_min(ns, Ordering::Relaxed);
                 }
-                if a.status >= 500 {
+                if status >= 500 {
                     out.unknown.push(user);
                 }
-                out.tally.add(a.status, &code);
+                out.tally.add(status, &code);
             }
             Err(f) => {
                 out.tally.add(0, f.label());
@@ -446,7 +444,7 @@ impl Shared {
 
 async fn closed_loop(
     shared: &Shared,
-    mut conn: Conn,
+    mut conn: BuyConn,
     total: Option<u64>,
     deadline: Option<tokio::time::Instant>,
     start: tokio::time::Instant,
@@ -472,7 +470,13 @@ async fn closed_loop(
 /// later request while another connection is free (as a pool of clients
 /// would); when all are busy, requests leave late and their latency still
 /// counts from the due time.
-async fn open_loop(shared: &Shared, mut conn: Conn, total: u64, rate: f64, start: tokio::time::Instant) -> WorkerOut {
+async fn open_loop(
+    shared: &Shared,
+    mut conn: BuyConn,
+    total: u64,
+    rate: f64,
+    start: tokio::time::Instant,
+) -> WorkerOut {
     let mut out = shared.worker_out();
     loop {
         let i = shared.next.fetch_add(1, Ordering::Relaxed);

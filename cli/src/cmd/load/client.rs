@@ -1,4 +1,6 @@
-//! A minimal HTTP/1.1 keep-alive client: one hyper connection per worker.
+//! The hyper client for the few requests off the hot path (preflight,
+//! `--verify`); buy clicks go through [`super::wire`]. Also the target and the
+//! failure kinds both share.
 //!
 //! Each [`Conn`] owns at most one TCP connection and sends one request at a
 //! time on it, so `C` workers mean exactly `C` concurrent connections. A
@@ -69,11 +71,22 @@ impl Target {
 
     /// The request URI (origin form) for an API path such as `/api/v1/orders`.
     pub fn uri(&self, path: &str) -> anyhow::Result<Uri> {
-        let full = format!("{}{}", self.prefix, path);
+        let full = self.path(path);
         full.parse::<Uri>().with_context(|| format!("bad request path {full}"))
     }
 
-    fn unreachable(&self, e: impl std::fmt::Display) -> anyhow::Error {
+    /// The request path for an API path, with the URL's prefix.
+    pub fn path(&self, path: &str) -> String {
+        format!("{}{}", self.prefix, path)
+    }
+
+    /// `host[:port]` as given in the URL, for the Host header.
+    pub fn authority(&self) -> &str {
+        // Built from a `&str` in `resolve`, so always valid UTF-8.
+        self.host.to_str().unwrap_or_default()
+    }
+
+    pub(super) fn unreachable(&self, e: impl std::fmt::Display) -> anyhow::Error {
         anyhow::anyhow!("cannot reach {} ({}: {e}); is `seckill up` running there?", self.base, self.addr)
     }
 }
@@ -84,6 +97,18 @@ pub enum Failure {
     Connect(std::io::Error),
     /// The connection broke while the request was in flight.
     Io(hyper::Error),
+    /// Reading or writing the socket failed (buy path).
+    Stream(std::io::Error),
+    /// The server closed the connection before a whole answer.
+    Closed,
+    /// Not an HTTP/1.1 answer this client understands.
+    BadAnswer(String),
+    /// The answer's head exceeds `wire::MAX_HEAD_BYTES`.
+    HeadTooLarge,
+    /// The answer's Content-Length exceeds `wire::MAX_BODY_BYTES`.
+    BodyTooLarge(u64),
+    /// The answer's body length is not given by a Content-Length.
+    NoLength(&'static str),
     Timeout,
 }
 
@@ -93,7 +118,12 @@ impl Failure {
         match self {
             Failure::Connect(_) => "connect_error",
             Failure::Io(e) if e.is_incomplete_message() || e.is_canceled() => "connection_closed",
-            Failure::Io(_) => "io_error",
+            Failure::Io(_) | Failure::Stream(_) => "io_error",
+            Failure::Closed => "connection_closed",
+            Failure::BadAnswer(_) => "bad_answer",
+            Failure::HeadTooLarge => "answer_head_too_large",
+            Failure::BodyTooLarge(_) => "answer_body_too_large",
+            Failure::NoLength(_) => "answer_without_length",
             Failure::Timeout => "timeout",
         }
     }
@@ -104,6 +134,14 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Connect(e) => write!(f, "connect: {e}"),
             Failure::Io(e) => write!(f, "{e}"),
+            Failure::Stream(e) => write!(f, "{e}"),
+            Failure::Closed => write!(f, "the server closed the connection before a whole answer"),
+            Failure::BadAnswer(why) => write!(f, "{why}"),
+            Failure::HeadTooLarge => write!(f, "answer head over {} bytes", super::wire::MAX_HEAD_BYTES),
+            Failure::BodyTooLarge(n) => {
+                write!(f, "answer body of {n} bytes, over the {} byte limit", super::wire::MAX_BODY_BYTES)
+            }
+            Failure::NoLength(why) => write!(f, "{why}"),
             Failure::Timeout => write!(f, "no answer within the timeout"),
         }
     }
