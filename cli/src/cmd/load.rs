@@ -15,6 +15,7 @@
 //! can drive a load in process.
 
 mod client;
+mod pacer;
 mod plot;
 mod report;
 mod verify;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use wire::BuyConn;
 
 #[derive(clap::Args, Debug)]
@@ -316,13 +318,17 @@ pub async fn run_load(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         Stop::Duration(d) if cfg.rate.is_none() => Some(start + d),
         _ => None,
     };
+    let due = Arc::new(Semaphore::new(0));
+    if let Some(rate) = cfg.rate {
+        tokio::spawn(release_due(due.clone(), total.unwrap_or(0), rate, start, cfg.connections));
+    }
     let workers: Vec<_> = conns
         .into_iter()
         .map(|conn| {
-            let shared = shared.clone();
+            let (shared, due) = (shared.clone(), due.clone());
             tokio::spawn(async move {
                 match shared.cfg.rate {
-                    Some(rate) => open_loop(&shared, conn, total.unwrap_or(0), rate, start).await,
+                    Some(rate) => open_loop(&shared, conn, &due, total.unwrap_or(0), rate, start).await,
                     None => closed_loop(&shared, conn, total, deadline, start).await,
                 }
             })
@@ -465,30 +471,62 @@ async fn closed_loop(
     out
 }
 
-/// Request `i` is due at `start + i/rate`. An idle connection claims the
-/// next request and waits for its due time, so one slow answer delays no
-/// later request while another connection is free (as a pool of clients
-/// would); when all are busy, requests leave late and their latency still
-/// counts from the due time.
+/// Request `i` is due at `start + i/rate`. [`release_due`] hands out one
+/// permit per request that came due; an idle connection takes a permit and
+/// the next request, so one slow answer delays no later request while
+/// another connection is free (as a pool of clients would); when all are
+/// busy, requests leave late and their latency still counts from the due time.
 async fn open_loop(
     shared: &Shared,
     mut conn: BuyConn,
+    due: &Semaphore,
     total: u64,
     rate: f64,
     start: tokio::time::Instant,
 ) -> WorkerOut {
     let mut out = shared.worker_out();
     loop {
+        match due.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_closed) => break,
+        }
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
         if i >= total {
             break;
         }
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due).await;
-        shared.click(&mut conn, &mut out, i, due, start).await;
+        let due_at = start + Duration::from_secs_f64(i as f64 / rate);
+        shared.click(&mut conn, &mut out, i, due_at, start).await;
     }
     out.reconnects = conn.opened.saturating_sub(1);
     out
+}
+
+/// Adds a permit to `due` for each of the `total` requests as it comes due
+/// (at most [`pacer::TICK`] late), then one per connection so each sees the end.
+async fn release_due(due: Arc<Semaphore>, total: u64, rate: f64, start: tokio::time::Instant, connections: usize) {
+    let mut ticker = pacer::Ticker::every(pacer::TICK)
+        .map_err(|e| tracing::warn!("no timerfd ({e}): pacing with tokio's timer, up to 1 ms late"))
+        .ok();
+    let mut released = 0u64;
+    while released < total {
+        let ticked = match ticker.as_mut() {
+            Some(t) => t.tick().await,
+            None => Err(std::io::Error::other("no timerfd")),
+        };
+        if let Err(e) = ticked {
+            if ticker.take().is_some() {
+                tracing::warn!("timerfd failed ({e}): pacing with tokio's timer, up to 1 ms late");
+            }
+            tokio::time::sleep(pacer::TICK).await;
+        }
+        // Requests 0..=floor(elapsed × rate) are due.
+        let due_now = ((start.elapsed().as_secs_f64() * rate) as u64).saturating_add(1).min(total);
+        if due_now > released {
+            due.add_permits((due_now - released) as usize);
+            released = due_now;
+        }
+    }
+    due.add_permits(connections);
 }
 
 /// The auth secret of a running service: SECKILL_AUTH_SECRET or `<data-dir>/auth.secret`
