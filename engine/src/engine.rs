@@ -210,10 +210,11 @@ impl Engine {
             .into_iter()
             .enumerate()
             .map(|(i, mut state)| {
+                // The limit first: installing an activity makes room for its buyers' clicks.
+                state.clicks = crate::shard::clicks::ClickLimit::new(config.clicks_per_minute);
                 for (activity, pool) in catalog.activities.values() {
                     state.install(activity.clone(), pool.clone());
                 }
-                state.clicks = crate::shard::clicks::ClickLimit::new(config.clicks_per_minute);
                 let (data_tx, data_rx) = bounded(config.queue_capacity);
                 let (control_tx, control_rx) = unbounded();
                 let sink = match &shared {

@@ -56,6 +56,9 @@ impl ClickLimit {
             // minute, nor free one on its own thread.
             std::mem::swap(&mut self.current, &mut self.older);
             self.current.clear();
+            // As many as last window, without growing during this one: growing
+            // an empty table is an allocation, growing a full one a rehash.
+            self.current.reserve(self.older.len());
             self.rotated_at_ms = now_ms;
         }
         let cap = self.per_minute as f64;
@@ -76,6 +79,20 @@ impl ClickLimit {
             let wait_s = ((1.0 - bucket.tokens) * WINDOW_MS as f64 / cap / 1000.0 - 1e-9).ceil();
             Err(wait_s.clamp(1.0, (WINDOW_MS / 1000) as f64) as u32)
         }
+    }
+
+    /// Makes room for `users` more buyers in the current generation: growing
+    /// a table of 100k+ users rehashes it on the shard thread, a pause of
+    /// milliseconds that every queued buyer waits out.
+    pub fn reserve(&mut self, users: usize) {
+        if self.per_minute > 0 {
+            self.current.reserve(users.min(TRACKED_PER_SHARD_MAX));
+        }
+    }
+
+    /// Users the current generation holds without growing.
+    pub fn room(&self) -> usize {
+        self.current.capacity()
     }
 
     /// Users currently tracked (both generations).
@@ -108,6 +125,26 @@ mod tests {
         assert_eq!(r.take(7, 0), Err(30), "two a minute: one every 30 s");
         assert_eq!(r.take(7, 20_000), Err(10));
         assert!(r.take(7, 30_000).is_ok());
+    }
+
+    #[test]
+    fn reserved_room_is_not_outgrown_by_as_many_users_nor_after_a_rotation() {
+        let mut r = ClickLimit::new(10);
+        r.reserve(50_000);
+        let room = r.room();
+        for user in 0..50_000 {
+            assert!(r.take(user, 0).is_ok());
+        }
+        assert_eq!(r.room(), room, "the table grew (a rehash on the shard thread)");
+        // The next window's first click rotates; the new generation has room
+        // for as many users as the last window saw.
+        assert!(r.take(100_000, WINDOW_MS).is_ok());
+        let room = r.room();
+        assert!(room >= 50_000);
+        for user in 100_001..150_000 {
+            assert!(r.take(user, WINDOW_MS).is_ok());
+        }
+        assert_eq!(r.room(), room, "grew after a rotation");
     }
 
     #[test]

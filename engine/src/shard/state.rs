@@ -108,6 +108,7 @@ impl ShardState {
                 self.orders.reserve(expected);
                 self.user_orders.reserve(expected);
                 self.deadlines.reserve(expected);
+                self.clicks.reserve(expected);
                 let counters = Arc::new(SlotCounters::default());
                 self.counters.register(id, counters.clone());
                 let slot = Slot {
