@@ -99,6 +99,9 @@ pub trait Fs: Send + Sync + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Cuts `path` to `len` bytes and fsyncs it.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// Cuts up to `bytes` off the end of `path`, unsynced, and returns the
+    /// length left: how a big file goes away in small discards (`trim.rs`).
+    fn shrink(&self, path: &Path, bytes: u64) -> io::Result<u64>;
     /// Opens `path` and fsyncs it (recovery makes what it replays durable).
     fn sync_file(&self, path: &Path) -> io::Result<()>;
     /// fsync of a directory: its entries (creates, renames, deletes) are durable.
@@ -163,6 +166,12 @@ impl Fs for OsFs {
         let f = std::fs::OpenOptions::new().write(true).open(path)?;
         f.set_len(len)?;
         f.sync_all()
+    }
+    fn shrink(&self, path: &Path, bytes: u64) -> io::Result<u64> {
+        let f = std::fs::OpenOptions::new().write(true).open(path)?;
+        let left = f.metadata()?.len().saturating_sub(bytes);
+        f.set_len(left)?;
+        Ok(left)
     }
     fn sync_file(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
@@ -243,6 +252,9 @@ impl<O: Override> Fs for Overlay<O> {
     }
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
         self.base.truncate(path, len)
+    }
+    fn shrink(&self, path: &Path, bytes: u64) -> io::Result<u64> {
+        self.base.shrink(path, bytes)
     }
     fn sync_file(&self, path: &Path) -> io::Result<()> {
         self.base.sync_file(path)

@@ -9,6 +9,7 @@ pub mod segment;
 pub mod sim_fs;
 pub mod snapshot;
 pub mod tail;
+pub(crate) mod trim;
 pub(crate) mod writer;
 
 use crate::commit::Batch;

@@ -447,6 +447,19 @@ impl Fs for SimFs {
         Ok(())
     }
 
+    /// Modelled as durable at once: only retired files are shrunk, and no
+    /// one reads them, so a cut lost in a crash changes nothing.
+    fn shrink(&self, path: &Path, bytes: u64) -> io::Result<u64> {
+        let mut st = self.0.lock();
+        st.tick()?;
+        let ino = st.file(path)?;
+        let inode = st.inodes.get_mut(&ino).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let left = inode.data.len().saturating_sub(bytes as usize);
+        inode.data.truncate(left);
+        inode.durable_len = inode.durable_len.min(left);
+        Ok(left as u64)
+    }
+
     fn sync_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.0.lock();
         st.tick()?;

@@ -12,6 +12,7 @@
 use super::codec::Encoder;
 use super::fs::{Fs, OsFs, SharedFs};
 use super::segment::{self, scan_records};
+use super::trim::Trimmer;
 use super::{Checkpoints, WalStatus};
 use crate::replica::Replica;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -27,6 +28,8 @@ const HEADER_BYTES: usize = 28;
 /// snapshot never holds its whole encoding in memory and never leaves more
 /// than this much of its data queued ahead of a WAL fdatasync.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// Pause between two slices of an old snapshot being deleted.
+const TRIM_PAUSE: Duration = Duration::from_millis(5);
 /// Snapshots kept on disk; older ones are deleted after a new one is durable.
 pub(crate) const KEEP: usize = 2;
 
@@ -74,8 +77,20 @@ pub(crate) fn write_in(fs: &dyn Fs, dir: &Path, replica: &Replica) -> io::Result
     let done = path_for(dir, replica.lsn, "snap");
     fs.rename(&tmp, &done)?;
     fs.sync_dir(dir)?;
+    // Old snapshots go in slices (`trim.rs`): one discard of a 100 MB file
+    // would hold up the WAL's fdatasyncs for tens of ms.
+    let mut trimmer = Trimmer::default();
+    trimmer.adopt_leftovers(fs, dir)?;
     for old in list_in(fs, dir)?.into_iter().rev().skip(KEEP) {
-        let _ = fs.remove_file(&old.1);
+        if let Err(e) = trimmer.retire(fs, &old.1) {
+            tracing::warn!(path = %old.1.display(), error = %e, "could not retire an old snapshot");
+        }
+    }
+    if !trimmer.is_idle() {
+        // A cut must never meet a rename undone by a crash: a shortened
+        // `.snap` would look like a damaged snapshot.
+        fs.sync_dir(dir)?;
+        trimmer.drain(fs, TRIM_PAUSE);
     }
     Ok(done)
 }

@@ -9,6 +9,7 @@
 use super::codec::{Encoder, HEADER_BYTES};
 use super::fs::SharedFs;
 use super::segment::{self, MAGIC};
+use super::trim::Trimmer;
 use super::{Checkpoints, Durability};
 use crate::commit::Batch;
 use crate::event::Event;
@@ -121,7 +122,15 @@ pub struct Writer {
     /// The LSN of the last record written (for `seckill_wal_records_total`).
     flushed_lsn: u64,
     metrics: WriterMetrics,
+    /// Segments no consumer needs any more, cut away a slice at a time.
+    trimmer: Trimmer,
+    /// Commits since the trimmer's last step.
+    commits_since_trim: u32,
 }
+
+/// Commits between two trimmer steps: at ~2,000 commits/s a 64 MiB segment
+/// goes in ~0.25 s, with the device spending ~5 % of its time on discards.
+const TRIM_EVERY_COMMITS: u32 = 16;
 
 impl Writer {
     /// `file` is the open tail segment, from [`start_segment`], `zeroed_to`
@@ -145,6 +154,10 @@ impl Writer {
         metrics.durable_lsn.set((next_lsn - 1) as f64);
         status.written_lsn.store(next_lsn - 1, Ordering::Release);
         status.durable_lsn.store(next_lsn - 1, Ordering::Release);
+        let mut trimmer = Trimmer::default();
+        if let Err(e) = trimmer.adopt_leftovers(&*fs, &cfg.dir) {
+            tracing::warn!(error = %e, "could not list retired WAL segments; they stay until the next start");
+        }
         Self {
             cfg,
             fs,
@@ -159,6 +172,8 @@ impl Writer {
             scratch: Vec::with_capacity(1),
             flushed_lsn: next_lsn - 1,
             metrics,
+            trimmer,
+            commits_since_trim: 0,
         }
     }
 
@@ -213,6 +228,7 @@ impl Writer {
                 if let Err(e) = self.maybe_rotate() {
                     self.fail(&e, "rotating the WAL segment");
                 }
+                self.trim_step();
             }
             Err(e) => {
                 self.fail(&e, "writing the WAL");
@@ -294,27 +310,41 @@ impl Writer {
         }
         let path = segment::segment_path(&self.cfg.dir, self.next_lsn);
         let (file, zeroed_to) = start_segment(&*self.fs, &path)?;
+        // Renamed before the sync, so the new segment and the old ones'
+        // new names are durable together.
+        self.retire_old_segments();
         self.fs.sync_dir(&self.cfg.dir)?;
         self.file = file;
         self.segment_bytes = MAGIC.len() as u64;
         self.zeroed_to = zeroed_to;
-        self.delete_old_segments();
         Ok(())
     }
 
-    /// Deletes segments whose every record is at or below what all
+    /// Retires segments whose every record is at or below what all
     /// consumers (snapshot, persister, mirror) no longer need.
-    fn delete_old_segments(&self) {
+    fn retire_old_segments(&mut self) {
         let keep_after = self.checkpoints.min();
         let Ok(segments) = segment::list_in(&*self.fs, &self.cfg.dir) else { return };
         for pair in segments.windows(2) {
             // Records of pair[0] are pair[0].first_lsn ..= pair[1].first_lsn - 1.
             if pair[1].first_lsn.saturating_sub(1) <= keep_after {
-                match self.fs.remove_file(&pair[0].path) {
-                    Ok(()) => tracing::debug!(path = %pair[0].path.display(), "deleted WAL segment"),
-                    Err(e) => tracing::warn!(error = %e, "could not delete an old WAL segment"),
+                match self.trimmer.retire(&*self.fs, &pair[0].path) {
+                    Ok(()) => tracing::debug!(path = %pair[0].path.display(), "retired WAL segment"),
+                    Err(e) => tracing::warn!(error = %e, "could not retire an old WAL segment"),
                 }
             }
+        }
+    }
+
+    /// One slice off a retired segment every [`TRIM_EVERY_COMMITS`] commits.
+    fn trim_step(&mut self) {
+        if self.trimmer.is_idle() {
+            return;
+        }
+        self.commits_since_trim += 1;
+        if self.commits_since_trim >= TRIM_EVERY_COMMITS {
+            self.commits_since_trim = 0;
+            self.trimmer.step(&*self.fs);
         }
     }
 }
