@@ -16,6 +16,9 @@ pub(crate) const WINDOW_MS: u64 = 60_000;
 /// Users tracked per generation on one shard.
 pub(crate) const TRACKED_PER_SHARD_MAX: usize = 1 << 20;
 
+/// `rotated_at_ms` before the first click.
+const NOT_YET: u64 = u64::MAX;
+
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     tokens: f64,
@@ -35,7 +38,7 @@ pub struct ClickLimit {
 impl ClickLimit {
     /// A limit of `per_minute` clicks per user (0: none).
     pub fn new(per_minute: u32) -> Self {
-        Self { per_minute, current: HashMap::new(), older: HashMap::new(), rotated_at_ms: 0 }
+        Self { per_minute, current: HashMap::new(), older: HashMap::new(), rotated_at_ms: NOT_YET }
     }
 
     /// The configured clicks per minute.
@@ -49,7 +52,11 @@ impl ClickLimit {
         if self.per_minute == 0 {
             return Ok(());
         }
-        if now_ms.saturating_sub(self.rotated_at_ms) >= WINDOW_MS || self.current.len() >= TRACKED_PER_SHARD_MAX {
+        if self.rotated_at_ms == NOT_YET {
+            // The first click starts the first window; rotating here would
+            // swap the room `reserve` made into the older generation.
+            self.rotated_at_ms = now_ms;
+        } else if now_ms.saturating_sub(self.rotated_at_ms) >= WINDOW_MS || self.current.len() >= TRACKED_PER_SHARD_MAX {
             // The older generation's table becomes the current one, emptied
             // but with its room: a busy shard does not grow a table of a
             // million users again (and rehash it at every doubling) each
@@ -66,6 +73,9 @@ impl ClickLimit {
         // One probe of the current generation, hit or miss.
         let bucket = match self.current.entry(user) {
             hashbrown::hash_map::Entry::Occupied(b) => b.into_mut(),
+            // No probe of an empty older generation (a sale's first minute):
+            // on a big table every probe is a cache miss.
+            hashbrown::hash_map::Entry::Vacant(slot) if self.older.is_empty() => slot.insert(fresh),
             hashbrown::hash_map::Entry::Vacant(slot) => slot.insert(self.older.remove(&user).unwrap_or(fresh)),
         };
         let refill = now_ms.saturating_sub(bucket.last_ms) as f64 * cap / WINDOW_MS as f64;
@@ -129,20 +139,22 @@ mod tests {
 
     #[test]
     fn reserved_room_is_not_outgrown_by_as_many_users_nor_after_a_rotation() {
+        // A wall-clock time: the first click must not rotate the room away.
+        let t0 = 1_765_000_000_000;
         let mut r = ClickLimit::new(10);
         r.reserve(50_000);
         let room = r.room();
         for user in 0..50_000 {
-            assert!(r.take(user, 0).is_ok());
+            assert!(r.take(user, t0).is_ok());
         }
         assert_eq!(r.room(), room, "the table grew (a rehash on the shard thread)");
         // The next window's first click rotates; the new generation has room
         // for as many users as the last window saw.
-        assert!(r.take(100_000, WINDOW_MS).is_ok());
+        assert!(r.take(100_000, t0 + WINDOW_MS).is_ok());
         let room = r.room();
         assert!(room >= 50_000);
         for user in 100_001..150_000 {
-            assert!(r.take(user, WINDOW_MS).is_ok());
+            assert!(r.take(user, t0 + WINDOW_MS).is_ok());
         }
         assert_eq!(r.room(), room, "grew after a rotation");
     }
