@@ -423,7 +423,7 @@ async fn write_plan(conn: &mut MySqlConnection, p: &Plan, statement_bytes: usize
     upsert_products(conn, p.products.values().map(|(l, x)| (*l, x))).await?;
     let acts: Vec<(u64, &Activity, u64, i64)> = p.activities.values().map(|(l, a)| (*l, a, 0, 0)).collect();
     upsert_activities(conn, &acts, StockMode::Incremental).await?;
-    upsert_orders(conn, p.orders.values(), statement_bytes).await?;
+    upsert_orders(conn, p.orders.values()).await?;
     for (activity_id, d) in &p.stock {
         let done =
             sqlx::query("UPDATE activities SET remaining = remaining + ?, total_stock = total_stock + ? WHERE id = ?")
@@ -546,42 +546,103 @@ async fn upsert_activities(
     Ok(())
 }
 
-async fn upsert_orders(
-    conn: &mut MySqlConnection,
-    rows: impl Iterator<Item = &OrderRow>,
-    statement_bytes: usize,
-) -> Result<(), Failure> {
+/// Rows of the largest prepared `orders` statement (12 placeholders a row:
+/// 6 144 of MySQL's 65 535).
+const ORDER_ROWS_MAX: usize = 512;
+
+const ORDERS_HEAD: &str = "INSERT INTO orders (order_id, user_id, activity_id, quantity, amount_cents, status, \
+     created_at, pay_before, paid_txn, idempotency_key, updated_lsn, updated_at) VALUES ";
+const ORDERS_TAIL: &str = " ON DUPLICATE KEY UPDATE status = VALUES(status), paid_txn = VALUES(paid_txn), \
+     updated_lsn = VALUES(updated_lsn), updated_at = VALUES(updated_at)";
+
+/// The `orders` upsert for `rows` rows (a power of two up to
+/// `ORDER_ROWS_MAX`), built once: sqlx prepares each text once per
+/// connection and keeps it (its statement cache), so a batch's rows are
+/// bound, not parsed. Before 2026-12-06 (evening) they went as text, and
+/// parsing them was ~40 % of mysqld's CPU per order (docs/PERFORMANCE.md).
+fn orders_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let mut out = Vec::new();
+        let mut n = 1;
+        while n <= ORDER_ROWS_MAX {
+            let mut sql = String::with_capacity(ORDERS_HEAD.len() + ORDERS_TAIL.len() + n * 28);
+            sql.push_str(ORDERS_HEAD);
+            for i in 0..n {
+                sql.push_str(if i == 0 { "(?,?,?,?,?,?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?,?,?,?,?,?)" });
+            }
+            sql.push_str(ORDERS_TAIL);
+            out.push(sql);
+            n *= 2;
+        }
+        out
+    });
+    let i = rows.clamp(1, ORDER_ROWS_MAX).ilog2() as usize;
+    &all[i.min(all.len() - 1)]
+}
+
+/// The sizes `n` rows go in: `ORDER_ROWS_MAX` while that many are left,
+/// then the powers of two of the rest (at most 10 statement texts, each
+/// prepared once per connection).
+fn order_chunks(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= ORDER_ROWS_MAX { ORDER_ROWS_MAX } else { 1 << n.ilog2() };
+        n -= size;
+        Some(size)
+    })
+}
+
+async fn upsert_orders(conn: &mut MySqlConnection, rows: impl Iterator<Item = &OrderRow>) -> Result<(), Failure> {
     use std::fmt::Write as _;
-    let mut sql = RowsSql::new(
-        "INSERT INTO orders (order_id, user_id, activity_id, quantity, amount_cents, status, created_at, \
-         pay_before, paid_txn, idempotency_key, updated_lsn, updated_at) VALUES ",
-        " ON DUPLICATE KEY UPDATE status = VALUES(status), paid_txn = VALUES(paid_txn), \
-         updated_lsn = VALUES(updated_lsn), updated_at = VALUES(updated_at)",
-        statement_bytes,
-    );
-    let mut row = String::with_capacity(200);
-    for r in rows {
-        let o = &r.order;
-        row.clear();
-        let _ = write!(
-            row,
-            "('{}',{},{},{},{},'{}','",
-            o.id,
-            o.user_id,
-            o.activity_id,
-            o.quantity,
-            o.amount_cents,
-            o.status.as_str()
-        );
-        write_datetime(&mut row, o.created_at_ms);
-        row.push_str("','");
-        write_datetime(&mut row, o.pay_before_ms);
-        let _ = write!(row, "',{},{},{},'", o.paid_txn, o.idempotency_key, r.updated_lsn);
-        write_datetime(&mut row, r.updated_at_ms);
-        row.push_str("')");
-        sql.row(&row);
+    let rows: Vec<&OrderRow> = rows.collect();
+    let mut at = 0;
+    // A chunk's text values (order id and three DATETIMEs a row) in one
+    // buffer, bound as slices of it: no allocation per value.
+    let mut text = String::with_capacity(4 * 36 * ORDER_ROWS_MAX);
+    let mut ends: Vec<usize> = Vec::with_capacity(4 * ORDER_ROWS_MAX);
+    for size in order_chunks(rows.len()) {
+        let chunk = &rows[at..at + size];
+        at += size;
+        text.clear();
+        ends.clear();
+        for r in chunk {
+            let _ = write!(text, "{}", r.order.id);
+            ends.push(text.len());
+            for ms in [r.order.created_at_ms, r.order.pay_before_ms, r.updated_at_ms] {
+                write_datetime(&mut text, ms);
+                ends.push(text.len());
+            }
+        }
+        let mut values = ends.iter().scan(0, |start, &end| {
+            let v = text.get(*start..end).unwrap_or_default();
+            *start = end;
+            Some(v)
+        });
+        let mut next = || values.next().unwrap_or_default();
+        let mut q = sqlx::query(orders_sql(size));
+        for r in chunk {
+            let o = &r.order;
+            let (id, created_at, pay_before, updated_at) = (next(), next(), next(), next());
+            q = q
+                .bind(id)
+                .bind(o.user_id)
+                .bind(o.activity_id)
+                .bind(o.quantity)
+                .bind(o.amount_cents)
+                .bind(o.status.as_str())
+                .bind(created_at)
+                .bind(pay_before)
+                .bind(o.paid_txn)
+                .bind(o.idempotency_key)
+                .bind(r.updated_lsn)
+                .bind(updated_at);
+        }
+        q.execute(&mut *conn).await?;
     }
-    run_text(conn, sql.finish()).await
+    Ok(())
 }
 
 async fn insert_stock_log(
@@ -671,7 +732,7 @@ pub(crate) async fn write_full_state(
         .map(|o| OrderRow { order: *o, updated_lsn: replica.lsn, updated_at_ms: o.created_at_ms })
         .collect();
     orders.sort_unstable_by_key(|r| r.order.id);
-    upsert_orders(&mut tx, orders.iter(), statement_bytes).await?;
+    upsert_orders(&mut tx, orders.iter()).await?;
     upsert_quotas(&mut tx, replica.quotas.iter().map(|(&(a, u), &limit)| (a, u, limit, replica.lsn))).await?;
     insert_stock_log(&mut tx, &log, statement_bytes).await?;
     sqlx::query("UPDATE persist_checkpoint SET lsn = ?, resync_requested = 0 WHERE id = 1")
@@ -743,6 +804,24 @@ mod tests {
         let rows: usize = done.iter().map(|s| s.matches("'x'").count()).sum();
         assert_eq!(rows, 10, "every row once");
         assert!(RowsSql::new("A ", "", 10).finish().is_empty(), "no rows, no statement");
+    }
+
+    #[test]
+    fn orders_go_in_few_prepared_sizes() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in (0..3000).chain([65_537, 1_000_000]) {
+            let chunks: Vec<usize> = order_chunks(n).collect();
+            assert_eq!(chunks.iter().sum::<usize>(), n, "every row once ({n})");
+            assert!(chunks.len() <= n / ORDER_ROWS_MAX + 10, "{n}: {chunks:?}");
+            for &c in &chunks {
+                assert!(c.is_power_of_two() && c <= ORDER_ROWS_MAX, "{n}: {chunks:?}");
+                let sql = orders_sql(c);
+                assert_eq!(sql.matches('?').count(), 12 * c, "placeholders for {c} rows");
+                assert!(sql.starts_with(ORDERS_HEAD) && sql.ends_with(ORDERS_TAIL));
+                sizes.insert(c);
+            }
+        }
+        assert_eq!(sizes.len(), 10, "1, 2, 4, … 512: the texts sqlx prepares once each: {sizes:?}");
     }
 
     #[test]
