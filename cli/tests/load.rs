@@ -123,3 +123,35 @@ fn load_without_a_server_says_what_to_do() {
     assert!(!out.status.success());
     assert!(stderr.contains("cannot reach") && stderr.contains("seckill up"), "stderr:\n{stderr}");
 }
+
+/// The open loop sends exactly `rate × duration` clicks, none before it is
+/// due (so the run lasts at least the duration), and every one gets an
+/// answer. Fails if the pacer releases requests early or loses some
+/// (e.g. the end-of-run permits not given, which would hang the workers).
+#[test]
+fn the_open_loop_sends_each_click_when_due_and_all_of_them() {
+    let (tmp, dir) = seckill_testkit::data_dir();
+    let up = Up::start(&dir);
+    let report = tmp.path().join("report.json");
+    let started = Instant::now();
+    let out = Command::new(bin())
+        .args(["load", "--url", &up.url(), "--data-dir"])
+        .arg(&dir)
+        .args(["--setup", "--stock", "5000", "--users", "1500", "--connections", "8"])
+        .args(["--rate", "1000", "--duration", "1500ms", "--quiet", "--report"])
+        .arg(&report)
+        .env("SECKILL_AUTH_SECRET", SECRET)
+        .output()
+        .expect("running seckill load");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "seckill load failed: {}\nstderr:\n{stderr}", out.status);
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report written")).expect("report is JSON");
+    assert_eq!(v["mode"], "open", "report: {v:#}");
+    assert_eq!(v["requests"], 1500, "report: {v:#}");
+    assert_eq!(v["created"], 1500, "report: {v:#}");
+    // The last click is due at 1.499 s: a run that ended sooner sent early.
+    let run_s = v["duration_s"].as_f64().expect("duration_s");
+    assert!(run_s >= 1.49, "ran {run_s} s for clicks due over 1.5 s: report {v:#}");
+    assert!(started.elapsed() >= Duration::from_millis(1490));
+}
