@@ -147,12 +147,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    fn activity() -> Event {
+    /// Activity 1, titled with `title_bytes` bytes.
+    fn activity(title_bytes: usize) -> Event {
         Event::ActivityUpserted(crate::activity::Activity {
             id: 1,
             product_id: 0,
             product_name: "p".into(),
-            title: "t".into(),
+            title: "t".repeat(title_bytes),
             price_cents: 5,
             starts_at_ms: 0,
             ends_at_ms: 10,
@@ -165,12 +166,14 @@ mod tests {
     }
 
     /// The `n`-th event of the test log: an activity, stock, then orders,
-    /// every third one paid later (records of two sizes).
+    /// some paid later, and every fifth record the activity renamed (records
+    /// of many sizes, so that slice boundaries cut records).
     fn event(n: u64) -> Event {
         match n {
-            1 => activity(),
+            1 => activity(1),
             2 => Event::StockAdded { activity_id: 1, amount: 1 << 40 },
-            n if n % 3 == 0 && n > 3 => Event::OrderStatusChanged {
+            n if n % 5 == 0 => activity((n % 41) as usize),
+            n if n % 3 == 0 && n > 3 && (n - 1) % 5 != 0 => Event::OrderStatusChanged {
                 order_id: OrderId::first_at(n - 1, 0),
                 user_id: n - 1,
                 activity_id: 1,
