@@ -137,62 +137,32 @@ fn replay_onto(fs: &dyn Fs, wal_dir: &Path, replica: &mut Replica, target_lsn: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
-    use crate::order::Order;
+    use crate::event::{fixtures, Event};
     use crate::wal::codec::Encoder;
     use crate::wal::fs::{os, overlay, Override, ReadFile};
     use crate::wal::segment::{segment_path, MAGIC};
-    use seckill_proto::{OrderId, OrderStatus};
+    use seckill_proto::OrderStatus;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-
-    /// Activity 1, titled with `title_bytes` bytes.
-    fn activity(title_bytes: usize) -> Event {
-        Event::ActivityUpserted(crate::activity::Activity {
-            id: 1,
-            product_id: 0,
-            product_name: "p".into(),
-            title: "t".repeat(title_bytes),
-            price_cents: 5,
-            starts_at_ms: 0,
-            ends_at_ms: 10,
-            per_user_limit: 1,
-            payment_timeout_s: 60,
-            require_buy_token: false,
-            gate_factor: 5,
-            status: crate::activity::ActivityStatus::Active,
-        })
-    }
 
     /// The `n`-th event of the test log: an activity, stock, then orders,
     /// some paid later, and every fifth record the activity renamed (records
     /// of many sizes, so that slice boundaries cut records).
     fn event(n: u64) -> Event {
         match n {
-            1 => activity(1),
+            1 => Event::ActivityUpserted(fixtures::activity("t")),
             2 => Event::StockAdded { activity_id: 1, amount: 1 << 40 },
-            n if n % 5 == 0 => activity((n % 41) as usize),
+            n if n % 5 == 0 => Event::ActivityUpserted(fixtures::activity(&"t".repeat((n % 41) as usize))),
             n if n % 3 == 0 && n > 3 && (n - 1) % 5 != 0 => Event::OrderStatusChanged {
-                order_id: OrderId::first_at(n - 1, 0),
+                order_id: fixtures::order(n - 1).id,
                 user_id: n - 1,
                 activity_id: 1,
                 status: OrderStatus::Paid,
                 txn: n,
                 at_ms: n,
             },
-            n => Event::OrderCreated(Order {
-                id: OrderId::first_at(n, 0),
-                user_id: n,
-                activity_id: 1,
-                quantity: 1,
-                amount_cents: 100,
-                status: OrderStatus::PendingPayment,
-                created_at_ms: n,
-                pay_before_ms: n + 1,
-                idempotency_key: n,
-                paid_txn: 0,
-            }),
+            n => Event::OrderCreated(fixtures::order(n)),
         }
     }
 

@@ -268,20 +268,7 @@ mod tests {
     fn sample() -> Replica {
         let mut r = Replica::default();
         r.apply(1, &Event::StockAdded { activity_id: 1, amount: 1 }).unwrap_err();
-        let a = crate::activity::Activity {
-            id: 1,
-            product_id: 0,
-            product_name: "p".into(),
-            title: "t".into(),
-            price_cents: 5,
-            starts_at_ms: 0,
-            ends_at_ms: 10,
-            per_user_limit: 1,
-            payment_timeout_s: 60,
-            require_buy_token: false,
-            gate_factor: 5,
-            status: crate::activity::ActivityStatus::Active,
-        };
+        let a = crate::event::fixtures::activity("t");
         r.apply(1, &Event::ActivityUpserted(a)).unwrap();
         r.apply(2, &Event::StockAdded { activity_id: 1, amount: 10 }).unwrap();
         r.apply(3, &Event::QuotaSet { activity_id: 1, user_id: 9, limit: 3 }).unwrap();
