@@ -39,3 +39,43 @@ pub enum Event {
         at_ms: u64,
     },
 }
+
+/// Events the WAL and snapshot tests write and read back.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// Activity 1 (product 0, active, one per user), titled `title`.
+    pub(crate) fn activity(title: &str) -> Activity {
+        Activity {
+            id: 1,
+            product_id: 0,
+            product_name: "p".into(),
+            title: title.into(),
+            price_cents: 5,
+            starts_at_ms: 0,
+            ends_at_ms: 10,
+            per_user_limit: 1,
+            payment_timeout_s: 60,
+            require_buy_token: false,
+            gate_factor: 5,
+            status: crate::activity::ActivityStatus::Active,
+        }
+    }
+
+    /// Order `n` of user `n` in activity 1, pending payment.
+    pub(crate) fn order(n: u64) -> Order {
+        Order {
+            id: OrderId::first_at(n, 1),
+            user_id: n,
+            activity_id: 1,
+            quantity: 1,
+            amount_cents: 100,
+            status: OrderStatus::PendingPayment,
+            created_at_ms: n,
+            pay_before_ms: n + 1,
+            idempotency_key: n,
+            paid_txn: 0,
+        }
+    }
+}

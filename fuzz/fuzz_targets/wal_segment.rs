@@ -1,13 +1,14 @@
 //! Arbitrary bytes as a WAL segment file (`segment::scan`, what recovery and
 //! the log tailers run on every segment). Scanning must never panic, must
 //! report exactly the records it handed out, and what it accepted must be a
-//! clean segment on its own. The bytes are scanned as they are, then again
+//! clean segment on its own, and reading it in slices (as snapshots are
+//! built) must end exactly where and as reading it whole does. The bytes are scanned as they are, then again
 //! with every record's CRC fixed up so mutations reach the rkyv check.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use seckill_engine::wal::codec::Encoder;
-use seckill_engine::wal::segment::{scan, MAGIC};
+use seckill_engine::wal::segment::{scan, scan_in_slices, MAGIC};
 use seckill_engine::Event;
 use seckill_fuzz::fix_crcs;
 
@@ -28,6 +29,12 @@ fuzz_target!(|data: &[u8]| {
 fn check(bytes: &[u8], first_lsn: u64) {
     let mut seen: Vec<(u64, Event)> = Vec::new();
     let end = scan(bytes, first_lsn, &mut |lsn, ev| seen.push((lsn, ev)));
+    for slice_bytes in [1, 61, 4096] {
+        let mut sliced = Vec::new();
+        let sliced_end = scan_in_slices(bytes, first_lsn, slice_bytes, &mut |lsn, ev| sliced.push((lsn, ev)));
+        assert_eq!(sliced_end, end, "read in slices of {slice_bytes} bytes");
+        assert_eq!(sliced, seen, "read in slices of {slice_bytes} bytes");
+    }
     assert!(end.valid_bytes as usize <= bytes.len());
     if end.stopped.is_none() {
         assert_eq!(end.valid_bytes as usize, bytes.len(), "{end:?}");

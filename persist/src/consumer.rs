@@ -15,7 +15,7 @@
 
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::tail::{TailError, Tailer};
-use seckill_engine::wal::{snapshot, Checkpoints, WalStatus};
+use seckill_engine::wal::{self, Checkpoints, RebuildError, WalStatus};
 use seckill_engine::Event;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -943,61 +943,25 @@ fn tick(sh: &Shared, budget: u64, checkpoints: &Checkpoints, n: &Names) {
     }
 }
 
-fn load_snapshot(data_dir: &Path) -> Result<Replica, Failure> {
-    let dir = data_dir.join("snapshots");
-    match snapshot::load_newest(&dir) {
-        Ok(r) => Ok(r.unwrap_or_default()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Replica::default()),
-        Err(e) => Err(Failure::Transient(format!("reading snapshots in {}: {e}", dir.display()))),
-    }
-}
-
-/// The engine's state at (at least) the durable LSN of now: `given` or the
-/// newest snapshot, then the WAL after it. `hold(lsn)` is told where the
-/// WAL is read from. Built for a resync, then dropped.
+/// The engine's state at the durable LSN of now: `given` or the newest
+/// snapshot, then the WAL after it, read in slices ([`wal::rebuild`], the
+/// snapshot thread's own). `hold(lsn)` is told where the WAL is read from.
+/// Built for a resync, then dropped.
 fn build_replica(
     given: Option<Replica>,
     data_dir: &Path,
-    status: &Arc<WalStatus>,
-    mut hold: impl FnMut(u64),
+    status: &WalStatus,
+    hold: impl FnMut(u64),
 ) -> Result<Replica, Failure> {
-    let target = status.durable_lsn.load(Ordering::Acquire);
-    let mut given = given;
-    // The WAL after a snapshot vanishes only when a newer snapshot let it
-    // go: start again from that one.
-    for _ in 0..5 {
-        let mut r = match given.take() {
-            Some(r) => r,
-            None => load_snapshot(data_dir)?,
-        };
-        hold(r.lsn);
-        let mut tail = Tailer::new(data_dir, status.clone(), r.lsn);
-        let mut buf = Vec::with_capacity(10_000);
-        let complete = loop {
-            buf.clear();
-            match tail.poll(10_000, &mut buf) {
-                Ok(_) => {}
-                Err(TailError::Truncated(_)) => break false,
-                Err(TailError::Corrupt(lsn, why)) => {
-                    return Err(Failure::Fatal(format!("the WAL is damaged at LSN {lsn} ({why})")))
-                }
-                Err(TailError::Io(e)) => return Err(Failure::Transient(format!("reading the WAL: {e}"))),
-            }
-            if buf.is_empty() {
-                break true;
-            }
-            for (lsn, ev) in buf.drain(..) {
-                r.apply(lsn, &ev).map_err(|e| Failure::Fatal(format!("the WAL does not replay ({e})")))?;
-            }
-            if r.lsn >= target && tail.lag_records() == 0 {
-                break true;
-            }
-        };
-        if complete {
-            return Ok(r);
+    let target_lsn = status.durable_lsn.load(Ordering::Acquire);
+    let (wal_dir, snap_dir) = (data_dir.join("wal"), data_dir.join("snapshots"));
+    wal::rebuild(&*wal::fs::os(), &wal_dir, &snap_dir, given, target_lsn, hold).map_err(|e| match e {
+        RebuildError::Damaged { .. } | RebuildError::Replay(_) => Failure::Fatal(e.to_string()),
+        RebuildError::Gone(_) => {
+            Failure::Transient(format!("the WAL after the newest snapshot kept vanishing while being read ({e})"))
         }
-    }
-    Err(Failure::Transient("the WAL after the newest snapshot kept vanishing while being read".into()))
+        RebuildError::Io(_) | RebuildError::Short { .. } => Failure::Transient(e.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The MySQL persister against a real MariaDB/MySQL at 127.0.0.1:3306
 //! (override the server with SECKILL_TEST_MYSQL=mysql://user@host:port).
-//! Each test makes its own database `seckill_test_<random>` and drops it at
+//! Each test makes its own database `seckill_test_<random>` (prefix: `SECKILL_TEST_DB_PREFIX`) and drops it at
 //! the end. With SECKILL_REQUIRE_SERVICES set (scripts/test sets it) an unreachable
 //! server fails the tests; elsewhere
 //! they print a loud SKIP and pass.
@@ -67,7 +67,9 @@ impl TestDb {
             );
             return None;
         }
-        let name = format!("seckill_test_{:016x}", rand::random::<u64>());
+        // SECKILL_TEST_DB_PREFIX: engineers sharing one server keep to their own names.
+        let prefix = std::env::var("SECKILL_TEST_DB_PREFIX").unwrap_or_else(|_| "seckill_test".into());
+        let name = format!("{prefix}_{:016x}", rand::random::<u64>());
         let url = format!("{}/{name}", server_url());
         if migrations >= mysql::MIGRATOR.iter().count() {
             rt().block_on(mysql::migrate(&url)).expect("migrate");

@@ -86,23 +86,10 @@ pub fn decode(buf: &[u8], aligned: &mut AlignedVec<16>) -> Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::order::Order;
     use proptest::prelude::*;
-    use seckill_proto::{OrderId, OrderStatus};
 
     fn order_event(n: u64) -> Event {
-        Event::OrderCreated(Order {
-            id: OrderId::first_at(n, 1),
-            user_id: n,
-            activity_id: 1,
-            quantity: 1,
-            amount_cents: 100,
-            status: OrderStatus::PendingPayment,
-            created_at_ms: n,
-            pay_before_ms: n + 1,
-            idempotency_key: n,
-            paid_txn: 0,
-        })
+        Event::OrderCreated(crate::event::fixtures::order(n))
     }
 
     #[test]

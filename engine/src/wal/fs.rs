@@ -71,6 +71,32 @@ impl LogFile for File {
     }
 }
 
+/// A file opened for reading (a snapshot or a WAL segment read in slices).
+pub trait ReadFile: Send {
+    /// Reads into `buf` from `offset`; returns how many bytes, 0 at the end
+    /// of the file. May return fewer than asked before the end.
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl ReadFile for File {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+/// Bytes in memory read as a file (what `segment::scan` and
+/// `snapshot::parse` read through the same slicing reader as the disk).
+pub(crate) struct InMemory<'a>(pub &'a [u8]);
+
+impl ReadFile for InMemory<'_> {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(self.0.len());
+        let n = buf.len().min(self.0.len() - from);
+        buf[..n].copy_from_slice(&self.0[from..from + n]);
+        Ok(n)
+    }
+}
+
 /// Held while the data dir is in use; dropping it lets another engine in.
 pub trait DirLock: Send + Sync {}
 impl DirLock for File {}
@@ -87,8 +113,11 @@ pub trait Fs: Send + Sync + 'static {
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
     /// Creates `path` empty (truncating what was there) for appending.
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
-    /// Reads the whole file.
+    /// Reads the whole file (small files, and recovery's segments).
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens `path` to read it in slices (snapshots, and the WAL read to
+    /// build one). The file stays readable if its name is removed meanwhile.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>>;
     /// The entries of `dir` (full paths), in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     /// Whether `path` exists.
@@ -150,6 +179,9 @@ impl Fs for OsFs {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
     }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+        Ok(Box::new(File::open(path)?))
+    }
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect()
     }
@@ -210,6 +242,10 @@ pub trait Override: Send + Sync + 'static {
     fn read(&self, base: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
         base.read(path)
     }
+    /// Opens a file to read in slices ([`Fs::open_read`]).
+    fn open_read(&self, base: &dyn Fs, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+        base.open_read(path)
+    }
 }
 
 /// A file system that is `base` in everything but what `over` replaces: a
@@ -237,6 +273,9 @@ impl<O: Override> Fs for Overlay<O> {
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.over.read(&*self.base, path)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+        self.over.open_read(&*self.base, path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         self.base.list(dir)

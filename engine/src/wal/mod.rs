@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod fs;
+pub mod rebuild;
 pub mod segment;
 pub mod sim_fs;
 pub mod snapshot;
@@ -15,8 +16,9 @@ pub(crate) mod writer;
 use crate::commit::Batch;
 use crate::replica::Replica;
 use crossbeam_channel::{bounded, Sender};
-pub use fs::{Fs, LogFile, SharedFs};
+pub use fs::{Fs, LogFile, ReadFile, SharedFs};
 use parking_lot::Mutex;
+pub use rebuild::{rebuild, RebuildError};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -5,10 +5,11 @@
 //! torn tail.
 
 use super::codec::{decode, Decoded};
-use super::fs::{Fs, OsFs};
+use super::fs::{Fs, OsFs, ReadFile};
 use crate::event::Event;
 use rkyv::util::AlignedVec;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"SKWAL\0\0\x01";
@@ -74,10 +75,101 @@ pub fn read(seg: &Segment, f: impl FnMut(u64, Event)) -> io::Result<SegmentEnd> 
     read_in(&OsFs, seg, f)
 }
 
-/// `read` through a file-system seam.
+/// `read` through a file-system seam, in slices of [`READ_SLICE_BYTES`]:
+/// never more than a slice and one record of the file in memory.
 pub(crate) fn read_in(fs: &dyn Fs, seg: &Segment, mut f: impl FnMut(u64, Event)) -> io::Result<SegmentEnd> {
-    let bytes = fs.read(&seg.path)?;
-    Ok(scan(&bytes, seg.first_lsn, &mut f))
+    let mut file = fs.open_read(&seg.path)?;
+    read_segment(&mut *file, seg.first_lsn, READ_SLICE_BYTES, &mut |lsn, ev| {
+        f(lsn, ev);
+        ControlFlow::Continue(())
+    })
+}
+
+/// Bytes of a segment or snapshot read from the file per step when it is
+/// read in slices (building a snapshot, a consumer's resync, loading a
+/// snapshot), so that reading a 64 MiB segment or a snapshot of a million
+/// orders holds about this much of it in memory, not all of it.
+pub const READ_SLICE_BYTES: usize = 1 << 20;
+
+/// Reads one segment file (its magic, then its records) in slices of
+/// `slice_bytes`: see [`read_records`].
+pub(crate) fn read_segment(
+    file: &mut dyn ReadFile,
+    first_lsn: u64,
+    slice_bytes: usize,
+    f: &mut dyn FnMut(u64, Event) -> ControlFlow<()>,
+) -> io::Result<SegmentEnd> {
+    let mut magic = [0u8; MAGIC.len()];
+    let got = read_full(file, &mut magic, 0)?;
+    if let Some(why) = magic_error(&magic[..got]) {
+        return Ok(SegmentEnd {
+            last_lsn: first_lsn.saturating_sub(1),
+            valid_bytes: 0,
+            stopped: Some(why),
+            zeros_after: false,
+        });
+    }
+    read_records(file, MAGIC.len() as u64, first_lsn, slice_bytes, f)
+}
+
+/// Reads the records of `file` from byte `start` on in slices of
+/// `slice_bytes`, expecting LSNs `first_lsn, first_lsn + 1, …`. Ends as
+/// [`scan_records`] would on the whole file (the same torn-tail, corruption
+/// and zeros-ahead rules: both are [`scan_window`]), or earlier where `f`
+/// breaks. Holds at most a slice and one record of the file in memory.
+pub(crate) fn read_records(
+    file: &mut dyn ReadFile,
+    start: u64,
+    first_lsn: u64,
+    slice_bytes: usize,
+    f: &mut dyn FnMut(u64, Event) -> ControlFlow<()>,
+) -> io::Result<SegmentEnd> {
+    let slice_bytes = slice_bytes.max(1);
+    let mut end =
+        SegmentEnd { last_lsn: first_lsn.saturating_sub(1), valid_bytes: start, stopped: None, zeros_after: false };
+    // `buf[..filled]` holds the file from `buf_offset`; it grows past a
+    // slice only by what a record left over from the last slice takes.
+    let (mut buf, mut buf_offset, mut filled, mut eof) = (Vec::new(), start, 0usize, false);
+    let mut aligned = AlignedVec::<16>::new();
+    loop {
+        let consumed = match scan_window(&buf[..filled], buf_offset, eof, &mut end, &mut aligned, f) {
+            Window::Done => return Ok(end),
+            Window::More { consumed } => consumed,
+        };
+        buf.copy_within(consumed..filled, 0);
+        filled -= consumed;
+        buf_offset += consumed as u64;
+        if buf.len() < filled + slice_bytes {
+            buf.resize(filled + slice_bytes, 0);
+        }
+        let got = file.read_at(&mut buf[filled..filled + slice_bytes], buf_offset + filled as u64)?;
+        filled += got;
+        eof = got == 0;
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns how many bytes.
+pub(crate) fn read_full(file: &mut dyn ReadFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// What is wrong with a segment that starts with `head` (at most
+/// `MAGIC.len()` bytes, fewer only if the file is shorter), if anything.
+fn magic_error(head: &[u8]) -> Option<&'static str> {
+    if head == MAGIC.as_slice() {
+        None
+    } else if head.len() < MAGIC.len() {
+        Some("torn segment header")
+    } else {
+        Some("bad segment magic")
+    }
 }
 
 /// After a bad record at `from`: the first whole, checked record further
@@ -104,8 +196,7 @@ fn valid_record_after(bytes: &[u8], from: usize, after_lsn: u64) -> Option<(u64,
 
 /// The pure part of `read`, which the fuzz tests drive with any bytes.
 pub fn scan(bytes: &[u8], first_lsn: u64, f: &mut impl FnMut(u64, Event)) -> SegmentEnd {
-    if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
-        let why = if bytes.len() < MAGIC.len() { "torn segment header" } else { "bad segment magic" };
+    if let Some(why) = magic_error(bytes.get(..MAGIC.len()).unwrap_or(bytes)) {
         return SegmentEnd {
             last_lsn: first_lsn.saturating_sub(1),
             valid_bytes: 0,
@@ -116,6 +207,21 @@ pub fn scan(bytes: &[u8], first_lsn: u64, f: &mut impl FnMut(u64, Event)) -> Seg
     scan_records(bytes, MAGIC.len(), first_lsn, f)
 }
 
+/// [`scan`] through the reader that reads files in slices, `slice_bytes` at a
+/// time, over `bytes` in memory: the fuzz tests check that it ends exactly
+/// as `scan` does wherever the slices cut the records.
+pub fn scan_in_slices(bytes: &[u8], first_lsn: u64, slice_bytes: usize, f: &mut impl FnMut(u64, Event)) -> SegmentEnd {
+    let mut file = super::fs::InMemory(bytes);
+    let read = read_segment(&mut file, first_lsn, slice_bytes, &mut |lsn, ev| {
+        f(lsn, ev);
+        ControlFlow::Continue(())
+    });
+    match read {
+        Ok(end) => end,
+        Err(e) => unreachable!("bytes in memory read without error: {e}"),
+    }
+}
+
 /// Reads records from `bytes[start..]`, expecting LSNs `first_lsn, first_lsn + 1, …`.
 pub(crate) fn scan_records(bytes: &[u8], start: usize, first_lsn: u64, f: &mut impl FnMut(u64, Event)) -> SegmentEnd {
     let mut end = SegmentEnd {
@@ -124,35 +230,73 @@ pub(crate) fn scan_records(bytes: &[u8], start: usize, first_lsn: u64, f: &mut i
         stopped: None,
         zeros_after: false,
     };
-    let mut at = start;
+    let window = bytes.get(start..).unwrap_or_default();
     let mut aligned = AlignedVec::<16>::new();
-    while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
-        match decode(rest, &mut aligned) {
+    scan_window(window, start as u64, true, &mut end, &mut aligned, &mut |lsn, ev| {
+        f(lsn, ev);
+        ControlFlow::Continue(())
+    });
+    end
+}
+
+/// How [`scan_window`] left a window of the file.
+enum Window {
+    /// `end` is final: the records stopped, ended, or `f` broke.
+    Done,
+    /// The window ends inside a record (or is used up) before the end of
+    /// the file: read more after its first `consumed` bytes.
+    More { consumed: usize },
+}
+
+/// The one record loop of every reader of segments and snapshots:
+/// `window` is the file from byte `offset` on (all of the rest if `eof`),
+/// `end` says what was read before it. Records must follow `end.last_lsn`
+/// one by one; reading stops at a torn record (one the file ends inside),
+/// a corrupt one, one out of sequence, or sixteen zero bytes (the zeros
+/// written ahead). A record cut by the end of a window that is not the end
+/// of the file is not torn: the caller reads more.
+fn scan_window(
+    window: &[u8],
+    offset: u64,
+    eof: bool,
+    end: &mut SegmentEnd,
+    aligned: &mut AlignedVec<16>,
+    f: &mut dyn FnMut(u64, Event) -> ControlFlow<()>,
+) -> Window {
+    let mut at = 0;
+    loop {
+        let rest = &window[at..];
+        if rest.is_empty() {
+            return if eof { Window::Done } else { Window::More { consumed: at } };
+        }
+        match decode(rest, aligned) {
             Decoded::Record { lsn, event, bytes: n } => {
                 if lsn != end.last_lsn.wrapping_add(1) {
                     end.stopped = Some("LSN out of sequence");
-                    return end;
+                    return Window::Done;
                 }
-                f(lsn, *event);
                 at += n;
                 end.last_lsn = lsn;
-                end.valid_bytes = at as u64;
+                end.valid_bytes = offset + at as u64;
+                if f(lsn, *event).is_break() {
+                    return Window::Done;
+                }
             }
+            Decoded::Incomplete if !eof => return Window::More { consumed: at },
             Decoded::Incomplete => {
                 end.stopped = Some("torn record");
-                return end;
+                return Window::Done;
             }
             Decoded::Corrupt(why) => {
                 end.stopped = Some(why);
-                return end;
+                return Window::Done;
             }
             Decoded::End => {
                 end.zeros_after = true;
-                return end;
+                return Window::Done;
             }
         }
     }
-    end
 }
 
 #[cfg(test)]
@@ -231,6 +375,29 @@ mod tests {
             prop_assert!(seen.len() <= expected.len());
             prop_assert_eq!(&expected[..seen.len()], &seen[..]);
             prop_assert_eq!(end.last_lsn, seen.len() as u64);
+        }
+
+        /// Mutation caught: a record cut by a slice boundary read as torn
+        /// (the `Incomplete if !eof` arm of `scan_window` taken out), or
+        /// `valid_bytes` counted from the window instead of the file.
+        #[test]
+        fn read_in_slices_ends_exactly_as_the_whole_file_reads(
+            n in 1u64..20,
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            zeros in 0usize..40,
+            slice_bytes in 1usize..200,
+        ) {
+            let mut bytes = segment_bytes(1, n);
+            let i = flip.index(bytes.len());
+            bytes[i] ^= 0x10;
+            bytes.truncate(cut.index(bytes.len() + 1).max(i));
+            bytes.resize(bytes.len() + zeros, 0);
+            let (mut whole, mut sliced) = (Vec::new(), Vec::new());
+            let whole_end = scan(&bytes, 1, &mut |lsn, ev| whole.push((lsn, ev)));
+            let sliced_end = scan_in_slices(&bytes, 1, slice_bytes, &mut |lsn, ev| sliced.push((lsn, ev)));
+            prop_assert_eq!(sliced_end, whole_end);
+            prop_assert_eq!(sliced, whole);
         }
     }
 }

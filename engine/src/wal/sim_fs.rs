@@ -20,7 +20,7 @@
 //!   n-th operation.
 
 use super::codec::HEADER_BYTES;
-use super::fs::{DirLock, Fs, LogFile};
+use super::fs::{DirLock, Fs, LogFile, ReadFile};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -345,6 +345,22 @@ impl SimFile {
     }
 }
 
+/// A simulated file open for reading: it reads the inode as it is now (the
+/// page cache), even after its name is removed.
+struct SimReadFile {
+    fs: SimFs,
+    ino: u64,
+}
+
+impl ReadFile for SimReadFile {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut st = self.fs.0.lock();
+        st.tick()?;
+        let data = st.inodes.get(&self.ino).map(|i| i.data.as_slice()).unwrap_or_default();
+        super::fs::InMemory(data).read_at(buf, offset)
+    }
+}
+
 struct SimLock {
     fs: SimFs,
     dir: PathBuf,
@@ -401,6 +417,13 @@ impl Fs for SimFs {
         st.tick()?;
         let ino = st.file(path)?;
         Ok(st.inodes.get(&ino).map(|i| i.data.clone()).unwrap_or_default())
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+        let mut st = self.0.lock();
+        st.tick()?;
+        let ino = st.file(path)?;
+        Ok(Box::new(SimReadFile { fs: self.clone(), ino }))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {

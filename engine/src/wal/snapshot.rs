@@ -10,13 +10,15 @@
 //! the one before it is used (its WAL is kept until a newer one is durable).
 
 use super::codec::Encoder;
-use super::fs::{Fs, OsFs, SharedFs};
-use super::segment::{self, scan_records};
+use super::fs::{Fs, InMemory, OsFs, ReadFile, SharedFs};
+use super::rebuild::{rebuild, RebuildError};
+use super::segment::{self, READ_SLICE_BYTES};
 use super::trim::Trimmer;
 use super::{Checkpoints, WalStatus};
 use crate::replica::Replica;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -118,27 +120,40 @@ fn list_in(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Parses one snapshot's bytes. `None` if anything is off.
+/// Parses one snapshot's bytes. `None` if anything is off. (The same
+/// reader as [`load_newest`]'s, over bytes in memory: what the fuzz tests drive.)
 pub fn parse(bytes: &[u8]) -> Option<Replica> {
-    if bytes.get(..8)? != MAGIC.as_slice() {
-        return None;
+    read_from(&mut InMemory(bytes)).ok().flatten()
+}
+
+/// Reads one snapshot file in slices of [`READ_SLICE_BYTES`] (never the whole
+/// encoding in memory, only the state it rebuilds). `None` if anything is off.
+pub(crate) fn read_from(file: &mut dyn ReadFile) -> io::Result<Option<Replica>> {
+    let mut head = [0u8; HEADER_BYTES];
+    if segment::read_full(file, &mut head, 0)? < HEADER_BYTES || head[..8] != MAGIC[..] {
+        return Ok(None);
     }
-    let lsn = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-    let count = u64::from_le_bytes(bytes.get(16..24)?.try_into().ok()?);
-    let crc = u32::from_le_bytes(bytes.get(24..28)?.try_into().ok()?);
-    if crc32c::crc32c(bytes.get(8..24)?) != crc {
-        return None;
+    let word = |at: usize| u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7].map(|i| head[at + i]));
+    let (lsn, count) = (word(8), word(16));
+    let crc = u32::from_le_bytes([head[24], head[25], head[26], head[27]]);
+    if crc32c::crc32c(&head[8..24]) != crc {
+        return Ok(None);
     }
     let mut replica = Replica::default();
     let mut bad = false;
-    let end = scan_records(bytes, HEADER_BYTES, 1, &mut |i, ev| {
-        bad |= replica.apply(i, &ev).is_err();
-    });
+    let end = segment::read_records(file, HEADER_BYTES as u64, 1, READ_SLICE_BYTES, &mut |i, ev| {
+        bad = replica.apply(i, &ev).is_err();
+        if bad {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
     if bad || end.stopped.is_some() || end.zeros_after || end.last_lsn != count {
-        return None;
+        return Ok(None);
     }
     replica.lsn = lsn;
-    Some(replica)
+    Ok(Some(replica))
 }
 
 /// The newest snapshot that checks out, if any.
@@ -148,7 +163,7 @@ pub fn load_newest(dir: &Path) -> io::Result<Option<Replica>> {
 
 pub(crate) fn load_newest_in(fs: &dyn Fs, dir: &Path) -> io::Result<Option<Replica>> {
     for (lsn, path) in list_in(fs, dir)?.into_iter().rev() {
-        match parse(&fs.read(&path)?) {
+        match read_from(&mut *fs.open_read(&path)?)? {
             Some(r) if r.lsn == lsn => return Ok(Some(r)),
             _ => tracing::warn!(path = %path.display(), "snapshot does not check out; trying an older one"),
         }
@@ -187,38 +202,15 @@ impl Snapshotting {
             return Err(io::Error::other("the WAL has failed; no snapshot of an unknown state"));
         }
         let target = self.status.durable_lsn.load(Ordering::Acquire);
-        let mut replica = load_newest_in(&*self.fs, &self.snap_dir)?.unwrap_or_default();
-        if replica.lsn >= target {
-            return Ok(replica.lsn);
-        }
-        let mut failure = None;
-        let segments = segment::list_in(&*self.fs, &self.wal_dir)?;
-        for (i, seg) in segments.iter().enumerate() {
-            if replica.lsn >= target {
-                break;
-            }
-            // Wholly covered by the snapshot: not read. The writer may delete
-            // it at any moment (it is below every checkpoint), and reading a
-            // segment deleted after the listing failed the snapshot (ENOENT).
-            if segments.get(i + 1).is_some_and(|next| next.first_lsn <= replica.lsn + 1) {
-                continue;
-            }
-            segment::read_in(&*self.fs, seg, |lsn, ev| {
-                if lsn > replica.lsn && lsn <= target && failure.is_none() {
-                    if let Err(e) = replica.apply(lsn, &ev) {
-                        failure = Some(e);
-                    }
-                }
-            })?;
-            if let Some(e) = failure.take() {
-                return Err(io::Error::other(format!("the log does not replay onto the snapshot: {e}")));
-            }
-        }
-        if replica.lsn != target {
-            return Err(io::Error::other(format!(
-                "the WAL on disk ends at LSN {} but {target} is durable; no snapshot written",
-                replica.lsn
-            )));
+        let mut from_lsn = 0;
+        let replica = rebuild(&*self.fs, &self.wal_dir, &self.snap_dir, None, target, |lsn| from_lsn = lsn).map_err(
+            |e| match e {
+                RebuildError::Io(e) => e,
+                other => io::Error::other(format!("{other}; no snapshot written")),
+            },
+        )?;
+        if from_lsn >= target {
+            return Ok(from_lsn); // the newest snapshot is the state at `target`
         }
         let started = Instant::now();
         write_in(&*self.fs, &self.snap_dir, &replica)?;
@@ -291,20 +283,7 @@ mod tests {
     fn sample() -> Replica {
         let mut r = Replica::default();
         r.apply(1, &Event::StockAdded { activity_id: 1, amount: 1 }).unwrap_err();
-        let a = crate::activity::Activity {
-            id: 1,
-            product_id: 0,
-            product_name: "p".into(),
-            title: "t".into(),
-            price_cents: 5,
-            starts_at_ms: 0,
-            ends_at_ms: 10,
-            per_user_limit: 1,
-            payment_timeout_s: 60,
-            require_buy_token: false,
-            gate_factor: 5,
-            status: crate::activity::ActivityStatus::Active,
-        };
+        let a = crate::event::fixtures::activity("t");
         r.apply(1, &Event::ActivityUpserted(a)).unwrap();
         r.apply(2, &Event::StockAdded { activity_id: 1, amount: 10 }).unwrap();
         r.apply(3, &Event::QuotaSet { activity_id: 1, user_id: 9, limit: 3 }).unwrap();
@@ -318,11 +297,11 @@ mod tests {
     }
 
     impl crate::wal::fs::Override for GoneAfterListing {
-        fn read(&self, base: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
+        fn open_read(&self, base: &dyn Fs, path: &Path) -> io::Result<Box<dyn ReadFile>> {
             if path == self.gone {
                 return Err(io::Error::from(io::ErrorKind::NotFound));
             }
-            base.read(path)
+            base.open_read(path)
         }
     }
 
