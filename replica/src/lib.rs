@@ -37,7 +37,9 @@
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod replicator;
 pub mod state_machine;
+pub mod status;
 
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -45,7 +47,9 @@ use std::io::Cursor;
 pub use node::{Pending, ProposeError, Proposer, ReplicaConfig, ReplicaNode};
 /// The Raft library, for callers that name its types (configuration, membership).
 pub use openraft;
+pub use replicator::{lead, LeadError, Leading, Replicator, StepDown};
 pub use state_machine::{Apply, ApplyError};
+pub use status::Status;
 
 /// Node ids of a group: small, stable, chosen by the operator.
 pub type NodeId = u64;
