@@ -249,6 +249,9 @@ fn service_args(
             mysql_url: mysql.url().unwrap_or("none").to_string(),
             redis_url: redis.url().unwrap_or("none").to_string(),
             admin_idle_timeout: seckill_server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
+            replica_id: None,
+            peers: None,
+            replica_listen: None,
             metrics: front::MetricsArgs { metrics },
         },
         http: front::HttpArgs {
