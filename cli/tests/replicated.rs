@@ -14,12 +14,12 @@
 //! while it was paused) is started again on its data dir, as a follower.
 //!
 //! `SECKILL_REPLICA_CYCLES` sets the kills (default 3);
-//! `SECKILL_TEST_PORT_BASE` takes the six ports from BASE on instead of
-//! free ones.
+//! `SECKILL_TEST_PORT_BASE` takes each test's six ports from BASE on (the
+//! second test from BASE + 10) instead of free ones.
 
 mod common;
 
-use common::{log_file, seckill, wire_key};
+use common::{log_file, seckill, wire_key, TcpProxy};
 use rand::{Rng, SeedableRng};
 use seckill_proto::{Address, ErrorCode, OrderId, Request, Response};
 use seckill_server::client::Pool;
@@ -54,6 +54,8 @@ struct Group {
     replicas: Vec<Replica>,
     peers: String,
     restarts: usize,
+    /// With `start_proxied`: the proxy replica index `.0` dials `.1` through.
+    proxies: BTreeMap<(usize, usize), TcpProxy>,
 }
 
 fn port(base: Option<u16>, i: u16) -> u16 {
@@ -61,9 +63,21 @@ fn port(base: Option<u16>, i: u16) -> u16 {
 }
 
 impl Group {
-    fn start() -> Group {
+    /// Starts the replicas; with `SECKILL_TEST_PORT_BASE`, on ports from
+    /// BASE + 10 × `slot` (each test its own slot: they run in parallel).
+    fn start(slot: u16) -> Group {
+        Self::start_with(slot, false)
+    }
+
+    /// `start`, every replica dialing every other through its own proxy.
+    fn start_proxied(slot: u16) -> Group {
+        Self::start_with(slot, true)
+    }
+
+    fn start_with(slot: u16, proxied: bool) -> Group {
         let root = tempfile::tempdir().expect("tempdir");
-        let base: Option<u16> = std::env::var("SECKILL_TEST_PORT_BASE").ok().and_then(|v| v.parse().ok());
+        let base: Option<u16> =
+            std::env::var("SECKILL_TEST_PORT_BASE").ok().and_then(|v| v.parse::<u16>().ok()).map(|b| b + 10 * slot);
         let replicas: Vec<Replica> = (0..REPLICAS)
             .map(|i| Replica {
                 id: i + 1,
@@ -75,7 +89,16 @@ impl Group {
             .collect();
         let peers =
             replicas.iter().map(|r| format!("{}=127.0.0.1:{}", r.id, r.replica_port)).collect::<Vec<_>>().join(",");
-        let mut g = Group { _root: root, replicas, peers, restarts: 0 };
+        let mut proxies = BTreeMap::new();
+        if proxied {
+            for from in 0..REPLICAS {
+                for to in (0..REPLICAS).filter(|to| *to != from) {
+                    let target = format!("127.0.0.1:{}", replicas[to].replica_port);
+                    proxies.insert((from, to), TcpProxy::start(&target));
+                }
+            }
+        }
+        let mut g = Group { _root: root, replicas, peers, restarts: 0, proxies };
         for i in 0..REPLICAS {
             g.spawn(i);
         }
@@ -84,8 +107,19 @@ impl Group {
 
     fn spawn(&mut self, i: usize) {
         let r = &self.replicas[i];
-        let child = seckill()
-            .arg("engine")
+        let dial = self
+            .proxies
+            .iter()
+            .filter(|((from, _), _)| *from == i)
+            .map(|((_, to), p)| format!("{}=127.0.0.1:{}", to + 1, p.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cmd = seckill();
+        cmd.arg("engine");
+        if !dial.is_empty() {
+            cmd.args(["--replica-dial", &dial]);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(&r.dir)
             .args(["--engine", &format!("tcp:127.0.0.1:{}", r.engine_port)])
@@ -120,12 +154,13 @@ impl Group {
     }
 
     /// The replica whose admin socket answers (only the leader binds one),
-    /// restarting replicas that ended while waiting (but `except`).
+    /// restarting replicas that ended while waiting (but `except`, which is
+    /// not asked either).
     fn leader(&mut self, except: Option<usize>) -> usize {
         let deadline = Instant::now() + PATIENCE;
         loop {
             self.supervise(except);
-            for (i, r) in self.replicas.iter().enumerate() {
+            for (i, r) in self.replicas.iter().enumerate().filter(|(i, _)| Some(*i) != except) {
                 if try_admin(&r.dir, "stats", json!({})).is_some_and(|v| v.is_ok()) {
                     return i;
                 }
@@ -137,6 +172,32 @@ impl Group {
 
     fn logs(&self) -> String {
         self.replicas.iter().map(|r| r.dir.with_extension("log").display().to_string()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Cuts every link between replica `i` and the others, both ways.
+    fn isolate(&self, i: usize) {
+        for ((from, to), p) in &self.proxies {
+            if *from == i || *to == i {
+                p.cut();
+            }
+        }
+    }
+
+    fn heal(&self) {
+        for p in self.proxies.values() {
+            p.restore();
+        }
+    }
+
+    /// Every replica's status, from `seckill admin replica status --json`.
+    fn statuses(&self) -> Vec<Value> {
+        let out = seckill()
+            .args(["admin", "replica", "status", "--json", "--peers", &self.peers])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .expect("seckill admin replica status");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        v.as_array().expect("one status per replica").clone()
     }
 
     fn wire(&self, i: usize) -> Address {
@@ -228,7 +289,7 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
     let seed: u64 = rand::random();
     eprintln!("replicated: {cycles} cycles, seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut g = Group::start();
+    let mut g = Group::start(0);
     let first = g.leader(None);
     let created = try_admin(
         &g.replicas[first].dir,
@@ -289,4 +350,81 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
         g.restarts
     );
     assert!(!acked.is_empty(), "no buy was ever acknowledged: the test tested nothing");
+}
+
+/// Buys from `users` on replica `i`; the orders acknowledged (none, and no
+/// panic, once the replica stops answering).
+fn buy_some(g: &Group, i: usize, activity_id: u64, users: std::ops::Range<u64>) -> BTreeMap<OrderId, (u64, u32)> {
+    let mut acked = BTreeMap::new();
+    let Ok(pool) = Pool::connect(&g.wire(i), 1, &wire_key()) else { return acked };
+    for user_id in users {
+        let req = Request::Buy { user_id, activity_id, quantity: 1, idempotency_key: 0, buy_token_ok: false };
+        match pool.call(&req) {
+            Ok(Response::Order(o)) => {
+                acked.insert(o.order_id, (user_id, 1));
+            }
+            Ok(Response::Error(ErrorCode::SoldOut | ErrorCode::LimitReached | ErrorCode::Busy)) => {}
+            Ok(other) => panic!("unexpected answer to a buy: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    acked
+}
+
+/// The partition case with processes: the leader is cut off from
+/// both peers through the proxies. It acknowledges nothing (its buys get
+/// `busy` or no answer, and it exits to rejoin as a follower); the other
+/// two elect a leader that has every order acknowledged before and serves;
+/// after healing, all three reach the same log and LSN.
+#[test]
+fn a_leader_cut_off_from_its_peers_acknowledges_nothing() {
+    let mut g = Group::start_proxied(1);
+    let old = g.leader(None);
+    let created = try_admin(
+        &g.replicas[old].dir,
+        "activity.create",
+        json!({"title": "partition", "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
+               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+    )
+    .expect("the leader's admin socket")
+    .expect("activity.create");
+    let activity_id = created["id"].as_u64().expect("an activity id");
+    let mut acked = buy_some(&g, old, activity_id, 1..40);
+    assert!(!acked.is_empty(), "the leader sold nothing before the partition");
+
+    g.isolate(old);
+    let minority = buy_some(&g, old, activity_id, 100..104);
+    assert!(minority.is_empty(), "the cut-off leader acknowledged {minority:?}");
+
+    // The majority side elects (the old leader is not asked: its admin
+    // socket may still answer until it notices).
+    let deadline = Instant::now() + PATIENCE;
+    let new = loop {
+        let l = g.leader(Some(old));
+        match check(&g, l, activity_id, &acked) {
+            Ok(()) => break l,
+            Err(e) => assert!(Instant::now() < deadline, "the majority did not serve: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    acked.extend(buy_some(&g, new, activity_id, 200..230));
+
+    // Healed, the old leader (restarted by the supervisor if it exited)
+    // follows and reaches the group's log.
+    g.heal();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        g.supervise(None);
+        let s = g.statuses();
+        let lsns: Vec<Option<u64>> = s.iter().map(|r| r["status"]["applied_lsn"].as_u64()).collect();
+        let logs: Vec<Option<u64>> = s.iter().map(|r| r["status"]["applied_index"].as_u64()).collect();
+        if lsns.iter().all(|l| l.is_some() && *l == lsns[0]) && logs.iter().all(|l| l.is_some() && *l == logs[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replicas did not converge after healing: {s:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let now = g.leader(None);
+    check(&g, now, activity_id, &acked).expect("the leader after healing answers the check");
+    eprintln!("partition: {} orders acknowledged and checked; {} restarts", acked.len(), g.restarts);
 }

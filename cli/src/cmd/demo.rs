@@ -252,6 +252,7 @@ fn service_args(
             replica_id: None,
             peers: None,
             replica_listen: None,
+            replica_dial: None,
             metrics: front::MetricsArgs { metrics },
         },
         http: front::HttpArgs {

@@ -78,6 +78,10 @@ pub struct Args {
     /// Where this replica listens for its peers (and `seckill admin replica status`).
     #[arg(long, env = "SECKILL_REPLICA_LISTEN", value_name = "HOST:PORT")]
     pub replica_listen: Option<std::net::SocketAddr>,
+    /// Dial some peers at other addresses than those --peers gives (a private
+    /// interface, a tunnel, a test's proxy): `2=host:port,3=host:port`.
+    #[arg(long, env = "SECKILL_REPLICA_DIAL", value_name = "ID=HOST:PORT,...")]
+    pub replica_dial: Option<String>,
     #[command(flatten)]
     pub metrics: super::front::MetricsArgs,
 }

@@ -114,9 +114,11 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         .context("starting the replica's runtime")?;
     let raft_dir = dir.join("raft");
     let state = RecordsState::new(raft_dir.join("snapshots")).context("creating the replica's state dir")?;
-    let node = rt
-        .block_on(ReplicaNode::start(ReplicaConfig::new(id, listen, &raft_dir), state))
-        .context("starting the replica")?;
+    let mut replica_cfg = ReplicaConfig::new(id, listen, &raft_dir);
+    if let Some(dial) = &args.replica_dial {
+        replica_cfg.dial = parse_peers(dial).context("--replica-dial")?;
+    }
+    let node = rt.block_on(ReplicaNode::start(replica_cfg, state)).context("starting the replica")?;
     // Every replica initializes the group with the same members: safe
     // (openraft: the same config on several nodes), and refused as
     // `NotAllowed` once this replica's log is not empty.
