@@ -253,6 +253,7 @@ fn service_args(
             peers: None,
             replica_listen: None,
             replica_dial: None,
+            replica_election_timeout_ms: 1000,
             metrics: front::MetricsArgs { metrics },
         },
         http: front::HttpArgs {

@@ -82,6 +82,12 @@ pub struct Args {
     /// interface, a tunnel, a test's proxy): `2=host:port,3=host:port`.
     #[arg(long, env = "SECKILL_REPLICA_DIAL", value_name = "ID=HOST:PORT,...")]
     pub replica_dial: Option<String>,
+    /// A follower that hears nothing from the leader for this long (up to
+    /// twice it, at random) starts an election; the leader sends heartbeats
+    /// every fifth of it. Longer: fewer needless elections on a loaded box,
+    /// a slower failover.
+    #[arg(long, env = "SECKILL_REPLICA_ELECTION_TIMEOUT_MS", default_value_t = 1000, value_name = "MS")]
+    pub replica_election_timeout_ms: u64,
     #[command(flatten)]
     pub metrics: super::front::MetricsArgs,
 }

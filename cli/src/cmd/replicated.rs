@@ -27,6 +27,9 @@ use std::time::Duration;
 /// shards may hold decisions the group does not have, so it exits and a
 /// supervisor restarts it as a follower, which rebuilds from the group.
 pub const STEPPED_DOWN_EXIT: i32 = 75;
+/// Bounds of `--replica-election-timeout-ms`.
+pub const ELECTION_TIMEOUT_MS_MIN: u64 = 250;
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
 /// Replicas one group may list (Raft needs a majority of them for anything).
 pub const PEERS_MAX: usize = 7;
 
@@ -114,7 +117,15 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         .context("starting the replica's runtime")?;
     let raft_dir = dir.join("raft");
     let state = RecordsState::new(raft_dir.join("snapshots")).context("creating the replica's state dir")?;
+    let election_ms = args.replica_election_timeout_ms;
+    anyhow::ensure!(
+        (ELECTION_TIMEOUT_MS_MIN..=ELECTION_TIMEOUT_MS_MAX).contains(&election_ms),
+        "--replica-election-timeout-ms must be {ELECTION_TIMEOUT_MS_MIN}..={ELECTION_TIMEOUT_MS_MAX}"
+    );
     let mut replica_cfg = ReplicaConfig::new(id, listen, &raft_dir);
+    replica_cfg.raft.election_timeout_min = election_ms;
+    replica_cfg.raft.election_timeout_max = election_ms * 2;
+    replica_cfg.raft.heartbeat_interval = election_ms / 5;
     if let Some(dial) = &args.replica_dial {
         replica_cfg.dial = parse_peers(dial).context("--replica-dial")?;
     }
