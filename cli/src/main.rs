@@ -44,9 +44,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Servers log what they do; one-shot tools (demo, load, admin, token)
     // print a report and log only problems. RUST_LOG overrides both.
+    // openraft says every vote and heartbeat error at info/warn: a replica's
+    // own lines say what matters (leading, stepping down).
     let default_level = match cli.command {
-        Command::Up(_) | Command::Engine(_) | Command::Front(_) | Command::Migrate(_) => "info",
-        _ => "warn",
+        Command::Up(_) | Command::Engine(_) | Command::Front(_) | Command::Migrate(_) => "info,openraft=error",
+        _ => "warn,openraft=error",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));

@@ -97,6 +97,11 @@ pub enum Sink {
     /// its answer, and requests that arrive during an fsync find the shard
     /// busy instead of asleep, so queueing them wakes nobody.
     Own(Box<Writer>),
+    /// Hand the batch to a replica group's replicator (`seckill-replica`,
+    /// docs/REPLICATION.md), which releases it once a majority has it and
+    /// this replica applied it. Shards treat it as `Log`: a channel to
+    /// another thread that owns the commit.
+    Replicated(Sender<Batch>),
 }
 
 impl Sink {
@@ -107,6 +112,7 @@ impl Sink {
         match self {
             Sink::Immediate => Some(Sink::Immediate),
             Sink::Log(tx) => Some(Sink::Log(tx.clone())),
+            Sink::Replicated(tx) => Some(Sink::Replicated(tx.clone())),
             Sink::Own(_) => None,
         }
     }
@@ -130,6 +136,12 @@ impl Sink {
                 }
             }
             Sink::Own(writer) => writer.commit_one(batch),
+            Sink::Replicated(tx) => {
+                if tx.send(std::mem::take(batch)).is_err() {
+                    // The replicator stopped (stepped down or shutting down).
+                    tracing::error!("replicator stopped; dropping unreplicated batch");
+                }
+            }
         }
     }
 }

@@ -200,7 +200,7 @@ impl Engine {
         let shared = sink.share();
         assert!(shared.is_some() || config.shards == 1, "a shard may own the log only when it is the only shard");
         let log = match &shared {
-            Some(Sink::Log(tx)) => ControlLog::Writer(tx.clone()),
+            Some(Sink::Log(tx)) | Some(Sink::Replicated(tx)) => ControlLog::Writer(tx.clone()),
             Some(_) => ControlLog::Immediate,
             None => ControlLog::Shard0,
         };
@@ -243,6 +243,20 @@ impl Engine {
             closed: AtomicBool::new(false),
             busy_total: metrics::counter!("seckill_engine_busy_total"),
         }
+    }
+
+    /// Starts on `replica`'s state with `sink`: a replica group's new
+    /// leader (`seckill-replica`) once it has applied the group's whole log,
+    /// with `Sink::Replicated`. Refuses a state that does not split into
+    /// `config.shards` shards (`Replica::into_parts`).
+    pub fn from_replica(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        sink: Sink,
+        replica: &crate::replica::Replica,
+    ) -> Result<Self, String> {
+        let (catalog, states) = replica.into_parts(config.shards)?;
+        Ok(Self::start_from(config, clock, sink, catalog, states))
     }
 
     /// How many shards decide buys.
@@ -574,7 +588,7 @@ impl Engine {
 
     /// Stops the shards after they decide what is queued; later requests
     /// are answered `busy`. Safe to call more than once.
-    pub(crate) fn close(&self) {
+    pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         for s in &self.shards {
             let _ = s.control.send(Control::Stop);

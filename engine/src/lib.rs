@@ -30,6 +30,10 @@
 //!   names, read by the `/metrics` exporter and the dashboard; [`StatsHook`]
 //!   and [`WarmupHook`], the seams that plug MySQL and Redis into operator
 //!   commands.
+//! * **A replica group's leader** (`seckill-replica`) —
+//!   `Sink::Replicated` (batches to a replicator thread the replica crate
+//!   owns) and `Engine::from_replica` (shards from the group's applied
+//!   state); `Engine::close` stops the shards before the replicator drains.
 //! * **The decision core, for tests and benches** — [`ShardState`] (decides
 //!   with no threads and no I/O), [`Batch`] and [`Sink`] (how answers are
 //!   released), [`Reply`], [`StockPool`], [`shard_of_user`], [`BATCH_MAX`]:

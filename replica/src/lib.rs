@@ -10,8 +10,9 @@
 //! so the LSN of every event is the same on every replica.
 //!
 //! Architecture Invariant: `replica` depends on `engine` and `proto` only
-//! among seckill crates, and nothing depends on it yet; it never depends on
-//! `front` or `persist`.
+//! among seckill crates, and only `cli` depends on it; it never depends on
+//! `front` or `persist`, and `engine` never depends on it (the engine offers
+//! `Sink::Replicated` and `Engine::from_replica`; [`replicator`] drives them).
 //!
 //! # Parts
 //!
@@ -29,15 +30,23 @@
 //!   replicas, with a limit on every frame and on connections.
 //! * [`node::ReplicaNode`]: one replica (log store, state machine, server,
 //!   Raft) and its [`Proposer`], the leader's way in.
+//! * [`replicator`]: the leader's commit path ([`Replicator`]: the engine's
+//!   batches as entries, answers released once committed and applied) and
+//!   [`lead`], which starts the engine on the group's state.
+//! * [`status`]: what a replica says about itself ([`Status`], gauges).
 //!
 //! Metrics: `seckill_replica_log_fsync_seconds` (one Raft log fdatasync),
 //! `seckill_replica_bad_frames_total` (connections closed for a bad frame),
-//! `seckill_replica_snapshots_installed_total`.
+//! `seckill_replica_snapshots_installed_total`; the replicator's
+//! `seckill_replica_commit_seconds`, `_entry_bytes`, `_records_total`,
+//! `_step_downs_total`; and the gauges of [`status`].
 
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod replicator;
 pub mod state_machine;
+pub mod status;
 
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -45,7 +54,9 @@ use std::io::Cursor;
 pub use node::{Pending, ProposeError, Proposer, ReplicaConfig, ReplicaNode};
 /// The Raft library, for callers that name its types (configuration, membership).
 pub use openraft;
+pub use replicator::{lead, LeadError, Leading, Replicator, StepDown};
 pub use state_machine::{Apply, ApplyError};
+pub use status::Status;
 
 /// Node ids of a group: small, stable, chosen by the operator.
 pub type NodeId = u64;

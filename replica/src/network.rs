@@ -13,6 +13,7 @@
 //! handshake, `seckill_proto::handshake`, is the next slice's); until then
 //! a replica port belongs on a private network (docs/REPLICATION.md).
 
+use crate::status::Status;
 use crate::{NodeId, Raft, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -24,6 +25,7 @@ use openraft::{BasicNode, RPCTypes};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,6 +49,7 @@ enum RequestRef<'a> {
     AppendEntries(&'a AppendEntriesRequest<TypeConfig>),
     Vote(&'a VoteRequest<NodeId>),
     InstallSnapshot(&'a InstallSnapshotRequest<TypeConfig>),
+    Status,
 }
 
 /// What a peer asks, as received.
@@ -55,6 +58,8 @@ enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// The replica's [`Status`] (`seckill admin replica status`).
+    Status,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,6 +67,7 @@ enum Response {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Status(Status),
 }
 
 fn invalid(why: impl Into<String>) -> io::Error {
@@ -98,8 +104,9 @@ fn encode_frame(msg: &impl Serialize) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Serves the peers of `raft` on `listener` until the future is dropped
-/// (dropping it closes every connection it accepted).
-pub async fn serve(listener: TcpListener, raft: Raft) {
+/// (dropping it closes every connection it accepted). `applied_lsn`: the
+/// state machine's, for [`Status`].
+pub async fn serve(listener: TcpListener, raft: Raft, applied_lsn: Arc<AtomicU64>) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut conns = JoinSet::new();
     loop {
@@ -110,10 +117,10 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
                         tracing::warn!(%peer, "replica connection refused: {CONNECTIONS_MAX} already open");
                         continue;
                     };
-                    let raft = raft.clone();
+                    let (raft, applied_lsn) = (raft.clone(), applied_lsn.clone());
                     conns.spawn(async move {
                         let _permit = permit;
-                        if let Err(e) = serve_conn(stream, &raft).await {
+                        if let Err(e) = serve_conn(stream, &raft, &applied_lsn).await {
                             if e.kind() == io::ErrorKind::InvalidData {
                                 metrics::counter!("seckill_replica_bad_frames_total").increment(1);
                                 tracing::warn!(%peer, error = %e, "replica connection closed: bad frame");
@@ -134,7 +141,7 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
     }
 }
 
-async fn serve_conn(mut stream: TcpStream, raft: &Raft) -> io::Result<()> {
+async fn serve_conn(mut stream: TcpStream, raft: &Raft, applied_lsn: &AtomicU64) -> io::Result<()> {
     stream.set_nodelay(true)?;
     loop {
         let frame = tokio::time::timeout(Duration::from_millis(IDLE_TIMEOUT_MS), read_frame(&mut stream))
@@ -146,6 +153,9 @@ async fn serve_conn(mut stream: TcpStream, raft: &Raft) -> io::Result<()> {
             Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
             Request::Vote(r) => Response::Vote(raft.vote(r).await),
             Request::InstallSnapshot(r) => Response::InstallSnapshot(raft.install_snapshot(r).await),
+            Request::Status => {
+                Response::Status(Status::of(&raft.metrics().borrow(), applied_lsn.load(Ordering::Acquire)))
+            }
         };
         let frame = encode_frame(&resp)?.ok_or_else(|| invalid("response exceeds the frame limit"))?;
         stream.write_all(&frame).await?;
@@ -228,6 +238,24 @@ impl PeerClient {
             CallError::Timeout => RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout: ttl }),
         }
     }
+}
+
+/// Asks the replica at `addr` for its [`Status`] (waiting at most `ttl`).
+pub async fn query_status(addr: &str, ttl: Duration) -> io::Result<Status> {
+    let ask = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let frame = encode_frame(&RequestRef::Status)?.ok_or_else(|| invalid("status request too large"))?;
+        stream.write_all(&frame).await?;
+        let body = read_frame(&mut stream)
+            .await?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the replica closed the connection"))?;
+        match postcard::from_bytes(&body) {
+            Ok(Response::Status(s)) => Ok(s),
+            Ok(_) => Err(invalid("answer of another kind")),
+            Err(e) => Err(invalid(format!("undecodable answer: {e}"))),
+        }
+    };
+    tokio::time::timeout(ttl, ask).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))?
 }
 
 fn unexpected<E: std::error::Error>() -> RPCError<NodeId, BasicNode, E> {

@@ -168,7 +168,8 @@ impl<A: Apply> ReplicaNode<A> {
             Raft::new(cfg.id, raft_cfg, NetworkFactory { id: cfg.id, dial: Arc::new(cfg.dial) }, log, sm.clone())
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
-        let server = tokio::spawn(serve(listener, raft.clone()));
+        let server = tokio::spawn(serve(listener, raft.clone(), sm.last_lsn()));
+        tokio::spawn(crate::status::export_metrics(raft.clone(), sm.last_lsn()));
         tracing::info!(id = cfg.id, %addr, "replica started");
         Ok(Self { id: cfg.id, raft, state: sm, addr, server })
     }

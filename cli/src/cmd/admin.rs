@@ -67,9 +67,22 @@ pub enum Command {
     Snapshot,
     /// Stop the engine cleanly (drain, final fsync).
     Shutdown,
+    /// A replica group (`seckill engine --replica-id …`): asks each replica on its replica port.
+    #[command(subcommand)]
+    Replica(ReplicaCmd),
     /// The raw form: a protocol verb such as `activity.create` and `--json '{…}'`.
     #[command(external_subcommand)]
     Raw(Vec<String>),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ReplicaCmd {
+    /// Each replica's state, term, leader, log and apply positions; fails when none leads.
+    Status {
+        /// Every replica of the group: `1=host:port,2=host:port,3=host:port` (their --replica-listen).
+        #[arg(long, env = "SECKILL_PEERS")]
+        peers: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -422,7 +435,7 @@ fn request(cmd: Command) -> anyhow::Result<(String, Value, Shape)> {
         Command::Warmup => (verb("warmup"), json!({}), Shape::Fields),
         Command::Snapshot => (verb("snapshot"), json!({}), Shape::Fields),
         Command::Shutdown => (verb("shutdown"), json!({}), Shape::Fields),
-        Command::Raw(_) => bail!("internal: the raw form is handled apart"),
+        Command::Raw(_) | Command::Replica(_) => bail!("internal: the raw form and `replica` are handled apart"),
     })
 }
 
@@ -467,6 +480,9 @@ fn raw(words: &[String], mut json: Option<String>, mut data_dir: PathBuf) -> any
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Command::Replica(ReplicaCmd::Status { peers }) = &args.command {
+        return super::replicated::status(peers, args.json.is_some());
+    }
     if let Command::Raw(words) = &args.command {
         let (verb, json_args, data_dir) = raw(words, args.json.clone(), args.data_dir.clone())?;
         let result = call_value(&data_dir, &verb, &json_args).map_err(with_hint)?;

@@ -249,6 +249,11 @@ fn service_args(
             mysql_url: mysql.url().unwrap_or("none").to_string(),
             redis_url: redis.url().unwrap_or("none").to_string(),
             admin_idle_timeout: seckill_server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
+            replica_id: None,
+            peers: None,
+            replica_listen: None,
+            replica_dial: None,
+            replica_election_timeout_ms: 1000,
             metrics: front::MetricsArgs { metrics },
         },
         http: front::HttpArgs {

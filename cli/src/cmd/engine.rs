@@ -65,6 +65,29 @@ pub struct Args {
     /// Seconds an admin.sock connection may wait between requests before it is closed.
     #[arg(long, env = "SECKILL_ADMIN_IDLE_TIMEOUT", default_value_t = admin::IDLE_TIMEOUT_DEFAULT.as_secs())]
     pub admin_idle_timeout: u64,
+    /// Run as replica N of a Raft group (docs/REPLICATION.md): the group's
+    /// majority makes each answer durable; the leader serves --engine and
+    /// admin.sock, followers only keep the log. Needs --peers and
+    /// --replica-listen, and `none` for --mysql-url and --redis-url.
+    #[arg(long, env = "SECKILL_REPLICA_ID", value_name = "N", requires_all = ["peers", "replica_listen"])]
+    pub replica_id: Option<u64>,
+    /// Every replica of the group, this one included, at its --replica-listen:
+    /// `1=host:port,2=host:port,3=host:port`. The same on every replica.
+    #[arg(long, env = "SECKILL_PEERS", value_name = "ID=HOST:PORT,...")]
+    pub peers: Option<String>,
+    /// Where this replica listens for its peers (and `seckill admin replica status`).
+    #[arg(long, env = "SECKILL_REPLICA_LISTEN", value_name = "HOST:PORT")]
+    pub replica_listen: Option<std::net::SocketAddr>,
+    /// Dial some peers at other addresses than those --peers gives (a private
+    /// interface, a tunnel, a test's proxy): `2=host:port,3=host:port`.
+    #[arg(long, env = "SECKILL_REPLICA_DIAL", value_name = "ID=HOST:PORT,...")]
+    pub replica_dial: Option<String>,
+    /// A follower that hears nothing from the leader for this long (up to
+    /// twice it, at random) starts an election; the leader sends heartbeats
+    /// every fifth of it. Longer: fewer needless elections on a loaded box,
+    /// a slower failover.
+    #[arg(long, env = "SECKILL_REPLICA_ELECTION_TIMEOUT_MS", default_value_t = 1000, value_name = "MS")]
+    pub replica_election_timeout_ms: u64,
     #[command(flatten)]
     pub metrics: super::front::MetricsArgs,
 }
@@ -76,6 +99,9 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(id) = args.replica_id {
+        return super::replicated::run(args, id);
+    }
     let prometheus = super::front::install_metrics();
     let metrics = seckill_front::metrics_http::bind_thread(args.metrics.metrics)
         .with_context(|| format!("binding --metrics {}", args.metrics.metrics))?;
@@ -167,6 +193,7 @@ impl Running {
 /// Starts the engine. `more_stats`: sections `stats` adds (the in-process
 /// front's, in `seckill up`).
 pub fn start(args: &Args, more_stats: Vec<(&'static str, admin::StatsHook)>) -> anyhow::Result<Running> {
+    anyhow::ensure!(args.replica_id.is_none(), "--replica-id runs with `seckill engine` only");
     let cfg = node_config(args)?;
     anyhow::ensure!(args.admin_idle_timeout >= 1, "--admin-idle-timeout must be at least 1 (seconds)");
     let admin_idle = std::time::Duration::from_secs(args.admin_idle_timeout);
@@ -233,7 +260,7 @@ pub fn start(args: &Args, more_stats: Vec<(&'static str, admin::StatsHook)>) -> 
 }
 
 /// The node's configuration from the flags, each checked against its limit.
-fn node_config(args: &Args) -> anyhow::Result<NodeConfig> {
+pub(crate) fn node_config(args: &Args) -> anyhow::Result<NodeConfig> {
     let mut cfg = NodeConfig::new(&args.data_dir);
     cfg.durability = args.durability;
     cfg.engine = EngineConfig {

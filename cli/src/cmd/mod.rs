@@ -5,5 +5,6 @@ pub mod front;
 pub mod load;
 pub mod migrate;
 pub mod repair_wal;
+pub mod replicated;
 pub mod token;
 pub mod up;

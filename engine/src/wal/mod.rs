@@ -248,6 +248,14 @@ impl Wal {
 pub struct Snapshotter(Sender<snapshot::Command>);
 
 impl Snapshotter {
+    /// A handle with no snapshot thread behind it: every request answers
+    /// that the snapshot thread has stopped. For an engine whose snapshots
+    /// are not the WAL's (a replica group's, whose snapshots are Raft's).
+    pub fn none() -> Self {
+        let (tx, _) = bounded(1);
+        Snapshotter(tx)
+    }
+
     /// Writes a snapshot now and answers its LSN.
     pub fn snapshot(&self) -> io::Result<u64> {
         let (tx, rx) = bounded(1);

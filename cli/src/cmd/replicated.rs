@@ -1,0 +1,273 @@
+//! `seckill engine --replica-id N --peers … --replica-listen …`: the engine
+//! as one replica of a Raft group (docs/REPLICATION.md). Every replica
+//! keeps the group's log and applies it; the one that leads serves the
+//! wire protocol and the admin socket, and exits (status 75) when it stops
+//! leading, to be restarted as a follower. `seckill admin replica status`
+//! asks each replica on its replica port.
+
+use super::engine::Args;
+use anyhow::{bail, Context};
+use seckill_engine::wal::fs::{self as wal_fs};
+use seckill_engine::wal::{Checkpoints, Snapshotter, WalStatus};
+use seckill_engine::SystemClock;
+use seckill_proto::handshake::WireKey;
+use seckill_proto::Address;
+use seckill_replica::openraft::error::{InitializeError, RaftError};
+use seckill_replica::openraft::BasicNode;
+use seckill_replica::state_machine::RecordsState;
+use seckill_replica::{lead, LeadError, NodeId, ReplicaConfig, ReplicaNode, Status};
+use seckill_server::{admin, wire};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The exit status of a replica that stopped leading (EX_TEMPFAIL): its
+/// shards may hold decisions the group does not have, so it exits and a
+/// supervisor restarts it as a follower, which rebuilds from the group.
+pub const STEPPED_DOWN_EXIT: i32 = 75;
+/// Bounds of `--replica-election-timeout-ms`.
+pub const ELECTION_TIMEOUT_MS_MIN: u64 = 250;
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Replicas one group may list (Raft needs a majority of them for anything).
+pub const PEERS_MAX: usize = 7;
+
+/// `1=host:port,2=host:port,3=host:port`: every replica of the group by id.
+pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, addr)) = part.split_once('=') else {
+            bail!(
+                "--peers: `{part}` is not ID=HOST:PORT (e.g. --peers 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400)"
+            );
+        };
+        let id: NodeId = id.trim().parse().with_context(|| format!("--peers: `{id}` is not a replica id (1, 2, …)"))?;
+        anyhow::ensure!(id >= 1, "--peers: replica ids start at 1");
+        let addr = addr.trim();
+        anyhow::ensure!(
+            addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+            "--peers: `{addr}` is not HOST:PORT"
+        );
+        anyhow::ensure!(peers.insert(id, addr.to_string()).is_none(), "--peers names replica {id} twice");
+    }
+    anyhow::ensure!(!peers.is_empty(), "--peers lists no replica");
+    anyhow::ensure!(peers.len() <= PEERS_MAX, "--peers lists more than {PEERS_MAX} replicas");
+    Ok(peers)
+}
+
+pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
+    let peers = parse_peers(args.peers.as_deref().unwrap_or_default())?;
+    let listen: SocketAddr = args.replica_listen.context("--replica-id needs --replica-listen HOST:PORT")?;
+    anyhow::ensure!(peers.contains_key(&id), "--peers does not list this replica's id {id}");
+    anyhow::ensure!(
+        args.mysql_url == "none" && args.redis_url == "none",
+        "a replica does not run the persister or the mirror yet (docs/REPLICATION.md, \"The next slices\"): \
+         pass --mysql-url none --redis-url none"
+    );
+    let cfg = super::engine::node_config(&args)?;
+    anyhow::ensure!(args.admin_idle_timeout >= 1, "--admin-idle-timeout must be at least 1 (seconds)");
+    let admin_idle = Duration::from_secs(args.admin_idle_timeout);
+    let dir = args.data_dir.clone();
+    let fs = wal_fs::os();
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _lock = fs
+        .lock(&dir)
+        .with_context(|| format!("locking {}", dir.display()))?
+        .with_context(|| format!("data dir {} is in use by another seckill engine", dir.display()))?;
+
+    let prometheus = super::front::install_metrics();
+    let metrics = seckill_front::metrics_http::bind_thread(args.metrics.metrics)
+        .with_context(|| format!("binding --metrics {}", args.metrics.metrics))?;
+    if let Some(bound) = metrics {
+        seckill_front::metrics_http::serve_thread(
+            bound,
+            seckill_front::metrics_http::Operator::metrics_only(prometheus),
+        )
+        .context("starting the metrics thread")?;
+    }
+    let wire_key = WireKey::derive(
+        &seckill_front::secrets::load_or_create("SECKILL_AUTH_SECRET", &dir, "auth.secret")
+            .context("reading or creating the auth secret (it also keys the wire handshake)")?,
+    );
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<&'static str>(4);
+    {
+        let mut signals =
+            signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        let stop_tx = stop_tx.clone();
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = stop_tx.try_send("signal");
+            }
+        })?;
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("replica")
+        .enable_all()
+        .build()
+        .context("starting the replica's runtime")?;
+    let raft_dir = dir.join("raft");
+    let state = RecordsState::new(raft_dir.join("snapshots")).context("creating the replica's state dir")?;
+    let election_ms = args.replica_election_timeout_ms;
+    anyhow::ensure!(
+        (ELECTION_TIMEOUT_MS_MIN..=ELECTION_TIMEOUT_MS_MAX).contains(&election_ms),
+        "--replica-election-timeout-ms must be {ELECTION_TIMEOUT_MS_MIN}..={ELECTION_TIMEOUT_MS_MAX}"
+    );
+    let mut replica_cfg = ReplicaConfig::new(id, listen, &raft_dir);
+    replica_cfg.raft.election_timeout_min = election_ms;
+    replica_cfg.raft.election_timeout_max = election_ms * 2;
+    replica_cfg.raft.heartbeat_interval = election_ms / 5;
+    if let Some(dial) = &args.replica_dial {
+        replica_cfg.dial = parse_peers(dial).context("--replica-dial")?;
+    }
+    let node = rt.block_on(ReplicaNode::start(replica_cfg, state)).context("starting the replica")?;
+    // Every replica initializes the group with the same members: safe
+    // (openraft: the same config on several nodes), and refused as
+    // `NotAllowed` once this replica's log is not empty.
+    let members: BTreeMap<NodeId, BasicNode> =
+        peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+    match rt.block_on(node.raft().initialize(members)) {
+        Ok(()) => tracing::info!(id, "initialized a new group"),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => tracing::debug!("the group already exists"),
+        Err(e) => bail!("initializing the group: {e}"),
+    }
+    let addr = args.engine_address();
+    println!(
+        "seckill engine replica {id}: peers on {} ({} replicas); serves {addr} while it leads",
+        node.addr(),
+        peers.len()
+    );
+    tracing::info!(id, replica = %node.addr(), peers = peers.len(), "replica started; waiting to lead");
+
+    // Follow until this replica leads (or the operator stops it).
+    let on_step_down: seckill_replica::StepDown = Arc::new(|why: &str| {
+        tracing::error!(why, "stepped down: exiting so a restart rejoins as a follower");
+        eprintln!(
+            "seckill: replica stepped down ({why}); exiting (status {STEPPED_DOWN_EXIT}) to rejoin as a follower"
+        );
+        std::process::exit(STEPPED_DOWN_EXIT);
+    });
+    let leading = loop {
+        if let Ok(why) = stop_rx.try_recv() {
+            tracing::info!(why, "stopping a follower");
+            rt.block_on(node.shutdown());
+            return Ok(());
+        }
+        let attempt =
+            lead(&node, cfg.engine.clone(), Arc::new(SystemClock), Duration::from_secs(1), on_step_down.clone());
+        match rt.block_on(attempt) {
+            Ok(l) => break l,
+            Err(LeadError::NotReady(_)) => continue,
+            Err(e) => bail!("taking the lead: {e}"),
+        }
+    };
+    let engine = leading.engine.clone();
+    let listener = wire::Listener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+    {
+        let engine = engine.clone();
+        std::thread::Builder::new()
+            .name("wire-accept".into())
+            .spawn(move || wire::serve(engine, listener, Arc::new(AtomicBool::new(false)), wire_key))?;
+    }
+    let admin_path = dir.join("admin.sock");
+    let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
+    let replica_stats: admin::StatsHook = {
+        let (raft, lsn) = (node.raft().clone(), node.state().last_lsn());
+        Arc::new(move || {
+            let s = Status::of(&raft.metrics().borrow(), lsn.load(std::sync::atomic::Ordering::Acquire));
+            serde_json::to_value(s).unwrap_or_default()
+        })
+    };
+    let ctx = admin::AdminCtx {
+        engine: engine.clone(),
+        // The group's log is Raft's: no WAL, no consumers here yet.
+        wal_status: Arc::new(WalStatus::default()),
+        checkpoints: Arc::new(Checkpoints::default()),
+        snapshotter: Snapshotter::none(),
+        on_shutdown: Arc::new(move || {
+            let _ = stop_tx.try_send("admin shutdown");
+        }),
+        warmup: None,
+        verify: None,
+        extra_stats: vec![("replica", replica_stats)],
+    };
+    std::thread::Builder::new()
+        .name("admin-accept".into())
+        .spawn(move || admin::serve(ctx, admin_listener, admin_idle))?;
+    println!(
+        "seckill engine listening on {addr} (admin: {}) as the leader, from LSN {}",
+        admin_path.display(),
+        leading.lsn
+    );
+    tracing::info!(id, wire = %addr, lsn = leading.lsn, "leading: serving fronts");
+
+    let why = stop_rx.recv().unwrap_or("stop channel closed");
+    tracing::info!(why, "stopping the leader: draining shards into the group");
+    drop(engine);
+    leading.stop();
+    rt.block_on(node.shutdown());
+    if let Address::Unix(p) = &addr {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_file(&admin_path);
+    Ok(())
+}
+
+/// `seckill admin replica status`: asks every replica of `--peers` for its
+/// view of the group, on its replica port.
+pub fn status(peers: &str, json: bool) -> anyhow::Result<()> {
+    let peers = parse_peers(peers)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answers: Vec<(NodeId, String, Result<Status, String>)> = peers
+        .iter()
+        .map(|(id, addr)| {
+            let got = rt.block_on(seckill_replica::network::query_status(addr, Duration::from_secs(2)));
+            (*id, addr.clone(), got.map_err(|e| e.to_string()))
+        })
+        .collect();
+    if json {
+        let v: Vec<serde_json::Value> = answers
+            .iter()
+            .map(|(id, addr, s)| match s {
+                Ok(s) => serde_json::json!({"id": id, "addr": addr, "status": s}),
+                Err(e) => serde_json::json!({"id": id, "addr": addr, "error": e}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10}",
+        "id", "addr", "state", "term", "leader", "last_log", "applied", "apply_lag", "lsn"
+    );
+    for (id, addr, s) in &answers {
+        match s {
+            Ok(s) => println!(
+                "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10}",
+                id,
+                addr,
+                s.state,
+                s.term,
+                s.leader.map_or("-".into(), |l| l.to_string()),
+                s.last_log_index.map_or("-".into(), |i| i.to_string()),
+                s.applied_index.map_or("-".into(), |i| i.to_string()),
+                s.apply_lag_entries(),
+                s.applied_lsn
+            ),
+            Err(e) => println!("{id:<4} {addr:<22} unreachable: {e}"),
+        }
+    }
+    if !answers.iter().any(|(_, _, s)| s.as_ref().is_ok_and(|s| s.leader == Some(s.id))) {
+        bail!("no replica says it leads: the group has no majority, or is electing");
+    }
+    Ok(())
+}

@@ -1,0 +1,430 @@
+//! A replica group of real processes: three `seckill engine --replica-id`
+//! on localhost, buyers on the wire protocol against the leader, the leader
+//! killed with SIGKILL under load, cycle after cycle. After each kill:
+//!
+//! * a new leader is elected and serves (its admin socket answers, buys
+//!   get answers);
+//! * every order the old leader acknowledged is on the new leader, for its
+//!   user; no order id was answered twice;
+//! * nothing is oversold: the units the orders hold plus the remaining
+//!   stock are the stock, and no user holds more than the limit.
+//!
+//! The test is the replicas' supervisor too: a replica that exited (killed,
+//! or stepped down with status 75 because another replica took the lead
+//! while it was paused) is started again on its data dir, as a follower.
+//!
+//! `SECKILL_REPLICA_CYCLES` sets the kills (default 3);
+//! `SECKILL_TEST_PORT_BASE` takes each test's six ports from BASE on (the
+//! second test from BASE + 10) instead of free ones.
+
+mod common;
+
+use common::{log_file, seckill, wire_key, TcpProxy};
+use rand::{Rng, SeedableRng};
+use seckill_proto::{Address, ErrorCode, OrderId, Request, Response};
+use seckill_server::client::Pool;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REPLICAS: usize = 3;
+const USERS: u64 = 600;
+const LIMIT: u32 = 2;
+const STOCK: u64 = 5_000;
+const CLIENTS: u64 = 4;
+/// Long enough for an election on a loaded (or paused) 2-core box.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Replica {
+    id: usize,
+    dir: PathBuf,
+    replica_port: u16,
+    engine_port: u16,
+    child: Option<Child>,
+}
+
+struct Group {
+    _root: tempfile::TempDir,
+    replicas: Vec<Replica>,
+    peers: String,
+    restarts: usize,
+    /// With `start_proxied`: the proxy replica index `.0` dials `.1` through.
+    proxies: BTreeMap<(usize, usize), TcpProxy>,
+}
+
+fn port(base: Option<u16>, i: u16) -> u16 {
+    base.map_or_else(seckill_testkit::free_port, |b| b + i)
+}
+
+impl Group {
+    /// Starts the replicas; with `SECKILL_TEST_PORT_BASE`, on ports from
+    /// BASE + 10 × `slot` (each test its own slot: they run in parallel).
+    fn start(slot: u16) -> Group {
+        Self::start_with(slot, false)
+    }
+
+    /// `start`, every replica dialing every other through its own proxy.
+    fn start_proxied(slot: u16) -> Group {
+        Self::start_with(slot, true)
+    }
+
+    fn start_with(slot: u16, proxied: bool) -> Group {
+        let root = tempfile::tempdir().expect("tempdir");
+        let base: Option<u16> =
+            std::env::var("SECKILL_TEST_PORT_BASE").ok().and_then(|v| v.parse::<u16>().ok()).map(|b| b + 10 * slot);
+        let replicas: Vec<Replica> = (0..REPLICAS)
+            .map(|i| Replica {
+                id: i + 1,
+                dir: root.path().join(format!("replica-{}", i + 1)),
+                replica_port: port(base, i as u16),
+                engine_port: port(base, (REPLICAS + i) as u16),
+                child: None,
+            })
+            .collect();
+        let peers =
+            replicas.iter().map(|r| format!("{}=127.0.0.1:{}", r.id, r.replica_port)).collect::<Vec<_>>().join(",");
+        let mut proxies = BTreeMap::new();
+        if proxied {
+            for from in 0..REPLICAS {
+                for to in (0..REPLICAS).filter(|to| *to != from) {
+                    let target = format!("127.0.0.1:{}", replicas[to].replica_port);
+                    proxies.insert((from, to), TcpProxy::start(&target));
+                }
+            }
+        }
+        let mut g = Group { _root: root, replicas, peers, restarts: 0, proxies };
+        for i in 0..REPLICAS {
+            g.spawn(i);
+        }
+        g
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let r = &self.replicas[i];
+        let dial = self
+            .proxies
+            .iter()
+            .filter(|((from, _), _)| *from == i)
+            .map(|((_, to), p)| format!("{}=127.0.0.1:{}", to + 1, p.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cmd = seckill();
+        cmd.arg("engine");
+        if !dial.is_empty() {
+            cmd.args(["--replica-dial", &dial]);
+        }
+        let child = cmd
+            .arg("--data-dir")
+            .arg(&r.dir)
+            .args(["--engine", &format!("tcp:127.0.0.1:{}", r.engine_port)])
+            .args(["--replica-id", &r.id.to_string(), "--peers", &self.peers])
+            .args(["--replica-listen", &format!("127.0.0.1:{}", r.replica_port)])
+            .args(["--shards", "2", "--mysql-url", "none", "--redis-url", "none", "--metrics", "none"])
+            .stderr(log_file(&r.dir.with_extension("log")))
+            .spawn()
+            .expect("spawning seckill engine --replica-id");
+        self.replicas[i].child = Some(child);
+    }
+
+    /// Starts again every replica whose process ended, but `except`.
+    fn supervise(&mut self, except: Option<usize>) {
+        for i in (0..REPLICAS).filter(|i| Some(*i) != except) {
+            let ended = match &mut self.replicas[i].child {
+                Some(c) => c.try_wait().expect("try_wait").is_some(),
+                None => true,
+            };
+            if ended {
+                self.restarts += 1;
+                self.spawn(i);
+            }
+        }
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.replicas[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The replica whose admin socket answers (only the leader binds one),
+    /// restarting replicas that ended while waiting (but `except`, which is
+    /// not asked either).
+    fn leader(&mut self, except: Option<usize>) -> usize {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.supervise(except);
+            for (i, r) in self.replicas.iter().enumerate().filter(|(i, _)| Some(*i) != except) {
+                if try_admin(&r.dir, "stats", json!({})).is_some_and(|v| v.is_ok()) {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no replica led within {PATIENCE:?}; see {}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.replicas.iter().map(|r| r.dir.with_extension("log").display().to_string()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Cuts every link between replica `i` and the others, both ways.
+    fn isolate(&self, i: usize) {
+        for ((from, to), p) in &self.proxies {
+            if *from == i || *to == i {
+                p.cut();
+            }
+        }
+    }
+
+    fn heal(&self) {
+        for p in self.proxies.values() {
+            p.restore();
+        }
+    }
+
+    /// Every replica's status, from `seckill admin replica status --json`.
+    fn statuses(&self) -> Vec<Value> {
+        let out = seckill()
+            .args(["admin", "replica", "status", "--json", "--peers", &self.peers])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .expect("seckill admin replica status");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        v.as_array().expect("one status per replica").clone()
+    }
+
+    fn wire(&self, i: usize) -> Address {
+        Address::Tcp(([127, 0, 0, 1], self.replicas[i].engine_port).into())
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for i in 0..REPLICAS {
+            self.kill9(i);
+        }
+    }
+}
+
+/// One admin call, or `None` when nothing listens on `dir`'s admin socket.
+fn try_admin(dir: &Path, cmd: &str, args: Value) -> Option<Result<Value, Value>> {
+    let stream = UnixStream::connect(dir.join("admin.sock")).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut w = stream.try_clone().ok()?;
+    writeln!(w, "{}", json!({"cmd": cmd, "args": args})).ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    let v: Value = serde_json::from_str(&line).ok()?;
+    Some(if v["ok"] == Value::Bool(true) { Ok(v["result"].clone()) } else { Err(v["error"].clone()) })
+}
+
+/// Buys for this client's users until stopped or the connection fails;
+/// every acknowledged order with its user and quantity.
+fn client(pool: &Pool, stop: &AtomicBool, activity_id: u64, client: u64, seed: u64) -> Vec<(OrderId, u64, u32)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut acked = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        let user_id = rng.gen_range(0..USERS / CLIENTS) * CLIENTS + client + 1;
+        let quantity = rng.gen_range(1..=LIMIT);
+        let req = Request::Buy { user_id, activity_id, quantity, idempotency_key: 0, buy_token_ok: false };
+        match pool.call(&req) {
+            Ok(Response::Order(o)) => {
+                assert_eq!((o.user_id, o.quantity), (user_id, quantity));
+                acked.push((o.order_id, user_id, quantity));
+            }
+            Ok(Response::Error(ErrorCode::SoldOut | ErrorCode::LimitReached | ErrorCode::Busy)) => {}
+            Ok(other) => panic!("unexpected answer to a buy: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    acked
+}
+
+/// Checks the acknowledged orders and the stock on the replica `i` leads;
+/// `Err` when it stopped answering (a new election: check again).
+fn check(g: &Group, i: usize, activity_id: u64, acked: &BTreeMap<OrderId, (u64, u32)>) -> Result<(), String> {
+    let pool = Pool::connect(&g.wire(i), 1, &wire_key()).map_err(|e| e.to_string())?;
+    let call = |req: &Request| pool.call(req).map_err(|e| e.to_string());
+    for (id, (user_id, quantity)) in acked {
+        match call(&Request::GetOrder { user_id: Some(*user_id), order_id: *id })? {
+            Response::Order(o) => assert_eq!((o.user_id, o.quantity), (*user_id, *quantity), "order {id}"),
+            Response::Error(ErrorCode::Busy) => return Err("busy".into()),
+            other => panic!("acknowledged order {id} of user {user_id} is not on the new leader: {other:?}"),
+        }
+    }
+    let a = match call(&Request::GetActivity { activity_id })? {
+        Response::Activity(a) => a,
+        other => panic!("activity {activity_id} on the new leader: {other:?}"),
+    };
+    let mut held_total = 0u64;
+    for user_id in 1..=USERS {
+        let Response::Orders { items, total } = call(&Request::ListOrders { user_id, offset: 0, limit: 100 })? else {
+            return Err("list orders failed".into());
+        };
+        assert!(total <= 100);
+        let held: u64 = items.iter().filter(|o| o.status.holds_stock()).map(|o| o.quantity as u64).sum();
+        assert!(held <= LIMIT as u64, "user {user_id} holds {held} > limit {LIMIT}");
+        held_total += held;
+    }
+    assert!(held_total <= a.total_stock, "oversold: {held_total} held of {}", a.total_stock);
+    assert_eq!(
+        held_total + a.remaining,
+        a.total_stock,
+        "tokens not conserved: held {held_total}, remaining {}",
+        a.remaining
+    );
+    Ok(())
+}
+
+#[test]
+fn acknowledged_orders_survive_the_leaders_kill_9() {
+    let cycles: usize = std::env::var("SECKILL_REPLICA_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let seed: u64 = rand::random();
+    eprintln!("replicated: {cycles} cycles, seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut g = Group::start(0);
+    let first = g.leader(None);
+    let created = try_admin(
+        &g.replicas[first].dir,
+        "activity.create",
+        json!({"title": "replicated", "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
+               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+    )
+    .expect("the leader's admin socket")
+    .expect("activity.create");
+    let activity_id = created["id"].as_u64().expect("an activity id");
+
+    let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
+    let mut failover_ms = Vec::new();
+    for cycle in 0..cycles {
+        let leader = g.leader(None);
+        let pool = match Pool::connect(&g.wire(leader), 2, &wire_key()) {
+            Ok(p) => Arc::new(p),
+            Err(_) => continue, // it lost the lead meanwhile; the next cycle finds the new one
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (pool, stop, seed) = (pool.clone(), stop.clone(), rng.gen::<u64>());
+                std::thread::spawn(move || client(&pool, &stop, activity_id, c, seed))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(300..900)));
+        g.kill9(leader);
+        let killed = Instant::now();
+        stop.store(true, Ordering::Release);
+        let mut this_cycle = 0;
+        for w in workers {
+            for (id, user_id, quantity) in w.join().expect("client thread") {
+                assert!(acked.insert(id, (user_id, quantity)).is_none(), "order id {id} answered twice");
+                this_cycle += 1;
+            }
+        }
+        drop(pool);
+        // The killed replica comes back (as a follower) once a new leader
+        // among the other two has passed the check.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let now_leading = g.leader(Some(leader));
+            match check(&g, now_leading, activity_id, &acked) {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "cycle {cycle}: no leader answered the check: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        failover_ms.push(killed.elapsed().as_millis());
+        eprintln!("cycle {cycle}: {this_cycle} orders acknowledged, {} in all; checked on the new leader", acked.len());
+    }
+    eprintln!(
+        "replicated: {cycles} cycles, {} acknowledged orders checked, kill → checked on the new leader (ms): {failover_ms:?}, {} restarts",
+        acked.len(),
+        g.restarts
+    );
+    assert!(!acked.is_empty(), "no buy was ever acknowledged: the test tested nothing");
+}
+
+/// Buys from `users` on replica `i`; the orders acknowledged (none, and no
+/// panic, once the replica stops answering).
+fn buy_some(g: &Group, i: usize, activity_id: u64, users: std::ops::Range<u64>) -> BTreeMap<OrderId, (u64, u32)> {
+    let mut acked = BTreeMap::new();
+    let Ok(pool) = Pool::connect(&g.wire(i), 1, &wire_key()) else { return acked };
+    for user_id in users {
+        let req = Request::Buy { user_id, activity_id, quantity: 1, idempotency_key: 0, buy_token_ok: false };
+        match pool.call(&req) {
+            Ok(Response::Order(o)) => {
+                acked.insert(o.order_id, (user_id, 1));
+            }
+            Ok(Response::Error(ErrorCode::SoldOut | ErrorCode::LimitReached | ErrorCode::Busy)) => {}
+            Ok(other) => panic!("unexpected answer to a buy: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    acked
+}
+
+/// The partition case with processes: the leader is cut off from
+/// both peers through the proxies. It acknowledges nothing (its buys get
+/// `busy` or no answer, and it exits to rejoin as a follower); the other
+/// two elect a leader that has every order acknowledged before and serves;
+/// after healing, all three reach the same log and LSN.
+#[test]
+fn a_leader_cut_off_from_its_peers_acknowledges_nothing() {
+    let mut g = Group::start_proxied(1);
+    let old = g.leader(None);
+    let created = try_admin(
+        &g.replicas[old].dir,
+        "activity.create",
+        json!({"title": "partition", "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
+               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+    )
+    .expect("the leader's admin socket")
+    .expect("activity.create");
+    let activity_id = created["id"].as_u64().expect("an activity id");
+    let mut acked = buy_some(&g, old, activity_id, 1..40);
+    assert!(!acked.is_empty(), "the leader sold nothing before the partition");
+
+    g.isolate(old);
+    let minority = buy_some(&g, old, activity_id, 100..104);
+    assert!(minority.is_empty(), "the cut-off leader acknowledged {minority:?}");
+
+    // The majority side elects (the old leader is not asked: its admin
+    // socket may still answer until it notices).
+    let deadline = Instant::now() + PATIENCE;
+    let new = loop {
+        let l = g.leader(Some(old));
+        match check(&g, l, activity_id, &acked) {
+            Ok(()) => break l,
+            Err(e) => assert!(Instant::now() < deadline, "the majority did not serve: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    acked.extend(buy_some(&g, new, activity_id, 200..230));
+
+    // Healed, the old leader (restarted by the supervisor if it exited)
+    // follows and reaches the group's log.
+    g.heal();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        g.supervise(None);
+        let s = g.statuses();
+        let lsns: Vec<Option<u64>> = s.iter().map(|r| r["status"]["applied_lsn"].as_u64()).collect();
+        let logs: Vec<Option<u64>> = s.iter().map(|r| r["status"]["applied_index"].as_u64()).collect();
+        if lsns.iter().all(|l| l.is_some() && *l == lsns[0]) && logs.iter().all(|l| l.is_some() && *l == logs[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replicas did not converge after healing: {s:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let now = g.leader(None);
+    check(&g, now, activity_id, &acked).expect("the leader after healing answers the check");
+    eprintln!("partition: {} orders acknowledged and checked; {} restarts", acked.len(), g.restarts);
+}
