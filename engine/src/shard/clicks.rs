@@ -56,7 +56,8 @@ impl ClickLimit {
             // The first click starts the first window; rotating here would
             // swap the room `reserve` made into the older generation.
             self.rotated_at_ms = now_ms;
-        } else if now_ms.saturating_sub(self.rotated_at_ms) >= WINDOW_MS || self.current.len() >= TRACKED_PER_SHARD_MAX {
+        } else if now_ms.saturating_sub(self.rotated_at_ms) >= WINDOW_MS || self.current.len() >= TRACKED_PER_SHARD_MAX
+        {
             // The older generation's table becomes the current one, emptied
             // but with its room: a busy shard does not grow a table of a
             // million users again (and rehash it at every doubling) each
