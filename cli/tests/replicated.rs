@@ -283,6 +283,19 @@ fn check(g: &Group, i: usize, activity_id: u64, acked: &BTreeMap<OrderId, (u64, 
     Ok(())
 }
 
+/// An activity on sale now, created through `leader`'s admin socket.
+fn create_activity(g: &Group, leader: usize, title: &str) -> u64 {
+    let created = try_admin(
+        &g.replicas[leader].dir,
+        "activity.create",
+        json!({"title": title, "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
+               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+    )
+    .expect("the leader's admin socket")
+    .expect("activity.create");
+    created["id"].as_u64().expect("an activity id")
+}
+
 #[test]
 fn acknowledged_orders_survive_the_leaders_kill_9() {
     let cycles: usize = std::env::var("SECKILL_REPLICA_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -291,15 +304,7 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut g = Group::start(0);
     let first = g.leader(None);
-    let created = try_admin(
-        &g.replicas[first].dir,
-        "activity.create",
-        json!({"title": "replicated", "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
-               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-    )
-    .expect("the leader's admin socket")
-    .expect("activity.create");
-    let activity_id = created["id"].as_u64().expect("an activity id");
+    let activity_id = create_activity(&g, first, "replicated");
 
     let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
     let mut failover_ms = Vec::new();
@@ -380,15 +385,7 @@ fn buy_some(g: &Group, i: usize, activity_id: u64, users: std::ops::Range<u64>) 
 fn a_leader_cut_off_from_its_peers_acknowledges_nothing() {
     let mut g = Group::start_proxied(1);
     let old = g.leader(None);
-    let created = try_admin(
-        &g.replicas[old].dir,
-        "activity.create",
-        json!({"title": "partition", "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
-               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-    )
-    .expect("the leader's admin socket")
-    .expect("activity.create");
-    let activity_id = created["id"].as_u64().expect("an activity id");
+    let activity_id = create_activity(&g, old, "partition");
     let mut acked = buy_some(&g, old, activity_id, 1..40);
     assert!(!acked.is_empty(), "the leader sold nothing before the partition");
 
