@@ -6,7 +6,7 @@ use bytes::Bytes;
 use seckill_engine::wal::codec::Encoder;
 use seckill_engine::Event;
 use seckill_replica::log_store::LogStore;
-use seckill_replica::node::default_raft_config;
+use seckill_replica::node::{default_raft_config, StartError};
 use seckill_replica::openraft;
 use seckill_replica::state_machine::RecordsState;
 use seckill_replica::{Applied, NodeId, ReplicaConfig, ReplicaNode};
@@ -83,7 +83,23 @@ impl Group {
         Self::start_with(ids, true).await
     }
 
+    /// Proxied replicas listen on ports picked before they bind (the proxies
+    /// must know them), which another test may take in between: such a start
+    /// is tried again on new ports.
     async fn start_with(ids: &[NodeId], proxied: bool) -> Group {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            match Self::try_start_with(ids, proxied).await {
+                Ok(group) => return group,
+                Err(StartError::Listen { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse && attempt < ATTEMPTS => {}
+                Err(e) => panic!("replica starts: {e:?}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    async fn try_start_with(ids: &[NodeId], proxied: bool) -> Result<Group, StartError> {
         let root = tempfile::tempdir().expect("temp dir");
         let mut group = Group { root, addrs: BTreeMap::new(), nodes: BTreeMap::new(), proxies: BTreeMap::new() };
         for &id in ids {
@@ -102,15 +118,14 @@ impl Group {
                 group.config(id, group.addrs[&id]),
                 RecordsState::new(group.dir(id).join("snapshots")).expect("state dir"),
             )
-            .await
-            .expect("replica starts");
+            .await?;
             group.addrs.insert(id, node.addr());
             group.nodes.insert(id, node);
         }
         let members: BTreeMap<NodeId, openraft::BasicNode> =
             group.addrs.iter().map(|(id, a)| (*id, openraft::BasicNode { addr: a.to_string() })).collect();
         group.nodes[&ids[0]].raft().initialize(members).await.expect("group initializes");
-        group
+        Ok(group)
     }
 
     /// Cuts every link between `id` and the others, both ways.
