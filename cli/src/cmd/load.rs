@@ -504,21 +504,10 @@ async fn open_loop(
 /// Adds a permit to `due` for each of the `total` requests as it comes due
 /// (at most [`pacer::TICK`] late), then one per connection so each sees the end.
 async fn release_due(due: Arc<Semaphore>, total: u64, rate: f64, start: tokio::time::Instant, connections: usize) {
-    let mut ticker = pacer::Ticker::every(pacer::TICK)
-        .map_err(|e| tracing::warn!("no timerfd ({e}): pacing with tokio's timer, up to 1 ms late"))
-        .ok();
+    let mut ticker = pacer::Ticker::every(pacer::TICK);
     let mut released = 0u64;
     while released < total {
-        let ticked = match ticker.as_mut() {
-            Some(t) => t.tick().await,
-            None => Err(std::io::Error::other("no timerfd")),
-        };
-        if let Err(e) = ticked {
-            if ticker.take().is_some() {
-                tracing::warn!("timerfd failed ({e}): pacing with tokio's timer, up to 1 ms late");
-            }
-            tokio::time::sleep(pacer::TICK).await;
-        }
+        ticker.tick().await;
         // Requests 0..=floor(elapsed × rate) are due.
         let due_now = ((start.elapsed().as_secs_f64() * rate) as u64).saturating_add(1).min(total);
         if due_now > released {

@@ -11,28 +11,24 @@
 //! time), and the cost is one wake per tick, not per request. Elsewhere than
 //! Linux, tokio's interval is the fallback.
 
-use std::io;
 use std::time::Duration;
 
 /// How often due requests are released: a request leaves at most this late.
 pub const TICK: Duration = Duration::from_micros(200);
 
 #[cfg(target_os = "linux")]
-pub use linux::Ticker;
-
-#[cfg(target_os = "linux")]
 mod linux {
     use super::*;
-    use std::io::Read;
+    use std::io::{self, Read};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use tokio::io::unix::AsyncFd;
 
     /// A periodic, non-blocking `timerfd` registered with the runtime.
-    pub struct Ticker {
+    pub struct TimerFd {
         fd: AsyncFd<std::fs::File>,
     }
 
-    impl Ticker {
+    impl TimerFd {
         #[allow(unsafe_code)] // timerfd_create, timerfd_settime, AsyncFd::register: see the SAFETY comments
         pub fn every(period: Duration) -> io::Result<Self> {
             assert!(!period.is_zero() && period < Duration::from_secs(1));
@@ -72,18 +68,44 @@ mod linux {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-pub struct Ticker(tokio::time::Interval);
+/// Ticks every `period`: through a `timerfd` on Linux; through tokio's
+/// interval (up to 1 ms late, said once in the log) elsewhere or once the
+/// `timerfd` fails.
+pub struct Ticker {
+    period: Duration,
+    clock: Clock,
+}
 
-#[cfg(not(target_os = "linux"))]
+enum Clock {
+    #[cfg(target_os = "linux")]
+    Fine(linux::TimerFd),
+    Coarse(tokio::time::Interval),
+}
+
 impl Ticker {
-    pub fn every(period: Duration) -> io::Result<Self> {
-        Ok(Self(tokio::time::interval(period)))
+    pub fn every(period: Duration) -> Self {
+        #[cfg(target_os = "linux")]
+        match linux::TimerFd::every(period) {
+            Ok(fd) => return Self { period, clock: Clock::Fine(fd) },
+            Err(e) => tracing::warn!("no timerfd ({e}): pacing with tokio's timer, up to 1 ms late"),
+        }
+        Self { period, clock: Clock::Coarse(tokio::time::interval(period)) }
     }
 
-    pub async fn tick(&mut self) -> io::Result<()> {
-        self.0.tick().await;
-        Ok(())
+    /// Waits for the next tick (at once if ticks passed since the last call).
+    pub async fn tick(&mut self) {
+        match &mut self.clock {
+            #[cfg(target_os = "linux")]
+            Clock::Fine(fd) => {
+                if let Err(e) = fd.tick().await {
+                    tracing::warn!("timerfd failed ({e}): pacing with tokio's timer, up to 1 ms late");
+                    self.clock = Clock::Coarse(tokio::time::interval(self.period));
+                }
+            }
+            Clock::Coarse(interval) => {
+                interval.tick().await;
+            }
+        }
     }
 }
 
@@ -94,11 +116,11 @@ mod tests {
 
     #[tokio::test]
     async fn never_ticks_faster_than_its_period() {
-        let mut ticker = Ticker::every(TICK).expect("timerfd");
-        ticker.tick().await.expect("tick");
+        let mut ticker = Ticker::every(TICK);
+        ticker.tick().await;
         let t0 = Instant::now();
         for _ in 0..50 {
-            ticker.tick().await.expect("tick");
+            ticker.tick().await;
         }
         // Never faster than the period (late ticks coalesce, so never more than one per period).
         assert!(t0.elapsed() >= TICK * 49, "50 ticks in {:?}", t0.elapsed());
