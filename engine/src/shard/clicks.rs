@@ -102,7 +102,8 @@ impl ClickLimit {
     }
 
     /// Users the current generation holds without growing.
-    pub fn room(&self) -> usize {
+    #[cfg(test)]
+    fn room(&self) -> usize {
         self.current.capacity()
     }
 

@@ -616,16 +616,13 @@ async fn upsert_orders(conn: &mut MySqlConnection, rows: impl Iterator<Item = &O
                 ends.push(text.len());
             }
         }
-        let mut values = ends.iter().scan(0, |start, &end| {
-            let v = text.get(*start..end).unwrap_or_default();
-            *start = end;
-            Some(v)
-        });
-        let mut next = || values.next().unwrap_or_default();
+        // Value `j` of the chunk is `text[ends[j - 1]..ends[j]]`.
+        let value = |j: usize| text.get(j.checked_sub(1).map_or(0, |p| ends[p])..ends[j]).unwrap_or_default();
         let mut q = sqlx::query(orders_sql(size));
-        for r in chunk {
+        for (k, r) in chunk.iter().enumerate() {
             let o = &r.order;
-            let (id, created_at, pay_before, updated_at) = (next(), next(), next(), next());
+            let (id, created_at, pay_before, updated_at) =
+                (value(4 * k), value(4 * k + 1), value(4 * k + 2), value(4 * k + 3));
             q = q
                 .bind(id)
                 .bind(o.user_id)
