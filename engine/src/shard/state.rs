@@ -136,7 +136,9 @@ impl ShardState {
                     }
                     return Response::RateLimited { retry_after_s };
                 }
-                if let Some(id) = self.idempotency.get(&(user_id, idempotency_key)).filter(|_| idempotency_key != 0) {
+                let replay =
+                    (idempotency_key != 0).then(|| self.idempotency.get(&(user_id, idempotency_key))).flatten();
+                if let Some(id) = replay {
                     let resp = Response::Replayed(self.orders[id].view());
                     if let Some(slot) = self.slots.get(&activity_id) {
                         slot.counters.buy_replayed();
@@ -173,6 +175,19 @@ impl ShardState {
             Request::ListActivities { offset, limit } => Ok(self.list_activities(offset, limit, now_ms)),
         };
         outcome.unwrap_or_else(Response::Error)
+    }
+
+    /// Reads what deciding `req` will read, without deciding: the shard
+    /// runs it over a whole batch first (`shard::decide_all`).
+    #[inline]
+    pub(crate) fn warm(&self, req: &Request) {
+        if let Request::Buy { user_id, activity_id, .. } = *req {
+            self.clicks.warm(user_id);
+            if let Some(slot) = self.slots.get(&activity_id) {
+                std::hint::black_box(slot.purchases.held(user_id));
+            }
+            std::hint::black_box(self.user_orders.contains_key(&user_id));
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
