@@ -29,7 +29,7 @@ pub struct EngineConfig {
     /// minute, kept by the user's shard; 0 turns the limit off.
     pub clicks_per_minute: u32,
     /// When the shard owns an fsyncing log (one-shard layout) and a batch
-    /// holds 2..`GATHER_TARGET` (`shard/mod.rs`) requests, it waits this long for more
+    /// holds 2..`limits::GATHER_TARGET` requests, it waits this long for more
     /// before the write: fewer, larger fsyncs when buyers arrive faster than
     /// the disk syncs, at most this much added latency. 0 turns it off.
     pub group_commit_window_us: u64,

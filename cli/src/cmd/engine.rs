@@ -38,7 +38,7 @@ pub struct Args {
     /// kept by the shard that owns the user, so it holds across every front.
     #[arg(long, env = "SECKILL_BUYS_PER_MINUTE", default_value_t = limits::BUYS_PER_MINUTE_DEFAULT)]
     pub buys_per_minute: u32,
-    /// With one shard and --durability fsync: how long (µs) a batch of 2..64
+    /// With one shard and --durability fsync: how long (µs) a batch of 2..15
     /// buys waits for more before its fsync. Larger groups, fewer fsyncs,
     /// less CPU per buy under load; at most this much latency added. 0 = off.
     #[arg(long, env = "SECKILL_GROUP_COMMIT_WINDOW_US", default_value_t = limits::GROUP_COMMIT_WINDOW_US_DEFAULT)]

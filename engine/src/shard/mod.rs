@@ -8,6 +8,7 @@ pub mod state;
 use crate::activity::Activity;
 use crate::clock::Clock;
 use crate::commit::{Batch, Reply, ReplyTx, Sink};
+use crate::limits::GATHER_TARGET;
 use crate::stock::StockPool;
 use crossbeam_channel::{select, Receiver, Sender};
 use seckill_proto::Request;
@@ -44,10 +45,6 @@ pub const BATCH_MAX: usize = 256;
 /// Longest a shard sleeps while payment deadlines are pending, so expiry is
 /// never late by more than this (and a test clock that jumps is noticed).
 pub(crate) const DEADLINE_TICK: Duration = Duration::from_millis(50);
-
-/// A batch at least this large is committed at once; a smaller one (of two
-/// or more, so buyers are arriving) waits the group-commit window first.
-pub const GATHER_TARGET: usize = 64;
 
 pub(crate) fn run(
     mut state: ShardState,
