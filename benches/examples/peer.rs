@@ -13,14 +13,13 @@
 //!
 //! Stock of activity A lives in `peer:stock:A` (set it before the run).
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use std::convert::Infallible;
 use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 
@@ -152,18 +151,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_required_spec_claims(&["exp", "sub"]);
     let peer = Arc::new(Peer { key: DecodingKey::from_secret(secret.as_bytes()), validation, redis, sha });
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("peer listening on http://{addr}");
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        let peer = peer.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let peer = peer.clone();
-                async move { Ok::<_, Infallible>(buy(peer, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
+    common::serve("peer", &addr, move |req| buy(peer.clone(), req)).await?;
+    Ok(())
 }

@@ -14,11 +14,10 @@
 //! * FILE_MODE: `append` grows the file (each fdatasync also writes the
 //!   inode); `prewritten` overwrites 512 MiB of zeros written up front.
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
@@ -93,29 +92,20 @@ fn main() -> std::io::Result<()> {
                 group.into_iter().for_each(|done| done(answered));
             }
         });
-        let listener = tokio::net::TcpListener::bind(&addr).await?;
-        println!("plumb listening on http://{addr}");
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let _ = stream.set_nodelay(true);
+        common::serve("plumb", &addr, move |req| {
             let tx = tx.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = http_body_util::BodyExt::collect(req.into_body()).await;
-                        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<u64>();
-                        let _ = tx.try_send(Box::new(move |n| {
-                            let _ = answer_tx.send(n);
-                        }));
-                        let n = answer_rx.await.unwrap_or(0);
-                        let mut r = hyper::Response::new(Full::new(Bytes::from(format!("{{\"order_id\":\"{n}\"}}"))));
-                        *r.status_mut() = hyper::StatusCode::CREATED;
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-            });
-        }
+            async move {
+                let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<u64>();
+                let _ = tx.try_send(Box::new(move |n| {
+                    let _ = answer_tx.send(n);
+                }));
+                let n = answer_rx.await.unwrap_or(0);
+                let mut r = hyper::Response::new(Full::new(Bytes::from(format!("{{\"order_id\":\"{n}\"}}"))));
+                *r.status_mut() = hyper::StatusCode::CREATED;
+                r
+            }
+        })
+        .await
     })
 }

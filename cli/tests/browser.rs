@@ -66,14 +66,12 @@ fn screenshot_path(name: &str) -> PathBuf {
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// Opens the page and waits until it has loaded the sales.
-fn open(b: &Browser, up: &UpProc) {
+/// Opens the page, waits until it has loaded the sales, and logs in as
+/// `login` with the demo login (sandbox mode) if given.
+fn open(b: &Browser, up: &UpProc, login: Option<u64>) {
     b.goto(&format!("http://127.0.0.1:{}/", up.port));
     b.wait_for("body[data-ready='true']", 15 * SECOND);
-}
-
-/// Demo login as `user` (sandbox mode).
-fn demo_login(b: &Browser, user: u64) {
+    let Some(user) = login else { return };
     b.type_into("#demo-user", &user.to_string());
     b.click("#demo-login-button");
     b.wait_text("#who", 10 * SECOND, "the user signed in", |t| t == format!("user {user}"));
@@ -98,8 +96,7 @@ fn the_countdown_ticks_switches_at_the_start_and_a_buy_shows_the_order() {
     let ends = seckill_proto::json::rfc3339(starts_ms + 2 * 3600 * 1000);
     let id = create(&up, "Phone X, launch sale", 20, 2, (&starts, &ends));
 
-    open(&b, &up);
-    demo_login(&b, 42);
+    open(&b, &up, Some(42));
     let sale = format!("#sale-{id}");
     assert_eq!(b.text(&format!("{sale}-phase")), "Upcoming");
     assert!(!b.enabled(&format!("{sale}-buy")), "buy is off before the start");
@@ -173,8 +170,7 @@ fn a_sold_out_sale_says_so() {
     assert_eq!(up.post(&format!("/api/v1/activities/{gone}/buy"), Some(1), b"").status, 201);
     let last = create(&up, "Last unit", 1, 1, OPEN);
 
-    open(&b, &up);
-    demo_login(&b, 2);
+    open(&b, &up, Some(2));
     assert_eq!(b.text(&format!("#sale-{gone}-phase")), "Sold out");
     assert_eq!(b.text(&format!("#sale-{gone}-buy")), "Sold out");
     assert!(!b.enabled(&format!("#sale-{gone}-buy")));
@@ -197,8 +193,7 @@ fn a_429_is_shown_with_its_retry_time() {
     let Some(b) = Browser::start() else { return };
     // One click a minute: the second click is answered 429 with Retry-After ≈ 60.
     let (_tmp, up, id) = up_with_sale(&["--buys-per-minute", "1"], "Two per buyer", 10, 2, OPEN);
-    open(&b, &up);
-    demo_login(&b, 5);
+    open(&b, &up, Some(5));
     let sale = format!("#sale-{id}");
     b.click(&format!("{sale}-buy"));
     b.wait_text(&format!("{sale}-msg"), 10 * SECOND, "the bought message", |t| t.starts_with("Bought"));
@@ -224,7 +219,7 @@ fn a_429_is_shown_with_its_retry_time() {
 fn without_sandbox_the_page_takes_a_token_and_offers_no_pay() {
     let Some(b) = Browser::start() else { return };
     let (_tmp, up, id) = up_with_sale(&["--payment", "notify"], "Notify-mode sale", 5, 1, OPEN);
-    open(&b, &up);
+    open(&b, &up, None);
     assert!(!b.displayed("#demo-login"), "no demo login without sandbox");
     assert!(b.displayed("#token-login"));
     assert_eq!(b.text(&format!("#sale-{id}-buy")), "Log in to buy");

@@ -218,26 +218,8 @@ fn check(addr: &Address, activity_id: u64, known: &mut HashMap<OrderId, Known>, 
     let Response::Activity(a) = pool.call(&Request::GetActivity { activity_id }).expect("get activity") else {
         panic!("activity {activity_id} is gone after restart");
     };
-    let mut held_total = 0u64;
-    for user_id in 1..=USERS {
-        let Response::Orders { items, total } =
-            pool.call(&Request::ListOrders { user_id, offset: 0, limit: 100 }).expect("list orders")
-        else {
-            panic!("list orders failed");
-        };
-        assert!(total <= 100, "user {user_id} has {total} orders; raise the page size in the harness");
-        let held: u64 = items.iter().filter(|o| o.status.holds_stock()).map(|o| o.quantity as u64).sum();
-        assert!(held <= LIMIT as u64, "cycle {cycle}: user {user_id} holds {held} > limit {LIMIT}");
-        held_total += held;
-    }
-    assert!(held_total <= a.total_stock, "cycle {cycle}: oversold: {held_total} held of {}", a.total_stock);
-    assert_eq!(
-        held_total + a.remaining,
-        a.total_stock,
-        "cycle {cycle}: tokens not conserved: held {held_total} + remaining {} != total {}",
-        a.remaining,
-        a.total_stock
-    );
+    let call = |req: &Request| pool.call(req).map_err(|e| e.to_string());
+    let held_total = common::check_stock(call, USERS, LIMIT, &a, &format!("cycle {cycle}: ")).expect("list orders");
     let mut statuses: Vec<(OrderId, u8)> = known.iter().map(|(id, k)| (*id, k.acked as u8)).collect();
     statuses.sort();
     Numbers { held: held_total, remaining: a.remaining, statuses }

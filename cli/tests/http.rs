@@ -27,7 +27,7 @@ const OPEN: (&str, &str) = ("2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
 const UPCOMING: (&str, &str) = ("2098-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
 const PAST: (&str, &str) = ("2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z");
 
-/// A temp dir with a `data` dir inside (the log goes next to it as `data.log`).
+/// An activity titled `sale` on `up`: its id.
 fn create_activity(
     up: &UpProc,
     price_cents: u64,
@@ -41,11 +41,15 @@ fn create_activity(
     )
 }
 
-/// An open sale of 2 units, one per buyer, that takes buy tokens (at most
-/// `gate_factor` × stock of them).
-fn gated_sale(up: &UpProc, gate_factor: u32) -> u64 {
-    up.create_activity(json!({"title": "gated", "price_cents": 100, "stock": 2, "per_user_limit": 1,
-        "require_buy_token": true, "gate_factor": gate_factor, "starts_at": OPEN.0, "ends_at": OPEN.1}))
+/// A fresh `seckill up` (keep the `TempDir` while it runs) with an open
+/// sale of 2 units, one per buyer, that takes buy tokens (at most
+/// `gate_factor` × stock of them): the sale and the path of its tokens.
+fn up_with_gated_sale(gate_factor: u32) -> (tempfile::TempDir, UpProc, u64, String) {
+    let (tmp, dir) = data_dir();
+    let up = UpProc::start(&dir, &[]);
+    let gated = up.create_activity(json!({"title": "gated", "price_cents": 100, "stock": 2, "per_user_limit": 1,
+        "require_buy_token": true, "gate_factor": gate_factor, "starts_at": OPEN.0, "ends_at": OPEN.1}));
+    (tmp, up, gated, format!("/api/v1/activities/{gated}/token"))
 }
 
 /// A fresh `seckill up` (in a temp dir: keep the `TempDir` while it runs)
@@ -447,10 +451,7 @@ fn orders_cancel_pay_refund() {
 
 #[test]
 fn buy_tokens_gate_the_sale() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let gated = gated_sale(&up, 1);
-    let token_path = format!("/api/v1/activities/{gated}/token");
+    let (_tmp, up, gated, token_path) = up_with_gated_sale(1);
     let with_token = |t: &str| json!({"quantity": 1, "buy_token": t}).to_string();
 
     assert_error(&buy(&up, gated, 1, ""), 409, "buy_token_required");
@@ -488,10 +489,7 @@ fn buy_tokens_gate_the_sale() {
 /// logged-in client can lock everyone else out of a gated sale.
 #[test]
 fn one_user_cannot_drain_the_buy_token_gate() {
-    let (_tmp, dir) = data_dir();
-    let up = UpProc::start(&dir, &[]);
-    let gated = gated_sale(&up, 2);
-    let token_path = format!("/api/v1/activities/{gated}/token");
+    let (_tmp, up, _, token_path) = up_with_gated_sale(2);
     for _ in 0..10 {
         let _ = up.post(&token_path, Some(1), b"");
     }

@@ -354,19 +354,25 @@ fn the_dashboard_shows_what_admin_stats_says() {
     assert_eq!(d["stats"]["activities"][0]["stock_left"], 2);
 }
 
-/// Runs `seckill --log-format json <args>` logging at info to a file.
-fn spawn_json(args: &[&str], log: &Path) -> KillOnDrop {
-    let file = std::fs::File::create(log).expect("log file");
-    KillOnDrop(
+/// Runs `seckill --log-format json <command> --data-dir <dir> <args>`
+/// logging at info to `<dir>.<command>.log`; returns the process and the log.
+fn spawn_json(command: &str, dir: &Path, args: &[&str]) -> (KillOnDrop, PathBuf) {
+    let log = dir.with_extension(format!("{command}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    let p = KillOnDrop(
         common::seckill()
             .arg("--log-format")
             .arg("json")
+            .arg(command)
+            .arg("--data-dir")
+            .arg(dir)
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(file)
             .spawn()
             .expect("spawn seckill"),
-    )
+    );
+    (p, log)
 }
 
 /// Stops `p` with SIGTERM and waits for it.
@@ -398,23 +404,9 @@ fn json_logs_are_one_object_per_line_with_stable_fields() {
     let (_tmp, dir) = data_dir();
     // `up`
     let (port, metrics) = (free_port(), free_port());
-    let log = dir.with_extension("up.log");
-    let up = spawn_json(
-        &[
-            "up",
-            "--data-dir",
-            dir.to_str().expect("utf-8 path"),
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--metrics",
-            &format!("127.0.0.1:{metrics}"),
-            "--mysql-url",
-            "none",
-            "--redis-url",
-            "none",
-        ],
-        &log,
-    );
+    let (http, metrics) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{metrics}"));
+    let (up, log) =
+        spawn_json("up", &dir, &["--http", &http, "--metrics", &metrics, "--mysql-url", "none", "--redis-url", "none"]);
     wait_until("seckill up", Duration::from_secs(30), || {
         try_request(port, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200)
     });
@@ -429,38 +421,13 @@ fn json_logs_are_one_object_per_line_with_stable_fields() {
         .any(|v| v["fields"]["message"] == "operator's listener" && v["fields"]["dashboard"].is_string()));
 
     // `engine` and `front` apart.
-    let engine_log = dir.with_extension("engine.log");
-    let engine = spawn_json(
-        &[
-            "engine",
-            "--data-dir",
-            dir.to_str().expect("utf-8"),
-            "--mysql-url",
-            "none",
-            "--redis-url",
-            "none",
-            "--metrics",
-            "none",
-        ],
-        &engine_log,
-    );
+    let (engine, engine_log) =
+        spawn_json("engine", &dir, &["--mysql-url", "none", "--redis-url", "none", "--metrics", "none"]);
     wait_until("seckill engine", Duration::from_secs(30), || {
         std::os::unix::net::UnixStream::connect(dir.join("engine.sock")).is_ok()
     });
-    let front_log = dir.with_extension("front.log");
     let fport = free_port();
-    let front = spawn_json(
-        &[
-            "front",
-            "--data-dir",
-            dir.to_str().expect("utf-8"),
-            "--http",
-            &format!("127.0.0.1:{fport}"),
-            "--metrics",
-            "none",
-        ],
-        &front_log,
-    );
+    let (front, front_log) = spawn_json("front", &dir, &["--http", &format!("127.0.0.1:{fport}"), "--metrics", "none"]);
     wait_until("seckill front", Duration::from_secs(30), || {
         try_request(fport, "GET", "/api/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200)
     });

@@ -263,23 +263,7 @@ fn check(g: &Group, i: usize, activity_id: u64, acked: &BTreeMap<OrderId, (u64, 
         Response::Activity(a) => a,
         other => panic!("activity {activity_id} on the new leader: {other:?}"),
     };
-    let mut held_total = 0u64;
-    for user_id in 1..=USERS {
-        let Response::Orders { items, total } = call(&Request::ListOrders { user_id, offset: 0, limit: 100 })? else {
-            return Err("list orders failed".into());
-        };
-        assert!(total <= 100);
-        let held: u64 = items.iter().filter(|o| o.status.holds_stock()).map(|o| o.quantity as u64).sum();
-        assert!(held <= LIMIT as u64, "user {user_id} holds {held} > limit {LIMIT}");
-        held_total += held;
-    }
-    assert!(held_total <= a.total_stock, "oversold: {held_total} held of {}", a.total_stock);
-    assert_eq!(
-        held_total + a.remaining,
-        a.total_stock,
-        "tokens not conserved: held {held_total}, remaining {}",
-        a.remaining
-    );
+    common::check_stock(call, USERS, LIMIT, &a, "")?;
     Ok(())
 }
 

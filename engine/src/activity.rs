@@ -73,6 +73,11 @@ impl Activity {
 
     /// Applies `changes`: each setting given replaces the current one.
     pub fn apply(&mut self, changes: ActivityChanges) {
+        fn set<T>(field: &mut T, to: Option<T>) {
+            if let Some(v) = to {
+                *field = v;
+            }
+        }
         let ActivityChanges {
             title,
             price_cents,
@@ -83,30 +88,14 @@ impl Activity {
             require_buy_token,
             gate_factor,
         } = changes;
-        if let Some(v) = title {
-            self.title = v;
-        }
-        if let Some(v) = price_cents {
-            self.price_cents = v;
-        }
-        if let Some(v) = starts_at_ms {
-            self.starts_at_ms = v;
-        }
-        if let Some(v) = ends_at_ms {
-            self.ends_at_ms = v;
-        }
-        if let Some(v) = per_user_limit {
-            self.per_user_limit = v;
-        }
-        if let Some(v) = payment_timeout_s {
-            self.payment_timeout_s = v;
-        }
-        if let Some(v) = require_buy_token {
-            self.require_buy_token = v;
-        }
-        if let Some(v) = gate_factor {
-            self.gate_factor = v;
-        }
+        set(&mut self.title, title);
+        set(&mut self.price_cents, price_cents);
+        set(&mut self.starts_at_ms, starts_at_ms);
+        set(&mut self.ends_at_ms, ends_at_ms);
+        set(&mut self.per_user_limit, per_user_limit);
+        set(&mut self.payment_timeout_s, payment_timeout_s);
+        set(&mut self.require_buy_token, require_buy_token);
+        set(&mut self.gate_factor, gate_factor);
     }
 
     /// Whether the settings make a sale that can run; the message says what is wrong.

@@ -37,6 +37,16 @@ fn shard(stock: u64, require_buy_token: bool) -> (ShardState, Arc<StockPool>) {
     (s, pool)
 }
 
+/// A shard selling `stock` units, and the order `user_id` bought there at
+/// `T0`, made durable.
+fn shard_with_order(stock: u64, user_id: u64) -> (ShardState, Arc<StockPool>, seckill_proto::OrderView) {
+    let (mut s, pool) = shard(stock, false);
+    let mut b = Batch::default();
+    let o = order(s.handle(&buy(user_id, 0), T0, &mut b));
+    b.release();
+    (s, pool, o)
+}
+
 fn buy(user_id: u64, key: u64) -> Request {
     Request::Buy { user_id, activity_id: 1, quantity: 1, idempotency_key: key, buy_token_ok: false }
 }
@@ -50,10 +60,8 @@ fn order(r: Response) -> seckill_proto::OrderView {
 
 #[test]
 fn deadlines_expire_pending_orders_once_and_return_stock() {
-    let (mut s, pool) = shard(1, false);
+    let (mut s, pool, o) = shard_with_order(1, 7);
     let mut b = Batch::default();
-    let o = order(s.handle(&buy(7, 0), T0, &mut b));
-    b.release();
     assert_eq!(o.pay_before_ms, T0 + 60_000);
     assert_eq!(s.next_deadline_ms(), Some(T0 + 60_000));
     assert_eq!(s.expire_due(T0 + 59_999, &mut b), 0, "not before the deadline");
@@ -100,10 +108,8 @@ fn an_idempotency_key_returns_the_same_order() {
 
 #[test]
 fn payments_are_checked_and_refusals_recorded() {
-    let (mut s, _pool) = shard(2, false);
+    let (mut s, _pool, o) = shard_with_order(2, 1);
     let mut b = Batch::default();
-    let o = order(s.handle(&buy(1, 0), T0, &mut b));
-    b.release();
     let pay = |amount_cents, txn| Request::Pay { order_id: o.order_id, amount_cents, txn };
     assert_eq!(s.handle(&pay(1, 5), T0, &mut b), Response::Error(ErrorCode::AmountMismatch));
     assert!(matches!(b.events[..], [Event::PaymentRefused { txn: 5, .. }]));

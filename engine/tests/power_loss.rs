@@ -54,17 +54,38 @@ fn present(node: &Node, acked: &[OrderView]) -> usize {
         .count()
 }
 
-/// Twenty acknowledged buys in one segment, then a kill: the buys, that
-/// segment, and where its records end (the zeros written ahead begin).
-fn twenty_acked_then_killed(fs: &SimFs, c: &NodeConfig) -> (Vec<OrderView>, PathBuf, usize) {
-    let node = open(fs, c.clone()).expect("open");
-    let a = node.engine.create_activity(spec(100)).expect("activity").id;
-    let acked: Vec<OrderView> = (1..=20).map(|u| order(buy(&node, a, u))).collect();
-    crash(fs, node);
+/// A simulated disk with twenty acknowledged buys in one segment (of a
+/// node run with `c`), then a kill.
+struct Killed {
+    fs: SimFs,
+    c: NodeConfig,
+    acked: Vec<OrderView>,
+    /// The segment.
+    path: PathBuf,
+    /// Where its records end (the zeros written ahead begin).
+    written: usize,
+}
+
+/// A node (run with `c` on a fresh simulated disk) selling `stock` units,
+/// and the orders of users `1..=buyers`, one unit each: the disk, the node,
+/// the activity and the orders.
+fn bought(c: NodeConfig, stock: u64, buyers: u64) -> (SimFs, Node, u64, Vec<OrderView>) {
+    let fs = SimFs::new();
+    let node = open(&fs, c).expect("open");
+    let a = node.engine.create_activity(spec(stock)).expect("activity").id;
+    let acked = (1..=buyers).map(|u| order(buy(&node, a, u))).collect();
+    (fs, node, a, acked)
+}
+
+fn twenty_acked_then_killed() -> Killed {
+    let mut c = cfg();
+    c.segment_bytes_max = 1 << 20;
+    let (fs, node, _, acked) = bought(c.clone(), 100, 20);
+    crash(&fs, node);
     fs.restart();
-    let (path, _, _) = segments(fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
+    let (path, _, _) = segments(&fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
     let written = fs.read(&path).expect("segment").iter().rposition(|b| *b != 0).expect("records") + 1;
-    (acked, path, written)
+    Killed { fs, c, acked, path, written }
 }
 
 fn buy(node: &Node, activity_id: u64, user_id: u64) -> Response {
@@ -86,6 +107,17 @@ fn assert_present(node: &Node, acked: &[OrderView]) {
             "acknowledged {o:?} is gone: {got:?}"
         );
     }
+}
+
+/// Kills `node`, cuts the power (every byte not synced is lost), and checks
+/// that a restart (`recovery` says what failed if it does not) shows every
+/// order in `acked`.
+fn survives_a_power_cut(fs: &SimFs, node: Node, acked: &[OrderView], recovery: &str) {
+    crash(fs, node);
+    fs.power_cut(|_| (0, 0));
+    let node = open(fs, cfg()).expect(recovery);
+    assert_present(&node, acked);
+    crash(fs, node);
 }
 
 fn segments(fs: &SimFs) -> Vec<(PathBuf, usize, usize)> {
@@ -123,10 +155,7 @@ fn starts_without_what_follows_the_damage(fs: &SimFs, c: NodeConfig, acked: &[Or
 /// engine refused to start ("WAL records … are missing").
 #[test]
 fn records_replayed_after_a_kill_are_made_durable_before_new_writes() {
-    let fs = SimFs::new();
-    let node = open(&fs, cfg()).expect("open");
-    let a = node.engine.create_activity(spec(1000)).expect("activity").id;
-    let mut acked: Vec<OrderView> = (1..=5).map(|u| order(buy(&node, a, u))).collect();
+    let (fs, node, a, mut acked) = bought(cfg(), 1000, 5);
     let next = node.wal.status.written_lsn.load(Ordering::Acquire) + 1;
     fs.arm(Fault::AtWalSync { lsn: next });
     assert_eq!(buy(&node, a, 6), Response::Error(ErrorCode::Busy), "the buy whose fsync never happened");
@@ -139,36 +168,22 @@ fn records_replayed_after_a_kill_are_made_durable_before_new_writes() {
     for u in 100..160 {
         acked.push(order(buy(&node, a, u)));
     }
-    crash(&fs, node);
-    fs.power_cut(|_| (0, 0));
-    let node = open(&fs, cfg()).expect("recovery after a power cut refused a log that lost only unsynced bytes");
-    assert_present(&node, &acked);
-    crash(&fs, node);
+    survives_a_power_cut(&fs, node, &acked, "recovery after a power cut refused a log that lost only unsynced bytes");
 }
 
 /// `wal/`, `snapshots/` and the data dir itself were created without an
 /// fsync of their parent: a power cut could take the whole log with it.
 #[test]
 fn new_directories_survive_a_power_cut() {
-    let fs = SimFs::new();
-    let node = open(&fs, cfg()).expect("open");
-    let a = node.engine.create_activity(spec(10)).expect("activity").id;
-    let acked: Vec<OrderView> = (1..=3).map(|u| order(buy(&node, a, u))).collect();
-    crash(&fs, node);
-    fs.power_cut(|_| (0, 0));
-    let node = open(&fs, cfg()).expect("recovery");
-    assert_present(&node, &acked);
-    crash(&fs, node);
+    let (fs, node, _, acked) = bought(cfg(), 10, 3);
+    survives_a_power_cut(&fs, node, &acked, "recovery");
 }
 
 /// A bit flip in the middle of the last segment used to be cut off like a
 /// torn tail, silently dropping every acknowledged record after it.
 #[test]
 fn damage_inside_the_last_segment_is_refused_and_repair_moves_it_aside() {
-    let fs = SimFs::new();
-    let mut c = cfg();
-    c.segment_bytes_max = 1 << 20;
-    let (acked, path, written) = twenty_acked_then_killed(&fs, &c);
+    let Killed { fs, c, acked, path, written } = twenty_acked_then_killed();
     let len = fs.read(&path).expect("segment").len();
     assert!(fs.corrupt(&path, written / 2), "flip a byte in the middle of the records");
 
@@ -200,10 +215,7 @@ fn damage_inside_the_last_segment_is_refused_and_repair_moves_it_aside() {
 /// a disk that lost data, not a crash, and must not silently end the log.
 #[test]
 fn zeros_inside_the_records_are_refused_not_taken_for_the_end() {
-    let fs = SimFs::new();
-    let mut c = cfg();
-    c.segment_bytes_max = 1 << 20;
-    let (acked, path, written) = twenty_acked_then_killed(&fs, &c);
+    let Killed { fs, c, acked, path, written } = twenty_acked_then_killed();
     assert!(fs.zero(&path, written / 2, 64), "zero 64 bytes in the middle of the records");
 
     match open(&fs, c.clone()).err().expect("recovery must refuse") {
@@ -221,16 +233,7 @@ fn zeros_inside_the_records_are_refused_not_taken_for_the_end() {
 /// A damaged segment header used to cut the whole segment to 0 bytes.
 #[test]
 fn a_bad_segment_header_with_good_records_after_it_is_refused() {
-    let fs = SimFs::new();
-    let mut c = cfg();
-    c.segment_bytes_max = 1 << 20;
-    let node = open(&fs, c.clone()).expect("open");
-    let a = node.engine.create_activity(spec(100)).expect("activity").id;
-    for u in 1..=5 {
-        order(buy(&node, a, u));
-    }
-    crash(&fs, node);
-    let (path, _, _) = segments(&fs).into_iter().max_by_key(|(_, len, _)| *len).expect("a segment");
+    let Killed { fs, c, path, .. } = twenty_acked_then_killed();
     assert!(fs.corrupt(&path, 2));
     match open(&fs, c) {
         Err(NodeError::Recovery(RecoveryError::CorruptInLast { offset: 0, .. })) => {}
@@ -243,10 +246,7 @@ fn a_bad_segment_header_with_good_records_after_it_is_refused() {
 /// bytes are kept in `wal-damaged/` instead of being thrown away.
 #[test]
 fn a_torn_tail_is_cut_and_kept_aside() {
-    let fs = SimFs::new();
-    let node = open(&fs, cfg()).expect("open");
-    let a = node.engine.create_activity(spec(100)).expect("activity").id;
-    let acked: Vec<OrderView> = (1..=5).map(|u| order(buy(&node, a, u))).collect();
+    let (fs, node, a, acked) = bought(cfg(), 100, 5);
     let next = node.wal.status.written_lsn.load(Ordering::Acquire) + 1;
     fs.arm(Fault::AtWalWrite { lsn: next, torn_bytes: Some(7) });
     assert_eq!(buy(&node, a, 6), Response::Error(ErrorCode::Busy));

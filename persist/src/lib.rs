@@ -13,7 +13,7 @@ pub mod mysql;
 pub mod redact;
 pub mod redis;
 
-pub use redact::redact_url;
+pub use redact::{redact_url, BackendUrl};
 
 /// Orders and status changes for the targets' unit tests.
 #[cfg(test)]

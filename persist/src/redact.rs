@@ -41,9 +41,49 @@ pub fn redact_url(raw: &str) -> String {
     url.to_string()
 }
 
+/// A MySQL or Redis URL that prints (`{}` and `{:?}`) only as
+/// [`redact_url`] shows it, so a config can derive `Debug` and a message
+/// can name its server without a password; [`Self::as_str`] is the URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackendUrl(String);
+
+impl BackendUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, password included: for connecting, never for printing.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for BackendUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&redact_url(&self.0), f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, BackendUrl};
+
+    #[test]
+    fn configs_print_their_url_redacted() {
+        let mysql = crate::mysql::PersistConfig::new("mysql://u:Xq9-secret@h:3306/db");
+        let redis = crate::redis::MirrorConfig::new("redis://:Xq9-secret@h:6379/2");
+        for shown in [format!("{mysql:?}"), format!("{redis:?}"), BackendUrl::new("redis://:Xq9@h").to_string()] {
+            assert!(!shown.contains("Xq9"), "{shown}");
+            assert!(shown.contains("***@h"), "{shown}");
+        }
+        assert_eq!(mysql.url.as_str(), "mysql://u:Xq9-secret@h:3306/db");
+    }
 
     #[test]
     fn passwords_are_masked_and_the_rest_stays() {

@@ -247,6 +247,18 @@ fn assert_equal(db: &TestDb, engine: &Engine) {
     assert!(diffs.is_empty(), "MySQL differs from the engine:\n{}", diffs.join("\n"));
 }
 
+/// [`in_sync`] within 20 s, and the stock bookkeeping adds up.
+fn settled(db: &TestDb, node: &Node, p: &PersisterHandle) {
+    in_sync(db, node, p, Duration::from_secs(20));
+    assert_stock_log_adds_up(db);
+}
+
+/// Stops the persister, then the node.
+fn stop(p: PersisterHandle, node: Node) {
+    p.shutdown(Duration::from_secs(1));
+    node.shutdown();
+}
+
 /// Stock bookkeeping that must hold whenever MySQL is caught up.
 fn assert_stock_log_adds_up(db: &TestDb) {
     let bad = db.scalar(
@@ -296,8 +308,7 @@ fn persister_catches_up_and_survives_an_engine_crash() {
     // Their payment deadline is 1 s: the engine expires them.
     std::thread::sleep(Duration::from_millis(2_300));
     assert_eq!(engine.activity(quick.id).expect("view").remaining, 50, "all expired");
-    in_sync(&db, &node, &p, Duration::from_secs(20));
-    assert_stock_log_adds_up(&db);
+    settled(&db, &node, &p);
     assert_eq!(db.scalar("SELECT lsn FROM persist_checkpoint") as u64, durable(&node));
     assert_eq!(db.scalar("SELECT COUNT(*) FROM orders WHERE status = 'expired'"), 20);
     assert!(db.scalar("SELECT COUNT(*) FROM payment_refusals") > 0, "second payments are kept for reconciliation");
@@ -323,10 +334,8 @@ fn persister_catches_up_and_survives_an_engine_crash() {
     assert_eq!(durable(&node), durable_at_crash, "every durable record survived");
     let p = spawn(&node, fast_config(&db.url));
     assert_eq!(load(&node.engine, c.id, 3000..3100, 2).len(), 100);
-    in_sync(&db, &node, &p, Duration::from_secs(20));
-    assert_stock_log_adds_up(&db);
-    p.shutdown(Duration::from_secs(1));
-    node.shutdown();
+    settled(&db, &node, &p);
+    stop(p, node);
 }
 
 // (b) Exactly once: a batch applied, then the same records offered again
@@ -366,8 +375,7 @@ fn records_apply_exactly_once_across_persister_crashes() {
 
     // A real persister continues from MySQL's checkpoint, not from 0.
     let p = spawn(&node, fast_config(&db.url));
-    in_sync(&db, &node, &p, Duration::from_secs(20));
-    assert_stock_log_adds_up(&db);
+    settled(&db, &node, &p);
     let stock_changes = records
         .iter()
         .filter(|(_, e)| match e {
@@ -396,10 +404,8 @@ fn records_apply_exactly_once_across_persister_crashes() {
         assert_eq!(buyers.join().expect("buyers").len(), 3000);
     });
     let p = p.expect("persister");
-    in_sync(&db, &node, &p, Duration::from_secs(20));
-    assert_stock_log_adds_up(&db);
-    p.shutdown(Duration::from_secs(1));
-    node.shutdown();
+    settled(&db, &node, &p);
+    stop(p, node);
 }
 
 // (c) MySQL unreachable mid-load (through the cuttable proxy above): the
@@ -453,8 +459,7 @@ fn an_outage_only_delays_mysql() {
         engine.inspect(|s| s.orders.len()).iter().sum::<usize>(),
         "0 orders lost"
     );
-    p.shutdown(Duration::from_secs(1));
-    node.shutdown();
+    stop(p, node);
 }
 
 // Bad data in MySQL never panics: the persister halts with a clear error,
@@ -525,8 +530,7 @@ fn a_garbage_checkpoint_halts_clearly_and_a_resync_repairs() {
     assert!(p.last_error().expect("error").contains("no such order"), "{:?}", p.last_error());
     p.request_resync();
     in_sync(&db, &node, &p, Duration::from_secs(20));
-    p.shutdown(Duration::from_secs(1));
-    node.shutdown();
+    stop(p, node);
 }
 
 // The WAL below MySQL's checkpoint is gone (the engine ran without a
@@ -558,10 +562,8 @@ fn a_truncated_wal_is_resynced_from_engine_state() {
     in_sync(&db, &node, &p, Duration::from_secs(20));
     assert!(db.scalar("SELECT COUNT(*) FROM stock_log WHERE reason = 'resync'") >= 1);
     load(&engine, a.id, 901..1001, 2);
-    in_sync(&db, &node, &p, Duration::from_secs(20));
-    assert_stock_log_adds_up(&db);
-    p.shutdown(Duration::from_secs(1));
-    node.shutdown();
+    settled(&db, &node, &p);
+    stop(p, node);
 }
 
 // Warmup: products and activities prepared in SQL come into the engine
@@ -624,8 +626,7 @@ fn warmup_loads_prepared_rows_with_their_ids() {
     assert_eq!(db.scalar("SELECT remaining FROM activities WHERE id = 5"), 27);
     let again = rt().block_on(mysql::warmup(&db.url, &engine)).expect("warmup again");
     assert!(again.activities_created.is_empty() && again.products_created.is_empty(), "{again:?}");
-    p.shutdown(Duration::from_secs(1));
-    node.shutdown();
+    stop(p, node);
 }
 
 // How fast a backlog drains into MySQL (printed; the assertion is loose).
@@ -646,8 +647,7 @@ fn backlog_drain_rate() {
         backlog as f64 / took.as_secs_f64()
     );
     assert_equal(&db, &engine);
-    p.shutdown(Duration::from_secs(1));
-    node.shutdown();
+    stop(p, node);
 }
 
 /// Found by the chaos harness: a kill -9 while the first migration ran left
@@ -827,8 +827,7 @@ fn migration_0002_upgrades_a_database_holding_orders() {
     assert_eq!(p.last_error(), None);
     assert_equal(&db, &engine);
     assert_stock_log_adds_up(&db);
-    p.shutdown(Duration::from_secs(1));
-    node.shutdown();
+    stop(p, node);
 }
 
 /// (oldest LSN the WAL still has, bytes of WAL on disk).
@@ -893,8 +892,6 @@ fn a_long_outage_past_the_wal_budget_keeps_the_wal_bounded() {
     assert_equal(&db, &engine);
     assert_stock_log_adds_up(&db);
     load(&engine, a.id, 9_001..9_501, 4);
-    in_sync(&db, &node, &p, Duration::from_secs(20));
-    assert_stock_log_adds_up(&db);
-    p.shutdown(Duration::from_secs(1));
-    node.shutdown();
+    settled(&db, &node, &p);
+    stop(p, node);
 }

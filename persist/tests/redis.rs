@@ -12,7 +12,7 @@ use seckill_engine::{ActivitySpec, EngineConfig, Event, SystemClock};
 use seckill_persist::redis::{self as mirror, MirrorConfig, MirrorHandle, ReplicaSource};
 use seckill_proto::json::rfc3339;
 use seckill_proto::{OrderId, OrderStatus, OrderView, Request, Response};
-use seckill_testkit::{now_ms, TcpProxy};
+use seckill_testkit::{now_ms, wait_until, TcpProxy};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ fn redis_url() -> String {
 
 /// A connection to the test Redis, or `None` (skip) when it is not there
 /// outside CI. In CI a missing Redis is a failure.
-fn redis_or_skip(test: &str) -> Option<redis::Connection> {
+fn redis_or_skip() -> Option<redis::Connection> {
     let url = redis_url();
     let conn = redis::Client::open(url.as_str())
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
@@ -40,6 +40,8 @@ fn redis_or_skip(test: &str) -> Option<redis::Connection> {
             )
         }
         Err(e) => {
+            // The test harness names each test's thread after the test.
+            let test = std::thread::current().name().unwrap_or("a test").to_owned();
             eprintln!("\n!!!!!!!! SKIPPED {test}: no Redis at {url} ({e}) !!!!!!!!\n");
             None
         }
@@ -92,20 +94,12 @@ impl Drop for Prefix {
     }
 }
 
-fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 // ---- an engine ---------------------------------------------------------------
 
 /// A test's Redis connection, key prefix, data dir and node (WAL segments
 /// of `segment_bytes_max`); `None` (skip) without Redis.
-fn setup(test: &str, prefix: &str, segment_bytes_max: u64) -> Option<(redis::Connection, Prefix, TempDir, Arc<Node>)> {
-    let conn = redis_or_skip(test)?;
+fn setup(prefix: &str, segment_bytes_max: u64) -> Option<(redis::Connection, Prefix, TempDir, Arc<Node>)> {
+    let conn = redis_or_skip()?;
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Arc::new(open_node(dir.path(), segment_bytes_max));
     Some((conn, Prefix::new(prefix), dir, node))
@@ -356,6 +350,14 @@ fn stream(conn: &mut redis::Connection, prefix: &Prefix) -> Vec<Entry> {
     parse_entries(&v)
 }
 
+/// Once the mirror `m` has caught up with `node`, Redis equals the engine
+/// and its stream holds every order event of the log.
+fn assert_caught_up_and_equal(node: &Node, m: &MirrorHandle, conn: &mut redis::Connection, prefix: &Prefix) {
+    wait_caught_up(node, m, Duration::from_secs(10));
+    assert_mirror_equals_engine(node, conn, prefix);
+    assert_stream_matches_log(&stream(conn, prefix), &logged_order_events(node));
+}
+
 /// The order events of `entries` are exactly `logged` (each once, in LSN
 /// order, with exactly the fields of docs/REDIS.md), ids are `<lsn>-0`,
 /// and every `prev` names the entry before.
@@ -420,9 +422,7 @@ fn upstream_addr() -> String {
 
 #[test]
 fn mirror_equals_engine_after_a_load() {
-    let Some((mut conn, prefix, _dir, node)) = setup("mirror_equals_engine_after_a_load", "equal", 64 << 20) else {
-        return;
-    };
+    let Some((mut conn, prefix, _dir, node)) = setup("equal", 64 << 20) else { return };
     let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
     node.engine.create_product("phone".into(), "a phone".into(), "https://img/1".into(), 1999).unwrap();
     let quick = create_activity(&node, 300, 3, 1); // pending orders expire after 1 s
@@ -454,10 +454,7 @@ fn mirror_equals_engine_after_a_load() {
 
 #[test]
 fn a_flushed_mirror_is_rebuilt_within_seconds() {
-    let Some((mut conn, prefix, _dir, node)) = setup("a_flushed_mirror_is_rebuilt_within_seconds", "flush", 64 << 20)
-    else {
-        return;
-    };
+    let Some((mut conn, prefix, _dir, node)) = setup("flush", 64 << 20) else { return };
     let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
     let a = create_activity(&node, 200, 2, 1800);
     shop_in_parallel(&node, a, 2, 60, 1);
@@ -480,9 +477,7 @@ fn a_flushed_mirror_is_rebuilt_within_seconds() {
 
     // And it goes on from there.
     shop_in_parallel(&node, a, 2, 30, 500);
-    wait_caught_up(&node, &m, Duration::from_secs(10));
-    assert_mirror_equals_engine(&node, &mut conn, &prefix);
-    assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
+    assert_caught_up_and_equal(&node, &m, &mut conn, &prefix);
     m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
@@ -490,11 +485,7 @@ fn a_flushed_mirror_is_rebuilt_within_seconds() {
 /// the fence read inside its `MULTI/EXEC` must catch it.
 #[test]
 fn a_flush_between_batches_is_caught_by_the_next_batch() {
-    let Some((mut conn, prefix, _dir, node)) =
-        setup("a_flush_between_batches_is_caught_by_the_next_batch", "fence", 64 << 20)
-    else {
-        return;
-    };
+    let Some((mut conn, prefix, _dir, node)) = setup("fence", 64 << 20) else { return };
     let mut cfg = mirror_config(&prefix, &redis_url());
     cfg.check_ms = 600_000;
     let m = spawn_mirror(&node, cfg);
@@ -516,11 +507,7 @@ fn a_flush_between_batches_is_caught_by_the_next_batch() {
 // and Redis is rewritten instead of getting a wrong count.
 #[test]
 fn an_order_hash_gone_from_redis_is_noticed_when_the_order_changes() {
-    let Some((mut conn, prefix, _dir, node)) =
-        setup("an_order_hash_gone_from_redis_is_noticed_when_the_order_changes", "gone", 64 << 20)
-    else {
-        return;
-    };
+    let Some((mut conn, prefix, _dir, node)) = setup("gone", 64 << 20) else { return };
     let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
     let a = create_activity(&node, 100, 2, 1800);
     let first = buy(&node, 1, a, 2).expect("sold");
@@ -538,19 +525,13 @@ fn an_order_hash_gone_from_redis_is_noticed_when_the_order_changes() {
     let pay = Request::Pay { order_id: second.order_id, amount_cents: second.amount_cents, txn: 42 };
     assert!(matches!(node.engine.call(pay), Response::Order(_)));
     wait_until("a resync after the hash was found missing", Duration::from_secs(5), || m.resyncs() >= 2);
-    wait_caught_up(&node, &m, Duration::from_secs(10));
-    assert_mirror_equals_engine(&node, &mut conn, &prefix);
-    assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
+    assert_caught_up_and_equal(&node, &m, &mut conn, &prefix);
     m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 
 #[test]
 fn a_stream_consumer_sees_every_order_event_once_in_lsn_order() {
-    let Some((_conn, prefix, _dir, node)) =
-        setup("a_stream_consumer_sees_every_order_event_once_in_lsn_order", "stream", 64 << 20)
-    else {
-        return;
-    };
+    let Some((_conn, prefix, _dir, node)) = setup("stream", 64 << 20) else { return };
     let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
     let a = create_activity(&node, 400, 3, 1800);
 
@@ -609,11 +590,7 @@ fn a_stream_consumer_sees_every_order_event_once_in_lsn_order() {
 
 #[test]
 fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
-    let Some((mut conn, prefix, _dir, node)) =
-        setup("a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up", "outage", 64 << 20)
-    else {
-        return;
-    };
+    let Some((mut conn, prefix, _dir, node)) = setup("outage", 64 << 20) else { return };
     let proxy = TcpProxy::start(&upstream_addr());
     let m = spawn_mirror(&node, mirror_config(&prefix, &proxy_url(&proxy)));
     let a = create_activity(&node, 1000, 3, 1800);
@@ -653,11 +630,7 @@ fn a_redis_outage_leaves_the_engine_alone_and_the_mirror_catches_up() {
 
 #[test]
 fn past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs() {
-    let Some((mut conn, prefix, dir, node)) =
-        setup("past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs", "budget", 4096)
-    else {
-        return;
-    };
+    let Some((mut conn, prefix, dir, node)) = setup("budget", 4096) else { return };
     let proxy = TcpProxy::start(&upstream_addr());
     let mut cfg = mirror_config(&prefix, &proxy_url(&proxy));
     cfg.wal_budget_records = 50;
@@ -703,9 +676,7 @@ fn past_its_wal_budget_the_mirror_lets_the_wal_go_and_resyncs() {
 
 #[test]
 fn a_restarted_engine_and_mirror_continue_the_stream_without_a_gap() {
-    let Some(mut conn) = redis_or_skip("a_restarted_engine_and_mirror_continue_the_stream_without_a_gap") else {
-        return;
-    };
+    let Some(mut conn) = redis_or_skip() else { return };
     let prefix = Prefix::new("restart");
     let dir = tempfile::tempdir().unwrap();
     let a = {
@@ -740,7 +711,7 @@ fn a_restarted_engine_and_mirror_continue_the_stream_without_a_gap() {
 #[test]
 #[ignore]
 fn lag_under_a_burst() {
-    let Some(mut conn) = redis_or_skip("lag_under_a_burst") else { return };
+    let Some(mut conn) = redis_or_skip() else { return };
     let prefix = Prefix::new("burst");
     let dir = tempfile::tempdir().unwrap();
     let node = Arc::new(open_node(dir.path(), 64 << 20));

@@ -1,7 +1,7 @@
 //! The JSON shapes of DESIGN.md (order view, activity view, errors), shared
 //! by the HTTP front and the admin socket so both speak the same words.
 
-use crate::{ActivityStatus, ActivityView, ErrorCode, OrderId, OrderStatus, OrderView, Phase};
+use crate::{ActivityStatus, ActivityView, ErrorCode, OrderView, Phase};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 use std::fmt;
@@ -86,43 +86,22 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
-/// The order view of DESIGN.md, as it is serialized.
-#[derive(Serialize)]
-pub struct OrderJson {
-    pub order_id: OrderId,
-    pub user_id: u64,
-    pub activity_id: u64,
-    pub quantity: u32,
-    pub amount_cents: u64,
-    pub status: OrderStatus,
-    pub created_at: Rfc3339Ms,
-    pub pay_before: Rfc3339Ms,
+/// `serialize_with` for Unix-millisecond fields shown as RFC 3339
+/// (the order view's `created_at` and `pay_before`).
+pub(crate) fn ms_as_rfc3339<S: Serializer>(unix_ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    Rfc3339Ms(*unix_ms).serialize(s)
 }
 
-impl From<&OrderView> for OrderJson {
-    fn from(o: &OrderView) -> Self {
-        OrderJson {
-            order_id: o.order_id,
-            user_id: o.user_id,
-            activity_id: o.activity_id,
-            quantity: o.quantity,
-            amount_cents: o.amount_cents,
-            status: o.status,
-            created_at: Rfc3339Ms(o.created_at_ms),
-            pay_before: Rfc3339Ms(o.pay_before_ms),
-        }
-    }
-}
-
+/// The order view of DESIGN.md as JSON (its `Serialize` is that shape).
 pub fn order(o: &OrderView) -> Value {
-    serde_json::to_value(OrderJson::from(o)).unwrap_or(Value::Null)
+    serde_json::to_value(o).unwrap_or(Value::Null)
 }
 
 /// The order view's JSON bytes, written in one pass (the buy answer).
 pub fn order_bytes(o: &OrderView) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     // Serializing plain numbers and strings into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &OrderJson::from(o));
+    let _ = serde_json::to_writer(&mut out, o);
     out
 }
 
@@ -171,6 +150,7 @@ pub fn error(code: ErrorCode, message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{OrderId, OrderStatus};
 
     #[test]
     fn rfc3339_matches_the_time_crate() {

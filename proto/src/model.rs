@@ -170,8 +170,10 @@ crate::named_enum! {
     }
 }
 
-/// One order. Fixed size and `Copy` so answers allocate nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One order. Fixed size and `Copy` so answers allocate nothing. Its
+/// `Serialize` is DESIGN.md's order JSON: times as RFC 3339 `created_at`
+/// and `pay_before`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct OrderView {
     pub order_id: OrderId,
     pub user_id: u64,
@@ -179,7 +181,9 @@ pub struct OrderView {
     pub quantity: u32,
     pub amount_cents: u64,
     pub status: OrderStatus,
+    #[serde(rename = "created_at", serialize_with = "crate::json::ms_as_rfc3339")]
     pub created_at_ms: u64,
+    #[serde(rename = "pay_before", serialize_with = "crate::json::ms_as_rfc3339")]
     pub pay_before_ms: u64,
 }
 

@@ -238,6 +238,29 @@ impl PeerClient {
             CallError::Timeout => RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout: ttl }),
         }
     }
+
+    /// Sends `req` (`what` names it when it does not fit in a frame) and
+    /// takes its answer out of the response with `answer` (`None`: an
+    /// answer of another kind).
+    async fn ask<R, E: std::error::Error>(
+        &mut self,
+        req: RequestRef<'_>,
+        what: &str,
+        action: RPCTypes,
+        option: RPCOption,
+        answer: fn(Response) -> Option<Result<R, E>>,
+    ) -> Result<R, RPCError<NodeId, BasicNode, E>> {
+        let ttl = option.hard_ttl();
+        let frame = encode_frame(&req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+            .ok_or_else(|| RPCError::Network(NetworkError::new(&invalid(format!("{what} exceeds the frame limit")))))?;
+        match self.call(&frame, ttl).await.map(answer) {
+            Ok(Some(Ok(r))) => Ok(r),
+            Ok(Some(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(None) => Err(unexpected()),
+            Err(e) => Err(self.rpc_error(e, action, ttl)),
+        }
+    }
 }
 
 /// Asks the replica at `addr` for its [`Status`] (waiting at most `ttl`).
@@ -301,16 +324,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        let ttl = option.hard_ttl();
-        let frame = encode_frame(&RequestRef::InstallSnapshot(&rpc))
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
-            .ok_or_else(|| RPCError::Network(NetworkError::new(&invalid("snapshot chunk exceeds the frame limit"))))?;
-        match self.call(&frame, ttl).await {
-            Ok(Response::InstallSnapshot(Ok(r))) => Ok(r),
-            Ok(Response::InstallSnapshot(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
-            Ok(_) => Err(unexpected()),
-            Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)),
-        }
+        let req = RequestRef::InstallSnapshot(&rpc);
+        self.ask(req, "snapshot chunk", RPCTypes::InstallSnapshot, option, |r| match r {
+            Response::InstallSnapshot(answer) => Some(answer),
+            _ => None,
+        })
+        .await
     }
 
     async fn vote(
@@ -318,15 +337,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let ttl = option.hard_ttl();
-        let frame = encode_frame(&RequestRef::Vote(&rpc))
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
-            .ok_or_else(|| RPCError::Network(NetworkError::new(&invalid("vote exceeds the frame limit"))))?;
-        match self.call(&frame, ttl).await {
-            Ok(Response::Vote(Ok(r))) => Ok(r),
-            Ok(Response::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
-            Ok(_) => Err(unexpected()),
-            Err(e) => Err(self.rpc_error(e, RPCTypes::Vote, ttl)),
-        }
+        self.ask(RequestRef::Vote(&rpc), "vote", RPCTypes::Vote, option, |r| match r {
+            Response::Vote(answer) => Some(answer),
+            _ => None,
+        })
+        .await
     }
 }

@@ -27,6 +27,13 @@ async fn lead_on(g: &Group, id: u64, stepped_down: Arc<AtomicBool>) -> Leading {
     lead(&g.nodes[&id], config(), Arc::new(SystemClock), PATIENCE, on_step_down).await.expect("the leader leads")
 }
 
+/// Creates an activity of `STOCK` units, `LIMIT` per buyer, open from the
+/// epoch for ages, through the leader's `engine`: its id.
+fn open_sale(engine: &Engine, title: &str) -> u64 {
+    let spec = ActivitySpec { per_user_limit: LIMIT, ..ActivitySpec::new(title.into(), 100, STOCK, 0, u64::MAX / 2) };
+    tokio::task::block_in_place(|| engine.create_activity(spec)).expect("activity created").id
+}
+
 /// Buys from `users` (one at a time, from a blocking thread); the orders
 /// acknowledged, and how many got `busy` (their outcome is unknown: a box
 /// paused long enough for an election makes some).
@@ -79,8 +86,7 @@ async fn a_new_leader_serves_every_acknowledged_order() {
     let down = Arc::new(AtomicBool::new(false));
     let leading = lead_on(&g, leader, down.clone()).await;
     let engine = leading.engine.clone();
-    let spec = ActivitySpec { per_user_limit: LIMIT, ..ActivitySpec::new("r".into(), 100, STOCK, 0, u64::MAX / 2) };
-    let activity_id = tokio::task::block_in_place(|| engine.create_activity(spec)).expect("activity created").id;
+    let activity_id = open_sale(&engine, "r");
     let (mut acked, mut busy) = buy(engine.clone(), activity_id, 1..USERS / 2).await;
     assert!(!acked.is_empty(), "nothing was sold");
     tokio::task::block_in_place(|| check(&g, leader, &engine, activity_id, &acked));
@@ -137,8 +143,7 @@ async fn a_leader_cut_off_answers_busy_and_steps_down() {
     let down = Arc::new(AtomicBool::new(false));
     let leading = lead_on(&g, leader, down.clone()).await;
     let engine = leading.engine.clone();
-    let spec = ActivitySpec { per_user_limit: LIMIT, ..ActivitySpec::new("p".into(), 100, STOCK, 0, u64::MAX / 2) };
-    let activity_id = tokio::task::block_in_place(|| engine.create_activity(spec)).expect("activity created").id;
+    let activity_id = open_sale(&engine, "p");
     let (before, _) = buy(engine.clone(), activity_id, 1..10).await;
     assert!(!before.is_empty());
 

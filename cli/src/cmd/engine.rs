@@ -314,7 +314,7 @@ fn start_mirror(args: &Args, node: &Node) -> anyhow::Result<Option<redis::Mirror
     }
     let mut cfg = redis::MirrorConfig::new(args.redis_url.clone());
     cfg.clock = node.engine.clock().clone();
-    match redis::probe(&cfg.url, std::time::Duration::from_secs(1)) {
+    match redis::probe(cfg.url.as_str(), std::time::Duration::from_secs(1)) {
         Ok(()) => tracing::info!(url = %redact_url(&args.redis_url), "Redis mirror on"),
         Err(e) => tracing::warn!("Redis mirror: {e}; serving without it and retrying in the background"),
     }

@@ -348,3 +348,38 @@ impl UpProc {
         unreachable!()
     }
 }
+
+/// Checks the stock of activity `a` against its buyers `1..=users`, whose
+/// orders `call` lists (one page of up to 100 each): nobody holds more than
+/// `limit` units, nothing is oversold, and the units held plus `a.remaining`
+/// make `a.total_stock`. Returns the units held; `Err` when a call fails or
+/// is not answered with orders. `context` starts every assertion message.
+pub fn check_stock(
+    mut call: impl FnMut(&seckill_proto::Request) -> Result<seckill_proto::Response, String>,
+    users: u64,
+    limit: u32,
+    a: &seckill_proto::ActivityView,
+    context: &str,
+) -> Result<u64, String> {
+    let mut held_total = 0u64;
+    for user_id in 1..=users {
+        let seckill_proto::Response::Orders { items, total } =
+            call(&seckill_proto::Request::ListOrders { user_id, offset: 0, limit: 100 })?
+        else {
+            return Err("list orders failed".into());
+        };
+        assert!(total <= 100, "user {user_id} has {total} orders; raise the page size in the harness");
+        let held: u64 = items.iter().filter(|o| o.status.holds_stock()).map(|o| u64::from(o.quantity)).sum();
+        assert!(held <= u64::from(limit), "{context}user {user_id} holds {held} > limit {limit}");
+        held_total += held;
+    }
+    assert!(held_total <= a.total_stock, "{context}oversold: {held_total} held of {}", a.total_stock);
+    assert_eq!(
+        held_total + a.remaining,
+        a.total_stock,
+        "{context}tokens not conserved: held {held_total} + remaining {} != total {}",
+        a.remaining,
+        a.total_stock
+    );
+    Ok(held_total)
+}

@@ -180,10 +180,6 @@ impl Wal {
         make_durable(&*fs, &wal_dir, snapshot_lsn)?;
         fs.sync_dir(&snap_dir).map_err(io_err(&snap_dir))?;
 
-        let tail_path = segment::segment_path(&wal_dir, next_lsn);
-        let (file, zeroed_to) = writer::start_segment(&*fs, &tail_path).map_err(io_err(&tail_path))?;
-        fs.sync_dir(&wal_dir).map_err(io_err(&wal_dir))?;
-
         let status = Arc::new(WalStatus::default());
         let checkpoints = Arc::new(Checkpoints::default());
         // Recovery needs the log after the oldest snapshot kept, or all of it
@@ -192,21 +188,16 @@ impl Wal {
         let oldest_snapshot = snapshot::oldest_kept_lsn_in(&*fs, &snap_dir).map_err(io_err(&snap_dir))?;
         checkpoints.set("snapshot", oldest_snapshot.unwrap_or(0));
         let (cmd_tx, cmd_rx) = bounded(16);
-        let writer = writer::Writer::new(
-            writer::WriterConfig {
-                dir: wal_dir.clone(),
-                durability: cfg.durability,
-                segment_bytes_max: cfg.segment_bytes_max,
-                on_failure: cfg.on_failure,
-            },
-            fs.clone(),
-            file,
-            segment::MAGIC.len() as u64,
-            zeroed_to,
-            next_lsn,
-            status.clone(),
-            checkpoints.clone(),
-        );
+        let writer_cfg = writer::WriterConfig {
+            dir: wal_dir.clone(),
+            durability: cfg.durability,
+            segment_bytes_max: cfg.segment_bytes_max,
+            on_failure: cfg.on_failure,
+        };
+        let tail_path = segment::segment_path(&wal_dir, next_lsn);
+        let writer = writer::Writer::open(writer_cfg, fs.clone(), next_lsn, status.clone(), checkpoints.clone())
+            .map_err(io_err(&tail_path))?;
+        fs.sync_dir(&wal_dir).map_err(io_err(&wal_dir))?;
         let snapshotting = snapshot::Snapshotting {
             fs,
             wal_dir,

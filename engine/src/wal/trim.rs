@@ -128,15 +128,21 @@ mod tests {
         f.sync_all().expect("sync");
     }
 
+    /// A simulated disk with an empty directory `/d`.
+    fn sim_dir() -> (SimFs, &'static Path) {
+        let fs = SimFs::new();
+        let dir = Path::new("/d");
+        fs.create_dir_all(dir).expect("dir");
+        (fs, dir)
+    }
+
     fn len_of(fs: &dyn Fs, path: &Path) -> Option<usize> {
         fs.exists(path).then(|| fs.read(path).expect("read").len())
     }
 
     #[test]
     fn a_retired_file_leaves_its_listing_at_once_and_shrinks_a_slice_per_step_until_gone() {
-        let fs = SimFs::new();
-        let dir = Path::new("/d");
-        fs.create_dir_all(dir).expect("dir");
+        let (fs, dir) = sim_dir();
         let path = dir.join("00000000000000000001.wal");
         let size = (2 * SLICE_BYTES + 5) as usize;
         file(&fs, &path, size);
@@ -157,9 +163,7 @@ mod tests {
 
     #[test]
     fn leftovers_of_a_previous_run_are_adopted_and_nothing_else() {
-        let fs = SimFs::new();
-        let dir = Path::new("/d");
-        fs.create_dir_all(dir).expect("dir");
+        let (fs, dir) = sim_dir();
         let left = dir.join("00000000000000000001.wal.retired");
         let live = dir.join("00000000000000000009.wal");
         file(&fs, &left, 10);
@@ -173,9 +177,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded() {
-        let fs = SimFs::new();
-        let dir = Path::new("/d");
-        fs.create_dir_all(dir).expect("dir");
+        let (fs, dir) = sim_dir();
         let mut t = Trimmer::default();
         for i in 0..QUEUE_MAX + 3 {
             let p = dir.join(format!("{i:020}.wal"));

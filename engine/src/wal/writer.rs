@@ -133,21 +133,17 @@ pub struct Writer {
 const TRIM_EVERY_COMMITS: u32 = 16;
 
 impl Writer {
-    /// `file` is the open tail segment, from [`start_segment`], `zeroed_to`
-    /// bytes long, with records up to `segment_bytes`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    /// Starts the tail segment for `next_lsn` in `cfg.dir` (the caller
+    /// syncs the directory) and the writer that appends to it.
+    pub fn open(
         cfg: WriterConfig,
         fs: SharedFs,
-        file: Box<dyn LogFile>,
-        segment_bytes: u64,
-        zeroed_to: u64,
         next_lsn: u64,
         status: Arc<WalStatus>,
         checkpoints: Arc<Checkpoints>,
-    ) -> Self {
+    ) -> io::Result<Self> {
         assert!(next_lsn >= 1);
-        assert!(segment_bytes <= zeroed_to);
+        let (file, zeroed_to) = start_segment(&*fs, &segment::segment_path(&cfg.dir, next_lsn))?;
         let metrics = WriterMetrics::new();
         // Exported from the start, so an alert on it has a series to watch.
         metrics.failed.set(0.0);
@@ -158,11 +154,11 @@ impl Writer {
         if let Err(e) = trimmer.adopt_leftovers(&*fs, &cfg.dir) {
             tracing::warn!(error = %e, "could not list retired WAL segments; they stay until the next start");
         }
-        Self {
+        Ok(Self {
             cfg,
             fs,
             file,
-            segment_bytes,
+            segment_bytes: MAGIC.len() as u64,
             zeroed_to,
             next_lsn,
             status,
@@ -174,7 +170,7 @@ impl Writer {
             metrics,
             trimmer,
             commits_since_trim: 0,
-        }
+        })
     }
 
     /// Runs until every sender of `rx` is gone, then returns after a final

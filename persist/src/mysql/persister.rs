@@ -6,6 +6,7 @@
 use super::apply;
 use super::schema;
 use crate::consumer::{self, wall_ms, Batching, Failure, Names, Opened, Start, Target};
+use crate::BackendUrl;
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::{Checkpoints, WalStatus};
 use seckill_engine::Event;
@@ -21,10 +22,10 @@ pub const CHECKPOINT_NAME: &str = "persister";
 /// there at once on start, before MySQL answers (it may be down).
 const HINT_FILE: &str = "persister.checkpoint";
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PersistConfig {
     /// `mysql://user[:password]@host:port/database`.
-    pub url: String,
+    pub url: BackendUrl,
     /// A batch closes at this many records…
     pub batch_records_max: usize,
     /// …or this long after its first record arrived.
@@ -43,25 +44,10 @@ pub struct PersistConfig {
     pub wal_budget_records: u64,
 }
 
-/// Shows the URL without its password.
-impl std::fmt::Debug for PersistConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PersistConfig")
-            .field("url", &crate::redact_url(&self.url))
-            .field("batch_records_max", &self.batch_records_max)
-            .field("batch_ms", &self.batch_ms)
-            .field("backoff_max_ms", &self.backoff_max_ms)
-            .field("idle_poll_ms", &self.idle_poll_ms)
-            .field("batch_timeout_ms", &self.batch_timeout_ms)
-            .field("wal_budget_records", &self.wal_budget_records)
-            .finish()
-    }
-}
-
 impl PersistConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: BackendUrl::new(url),
             batch_records_max: 5000,
             batch_ms: 50,
             backoff_max_ms: 5000,
@@ -129,7 +115,7 @@ impl Target for MySql {
     async fn open(&mut self) -> Result<Opened, Failure> {
         self.conn = None;
         let limit = self.limit();
-        let url = self.cfg.url.clone();
+        let url = self.cfg.url.as_str().to_owned();
         timed(limit, "the migrations", async { schema::migrate(&url).await.map_err(transient) }).await?;
         let opts = schema::options(&url).map_err(|e| Failure::Fatal(format!("{e:#}")))?;
         let conn = self.conn.insert(schema::connect(&opts).await.map_err(transient)?);
@@ -151,7 +137,7 @@ impl Target for MySql {
     }
 
     async fn resync_flagged(&mut self) -> bool {
-        let Ok(opts) = schema::options(&self.cfg.url) else {
+        let Ok(opts) = schema::options(self.cfg.url.as_str()) else {
             return false;
         };
         match schema::connect(&opts).await {

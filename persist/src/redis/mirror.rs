@@ -16,7 +16,6 @@ use super::resp::{self, Item, Link, Resp};
 use super::state::{self, KnownOrder, MirrorState, Plan};
 use super::MirrorConfig;
 use crate::consumer::{orders_changed_not_created, Failure, Names, Opened, Target};
-use crate::redact_url;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, Pipeline, Value};
 use seckill_engine::event::Event;
@@ -239,15 +238,14 @@ impl Redis {
         let client = match &self.client {
             Some(c) => c.clone(),
             None => {
-                let c = Client::open(self.cfg.url.as_str())
-                    .map_err(|e| format!("bad Redis URL {}: {e}", redact_url(&self.cfg.url)))?;
+                let c =
+                    Client::open(self.cfg.url.as_str()).map_err(|e| format!("bad Redis URL {}: {e}", self.cfg.url))?;
                 self.client.insert(c).clone()
             }
         };
         let t = self.op_timeout();
-        let unreachable =
-            |e: &dyn std::fmt::Display| format!("cannot connect to Redis at {}: {e}", redact_url(&self.cfg.url));
-        let timed_out = || format!("connecting to Redis at {} timed out", redact_url(&self.cfg.url));
+        let unreachable = |e: &dyn std::fmt::Display| format!("cannot connect to Redis at {}: {e}", self.cfg.url);
+        let timed_out = || format!("connecting to Redis at {} timed out", self.cfg.url);
         let conf = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(Some(t));
         let mut conn = match tokio::time::timeout(t, client.get_multiplexed_async_connection_with_config(&conf)).await {
             Ok(Ok(c)) => c,
@@ -269,7 +267,7 @@ impl Redis {
         self.last_id = top_id(&top).unwrap_or_default();
         let lsn = marks.first().cloned().flatten().and_then(|s| s.parse::<u64>().ok());
         let ours = marks.get(1).cloned().flatten().as_deref() == Some(self.run_id.as_str());
-        tracing::info!(url = %redact_url(&self.cfg.url), redis_lsn = ?lsn, "Redis mirror connected");
+        tracing::info!(url = %self.cfg.url, redis_lsn = ?lsn, "Redis mirror connected");
         let in_flight = self.in_flight.take();
         if let Some(w) = self.synced {
             match (lsn, in_flight) {

@@ -40,7 +40,7 @@ mod resp;
 mod state;
 
 use crate::consumer::{self, Batching, Start};
-use crate::redact_url;
+use crate::{redact_url, BackendUrl};
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::{Checkpoints, WalStatus};
 use seckill_engine::{Clock, SystemClock};
@@ -54,7 +54,7 @@ pub const CHECKPOINT: &str = "mirror";
 #[derive(Clone)]
 pub struct MirrorConfig {
     /// `redis://[:password@]host:port[/db]`.
-    pub url: String,
+    pub url: BackendUrl,
     /// Put before every key (default `seckill:`). One engine per prefix.
     pub prefix: String,
     /// Records written per MULTI/EXEC at most.
@@ -93,7 +93,7 @@ pub struct MirrorConfig {
 impl MirrorConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: BackendUrl::new(url),
             prefix: "seckill:".into(),
             batch_records_max: 1000,
             batch_ms: 5,
@@ -118,7 +118,7 @@ impl Default for MirrorConfig {
 impl std::fmt::Debug for MirrorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MirrorConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &self.url)
             .field("prefix", &self.prefix)
             .field("batch_records_max", &self.batch_records_max)
             .field("batch_ms", &self.batch_ms)

@@ -196,8 +196,20 @@ impl Conn {
         auth: Option<&HeaderValue>,
         body: Option<Bytes>,
     ) -> Result<Answer, Failure> {
+        let has_body = body.is_some();
+        let mut req = Request::new(Full::new(body.unwrap_or_default()));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.insert(HOST, self.target.host.clone());
+        if has_body {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some(a) = auth {
+            h.insert(AUTHORIZATION, a.clone());
+        }
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.send_inner(method, uri, auth, body)).await {
+        match tokio::time::timeout(timeout, self.exchange(req)).await {
             Ok(Ok(a)) => Ok(a),
             Ok(Err(e)) => {
                 self.sender = None;
@@ -211,13 +223,8 @@ impl Conn {
         }
     }
 
-    async fn send_inner(
-        &mut self,
-        method: Method,
-        uri: Uri,
-        auth: Option<&HeaderValue>,
-        body: Option<Bytes>,
-    ) -> Result<Answer, Failure> {
+    /// Sends `req` on the connection (reopened first if it closed) and reads the answer.
+    async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<Answer, Failure> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.sender = None;
             self.sender = Some(self.open().await?);
@@ -226,18 +233,6 @@ impl Conn {
             return Err(Failure::Timeout);
         };
         sender.ready().await.map_err(Failure::Io)?;
-        let has_body = body.is_some();
-        let mut req = Request::new(Full::new(body.unwrap_or_default()));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        let h = req.headers_mut();
-        h.insert(HOST, self.target.host.clone());
-        if has_body {
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        if let Some(a) = auth {
-            h.insert(AUTHORIZATION, a.clone());
-        }
         let resp = sender.send_request(req).await.map_err(Failure::Io)?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.map_err(Failure::Io)?.to_bytes();
