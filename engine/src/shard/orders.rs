@@ -144,20 +144,34 @@ mod tests {
         }
     }
 
-    /// Ids as a shard issues them (mostly the successor, sometimes a later
-    /// millisecond) with, now and then, any id at all (another shard's, a
-    /// clock stepped back): every branch of `insert`.
+    /// One id after another, as `ids` makes them.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// The successor (same millisecond).
+        Next,
+        /// A later millisecond.
+        Jump(u128),
+        /// Any id at all (another shard's, a clock stepped back).
+        Any(u128),
+    }
+
+    /// Ids as a shard issues them, with now and then one out of order:
+    /// every branch of `insert`.
     fn ids() -> impl Strategy<Value = Vec<u128>> {
-        let step = prop_oneof![6 => Just(None), 2 => (1u128..1 << 90).prop_map(Some), 1 => any::<u128>().prop_map(|x| Some(x | 1 << 127))];
+        let step = prop_oneof![
+            6 => Just(Step::Next),
+            2 => (1u128..1 << 90).prop_map(Step::Jump),
+            1 => any::<u128>().prop_map(Step::Any),
+        ];
         (any::<u128>(), proptest::collection::vec(step, 0..2000)).prop_map(|(start, steps)| {
             let mut seen = std::collections::HashSet::new();
             let mut next = start >> 8;
             let mut ids = Vec::new();
             for step in steps {
                 let id = match step {
-                    None => next,
-                    Some(x) if x >> 127 == 1 => x ^ (1 << 127),
-                    Some(jump) => next.saturating_add(jump),
+                    Step::Next => next,
+                    Step::Jump(by) => next.saturating_add(by),
+                    Step::Any(id) => id,
                 };
                 if seen.insert(id) {
                     ids.push(id);
