@@ -955,7 +955,7 @@ fn build_replica(
 ) -> Result<Replica, Failure> {
     let target_lsn = status.durable_lsn.load(Ordering::Acquire);
     let (wal_dir, snap_dir) = (data_dir.join("wal"), data_dir.join("snapshots"));
-    wal::rebuild(&*wal::fs::os(), &wal_dir, &snap_dir, given, target_lsn, hold).map_err(|e| match e {
+    wal::rebuild(&*wal::os_fs(), &wal_dir, &snap_dir, given, target_lsn, hold).map_err(|e| match e {
         RebuildError::Damaged { .. } | RebuildError::Replay(_) => Failure::Fatal(e.to_string()),
         RebuildError::Gone(_) => {
             Failure::Transient(format!("the WAL after the newest snapshot kept vanishing while being read ({e})"))

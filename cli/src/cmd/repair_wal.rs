@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let fs = wal::fs::os();
+    let fs = wal::os_fs();
     let _lock = fs
         .lock(&args.data_dir)
         .with_context(|| format!("locking {}", args.data_dir.display()))?

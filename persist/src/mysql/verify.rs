@@ -177,7 +177,7 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
             payment_timeout_s: u32_col(&row, "payment_timeout_s").map_err(bad)?,
             require_buy_token: u64_col(&row, "require_buy_token").map_err(bad)? != 0,
             gate_factor: u32_col(&row, "gate_factor").map_err(bad)?,
-            status: seckill_engine::ActivityStatus::from_name(&status_text)
+            status: seckill_proto::ActivityStatus::from_name(&status_text)
                 .ok_or_else(|| bad(format!("activity {id} has status `{status_text}`")))?,
         };
         let total = u64_col(&row, "total_stock").map_err(bad)?;

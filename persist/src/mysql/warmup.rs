@@ -12,8 +12,8 @@
 
 use super::schema::{self, ms_of, str_col, u32_col, u64_col};
 use seckill_engine::WarmupHook;
-use seckill_engine::{ActivitySpec, ActivityStatus, Engine};
-use seckill_proto::{Request, Response};
+use seckill_engine::{ActivitySpec, Engine};
+use seckill_proto::{ActivityStatus, Request, Response};
 use serde_json::{json, Value};
 use sqlx::mysql::MySqlRow;
 use sqlx::{Connection, MySql, QueryBuilder};

@@ -19,10 +19,10 @@ use crate::consumer::{orders_changed_not_created, Failure, Names, Opened, Target
 use crate::redact_url;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, Pipeline, Value};
-use seckill_engine::event::Event;
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::tail::{TailError, Tailer};
 use seckill_engine::wal::{segment, WalStatus};
+use seckill_engine::Event;
 use seckill_proto::{OrderId, OrderStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
