@@ -61,7 +61,7 @@ pub struct Args {
     #[arg(long)]
     http: Option<SocketAddr>,
     /// With --serve: the operator's listener (`/metrics`, `/dashboard`), HOST:PORT or `none`.
-    #[arg(long, default_value = "127.0.0.1:9898")]
+    #[arg(long, default_value = super::METRICS_DEFAULT)]
     metrics: MetricsAddr,
 }
 
