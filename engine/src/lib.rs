@@ -7,9 +7,9 @@
 //!
 //! # Public API
 //!
-//! Deliberately small (72 items in `cargo doc`'s `all.html`, from 148 when
-//! issue 19 began): what `seckill-server`, `cli`, `persist`, `replica`, the
-//! benches, the fuzz targets and the tests need, and why each part is public.
+//! Deliberately small: what `seckill-server`, `cli`, `persist`, `replica`,
+//! the benches, the fuzz targets and the tests need, and why each part is
+//! public. An item no other crate needs is `pub(crate)` or in a private module.
 //!
 //! * **Running an engine** — [`node::Node`] (`Node::open`: lock a data dir,
 //!   recover, start the WAL and the shards) with [`node::NodeConfig`] and
