@@ -1,9 +1,9 @@
 //! The seckill engine: every buy decision, made by the shard that owns the
 //! buyer, against stock tokens shared by all shards.
 //!
-//! Architecture Invariant: `engine` never depends on `front`, `persist` or
-//! `server`; they depend on it (or only on `proto`). It does no socket I/O:
-//! its sockets are `seckill-server`'s.
+//! Architecture Invariant: `engine`'s only seckill dependency is `proto`;
+//! `server`, `persist`, `replica` and `cli` depend on it, never the reverse.
+//! It does no socket I/O: its sockets are `seckill-server`'s.
 //!
 //! # Public API
 //!
