@@ -3,8 +3,8 @@
 //! `engine/timers/{0,1000000}` — same buys, same batches as the shard loop.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use seckill_engine::{Activity, ActivityStatus, Batch, ShardState, StockPool};
-use seckill_proto::{Request, Response};
+use seckill_engine::{Activity, Batch, ShardState, StockPool};
+use seckill_proto::{ActivityStatus, Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
 

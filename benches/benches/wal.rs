@@ -57,7 +57,7 @@ fn group_commit(c: &mut Criterion) {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         let mut cfg = WalConfig::new(dir.path());
         cfg.durability = Durability::Fsync;
-        let (wal, _, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open wal");
+        let (wal, _, tx) = Wal::open(&cfg, seckill_engine::wal::os_fs()).expect("open wal");
         let per = 200u64;
         g.throughput(Throughput::Elements(appenders as u64 * per));
         let mut records = 0u64;
@@ -90,7 +90,7 @@ fn replay(c: &mut Criterion) {
         let mut cfg = WalConfig::new(dir.path());
         cfg.durability = Durability::None;
         cfg.segment_bytes_max = 1 << 30;
-        let (wal, _, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open wal");
+        let (wal, _, tx) = Wal::open(&cfg, seckill_engine::wal::os_fs()).expect("open wal");
         for chunk in 0..(n / 1000) {
             let mut b = Batch::default();
             for i in 0..1000 {

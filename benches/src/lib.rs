@@ -1,7 +1,8 @@
 //! Benchmarks live in `benches/`; the memory measurement in `src/bin`.
 //! This library holds what both share: the sale they simulate.
 
-use seckill_engine::{Activity, ActivitySpec, ActivityStatus, ShardState, StockPool};
+use seckill_engine::{Activity, ActivitySpec, ShardState, StockPool};
+use seckill_proto::ActivityStatus;
 use std::sync::Arc;
 
 /// The wall-clock time every in-process decision is made at.

@@ -12,11 +12,11 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
-use seckill_engine::{ActivityStats, BuyOutcome, BUY_OUTCOMES, ORDER_STATUSES};
+use seckill_engine::{ActivityStats, BuyOutcome};
 use seckill_front::metrics_http::OperatorData;
 use seckill_front::observe::{BuyAnswers, ANSWER_CLASSES};
 use seckill_proto::stats::{LatencyCounts, LATENCY_BUCKETS_S};
-use seckill_proto::Phase;
+use seckill_proto::{OrderStatus, Phase};
 use seckill_server::admin::{self, AdminCtx};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -138,7 +138,7 @@ struct ActivitySample {
     id: u64,
     stock_left: u64,
     sold: u64,
-    buys: [u64; BUY_OUTCOMES.len()],
+    buys: [u64; BuyOutcome::NAMES.len()],
     /// The front's answers and latency (in `seckill up` only).
     answers: Option<([u64; ANSWER_CLASSES.len()], LatencyCounts)>,
 }
@@ -409,7 +409,7 @@ fn activity_families(out: &mut String, acts: &[&ActivityStats]) {
         "gauge",
         "Orders of the activity in each status",
         &mut acts.iter().flat_map(|a| {
-            ORDER_STATUSES.iter().map(move |s| {
+            OrderStatus::ALL.iter().map(move |s| {
                 (format!("{{activity=\"{}\",status=\"{}\"}}", a.view.id, s.as_str()), a.figures.orders_in(*s))
             })
         }),
@@ -420,7 +420,7 @@ fn activity_families(out: &mut String, acts: &[&ActivityStats]) {
         "counter",
         "Buys the engine decided for the activity, by outcome",
         &mut acts.iter().flat_map(|a| {
-            BUY_OUTCOMES
+            BuyOutcome::NAMES
                 .iter()
                 .zip(a.figures.buys)
                 .map(move |(o, n)| (format!("{{activity=\"{}\",outcome=\"{o}\"}}", a.view.id), n))
@@ -433,7 +433,7 @@ fn activity_families(out: &mut String, acts: &[&ActivityStats]) {
 fn engine_families(out: &mut String, ctx: &AdminCtx, all: &[ActivityStats]) {
     let engine = &ctx.engine;
     let wal = &ctx.wal_status;
-    let mut totals = [0u64; BUY_OUTCOMES.len()];
+    let mut totals = [0u64; BuyOutcome::NAMES.len()];
     for a in all {
         for (t, n) in totals.iter_mut().zip(a.figures.buys) {
             *t += n;
@@ -444,7 +444,7 @@ fn engine_families(out: &mut String, ctx: &AdminCtx, all: &[ActivityStats]) {
         "seckill_engine_buys_total",
         "counter",
         "Buys the engine decided, every activity, by outcome",
-        &mut BUY_OUTCOMES.iter().zip(totals).map(|(o, n)| (format!("{{outcome=\"{o}\"}}"), n)),
+        &mut BuyOutcome::NAMES.iter().zip(totals).map(|(o, n)| (format!("{{outcome=\"{o}\"}}"), n)),
     );
     family(
         out,

@@ -1,6 +1,6 @@
 //! Products and activities: the configuration every shard holds a copy of.
 
-pub use seckill_proto::ActivityStatus;
+use seckill_proto::ActivityStatus;
 use seckill_proto::{ErrorCode, Phase};
 
 use crate::limits::GATE_FACTOR_MAX;

@@ -1,6 +1,8 @@
 //! Time enters the engine through one trait so tests can move it by hand.
 
+#[cfg(any(test, feature = "sim"))]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(any(test, feature = "sim"))]
 use std::sync::Arc;
 
 /// The engine's source of time.
@@ -19,10 +21,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to.
+/// A clock that only moves when told to (tests and simulations: feature `sim`).
+#[cfg(any(test, feature = "sim"))]
 #[derive(Debug, Default, Clone)]
 pub struct ManualClock(Arc<AtomicU64>);
 
+#[cfg(any(test, feature = "sim"))]
 impl ManualClock {
     /// A clock standing at `now_ms`.
     pub fn new(now_ms: u64) -> Self {
@@ -38,6 +42,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "sim"))]
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)

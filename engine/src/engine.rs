@@ -1,7 +1,7 @@
 //! The engine handle: starts the shards, routes requests to their owners,
 //! and runs the control path (products, activities, stock) for operators.
 
-use crate::activity::{Activity, ActivityChanges, ActivityStatus, Product, STOCK_MAX, TEXT_BYTES_MAX};
+use crate::activity::{Activity, ActivityChanges, Product, STOCK_MAX, TEXT_BYTES_MAX};
 use crate::clock::Clock;
 use crate::commit::{Batch, Reply, Sink};
 use crate::event::Event;
@@ -11,13 +11,14 @@ use crate::stats::{ActivityStats, ShardCounters, SlotFigures};
 use crate::stock::StockPool;
 use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
 use parking_lot::Mutex;
+use seckill_proto::ActivityStatus;
 use seckill_proto::{ActivityView, ErrorCode, Request, Response, Route};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub use crate::limits::{GROUP_COMMIT_WINDOW_US_DEFAULT, GROUP_COMMIT_WINDOW_US_MAX, SHARDS_MAX};
+use crate::limits::{GROUP_COMMIT_WINDOW_US_DEFAULT, GROUP_COMMIT_WINDOW_US_MAX, SHARDS_MAX};
 
 /// How the engine is started: shard count, queue sizes, click limit, group-commit window.
 #[derive(Clone, Debug)]

@@ -59,7 +59,7 @@ pub(crate) mod fixtures {
             payment_timeout_s: 60,
             require_buy_token: false,
             gate_factor: 5,
-            status: crate::activity::ActivityStatus::Active,
+            status: seckill_proto::ActivityStatus::Active,
         }
     }
 

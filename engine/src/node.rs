@@ -69,7 +69,7 @@ impl Node {
     /// starts the WAL and the shards. Warns when the data dir is readable by others.
     pub fn open(cfg: NodeConfig, clock: Arc<dyn Clock>) -> Result<Node, NodeError> {
         let dir = cfg.data_dir.clone();
-        let node = Self::open_with(cfg, clock, fs::os())?;
+        let node = Self::open_with(cfg, clock, fs::os_fs())?;
         if let Some(warning) = looser_than_private(&dir) {
             tracing::warn!("{warning}");
         }

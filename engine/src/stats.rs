@@ -16,7 +16,7 @@ use std::sync::Arc;
 seckill_proto::named_enum! {
     /// How a buy the engine decided ended, as named in `stats`, the
     /// dashboard and `seckill_activity_buys_total{outcome}`; the number is
-    /// the index into [`BUY_OUTCOMES`].
+    /// the index into `BuyOutcome::NAMES`.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum BuyOutcome: usize {
         Created = 0 => "created",
@@ -32,9 +32,6 @@ seckill_proto::named_enum! {
         Other = 10 => "other",
     }
 }
-
-/// The name of every [`BuyOutcome`], by index.
-pub const BUY_OUTCOMES: [&str; 11] = BuyOutcome::NAMES;
 
 impl BuyOutcome {
     pub(crate) fn of_error(code: ErrorCode) -> BuyOutcome {
@@ -64,9 +61,6 @@ impl BuyOutcome {
     }
 }
 
-/// Order statuses in the order `stats` lists them (index of `orders`).
-pub const ORDER_STATUSES: [OrderStatus; 6] = OrderStatus::ALL;
-
 #[inline]
 fn status_index(s: OrderStatus) -> usize {
     s as usize - 1
@@ -74,7 +68,7 @@ fn status_index(s: OrderStatus) -> usize {
 
 /// Raw buy counters: [`RAW_CREATED`], each `ErrorCode as usize` (1..=18),
 /// [`RAW_REPLAYED`]. Indexed by the code itself so the shard maps nothing
-/// when it counts; readers fold them into [`BUY_OUTCOMES`].
+/// when it counts; readers fold them into `BuyOutcome::NAMES`.
 const RAW_BUYS: usize = 20;
 const RAW_CREATED: usize = 0;
 const RAW_REPLAYED: usize = 19;
@@ -145,7 +139,7 @@ impl SlotCounters {
     /// The figures as of now (each read separately; they may be a moment apart).
     pub fn read(&self) -> SlotFigures {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut buys = [0u64; BUY_OUTCOMES.len()];
+        let mut buys = [0u64; BuyOutcome::NAMES.len()];
         for (i, c) in self.buys.iter().enumerate() {
             let outcome = match i {
                 RAW_CREATED => BuyOutcome::Created,
@@ -163,7 +157,7 @@ impl SlotCounters {
 pub struct SlotFigures {
     pub orders: [u64; 6],
     pub held_units: u64,
-    pub buys: [u64; BUY_OUTCOMES.len()],
+    pub buys: [u64; BuyOutcome::NAMES.len()],
 }
 
 impl std::ops::AddAssign for SlotFigures {
@@ -221,9 +215,9 @@ impl ActivityStats {
     pub fn to_json(&self) -> serde_json::Value {
         let v = &self.view;
         let orders: serde_json::Map<String, serde_json::Value> =
-            ORDER_STATUSES.iter().map(|s| (s.as_str().to_string(), self.figures.orders_in(*s).into())).collect();
+            OrderStatus::ALL.iter().map(|s| (s.as_str().to_string(), self.figures.orders_in(*s).into())).collect();
         let buys: serde_json::Map<String, serde_json::Value> =
-            BUY_OUTCOMES.iter().zip(self.figures.buys).map(|(name, n)| (name.to_string(), n.into())).collect();
+            BuyOutcome::NAMES.iter().zip(self.figures.buys).map(|(name, n)| (name.to_string(), n.into())).collect();
         serde_json::json!({
             "id": v.id,
             "title": v.title,
@@ -257,7 +251,7 @@ mod tests {
             (BuyOutcome::BadRequest, "bad_request"),
             (BuyOutcome::Other, "other"),
         ] {
-            assert_eq!(BUY_OUTCOMES[o as usize], name);
+            assert_eq!(BuyOutcome::NAMES[o as usize], name);
         }
         for (i, o) in BuyOutcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i);
@@ -266,7 +260,7 @@ mod tests {
         for code in ErrorCode::ALL {
             let o = BuyOutcome::of_error(code);
             if o != BuyOutcome::Other {
-                assert_eq!(BUY_OUTCOMES[o as usize], code.as_str());
+                assert_eq!(BuyOutcome::NAMES[o as usize], code.as_str());
                 assert_eq!(o.http_status(), code.http_status());
             }
         }

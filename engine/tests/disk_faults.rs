@@ -17,7 +17,7 @@ mod common;
 use common::{spec, T0};
 
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::wal::fs::{overlay, Override};
+use seckill_engine::wal::{overlay, Override};
 use seckill_engine::wal::{Fs, LogFile, OnFailure};
 use seckill_engine::{EngineConfig, ManualClock};
 use seckill_proto::{ErrorCode, OrderStatus, OrderView, Request, Response};
@@ -144,7 +144,7 @@ impl Override for FaultySegments {
 /// The OS file system, except that WAL segments are opened through the
 /// fault-injecting layer.
 fn faulty(ctl: Arc<Ctl>) -> Arc<dyn Fs> {
-    overlay(seckill_engine::wal::fs::os(), FaultySegments(ctl))
+    overlay(seckill_engine::wal::os_fs(), FaultySegments(ctl))
 }
 
 fn cfg(dir: &Path, segment_bytes_max: u64, shards: usize) -> NodeConfig {

@@ -70,7 +70,7 @@ fn split_arrivals(window_us: u64, first: u64) -> (u64, Duration) {
     (fsyncs, first_two_after)
 }
 
-const WINDOW_US: u64 = seckill_engine::GROUP_COMMIT_WINDOW_US_MAX;
+const WINDOW_US: u64 = seckill_engine::limits::GROUP_COMMIT_WINDOW_US_MAX;
 
 #[test]
 fn buyers_arriving_within_the_window_share_its_fsync() {

@@ -19,13 +19,12 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use seckill_engine::event::Event;
 use seckill_engine::limits::PER_USER_LIMIT_MAX;
-use seckill_engine::{shard_of_user, Activity, ActivityStatus};
+use seckill_engine::{shard_of_user, Activity, Event};
 use seckill_engine::{
     ActivitySpec, Batch, Clock, Engine, EngineConfig, Envelope, ManualClock, Order, ShardState, Sink, StockPool,
 };
-use seckill_proto::{ErrorCode, OrderId, OrderStatus, OrderView, Request, Response};
+use seckill_proto::{ActivityStatus, ErrorCode, OrderId, OrderStatus, OrderView, Request, Response};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -3,9 +3,9 @@
 //! expiry across a crash.
 
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::{Activity, ActivityStatus};
+use seckill_engine::Activity;
 use seckill_engine::{ActivitySpec, Batch, Engine, EngineConfig, Event, ManualClock, ShardState, Sink, StockPool};
-use seckill_proto::{ErrorCode, OrderStatus, Request, Response};
+use seckill_proto::{ActivityStatus, ErrorCode, OrderStatus, Request, Response};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

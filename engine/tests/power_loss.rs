@@ -7,9 +7,9 @@ mod common;
 use common::{spec, T0};
 
 use seckill_engine::node::{Node, NodeConfig, NodeError};
-use seckill_engine::wal::fs::{overlay, Fs, LogFile, Override};
 use seckill_engine::wal::sim_fs::{Fault, SimFs};
 use seckill_engine::wal::{self, OnFailure, RecoveryError};
+use seckill_engine::wal::{overlay, Fs, LogFile, Override};
 use seckill_engine::{EngineConfig, ManualClock};
 use seckill_proto::{ErrorCode, OrderView, Request, Response};
 use std::io;

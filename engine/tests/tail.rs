@@ -13,7 +13,7 @@ fn open_wal(dir: &std::path::Path, segment_bytes_max: u64) -> (Wal, crossbeam_ch
     let mut cfg = WalConfig::new(dir);
     cfg.durability = Durability::None;
     cfg.segment_bytes_max = segment_bytes_max;
-    let (wal, _replica, tx) = Wal::open(&cfg, seckill_engine::wal::fs::os()).expect("open");
+    let (wal, _replica, tx) = Wal::open(&cfg, seckill_engine::wal::os_fs()).expect("open");
     (wal, tx)
 }
 

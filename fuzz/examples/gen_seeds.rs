@@ -6,8 +6,8 @@
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::codec::Encoder;
 use seckill_engine::wal::{segment, snapshot};
-use seckill_engine::{Activity, ActivityStatus, Event, Order, Product};
-use seckill_proto::{OrderId, OrderStatus};
+use seckill_engine::{Activity, Event, Order, Product};
+use seckill_proto::{ActivityStatus, OrderId, OrderStatus};
 use std::path::{Path, PathBuf};
 
 fn events() -> Vec<Event> {

@@ -729,81 +729,16 @@ impl<T: Target> Driver<T> {
     async fn session(&mut self) -> Result<(), Failure> {
         let n = &T::NAMES;
         let sh = self.shared.clone();
-        let opened = self.target.open().await?;
-        sh.connected.store(true, Ordering::Release);
-        let durable = sh.durable();
-        let asked = sh.resync_requested.swap(false, Ordering::AcqRel);
-        let mut cp = match opened.lsn {
-            Some(cp) if !(opened.resync_flagged || asked || sh.flag(&sh.resync_pending)) => {
-                if cp > durable {
-                    return Err(Failure::Fatal(self.target.ahead(cp, durable)));
-                }
-                cp
-            }
-            _ => {
-                sh.resync_pending.store(true, Ordering::Release);
-                if sh.should_exit() {
-                    return Ok(());
-                }
-                self.resync().await?
-            }
+        let Some(mut cp) = self.connect().await? else {
+            return Ok(());
         };
-        self.committed(cp);
-        *lock(&sh.last_error) = None;
-        if std::mem::take(&mut self.was_down) {
-            tracing::info!(checkpoint = cp, lag_records = sh.lag_records(), "{}: target is back, catching up", n.what);
-        } else {
-            tracing::info!(checkpoint = cp, lag_records = sh.lag_records(), "{} connected", n.what);
-        }
-        let b = self.batching;
-        let max = b.records_max.max(1);
+        let max = self.batching.records_max.max(1);
         let mut tailer = Tailer::new(&self.data_dir, sh.status.clone(), cp);
         let mut batch: Vec<(u64, Event)> = Vec::with_capacity(max.min(65_536));
         loop {
             batch.clear();
-            let mut deadline: Option<Instant> = None;
-            loop {
-                if sh.flag(&sh.resync_requested) {
-                    return Err(Failure::Restart("a resync was requested".into()));
-                }
-                if sh.flag(&sh.over_budget) {
-                    return Err(Failure::Lost("past the WAL budget".into()));
-                }
-                sh.note_durable();
-                match tailer.poll(max - batch.len(), &mut batch) {
-                    Ok(_) => {}
-                    Err(TailError::Truncated(lsn)) => {
-                        tracing::error!(
-                            missing_from = lsn,
-                            checkpoint = cp,
-                            "the WAL records the {} still needs are gone (deleted below the snapshot while it \
-                             was not registered)",
-                            n.what
-                        );
-                        return Err(Failure::Lost(format!("the WAL records from LSN {lsn} on are gone")));
-                    }
-                    Err(TailError::Corrupt(lsn, why)) => {
-                        return Err(Failure::Fatal(format!(
-                            "the WAL is damaged at LSN {lsn} ({why}); the engine's own recovery will refuse it too"
-                        )))
-                    }
-                    Err(TailError::Io(e)) => return Err(Failure::Transient(format!("reading the WAL: {e}"))),
-                }
-                if batch.len() >= max {
-                    break;
-                }
-                if sh.should_exit() {
-                    return Ok(());
-                }
-                if batch.is_empty() {
-                    self.target.idle(cp).await?;
-                } else {
-                    let d = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(b.open_ms));
-                    if Instant::now() >= d {
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(b.idle_poll_ms.max(1))).await;
+            if !self.gather(&mut tailer, &mut batch, cp).await? {
+                return Ok(());
             }
             let started = Instant::now();
             cp = self.target.apply(cp, &batch).await?;
@@ -815,9 +750,98 @@ impl<T: Target> Driver<T> {
             metrics::counter!(n.records_total).increment(batch.len() as u64);
             metrics::counter!(n.batches_total).increment(1);
             self.committed(cp);
-            if batch.len() < b.coalesce_records {
-                tokio::time::sleep(Duration::from_millis(b.idle_poll_ms.max(1))).await;
+            if batch.len() < self.batching.coalesce_records {
+                tokio::time::sleep(Duration::from_millis(self.batching.idle_poll_ms.max(1))).await;
             }
+        }
+    }
+
+    /// Opens the target and finds the LSN to go on from: its checkpoint,
+    /// or what a resync wrote. `None` when the driver is stopping.
+    async fn connect(&mut self) -> Result<Option<u64>, Failure> {
+        let n = &T::NAMES;
+        let sh = self.shared.clone();
+        let opened = self.target.open().await?;
+        sh.connected.store(true, Ordering::Release);
+        let durable = sh.durable();
+        let asked = sh.resync_requested.swap(false, Ordering::AcqRel);
+        let cp = match opened.lsn {
+            Some(cp) if !(opened.resync_flagged || asked || sh.flag(&sh.resync_pending)) => {
+                if cp > durable {
+                    return Err(Failure::Fatal(self.target.ahead(cp, durable)));
+                }
+                cp
+            }
+            _ => {
+                sh.resync_pending.store(true, Ordering::Release);
+                if sh.should_exit() {
+                    return Ok(None);
+                }
+                self.resync().await?
+            }
+        };
+        self.committed(cp);
+        *lock(&sh.last_error) = None;
+        if std::mem::take(&mut self.was_down) {
+            tracing::info!(checkpoint = cp, lag_records = sh.lag_records(), "{}: target is back, catching up", n.what);
+        } else {
+            tracing::info!(checkpoint = cp, lag_records = sh.lag_records(), "{} connected", n.what);
+        }
+        Ok(Some(cp))
+    }
+
+    /// Fills `batch` from the WAL after `cp` until it holds
+    /// `records_max` records or its first record has waited `open_ms`;
+    /// the target idles while there is nothing. False when the driver is
+    /// stopping.
+    async fn gather(&mut self, tailer: &mut Tailer, batch: &mut Vec<(u64, Event)>, cp: u64) -> Result<bool, Failure> {
+        let n = &T::NAMES;
+        let sh = self.shared.clone();
+        let b = self.batching;
+        let max = b.records_max.max(1);
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if sh.flag(&sh.resync_requested) {
+                return Err(Failure::Restart("a resync was requested".into()));
+            }
+            if sh.flag(&sh.over_budget) {
+                return Err(Failure::Lost("past the WAL budget".into()));
+            }
+            sh.note_durable();
+            match tailer.poll(max - batch.len(), batch) {
+                Ok(_) => {}
+                Err(TailError::Truncated(lsn)) => {
+                    tracing::error!(
+                        missing_from = lsn,
+                        checkpoint = cp,
+                        "the WAL records the {} still needs are gone (deleted below the snapshot while it \
+                         was not registered)",
+                        n.what
+                    );
+                    return Err(Failure::Lost(format!("the WAL records from LSN {lsn} on are gone")));
+                }
+                Err(TailError::Corrupt(lsn, why)) => {
+                    return Err(Failure::Fatal(format!(
+                        "the WAL is damaged at LSN {lsn} ({why}); the engine's own recovery will refuse it too"
+                    )))
+                }
+                Err(TailError::Io(e)) => return Err(Failure::Transient(format!("reading the WAL: {e}"))),
+            }
+            if batch.len() >= max {
+                return Ok(true);
+            }
+            if sh.should_exit() {
+                return Ok(false);
+            }
+            if batch.is_empty() {
+                self.target.idle(cp).await?;
+            } else {
+                let d = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(b.open_ms));
+                if Instant::now() >= d {
+                    return Ok(true);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(b.idle_poll_ms.max(1))).await;
         }
     }
 
@@ -955,7 +979,7 @@ fn build_replica(
 ) -> Result<Replica, Failure> {
     let target_lsn = status.durable_lsn.load(Ordering::Acquire);
     let (wal_dir, snap_dir) = (data_dir.join("wal"), data_dir.join("snapshots"));
-    wal::rebuild(&*wal::fs::os(), &wal_dir, &snap_dir, given, target_lsn, hold).map_err(|e| match e {
+    wal::rebuild(&*wal::os_fs(), &wal_dir, &snap_dir, given, target_lsn, hold).map_err(|e| match e {
         RebuildError::Damaged { .. } | RebuildError::Replay(_) => Failure::Fatal(e.to_string()),
         RebuildError::Gone(_) => {
             Failure::Transient(format!("the WAL after the newest snapshot kept vanishing while being read ({e})"))

@@ -615,7 +615,7 @@ fn warmup_loads_prepared_rows_with_their_ids() {
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
     let tv = engine.activity(5).expect("activity 5");
     assert_eq!((tv.total_stock, tv.product_id, tv.product_name.as_str()), (30, 4, "tv"));
-    assert_eq!(engine.activity(8).expect("activity 8").status, seckill_engine::ActivityStatus::Paused);
+    assert_eq!(engine.activity(8).expect("activity 8").status, seckill_proto::ActivityStatus::Paused);
     let r =
         engine.call(Request::Buy { user_id: 42, activity_id: 5, quantity: 3, idempotency_key: 0, buy_token_ok: false });
     assert!(matches!(r, Response::Order(_)), "the quota came along: {r:?}");

@@ -7,7 +7,7 @@ use redis::Commands;
 use seckill_engine::node::{Node, NodeConfig};
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::tail::Tailer;
-use seckill_engine::wal::{snapshot, Durability};
+use seckill_engine::wal::{self, Durability};
 use seckill_engine::{ActivitySpec, EngineConfig, Event, SystemClock};
 use seckill_persist::redis::{self as mirror, MirrorConfig, MirrorHandle, ReplicaSource};
 use seckill_proto::json::rfc3339;
@@ -214,15 +214,9 @@ fn shop_in_parallel(node: &Arc<Node>, activity_id: u64, threads: u64, per_thread
 /// The engine's state as its log has it (snapshot + WAL).
 fn engine_state(node: &Node) -> Replica {
     node.engine.sync().expect("sync");
-    let mut r = snapshot::load_newest(&node.data_dir.join("snapshots")).expect("snapshot readable").unwrap_or_default();
-    let mut tail = Tailer::new(&node.data_dir, node.wal.status.clone(), r.lsn);
-    let mut out = Vec::new();
-    while tail.poll(10_000, &mut out).expect("WAL reads") > 0 {
-        for (lsn, ev) in out.drain(..) {
-            r.apply(lsn, &ev).expect("log replays");
-        }
-    }
-    r
+    let durable = node.wal.status.durable_lsn.load(Ordering::Acquire);
+    let (wal_dir, snap_dir) = (node.data_dir.join("wal"), node.data_dir.join("snapshots"));
+    wal::rebuild(&*wal::os_fs(), &wal_dir, &snap_dir, None, durable, |_| {}).expect("the log rebuilds")
 }
 
 /// An order event of the log: its LSN and the fields of its stream entry

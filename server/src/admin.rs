@@ -10,8 +10,8 @@
 
 use seckill_engine::node::Node;
 use seckill_engine::wal::{Checkpoints, Snapshotter, WalStatus};
-use seckill_engine::{ActivityChanges, ActivitySpec, ActivityStatus, AdminError, Engine};
-use seckill_proto::{json, ActivityView, ErrorCode, OrderId, Request, Response, PAGE_LIMIT_MAX};
+use seckill_engine::{ActivityChanges, ActivitySpec, AdminError, Engine};
+use seckill_proto::{json, ActivityStatus, ActivityView, ErrorCode, OrderId, Request, Response, PAGE_LIMIT_MAX};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 #[command(after_help = admin_help())]
 pub struct Args {
     /// The engine's data dir (its admin.sock is used).
-    #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data", global = true)]
+    #[arg(long, env = "SECKILL_DATA_DIR", default_value = super::DATA_DIR_DEFAULT, global = true)]
     pub data_dir: PathBuf,
     /// Print the engine's JSON answer (its `result`) instead of a table, for
     /// scripts. With a value it is the raw form's arguments (`stats --json '{}'`).

@@ -61,7 +61,7 @@ pub struct Args {
     #[arg(long)]
     http: Option<SocketAddr>,
     /// With --serve: the operator's listener (`/metrics`, `/dashboard`), HOST:PORT or `none`.
-    #[arg(long, default_value = "127.0.0.1:9898")]
+    #[arg(long, default_value = super::METRICS_DEFAULT)]
     metrics: MetricsAddr,
 }
 
@@ -241,7 +241,7 @@ fn service_args(
             shards: None,
             queue_capacity: seckill_engine::limits::QUEUE_CAPACITY_DEFAULT,
             buys_per_minute: 1_000_000,
-            group_commit_window_us: seckill_engine::GROUP_COMMIT_WINDOW_US_DEFAULT,
+            group_commit_window_us: seckill_engine::limits::GROUP_COMMIT_WINDOW_US_DEFAULT,
             snapshot_every: seckill_engine::limits::SNAPSHOT_EVERY_RECORDS_DEFAULT,
             wal_segment_bytes: seckill_engine::limits::SEGMENT_BYTES_DEFAULT,
             // Only the demo's own database and Redis db (prepared above), never

@@ -19,7 +19,7 @@ use std::sync::Arc;
 #[group(id = "engine_options")]
 pub struct Args {
     /// WAL, snapshots, engine.sock, admin.sock and generated secrets live here.
-    #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "SECKILL_DATA_DIR", default_value = super::DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
     /// Where the engine listens for fronts: unix:PATH or tcp:HOST:PORT
     /// [default: unix:<data-dir>/engine.sock].
@@ -51,16 +51,11 @@ pub struct Args {
     pub wal_segment_bytes: u64,
     /// MySQL for the persister (fed from the WAL); `none` disables it.
     /// `--help` never shows the environment's value; logs mask the password.
-    #[arg(
-        long,
-        env = "SECKILL_MYSQL_URL",
-        default_value = "mysql://root@127.0.0.1:3306/seckill",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "SECKILL_MYSQL_URL", default_value = mysql::DEFAULT_URL, hide_env_values = true)]
     pub mysql_url: String,
     /// Redis for the mirror and event stream (fed from the WAL); `none` disables it.
     /// `--help` never shows the environment's value; logs mask the password.
-    #[arg(long, env = "SECKILL_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    #[arg(long, env = "SECKILL_REDIS_URL", default_value = redis::DEFAULT_URL, hide_env_values = true)]
     pub redis_url: String,
     /// Seconds an admin.sock connection may wait between requests before it is closed.
     #[arg(long, env = "SECKILL_ADMIN_IDLE_TIMEOUT", default_value_t = admin::IDLE_TIMEOUT_DEFAULT.as_secs())]

@@ -66,14 +66,14 @@ pub struct MetricsArgs {
     /// The operator's listener: `GET /metrics` (Prometheus text) and, on
     /// `up` and `engine`, the live dashboard at `/dashboard`. HOST:PORT, or
     /// `none`. Never on the buyer port; keep it on loopback or a private network.
-    #[arg(long, env = "SECKILL_METRICS", default_value = "127.0.0.1:9898")]
+    #[arg(long, env = "SECKILL_METRICS", default_value = super::METRICS_DEFAULT)]
     pub metrics: seckill_front::metrics_http::MetricsAddr,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Data dir shared with the engine (secrets are read from it).
-    #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "SECKILL_DATA_DIR", default_value = super::DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
     /// Engine address: unix:PATH or tcp:HOST:PORT [default: unix:<data-dir>/engine.sock].
     #[arg(long, env = "SECKILL_ENGINE")]

@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, env = "SECKILL_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Data dir of the service (its auth secret signs the buyers' tokens; its admin socket serves --setup).
-    #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "SECKILL_DATA_DIR", default_value = super::DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
     /// Activity to buy from.
     #[arg(long, env = "SECKILL_LOAD_ACTIVITY")]

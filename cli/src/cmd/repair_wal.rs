@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The data dir of a stopped engine.
-    #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "SECKILL_DATA_DIR", default_value = super::DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
     /// Really move the damaged part aside (without it, only says what it would do).
     #[arg(long)]
@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let fs = wal::fs::os();
+    let fs = wal::os_fs();
     let _lock = fs
         .lock(&args.data_dir)
         .with_context(|| format!("locking {}", args.data_dir.display()))?

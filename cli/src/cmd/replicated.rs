@@ -7,7 +7,6 @@
 
 use super::engine::Args;
 use anyhow::{bail, Context};
-use seckill_engine::wal::fs::{self as wal_fs};
 use seckill_engine::wal::{Checkpoints, Snapshotter, WalStatus};
 use seckill_engine::SystemClock;
 use seckill_proto::handshake::WireKey;
@@ -69,7 +68,7 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
     anyhow::ensure!(args.admin_idle_timeout >= 1, "--admin-idle-timeout must be at least 1 (seconds)");
     let admin_idle = Duration::from_secs(args.admin_idle_timeout);
     let dir = args.data_dir.clone();
-    let fs = wal_fs::os();
+    let fs = seckill_engine::wal::os_fs();
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()

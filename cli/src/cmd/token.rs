@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, env = "SECKILL_JWT_AUDIENCE")]
     pub audience: Option<String>,
     /// Data dir holding the generated auth secret (unless SECKILL_AUTH_SECRET is set).
-    #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "SECKILL_DATA_DIR", default_value = super::DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
 }
 

@@ -8,6 +8,8 @@ use crate::event::Event;
 use rkyv::rancor::Error as RkyvError;
 use rkyv::util::AlignedVec;
 
+/// Length (4), CRC32C of LSN and payload (4), LSN (8): the bytes before a
+/// record's payload; the fuzz targets build records with it.
 pub const HEADER_BYTES: usize = 16;
 /// No event comes near this (text fields are capped at 1 KiB each); a
 /// length above it can only be garbage.
@@ -20,6 +22,8 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// Appends `event` to `out` as the framed record of `lsn`: what the
+    /// writer puts in a segment and a replica group's leader replicates.
     pub fn append(&mut self, out: &mut Vec<u8>, lsn: u64, event: &Event) {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
@@ -39,6 +43,8 @@ impl Encoder {
     }
 }
 
+/// What [`decode`] found at the start of a buffer; a follower of a replica
+/// group splits the leader's bytes with it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
     /// A whole, checked record of `bytes` bytes.

@@ -1,6 +1,6 @@
 //! The file-system seam under the WAL, the snapshots and the data dir's
 //! metadata: every file operation recovery and the writer depend on goes
-//! through [`Fs`]. Production uses `OsFs` (through [`os`]); the simulation test uses
+//! through [`Fs`]. Production uses `OsFs` (through [`os_fs`]); the simulation test uses
 //! [`super::sim_fs::SimFs`], which remembers what was made durable and
 //! forgets the rest on a power cut.
 //!
@@ -161,7 +161,7 @@ fn private_file() -> std::fs::OpenOptions {
 }
 
 /// The real file system, shared.
-pub fn os() -> SharedFs {
+pub fn os_fs() -> SharedFs {
     Arc::new(OsFs)
 }
 
@@ -229,6 +229,7 @@ impl Fs for OsFs {
 /// The operations a test may replace with [`overlay`]; each one left out
 /// goes to the base file system. (A test that needs another operation adds it
 /// here, with the same default.)
+#[cfg(any(test, feature = "sim"))]
 pub trait Override: Send + Sync + 'static {
     /// Opens a WAL segment ([`Fs::open_segment`]).
     fn open_segment(&self, base: &dyn Fs, path: &Path) -> io::Result<Box<dyn LogFile>> {
@@ -251,16 +252,19 @@ pub trait Override: Send + Sync + 'static {
 /// A file system that is `base` in everything but what `over` replaces: a
 /// disk that fails, loses or holds up one operation, for tests, without a
 /// wrapper that forwards every other method by hand.
+#[cfg(any(test, feature = "sim"))]
 pub fn overlay<O: Override>(base: SharedFs, over: O) -> SharedFs {
     Arc::new(Overlay { base, over })
 }
 
 /// See [`overlay`].
+#[cfg(any(test, feature = "sim"))]
 struct Overlay<O> {
     base: SharedFs,
     over: O,
 }
 
+#[cfg(any(test, feature = "sim"))]
 impl<O: Override> Fs for Overlay<O> {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.base.create_dir_all(dir)

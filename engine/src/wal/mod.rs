@@ -4,9 +4,10 @@
 //! Layout under the data dir: `wal/<first lsn>.wal`, `snapshots/<lsn>.snap`.
 
 pub mod codec;
-pub mod fs;
-pub mod rebuild;
+pub(crate) mod fs;
+pub(crate) mod rebuild;
 pub mod segment;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim_fs;
 pub mod snapshot;
 pub mod tail;
@@ -16,7 +17,9 @@ pub(crate) mod writer;
 use crate::commit::Batch;
 use crate::replica::Replica;
 use crossbeam_channel::{bounded, Sender};
-pub use fs::{Fs, LogFile, ReadFile, SharedFs};
+pub use fs::{os_fs, Fs, SharedFs};
+#[cfg(any(test, feature = "sim"))]
+pub use fs::{overlay, LogFile, Override, ReadFile};
 use parking_lot::Mutex;
 pub use rebuild::{rebuild, RebuildError};
 use std::collections::BTreeMap;

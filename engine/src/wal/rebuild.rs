@@ -139,7 +139,7 @@ mod tests {
     use super::*;
     use crate::event::{fixtures, Event};
     use crate::wal::codec::Encoder;
-    use crate::wal::fs::{os, overlay, Override, ReadFile};
+    use crate::wal::fs::{os_fs, overlay, Override, ReadFile};
     use crate::wal::segment::{segment_path, MAGIC};
     use seckill_proto::OrderStatus;
     use std::path::PathBuf;
@@ -245,7 +245,7 @@ mod tests {
             assert!(size_bytes > 3 * READ_SLICE_BYTES as u64, "{} is {size_bytes} bytes", path.display());
         }
         let seen = SlicesOnly::default();
-        let fs = overlay(os(), seen.clone());
+        let fs = overlay(os_fs(), seen.clone());
         let mut held = Vec::new();
         let got = rebuild(&*fs, &wal_dir, &snap_dir, None, last, |lsn| held.push(lsn)).unwrap();
         assert_eq!(held, vec![at_snapshot]);
@@ -293,16 +293,16 @@ mod tests {
         let torn = std::fs::read(&paths[0]).unwrap();
         let whole_end = segment::scan(&torn, 1, &mut |_, _| {});
         let seg = segment::Segment { first_lsn: 1, path: paths[0].clone() };
-        let sliced_end = segment::read_in(&*os(), &seg, |_, _| {}).unwrap();
+        let sliced_end = segment::read_in(&*os_fs(), &seg, |_, _| {}).unwrap();
         assert_eq!(sliced_end, whole_end);
         assert_eq!(sliced_end.last_lsn, cut_lsn - 1);
         assert_eq!(sliced_end.valid_bytes, torn_at as u64);
         assert_eq!(sliced_end.stopped, Some("torn record"));
         // Up to the record before the tear, the state is whole; past it the
         // log is damaged, and said to be.
-        let got = rebuild(&*os(), &wal_dir, &snap_dir, None, cut_lsn - 1, |_| {}).unwrap();
+        let got = rebuild(&*os_fs(), &wal_dir, &snap_dir, None, cut_lsn - 1, |_| {}).unwrap();
         assert!(got == expected(cut_lsn - 1));
-        match rebuild(&*os(), &wal_dir, &snap_dir, None, cut_lsn, |_| {}) {
+        match rebuild(&*os_fs(), &wal_dir, &snap_dir, None, cut_lsn, |_| {}) {
             Err(RebuildError::Damaged { lsn, why: "torn record" }) => assert_eq!(lsn, cut_lsn),
             other => panic!("expected damage at LSN {cut_lsn}, got {other:?}"),
         }
@@ -319,11 +319,11 @@ mod tests {
         write_segments(&wal_dir, &[41], 80, 0);
         // A given state older than the oldest segment: its WAL is gone.
         let mut held = Vec::new();
-        let got = rebuild(&*os(), &wal_dir, &snap_dir, Some(expected(10)), 80, |lsn| held.push(lsn)).unwrap();
+        let got = rebuild(&*os_fs(), &wal_dir, &snap_dir, Some(expected(10)), 80, |lsn| held.push(lsn)).unwrap();
         assert_eq!(held, vec![10, 50]);
         assert!(got == expected(80));
         // With no snapshot to fall back on, it says so.
         std::fs::remove_dir_all(&snap_dir).unwrap();
-        assert!(matches!(rebuild(&*os(), &wal_dir, &snap_dir, None, 80, |_| {}), Err(RebuildError::Gone(1))));
+        assert!(matches!(rebuild(&*os_fs(), &wal_dir, &snap_dir, None, 80, |_| {}), Err(RebuildError::Gone(1))));
     }
 }

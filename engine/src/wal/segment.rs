@@ -12,6 +12,7 @@ use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+/// The first bytes of every segment (format version in the last byte).
 pub const MAGIC: &[u8; 8] = b"SKWAL\0\0\x01";
 
 /// A WAL segment file and the LSN of its first record.
@@ -89,7 +90,7 @@ pub(crate) fn read_in(fs: &dyn Fs, seg: &Segment, mut f: impl FnMut(u64, Event))
 /// read in slices (building a snapshot, a consumer's resync, loading a
 /// snapshot), so that reading a 64 MiB segment or a snapshot of a million
 /// orders holds about this much of it in memory, not all of it.
-pub const READ_SLICE_BYTES: usize = 1 << 20;
+pub(crate) const READ_SLICE_BYTES: usize = 1 << 20;
 
 /// Reads one segment file (its magic, then its records) in slices of
 /// `slice_bytes`: see [`read_records`].

@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The first bytes of every snapshot (format version in the last byte).
 pub const MAGIC: &[u8; 8] = b"SKSNAP\0\x01";
 const HEADER_BYTES: usize = 28;
 /// Snapshot bytes encoded, written and sent to the disk per step, so a
@@ -121,7 +122,7 @@ fn list_in(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Parses one snapshot's bytes. `None` if anything is off. (The same
-/// reader as [`load_newest`]'s, over bytes in memory: what the fuzz tests drive.)
+/// reader as `load_newest_in`'s, over bytes in memory: what the fuzz tests drive.)
 pub fn parse(bytes: &[u8]) -> Option<Replica> {
     read_from(&mut InMemory(bytes)).ok().flatten()
 }
@@ -157,7 +158,8 @@ pub(crate) fn read_from(file: &mut dyn ReadFile) -> io::Result<Option<Replica>> 
 }
 
 /// The newest snapshot that checks out, if any.
-pub fn load_newest(dir: &Path) -> io::Result<Option<Replica>> {
+#[cfg(test)]
+pub(crate) fn load_newest(dir: &Path) -> io::Result<Option<Replica>> {
     load_newest_in(&OsFs, dir)
 }
 
@@ -339,7 +341,7 @@ mod tests {
         status.durable_lsn.store(5, Ordering::Release);
         let snapshotting = Snapshotting {
             fs: crate::wal::fs::overlay(
-                crate::wal::fs::os(),
+                crate::wal::fs::os_fs(),
                 GoneAfterListing { gone: crate::wal::segment::segment_path(&wal_dir, 1) },
             ),
             wal_dir,

@@ -45,7 +45,7 @@ pub(crate) fn start_segment(fs: &dyn super::fs::Fs, path: &std::path::Path) -> i
     Ok((file, (MAGIC.len() + ZEROS_AHEAD_BYTES) as u64))
 }
 
-pub use super::fs::LogFile;
+use super::fs::LogFile;
 
 /// State the writer shares read-only with the rest of the process.
 #[derive(Debug, Default)]

@@ -222,6 +222,51 @@ fn signed(q: u32) -> i64 {
     i64::from(q)
 }
 
+impl Plan {
+    /// An order's status change: its row (from this batch or MySQL) moves,
+    /// and the stock it frees or takes again is logged.
+    fn status_changed(
+        &mut self,
+        lsn: u64,
+        existing: &HashMap<OrderId, OrderRow>,
+        order_id: OrderId,
+        (user_id, activity_id): (u64, u64),
+        (status, at_ms, txn): (OrderStatus, u64, u64),
+    ) -> Result<(), String> {
+        let row = match self.orders.entry(order_id) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(*existing.get(&order_id).ok_or_else(|| {
+                format!(
+                    "LSN {lsn} changes order {order_id} to {}, but MySQL has no such order \
+                     (rows deleted by hand?)",
+                    status.as_str()
+                )
+            })?),
+        };
+        if row.order.user_id != user_id || row.order.activity_id != activity_id {
+            return Err(format!(
+                "LSN {lsn}: order {order_id} belongs to user {} / activity {} in MySQL, \
+                 but the log says user {user_id} / activity {activity_id}",
+                row.order.user_id, row.order.activity_id
+            ));
+        }
+        // Stock remaining moves opposite to the units held.
+        let delta = -row.order.status.held_delta(status, row.order.quantity);
+        row.order.status = status;
+        if status == OrderStatus::Paid {
+            row.order.paid_txn = txn;
+        }
+        row.updated_lsn = lsn;
+        row.updated_at_ms = at_ms;
+        if delta != 0 {
+            self.stock.entry(activity_id).or_default().remaining += delta;
+            let reason = status.as_str();
+            self.stock_log.add(StockLog::one(lsn, activity_id, delta, reason, Some(order_id), at_ms));
+        }
+        Ok(())
+    }
+}
+
 /// Plans `records` (consecutive LSNs) against the current rows of the
 /// orders they change. `now_ms` stamps stock changes that carry no time.
 pub(crate) fn plan(
@@ -262,37 +307,7 @@ pub(crate) fn plan(
                 }
             }
             Event::OrderStatusChanged { order_id, user_id, activity_id, status, at_ms, txn } => {
-                if !p.orders.contains_key(order_id) {
-                    let row = existing.get(order_id).ok_or_else(|| {
-                        format!(
-                            "LSN {lsn} changes order {order_id} to {}, but MySQL has no such order \
-                             (rows deleted by hand?)",
-                            status.as_str()
-                        )
-                    })?;
-                    p.orders.insert(*order_id, *row);
-                }
-                let row = p.orders.get_mut(order_id).ok_or("internal: order row vanished")?;
-                if row.order.user_id != *user_id || row.order.activity_id != *activity_id {
-                    return Err(format!(
-                        "LSN {lsn}: order {order_id} belongs to user {} / activity {} in MySQL, \
-                         but the log says user {user_id} / activity {activity_id}",
-                        row.order.user_id, row.order.activity_id
-                    ));
-                }
-                // Stock remaining moves opposite to the units held.
-                let delta = -row.order.status.held_delta(*status, row.order.quantity);
-                row.order.status = *status;
-                if *status == OrderStatus::Paid {
-                    row.order.paid_txn = *txn;
-                }
-                row.updated_lsn = lsn;
-                row.updated_at_ms = *at_ms;
-                if delta != 0 {
-                    p.stock.entry(*activity_id).or_default().remaining += delta;
-                    let reason = status.as_str();
-                    p.stock_log.add(StockLog::one(lsn, *activity_id, delta, reason, Some(*order_id), *at_ms));
-                }
+                p.status_changed(lsn, existing, *order_id, (*user_id, *activity_id), (*status, *at_ms, *txn))?;
             }
             Event::PaymentRefused { order_id, amount_cents, txn, at_ms } => {
                 p.refusals.push(Refusal {

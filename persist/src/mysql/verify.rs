@@ -4,7 +4,7 @@ use super::apply::{self, parse_order};
 use super::schema::{self, ms_of, str_col, u32_col, u64_col};
 use seckill_engine::{Activity, Engine, Order, ShardState};
 use seckill_proto::OrderId;
-use sqlx::Connection;
+use sqlx::{Connection, MySqlConnection};
 use std::collections::{BTreeMap, HashMap};
 
 /// Differences listed per kind before the rest are only counted.
@@ -87,11 +87,23 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
     let mut conn = schema::connect(&schema::options(url)?).await?;
     let e = engine_state(engine);
     let mut d = Diffs { out: Vec::new(), per_kind: HashMap::new() };
-    let bad = |m: String| anyhow::anyhow!("unreadable row in MySQL: {m}");
+    orders(&mut conn, &e, &mut d).await?;
+    purchases(&mut conn, &e, &mut d).await?;
+    quotas(&mut conn, &e, &mut d).await?;
+    activities(&mut conn, &e, &mut d).await?;
+    products(&mut conn, engine, &mut d).await?;
+    let _ = conn.close().await;
+    Ok(d.finish())
+}
 
-    // Orders.
+fn bad(m: String) -> anyhow::Error {
+    anyhow::anyhow!("unreadable row in MySQL: {m}")
+}
+
+/// Every order in both, field by field, and the ones only one side has.
+async fn orders(conn: &mut MySqlConnection, e: &EngineState, d: &mut Diffs) -> anyhow::Result<()> {
     let mut seen = 0usize;
-    let rows = sqlx::query(&format!("SELECT {} FROM orders", apply::order_columns())).fetch_all(&mut conn).await?;
+    let rows = sqlx::query(&format!("SELECT {} FROM orders", apply::order_columns())).fetch_all(&mut *conn).await?;
     for row in &rows {
         let r = parse_order(row).map_err(bad)?;
         let m = r.order;
@@ -114,11 +126,14 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
             d.add("order", format!("order {} ({}) is not in MySQL", o.id, o.status.as_str()));
         }
     }
+    Ok(())
+}
 
-    // Purchases.
+/// Units each user holds per activity (rows of 0 in MySQL count as none).
+async fn purchases(conn: &mut MySqlConnection, e: &EngineState, d: &mut Diffs) -> anyhow::Result<()> {
     let mut mysql_purchases: BTreeMap<(u64, u64), i64> = BTreeMap::new();
     for row in sqlx::query("SELECT user_id, activity_id, `count` FROM purchases WHERE `count` <> 0")
-        .fetch_all(&mut conn)
+        .fetch_all(&mut *conn)
         .await?
     {
         let key = (u64_col(&row, "user_id").map_err(bad)?, u64_col(&row, "activity_id").map_err(bad)?);
@@ -133,10 +148,13 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
     for ((user, activity), m) in mysql_purchases {
         d.add("purchase", format!("user {user} in activity {activity} holds 0 in the engine, {m} in MySQL"));
     }
+    Ok(())
+}
 
-    // Quotas.
+/// Per-user limits set by the operator.
+async fn quotas(conn: &mut MySqlConnection, e: &EngineState, d: &mut Diffs) -> anyhow::Result<()> {
     let mut mysql_quotas: BTreeMap<(u64, u64), u32> = BTreeMap::new();
-    for row in sqlx::query("SELECT activity_id, user_id, user_limit FROM quotas").fetch_all(&mut conn).await? {
+    for row in sqlx::query("SELECT activity_id, user_id, user_limit FROM quotas").fetch_all(&mut *conn).await? {
         let key = (u64_col(&row, "activity_id").map_err(bad)?, u64_col(&row, "user_id").map_err(bad)?);
         mysql_quotas.insert(key, u32_col(&row, "user_limit").map_err(bad)?);
     }
@@ -152,8 +170,11 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
     for ((activity, user), m) in mysql_quotas {
         d.add("quota", format!("quota of user {user} in activity {activity}: engine none, MySQL {m}"));
     }
+    Ok(())
+}
 
-    // Activities.
+/// Each activity's configuration, total and remaining stock, and its `in_engine` mark.
+async fn activities(conn: &mut MySqlConnection, e: &EngineState, d: &mut Diffs) -> anyhow::Result<()> {
     let sql = format!(
         "SELECT id, product_id, product_name, title, price_cents, total_stock, remaining, {} AS starts_ms, \
          {} AS ends_ms, per_user_limit, payment_timeout_s, require_buy_token, gate_factor, status, in_engine \
@@ -162,7 +183,7 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
         ms_of("ends_at")
     );
     let mut mysql_activities = BTreeMap::new();
-    for row in sqlx::query(&sql).fetch_all(&mut conn).await? {
+    for row in sqlx::query(&sql).fetch_all(&mut *conn).await? {
         let id = u64_col(&row, "id").map_err(bad)?;
         let status_text = str_col(&row, "status").map_err(bad)?;
         let a = Activity {
@@ -177,7 +198,7 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
             payment_timeout_s: u32_col(&row, "payment_timeout_s").map_err(bad)?,
             require_buy_token: u64_col(&row, "require_buy_token").map_err(bad)? != 0,
             gate_factor: u32_col(&row, "gate_factor").map_err(bad)?,
-            status: seckill_engine::ActivityStatus::from_name(&status_text)
+            status: seckill_proto::ActivityStatus::from_name(&status_text)
                 .ok_or_else(|| bad(format!("activity {id} has status `{status_text}`")))?,
         };
         let total = u64_col(&row, "total_stock").map_err(bad)?;
@@ -209,11 +230,14 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
             d.add("activity", format!("activity {id} is in MySQL (in_engine = 1) but not in the engine"));
         }
     }
+    Ok(())
+}
 
-    // Products.
+/// Each product's fields and its `in_engine` mark.
+async fn products(conn: &mut MySqlConnection, engine: &Engine, d: &mut Diffs) -> anyhow::Result<()> {
     let mut mysql_products = BTreeMap::new();
     for row in sqlx::query("SELECT id, name, description, image_url, price_cents, in_engine FROM products")
-        .fetch_all(&mut conn)
+        .fetch_all(&mut *conn)
         .await?
     {
         let id = u64_col(&row, "id").map_err(bad)?;
@@ -241,6 +265,5 @@ pub async fn verify(url: &str, engine: &Engine) -> anyhow::Result<Vec<String>> {
             d.add("product", format!("product {id} is in MySQL (in_engine = 1) but not in the engine"));
         }
     }
-    let _ = conn.close().await;
-    Ok(d.finish())
+    Ok(())
 }

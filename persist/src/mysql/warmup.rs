@@ -12,11 +12,11 @@
 
 use super::schema::{self, ms_of, str_col, u32_col, u64_col};
 use seckill_engine::WarmupHook;
-use seckill_engine::{ActivitySpec, ActivityStatus, Engine};
-use seckill_proto::{Request, Response};
+use seckill_engine::{ActivitySpec, Engine};
+use seckill_proto::{ActivityStatus, Request, Response};
 use serde_json::{json, Value};
 use sqlx::mysql::MySqlRow;
-use sqlx::{Connection, MySql, QueryBuilder};
+use sqlx::{Connection, MySql, MySqlConnection, QueryBuilder};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,11 +79,32 @@ pub async fn warmup(url: &str, engine: &Engine) -> anyhow::Result<WarmupReport> 
     let mut conn = schema::connect(&schema::options(url)?).await?;
     let mut report = WarmupReport::default();
     let (last_product, last_activity) = engine.last_ids();
+    products(&mut conn, engine, last_product, &mut report).await?;
+    activities(&mut conn, engine, last_activity, &mut report).await?;
+    quotas(&mut conn, engine, &mut report).await?;
+    let _ = conn.close().await;
+    tracing::info!(
+        products = report.products_created.len(),
+        activities = report.activities_created.len(),
+        quotas = report.quotas_set,
+        skipped = report.skipped.len(),
+        errors = report.errors.len(),
+        "warmup from MySQL"
+    );
+    Ok(report)
+}
 
+/// Products marked `in_engine = 0` with ids above the engine's.
+async fn products(
+    conn: &mut MySqlConnection,
+    engine: &Engine,
+    last_product: u64,
+    report: &mut WarmupReport,
+) -> anyhow::Result<()> {
     let products = sqlx::query(
         "SELECT id, name, description, image_url, price_cents FROM products WHERE in_engine = 0 ORDER BY id",
     )
-    .fetch_all(&mut conn)
+    .fetch_all(&mut *conn)
     .await?;
     for row in &products {
         let parsed = (|| -> Result<_, String> {
@@ -113,14 +134,24 @@ pub async fn warmup(url: &str, engine: &Engine) -> anyhow::Result<WarmupReport> 
             Err(e) => report.errors.push(format!("product {id}: {e}")),
         }
     }
+    Ok(())
+}
 
+/// Activities marked `in_engine = 0` with ids above the engine's, created
+/// with their status.
+async fn activities(
+    conn: &mut MySqlConnection,
+    engine: &Engine,
+    last_activity: u64,
+    report: &mut WarmupReport,
+) -> anyhow::Result<()> {
     let sql = format!(
         "SELECT id, product_id, title, price_cents, total_stock, {} AS starts_ms, {} AS ends_ms, per_user_limit, \
          payment_timeout_s, require_buy_token, gate_factor, status FROM activities WHERE in_engine = 0 ORDER BY id",
         ms_of("starts_at"),
         ms_of("ends_at")
     );
-    for row in sqlx::query(&sql).fetch_all(&mut conn).await? {
+    for row in sqlx::query(&sql).fetch_all(&mut *conn).await? {
         let a = match activity_row(&row) {
             Ok(a) => a,
             Err(e) => {
@@ -152,7 +183,11 @@ pub async fn warmup(url: &str, engine: &Engine) -> anyhow::Result<WarmupReport> 
             Err(e) => report.errors.push(format!("activity {}: {e}", a.id)),
         }
     }
+    Ok(())
+}
 
+/// The quotas of the activities this warmup created.
+async fn quotas(conn: &mut MySqlConnection, engine: &Engine, report: &mut WarmupReport) -> anyhow::Result<()> {
     for chunk in report.activities_created.clone().chunks(500) {
         let mut q =
             QueryBuilder::<MySql>::new("SELECT activity_id, user_id, user_limit FROM quotas WHERE activity_id IN (");
@@ -161,7 +196,7 @@ pub async fn warmup(url: &str, engine: &Engine) -> anyhow::Result<WarmupReport> 
             sep.push_bind(*id);
         }
         q.push(") ORDER BY activity_id, user_id");
-        for row in q.build().fetch_all(&mut conn).await? {
+        for row in q.build().fetch_all(&mut *conn).await? {
             let parsed = (|| -> Result<_, String> {
                 Ok((u64_col(&row, "activity_id")?, u64_col(&row, "user_id")?, u32_col(&row, "user_limit")?))
             })();
@@ -178,16 +213,7 @@ pub async fn warmup(url: &str, engine: &Engine) -> anyhow::Result<WarmupReport> 
             }
         }
     }
-    let _ = conn.close().await;
-    tracing::info!(
-        products = report.products_created.len(),
-        activities = report.activities_created.len(),
-        quotas = report.quotas_set,
-        skipped = report.skipped.len(),
-        errors = report.errors.len(),
-        "warmup from MySQL"
-    );
-    Ok(report)
+    Ok(())
 }
 
 /// The admin `warmup` command for `AdminCtx.warmup`: runs `warmup` on a

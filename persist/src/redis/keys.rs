@@ -2,8 +2,7 @@
 //! schema other teams read; keep the two in step).
 
 use super::resp::Resp;
-use seckill_engine::event::Event;
-use seckill_engine::{Activity, Order, Product};
+use seckill_engine::{Activity, Event, Order, Product};
 use seckill_proto::json::rfc3339;
 use seckill_proto::{OrderId, OrderStatus};
 use std::fmt::Write as _;

@@ -109,9 +109,12 @@ impl MirrorConfig {
     }
 }
 
+/// The Redis the mirror writes to unless told otherwise (`--redis-url`).
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
 impl Default for MirrorConfig {
     fn default() -> Self {
-        Self::new("redis://127.0.0.1:6379")
+        Self::new(DEFAULT_URL)
     }
 }
 

@@ -5,9 +5,8 @@
 //! round trip), and buyers' units move by increments in Redis. A resync
 //! builds the whole state transiently (snapshot + WAL) and drops it.
 
-use seckill_engine::event::Event;
 use seckill_engine::replica::Replica;
-use seckill_engine::{Activity, Order, Product};
+use seckill_engine::{Activity, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -192,7 +191,7 @@ mod tests {
             payment_timeout_s: 60,
             require_buy_token: false,
             gate_factor: 5,
-            status: seckill_engine::ActivityStatus::Active,
+            status: seckill_proto::ActivityStatus::Active,
         }
     }
 
