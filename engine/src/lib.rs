@@ -87,7 +87,9 @@ pub use stock::StockPool;
 /// process stops. A dead shard or WAL writer would leave the requests queued
 /// to it unanswered forever; a dead process is restarted and recovers every
 /// acknowledged decision from the log (crash-only, as TigerBeetle does).
-pub(crate) fn abort_on_panic(what: &str, f: impl FnOnce()) {
+/// Public for the owner threads of other crates (the replica group's
+/// replicator and releaser).
+pub fn abort_on_panic(what: &str, f: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
         tracing::error!("{what} thread panicked: stopping the process so a restart recovers from the WAL");
         eprintln!("seckill: {what} thread panicked; aborting (restart to recover from the WAL)");

@@ -105,13 +105,19 @@ impl Replicator {
         let (flight_tx, flight_rx) = bounded::<InFlight>(IN_FLIGHT_MAX);
         let replicate = {
             let (rt, down) = (rt.clone(), down.clone());
-            std::thread::Builder::new()
-                .name("replicator".into())
-                .spawn(move || replicate(batch_rx, flight_tx, proposer, rt, first_lsn, down))?
+            std::thread::Builder::new().name("replicator".into()).spawn(move || {
+                seckill_engine::abort_on_panic("replicator", || {
+                    replicate(batch_rx, flight_tx, proposer, rt, first_lsn, down)
+                })
+            })?
         };
         let release = {
             let down = down.clone();
-            std::thread::Builder::new().name("releaser".into()).spawn(move || release(flight_rx, rt, down))?
+            // `Batch::release` runs here: a broken stock invariant must stop
+            // the process, as on a shard thread, not leave answers waiting.
+            std::thread::Builder::new()
+                .name("releaser".into())
+                .spawn(move || seckill_engine::abort_on_panic("releaser", || release(flight_rx, rt, down)))?
         };
         Ok((Sink::Replicated(batch_tx), Replicator { down, threads: vec![replicate, release] }))
     }

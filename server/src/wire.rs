@@ -180,15 +180,17 @@ fn read_loop(
             };
             let (tag, req) =
                 decode_request(frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            if !req.allowed_on_wire() {
-                let _ = tx.send((tag, Response::Error(ErrorCode::Unauthorized)));
-                in_flight.fetch_add(1, Ordering::AcqRel);
-                continue;
-            }
+            // Every answer counts against the bound, refusals too: a peer
+            // that keeps sending and never reads is held here, not queued for.
             while in_flight.load(Ordering::Acquire) >= IN_FLIGHT_MAX {
                 std::thread::sleep(Duration::from_micros(50));
             }
+            // Counted before it is queued: the writer subtracts what it sent.
             in_flight.fetch_add(1, Ordering::AcqRel);
+            if !req.allowed_on_wire() {
+                let _ = tx.send((tag, Response::Error(ErrorCode::Unauthorized)));
+                continue;
+            }
             if let Err(code) = engine.try_submit(Envelope { req, tag, reply: tx.clone().into() }) {
                 let _ = tx.send((tag, Response::Error(code)));
             }
