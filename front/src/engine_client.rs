@@ -5,6 +5,17 @@
 //! one `write`) and a reader task (answers matched to waiting requests by
 //! id). A dead connection is redialed in the background; while no
 //! connection is up, calls fail at once with `busy` (never a hang).
+//!
+//! With several engine addresses (the replicas of a group,
+//! docs/REPLICATION.md) the pool keeps connections to every one and sends
+//! to the one that last answered as the leader. A `NotLeader` answer, a
+//! lost or missing connection, a timeout or `busy` make it try again, on
+//! the hinted leader or the next address, within [`ATTEMPTS_MAX`] attempts
+//! and [`CALL_TIMEOUT`], backing off between them; past that the caller
+//! gets `busy`. Retrying is safe because every request a front sends is
+//! idempotent on the engine once a buy carries an idempotency key, which
+//! the front attaches itself when the buyer sent none
+//! ([`EngineLink::retries`]). With one address nothing is retried.
 
 use seckill_proto::handshake::{WireKey, HELLO_BYTES};
 use seckill_proto::{decode_response, encode_request, Address, ErrorCode, FrameReader, Request, Response};
@@ -14,12 +25,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Requests queued toward one connection before callers get `busy`.
 const OUTBOX_MAX: usize = 8192;
-/// Longest wait for one answer: the engine answers within a group commit, so
-/// this only fires when something is badly wrong.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for one answer, retries included: the engine answers within
+/// a group commit, so this only fires when something is badly wrong (or a
+/// group elects a new leader for longer than this).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for one attempt's answer when there are other replicas to
+/// try: a leader cut off from its group answers `busy` after 5 s
+/// (`COMMIT_TIMEOUT_MS`), one that is gone without a FIN never answers.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Attempts of one call over several replicas (each at most
+/// [`ATTEMPT_TIMEOUT`], all within [`CALL_TIMEOUT`]).
+pub const ATTEMPTS_MAX: u32 = 24;
+/// Wait before a retry, doubled after each failed attempt up to the max;
+/// a `NotLeader` naming another replica is followed at once.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(400);
+/// Retries after `busy` (or a full outbox) within one call: a leader that
+/// stepped down answers `busy` and exits (the next attempt finds it gone),
+/// but an overloaded one answers `busy` too, and retrying that for long
+/// would only add load.
+pub const BUSY_RETRIES_MAX: u32 = 2;
+/// Engine addresses one front may be given (a group's replicas).
+pub const ENGINES_MAX: usize = 7;
 const REDIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Longest wait for the engine's hello after connecting.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,56 +65,145 @@ struct Conn {
     up: Arc<AtomicBool>,
 }
 
-pub struct EnginePool {
+/// The connections to one engine address.
+struct Target {
+    addr: Address,
     conns: Vec<Conn>,
     next_conn: AtomicUsize,
+}
+
+/// How one attempt on one address ended.
+enum Attempt {
+    Answer(Response),
+    /// No connection up, or it was lost before the answer: the request may
+    /// or may not have been decided.
+    Lost,
+    /// The outbox is full: this address is overloaded.
+    Full,
+    TimedOut,
+}
+
+pub struct EnginePool {
+    targets: Vec<Target>,
+    /// Index of the target that last answered as the leader.
+    leader: AtomicUsize,
     next_id: AtomicU64,
 }
 
 impl EnginePool {
-    /// Starts `connections` connections to `addr` (dialed in the background,
-    /// so the front can start before the engine).
-    /// Each connection proves the shared secret first (`key`).
-    pub fn start(addr: Address, connections: usize, key: WireKey) -> Arc<EnginePool> {
+    /// Starts `connections` connections to each of `addrs` (dialed in the
+    /// background, so the front can start before the engine). Each
+    /// connection proves the shared secret first (`key`).
+    pub fn start(addrs: Vec<Address>, connections: usize, key: WireKey) -> Arc<EnginePool> {
         assert!(connections >= 1);
-        let conns = (0..connections)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(OUTBOX_MAX);
-                let waiters: Waiters = Arc::default();
-                let up = Arc::new(AtomicBool::new(false));
-                tokio::spawn(run_conn(addr.clone(), key.clone(), rx, waiters.clone(), up.clone()));
-                Conn { outbox: tx, waiters, up }
+        assert!((1..=ENGINES_MAX).contains(&addrs.len()));
+        let targets = addrs
+            .into_iter()
+            .map(|addr| {
+                let conns = (0..connections)
+                    .map(|_| {
+                        let (tx, rx) = mpsc::channel(OUTBOX_MAX);
+                        let waiters: Waiters = Arc::default();
+                        let up = Arc::new(AtomicBool::new(false));
+                        tokio::spawn(run_conn(addr.clone(), key.clone(), rx, waiters.clone(), up.clone()));
+                        Conn { outbox: tx, waiters, up }
+                    })
+                    .collect();
+                Target { addr, conns, next_conn: AtomicUsize::new(0) }
             })
             .collect();
-        Arc::new(EnginePool { conns, next_conn: AtomicUsize::new(0), next_id: AtomicU64::new(1) })
+        Arc::new(EnginePool { targets, leader: AtomicUsize::new(0), next_id: AtomicU64::new(1) })
     }
 
     /// True when at least one connection is up.
     pub fn is_up(&self) -> bool {
-        self.conns.iter().any(|c| c.up.load(Ordering::Acquire))
+        self.targets.iter().flat_map(|t| &t.conns).any(|c| c.up.load(Ordering::Acquire))
+    }
+
+    /// Whether calls are retried on other replicas (several addresses).
+    pub fn retries(&self) -> bool {
+        self.targets.len() > 1
     }
 
     /// Sends a request and waits for its answer. Engine unreachable, queue
-    /// full or timeout all come back as `Response::Error(Busy)`.
+    /// full or timeout all come back as `Response::Error(Busy)`; with
+    /// several addresses, only once every attempt failed.
     pub async fn call(&self, req: Request) -> Response {
-        let n = self.conns.len();
-        let start = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let Some(conn) = (0..n).map(|i| &self.conns[(start + i) % n]).find(|c| c.up.load(Ordering::Acquire)) else {
-            return Response::Error(ErrorCode::Busy);
+        if !self.retries() {
+            return match self.attempt(&self.targets[0], req, CALL_TIMEOUT).await {
+                // One address that is not the leader: nothing else to try.
+                Attempt::Answer(Response::NotLeader { .. }) => Response::Error(ErrorCode::Busy),
+                Attempt::Answer(resp) => resp,
+                Attempt::Lost | Attempt::Full | Attempt::TimedOut => Response::Error(ErrorCode::Busy),
+            };
+        }
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let n = self.targets.len();
+        let mut at = self.leader.load(Ordering::Relaxed) % n;
+        let mut backoff = RETRY_BACKOFF_MIN;
+        let mut busy = 0;
+        for attempt in 0..ATTEMPTS_MAX {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let outcome = self.attempt(&self.targets[at], req.clone(), left.min(ATTEMPT_TIMEOUT)).await;
+            let next = match outcome {
+                Attempt::Answer(Response::NotLeader { leader }) => {
+                    match self.targets.iter().position(|t| !leader.is_empty() && t.addr.to_string() == leader) {
+                        // Follow the hint at once.
+                        Some(hinted) if hinted != at => {
+                            at = hinted;
+                            continue;
+                        }
+                        _ => (at + 1) % n,
+                    }
+                }
+                Attempt::Answer(Response::Error(ErrorCode::Busy)) | Attempt::Full => {
+                    busy += 1;
+                    if busy > BUSY_RETRIES_MAX {
+                        return Response::Error(ErrorCode::Busy);
+                    }
+                    at
+                }
+                Attempt::Answer(resp) => {
+                    if self.leader.swap(at, Ordering::Relaxed) != at {
+                        tracing::info!(engine = %self.targets[at].addr, "engine leader found");
+                    }
+                    return resp;
+                }
+                Attempt::Lost | Attempt::TimedOut => (at + 1) % n,
+            };
+            tracing::debug!(attempt, engine = %self.targets[at].addr, "engine call retried");
+            metrics::counter!("seckill_front_engine_retries_total").increment(1);
+            at = next;
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+        metrics::counter!("seckill_front_engine_unreachable_total").increment(1);
+        Response::Error(ErrorCode::Busy)
+    }
+
+    /// One try on one address.
+    async fn attempt(&self, target: &Target, req: Request, timeout: Duration) -> Attempt {
+        let n = target.conns.len();
+        let start = target.next_conn.fetch_add(1, Ordering::Relaxed);
+        let Some(conn) = (0..n).map(|i| &target.conns[(start + i) % n]).find(|c| c.up.load(Ordering::Acquire)) else {
+            return Attempt::Lost;
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&conn.waiters).insert(id, tx);
         if conn.outbox.try_send((id, req)).is_err() {
             lock(&conn.waiters).remove(&id);
-            return Response::Error(ErrorCode::Busy);
+            return Attempt::Full;
         }
-        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(_)) => Response::Error(ErrorCode::Busy),
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => Attempt::Answer(resp),
+            Ok(Err(_)) => Attempt::Lost,
             Err(_) => {
                 lock(&conn.waiters).remove(&id);
-                Response::Error(ErrorCode::Busy)
+                Attempt::TimedOut
             }
         }
     }
@@ -291,6 +411,15 @@ impl EngineLink {
         match self {
             EngineLink::Remote(pool) => pool.is_up(),
             EngineLink::Local(..) => true,
+        }
+    }
+
+    /// Whether a call may reach the engine more than once (a front given
+    /// several replicas): then the front gives every buy an idempotency key.
+    pub fn retries(&self) -> bool {
+        match self {
+            EngineLink::Remote(pool) => pool.retries(),
+            EngineLink::Local(..) => false,
         }
     }
 
