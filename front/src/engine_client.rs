@@ -142,17 +142,29 @@ impl EnginePool {
         let mut at = self.leader.load(Ordering::Relaxed) % n;
         let mut backoff = RETRY_BACKOFF_MIN;
         let mut busy = 0;
+        // Targets that were lost or timed out in this call (bit i: target
+        // i; at most `ENGINES_MAX` < 32).
+        let mut failed: u32 = 0;
         for attempt in 0..ATTEMPTS_MAX {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             let outcome = self.attempt(&self.targets[at], req.clone(), left.min(ATTEMPT_TIMEOUT)).await;
+            let what = match &outcome {
+                Attempt::Answer(Response::NotLeader { .. }) => "not_leader",
+                Attempt::Answer(_) => "busy",
+                Attempt::Lost => "lost",
+                Attempt::Full => "full",
+                Attempt::TimedOut => "timed_out",
+            };
             let next = match outcome {
                 Attempt::Answer(Response::NotLeader { leader }) => {
                     match self.targets.iter().position(|t| !leader.is_empty() && t.addr.to_string() == leader) {
-                        // Follow the hint at once.
-                        Some(hinted) if hinted != at => {
+                        // Follow the hint at once, unless that replica
+                        // failed in this call: a follower names the old
+                        // leader until it hears of the new one.
+                        Some(hinted) if hinted != at && failed & (1 << hinted) == 0 => {
                             at = hinted;
                             continue;
                         }
@@ -172,9 +184,12 @@ impl EnginePool {
                     }
                     return resp;
                 }
-                Attempt::Lost | Attempt::TimedOut => (at + 1) % n,
+                Attempt::Lost | Attempt::TimedOut => {
+                    failed |= 1 << at;
+                    (at + 1) % n
+                }
             };
-            tracing::debug!(attempt, engine = %self.targets[at].addr, "engine call retried");
+            tracing::debug!(attempt, engine = %self.targets[at].addr, what, "engine call retried");
             metrics::counter!("seckill_front_engine_retries_total").increment(1);
             at = next;
             tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
