@@ -469,6 +469,124 @@ mod tests {
         }
     }
 
+    /// A fake engine on a local port: the wire handshake, then each request
+    /// is answered by `answer` (`None`: the connection is dropped with the
+    /// request unanswered, as a killed leader leaves it). Every request it
+    /// received is kept.
+    struct FakeEngine {
+        addr: Address,
+        seen: Arc<Mutex<Vec<Request>>>,
+    }
+
+    type Answer = Arc<dyn Fn(&Request) -> Option<Response> + Send + Sync>;
+
+    async fn fake_engine(key: WireKey, answer: Answer) -> FakeEngine {
+        use seckill_proto::handshake::{NONCE_BYTES, PROOF_BYTES};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = Address::Tcp(listener.local_addr().expect("local addr"));
+        let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let kept = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (key, answer, seen) = (key.clone(), answer.clone(), kept.clone());
+                tokio::spawn(async move {
+                    let nonce: [u8; NONCE_BYTES] = rand::random();
+                    let mut proof = [0u8; PROOF_BYTES];
+                    if s.write_all(&WireKey::hello(&nonce)).await.is_err()
+                        || s.read_exact(&mut proof).await.is_err()
+                        || !key.verify(&nonce, &proof)
+                    {
+                        return;
+                    }
+                    let mut frames = FrameReader::with_capacity(4096);
+                    loop {
+                        match s.read(frames.spare(4096)).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => frames.filled(n),
+                        }
+                        while let Ok(Some(frame)) = frames.next_frame() {
+                            let (id, req) = seckill_proto::decode_request(frame).expect("a request");
+                            seen.lock().expect("seen").push(req.clone());
+                            let Some(resp) = answer(&req) else { return };
+                            let mut out = Vec::new();
+                            seckill_proto::encode_response(&mut out, id, &resp);
+                            if s.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        FakeEngine { addr, seen }
+    }
+
+    fn buy(key: u64) -> Request {
+        Request::Buy { user_id: 7, activity_id: 1, quantity: 1, idempotency_key: key, buy_token_ok: false }
+    }
+
+    async fn wait_up(pool: &EnginePool) {
+        for _ in 0..500 {
+            if pool.targets.iter().all(|t| t.conns.iter().all(|c| c.up.load(Ordering::Acquire))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the pool did not connect");
+    }
+
+    /// A follower's `NotLeader` naming the leader sends the front there,
+    /// and the front remembers it: the next call goes to the leader first.
+    #[tokio::test]
+    async fn a_follower_sends_the_front_to_the_leader_it_names() {
+        let key = WireKey::derive(b"test secret");
+        let leader = fake_engine(key.clone(), Arc::new(|_: &Request| Some(Response::Done))).await;
+        let hint = leader.addr.to_string();
+        let follower =
+            fake_engine(key.clone(), Arc::new(move |_: &Request| Some(Response::NotLeader { leader: hint.clone() })))
+                .await;
+        // A follower that knows no leader, next in line: not asked while the hint works.
+        let other =
+            fake_engine(key.clone(), Arc::new(|_: &Request| Some(Response::NotLeader { leader: String::new() }))).await;
+        let pool = EnginePool::start(vec![follower.addr.clone(), other.addr.clone(), leader.addr.clone()], 1, key);
+        wait_up(&pool).await;
+        assert!(pool.retries());
+        assert_eq!(pool.call(buy(5)).await, Response::Done);
+        assert_eq!(pool.call(buy(6)).await, Response::Done);
+        assert_eq!(*follower.seen.lock().expect("seen"), vec![buy(5)], "the follower was asked again");
+        assert!(other.seen.lock().expect("seen").is_empty(), "the hint was not followed");
+        assert_eq!(*leader.seen.lock().expect("seen"), vec![buy(5), buy(6)]);
+    }
+
+    /// A request in flight when its leader dies (the connection drops
+    /// unanswered) is sent again, the same request with the same key, to
+    /// the next replica; the caller sees only the second answer.
+    #[tokio::test]
+    async fn a_request_lost_with_its_leader_is_retried_on_the_next_replica() {
+        let key = WireKey::derive(b"test secret");
+        let dying = fake_engine(key.clone(), Arc::new(|_: &Request| None)).await;
+        let next = fake_engine(key.clone(), Arc::new(|_: &Request| Some(Response::Error(ErrorCode::SoldOut)))).await;
+        let pool = EnginePool::start(vec![dying.addr.clone(), next.addr.clone()], 1, key);
+        wait_up(&pool).await;
+        assert_eq!(pool.call(buy(0xabc)).await, Response::Error(ErrorCode::SoldOut));
+        assert_eq!(*dying.seen.lock().expect("seen"), vec![buy(0xabc)]);
+        assert_eq!(*next.seen.lock().expect("seen"), vec![buy(0xabc)]);
+    }
+
+    /// One engine address: nothing is retried, and a `NotLeader` (a
+    /// follower given as the only engine) is `busy` to the caller.
+    #[tokio::test]
+    async fn one_address_is_never_retried() {
+        let key = WireKey::derive(b"test secret");
+        let follower =
+            fake_engine(key.clone(), Arc::new(|_: &Request| Some(Response::NotLeader { leader: String::new() }))).await;
+        let pool = EnginePool::start(vec![follower.addr.clone()], 1, key);
+        wait_up(&pool).await;
+        assert!(!pool.retries());
+        assert_eq!(pool.call(buy(1)).await, Response::Error(ErrorCode::Busy));
+        assert_eq!(follower.seen.lock().expect("seen").len(), 1);
+    }
+
     #[test]
     fn every_answer_of_every_group_reaches_its_request() {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Request, Delivery)>(4096);
