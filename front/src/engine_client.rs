@@ -179,7 +179,9 @@ impl EnginePool {
                     at
                 }
                 Attempt::Answer(resp) => {
-                    if self.leader.swap(at, Ordering::Relaxed) != at {
+                    // A read first: calls share this line, and it rarely changes.
+                    if self.leader.load(Ordering::Relaxed) != at {
+                        self.leader.store(at, Ordering::Relaxed);
                         tracing::info!(engine = %self.targets[at].addr, "engine leader found");
                     }
                     return resp;
