@@ -873,7 +873,20 @@ mod tests {
         let kinds: Vec<u8> = all_requests().iter().map(request_kind).collect();
         assert_eq!(kinds, [1, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let kinds: Vec<u8> = all_responses().iter().map(response_kind).collect();
-        assert_eq!(kinds, [128, 129, 130, 130, 131, 132, 132, 133, 134]);
+        assert_eq!(kinds, [128, 129, 130, 130, 131, 132, 132, 133, 134, 136, 136]);
+    }
+
+    #[test]
+    fn not_leader_layout_is_as_documented() {
+        let mut out = Vec::new();
+        encode_response(&mut out, 9, &Response::NotLeader { leader: "tcp:1.2.3.4:5".into() });
+        let mut want = Vec::new();
+        want.extend_from_slice(&(1u32 + 8 + 2 + 13).to_le_bytes());
+        want.push(kind::NOT_LEADER);
+        want.extend_from_slice(&9u64.to_le_bytes());
+        want.extend_from_slice(&13u16.to_le_bytes());
+        want.extend_from_slice(b"tcp:1.2.3.4:5");
+        assert_eq!(out, want);
     }
 
     #[test]
