@@ -40,12 +40,18 @@ const E2E_STOCK: u64 = 2_500;
 const QUEUE_CAPACITY: usize = 65_536;
 
 fn buys(activity_id: u64, users: std::ops::Range<u64>) -> Vec<Request> {
+    keyed_buys(activity_id, users, false)
+}
+
+/// `buys`, each with an idempotency key when `keyed` (what a front given a
+/// replica group sends: it keys every buy itself).
+fn keyed_buys(activity_id: u64, users: std::ops::Range<u64>, keyed: bool) -> Vec<Request> {
     users
         .map(|i| Request::Buy {
             user_id: user_id(i),
             activity_id,
             quantity: 1,
-            idempotency_key: 0,
+            idempotency_key: if keyed { i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 } else { 0 },
             buy_token_ok: false,
         })
         .collect()
@@ -135,6 +141,8 @@ fn decide(c: &mut Criterion) {
         decide_all_with_replies(state, &reqs, &mut batch, &tx, &rx)
     });
     sale_case(&mut g, "decide/all_win", DECIDE_USERS, |state| decide_all(state, &reqs, &mut batch));
+    let keyed = keyed_buys(ACTIVITY, 0..DECIDE_USERS, true);
+    sale_case(&mut g, "decide/all_win_keyed", DECIDE_USERS, |state| decide_all(state, &keyed, &mut batch));
     g.finish();
 }
 

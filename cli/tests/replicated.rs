@@ -15,11 +15,14 @@
 //!
 //! `SECKILL_REPLICA_CYCLES` sets the kills (default 3);
 //! `SECKILL_TEST_PORT_BASE` takes each test's six ports from BASE on (the
-//! second test from BASE + 10) instead of free ones.
+//! second test from BASE + 10, the third from BASE + 20) instead of free ones.
+//!
+//! `a_front_follows_the_leader_through_a_kill_9` puts a `seckill front
+//! --engine a,b,c` in front of the group: buyers only speak HTTP to it.
 
 mod common;
 
-use common::{log_file, seckill, wire_key, TcpProxy};
+use common::{bearer, log_file, seckill, spawn_front, try_request, wait_http_ok, wire_key, TcpProxy};
 use rand::{Rng, SeedableRng};
 use seckill_proto::{Address, ErrorCode, OrderId, Request, Response};
 use seckill_server::client::Pool;
@@ -125,6 +128,7 @@ impl Group {
             .args(["--engine", &format!("tcp:127.0.0.1:{}", r.engine_port)])
             .args(["--replica-id", &r.id.to_string(), "--peers", &self.peers])
             .args(["--replica-listen", &format!("127.0.0.1:{}", r.replica_port)])
+            .args(["--peer-engines", &self.peer_engines()])
             .args(["--shards", "2", "--mysql-url", "none", "--redis-url", "none", "--metrics", "none"])
             .stderr(log_file(&r.dir.with_extension("log")))
             .spawn()
@@ -200,6 +204,16 @@ impl Group {
         v.as_array().expect("one status per replica").clone()
     }
 
+    /// `--peer-engines`: every replica's wire address by id.
+    fn peer_engines(&self) -> String {
+        self.replicas.iter().map(|r| format!("{}=tcp:127.0.0.1:{}", r.id, r.engine_port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// A front's `--engine`: every replica's wire address.
+    fn front_engines(&self) -> String {
+        self.replicas.iter().map(|r| format!("tcp:127.0.0.1:{}", r.engine_port)).collect::<Vec<_>>().join(",")
+    }
+
     fn wire(&self, i: usize) -> Address {
         Address::Tcp(([127, 0, 0, 1], self.replicas[i].engine_port).into())
     }
@@ -240,6 +254,8 @@ fn client(pool: &Pool, stop: &AtomicBool, activity_id: u64, client: u64, seed: u
                 acked.push((o.order_id, user_id, quantity));
             }
             Ok(Response::Error(ErrorCode::SoldOut | ErrorCode::LimitReached | ErrorCode::Busy)) => {}
+            // It lost the lead (a new replica answers on a reused port).
+            Ok(Response::NotLeader { .. }) => break,
             Ok(other) => panic!("unexpected answer to a buy: {other:?}"),
             Err(_) => break,
         }
@@ -250,20 +266,34 @@ fn client(pool: &Pool, stop: &AtomicBool, activity_id: u64, client: u64, seed: u
 /// Checks the acknowledged orders and the stock on the replica `i` leads;
 /// `Err` when it stopped answering (a new election: check again).
 fn check(g: &Group, i: usize, activity_id: u64, acked: &BTreeMap<OrderId, (u64, u32)>) -> Result<(), String> {
+    check_users(g, i, activity_id, acked, USERS, LIMIT)
+}
+
+/// `check` for users `1..=users` buying at most `limit` each.
+fn check_users(
+    g: &Group,
+    i: usize,
+    activity_id: u64,
+    acked: &BTreeMap<OrderId, (u64, u32)>,
+    users: u64,
+    limit: u32,
+) -> Result<(), String> {
     let pool = Pool::connect(&g.wire(i), 1, &wire_key()).map_err(|e| e.to_string())?;
     let call = |req: &Request| pool.call(req).map_err(|e| e.to_string());
     for (id, (user_id, quantity)) in acked {
         match call(&Request::GetOrder { user_id: Some(*user_id), order_id: *id })? {
             Response::Order(o) => assert_eq!((o.user_id, o.quantity), (*user_id, *quantity), "order {id}"),
             Response::Error(ErrorCode::Busy) => return Err("busy".into()),
+            Response::NotLeader { .. } => return Err("not the leader any more".into()),
             other => panic!("acknowledged order {id} of user {user_id} is not on the new leader: {other:?}"),
         }
     }
     let a = match call(&Request::GetActivity { activity_id })? {
         Response::Activity(a) => a,
+        Response::NotLeader { .. } | Response::Error(ErrorCode::Busy) => return Err("not the leader any more".into()),
         other => panic!("activity {activity_id} on the new leader: {other:?}"),
     };
-    common::check_stock(call, USERS, LIMIT, &a, "")?;
+    common::check_stock(call, users, limit, &a, "")?;
     Ok(())
 }
 
@@ -353,6 +383,7 @@ fn buy_some(g: &Group, i: usize, activity_id: u64, users: std::ops::Range<u64>) 
                 acked.insert(o.order_id, (user_id, 1));
             }
             Ok(Response::Error(ErrorCode::SoldOut | ErrorCode::LimitReached | ErrorCode::Busy)) => {}
+            Ok(Response::NotLeader { .. }) => break,
             Ok(other) => panic!("unexpected answer to a buy: {other:?}"),
             Err(_) => break,
         }
@@ -408,4 +439,135 @@ fn a_leader_cut_off_from_its_peers_acknowledges_nothing() {
     let now = g.leader(None);
     check(&g, now, activity_id, &acked).expect("the leader after healing answers the check");
     eprintln!("partition: {} orders acknowledged and checked; {} restarts", acked.len(), g.restarts);
+}
+
+/// What buyers got from the front: every 201 with its order, and how many
+/// of each other status.
+#[derive(Default)]
+struct HttpAnswers {
+    /// (order id, user, answered after the kill)
+    created: Vec<(OrderId, u64, bool)>,
+    statuses: BTreeMap<u16, u64>,
+    /// The highest user id that tried.
+    last_user: u64,
+}
+
+/// One buyer thread: each user buys once (one unit, the limit), through
+/// the front's HTTP, until `stop`. Users `first, first + step, …`.
+fn http_buyer(
+    port: u16,
+    activity_id: u64,
+    first: u64,
+    step: u64,
+    stop: &AtomicBool,
+    killed: &AtomicBool,
+) -> HttpAnswers {
+    let mut out = HttpAnswers::default();
+    let path = format!("/api/v1/activities/{activity_id}/buy");
+    let mut user_id = first;
+    while !stop.load(Ordering::Acquire) {
+        let auth = bearer(user_id);
+        let after_kill = killed.load(Ordering::Acquire);
+        out.last_user = user_id;
+        let Ok(r) = try_request(port, "POST", &path, &[("Authorization", &auth)], br#"{"quantity":1}"#) else {
+            *out.statuses.entry(0).or_default() += 1;
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        *out.statuses.entry(r.status).or_default() += 1;
+        match r.status {
+            201 => {
+                let o = r.json();
+                let id: OrderId = o["order_id"].as_str().and_then(|s| s.parse().ok()).expect("an order id in a 201");
+                assert_eq!(o["user_id"].as_u64(), Some(user_id), "{o}");
+                out.created.push((id, user_id, after_kill));
+            }
+            // Each user buys once, so nothing was held before: a
+            // `limit_reached` is a retried buy that had committed.
+            409 => assert_ne!(r.json()["error"]["code"], "limit_reached", "user {user_id} bought once: {}", r.text()),
+            503 => {}
+            other => panic!("unexpected answer to a buy: {other} {}", r.text()),
+        }
+        user_id += step;
+    }
+    out
+}
+
+/// A front given every replica keeps selling through the leader's kill -9:
+/// it re-routes to the new leader (not_leader from the followers, the lost
+/// connection to the old one) and retries its in-flight buys there with its
+/// own idempotency key. Every 201 is on the new leader exactly once, no
+/// buyer (each buys once) is told `limit_reached`, nothing is oversold.
+#[test]
+fn a_front_follows_the_leader_through_a_kill_9() {
+    const BUYERS: u64 = 4;
+    let mut g = Group::start(2);
+    let first = g.leader(None);
+    // The limit is 1 and every user buys once: see `http_buyer`.
+    let created = try_admin(
+        &g.replicas[first].dir,
+        "activity.create",
+        json!({"title": "front", "price_cents": 100, "stock": STOCK, "per_user_limit": 1,
+               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+    )
+    .expect("the leader's admin socket")
+    .expect("activity.create");
+    let activity_id = created["id"].as_u64().expect("an activity id");
+
+    let front_dir = g._root.path().join("front");
+    std::fs::create_dir_all(&front_dir).expect("front dir");
+    let http_port = seckill_testkit::free_port();
+    let _front = spawn_front(
+        &front_dir,
+        http_port,
+        &["--engine", &g.front_engines(), "--payment", "sandbox"],
+        log_file(&front_dir.with_extension("log")),
+    );
+    wait_http_ok(http_port, "/api/v1/readyz");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|b| {
+            let (stop, killed) = (stop.clone(), killed.clone());
+            std::thread::spawn(move || http_buyer(http_port, activity_id, b + 1, BUYERS, &stop, &killed))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    g.kill9(first);
+    let kill = Instant::now();
+    killed.store(true, Ordering::Release);
+    // Buyers go on through the election; the new leader must sell.
+    let new = g.leader(Some(first));
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Release);
+    let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
+    let (mut after, mut statuses, mut users) = (0, BTreeMap::<u16, u64>::new(), 0);
+    for b in buyers {
+        let a = b.join().expect("buyer thread");
+        for (id, user_id, after_kill) in a.created {
+            assert!(acked.insert(id, (user_id, 1)).is_none(), "order id {id} answered twice");
+            after += u64::from(after_kill);
+        }
+        users = users.max(a.last_user);
+        for (s, n) in a.statuses {
+            *statuses.entry(s).or_default() += n;
+        }
+    }
+    eprintln!(
+        "front: {} orders acknowledged ({after} after the kill), answers {statuses:?}, new leader after {:?}; front log {}",
+        acked.len(),
+        kill.elapsed(),
+        front_dir.with_extension("log").display()
+    );
+    assert!(after > 0, "the front sold nothing after the leader's kill: {statuses:?}; see {}", g.logs());
+    let deadline = Instant::now() + PATIENCE;
+    let mut leader = new;
+    while let Err(e) = check_users(&g, leader, activity_id, &acked, users, 1) {
+        assert!(Instant::now() < deadline, "no leader answered the check: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+        leader = g.leader(Some(first));
+    }
+    // Exactly once: each user holds at most one order (checked by `check`
+    // against the limit), and every 201 is that order.
 }

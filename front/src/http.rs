@@ -477,15 +477,26 @@ async fn buy_answer(front: &Front, id: &str, req: HttpRequest<Incoming>) -> Http
         front.metrics.sold_out_short_circuit.increment(1);
         return engine_error(ErrorCode::SoldOut);
     }
+    // A front that may send a buy twice (to an old and a new leader of a
+    // replica group) keys every buy the buyer did not key, so the second
+    // attempt answers the order the first made (docs/REPLICATION.md).
+    let own_key = idempotency_key == 0 && front.engine.retries();
+    let idempotency_key = if own_key { rand::random::<u64>().max(1) } else { idempotency_key };
     let resp = front.engine.call(Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok }).await;
     if resp == Response::Error(ErrorCode::SoldOut) {
         front.sold_out.mark(activity_id, now);
     }
-    // The key's first buy was for another quantity: not a retry of it.
-    if matches!(resp, Response::Replayed(o) if o.quantity != quantity) {
-        return engine_error(ErrorCode::IdempotencyKeyReused);
+    match resp {
+        // The front's own key replayed: this buyer's one buy, retried by
+        // the front, made this order; to the buyer it is new (201).
+        Response::Replayed(o) if own_key => {
+            front.metrics.own_key_replayed.increment(1);
+            order_response(Response::Order(o), StatusCode::CREATED)
+        }
+        // The key's first buy was for another quantity: not a retry of it.
+        Response::Replayed(o) if o.quantity != quantity => engine_error(ErrorCode::IdempotencyKeyReused),
+        resp => order_response(resp, StatusCode::CREATED),
     }
-    order_response(resp, StatusCode::CREATED)
 }
 
 async fn buy_token(front: &Front, req: &HttpRequest<Incoming>, id: &str) -> HttpResponse<Body> {

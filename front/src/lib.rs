@@ -86,9 +86,12 @@ impl Default for HttpLimits {
 
 pub struct FrontConfig {
     pub http: SocketAddr,
-    pub engine: Address,
+    /// The engine, or every replica of its group (the front follows the
+    /// leader among them: `engine_client`).
+    pub engines: Vec<Address>,
+    /// Connections to each of `engines`.
     pub engine_connections: usize,
-    /// An engine in this process: used instead of `engine` when set.
+    /// An engine in this process: used instead of `engines` when set.
     pub local_engine: Option<Arc<dyn LocalEngine>>,
     pub auth_secret: Vec<u8>,
     /// Rotation, issuer and audience for bearer tokens.
@@ -154,7 +157,7 @@ pub async fn bind(cfg: FrontConfig) -> std::io::Result<(Arc<Front>, TcpListener)
         engine: match cfg.local_engine {
             Some(local) => EngineLink::local(local),
             None => EngineLink::Remote(EnginePool::start(
-                cfg.engine,
+                cfg.engines,
                 cfg.engine_connections.max(1),
                 seckill_proto::handshake::WireKey::derive(&cfg.auth_secret),
             )),

@@ -80,6 +80,9 @@ pub struct HttpMetrics {
     pub activity_reads_engine: Counter,
     /// `seckill_front_sold_out_short_circuit_total`
     pub sold_out_short_circuit: Counter,
+    /// `seckill_front_own_key_replayed_total`: buys the front retried on
+    /// another replica that had already made their order (answered 201).
+    pub own_key_replayed: Counter,
     /// `seckill_payment_notify_refused_total`
     pub notify_refused: Counter,
     /// `seckill_http_connections_refused_total{why="per_ip"}`
@@ -98,6 +101,7 @@ impl Default for HttpMetrics {
             activity_reads_shed: metrics::counter!("seckill_front_activity_reads_total", "source" => "shed"),
             activity_reads_engine: metrics::counter!("seckill_front_activity_reads_total", "source" => "engine"),
             sold_out_short_circuit: metrics::counter!("seckill_front_sold_out_short_circuit_total"),
+            own_key_replayed: metrics::counter!("seckill_front_own_key_replayed_total"),
             notify_refused: metrics::counter!("seckill_payment_notify_refused_total"),
             connections_refused_per_ip: metrics::counter!("seckill_http_connections_refused_total", "why" => "per_ip"),
             requests_cut: metrics::counter!("seckill_http_requests_cut_total"),

@@ -14,8 +14,10 @@
 //! decodes re-encodes to the same bytes.
 //!
 //! Kinds 1..=12 are the [`Request`] variants in declaration order; kinds
-//! 128..=135 are the [`Response`] variants, also in declaration order (see
-//! [`kind`]).
+//! 128..=136 are the [`Response`] variants, also in declaration order (see
+//! [`kind`]). Kind 136 (`NotLeader`, a replica that does not lead) came
+//! with replica groups; a front from before it closes the connection on
+//! that kind (`UnknownKind`), which only a replica group can send.
 //!
 //! Decoding never panics and never trusts a count: a malformed frame is a
 //! [`FrameError`], and the connection that sent it is closed by its owner.
@@ -56,6 +58,7 @@ pub mod kind {
     pub const DONE: u8 = 133;
     pub const ERROR: u8 = 134;
     pub const RATE_LIMITED: u8 = 135;
+    pub const NOT_LEADER: u8 = 136;
 }
 
 /// Encoded size of one [`OrderView`].
@@ -212,6 +215,7 @@ fn encode_response_unchecked(out: &mut Vec<u8>, request_id: u64, resp: &Response
         Response::Done => {}
         Response::Error(code) => put_u8(out, *code as u8),
         Response::RateLimited { retry_after_s } => put_u32(out, *retry_after_s),
+        Response::NotLeader { leader } => put_str(out, leader),
     }
     finish(out, start)
 }
@@ -243,6 +247,7 @@ fn response_kind(resp: &Response) -> u8 {
         Response::Done => kind::DONE,
         Response::Error(_) => kind::ERROR,
         Response::RateLimited { .. } => kind::RATE_LIMITED,
+        Response::NotLeader { .. } => kind::NOT_LEADER,
     }
 }
 
@@ -424,6 +429,7 @@ pub fn decode_response(frame: &[u8]) -> Result<(u64, Response), FrameError> {
             Response::Error(ErrorCode::from_u8(code).ok_or(FrameError::BadValue { field: "error_code" })?)
         }
         kind::RATE_LIMITED => Response::RateLimited { retry_after_s: r.u32("retry_after_s")? },
+        kind::NOT_LEADER => Response::NotLeader { leader: r.string("leader")? },
         other => return Err(FrameError::UnknownKind(other)),
     };
     r.finish()?;
@@ -697,6 +703,7 @@ mod tests {
             Just(Response::Done),
             proptest::sample::select(ErrorCode::ALL.to_vec()).prop_map(Response::Error),
             any::<u32>().prop_map(|retry_after_s| Response::RateLimited { retry_after_s }),
+            "\\PC{0,24}".prop_map(|leader| Response::NotLeader { leader }),
         ]
     }
 
@@ -775,6 +782,8 @@ mod tests {
             Response::Activities { items: vec![sample_activity(); 2], total: 2 },
             Response::Done,
             Response::Error(ErrorCode::SoldOut),
+            Response::NotLeader { leader: String::new() },
+            Response::NotLeader { leader: "tcp:10.0.0.2:7000".into() },
         ]
     }
 
@@ -864,7 +873,20 @@ mod tests {
         let kinds: Vec<u8> = all_requests().iter().map(request_kind).collect();
         assert_eq!(kinds, [1, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let kinds: Vec<u8> = all_responses().iter().map(response_kind).collect();
-        assert_eq!(kinds, [128, 129, 130, 130, 131, 132, 132, 133, 134]);
+        assert_eq!(kinds, [128, 129, 130, 130, 131, 132, 132, 133, 134, 136, 136]);
+    }
+
+    #[test]
+    fn not_leader_layout_is_as_documented() {
+        let mut out = Vec::new();
+        encode_response(&mut out, 9, &Response::NotLeader { leader: "tcp:1.2.3.4:5".into() });
+        let mut want = Vec::new();
+        want.extend_from_slice(&(1u32 + 8 + 2 + 13).to_le_bytes());
+        want.push(kind::NOT_LEADER);
+        want.extend_from_slice(&9u64.to_le_bytes());
+        want.extend_from_slice(&13u16.to_le_bytes());
+        want.extend_from_slice(b"tcp:1.2.3.4:5");
+        assert_eq!(out, want);
     }
 
     #[test]

@@ -135,4 +135,12 @@ pub enum Response {
     RateLimited {
         retry_after_s: u32,
     },
+    /// From a replica of a group that does not lead (docs/REPLICATION.md,
+    /// "Fronts follow the leader"): it decided nothing; send the request to
+    /// the leader. `leader`: the leader's engine address as the replica
+    /// knows it (`tcp:HOST:PORT`), empty when it does not. Only fronts see
+    /// it: they re-route, and answer a buyer `busy` if no leader answers.
+    NotLeader {
+        leader: String,
+    },
 }

@@ -162,3 +162,57 @@ async fn a_leader_cut_off_answers_busy_and_steps_down() {
     tokio::task::block_in_place(|| leading.stop());
     tokio::task::block_in_place(|| leading2.stop());
 }
+
+/// What a front's retry after a failover relies on: a buy's idempotency
+/// key travels with its order in the group's log, so the new leader answers
+/// the same key from the same user with the order the old leader made
+/// (`Replayed`), not `limit_reached` nor a second order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_used_on_the_old_leader_replays_on_the_new_one() {
+    let mut g = Group::start(&IDS).await;
+    let (leader, _) = g.leader().await;
+    let leading = lead_on(&g, leader, Arc::new(AtomicBool::new(false))).await;
+    let engine = leading.engine.clone();
+    // Limit 1: a retry the new leader did not recognise would be refused.
+    let spec = ActivitySpec { per_user_limit: 1, ..ActivitySpec::new("k".into(), 100, STOCK, 0, u64::MAX / 2) };
+    let activity_id = tokio::task::block_in_place(|| engine.create_activity(spec)).expect("activity created").id;
+    let buy = |user_id: u64, key: u64| Request::Buy {
+        user_id,
+        activity_id,
+        quantity: 1,
+        idempotency_key: key,
+        buy_token_ok: false,
+    };
+    let first: BTreeMap<u64, OrderId> = tokio::task::block_in_place(|| {
+        (1..=20u64)
+            .map(|u| match engine.call(buy(u, 0xfeed_0000 + u)) {
+                Response::Order(o) => (u, o.order_id),
+                other => panic!("user {u}'s first buy: {other:?}"),
+            })
+            .collect()
+    });
+
+    drop(engine);
+    g.kill(leader).await;
+    tokio::task::block_in_place(|| leading.stop());
+    let (new_leader, _) = g.leader().await;
+    let leading = lead_on(&g, new_leader, Arc::new(AtomicBool::new(false))).await;
+    let engine = leading.engine.clone();
+    tokio::task::block_in_place(|| {
+        for (u, id) in &first {
+            match engine.call(buy(*u, 0xfeed_0000 + u)) {
+                Response::Replayed(o) => assert_eq!(o.order_id, *id, "user {u}'s retry answered another order"),
+                other => panic!("user {u}'s retry on the new leader: {other:?} instead of its order {id}"),
+            }
+            // Another key is another buy: over the limit.
+            assert_eq!(engine.call(buy(*u, 1)), Response::Error(ErrorCode::LimitReached));
+        }
+    });
+    let a = tokio::task::block_in_place(|| engine.activity(activity_id)).expect("activity");
+    assert_eq!(a.remaining, STOCK - first.len() as u64, "a retry took stock");
+    drop(engine);
+    tokio::task::block_in_place(|| leading.stop());
+    for id in IDS.into_iter().filter(|id| *id != leader) {
+        g.kill(id).await;
+    }
+}

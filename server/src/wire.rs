@@ -10,6 +10,12 @@
 //! (`seckill_proto::handshake`), within `HANDSHAKE_TIMEOUT`; and the
 //! operator's request kinds (ship, expire, quotas, reads without an owner)
 //! are refused on the wire: they belong to the admin socket.
+//!
+//! A replica of a group serves its wire port before it leads
+//! ([`Serving::follower`]): every request is answered `NotLeader` (with
+//! the leader's address when known), so fronts re-route at once instead of
+//! waiting on a refused connection; once it leads ([`Serving::lead`]) the
+//! same connections reach its engine.
 
 use crossbeam_channel::{unbounded, Receiver};
 use seckill_engine::{Engine, Envelope};
@@ -20,7 +26,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Connections served at once; more are closed at accept.
@@ -89,8 +95,52 @@ impl Listener {
     }
 }
 
+/// Who answers a wire listener's requests: an engine, or (a replica that
+/// does not lead) nobody yet, which answers every request `NotLeader`.
+/// A replica leads at most once per process (it exits when it steps down),
+/// so the engine is set once.
+pub struct Serving {
+    engine: OnceLock<Arc<Engine>>,
+    /// The leader's engine address as this replica last heard it; empty
+    /// when unknown.
+    leader: Mutex<String>,
+}
+
+impl Serving {
+    /// A replica that does not lead (yet).
+    pub fn follower() -> Serving {
+        Serving { engine: OnceLock::new(), leader: Mutex::new(String::new()) }
+    }
+
+    /// From now on requests go to `engine` (a second call is ignored).
+    pub fn lead(&self, engine: Arc<Engine>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// The leader's engine address to hint in `NotLeader` answers (empty: unknown).
+    pub fn set_leader(&self, address: &str) {
+        let mut leader = self.leader.lock().unwrap_or_else(|p| p.into_inner());
+        if *leader != address {
+            leader.clear();
+            leader.push_str(address);
+        }
+    }
+
+    fn not_leader(&self) -> Response {
+        Response::NotLeader { leader: self.leader.lock().unwrap_or_else(|p| p.into_inner()).clone() }
+    }
+}
+
 /// Accepts connections until `stop` is set (checked after each accept).
 pub fn serve(engine: Arc<Engine>, listener: Listener, stop: Arc<AtomicBool>, key: WireKey) {
+    let serving = Serving::follower();
+    serving.lead(engine);
+    serve_replica(Arc::new(serving), listener, stop, key)
+}
+
+/// [`serve`] for a replica: requests are answered `NotLeader` until
+/// [`Serving::lead`] gives it an engine.
+pub fn serve_replica(serving: Arc<Serving>, listener: Listener, stop: Arc<AtomicBool>, key: WireKey) {
     let open = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Acquire) {
         let stream = match listener.accept() {
@@ -110,10 +160,10 @@ pub fn serve(engine: Arc<Engine>, listener: Listener, stop: Arc<AtomicBool>, key
             continue;
         }
         open.fetch_add(1, Ordering::AcqRel);
-        let (engine, open, key) = (engine.clone(), open.clone(), key.clone());
+        let (serving, open, key) = (serving.clone(), open.clone(), key.clone());
         let spawned = std::thread::Builder::new().name("wire-conn".into()).spawn(move || {
             let mut stream = stream;
-            if let Err(e) = authenticate(&mut *stream, &key).and_then(|()| connection(&engine, stream)) {
+            if let Err(e) = authenticate(&mut *stream, &key).and_then(|()| connection(&serving, stream)) {
                 tracing::debug!(error = %e, "wire connection ended");
             }
             open.fetch_sub(1, Ordering::AcqRel);
@@ -140,7 +190,7 @@ fn authenticate(stream: &mut dyn Stream, key: &WireKey) -> io::Result<()> {
     stream.set_read_timeout_to(None)
 }
 
-fn connection(engine: &Engine, mut stream: Box<dyn Stream>) -> io::Result<()> {
+fn connection(serving: &Serving, mut stream: Box<dyn Stream>) -> io::Result<()> {
     let writer_stream = stream.try_clone_stream()?;
     let (tx, rx) = unbounded::<(u64, Response)>();
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -150,7 +200,7 @@ fn connection(engine: &Engine, mut stream: Box<dyn Stream>) -> io::Result<()> {
             .name("wire-write".into())
             .spawn(move || write_loop(writer_stream, rx, &in_flight))?
     };
-    let result = read_loop(engine, &mut *stream, &tx, &in_flight);
+    let result = read_loop(serving, &mut *stream, &tx, &in_flight);
     if result.is_err() {
         stream.shutdown_both();
     }
@@ -160,7 +210,7 @@ fn connection(engine: &Engine, mut stream: Box<dyn Stream>) -> io::Result<()> {
 }
 
 fn read_loop(
-    engine: &Engine,
+    serving: &Serving,
     stream: &mut dyn Stream,
     tx: &crossbeam_channel::Sender<(u64, Response)>,
     in_flight: &AtomicUsize,
@@ -191,6 +241,10 @@ fn read_loop(
                 let _ = tx.send((tag, Response::Error(ErrorCode::Unauthorized)));
                 continue;
             }
+            let Some(engine) = serving.engine.get() else {
+                let _ = tx.send((tag, serving.not_leader()));
+                continue;
+            };
             if let Err(code) = engine.try_submit(Envelope { req, tag, reply: tx.clone().into() }) {
                 let _ = tx.send((tag, Response::Error(code)));
             }

@@ -83,6 +83,12 @@ pub struct Args {
     /// a slower failover.
     #[arg(long, env = "SECKILL_REPLICA_ELECTION_TIMEOUT_MS", default_value_t = 1000, value_name = "MS")]
     pub replica_election_timeout_ms: u64,
+    /// Every replica's --engine address, by id (`1=tcp:host:port,...`): a
+    /// replica that does not lead answers fronts `not_leader` with the
+    /// leader's address from this list (without it, with no address, and
+    /// the front tries its other addresses in turn).
+    #[arg(long, env = "SECKILL_PEER_ENGINES", value_name = "ID=tcp:HOST:PORT,...", requires = "replica_id")]
+    pub peer_engines: Option<String>,
     #[command(flatten)]
     pub metrics: super::front::MetricsArgs,
 }

@@ -76,7 +76,9 @@ pub struct Args {
     #[arg(long, env = "SECKILL_DATA_DIR", default_value = super::DATA_DIR_DEFAULT)]
     pub data_dir: PathBuf,
     /// Engine address: unix:PATH or tcp:HOST:PORT [default: unix:<data-dir>/engine.sock].
-    #[arg(long, env = "SECKILL_ENGINE")]
+    /// For a replica group, every replica's address, comma-separated
+    /// (`tcp:A,tcp:B,tcp:C`): the front sends to the leader and follows it.
+    #[arg(long, env = "SECKILL_ENGINE", value_name = "ADDRESS[,ADDRESS...]")]
     pub engine: Option<String>,
     #[command(flatten)]
     pub http: HttpArgs,
@@ -84,7 +86,24 @@ pub struct Args {
     pub metrics: MetricsArgs,
 }
 
-pub fn config(http: &HttpArgs, data_dir: &Path, engine: Address) -> anyhow::Result<FrontConfig> {
+/// `--engine`: one address, or a group's replicas separated by commas.
+pub fn parse_engines(text: &str) -> anyhow::Result<Vec<Address>> {
+    let engines = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<Address>().map_err(|e| anyhow::anyhow!("--engine: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let max = seckill_front::engine_client::ENGINES_MAX;
+    anyhow::ensure!((1..=max).contains(&engines.len()), "--engine takes 1..={max} addresses");
+    anyhow::ensure!(
+        engines.iter().enumerate().all(|(i, a)| !engines[..i].contains(a)),
+        "--engine names an address twice"
+    );
+    Ok(engines)
+}
+
+pub fn config(http: &HttpArgs, data_dir: &Path, engines: Vec<Address>) -> anyhow::Result<FrontConfig> {
     anyhow::ensure!((1..=64).contains(&http.engine_connections), "--engine-connections must be 1..=64");
     anyhow::ensure!((1..=1_000_000).contains(&http.http_connections_max), "--http-connections-max must be 1..=1000000");
     if http.payment == "sandbox" {
@@ -100,7 +119,7 @@ pub fn config(http: &HttpArgs, data_dir: &Path, engine: Address) -> anyhow::Resu
     }
     Ok(FrontConfig {
         http: http.http,
-        engine,
+        engines,
         engine_connections: http.engine_connections,
         local_engine: None,
         auth_secret: secrets::load_or_create("SECKILL_AUTH_SECRET", data_dir, "auth.secret")
@@ -160,11 +179,12 @@ pub fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let engine: Address = match &args.engine {
-        Some(s) => s.parse().map_err(anyhow::Error::msg)?,
-        None => Address::Unix(args.data_dir.join("engine.sock")),
+    let engines: Vec<Address> = match &args.engine {
+        Some(s) => parse_engines(s)?,
+        None => vec![Address::Unix(args.data_dir.join("engine.sock"))],
     };
-    let cfg = config(&args.http, &args.data_dir, engine.clone())?;
+    let engine = engines.iter().map(Address::to_string).collect::<Vec<_>>().join(",");
+    let cfg = config(&args.http, &args.data_dir, engines)?;
     let prometheus = install_metrics();
     runtime(args.http.front_threads()?)?.block_on(async move {
         let (front, listener) =

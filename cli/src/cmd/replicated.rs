@@ -2,8 +2,10 @@
 //! as one replica of a Raft group (docs/REPLICATION.md). Every replica
 //! keeps the group's log and applies it; the one that leads serves the
 //! wire protocol and the admin socket, and exits (status 75) when it stops
-//! leading, to be restarted as a follower. `seckill admin replica status`
-//! asks each replica on its replica port.
+//! leading, to be restarted as a follower. A follower listens on its
+//! `--engine` too and answers every request `not_leader` (with the leader's
+//! address from `--peer-engines`), so fronts re-route at once.
+//! `seckill admin replica status` asks each replica on its replica port.
 
 use super::engine::Args;
 use anyhow::{bail, Context};
@@ -55,8 +57,25 @@ pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
     Ok(peers)
 }
 
+/// `--peer-engines 1=tcp:host:port,...`: every replica's wire address by
+/// id, for the `not_leader` hint.
+pub fn parse_peer_engines(text: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let mut engines = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').with_context(|| {
+            format!("--peer-engines: `{part}` is not ID=ADDRESS (e.g. 1=tcp:10.0.0.1:7000,2=tcp:10.0.0.2:7000)")
+        })?;
+        let id: NodeId = id.trim().parse().with_context(|| format!("--peer-engines: `{id}` is not a replica id"))?;
+        let addr: Address = addr.trim().parse().map_err(|e: String| anyhow::anyhow!("--peer-engines: {e}"))?;
+        anyhow::ensure!(engines.insert(id, addr.to_string()).is_none(), "--peer-engines names replica {id} twice");
+    }
+    anyhow::ensure!(engines.len() <= PEERS_MAX, "--peer-engines lists more than {PEERS_MAX} replicas");
+    Ok(engines)
+}
+
 pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
     let peers = parse_peers(args.peers.as_deref().unwrap_or_default())?;
+    let peer_engines = parse_peer_engines(args.peer_engines.as_deref().unwrap_or_default())?;
     let listen: SocketAddr = args.replica_listen.context("--replica-id needs --replica-listen HOST:PORT")?;
     anyhow::ensure!(peers.contains_key(&id), "--peers does not list this replica's id {id}");
     anyhow::ensure!(
@@ -140,8 +159,30 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         Err(e) => bail!("initializing the group: {e}"),
     }
     let addr = args.engine_address();
+    // The wire port answers `not_leader` until this replica leads.
+    let serving = Arc::new(wire::Serving::follower());
+    let listener = wire::Listener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+    {
+        let (serving, wire_key) = (serving.clone(), wire_key.clone());
+        std::thread::Builder::new()
+            .name("wire-accept".into())
+            .spawn(move || wire::serve_replica(serving, listener, Arc::new(AtomicBool::new(false)), wire_key))?;
+    }
+    {
+        // The hint follows Raft's view of the leader.
+        let (serving, mut metrics) = (serving.clone(), node.raft().metrics());
+        rt.spawn(async move {
+            loop {
+                let leader = metrics.borrow_and_update().current_leader;
+                serving.set_leader(leader.and_then(|l| peer_engines.get(&l)).map_or("", String::as_str));
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     println!(
-        "seckill engine replica {id}: peers on {} ({} replicas); serves {addr} while it leads",
+        "seckill engine replica {id}: peers on {} ({} replicas); serves {addr} (not_leader until it leads)",
         node.addr(),
         peers.len()
     );
@@ -170,13 +211,7 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         }
     };
     let engine = leading.engine.clone();
-    let listener = wire::Listener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
-    {
-        let engine = engine.clone();
-        std::thread::Builder::new()
-            .name("wire-accept".into())
-            .spawn(move || wire::serve(engine, listener, Arc::new(AtomicBool::new(false)), wire_key))?;
-    }
+    serving.lead(engine.clone());
     let admin_path = dir.join("admin.sock");
     let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
     let replica_stats: admin::StatsHook = {

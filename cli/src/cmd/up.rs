@@ -38,7 +38,7 @@ impl Service {
             Arc::new(move || answers.to_json())
         };
         let running = engine::start(&args.engine, vec![("front", front_stats)])?;
-        let mut cfg = front::config(&args.http, &args.engine.data_dir, running.addr.clone())?;
+        let mut cfg = front::config(&args.http, &args.engine.data_dir, vec![running.addr.clone()])?;
         // The front in this process hands requests to the engine directly:
         // same queues, same batches, same durability, two thread hops and
         // four syscalls fewer per request than the socket. The socket stays

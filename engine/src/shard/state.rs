@@ -51,8 +51,6 @@ pub struct ShardState {
     pub user_orders: HashMap<u64, SmallVec<[Position; 2]>>,
     /// The last order id issued; ids only grow.
     last_id: OrderId,
-    /// (user, Idempotency-Key hash) → the order that key made.
-    idempotency: HashMap<(u64, u64), OrderId>,
     /// Buy clicks per user (token buckets), for the users this shard owns.
     pub clicks: ClickLimit,
     /// Payments refused and recorded, by (order, transaction hash): a
@@ -84,7 +82,6 @@ impl ShardState {
             orders: OrderTable::default(),
             user_orders: HashMap::new(),
             last_id: OrderId::first_at(0, id),
-            idempotency: HashMap::new(),
             clicks: ClickLimit::new(0),
             refused: hashbrown::HashSet::new(),
             deadlines: BinaryHeap::new(),
@@ -136,10 +133,10 @@ impl ShardState {
                     }
                     return Response::RateLimited { retry_after_s };
                 }
-                let replay =
-                    (idempotency_key != 0).then(|| self.idempotency.get(&(user_id, idempotency_key))).flatten();
-                if let Some(id) = replay {
-                    let resp = Response::Replayed(self.orders[id].view());
+                // Unkeyed buys skip this; a keyed one looks at its buyer's
+                // own orders only (most buyers of a sale have none yet).
+                if let Some(order) = self.keyed_order(user_id, idempotency_key) {
+                    let resp = Response::Replayed(order.view());
                     if let Some(slot) = self.slots.get(&activity_id) {
                         slot.counters.buy_replayed();
                     }
@@ -188,6 +185,20 @@ impl ShardState {
             }
             std::hint::black_box(self.user_orders.contains_key(&user_id));
         }
+    }
+
+    /// The order `user_id` made with idempotency key `key` (0: none), if
+    /// any. The key is a field of the order (and of its `OrderCreated`
+    /// record), so every replica and every recovery knows it; the lookup is
+    /// a scan of this user's orders, which are few, instead of a second map
+    /// that every keyed order would grow.
+    #[inline]
+    fn keyed_order(&self, user_id: u64, key: u64) -> Option<&Order> {
+        if key == 0 {
+            return None;
+        }
+        let held = self.user_orders.get(&user_id)?;
+        held.iter().map(|at| self.orders.at(*at)).find(|o| o.idempotency_key == key)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -431,9 +442,6 @@ impl ShardState {
         }
         let at = self.orders.insert(order);
         self.user_orders.entry(order.user_id).or_default().push(at);
-        if order.idempotency_key != 0 {
-            self.idempotency.insert((order.user_id, order.idempotency_key), order.id);
-        }
         if order.status == OrderStatus::PendingPayment {
             self.deadlines.push(Reverse((order.pay_before_ms, order.id)));
         }
