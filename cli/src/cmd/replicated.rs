@@ -36,41 +36,44 @@ pub const PEERS_MAX: usize = 7;
 
 /// `1=host:port,2=host:port,3=host:port`: every replica of the group by id.
 pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
-    let mut peers = BTreeMap::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((id, addr)) = part.split_once('=') else {
-            bail!(
-                "--peers: `{part}` is not ID=HOST:PORT (e.g. --peers 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400)"
+    let peers =
+        by_id("--peers", "HOST:PORT (e.g. --peers 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400)", text, |addr| {
+            anyhow::ensure!(
+                addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+                "--peers: `{addr}` is not HOST:PORT"
             );
-        };
-        let id: NodeId = id.trim().parse().with_context(|| format!("--peers: `{id}` is not a replica id (1, 2, …)"))?;
-        anyhow::ensure!(id >= 1, "--peers: replica ids start at 1");
-        let addr = addr.trim();
-        anyhow::ensure!(
-            addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
-            "--peers: `{addr}` is not HOST:PORT"
-        );
-        anyhow::ensure!(peers.insert(id, addr.to_string()).is_none(), "--peers names replica {id} twice");
-    }
+            Ok(addr.to_string())
+        })?;
     anyhow::ensure!(!peers.is_empty(), "--peers lists no replica");
-    anyhow::ensure!(peers.len() <= PEERS_MAX, "--peers lists more than {PEERS_MAX} replicas");
     Ok(peers)
 }
 
 /// `--peer-engines 1=tcp:host:port,...`: every replica's wire address by
 /// id, for the `not_leader` hint.
 pub fn parse_peer_engines(text: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
-    let mut engines = BTreeMap::new();
+    by_id("--peer-engines", "ADDRESS (e.g. 1=tcp:10.0.0.1:7000,2=tcp:10.0.0.2:7000)", text, |addr| {
+        let addr: Address = addr.parse().map_err(|e: String| anyhow::anyhow!("--peer-engines: {e}"))?;
+        Ok(addr.to_string())
+    })
+}
+
+/// `ID=VALUE,…` by replica id, the shape of `--peers` and `--peer-engines`:
+/// ids from 1, each once, at most `PEERS_MAX`; `value` checks one value.
+fn by_id(
+    flag: &str,
+    shape: &str,
+    text: &str,
+    value: impl Fn(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let mut map = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part.split_once('=').with_context(|| {
-            format!("--peer-engines: `{part}` is not ID=ADDRESS (e.g. 1=tcp:10.0.0.1:7000,2=tcp:10.0.0.2:7000)")
-        })?;
-        let id: NodeId = id.trim().parse().with_context(|| format!("--peer-engines: `{id}` is not a replica id"))?;
-        let addr: Address = addr.trim().parse().map_err(|e: String| anyhow::anyhow!("--peer-engines: {e}"))?;
-        anyhow::ensure!(engines.insert(id, addr.to_string()).is_none(), "--peer-engines names replica {id} twice");
+        let (id, v) = part.split_once('=').with_context(|| format!("{flag}: `{part}` is not ID={shape}"))?;
+        let id: NodeId = id.trim().parse().with_context(|| format!("{flag}: `{id}` is not a replica id (1, 2, …)"))?;
+        anyhow::ensure!(id >= 1, "{flag}: replica ids start at 1");
+        anyhow::ensure!(map.insert(id, value(v.trim())?).is_none(), "{flag} names replica {id} twice");
     }
-    anyhow::ensure!(engines.len() <= PEERS_MAX, "--peer-engines lists more than {PEERS_MAX} replicas");
-    Ok(engines)
+    anyhow::ensure!(map.len() <= PEERS_MAX, "{flag} lists more than {PEERS_MAX} replicas");
+    Ok(map)
 }
 
 pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
@@ -304,4 +307,24 @@ pub fn status(peers: &str, json: bool) -> anyhow::Result<()> {
         bail!("no replica says it leads: the group has no majority, or is electing");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_lists_are_id_value_pairs_each_id_once() {
+        let peers = parse_peers("1=10.0.0.1:7400, 2=host:7401").expect("two peers");
+        assert_eq!(peers.get(&2).map(String::as_str), Some("host:7401"));
+        for bad in ["", "1=10.0.0.1:7400,1=10.0.0.2:7400", "0=h:1", "x=h:1", "1=h", "1"] {
+            assert!(parse_peers(bad).is_err(), "--peers {bad:?} accepted");
+        }
+        assert!(parse_peer_engines("").expect("none given").is_empty());
+        let engines = parse_peer_engines("3=tcp:127.0.0.1:7000").expect("one engine");
+        assert_eq!(engines.get(&3).map(String::as_str), Some("tcp:127.0.0.1:7000"));
+        for bad in ["3=tcp:127.0.0.1:7000,3=tcp:127.0.0.1:7001", "3=nowhere", "3"] {
+            assert!(parse_peer_engines(bad).is_err(), "--peer-engines {bad:?} accepted");
+        }
+    }
 }
