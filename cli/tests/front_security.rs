@@ -65,6 +65,50 @@ fn metric(up: &UpProc, name_and_labels: &str) -> f64 {
 
 // ---- row 3: slow clients -----------------------------------------------------
 
+/// Slowloris and idle keep-alive: a head trickled a byte a second, and a
+/// connection that sent one request and then nothing, are both closed
+/// about `HEADER_READ_TIMEOUT` (10 s) after their last head or answer,
+/// while requests keep being answered meanwhile. Fails without hyper's
+/// `header_read_timeout` in `front/src/lib.rs`: both stay open.
+#[test]
+fn trickled_heads_and_idle_connections_are_closed_after_the_head_timeout() {
+    let (_tmp, dir) = data_dir();
+    let up = UpProc::start(&dir, &[]);
+    let started = Instant::now();
+    let mut trickle = connect_from("127.0.0.3", up.port).expect("connect");
+    trickle.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n").expect("write");
+    let mut idle = connect_from("127.0.0.4", up.port).expect("connect");
+    idle.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    idle.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let mut answer = [0u8; 512];
+    let n = std::io::Read::read(&mut idle, &mut answer).expect("the idle connection's first answer");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+    idle.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let (mut trickle_closed, mut idle_closed) = (None, None);
+    while started.elapsed() < Duration::from_secs(20) && (trickle_closed.is_none() || idle_closed.is_none()) {
+        // A header line a second never finishes the head.
+        if trickle_closed.is_none() && trickle.write_all(b"X-Slow: 1\r\n").is_err() {
+            trickle_closed = Some(started.elapsed());
+        }
+        if idle_closed.is_none() {
+            let closed = match std::io::Read::read(&mut idle, &mut answer) {
+                Ok(n) => n == 0,
+                Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            };
+            if closed {
+                idle_closed = Some(started.elapsed());
+            }
+        }
+        assert_eq!(request_within(&up, "GET", "/api/v1/healthz", None, b"", 2_000).status, 200);
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    let trickle_closed = trickle_closed.expect("a head trickled for 20 s was never cut");
+    let idle_closed = idle_closed.expect("a connection idle for 20 s was never closed");
+    for (what, at) in [("trickled head", trickle_closed), ("idle connection", idle_closed)] {
+        assert!(at >= Duration::from_secs(9), "the {what} was closed after only {at:?}");
+    }
+}
+
 /// A slow-body flood (`Content-Length: 4096`, a byte every second) from one
 /// address: it gets at most its per-address share of connections, each
 /// slow body is cut with a JSON 408, and buyers are served all along.
