@@ -150,6 +150,7 @@ fn act_spec() -> impl Strategy<Value = ActSpec> {
         })
 }
 
+/// One step of the model test (`op`), or of a concurrent client (`cop`).
 #[derive(Clone, Debug)]
 enum Op {
     /// `key`: an Idempotency-Key hash (0: none); `token_ok`: the front
@@ -845,56 +846,24 @@ proptest! {
 const MT_ACTIVITIES: u64 = 2;
 const MT_USERS_PER_CLIENT: u64 = 3;
 
-#[derive(Clone, Debug)]
-enum COp {
-    Buy {
-        user: u64,
-        act: u64,
-        qty: u32,
-    },
-    Cancel {
-        pick: Index,
-    },
-    Pay {
-        pick: Index,
-        wrong_amount: bool,
-        txn: u64,
-    },
-    Refund {
-        pick: Index,
-    },
-    Ship {
-        pick: Index,
-    },
-    /// `advance`: move the shared clock to the deadline first.
-    Expire {
-        pick: Index,
-        advance: bool,
-    },
-    AddStock {
-        act: u64,
-        amount: u64,
-    },
-    SetQuota {
-        user: u64,
-        act: u64,
-        limit: u32,
-    },
-}
-
-fn cop() -> impl Strategy<Value = COp> {
+/// The operations of one concurrent client: `Op`'s transitions by their
+/// owner, buys without key or token, `user` an index into the client's
+/// users, and `Expire { advance: Some(0) }` moving the shared clock to the
+/// deadline first. No `SetStatus`, `Advance`, `Ghost` or `ExpireDue`.
+fn cop() -> impl Strategy<Value = Op> {
     let user = 0..MT_USERS_PER_CLIENT;
     let act = 1..=MT_ACTIVITIES;
     prop_oneof![
-        8 => (user.clone(), act.clone(), quantity()).prop_map(|(user, act, qty)| COp::Buy { user, act, qty }),
-        3 => any::<Index>().prop_map(|pick| COp::Cancel { pick }),
+        8 => (user.clone(), act.clone(), quantity())
+            .prop_map(|(user, act, qty)| Op::Buy { user, act, qty, key: 0, token_ok: false }),
+        3 => any::<Index>().prop_map(|pick| Op::Cancel { pick, by: None }),
         3 => (any::<Index>(), prop::bool::weighted(0.2), prop_oneof![4 => Just(1u64), 1 => Just(2u64)])
-            .prop_map(|(pick, wrong_amount, txn)| COp::Pay { pick, wrong_amount, txn }),
-        2 => any::<Index>().prop_map(|pick| COp::Refund { pick }),
-        1 => any::<Index>().prop_map(|pick| COp::Ship { pick }),
-        2 => (any::<Index>(), any::<bool>()).prop_map(|(pick, advance)| COp::Expire { pick, advance }),
-        1 => (act.clone(), 1u64..=3).prop_map(|(act, amount)| COp::AddStock { act, amount }),
-        1 => (user, act, 0u32..=3).prop_map(|(user, act, limit)| COp::SetQuota { user, act, limit }),
+            .prop_map(|(pick, wrong_amount, txn)| Op::Pay { pick, wrong_amount, txn }),
+        2 => any::<Index>().prop_map(|pick| Op::Refund { pick, by: None }),
+        1 => any::<Index>().prop_map(|pick| Op::Ship { pick }),
+        2 => (any::<Index>(), any::<bool>()).prop_map(|(pick, advance)| Op::Expire { pick, advance: advance.then_some(0) }),
+        1 => (act.clone(), 1u64..=3).prop_map(|(act, amount)| Op::AddStock { act, amount }),
+        1 => (user, act, 0u32..=3).prop_map(|(user, act, limit)| Op::SetQuota { user, act, limit }),
     ]
 }
 
@@ -976,29 +945,29 @@ impl Client {
         }
     }
 
-    fn run(&mut self, engine: &Engine, clock: &ManualClock, prices: &BTreeMap<u64, u64>, ops: &[COp]) {
+    fn run(&mut self, engine: &Engine, clock: &ManualClock, prices: &BTreeMap<u64, u64>, ops: &[Op]) {
         for op in ops {
             self.refresh(engine);
             match *op {
-                COp::Buy { user, act, qty } => self.buy(engine, prices, self.users[user as usize], act, qty),
-                COp::Cancel { ref pick } => self.transition(engine, pick, |_| T::Cancel),
-                COp::Pay { ref pick, wrong_amount, txn } => self
+                Op::Buy { user, act, qty, .. } => self.buy(engine, prices, self.users[user as usize], act, qty),
+                Op::Cancel { ref pick, .. } => self.transition(engine, pick, |_| T::Cancel),
+                Op::Pay { ref pick, wrong_amount, txn } => self
                     .transition(engine, pick, |o| T::Pay { amount_cents: o.amount_cents + wrong_amount as u64, txn }),
-                COp::Refund { ref pick } => self.transition(engine, pick, |_| T::Refund { activity_ended: false }),
-                COp::Ship { ref pick } => self.transition(engine, pick, |_| T::Ship),
-                COp::Expire { ref pick, advance } => {
-                    if let (true, Some(o)) = (advance, self.pick(pick)) {
+                Op::Refund { ref pick, .. } => self.transition(engine, pick, |_| T::Refund { activity_ended: false }),
+                Op::Ship { ref pick } => self.transition(engine, pick, |_| T::Ship),
+                Op::Expire { ref pick, advance } => {
+                    if let (Some(_), Some(o)) = (advance, self.pick(pick)) {
                         // Only ever forward: other clients move the clock too.
                         clock.advance_ms(o.pay_before_ms.saturating_sub(clock.now_ms()));
                     }
                     self.transition(engine, pick, |_| T::Expire);
                 }
-                COp::AddStock { act, amount } => {
+                Op::AddStock { act, amount } => {
                     let v = engine.add_stock(act, amount).expect("stock.add");
                     assert!(v.remaining <= v.total_stock, "{v:?}");
                     *self.stock_added.entry(act).or_default() += amount;
                 }
-                COp::SetQuota { user, act, limit } => {
+                Op::SetQuota { user, act, limit } => {
                     let user = self.users[user as usize];
                     let resp = call(engine, Request::SetQuota { activity_id: act, user_id: user, limit });
                     assert_eq!(resp, Response::Done);
@@ -1009,6 +978,9 @@ impl Client {
                     } else {
                         self.grandfathered.remove(&(user, act));
                     }
+                }
+                Op::SetStatus { .. } | Op::Advance { .. } | Op::Ghost { .. } | Op::ExpireDue => {
+                    unreachable!("{op:?}: not a concurrent client's operation (`cop`)")
                 }
             }
         }
@@ -1115,7 +1087,7 @@ impl Client {
 /// Per shard: (held per activity, every order, every purchase record, quotas).
 type ShardDump = (HashMap<u64, u64>, Vec<Order>, Vec<(u64, u64, u32)>, Vec<(u64, u64, u32)>);
 
-fn mt_case(n_shards: usize, queue_capacity: usize, stocks: &[u64], limits: &[u32], clients: &[Vec<COp>]) {
+fn mt_case(n_shards: usize, queue_capacity: usize, stocks: &[u64], limits: &[u32], clients: &[Vec<Op>]) {
     let clock = ManualClock::new(T0);
     let config = EngineConfig { shards: n_shards, queue_capacity, ..EngineConfig::default() };
     let engine = Engine::start(config, Arc::new(clock.clone()), Sink::Immediate);

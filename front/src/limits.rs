@@ -1,6 +1,7 @@
 //! The sold-out short circuit.
 
 use dashmap::DashMap;
+use seckill_proto::{TokenBucket, TokenRate};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Remembers which activities answered `sold_out`, so the front can answer
@@ -193,19 +194,15 @@ impl ConnectionsPerIp {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last_ms: u64,
-}
-
 /// Per-address token buckets for anonymous requests (activity reads,
 /// unknown routes): `per_s` a second, bursts of 2 × `per_s`. Memory is
 /// bounded by `TwoGen` (a bucket idle for a window is full again, so
 /// forgetting it changes nothing).
 pub struct IpBuckets {
-    shards: [parking_lot::Mutex<TwoGen<IpKey, Bucket>>; LOCK_SHARDS],
+    shards: [parking_lot::Mutex<TwoGen<IpKey, TokenBucket>>; LOCK_SHARDS],
     per_s: u32,
+    /// `per_s` a second, bursts of 2 × `per_s`.
+    rate: TokenRate,
 }
 
 /// Addresses tracked per lock shard and generation.
@@ -219,6 +216,7 @@ impl IpBuckets {
         Self {
             shards: std::array::from_fn(|_| parking_lot::Mutex::new(TwoGen::new(window_ms, IPS_TRACKED_PER_SHARD_MAX))),
             per_s,
+            rate: TokenRate { burst: 2.0 * f64::from(per_s), per_window: f64::from(per_s), window_ms: 1_000.0 },
         }
     }
 
@@ -228,18 +226,9 @@ impl IpBuckets {
             return Ok(());
         }
         let key = IpKey::of(ip);
-        let cap = 2.0 * self.per_s as f64;
         let mut shard = self.shards[lock_shard(key)].lock();
-        let b = shard.entry(key, now_ms, || Bucket { tokens: cap, last_ms: now_ms });
-        let refill = now_ms.saturating_sub(b.last_ms) as f64 * self.per_s as f64 / 1000.0;
-        b.tokens = (b.tokens + refill).min(cap);
-        b.last_ms = b.last_ms.max(now_ms);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(1)
-        }
+        let bucket = shard.entry(key, now_ms, || TokenBucket::full(&self.rate, now_ms));
+        bucket.take(&self.rate, now_ms).map_err(|_| 1)
     }
 }
 

@@ -213,7 +213,7 @@ fn encode_response_unchecked(out: &mut Vec<u8>, request_id: u64, resp: &Response
             put_u64(out, *total);
         }
         Response::Done => {}
-        Response::Error(code) => put_u8(out, *code as u8),
+        Response::Error(code) => code.put(out),
         Response::RateLimited { retry_after_s } => put_u32(out, *retry_after_s),
         Response::NotLeader { leader } => put_str(out, leader),
     }
@@ -335,35 +335,79 @@ fn put_list<T>(out: &mut Vec<u8>, items: &[T], put: impl Fn(&mut Vec<u8>, &T)) {
     }
 }
 
-fn put_order_view(out: &mut Vec<u8>, v: &OrderView) {
-    put_order_id(out, v.order_id);
-    put_u64(out, v.user_id);
-    put_u64(out, v.activity_id);
-    put_u32(out, v.quantity);
-    put_u64(out, v.amount_cents);
-    put_u8(out, v.status as u8);
-    put_u64(out, v.created_at_ms);
-    put_u64(out, v.pay_before_ms);
+/// A value's own encoding, for the views' field lists ([`wire_layout!`]).
+trait Wire: Sized {
+    fn put(&self, out: &mut Vec<u8>);
+    fn get(r: &mut Reader<'_>, field: &'static str) -> Result<Self, FrameError>;
 }
 
-fn put_activity_view(out: &mut Vec<u8>, v: &ActivityView) {
-    put_u64(out, v.id);
-    put_u64(out, v.product_id);
-    put_str(out, &v.product_name);
-    put_str(out, &v.title);
-    put_u64(out, v.price_cents);
-    put_u64(out, v.total_stock);
-    put_u64(out, v.remaining);
-    put_u64(out, v.starts_at_ms);
-    put_u64(out, v.ends_at_ms);
-    put_u32(out, v.per_user_limit);
-    put_u32(out, v.payment_timeout_s);
-    put_bool(out, v.require_buy_token);
-    put_u32(out, v.gate_factor);
-    // On the wire as its name (the layout predates the enum).
-    put_str(out, v.status.as_str());
-    put_u8(out, v.phase as u8);
+/// The [`Wire`] encoding of a type, by the `put_*` and `Reader` function
+/// that already encode it.
+macro_rules! wire_by {
+    ($($ty:ty: |$out:ident, $v:ident| $put:expr, |$r:ident, $field:ident| $get:expr;)+) => {$(
+        impl Wire for $ty {
+            fn put(&self, $out: &mut Vec<u8>) {
+                let $v = self;
+                $put
+            }
+            fn get($r: &mut Reader<'_>, $field: &'static str) -> Result<Self, FrameError> {
+                $get
+            }
+        }
+    )+};
 }
+
+wire_by! {
+    u32: |out, v| put_u32(out, *v), |r, field| r.u32(field);
+    u64: |out, v| put_u64(out, *v), |r, field| r.u64(field);
+    bool: |out, v| put_bool(out, *v), |r, field| r.bool(field);
+    String: |out, v| put_str(out, v), |r, field| r.string(field);
+    OrderId: |out, v| put_order_id(out, *v), |r, field| r.order_id(field);
+    // On the wire as its name (the layout predates the enum).
+    ActivityStatus: |out, v| put_str(out, v.as_str()),
+        |r, field| ActivityStatus::from_name(r.str(field)?).ok_or(FrameError::BadValue { field });
+}
+
+/// The other enums travel as their number (a u8).
+macro_rules! wire_as_u8 {
+    ($($ty:ty),+) => {$(
+        impl Wire for $ty {
+            fn put(&self, out: &mut Vec<u8>) {
+                put_u8(out, *self as u8);
+            }
+            fn get(r: &mut Reader<'_>, field: &'static str) -> Result<Self, FrameError> {
+                <$ty>::from_u8(r.u8(field)?).ok_or(FrameError::BadValue { field })
+            }
+        }
+    )+};
+}
+wire_as_u8!(OrderStatus, Phase, ErrorCode);
+
+/// A struct's wire layout: its fields in order, each in its [`Wire`]
+/// encoding. The one list makes both the encoder `$put` and the decoder
+/// `Reader::$get` (whose errors name `$prefix.field`), so the two cannot
+/// disagree, and the decoder's struct literal fails to compile when a
+/// field is missing from the list.
+macro_rules! wire_layout {
+    ($ty:ident, $put:ident, $get:ident, $prefix:literal: $($field:ident),+ $(,)?) => {
+        fn $put(out: &mut Vec<u8>, v: &$ty) {
+            $( Wire::put(&v.$field, out); )+
+        }
+
+        impl Reader<'_> {
+            fn $get(&mut self) -> Result<$ty, FrameError> {
+                Ok($ty { $( $field: Wire::get(self, concat!($prefix, ".", stringify!($field)))?, )+ })
+            }
+        }
+    };
+}
+
+wire_layout!(OrderView, put_order_view, order_view, "order":
+    order_id, user_id, activity_id, quantity, amount_cents, status, created_at_ms, pay_before_ms);
+
+wire_layout!(ActivityView, put_activity_view, activity_view, "activity":
+    id, product_id, product_name, title, price_cents, total_stock, remaining, starts_at_ms, ends_at_ms,
+    per_user_limit, payment_timeout_s, require_buy_token, gate_factor, status, phase);
 
 // ---------------------------------------------------------------------------
 // Decoding
@@ -424,10 +468,7 @@ pub fn decode_response(frame: &[u8]) -> Result<(u64, Response), FrameError> {
             total: r.u64("total")?,
         },
         kind::DONE => Response::Done,
-        kind::ERROR => {
-            let code = r.u8("error_code")?;
-            Response::Error(ErrorCode::from_u8(code).ok_or(FrameError::BadValue { field: "error_code" })?)
-        }
+        kind::ERROR => Response::Error(Wire::get(&mut r, "error_code")?),
         kind::RATE_LIMITED => Response::RateLimited { retry_after_s: r.u32("retry_after_s")? },
         kind::NOT_LEADER => Response::NotLeader { leader: r.string("leader")? },
         other => return Err(FrameError::UnknownKind(other)),
@@ -505,11 +546,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn string(&mut self, field: &'static str) -> Result<String, FrameError> {
+    fn str(&mut self, field: &'static str) -> Result<&'a str, FrameError> {
         let n = usize::from(self.u16(field)?);
         let bytes = self.bytes(n, field)?;
-        let s = std::str::from_utf8(bytes).map_err(|_| FrameError::BadValue { field })?;
-        Ok(s.to_owned())
+        std::str::from_utf8(bytes).map_err(|_| FrameError::BadValue { field })
+    }
+
+    fn string(&mut self, field: &'static str) -> Result<String, FrameError> {
+        self.str(field).map(str::to_owned)
     }
 
     /// An item count, refused unless `count * item_bytes_min` fits in what
@@ -535,48 +579,6 @@ impl<'a> Reader<'a> {
             items.push(item(self)?);
         }
         Ok(items)
-    }
-
-    fn order_view(&mut self) -> Result<OrderView, FrameError> {
-        Ok(OrderView {
-            order_id: self.order_id("order.order_id")?,
-            user_id: self.u64("order.user_id")?,
-            activity_id: self.u64("order.activity_id")?,
-            quantity: self.u32("order.quantity")?,
-            amount_cents: self.u64("order.amount_cents")?,
-            status: {
-                let field = "order.status";
-                OrderStatus::from_u8(self.u8(field)?).ok_or(FrameError::BadValue { field })?
-            },
-            created_at_ms: self.u64("order.created_at_ms")?,
-            pay_before_ms: self.u64("order.pay_before_ms")?,
-        })
-    }
-
-    fn activity_view(&mut self) -> Result<ActivityView, FrameError> {
-        Ok(ActivityView {
-            id: self.u64("activity.id")?,
-            product_id: self.u64("activity.product_id")?,
-            product_name: self.string("activity.product_name")?,
-            title: self.string("activity.title")?,
-            price_cents: self.u64("activity.price_cents")?,
-            total_stock: self.u64("activity.total_stock")?,
-            remaining: self.u64("activity.remaining")?,
-            starts_at_ms: self.u64("activity.starts_at_ms")?,
-            ends_at_ms: self.u64("activity.ends_at_ms")?,
-            per_user_limit: self.u32("activity.per_user_limit")?,
-            payment_timeout_s: self.u32("activity.payment_timeout_s")?,
-            require_buy_token: self.bool("activity.require_buy_token")?,
-            gate_factor: self.u32("activity.gate_factor")?,
-            status: {
-                let field = "activity.status";
-                ActivityStatus::from_name(&self.string(field)?).ok_or(FrameError::BadValue { field })?
-            },
-            phase: {
-                let field = "activity.phase";
-                Phase::from_u8(self.u8(field)?).ok_or(FrameError::BadValue { field })?
-            },
-        })
     }
 
     fn finish(self) -> Result<(), FrameError> {

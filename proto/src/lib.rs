@@ -10,6 +10,7 @@
 mod named;
 
 pub mod address;
+pub mod bucket;
 pub mod error;
 pub mod frame;
 pub mod frame_reader;
@@ -20,6 +21,7 @@ pub mod msg;
 pub mod stats;
 
 pub use address::Address;
+pub use bucket::{TokenBucket, TokenRate};
 pub use error::ErrorCode;
 pub use frame::{
     decode_request, decode_response, encode_request, encode_response, split_frame, FrameError, FRAME_BYTES_MAX,

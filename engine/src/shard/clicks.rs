@@ -10,6 +10,7 @@
 //! a window may find a full bucket, never that memory grows.
 
 use hashbrown::HashMap;
+use seckill_proto::{TokenBucket, TokenRate};
 
 /// A full bucket refills in one minute (the limit is "per minute").
 pub(crate) const WINDOW_MS: u64 = 60_000;
@@ -19,26 +20,24 @@ pub(crate) const TRACKED_PER_SHARD_MAX: usize = 1 << 20;
 /// `rotated_at_ms` before the first click.
 const NOT_YET: u64 = u64::MAX;
 
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    last_ms: u64,
-}
-
 /// Per-user buy clicks as token buckets, kept in two generations so idle
 /// users age out without a scan.
 pub struct ClickLimit {
     /// Clicks per minute per user; 0 turns the limit off.
     per_minute: u32,
-    current: HashMap<u64, Bucket>,
-    older: HashMap<u64, Bucket>,
+    /// `per_minute` clicks, refilled over `WINDOW_MS`.
+    rate: TokenRate,
+    current: HashMap<u64, TokenBucket>,
+    older: HashMap<u64, TokenBucket>,
     rotated_at_ms: u64,
 }
 
 impl ClickLimit {
     /// A limit of `per_minute` clicks per user (0: none).
     pub fn new(per_minute: u32) -> Self {
-        Self { per_minute, current: HashMap::new(), older: HashMap::new(), rotated_at_ms: NOT_YET }
+        let per_window = f64::from(per_minute);
+        let rate = TokenRate { burst: per_window, per_window, window_ms: WINDOW_MS as f64 };
+        Self { per_minute, rate, current: HashMap::new(), older: HashMap::new(), rotated_at_ms: NOT_YET }
     }
 
     /// The configured clicks per minute.
@@ -69,8 +68,7 @@ impl ClickLimit {
             self.current.reserve(self.older.len());
             self.rotated_at_ms = now_ms;
         }
-        let cap = self.per_minute as f64;
-        let fresh = Bucket { tokens: cap, last_ms: now_ms };
+        let fresh = TokenBucket::full(&self.rate, now_ms);
         // One probe of the current generation, hit or miss.
         let bucket = match self.current.entry(user) {
             hashbrown::hash_map::Entry::Occupied(b) => b.into_mut(),
@@ -79,17 +77,11 @@ impl ClickLimit {
             hashbrown::hash_map::Entry::Vacant(slot) if self.older.is_empty() => slot.insert(fresh),
             hashbrown::hash_map::Entry::Vacant(slot) => slot.insert(self.older.remove(&user).unwrap_or(fresh)),
         };
-        let refill = now_ms.saturating_sub(bucket.last_ms) as f64 * cap / WINDOW_MS as f64;
-        bucket.tokens = (bucket.tokens + refill).min(cap);
-        bucket.last_ms = bucket.last_ms.max(now_ms);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
+        bucket.take(&self.rate, now_ms).map_err(|wait_ms| {
             // Less a hair, so float noise cannot round 10.000000001 s up to 11.
-            let wait_s = ((1.0 - bucket.tokens) * WINDOW_MS as f64 / cap / 1000.0 - 1e-9).ceil();
-            Err(wait_s.clamp(1.0, (WINDOW_MS / 1000) as f64) as u32)
-        }
+            let wait_s = (wait_ms / 1000.0 - 1e-9).ceil();
+            wait_s.clamp(1.0, (WINDOW_MS / 1000) as f64) as u32
+        })
     }
 
     /// Reads `user`'s bucket without taking a click (`ShardState::warm`).
