@@ -212,8 +212,12 @@ pub(crate) fn wall_ms() -> u64 {
 /// target reads their current rows (MySQL) or hashes (Redis) before it
 /// plans the batch. Each once, in the order the log first names them.
 pub(crate) fn orders_changed_not_created(records: &[(u64, Event)]) -> Vec<seckill_proto::OrderId> {
-    let mut created = std::collections::HashSet::new();
-    let mut seen = std::collections::HashSet::new();
+    // Most batches change no status (a sale's buys): nothing to hash then.
+    if !records.iter().any(|(_, ev)| matches!(ev, Event::OrderStatusChanged { .. })) {
+        return Vec::new();
+    }
+    let mut created = hashbrown::HashSet::new();
+    let mut seen = hashbrown::HashSet::new();
     let mut out = Vec::new();
     for (_, ev) in records {
         match ev {
@@ -836,10 +840,18 @@ impl<T: Target> Driver<T> {
             if batch.is_empty() {
                 self.target.idle(cp).await?;
             } else {
+                // An open batch sleeps once, to its deadline, rather than
+                // every `idle_poll_ms`: the wake-ups cost the thread more
+                // than its writing (docs/PERFORMANCE.md). What arrives past
+                // `records_max` meanwhile waits in the WAL and fills the
+                // next batch at once, so no record waits longer than before.
                 let d = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(b.open_ms));
-                if Instant::now() >= d {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
                     return Ok(true);
                 }
+                tokio::time::sleep(left).await;
+                continue;
             }
             tokio::time::sleep(Duration::from_millis(b.idle_poll_ms.max(1))).await;
         }

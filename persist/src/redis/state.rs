@@ -5,10 +5,11 @@
 //! round trip), and buyers' units move by increments in Redis. A resync
 //! builds the whole state transiently (snapshot + WAL) and drops it.
 
+use hashbrown::HashMap;
 use seckill_engine::replica::Replica;
 use seckill_engine::{Activity, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One activity as the mirror shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
