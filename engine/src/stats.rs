@@ -13,94 +13,38 @@ use seckill_proto::{ErrorCode, OrderStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// The refusals a buy's outcome is named by, in label order; every other
-/// error code counts as `other`.
-const REFUSALS: [ErrorCode; 8] = [
-    ErrorCode::SoldOut,
-    ErrorCode::LimitReached,
-    ErrorCode::RateLimited,
-    ErrorCode::NotStarted,
-    ErrorCode::Ended,
-    ErrorCode::Paused,
-    ErrorCode::BuyTokenRequired,
-    ErrorCode::BadRequest,
-];
-
-/// How a buy the engine decided ended, as named in `stats`, the dashboard
-/// and `seckill_activity_buys_total{outcome}`: `created`, `replayed`, a
-/// refusal by its `ErrorCode`'s name, or `other`. [`Self::index`] is its
-/// place in [`Self::ALL`] and [`Self::NAMES`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BuyOutcome {
-    Created,
-    Replayed,
-    /// One of `REFUSALS` (any other code is `Other`: see `of_error`).
-    Refused(ErrorCode),
-    Other,
+seckill_proto::named_enum! {
+    /// How a buy the engine decided ended, as named in `stats`, the
+    /// dashboard and `seckill_activity_buys_total{outcome}`; the number is
+    /// the index into `BuyOutcome::NAMES`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum BuyOutcome: usize {
+        Created = 0 => "created",
+        Replayed = 1 => "replayed",
+        SoldOut = 2 => "sold_out",
+        LimitReached = 3 => "limit_reached",
+        RateLimited = 4 => "rate_limited",
+        NotStarted = 5 => "not_started",
+        Ended = 6 => "ended",
+        Paused = 7 => "paused",
+        BuyTokenRequired = 8 => "buy_token_required",
+        BadRequest = 9 => "bad_request",
+        Other = 10 => "other",
+    }
 }
 
 impl BuyOutcome {
-    /// How many outcomes there are.
-    pub const COUNT: usize = REFUSALS.len() + 3;
-
-    /// Every outcome, in label order.
-    pub const ALL: [BuyOutcome; Self::COUNT] = {
-        let mut all = [Self::Other; Self::COUNT];
-        all[0] = Self::Created;
-        all[1] = Self::Replayed;
-        let mut i = 0;
-        while i < REFUSALS.len() {
-            all[2 + i] = Self::Refused(REFUSALS[i]);
-            i += 1;
-        }
-        all
-    };
-
-    /// The names of [`Self::ALL`], in the same order.
-    pub const NAMES: [&'static str; Self::COUNT] = {
-        let mut names = [""; Self::COUNT];
-        let mut i = 0;
-        while i < Self::COUNT {
-            names[i] = Self::ALL[i].as_str();
-            i += 1;
-        }
-        names
-    };
-
-    /// The outcome's name: a refusal's is its error code's.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Replayed => "replayed",
-            Self::Refused(code) => code.as_str(),
-            Self::Other => "other",
-        }
-    }
-
-    /// The outcome's place in [`Self::ALL`] and [`Self::NAMES`].
-    pub const fn index(self) -> usize {
-        match self {
-            Self::Created => 0,
-            Self::Replayed => 1,
-            Self::Refused(code) => {
-                let mut i = 0;
-                while i < REFUSALS.len() {
-                    if REFUSALS[i] as u8 == code as u8 {
-                        return 2 + i;
-                    }
-                    i += 1;
-                }
-                Self::COUNT - 1
-            }
-            Self::Other => Self::COUNT - 1,
-        }
-    }
-
     pub(crate) fn of_error(code: ErrorCode) -> BuyOutcome {
-        if REFUSALS.contains(&code) {
-            Self::Refused(code)
-        } else {
-            Self::Other
+        match code {
+            ErrorCode::SoldOut => Self::SoldOut,
+            ErrorCode::LimitReached => Self::LimitReached,
+            ErrorCode::RateLimited => Self::RateLimited,
+            ErrorCode::NotStarted => Self::NotStarted,
+            ErrorCode::Ended => Self::Ended,
+            ErrorCode::Paused => Self::Paused,
+            ErrorCode::BuyTokenRequired => Self::BuyTokenRequired,
+            ErrorCode::BadRequest => Self::BadRequest,
+            _ => Self::Other,
         }
     }
 
@@ -109,8 +53,10 @@ impl BuyOutcome {
         match self {
             Self::Created => 201,
             Self::Replayed => 200,
-            Self::Refused(code) => code.http_status(),
+            Self::RateLimited => 429,
+            Self::BadRequest => 400,
             Self::Other => 500,
+            _ => 409,
         }
     }
 }
@@ -193,14 +139,14 @@ impl SlotCounters {
     /// The figures as of now (each read separately; they may be a moment apart).
     pub fn read(&self) -> SlotFigures {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut buys = [0u64; BuyOutcome::COUNT];
+        let mut buys = [0u64; BuyOutcome::NAMES.len()];
         for (i, c) in self.buys.iter().enumerate() {
             let outcome = match i {
                 RAW_CREATED => BuyOutcome::Created,
                 RAW_REPLAYED => BuyOutcome::Replayed,
                 code => ErrorCode::from_u8(code as u8).map_or(BuyOutcome::Other, BuyOutcome::of_error),
             };
-            buys[outcome.index()] += load(c);
+            buys[outcome as usize] += load(c);
         }
         SlotFigures { orders: std::array::from_fn(|i| load(&self.orders[i])), held_units: load(&self.held_units), buys }
     }
@@ -211,7 +157,7 @@ impl SlotCounters {
 pub struct SlotFigures {
     pub orders: [u64; 6],
     pub held_units: u64,
-    pub buys: [u64; BuyOutcome::COUNT],
+    pub buys: [u64; BuyOutcome::NAMES.len()],
 }
 
 impl std::ops::AddAssign for SlotFigures {
@@ -292,37 +238,32 @@ mod tests {
 
     #[test]
     fn outcomes_are_named_in_index_order() {
-        use ErrorCode as E;
-        // The label order of `seckill_activity_buys_total` and the dashboard.
-        let refused = |c| BuyOutcome::Refused(c);
         for (o, name) in [
             (BuyOutcome::Created, "created"),
             (BuyOutcome::Replayed, "replayed"),
-            (refused(E::SoldOut), "sold_out"),
-            (refused(E::LimitReached), "limit_reached"),
-            (refused(E::RateLimited), "rate_limited"),
-            (refused(E::NotStarted), "not_started"),
-            (refused(E::Ended), "ended"),
-            (refused(E::Paused), "paused"),
-            (refused(E::BuyTokenRequired), "buy_token_required"),
-            (refused(E::BadRequest), "bad_request"),
+            (BuyOutcome::SoldOut, "sold_out"),
+            (BuyOutcome::LimitReached, "limit_reached"),
+            (BuyOutcome::RateLimited, "rate_limited"),
+            (BuyOutcome::NotStarted, "not_started"),
+            (BuyOutcome::Ended, "ended"),
+            (BuyOutcome::Paused, "paused"),
+            (BuyOutcome::BuyTokenRequired, "buy_token_required"),
+            (BuyOutcome::BadRequest, "bad_request"),
             (BuyOutcome::Other, "other"),
         ] {
-            assert_eq!(BuyOutcome::NAMES[o.index()], name);
+            assert_eq!(BuyOutcome::NAMES[o as usize], name);
         }
         for (i, o) in BuyOutcome::ALL.iter().enumerate() {
-            assert_eq!(o.index(), i);
+            assert_eq!(*o as usize, i);
         }
-        // Error codes keep their names and statuses where there is an
-        // outcome for them; the others are `other`.
+        // Error codes keep their names where there is an outcome for them.
         for code in ErrorCode::ALL {
             let o = BuyOutcome::of_error(code);
             if o != BuyOutcome::Other {
-                assert_eq!(BuyOutcome::NAMES[o.index()], code.as_str());
+                assert_eq!(BuyOutcome::NAMES[o as usize], code.as_str());
                 assert_eq!(o.http_status(), code.http_status());
             }
         }
-        assert_eq!(BuyOutcome::Refused(E::Internal).index(), BuyOutcome::Other.index());
     }
 
     #[test]
@@ -335,10 +276,10 @@ mod tests {
         c.buy_replayed();
         c.buy_decided(Err(ErrorCode::Internal));
         let f = c.read();
-        let get = |o: BuyOutcome| f.buys[o.index()];
+        let get = |o: BuyOutcome| f.buys[o as usize];
         assert_eq!(get(BuyOutcome::Created), 2);
-        assert_eq!(get(BuyOutcome::Refused(ErrorCode::SoldOut)), 1);
-        assert_eq!(get(BuyOutcome::Refused(ErrorCode::RateLimited)), 1);
+        assert_eq!(get(BuyOutcome::SoldOut), 1);
+        assert_eq!(get(BuyOutcome::RateLimited), 1);
         assert_eq!(get(BuyOutcome::Replayed), 1);
         assert_eq!(get(BuyOutcome::Other), 1);
         assert_eq!(f.buys.iter().sum::<u64>(), 6);
