@@ -503,6 +503,17 @@ fn a_flush_between_batches_is_caught_by_the_next_batch() {
     wait_until("a resync after the next batch found the keys gone", Duration::from_secs(5), || m.resyncs() >= 2);
     wait_caught_up(&node, &m, Duration::from_secs(10));
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
+    // That batch did not start a stream of its own (which the resync would
+    // have taken as whole): the WAL has every event, so the stream does.
+    assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
+
+    // The stream alone deleted: the next batch notices it (its entries are
+    // not added to nothing) and the resync puts it back whole.
+    let _: () = conn.del(format!("{}events", prefix.0)).unwrap();
+    buy(&node, 1001, a, 1).expect("a buy");
+    wait_until("a resync after the next batch found the stream gone", Duration::from_secs(5), || m.resyncs() >= 3);
+    wait_caught_up(&node, &m, Duration::from_secs(10));
+    assert_stream_matches_log(&stream(&mut conn, &prefix), &logged_order_events(&node));
     m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 

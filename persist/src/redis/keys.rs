@@ -187,7 +187,11 @@ const EVENT_FIELDS: usize = 8;
 /// stream alone is the record of the orders. The LSN is the id's first
 /// part and the status follows from `type`, so neither is repeated.
 /// `order` gives (quantity, amount_cents) for a status change logged
-/// before 2026-12-07, which does not carry them.
+/// before 2026-12-07, which does not carry them. `create`: whether the
+/// entry may create the stream; a batch's may not (`NOMKSTREAM`): after
+/// a `FLUSHDB` the batch that finds it (its fence is read inside the
+/// transaction, checked after) would otherwise start a stream that looks
+/// whole from its first entry on, and the resync would add nothing before.
 pub(crate) fn event_xadd(
     r: &mut Resp,
     key: &str,
@@ -195,6 +199,7 @@ pub(crate) fn event_xadd(
     ev: &Event,
     prev: &str,
     order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
+    create: bool,
 ) -> bool {
     let (id, user_id, activity_id, quantity, amount_cents, status, at_ms, pay_before_ms) = match ev {
         Event::OrderCreated(o) => (
@@ -217,10 +222,11 @@ pub(crate) fn event_xadd(
         _ => return false,
     };
     let fields = EVENT_FIELDS + usize::from(pay_before_ms.is_some());
-    r.cmd(3 + 2 * fields)
-        .arg("XADD")
-        .arg(key)
-        .display(EventId(lsn))
+    r.cmd(3 + usize::from(!create) + 2 * fields).arg("XADD").arg(key);
+    if !create {
+        r.arg("NOMKSTREAM");
+    }
+    r.display(EventId(lsn))
         .arg("type")
         .arg(event_type(status))
         .arg("prev")

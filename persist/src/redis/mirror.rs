@@ -367,13 +367,15 @@ impl Redis {
     /// Appends XADDs for the order events among `events`, then one
     /// `XTRIM … MAXLEN ~` (once per batch rather than per entry); returns
     /// the id of the last one (or `prev` if none). `order` gives (quantity,
-    /// amount_cents) of an order whose change was logged before 2026-12-07.
+    /// amount_cents) of an order whose change was logged before 2026-12-07;
+    /// `create`: whether they may create the stream (`keys::event_xadd`).
     fn add_events(
         &self,
         r: &mut Resp,
         events: &[(u64, Event)],
         mut prev: String,
         order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
+        create: bool,
     ) -> String {
         let key = self.keys.events();
         let mut added = false;
@@ -381,7 +383,7 @@ impl Redis {
             // An order unknown to `order` gets no entry (never happens: only
             // a resync's backfill meets old status changes, and its replica
             // has every order).
-            if keys::event_xadd(r, &key, *lsn, ev, &prev, order) {
+            if keys::event_xadd(r, &key, *lsn, ev, &prev, order, create) {
                 prev.clear();
                 let _ = write!(prev, "{}", keys::EventId(*lsn));
                 added = true;
@@ -409,7 +411,7 @@ impl Redis {
         r.cmd(2).arg("GET").arg(self.keys.lsn());
         r.cmd(2).arg("GET").arg(self.keys.run());
         self.add_writes(&mut r, plan, phases);
-        let last_id = self.add_events(&mut r, events, self.last_id.clone(), &|_| None);
+        let last_id = self.add_events(&mut r, events, self.last_id.clone(), &|_| None, false);
         r.cmd(3).arg("SET").arg(self.keys.lsn()).num(new_lsn);
         r.cmd(1).arg("EXEC");
         let outcome = self.exec(&r, w).await;
@@ -443,6 +445,9 @@ impl Redis {
             _ => None,
         }) {
             Err(Failure::Lost(format!("Redis refused a mirror write: {e}")))
+        } else if items.iter().skip(2).any(|v| *v == Item::Nil) {
+            // Only an `XADD … NOMKSTREAM` answers nil: the stream is gone.
+            Err(Failure::Lost("the event stream is gone".into()))
         } else {
             Ok(())
         };
@@ -575,7 +580,7 @@ impl Redis {
             }
             at = out.last().map_or(at, |(l, _)| *l);
             r.clear();
-            let next = self.add_events(&mut r, &out, prev.clone(), &order);
+            let next = self.add_events(&mut r, &out, prev.clone(), &order, true);
             if !r.is_empty() {
                 send(link, &r, self.op_timeout()).await?;
             }

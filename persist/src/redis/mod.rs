@@ -76,7 +76,7 @@ pub struct MirrorConfig {
     /// `batch_ms` too, so that under a steady load the next batch holds
     /// what arrived meanwhile: each batch costs Redis a fixed part (the
     /// transaction, the fence, the activity hashes, one script call per
-    /// activity, an AOF write and fsync) and the mirror a WAL read and a
+    /// activity whose buyers gave units back, an AOF write and fsync) and the mirror a WAL read and a
     /// round trip. A record then waits at most `batch_ms` more.
     pub coalesce_records: usize,
     /// `XADD … MAXLEN ~ stream_maxlen`: entries kept in the event stream.
