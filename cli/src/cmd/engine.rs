@@ -59,8 +59,8 @@ pub struct Args {
     pub redis_url: String,
     /// Also write a hash `seckill:order:{id}` per order to Redis (off: the
     /// `created` entry of the `seckill:events` stream carries every field of
-    /// an order; docs/REDIS.md, "Order hashes"). Costs Redis ~40 % more CPU
-    /// per order.
+    /// an order; docs/REDIS.md, "Order hashes"). Costs Redis about 60 % more
+    /// CPU per order.
     #[arg(long, env = "SECKILL_REDIS_ORDER_HASHES")]
     pub redis_order_hashes: bool,
     /// Seconds an admin.sock connection may wait between requests before it is closed.
