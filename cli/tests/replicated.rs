@@ -26,6 +26,7 @@ use common::{bearer, log_file, seckill, spawn_front, try_request, wait_http_ok, 
 use rand::{Rng, SeedableRng};
 use seckill_proto::{Address, ErrorCode, OrderId, Request, Response};
 use seckill_server::client::Pool;
+use seckill_testkit::history;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -40,6 +41,9 @@ const REPLICAS: usize = 3;
 const USERS: u64 = 600;
 const LIMIT: u32 = 2;
 const STOCK: u64 = 5_000;
+/// The kill test's stock: below what its users can buy (`USERS * LIMIT`),
+/// so the history holds `sold_out` answers once it runs out.
+const SCARCE_STOCK: u64 = 900;
 const CLIENTS: u64 = 4;
 /// Long enough for an election on a loaded (or paused) 2-core box.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -240,27 +244,74 @@ fn try_admin(dir: &Path, cmd: &str, args: Value) -> Option<Result<Value, Value>>
 }
 
 /// Buys for this client's users until stopped or the connection fails;
-/// every acknowledged order with its user and quantity.
-fn client(pool: &Pool, stop: &AtomicBool, activity_id: u64, client: u64, seed: u64) -> Vec<(OrderId, u64, u32)> {
+/// every acknowledged order with its user and quantity, and every request
+/// with its times and answer (times since `t0`, for the history checker).
+fn client(
+    pool: &Pool,
+    stop: &AtomicBool,
+    activity_id: u64,
+    client: u64,
+    seed: u64,
+    t0: Instant,
+) -> (Vec<(OrderId, u64, u32)>, Vec<history::Op>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut acked = Vec::new();
+    let (mut acked, mut ops) = (Vec::new(), Vec::new());
+    let since = |t: Instant| t.duration_since(t0).as_nanos() as u64;
     while !stop.load(Ordering::Acquire) {
         let user_id = rng.gen_range(0..USERS / CLIENTS) * CLIENTS + client + 1;
         let quantity = rng.gen_range(1..=LIMIT);
         let req = Request::Buy { user_id, activity_id, quantity, idempotency_key: 0, buy_token_ok: false };
-        match pool.call(&req) {
+        let sent_ns = since(Instant::now());
+        let answer = pool.call(&req);
+        let answered_ns = Some(since(Instant::now()));
+        let mut op = |outcome| ops.push(history::Op { user: user_id, quantity, sent_ns, answered_ns, outcome });
+        match answer {
             Ok(Response::Order(o)) => {
                 assert_eq!((o.user_id, o.quantity), (user_id, quantity));
                 acked.push((o.order_id, user_id, quantity));
+                op(history::Outcome::Created(o.order_id.to_string()));
             }
-            Ok(Response::Error(ErrorCode::SoldOut | ErrorCode::LimitReached | ErrorCode::Busy)) => {}
+            Ok(Response::Error(ErrorCode::SoldOut)) => op(history::Outcome::SoldOut),
+            Ok(Response::Error(ErrorCode::LimitReached)) => op(history::Outcome::LimitReached),
+            // Busy may come after the leader proposed the group: it may
+            // still commit (under the next leader).
+            Ok(Response::Error(ErrorCode::Busy)) => op(history::Outcome::Unknown),
             // It lost the lead (a new replica answers on a reused port).
             Ok(Response::NotLeader { .. }) => break,
             Ok(other) => panic!("unexpected answer to a buy: {other:?}"),
-            Err(_) => break,
+            Err(_) => {
+                ops.push(history::Op {
+                    user: user_id,
+                    quantity,
+                    sent_ns,
+                    answered_ns: None,
+                    outcome: history::Outcome::Unknown,
+                });
+                break;
+            }
         }
     }
-    acked
+    (acked, ops)
+}
+
+/// The orders of `activity_id` that `i` holds, for users `1..=users`.
+fn final_orders(g: &Group, i: usize, activity_id: u64, users: u64) -> Result<Vec<history::FinalOrder>, String> {
+    let pool = Pool::connect(&g.wire(i), 1, &wire_key()).map_err(|e| e.to_string())?;
+    let mut finals = Vec::new();
+    for user_id in 1..=users {
+        match pool.call(&Request::ListOrders { user_id, offset: 0, limit: 100 }).map_err(|e| e.to_string())? {
+            Response::Orders { items, total } => {
+                assert!(total <= 100, "user {user_id} has {total} orders; raise the page size");
+                finals.extend(items.iter().filter(|o| o.activity_id == activity_id).map(|o| history::FinalOrder {
+                    id: o.order_id.to_string(),
+                    user: o.user_id,
+                    quantity: o.quantity,
+                }));
+            }
+            other => return Err(format!("list orders of user {user_id}: {other:?}")),
+        }
+    }
+    Ok(finals)
 }
 
 /// Checks the acknowledged orders and the stock on the replica `i` leads;
@@ -298,11 +349,11 @@ fn check_users(
 }
 
 /// An activity on sale now, created through `leader`'s admin socket.
-fn create_activity(g: &Group, leader: usize, title: &str) -> u64 {
+fn create_activity(g: &Group, leader: usize, title: &str, stock: u64) -> u64 {
     let created = try_admin(
         &g.replicas[leader].dir,
         "activity.create",
-        json!({"title": title, "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
+        json!({"title": title, "price_cents": 100, "stock": stock, "per_user_limit": LIMIT,
                "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
     )
     .expect("the leader's admin socket")
@@ -318,9 +369,11 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut g = Group::start(0);
     let first = g.leader(None);
-    let activity_id = create_activity(&g, first, "replicated");
+    let activity_id = create_activity(&g, first, "replicated", SCARCE_STOCK);
 
     let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
+    let mut ops = Vec::new();
+    let t0 = Instant::now();
     let mut failover_ms = Vec::new();
     for cycle in 0..cycles {
         let leader = g.leader(None);
@@ -332,7 +385,7 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
         let workers: Vec<_> = (0..CLIENTS)
             .map(|c| {
                 let (pool, stop, seed) = (pool.clone(), stop.clone(), rng.gen::<u64>());
-                std::thread::spawn(move || client(&pool, &stop, activity_id, c, seed))
+                std::thread::spawn(move || client(&pool, &stop, activity_id, c, seed, t0))
             })
             .collect();
         std::thread::sleep(Duration::from_millis(rng.gen_range(300..900)));
@@ -341,10 +394,12 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
         stop.store(true, Ordering::Release);
         let mut this_cycle = 0;
         for w in workers {
-            for (id, user_id, quantity) in w.join().expect("client thread") {
+            let (orders, history) = w.join().expect("client thread");
+            for (id, user_id, quantity) in orders {
                 assert!(acked.insert(id, (user_id, quantity)).is_none(), "order id {id} answered twice");
                 this_cycle += 1;
             }
+            ops.extend(history);
         }
         drop(pool);
         // The killed replica comes back (as a follower) once a new leader
@@ -369,6 +424,18 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
         g.restarts
     );
     assert!(!acked.is_empty(), "no buy was ever acknowledged: the test tested nothing");
+    // Every answer against one serial order of the requests.
+    let deadline = Instant::now() + PATIENCE;
+    let finals = loop {
+        let leader = g.leader(None);
+        match final_orders(&g, leader, activity_id, USERS) {
+            Ok(f) => break f,
+            Err(e) => assert!(Instant::now() < deadline, "no leader listed the orders: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let summary = history::check(&ops, &finals, SCARCE_STOCK, LIMIT).unwrap_or_else(|e| panic!("history: {e}"));
+    eprintln!("replicated: history of {} requests checked: {summary:?}", ops.len());
 }
 
 /// Buys from `users` on replica `i`; the orders acknowledged (none, and no
@@ -400,7 +467,7 @@ fn buy_some(g: &Group, i: usize, activity_id: u64, users: std::ops::Range<u64>) 
 fn a_leader_cut_off_from_its_peers_acknowledges_nothing() {
     let mut g = Group::start_proxied(1);
     let old = g.leader(None);
-    let activity_id = create_activity(&g, old, "partition");
+    let activity_id = create_activity(&g, old, "partition", STOCK);
     let mut acked = buy_some(&g, old, activity_id, 1..40);
     assert!(!acked.is_empty(), "the leader sold nothing before the partition");
 
