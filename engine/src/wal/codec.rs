@@ -202,12 +202,14 @@ mod tests {
             product_name: "phone of the year".into(),
             title: "Black Friday phone".into(),
             price_cents: 0x0303_0303_0303_0303,
-            starts_at_ms: 0x0404_0404_0404_0404,
-            ends_at_ms: 0x0505_0505_0505_0505,
-            per_user_limit: 0x0606_0606,
-            payment_timeout_s: 0x0707_0707,
-            require_buy_token: true,
-            gate_factor: 0x0808_0808,
+            terms: seckill_proto::SaleTerms {
+                starts_at_ms: 0x0404_0404_0404_0404,
+                ends_at_ms: 0x0505_0505_0505_0505,
+                per_user_limit: 0x0606_0606,
+                payment_timeout_s: 0x0707_0707,
+                require_buy_token: true,
+                gate_factor: 0x0808_0808,
+            },
             status: seckill_proto::ActivityStatus::Paused,
         });
         let mut buf = Vec::new();
