@@ -32,19 +32,9 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// The phase buyers see at `now_ms`. Disabled and past-the-end both read
-    /// as ended; a pause only shows while the sale would otherwise be open
-    /// or upcoming.
+    /// The phase buyers see at `now_ms` ([`SaleTerms::phase`]).
     pub fn phase(&self, now_ms: u64) -> Phase {
-        if self.status == ActivityStatus::Disabled || now_ms >= self.terms.ends_at_ms {
-            Phase::Ended
-        } else if self.status == ActivityStatus::Paused {
-            Phase::Paused
-        } else if now_ms < self.terms.starts_at_ms {
-            Phase::Upcoming
-        } else {
-            Phase::Ongoing
-        }
+        self.terms.phase(self.status, now_ms)
     }
 
     /// Why a buy is refused at `now_ms`, if it is.

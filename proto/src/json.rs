@@ -128,19 +128,12 @@ pub fn activity(a: &ActivityView, now_ms: u64) -> Value {
 }
 
 /// The phase of `a` at `now_ms`. A view may be older than the answer it is
-/// in (the front caches views): the times decide again, as the engine's
-/// `Activity::phase` does, so a cached view does not say "upcoming" after the
+/// in (the front caches views): the times decide again by the engine's rule
+/// (`SaleTerms::phase`), so a cached view does not say "upcoming" after the
 /// sale has opened. A pause is the engine's word and is kept.
 pub fn phase_at(a: &ActivityView, now_ms: u64) -> Phase {
-    if a.status == ActivityStatus::Disabled || now_ms >= a.terms.ends_at_ms {
-        Phase::Ended
-    } else if a.phase == Phase::Paused || a.status == ActivityStatus::Paused {
-        Phase::Paused
-    } else if now_ms < a.terms.starts_at_ms {
-        Phase::Upcoming
-    } else {
-        Phase::Ongoing
-    }
+    let paused = a.phase == Phase::Paused && a.status == ActivityStatus::Active;
+    a.terms.phase(if paused { ActivityStatus::Paused } else { a.status }, now_ms)
 }
 
 pub fn error(code: ErrorCode, message: &str) -> Value {
@@ -226,6 +219,9 @@ mod tests {
         assert_eq!(activity(&paused, 500)["phase"], "paused");
         assert_eq!(activity(&paused, 1_500)["phase"], "paused");
         assert_eq!(activity(&paused, 2_000)["phase"], "ended");
+        let said_paused = ActivityView { phase: Phase::Paused, ..a.clone() };
+        assert_eq!(activity(&said_paused, 1_500)["phase"], "paused", "the engine's word is kept");
+        assert_eq!(activity(&said_paused, 2_000)["phase"], "ended");
         let disabled = ActivityView { status: ActivityStatus::Disabled, phase: Phase::Ended, ..a };
         assert_eq!(activity(&disabled, 1_500)["phase"], "ended");
     }

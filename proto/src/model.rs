@@ -208,6 +208,23 @@ pub struct SaleTerms {
     pub gate_factor: u32,
 }
 
+impl SaleTerms {
+    /// The phase buyers see at `now_ms` of a sale on these terms with
+    /// `status`. Disabled and past-the-end both read as ended; a pause only
+    /// shows while the sale would otherwise be open or upcoming.
+    pub fn phase(&self, status: ActivityStatus, now_ms: u64) -> Phase {
+        if status == ActivityStatus::Disabled || now_ms >= self.ends_at_ms {
+            Phase::Ended
+        } else if status == ActivityStatus::Paused {
+            Phase::Paused
+        } else if now_ms < self.starts_at_ms {
+            Phase::Upcoming
+        } else {
+            Phase::Ongoing
+        }
+    }
+}
+
 /// An activity with its product and live stock, as the engine reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityView {
