@@ -888,6 +888,36 @@ mod tests {
         assert_eq!(out, want);
     }
 
+    /// API.md's kind 131, written out field by field: the view's wire
+    /// layout, whatever struct holds its fields (`SaleTerms`).
+    #[test]
+    fn activity_layout_is_as_documented() {
+        let a = sample_activity();
+        let mut out = Vec::new();
+        encode_response(&mut out, 9, &Response::Activity(Box::new(a.clone())));
+        let mut want = vec![kind::ACTIVITY];
+        want.extend_from_slice(&9u64.to_le_bytes());
+        let t = a.terms;
+        want.extend_from_slice(&a.id.to_le_bytes());
+        want.extend_from_slice(&a.product_id.to_le_bytes());
+        for s in [&a.product_name, &a.title] {
+            want.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            want.extend_from_slice(s.as_bytes());
+        }
+        for n in [a.price_cents, a.total_stock, a.remaining, t.starts_at_ms, t.ends_at_ms] {
+            want.extend_from_slice(&n.to_le_bytes());
+        }
+        want.extend_from_slice(&t.per_user_limit.to_le_bytes());
+        want.extend_from_slice(&t.payment_timeout_s.to_le_bytes());
+        want.push(u8::from(t.require_buy_token));
+        want.extend_from_slice(&t.gate_factor.to_le_bytes());
+        want.extend_from_slice(&6u16.to_le_bytes());
+        want.extend_from_slice(b"active");
+        want.push(2);
+        assert_eq!(out[..LEN_BYTES], (want.len() as u32).to_le_bytes());
+        assert_eq!(out[LEN_BYTES..], want[..]);
+    }
+
     #[test]
     fn kinds_follow_declaration_order() {
         let kinds: Vec<u8> = all_requests().iter().map(request_kind).collect();
