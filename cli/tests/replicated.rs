@@ -41,9 +41,6 @@ const REPLICAS: usize = 3;
 const USERS: u64 = 600;
 const LIMIT: u32 = 2;
 const STOCK: u64 = 5_000;
-/// The kill test's stock: below what its users can buy (`USERS * LIMIT`),
-/// so the history holds `sold_out` answers once it runs out.
-const SCARCE_STOCK: u64 = 900;
 const CLIENTS: u64 = 4;
 /// Long enough for an election on a loaded (or paused) 2-core box.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -363,6 +360,9 @@ fn create_activity(g: &Group, leader: usize, title: &str, stock: u64) -> u64 {
 
 #[test]
 fn acknowledged_orders_survive_the_leaders_kill_9() {
+    // Below what the users can buy (`USERS * LIMIT`): the history holds
+    // `sold_out` answers once it runs out.
+    const SCARCE_STOCK: u64 = 900;
     let cycles: usize = std::env::var("SECKILL_REPLICA_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let seed: u64 = rand::random();
     eprintln!("replicated: {cycles} cycles, seed {seed}");
