@@ -62,8 +62,8 @@ pub struct Args {
     pub admin_idle_timeout: u64,
     /// Run as replica N of a Raft group (docs/REPLICATION.md): the group's
     /// majority makes each answer durable; the leader serves --engine and
-    /// admin.sock, followers only keep the log. Needs --peers and
-    /// --replica-listen, and `none` for --mysql-url and --redis-url.
+    /// admin.sock (and runs the persister and the mirror), followers only
+    /// keep the log and their wal/. Needs --peers and --replica-listen.
     #[arg(long, env = "SECKILL_REPLICA_ID", value_name = "N", requires_all = ["peers", "replica_listen"])]
     pub replica_id: Option<u64>,
     /// Every replica of the group, this one included, at its --replica-listen:
