@@ -586,14 +586,15 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
-/// This test's MySQL database (`SECKILL_TEST_MYSQL_DB`, else one named
-/// after the process), dropped at the start and at the end.
+/// This test's own MySQL database, dropped at the start and at the end
+/// (`SECKILL_TEST_DB_PREFIX`: engineers sharing one server keep to their
+/// own names, as in persist's tests).
 struct TestDb(String);
 
 impl TestDb {
     fn new() -> Self {
-        let name = std::env::var("SECKILL_TEST_MYSQL_DB")
-            .unwrap_or_else(|_| format!("seckill_replicated_{}", std::process::id()));
+        let prefix = std::env::var("SECKILL_TEST_DB_PREFIX").unwrap_or_else(|_| "seckill_test".into());
+        let name = format!("{prefix}_replicated_{:016x}", rand::random::<u64>());
         let db = TestDb(name);
         db.drop_it();
         db

@@ -1,7 +1,8 @@
 //! `seckill engine --replica-id N --peers … --replica-listen …`: the engine
 //! as one replica of a Raft group (docs/REPLICATION.md). Every replica
-//! keeps the group's log and applies it; the one that leads serves the
-//! wire protocol and the admin socket, and exits (status 75) when it stops
+//! keeps the group's log, applies it and appends its records to its own
+//! `wal/`; the one that leads serves the wire protocol and the admin socket
+//! and runs the persister and the mirror over its `wal/`, and exits (status 75) when it stops
 //! leading, to be restarted as a follower. A follower listens on its
 //! `--engine` too and answers every request `not_leader` (with the leader's
 //! address from `--peer-engines`), so fronts re-route at once.
@@ -213,10 +214,11 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         }
     };
     let engine = leading.engine.clone();
-    // The persister and the mirror run where the group is led, from their
-    // checkpoints in MySQL and Redis: every replica's `wal/` has the same
-    // records at the same LSNs. They end with the process (a replica that
-    // stops leading exits).
+    // The persister and the mirror run where the group is led, over this
+    // replica's `wal/` (the same records at the same LSNs on every
+    // replica): the persister from its checkpoint in MySQL, the mirror by a
+    // rewrite of Redis, as on a single engine. They end with the process (a
+    // replica that stops leading exits).
     let (wal_status, checkpoints) = node
         .state()
         .with_state(|s| s.wal().map(|w| (w.status(), w.checkpoints())))
