@@ -721,10 +721,43 @@ fn acknowledged_orders_reach_mysql_exactly_once_through_a_kill_9() {
     for id in acked.keys() {
         assert!(distinct.contains(&id.to_string()), "acknowledged order {id} is not in MySQL");
     }
+    // Every replica's `wal/`, the killed one's too (restarted on its data
+    // dir, it re-applied its Raft log), holds the same records, each once.
+    let lsn = verified["lsn"].as_u64().expect("verify's LSN");
+    let deadline = Instant::now() + PATIENCE;
+    while !g.statuses().iter().all(|s| s["status"]["applied_lsn"].as_u64().is_some_and(|l| l >= lsn)) {
+        assert!(Instant::now() < deadline, "the replicas did not all reach LSN {lsn}: {:?}", g.statuses());
+        g.supervise(None);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wals: Vec<Vec<(u64, seckill_engine::Event)>> = g.replicas.iter().map(|r| wal_records(&r.dir, lsn)).collect();
+    assert_eq!(wals[0].len() as u64, lsn, "replica 1's wal/ up to LSN {lsn}");
+    for (i, w) in wals.iter().enumerate().skip(1) {
+        assert!(*w == wals[0], "replica {}'s wal/ differs from replica 1's", i + 1);
+    }
     eprintln!(
         "replicated + MySQL: {} acknowledged ({before_kill} before the kill), {} orders in MySQL, verify at LSN {}",
         acked.len(),
         in_mysql.len(),
         verified["lsn"]
     );
+}
+
+/// The records of `dir`'s `wal/` up to `lsn`, checked to follow one another
+/// from LSN 1 (a replica that never installed a snapshot keeps all).
+fn wal_records(dir: &Path, lsn: u64) -> Vec<(u64, seckill_engine::Event)> {
+    use seckill_engine::wal::segment;
+    let mut out: Vec<(u64, seckill_engine::Event)> = Vec::new();
+    for seg in segment::list(&dir.join("wal")).expect("wal/ lists") {
+        segment::read(&seg, |l, ev| {
+            if l <= lsn {
+                out.push((l, ev))
+            }
+        })
+        .expect("a segment reads");
+    }
+    for (i, (l, _)) in out.iter().enumerate() {
+        assert_eq!(*l, i as u64 + 1, "{}'s wal/ skips or repeats at record {i}", dir.display());
+    }
+    out
 }
