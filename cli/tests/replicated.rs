@@ -737,7 +737,7 @@ fn acknowledged_orders_reach_mysql_exactly_once_through_a_kill_9() {
     let db = TestDb::new();
     let mut g = Group::start_with_mysql(3, false, &db.url());
     let first = g.leader(None);
-    let activity_id = create_activity(&g, first, "replicated-mysql");
+    let activity_id = create_activity(&g, first, "replicated-mysql", STOCK);
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
 
     let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
@@ -746,14 +746,14 @@ fn acknowledged_orders_reach_mysql_exactly_once_through_a_kill_9() {
     let workers: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let (pool, stop, seed) = (pool.clone(), stop.clone(), rng.gen::<u64>());
-            std::thread::spawn(move || client(&pool, &stop, activity_id, c, seed))
+            std::thread::spawn(move || client(&pool, &stop, activity_id, c, seed, Instant::now()))
         })
         .collect();
     std::thread::sleep(Duration::from_millis(800));
     g.kill9(first);
     stop.store(true, Ordering::Release);
     for w in workers {
-        for (id, user_id, quantity) in w.join().expect("client thread") {
+        for (id, user_id, quantity) in w.join().expect("client thread").0 {
             assert!(acked.insert(id, (user_id, quantity)).is_none(), "order id {id} answered twice");
         }
     }
