@@ -19,12 +19,14 @@ fn shard(pending: u64) -> ShardState {
         product_name: "p".into(),
         title: "t".into(),
         price_cents: 100,
-        starts_at_ms: 0,
-        ends_at_ms: u64::MAX / 2,
-        per_user_limit: 1,
-        payment_timeout_s: 1800,
-        require_buy_token: false,
-        gate_factor: 5,
+        terms: seckill_proto::SaleTerms {
+            starts_at_ms: 0,
+            ends_at_ms: u64::MAX / 2,
+            per_user_limit: 1,
+            payment_timeout_s: 1800,
+            require_buy_token: false,
+            gate_factor: 5,
+        },
         status: ActivityStatus::Active,
     };
     s.install(Arc::new(activity), Arc::new(StockPool::new(1_000_000_000)));

@@ -26,12 +26,14 @@ pub fn ongoing_activity(id: u64, now_ms: u64) -> Activity {
         product_name: "phone".into(),
         title: "flash sale".into(),
         price_cents: 99_900,
-        starts_at_ms: now_ms - 86_400_000,
-        ends_at_ms: now_ms + 86_400_000,
-        per_user_limit: 1,
-        payment_timeout_s: 1800,
-        require_buy_token: false,
-        gate_factor: 5,
+        terms: seckill_proto::SaleTerms {
+            starts_at_ms: now_ms - 86_400_000,
+            ends_at_ms: now_ms + 86_400_000,
+            per_user_limit: 1,
+            payment_timeout_s: 1800,
+            require_buy_token: false,
+            gate_factor: 5,
+        },
         status: ActivityStatus::Active,
     }
 }
@@ -39,10 +41,7 @@ pub fn ongoing_activity(id: u64, now_ms: u64) -> Activity {
 /// The same sale as an operator would create it through `Engine`.
 pub fn ongoing_spec(stock: u64, now_ms: u64) -> ActivitySpec {
     let a = ongoing_activity(0, now_ms);
-    let mut spec = ActivitySpec::new(a.title, a.price_cents, stock, a.starts_at_ms, a.ends_at_ms);
-    (spec.per_user_limit, spec.payment_timeout_s) = (a.per_user_limit, a.payment_timeout_s);
-    (spec.require_buy_token, spec.gate_factor) = (a.require_buy_token, a.gate_factor);
-    spec
+    ActivitySpec { title: a.title, product_id: None, price_cents: a.price_cents, stock, terms: a.terms }
 }
 
 /// A fresh shard (id 0) holding one ongoing activity with `stock` units.

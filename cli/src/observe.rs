@@ -157,7 +157,7 @@ fn wall_ms() -> u64 {
 
 /// Whether an activity is shown (and exported per activity) at `now_ms`.
 fn shown(a: &ActivityStats, now_ms: u64) -> bool {
-    a.view.phase != Phase::Ended || now_ms < a.view.ends_at_ms.saturating_add(ENDED_SHOWN_MS)
+    a.view.phase != Phase::Ended || now_ms < a.view.terms.ends_at_ms.saturating_add(ENDED_SHOWN_MS)
 }
 
 impl Dashboard {

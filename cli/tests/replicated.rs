@@ -26,6 +26,7 @@ use common::{bearer, log_file, seckill, spawn_front, try_request, wait_http_ok, 
 use rand::{Rng, SeedableRng};
 use seckill_proto::{Address, ErrorCode, OrderId, Request, Response};
 use seckill_server::client::Pool;
+use seckill_testkit::history;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -59,6 +60,8 @@ struct Group {
     restarts: usize,
     /// With `start_proxied`: the proxy replica index `.0` dials `.1` through.
     proxies: BTreeMap<(usize, usize), TcpProxy>,
+    /// `--mysql-url` of every replica (`none` but in the MySQL test).
+    mysql_url: String,
 }
 
 fn port(base: Option<u16>, i: u16) -> u16 {
@@ -78,6 +81,10 @@ impl Group {
     }
 
     fn start_with(slot: u16, proxied: bool) -> Group {
+        Self::start_with_mysql(slot, proxied, "none")
+    }
+
+    fn start_with_mysql(slot: u16, proxied: bool, mysql_url: &str) -> Group {
         let root = tempfile::tempdir().expect("tempdir");
         let base: Option<u16> =
             std::env::var("SECKILL_TEST_PORT_BASE").ok().and_then(|v| v.parse::<u16>().ok()).map(|b| b + 10 * slot);
@@ -101,7 +108,7 @@ impl Group {
                 }
             }
         }
-        let mut g = Group { _root: root, replicas, peers, restarts: 0, proxies };
+        let mut g = Group { _root: root, replicas, peers, restarts: 0, proxies, mysql_url: mysql_url.to_string() };
         for i in 0..REPLICAS {
             g.spawn(i);
         }
@@ -129,7 +136,7 @@ impl Group {
             .args(["--replica-id", &r.id.to_string(), "--peers", &self.peers])
             .args(["--replica-listen", &format!("127.0.0.1:{}", r.replica_port)])
             .args(["--peer-engines", &self.peer_engines()])
-            .args(["--shards", "2", "--mysql-url", "none", "--redis-url", "none", "--metrics", "none"])
+            .args(["--shards", "2", "--mysql-url", &self.mysql_url, "--redis-url", "none", "--metrics", "none"])
             .stderr(log_file(&r.dir.with_extension("log")))
             .spawn()
             .expect("spawning seckill engine --replica-id");
@@ -240,27 +247,74 @@ fn try_admin(dir: &Path, cmd: &str, args: Value) -> Option<Result<Value, Value>>
 }
 
 /// Buys for this client's users until stopped or the connection fails;
-/// every acknowledged order with its user and quantity.
-fn client(pool: &Pool, stop: &AtomicBool, activity_id: u64, client: u64, seed: u64) -> Vec<(OrderId, u64, u32)> {
+/// every acknowledged order with its user and quantity, and every request
+/// with its times and answer (times since `t0`, for the history checker).
+fn client(
+    pool: &Pool,
+    stop: &AtomicBool,
+    activity_id: u64,
+    client: u64,
+    seed: u64,
+    t0: Instant,
+) -> (Vec<(OrderId, u64, u32)>, Vec<history::Op>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut acked = Vec::new();
+    let (mut acked, mut ops) = (Vec::new(), Vec::new());
+    let since = |t: Instant| t.duration_since(t0).as_nanos() as u64;
     while !stop.load(Ordering::Acquire) {
         let user_id = rng.gen_range(0..USERS / CLIENTS) * CLIENTS + client + 1;
         let quantity = rng.gen_range(1..=LIMIT);
         let req = Request::Buy { user_id, activity_id, quantity, idempotency_key: 0, buy_token_ok: false };
-        match pool.call(&req) {
+        let sent_ns = since(Instant::now());
+        let answer = pool.call(&req);
+        let answered_ns = Some(since(Instant::now()));
+        let mut op = |outcome| ops.push(history::Op { user: user_id, quantity, sent_ns, answered_ns, outcome });
+        match answer {
             Ok(Response::Order(o)) => {
                 assert_eq!((o.user_id, o.quantity), (user_id, quantity));
                 acked.push((o.order_id, user_id, quantity));
+                op(history::Outcome::Created(o.order_id.to_string()));
             }
-            Ok(Response::Error(ErrorCode::SoldOut | ErrorCode::LimitReached | ErrorCode::Busy)) => {}
+            Ok(Response::Error(ErrorCode::SoldOut)) => op(history::Outcome::SoldOut),
+            Ok(Response::Error(ErrorCode::LimitReached)) => op(history::Outcome::LimitReached),
+            // Busy may come after the leader proposed the group: it may
+            // still commit (under the next leader).
+            Ok(Response::Error(ErrorCode::Busy)) => op(history::Outcome::Unknown),
             // It lost the lead (a new replica answers on a reused port).
             Ok(Response::NotLeader { .. }) => break,
             Ok(other) => panic!("unexpected answer to a buy: {other:?}"),
-            Err(_) => break,
+            Err(_) => {
+                ops.push(history::Op {
+                    user: user_id,
+                    quantity,
+                    sent_ns,
+                    answered_ns: None,
+                    outcome: history::Outcome::Unknown,
+                });
+                break;
+            }
         }
     }
-    acked
+    (acked, ops)
+}
+
+/// The orders of `activity_id` that `i` holds, for users `1..=users`.
+fn final_orders(g: &Group, i: usize, activity_id: u64, users: u64) -> Result<Vec<history::FinalOrder>, String> {
+    let pool = Pool::connect(&g.wire(i), 1, &wire_key()).map_err(|e| e.to_string())?;
+    let mut finals = Vec::new();
+    for user_id in 1..=users {
+        match pool.call(&Request::ListOrders { user_id, offset: 0, limit: 100 }).map_err(|e| e.to_string())? {
+            Response::Orders { items, total } => {
+                assert!(total <= 100, "user {user_id} has {total} orders; raise the page size");
+                finals.extend(items.iter().filter(|o| o.activity_id == activity_id).map(|o| history::FinalOrder {
+                    id: o.order_id.to_string(),
+                    user: o.user_id,
+                    quantity: o.quantity,
+                }));
+            }
+            other => return Err(format!("list orders of user {user_id}: {other:?}")),
+        }
+    }
+    Ok(finals)
 }
 
 /// Checks the acknowledged orders and the stock on the replica `i` leads;
@@ -298,11 +352,11 @@ fn check_users(
 }
 
 /// An activity on sale now, created through `leader`'s admin socket.
-fn create_activity(g: &Group, leader: usize, title: &str) -> u64 {
+fn create_activity(g: &Group, leader: usize, title: &str, stock: u64) -> u64 {
     let created = try_admin(
         &g.replicas[leader].dir,
         "activity.create",
-        json!({"title": title, "price_cents": 100, "stock": STOCK, "per_user_limit": LIMIT,
+        json!({"title": title, "price_cents": 100, "stock": stock, "per_user_limit": LIMIT,
                "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
     )
     .expect("the leader's admin socket")
@@ -312,15 +366,20 @@ fn create_activity(g: &Group, leader: usize, title: &str) -> u64 {
 
 #[test]
 fn acknowledged_orders_survive_the_leaders_kill_9() {
+    // Below what the users can buy (`USERS * LIMIT`): the history holds
+    // `sold_out` answers once it runs out.
+    const SCARCE_STOCK: u64 = 900;
     let cycles: usize = std::env::var("SECKILL_REPLICA_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let seed: u64 = rand::random();
     eprintln!("replicated: {cycles} cycles, seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut g = Group::start(0);
     let first = g.leader(None);
-    let activity_id = create_activity(&g, first, "replicated");
+    let activity_id = create_activity(&g, first, "replicated", SCARCE_STOCK);
 
     let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
+    let mut ops = Vec::new();
+    let t0 = Instant::now();
     let mut failover_ms = Vec::new();
     for cycle in 0..cycles {
         let leader = g.leader(None);
@@ -332,7 +391,7 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
         let workers: Vec<_> = (0..CLIENTS)
             .map(|c| {
                 let (pool, stop, seed) = (pool.clone(), stop.clone(), rng.gen::<u64>());
-                std::thread::spawn(move || client(&pool, &stop, activity_id, c, seed))
+                std::thread::spawn(move || client(&pool, &stop, activity_id, c, seed, t0))
             })
             .collect();
         std::thread::sleep(Duration::from_millis(rng.gen_range(300..900)));
@@ -341,10 +400,12 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
         stop.store(true, Ordering::Release);
         let mut this_cycle = 0;
         for w in workers {
-            for (id, user_id, quantity) in w.join().expect("client thread") {
+            let (orders, history) = w.join().expect("client thread");
+            for (id, user_id, quantity) in orders {
                 assert!(acked.insert(id, (user_id, quantity)).is_none(), "order id {id} answered twice");
                 this_cycle += 1;
             }
+            ops.extend(history);
         }
         drop(pool);
         // The killed replica comes back (as a follower) once a new leader
@@ -369,6 +430,18 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
         g.restarts
     );
     assert!(!acked.is_empty(), "no buy was ever acknowledged: the test tested nothing");
+    // Every answer against one serial order of the requests.
+    let deadline = Instant::now() + PATIENCE;
+    let finals = loop {
+        let leader = g.leader(None);
+        match final_orders(&g, leader, activity_id, USERS) {
+            Ok(f) => break f,
+            Err(e) => assert!(Instant::now() < deadline, "no leader listed the orders: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let summary = history::check(&ops, &finals, SCARCE_STOCK, LIMIT).unwrap_or_else(|e| panic!("history: {e}"));
+    eprintln!("replicated: history of {} requests checked: {summary:?}", ops.len());
 }
 
 /// Buys from `users` on replica `i`; the orders acknowledged (none, and no
@@ -400,7 +473,7 @@ fn buy_some(g: &Group, i: usize, activity_id: u64, users: std::ops::Range<u64>) 
 fn a_leader_cut_off_from_its_peers_acknowledges_nothing() {
     let mut g = Group::start_proxied(1);
     let old = g.leader(None);
-    let activity_id = create_activity(&g, old, "partition");
+    let activity_id = create_activity(&g, old, "partition", STOCK);
     let mut acked = buy_some(&g, old, activity_id, 1..40);
     assert!(!acked.is_empty(), "the leader sold nothing before the partition");
 
@@ -570,4 +643,188 @@ fn a_front_follows_the_leader_through_a_kill_9() {
     }
     // Exactly once: each user holds at most one order (checked by `check`
     // against the limit), and every 201 is that order.
+}
+
+fn mysql_server() -> String {
+    std::env::var("SECKILL_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_string())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// This test's own MySQL database, dropped at the start and at the end
+/// (`SECKILL_TEST_DB_PREFIX`: engineers sharing one server keep to their
+/// own names, as in persist's tests).
+struct TestDb(String);
+
+impl TestDb {
+    fn new() -> Self {
+        let prefix = std::env::var("SECKILL_TEST_DB_PREFIX").unwrap_or_else(|_| "seckill_test".into());
+        let name = format!("{prefix}_replicated_{:016x}", rand::random::<u64>());
+        let db = TestDb(name);
+        db.drop_it();
+        db
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", mysql_server().trim_end_matches('/'), self.0)
+    }
+
+    fn drop_it(&self) {
+        let (server, name) = (mysql_server(), self.0.clone());
+        rt().block_on(async {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::MySqlConnection::connect(&server).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`")).execute(&mut c).await;
+            }
+        });
+    }
+
+    /// Every order id of `activity_id` in MySQL's `orders`, as many times as
+    /// it is there.
+    fn order_ids(&self, activity_id: u64) -> Vec<String> {
+        rt().block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::MySqlConnection::connect(&self.url()).await.expect("MySQL connects");
+            sqlx::query_scalar::<_, String>("SELECT order_id FROM orders WHERE activity_id = ?")
+                .bind(activity_id)
+                .fetch_all(&mut c)
+                .await
+                .expect("SELECT orders")
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        self.drop_it();
+    }
+}
+
+/// Whether MySQL answers; panics when it does not and
+/// `SECKILL_REQUIRE_SERVICES` is set.
+fn mysql_or_skip() -> bool {
+    let url = mysql_server();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h).split(['/', '?']).next().unwrap_or_default();
+    let up =
+        host.parse().ok().and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()).is_some();
+    if !up {
+        assert!(
+            !std::env::var("SECKILL_REQUIRE_SERVICES").is_ok_and(|v| !v.is_empty() && v != "0"),
+            "MySQL at {host} unreachable and SECKILL_REQUIRE_SERVICES is set: start it (scripts/services)"
+        );
+        eprintln!(
+            "\n##### SKIPPED: MySQL at {host} unreachable (scripts/services starts it). This test did NOT run.\n"
+        );
+    }
+    up
+}
+
+/// Slice 2 of docs/REPLICATION.md: the persister runs on the leader, from
+/// the checkpoint in MySQL, over its own `wal/` (a copy of the committed
+/// records, the same LSNs on every replica). Three replicas with MySQL on;
+/// the leader is `kill -9`'d under load; the new leader's persister
+/// resumes where the old one's stopped, and sells on. After catch-up every
+/// acknowledged order is in MySQL exactly once, MySQL holds no other, and
+/// `admin verify` (MySQL against the leader's state) finds no difference.
+#[test]
+fn acknowledged_orders_reach_mysql_exactly_once_through_a_kill_9() {
+    if !mysql_or_skip() {
+        return;
+    }
+    let db = TestDb::new();
+    let mut g = Group::start_with_mysql(3, false, &db.url());
+    let first = g.leader(None);
+    let activity_id = create_activity(&g, first, "replicated-mysql", STOCK);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+
+    let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
+    let pool = Arc::new(Pool::connect(&g.wire(first), 2, &wire_key()).expect("the leader's wire port"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (pool, stop, seed) = (pool.clone(), stop.clone(), rng.gen::<u64>());
+            std::thread::spawn(move || client(&pool, &stop, activity_id, c, seed, Instant::now()))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    g.kill9(first);
+    stop.store(true, Ordering::Release);
+    for w in workers {
+        for (id, user_id, quantity) in w.join().expect("client thread").0 {
+            assert!(acked.insert(id, (user_id, quantity)).is_none(), "order id {id} answered twice");
+        }
+    }
+    drop(pool);
+    let before_kill = acked.len();
+    assert!(before_kill > 0, "the first leader sold nothing");
+
+    // The new leader has every order and sells on; its persister writes
+    // both what the old one had not and its own.
+    let deadline = Instant::now() + PATIENCE;
+    let leader = loop {
+        let l = g.leader(Some(first));
+        match check(&g, l, activity_id, &acked) {
+            Ok(()) => break l,
+            Err(e) => assert!(Instant::now() < deadline, "no leader answered the check: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    g.supervise(None);
+    acked.extend(buy_some(&g, leader, activity_id, USERS + 1..USERS + 41));
+    assert!(acked.len() > before_kill, "the new leader sold nothing");
+
+    // Caught up: MySQL equals the leader's state, and holds each
+    // acknowledged order once.
+    let verified = try_admin(&g.replicas[leader].dir, "verify", json!({}))
+        .expect("the leader's admin socket")
+        .unwrap_or_else(|e| panic!("verify failed: {e}; see {}", g.logs()));
+    assert_eq!(verified["equal"], Value::Bool(true), "MySQL differs from the leader: {verified}; see {}", g.logs());
+    let in_mysql = db.order_ids(activity_id);
+    let distinct: std::collections::BTreeSet<&String> = in_mysql.iter().collect();
+    assert_eq!(distinct.len(), in_mysql.len(), "an order is in MySQL twice");
+    for id in acked.keys() {
+        assert!(distinct.contains(&id.to_string()), "acknowledged order {id} is not in MySQL");
+    }
+    // Every replica's `wal/`, the killed one's too (restarted on its data
+    // dir, it re-applied its Raft log), holds the same records, each once.
+    let lsn = verified["lsn"].as_u64().expect("verify's LSN");
+    let deadline = Instant::now() + PATIENCE;
+    while !g.statuses().iter().all(|s| s["status"]["applied_lsn"].as_u64().is_some_and(|l| l >= lsn)) {
+        assert!(Instant::now() < deadline, "the replicas did not all reach LSN {lsn}: {:?}", g.statuses());
+        g.supervise(None);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wals: Vec<Vec<(u64, seckill_engine::Event)>> = g.replicas.iter().map(|r| wal_records(&r.dir, lsn)).collect();
+    assert_eq!(wals[0].len() as u64, lsn, "replica 1's wal/ up to LSN {lsn}");
+    for (i, w) in wals.iter().enumerate().skip(1) {
+        assert!(*w == wals[0], "replica {}'s wal/ differs from replica 1's", i + 1);
+    }
+    eprintln!(
+        "replicated + MySQL: {} acknowledged ({before_kill} before the kill), {} orders in MySQL, verify at LSN {}",
+        acked.len(),
+        in_mysql.len(),
+        verified["lsn"]
+    );
+}
+
+/// The records of `dir`'s `wal/` up to `lsn`, checked to follow one another
+/// from LSN 1 (a replica that never installed a snapshot keeps all).
+fn wal_records(dir: &Path, lsn: u64) -> Vec<(u64, seckill_engine::Event)> {
+    use seckill_engine::wal::segment;
+    let mut out: Vec<(u64, seckill_engine::Event)> = Vec::new();
+    for seg in segment::list(&dir.join("wal")).expect("wal/ lists") {
+        segment::read(&seg, |l, ev| {
+            if l <= lsn {
+                out.push((l, ev))
+            }
+        })
+        .expect("a segment reads");
+    }
+    for (i, (l, _)) in out.iter().enumerate() {
+        assert_eq!(*l, i as u64 + 1, "{}'s wal/ skips or repeats at record {i}", dir.display());
+    }
+    out
 }

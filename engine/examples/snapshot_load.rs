@@ -136,12 +136,14 @@ fn main() {
         product_id: None,
         price_cents: 100,
         stock: orders * 4 + 10_000_000,
-        starts_at_ms: now - 1000,
-        ends_at_ms: now + 86_400_000,
-        per_user_limit: 1,
-        payment_timeout_s: 86_400,
-        require_buy_token: false,
-        gate_factor: 5,
+        terms: seckill_proto::SaleTerms {
+            starts_at_ms: now - 1000,
+            ends_at_ms: now + 86_400_000,
+            per_user_limit: 1,
+            payment_timeout_s: 86_400,
+            require_buy_token: false,
+            gate_factor: 5,
+        },
     };
     let a = node.engine.create_activity(spec).expect("activity").id;
     let (tx, rx) = unbounded();

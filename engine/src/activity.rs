@@ -1,7 +1,7 @@
 //! Products and activities: the configuration every shard holds a copy of.
 
 use seckill_proto::ActivityStatus;
-use seckill_proto::{ErrorCode, Phase};
+use seckill_proto::{ErrorCode, Phase, SaleTerms};
 
 use crate::limits::GATE_FACTOR_MAX;
 pub(crate) use crate::limits::{PAYMENT_TIMEOUT_S_MAX, PER_USER_LIMIT_MAX, STOCK_MAX, TEXT_BYTES_MAX};
@@ -25,30 +25,16 @@ pub struct Activity {
     pub product_name: String,
     pub title: String,
     pub price_cents: u64,
-    pub starts_at_ms: u64,
-    pub ends_at_ms: u64,
-    /// 0 means only users with a quota may buy.
-    pub per_user_limit: u32,
-    pub payment_timeout_s: u32,
-    pub require_buy_token: bool,
-    pub gate_factor: u32,
+    /// Archived in place of the flat fields it holds, with the same bytes
+    /// (`SaleTerms`; `wal::codec`'s `an_activity_record_keeps_its_bytes`).
+    pub terms: SaleTerms,
     pub status: ActivityStatus,
 }
 
 impl Activity {
-    /// The phase buyers see at `now_ms`. Disabled and past-the-end both read
-    /// as ended; a pause only shows while the sale would otherwise be open
-    /// or upcoming.
+    /// The phase buyers see at `now_ms` ([`SaleTerms::phase`]).
     pub fn phase(&self, now_ms: u64) -> Phase {
-        if self.status == ActivityStatus::Disabled || now_ms >= self.ends_at_ms {
-            Phase::Ended
-        } else if self.status == ActivityStatus::Paused {
-            Phase::Paused
-        } else if now_ms < self.starts_at_ms {
-            Phase::Upcoming
-        } else {
-            Phase::Ongoing
-        }
+        self.terms.phase(self.status, now_ms)
     }
 
     /// Why a buy is refused at `now_ms`, if it is.
@@ -73,29 +59,9 @@ impl Activity {
 
     /// Applies `changes`: each setting given replaces the current one.
     pub fn apply(&mut self, changes: ActivityChanges) {
-        fn set<T>(field: &mut T, to: Option<T>) {
-            if let Some(v) = to {
-                *field = v;
-            }
-        }
-        let ActivityChanges {
-            title,
-            price_cents,
-            starts_at_ms,
-            ends_at_ms,
-            per_user_limit,
-            payment_timeout_s,
-            require_buy_token,
-            gate_factor,
-        } = changes;
-        set(&mut self.title, title);
-        set(&mut self.price_cents, price_cents);
-        set(&mut self.starts_at_ms, starts_at_ms);
-        set(&mut self.ends_at_ms, ends_at_ms);
-        set(&mut self.per_user_limit, per_user_limit);
-        set(&mut self.payment_timeout_s, payment_timeout_s);
-        set(&mut self.require_buy_token, require_buy_token);
-        set(&mut self.gate_factor, gate_factor);
+        changes.apply_terms(&mut self.terms);
+        set(&mut self.title, changes.title);
+        set(&mut self.price_cents, changes.price_cents);
     }
 
     /// Whether the settings make a sale that can run; the message says what is wrong.
@@ -103,16 +69,17 @@ impl Activity {
         if self.title.is_empty() || self.title.len() > TEXT_BYTES_MAX {
             return Err(format!("title must be 1..={TEXT_BYTES_MAX} bytes"));
         }
-        if self.ends_at_ms <= self.starts_at_ms {
+        let t = &self.terms;
+        if t.ends_at_ms <= t.starts_at_ms {
             return Err("ends_at must be after starts_at".into());
         }
-        if self.per_user_limit > PER_USER_LIMIT_MAX {
+        if t.per_user_limit > PER_USER_LIMIT_MAX {
             return Err(format!("per_user_limit must be at most {PER_USER_LIMIT_MAX}"));
         }
-        if self.payment_timeout_s == 0 || self.payment_timeout_s > PAYMENT_TIMEOUT_S_MAX {
+        if t.payment_timeout_s == 0 || t.payment_timeout_s > PAYMENT_TIMEOUT_S_MAX {
             return Err(format!("payment_timeout_s must be 1..={PAYMENT_TIMEOUT_S_MAX}"));
         }
-        if self.gate_factor == 0 || self.gate_factor > GATE_FACTOR_MAX {
+        if t.gate_factor == 0 || t.gate_factor > GATE_FACTOR_MAX {
             return Err(format!("gate_factor must be 1..={GATE_FACTOR_MAX}"));
         }
         Ok(())
@@ -133,6 +100,28 @@ pub struct ActivityChanges {
     pub gate_factor: Option<u32>,
 }
 
+impl ActivityChanges {
+    /// Sets each of `terms` that these changes give (the title and price
+    /// are the caller's: `Activity::apply`). Every term is named, so a new
+    /// one does not compile until it has its change here.
+    pub(crate) fn apply_terms(&self, terms: &mut SaleTerms) {
+        let SaleTerms { starts_at_ms, ends_at_ms, per_user_limit, payment_timeout_s, require_buy_token, gate_factor } =
+            terms;
+        set(starts_at_ms, self.starts_at_ms);
+        set(ends_at_ms, self.ends_at_ms);
+        set(per_user_limit, self.per_user_limit);
+        set(payment_timeout_s, self.payment_timeout_s);
+        set(require_buy_token, self.require_buy_token);
+        set(gate_factor, self.gate_factor);
+    }
+}
+
+fn set<T>(field: &mut T, to: Option<T>) {
+    if let Some(v) = to {
+        *field = v;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,12 +133,14 @@ mod tests {
             product_name: "phone".into(),
             title: "sale".into(),
             price_cents: 100,
-            starts_at_ms: 1_000,
-            ends_at_ms: 2_000,
-            per_user_limit: 1,
-            payment_timeout_s: 1800,
-            require_buy_token: false,
-            gate_factor: 5,
+            terms: SaleTerms {
+                starts_at_ms: 1_000,
+                ends_at_ms: 2_000,
+                per_user_limit: 1,
+                payment_timeout_s: 1800,
+                require_buy_token: false,
+                gate_factor: 5,
+            },
             status: ActivityStatus::Active,
         }
     }
@@ -195,17 +186,20 @@ mod tests {
     fn changes_replace_only_what_they_name() {
         let mut a = sample();
         a.apply(ActivityChanges { title: Some("new".into()), gate_factor: Some(9), ..ActivityChanges::default() });
-        assert_eq!(a, Activity { title: "new".into(), gate_factor: 9, ..sample() });
+        let changed =
+            Activity { title: "new".into(), terms: SaleTerms { gate_factor: 9, ..sample().terms }, ..sample() };
+        assert_eq!(a, changed);
         a.apply(ActivityChanges::default());
-        assert_eq!(a, Activity { title: "new".into(), gate_factor: 9, ..sample() });
+        assert_eq!(a, changed);
     }
 
     #[test]
     fn validation_catches_bad_specs() {
         assert!(sample().validate().is_ok());
-        assert!(Activity { ends_at_ms: 1_000, ..sample() }.validate().is_err());
+        let with_terms = |terms| Activity { terms, ..sample() };
+        assert!(with_terms(SaleTerms { ends_at_ms: 1_000, ..sample().terms }).validate().is_err());
         assert!(Activity { title: String::new(), ..sample() }.validate().is_err());
-        assert!(Activity { payment_timeout_s: 0, ..sample() }.validate().is_err());
-        assert!(Activity { per_user_limit: 10_001, ..sample() }.validate().is_err());
+        assert!(with_terms(SaleTerms { payment_timeout_s: 0, ..sample().terms }).validate().is_err());
+        assert!(with_terms(SaleTerms { per_user_limit: 10_001, ..sample().terms }).validate().is_err());
     }
 }

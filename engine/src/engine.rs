@@ -12,7 +12,7 @@ use crate::stock::StockPool;
 use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
 use parking_lot::Mutex;
 use seckill_proto::ActivityStatus;
-use seckill_proto::{ActivityView, ErrorCode, Request, Response, Route};
+use seckill_proto::{ActivityView, ErrorCode, Request, Response, Route, SaleTerms};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -70,12 +70,7 @@ pub struct ActivitySpec {
     pub product_id: Option<u64>,
     pub price_cents: u64,
     pub stock: u64,
-    pub starts_at_ms: u64,
-    pub ends_at_ms: u64,
-    pub per_user_limit: u32,
-    pub payment_timeout_s: u32,
-    pub require_buy_token: bool,
-    pub gate_factor: u32,
+    pub terms: SaleTerms,
 }
 
 impl ActivitySpec {
@@ -89,22 +84,21 @@ impl ActivitySpec {
             product_id: None,
             price_cents,
             stock,
-            starts_at_ms,
-            ends_at_ms,
-            per_user_limit: PER_USER_LIMIT_DEFAULT,
-            payment_timeout_s: PAYMENT_TIMEOUT_S_DEFAULT,
-            require_buy_token: false,
-            gate_factor: GATE_FACTOR_DEFAULT,
+            terms: SaleTerms {
+                starts_at_ms,
+                ends_at_ms,
+                per_user_limit: PER_USER_LIMIT_DEFAULT,
+                payment_timeout_s: PAYMENT_TIMEOUT_S_DEFAULT,
+                require_buy_token: false,
+                gate_factor: GATE_FACTOR_DEFAULT,
+            },
         }
     }
 
-    /// The spec with the optional settings `changes` gives (its title,
-    /// price and times are ignored: a spec has its own).
+    /// The spec with the terms `changes` gives (its title and price are
+    /// ignored: a spec has its own).
     pub fn with(mut self, changes: &ActivityChanges) -> Self {
-        self.per_user_limit = changes.per_user_limit.unwrap_or(self.per_user_limit);
-        self.payment_timeout_s = changes.payment_timeout_s.unwrap_or(self.payment_timeout_s);
-        self.require_buy_token = changes.require_buy_token.unwrap_or(self.require_buy_token);
-        self.gate_factor = changes.gate_factor.unwrap_or(self.gate_factor);
+        changes.apply_terms(&mut self.terms);
         self
     }
 }
@@ -464,12 +458,7 @@ impl Engine {
             product_name,
             title: spec.title,
             price_cents: spec.price_cents,
-            starts_at_ms: spec.starts_at_ms,
-            ends_at_ms: spec.ends_at_ms,
-            per_user_limit: spec.per_user_limit,
-            payment_timeout_s: spec.payment_timeout_s,
-            require_buy_token: spec.require_buy_token,
-            gate_factor: spec.gate_factor,
+            terms: spec.terms,
             status: ActivityStatus::Active,
         };
         activity.validate().map_err(|m| AdminError::new(ErrorCode::BadRequest, m))?;

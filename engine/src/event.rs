@@ -83,12 +83,14 @@ pub(crate) mod fixtures {
             product_name: "p".into(),
             title: title.into(),
             price_cents: 5,
-            starts_at_ms: 0,
-            ends_at_ms: 10,
-            per_user_limit: 1,
-            payment_timeout_s: 60,
-            require_buy_token: false,
-            gate_factor: 5,
+            terms: seckill_proto::SaleTerms {
+                starts_at_ms: 0,
+                ends_at_ms: 10,
+                per_user_limit: 1,
+                payment_timeout_s: 60,
+                require_buy_token: false,
+                gate_factor: 5,
+            },
             status: seckill_proto::ActivityStatus::Active,
         }
     }

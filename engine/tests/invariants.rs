@@ -260,7 +260,7 @@ struct Model {
 
 impl Model {
     fn limit(&self, user: u64, act: u64) -> u32 {
-        self.quotas.get(&(user, act)).copied().unwrap_or(self.acts[&act].per_user_limit)
+        self.quotas.get(&(user, act)).copied().unwrap_or(self.acts[&act].terms.per_user_limit)
     }
 
     fn held(&self, user: u64, act: u64) -> u32 {
@@ -277,7 +277,7 @@ impl Model {
 
     fn ended(&self, act: u64) -> bool {
         let a = &self.acts[&act];
-        a.status == ActivityStatus::Disabled || self.now >= a.ends_at_ms
+        a.status == ActivityStatus::Disabled || self.now >= a.terms.ends_at_ms
     }
 
     /// The answer a buy must get: `Ok(view without its id)` or the error.
@@ -289,10 +289,10 @@ impl Model {
         if a.status == ActivityStatus::Paused {
             return Err(ErrorCode::Paused);
         }
-        if self.now < a.starts_at_ms {
+        if self.now < a.terms.starts_at_ms {
             return Err(ErrorCode::NotStarted);
         }
-        if a.require_buy_token && !token_ok {
+        if a.terms.require_buy_token && !token_ok {
             return Err(ErrorCode::BuyTokenRequired);
         }
         let limit = self.limit(user, act);
@@ -316,7 +316,7 @@ impl Model {
             amount_cents: a.price_cents * qty as u64,
             status: OrderStatus::PendingPayment,
             created_at_ms: self.now,
-            pay_before_ms: self.now + a.payment_timeout_s as u64 * 1000,
+            pay_before_ms: self.now + a.terms.payment_timeout_s as u64 * 1000,
         })
     }
 }
@@ -354,12 +354,14 @@ impl Harness {
                 product_name: format!("product {id}"),
                 title: format!("sale {id}"),
                 price_cents: s.price_cents,
-                starts_at_ms,
-                ends_at_ms,
-                per_user_limit: s.per_user_limit,
-                payment_timeout_s: s.timeout_s,
-                require_buy_token: s.require_buy_token,
-                gate_factor: 5,
+                terms: seckill_proto::SaleTerms {
+                    starts_at_ms,
+                    ends_at_ms,
+                    per_user_limit: s.per_user_limit,
+                    payment_timeout_s: s.timeout_s,
+                    require_buy_token: s.require_buy_token,
+                    gate_factor: 5,
+                },
                 status: ActivityStatus::Active,
             };
             a.validate().expect("test activity is valid");
@@ -1106,12 +1108,14 @@ fn mt_case(n_shards: usize, queue_capacity: usize, stocks: &[u64], limits: &[u32
                 product_id: None,
                 price_cents: 100 + i as u64,
                 stock,
-                starts_at_ms: T0,
-                ends_at_ms: T0 + 1_000_000_000,
-                per_user_limit: limit,
-                payment_timeout_s: 1 + i as u32,
-                require_buy_token: false,
-                gate_factor: 5,
+                terms: seckill_proto::SaleTerms {
+                    starts_at_ms: T0,
+                    ends_at_ms: T0 + 1_000_000_000,
+                    per_user_limit: limit,
+                    payment_timeout_s: 1 + i as u32,
+                    require_buy_token: false,
+                    gate_factor: 5,
+                },
             })
             .expect("activity.create");
         prices.insert(v.id, v.price_cents);
@@ -1331,12 +1335,14 @@ fn activity_view_consistent_during_stock_add() {
         product_name: "p".into(),
         title: "sale".into(),
         price_cents: 1,
-        starts_at_ms: T0,
-        ends_at_ms: T0 + 1_000,
-        per_user_limit: 1,
-        payment_timeout_s: 1,
-        require_buy_token: false,
-        gate_factor: 5,
+        terms: seckill_proto::SaleTerms {
+            starts_at_ms: T0,
+            ends_at_ms: T0 + 1_000,
+            per_user_limit: 1,
+            payment_timeout_s: 1,
+            require_buy_token: false,
+            gate_factor: 5,
+        },
         status: ActivityStatus::Active,
     };
     let mut shard = ShardState::new(0);

@@ -20,12 +20,14 @@ fn activity(timeout_s: u32, require_buy_token: bool) -> Activity {
         product_name: "p".into(),
         title: "t".into(),
         price_cents: 250,
-        starts_at_ms: T0 - 1,
-        ends_at_ms: T0 + 86_400_000,
-        per_user_limit: 1,
-        payment_timeout_s: timeout_s,
-        require_buy_token,
-        gate_factor: 2,
+        terms: seckill_proto::SaleTerms {
+            starts_at_ms: T0 - 1,
+            ends_at_ms: T0 + 86_400_000,
+            per_user_limit: 1,
+            payment_timeout_s: timeout_s,
+            require_buy_token,
+            gate_factor: 2,
+        },
         status: ActivityStatus::Active,
     }
 }
@@ -149,7 +151,9 @@ fn the_buy_token_gate_caps_tokens_at_gate_factor_times_stock() {
 
 /// The shared fixture with a payment timeout of `timeout_s`.
 fn spec(stock: u64, timeout_s: u32) -> ActivitySpec {
-    ActivitySpec { payment_timeout_s: timeout_s, ..common::spec(stock) }
+    let mut spec = common::spec(stock);
+    spec.terms.payment_timeout_s = timeout_s;
+    spec
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {

@@ -250,18 +250,20 @@ impl Sim {
             product_id: None,
             price_cents: 100,
             stock: self.rng.range(1, 12),
-            starts_at_ms: T0 - 1,
-            ends_at_ms: T0 + 365 * 86_400_000,
-            per_user_limit: self.rng.range(1, 3) as u32,
-            payment_timeout_s: self.rng.range(1, 120) as u32,
-            require_buy_token: false,
-            gate_factor: 5,
+            terms: seckill_proto::SaleTerms {
+                starts_at_ms: T0 - 1,
+                ends_at_ms: T0 + 365 * 86_400_000,
+                per_user_limit: self.rng.range(1, 3) as u32,
+                payment_timeout_s: self.rng.range(1, 120) as u32,
+                require_buy_token: false,
+                gate_factor: 5,
+            },
         }
     }
 
     fn create_activity(&mut self) {
         let spec = self.spec();
-        let (limit, stock) = (spec.per_user_limit, spec.stock);
+        let (limit, stock) = (spec.terms.per_user_limit, spec.stock);
         match self.node().engine.create_activity(spec) {
             Ok(view) => {
                 self.note(format!("activity {} stock {stock} limit {limit}", view.id));

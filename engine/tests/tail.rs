@@ -149,3 +149,45 @@ fn a_record_read_half_written_is_read_again_once_durable() {
     assert_eq!(tail.poll(100, &mut seen).expect("record 3 read again, not damage"), 1);
     assert_eq!(seen[2], (3, Event::QuotaSet { activity_id: 1, user_id: 3, limit: 1 }));
 }
+
+/// A replica's `wal/` (`WalCopy`) that starts over at an installed snapshot:
+/// a tailer that was reading the old segments is told the records between
+/// are gone (its consumer then resyncs) instead of waiting for them forever.
+/// Mutation caught: `advance_segment` answering "nothing new yet" when a
+/// later segment starts past the next LSN (the poll returns 0 for ever).
+#[test]
+fn a_tailer_before_a_wal_copy_that_started_over_is_told_so() {
+    use seckill_engine::wal::codec::Encoder;
+    use seckill_engine::wal::WalCopy;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = |from: u64, to: u64| {
+        let (mut out, mut enc) = (Vec::new(), Encoder::default());
+        for lsn in from..=to {
+            enc.append(&mut out, lsn, &Event::QuotaSet { activity_id: 1, user_id: lsn, limit: 1 });
+        }
+        out
+    };
+    let mut copy = WalCopy::open(&WalConfig::new(dir.path()), seckill_engine::wal::os_fs()).expect("open");
+    copy.append(&records(1, 3), 3).expect("append");
+    let mut tail = Tailer::new(dir.path(), copy.status(), 0);
+    let mut seen = Vec::new();
+    poll_until(&mut tail, 100, &mut seen, 3);
+    assert_eq!(seen.iter().map(|(lsn, _)| *lsn).collect::<Vec<_>>(), vec![1, 2, 3]);
+
+    // A snapshot at LSN 10 from the leader: `wal/` starts over at 11.
+    let snapshot = seckill_engine::replica::Replica { lsn: 10, ..Default::default() };
+    copy.install(&snapshot).expect("install");
+    assert_eq!(copy.last_lsn(), 10);
+    copy.append(&records(11, 12), 12).expect("append");
+    assert!(matches!(tail.poll(10, &mut seen), Err(TailError::Truncated(4))), "the tailer waits for LSN 4");
+
+    // Reopened, the copy goes on after its last record; a new tailer reads
+    // from the snapshot's LSN on.
+    drop(copy);
+    let copy = WalCopy::open(&WalConfig::new(dir.path()), seckill_engine::wal::os_fs()).expect("reopen");
+    assert_eq!(copy.last_lsn(), 12);
+    let mut tail = Tailer::new(dir.path(), copy.status(), 10);
+    let mut seen = Vec::new();
+    poll_until(&mut tail, 100, &mut seen, 2);
+    assert_eq!(seen.iter().map(|(lsn, _)| *lsn).collect::<Vec<_>>(), vec![11, 12]);
+}

@@ -159,12 +159,14 @@ fn spec(title: &str, stock: u64, limit: u32, timeout_s: u32) -> ActivitySpec {
         product_id: None,
         price_cents: 990,
         stock,
-        starts_at_ms: now_ms() - 1_000,
-        ends_at_ms: now_ms() + 3_600_000,
-        per_user_limit: limit,
-        payment_timeout_s: timeout_s,
-        require_buy_token: false,
-        gate_factor: 5,
+        terms: seckill_proto::SaleTerms {
+            starts_at_ms: now_ms() - 1_000,
+            ends_at_ms: now_ms() + 3_600_000,
+            per_user_limit: limit,
+            payment_timeout_s: timeout_s,
+            require_buy_token: false,
+            gate_factor: 5,
+        },
     }
 }
 
@@ -706,12 +708,12 @@ fn write_as_0001(db: &TestDb, node: &Node) {
             a.product_name,
             a.title,
             a.price_cents,
-            dt(a.starts_at_ms),
-            dt(a.ends_at_ms),
-            a.per_user_limit,
-            a.payment_timeout_s,
-            u8::from(a.require_buy_token),
-            a.gate_factor,
+            dt(a.terms.starts_at_ms),
+            dt(a.terms.ends_at_ms),
+            a.terms.per_user_limit,
+            a.terms.payment_timeout_s,
+            u8::from(a.terms.require_buy_token),
+            a.terms.gate_factor,
             a.status.as_str()
         ));
         lsn += 1;

@@ -127,12 +127,14 @@ fn create_activity(node: &Node, stock: u64, per_user_limit: u32, payment_timeout
             product_id: None,
             price_cents: 990,
             stock,
-            starts_at_ms: now - 1000,
-            ends_at_ms: now + 3_600_000,
-            per_user_limit,
-            payment_timeout_s,
-            require_buy_token: false,
-            gate_factor: 5,
+            terms: seckill_proto::SaleTerms {
+                starts_at_ms: now - 1000,
+                ends_at_ms: now + 3_600_000,
+                per_user_limit,
+                payment_timeout_s,
+                require_buy_token: false,
+                gate_factor: 5,
+            },
         })
         .expect("activity created")
         .id
@@ -319,8 +321,8 @@ fn assert_mirror_equals_engine(node: &Node, conn: &mut redis::Connection, prefix
         assert_eq!(field("status"), view.status.as_str());
         assert_eq!(field("phase"), view.phase.as_str());
         assert_eq!(field("title"), view.title);
-        assert_eq!(field("per_user_limit"), view.per_user_limit.to_string());
-        assert_eq!(field("starts_at"), rfc3339(view.starts_at_ms));
+        assert_eq!(field("per_user_limit"), view.terms.per_user_limit.to_string());
+        assert_eq!(field("starts_at"), rfc3339(view.terms.starts_at_ms));
         let buyers: BTreeMap<String, String> = conn.hgetall(format!("{p}purchased:{id}")).expect("redis answers");
         assert_eq!(buyers, held.remove(id).unwrap_or_default(), "purchased:{id}");
     }

@@ -24,7 +24,9 @@
 //! Requests and `Response::Order`/`Replayed`/`Done`/`Error` decode without
 //! allocating; encoding only appends to the caller's (reused) buffer.
 
-use crate::{ActivityStatus, ActivityView, ErrorCode, OrderId, OrderStatus, OrderView, Phase, Request, Response};
+use crate::{
+    ActivityStatus, ActivityView, ErrorCode, OrderId, OrderStatus, OrderView, Phase, Request, Response, SaleTerms,
+};
 
 /// Largest allowed `len` (bytes after the length field) of one frame.
 pub const FRAME_BYTES_MAX: usize = 64 * 1024;
@@ -366,6 +368,8 @@ wire_by! {
     // On the wire as its name (the layout predates the enum).
     ActivityStatus: |out, v| put_str(out, v.as_str()),
         |r, field| ActivityStatus::from_name(r.str(field)?).ok_or(FrameError::BadValue { field });
+    // In an activity view, its fields in its own layout (below).
+    SaleTerms: |out, v| put_sale_terms(out, v), |r, _field| r.sale_terms();
 }
 
 /// The other enums travel as their number (a u8).
@@ -406,8 +410,10 @@ wire_layout!(OrderView, put_order_view, order_view, "order":
     order_id, user_id, activity_id, quantity, amount_cents, status, created_at_ms, pay_before_ms);
 
 wire_layout!(ActivityView, put_activity_view, activity_view, "activity":
-    id, product_id, product_name, title, price_cents, total_stock, remaining, starts_at_ms, ends_at_ms,
-    per_user_limit, payment_timeout_s, require_buy_token, gate_factor, status, phase);
+    id, product_id, product_name, title, price_cents, total_stock, remaining, terms, status, phase);
+
+wire_layout!(SaleTerms, put_sale_terms, sale_terms, "activity":
+    starts_at_ms, ends_at_ms, per_user_limit, payment_timeout_s, require_buy_token, gate_factor);
 
 // ---------------------------------------------------------------------------
 // Decoding
@@ -662,33 +668,43 @@ mod tests {
             )
     }
 
+    fn sale_terms() -> impl Strategy<Value = SaleTerms> {
+        (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>()).prop_map(
+            |(starts_at_ms, ends_at_ms, per_user_limit, payment_timeout_s, require_buy_token, gate_factor)| SaleTerms {
+                starts_at_ms,
+                ends_at_ms,
+                per_user_limit,
+                payment_timeout_s,
+                require_buy_token,
+                gate_factor,
+            },
+        )
+    }
+
     fn activity_view() -> impl Strategy<Value = ActivityView> {
         (
             (any::<u64>(), any::<u64>(), "\\PC{0,24}", "\\PC{0,40}", any::<u64>(), any::<u64>(), any::<u64>()),
-            (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>()),
+            sale_terms(),
             (proptest::sample::select(ActivityStatus::ALL.to_vec()), proptest::sample::select(Phase::ALL.to_vec())),
         )
             .prop_map(
                 |(
                     (id, product_id, product_name, title, price_cents, total_stock, remaining),
-                    (starts_at_ms, ends_at_ms, per_user_limit, payment_timeout_s, require_buy_token, gate_factor),
+                    terms,
                     (status, phase),
-                )| ActivityView {
-                    id,
-                    product_id,
-                    product_name,
-                    title,
-                    price_cents,
-                    total_stock,
-                    remaining,
-                    starts_at_ms,
-                    ends_at_ms,
-                    per_user_limit,
-                    payment_timeout_s,
-                    require_buy_token,
-                    gate_factor,
-                    status,
-                    phase,
+                )| {
+                    ActivityView {
+                        id,
+                        product_id,
+                        product_name,
+                        title,
+                        price_cents,
+                        total_stock,
+                        remaining,
+                        terms,
+                        status,
+                        phase,
+                    }
                 },
             )
     }
@@ -737,12 +753,14 @@ mod tests {
             price_cents: 999,
             total_stock: 100,
             remaining: 40,
-            starts_at_ms: 1,
-            ends_at_ms: 2,
-            per_user_limit: 1,
-            payment_timeout_s: 900,
-            require_buy_token: true,
-            gate_factor: 3,
+            terms: SaleTerms {
+                starts_at_ms: 1,
+                ends_at_ms: 2,
+                per_user_limit: 1,
+                payment_timeout_s: 900,
+                require_buy_token: true,
+                gate_factor: 3,
+            },
             status: ActivityStatus::Active,
             phase: Phase::Ongoing,
         }
@@ -868,6 +886,36 @@ mod tests {
         want.extend_from_slice(&8u64.to_le_bytes());
         want.push(1);
         assert_eq!(out, want);
+    }
+
+    /// API.md's kind 131, written out field by field: the view's wire
+    /// layout, whatever struct holds its fields (`SaleTerms`).
+    #[test]
+    fn activity_layout_is_as_documented() {
+        let a = sample_activity();
+        let mut out = Vec::new();
+        encode_response(&mut out, 9, &Response::Activity(Box::new(a.clone())));
+        let mut want = vec![kind::ACTIVITY];
+        want.extend_from_slice(&9u64.to_le_bytes());
+        let t = a.terms;
+        want.extend_from_slice(&a.id.to_le_bytes());
+        want.extend_from_slice(&a.product_id.to_le_bytes());
+        for s in [&a.product_name, &a.title] {
+            want.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            want.extend_from_slice(s.as_bytes());
+        }
+        for n in [a.price_cents, a.total_stock, a.remaining, t.starts_at_ms, t.ends_at_ms] {
+            want.extend_from_slice(&n.to_le_bytes());
+        }
+        want.extend_from_slice(&t.per_user_limit.to_le_bytes());
+        want.extend_from_slice(&t.payment_timeout_s.to_le_bytes());
+        want.push(u8::from(t.require_buy_token));
+        want.extend_from_slice(&t.gate_factor.to_le_bytes());
+        want.extend_from_slice(&6u16.to_le_bytes());
+        want.extend_from_slice(b"active");
+        want.push(2);
+        assert_eq!(out[..LEN_BYTES], (want.len() as u32).to_le_bytes());
+        assert_eq!(out[LEN_BYTES..], want[..]);
     }
 
     #[test]
@@ -1275,20 +1323,13 @@ mod tests {
         }
 
         #[test]
-        fn mutated_request_frames_never_panic(
+        fn mutated_frames_never_panic(
             req in request(),
-            at in any::<prop::sample::Index>(),
-            byte in any::<u8>(),
-        ) {
-            mutated_never_panics::<Request, Response>(&req, at, byte);
-        }
-
-        #[test]
-        fn mutated_response_frames_never_panic(
             resp in response(),
             at in any::<prop::sample::Index>(),
             byte in any::<u8>(),
         ) {
+            mutated_never_panics::<Request, Response>(&req, at, byte);
             mutated_never_panics::<Response, Request>(&resp, at, byte);
         }
     }

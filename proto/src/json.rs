@@ -115,32 +115,25 @@ pub fn activity(a: &ActivityView, now_ms: u64) -> Value {
         "total_stock": a.total_stock,
         "remaining": a.remaining,
         "sold_out": a.remaining == 0,
-        "starts_at": rfc3339(a.starts_at_ms),
-        "ends_at": rfc3339(a.ends_at_ms),
-        "starts_in_ms": a.starts_at_ms.saturating_sub(now_ms),
-        "per_user_limit": a.per_user_limit,
-        "payment_timeout_s": a.payment_timeout_s,
-        "require_buy_token": a.require_buy_token,
-        "gate_factor": a.gate_factor,
+        "starts_at": rfc3339(a.terms.starts_at_ms),
+        "ends_at": rfc3339(a.terms.ends_at_ms),
+        "starts_in_ms": a.terms.starts_at_ms.saturating_sub(now_ms),
+        "per_user_limit": a.terms.per_user_limit,
+        "payment_timeout_s": a.terms.payment_timeout_s,
+        "require_buy_token": a.terms.require_buy_token,
+        "gate_factor": a.terms.gate_factor,
         "status": a.status,
         "phase": phase_at(a, now_ms).as_str(),
     })
 }
 
 /// The phase of `a` at `now_ms`. A view may be older than the answer it is
-/// in (the front caches views): the times decide again, as the engine's
-/// `Activity::phase` does, so a cached view does not say "upcoming" after the
+/// in (the front caches views): the times decide again by the engine's rule
+/// (`SaleTerms::phase`), so a cached view does not say "upcoming" after the
 /// sale has opened. A pause is the engine's word and is kept.
 pub fn phase_at(a: &ActivityView, now_ms: u64) -> Phase {
-    if a.status == ActivityStatus::Disabled || now_ms >= a.ends_at_ms {
-        Phase::Ended
-    } else if a.phase == Phase::Paused || a.status == ActivityStatus::Paused {
-        Phase::Paused
-    } else if now_ms < a.starts_at_ms {
-        Phase::Upcoming
-    } else {
-        Phase::Ongoing
-    }
+    let paused = a.phase == Phase::Paused && a.status == ActivityStatus::Active;
+    a.terms.phase(if paused { ActivityStatus::Paused } else { a.status }, now_ms)
 }
 
 pub fn error(code: ErrorCode, message: &str) -> Value {
@@ -150,7 +143,7 @@ pub fn error(code: ErrorCode, message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{OrderId, OrderStatus};
+    use crate::{OrderId, OrderStatus, SaleTerms};
 
     #[test]
     fn rfc3339_matches_the_time_crate() {
@@ -208,12 +201,14 @@ mod tests {
             price_cents: 1,
             total_stock: 1,
             remaining: 1,
-            starts_at_ms: 1_000,
-            ends_at_ms: 2_000,
-            per_user_limit: 1,
-            payment_timeout_s: 60,
-            require_buy_token: false,
-            gate_factor: 0,
+            terms: SaleTerms {
+                starts_at_ms: 1_000,
+                ends_at_ms: 2_000,
+                per_user_limit: 1,
+                payment_timeout_s: 60,
+                require_buy_token: false,
+                gate_factor: 0,
+            },
             status: ActivityStatus::Active,
             phase: Phase::Upcoming,
         };
@@ -224,6 +219,9 @@ mod tests {
         assert_eq!(activity(&paused, 500)["phase"], "paused");
         assert_eq!(activity(&paused, 1_500)["phase"], "paused");
         assert_eq!(activity(&paused, 2_000)["phase"], "ended");
+        let said_paused = ActivityView { phase: Phase::Paused, ..a.clone() };
+        assert_eq!(activity(&said_paused, 1_500)["phase"], "paused", "the engine's word is kept");
+        assert_eq!(activity(&said_paused, 2_000)["phase"], "ended");
         let disabled = ActivityView { status: ActivityStatus::Disabled, phase: Phase::Ended, ..a };
         assert_eq!(activity(&disabled, 1_500)["phase"], "ended");
     }

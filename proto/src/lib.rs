@@ -27,5 +27,5 @@ pub use frame::{
     decode_request, decode_response, encode_request, encode_response, split_frame, FrameError, FRAME_BYTES_MAX,
 };
 pub use frame_reader::FrameReader;
-pub use model::{ActivityStatus, ActivityView, OrderId, OrderStatus, OrderView, Phase};
+pub use model::{ActivityStatus, ActivityView, OrderId, OrderStatus, OrderView, Phase, SaleTerms};
 pub use msg::{Request, Response, Route, PAGE_LIMIT_MAX};

@@ -187,6 +187,44 @@ pub struct OrderView {
     pub pay_before_ms: u64,
 }
 
+/// The terms of a sale: when it runs, how much each buyer may take, how long
+/// a buyer has to pay, and whether buyers need a buy token. The engine's
+/// `Activity` and `ActivitySpec` and the [`ActivityView`] hold one each.
+/// `Activity` is archived in the WAL and in snapshots with these fields in
+/// this order, in its own place between `price_cents` and `status`: the
+/// archived bytes are those of the flat fields it replaced (the engine's
+/// `an_activity_record_keeps_its_bytes` holds them), so do not reorder them.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct SaleTerms {
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    /// 0 means only users with a quota may buy.
+    pub per_user_limit: u32,
+    pub payment_timeout_s: u32,
+    pub require_buy_token: bool,
+    /// Buy tokens issued per unit of stock (with `require_buy_token`).
+    pub gate_factor: u32,
+}
+
+impl SaleTerms {
+    /// The phase buyers see at `now_ms` of a sale on these terms with
+    /// `status`. Disabled and past-the-end both read as ended; a pause only
+    /// shows while the sale would otherwise be open or upcoming.
+    pub fn phase(&self, status: ActivityStatus, now_ms: u64) -> Phase {
+        if status == ActivityStatus::Disabled || now_ms >= self.ends_at_ms {
+            Phase::Ended
+        } else if status == ActivityStatus::Paused {
+            Phase::Paused
+        } else if now_ms < self.starts_at_ms {
+            Phase::Upcoming
+        } else {
+            Phase::Ongoing
+        }
+    }
+}
+
 /// An activity with its product and live stock, as the engine reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityView {
@@ -197,12 +235,8 @@ pub struct ActivityView {
     pub price_cents: u64,
     pub total_stock: u64,
     pub remaining: u64,
-    pub starts_at_ms: u64,
-    pub ends_at_ms: u64,
-    pub per_user_limit: u32,
-    pub payment_timeout_s: u32,
-    pub require_buy_token: bool,
-    pub gate_factor: u32,
+    #[serde(flatten)]
+    pub terms: SaleTerms,
     pub status: ActivityStatus,
     pub phase: Phase,
 }
@@ -235,6 +269,33 @@ mod tests {
         for bad in ["", "x", "00000000-0000-0000-0000-000000000000", "zzzzzzzz-zzzz-7zzz-8zzz-zzzzzzzzzzzz"] {
             assert!(bad.parse::<OrderId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_activity_view_keeps_its_terms_flat_in_json() {
+        let terms = SaleTerms {
+            starts_at_ms: 1,
+            ends_at_ms: 2,
+            per_user_limit: 3,
+            payment_timeout_s: 4,
+            require_buy_token: true,
+            gate_factor: 5,
+        };
+        let view = ActivityView {
+            id: 7,
+            product_id: 8,
+            product_name: "p".into(),
+            title: "t".into(),
+            price_cents: 9,
+            total_stock: 10,
+            remaining: 11,
+            terms,
+            status: ActivityStatus::Paused,
+            phase: Phase::Paused,
+        };
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!((&json["starts_at_ms"], &json["gate_factor"], json.get("terms")), (&1.into(), &5.into(), None));
+        assert_eq!(serde_json::from_value::<ActivityView>(json).unwrap(), view);
     }
 
     #[test]

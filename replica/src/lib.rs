@@ -24,8 +24,9 @@
 //! * [`state_machine::StateMachine`]: the openraft state machine around an
 //!   [`Apply`] (applied log id, membership, snapshots kept on disk);
 //!   [`state_machine::RecordsState`] is the reference [`Apply`]: WAL
-//!   records applied to `seckill_engine::replica::Replica`, snapshots in
-//!   the engine's snapshot format.
+//!   records applied to `seckill_engine::replica::Replica` and (with
+//!   `with_wal`) appended to the data dir's `wal/`, snapshots in the
+//!   engine's snapshot format.
 //! * [`network`]: length-prefixed postcard frames over TCP between
 //!   replicas, with a limit on every frame and on connections.
 //! * [`node::ReplicaNode`]: one replica (log store, state machine, server,

@@ -17,6 +17,7 @@ use openraft::{
 use parking_lot::Mutex;
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::codec::{self, Decoded};
+use seckill_engine::wal::{WalConfig, WalCopy};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
@@ -31,15 +32,21 @@ use std::sync::Arc;
 /// answered [`Applied::Rejected`] and changes nothing, on every replica
 /// alike. An `Err` is a broken invariant (a log that does not replay) and
 /// stops the replica, as a WAL that does not replay stops the engine.
-pub trait Apply: Send + Sync + 'static {
+pub trait Apply: Send + 'static {
     /// The LSN of the last record applied (0 before any).
     fn last_lsn(&self) -> u64;
     /// Applies one committed batch of WAL records.
     fn apply(&mut self, batch: &[u8]) -> Result<Applied, ApplyError>;
     /// The whole state as bytes (the engine's snapshot file).
     fn snapshot(&mut self) -> Result<Vec<u8>, ApplyError>;
-    /// Replaces the state with the one `bytes` (from `snapshot`) describes.
+    /// Replaces the state with the one `bytes` (from `snapshot`) describes:
+    /// a snapshot from the leader.
     fn install(&mut self, bytes: &[u8]) -> Result<(), ApplyError>;
+    /// Restores the state from this replica's own last snapshot, at start
+    /// (what applying wrote besides the state is still on disk).
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), ApplyError> {
+        self.install(bytes)
+    }
 }
 
 /// Why a state could not apply, snapshot or install.
@@ -51,6 +58,8 @@ pub enum ApplyError {
     Replay(String),
     #[error("the snapshot is damaged")]
     DamagedSnapshot,
+    #[error("the WAL copy: {0}")]
+    Wal(String),
 }
 
 const SNAP_MAGIC: &[u8; 8] = b"SKRSNAP\x01";
@@ -117,7 +126,7 @@ impl<A: Apply> StateMachine<A> {
         let snapshot = read_snapshot_file(&dir)?;
         let (last_applied, membership) = match &snapshot {
             Some(s) => {
-                state.install(&s.data)?;
+                state.restore(&s.data)?;
                 (s.meta.last_log_id, s.meta.last_membership.clone())
             }
             None => (None, StoredMembership::default()),
@@ -234,28 +243,45 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
 /// The reference [`Apply`]: WAL records applied to the engine's
 /// [`Replica`] (what recovery replays into), snapshots in the engine's
 /// snapshot format, written to `dir` by `seckill_engine::wal::snapshot`.
-/// The engine's own implementation will apply to its shards instead.
+/// With [`RecordsState::with_wal`] every applied record is also appended to
+/// the data dir's `wal/` (`seckill_engine::wal::WalCopy`), the same bytes
+/// at the same LSNs on every replica, and its snapshots are the engine's in
+/// `snapshots/`: what the persister and the mirror read.
 pub struct RecordsState {
     dir: PathBuf,
     replica: Replica,
+    wal: Option<WalCopy>,
 }
 
 impl RecordsState {
-    /// An empty state whose snapshot files go to `dir`.
+    /// An empty state whose snapshot files go to `dir`; no `wal/`.
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         create_dir_private(&dir)?;
-        Ok(Self { dir, replica: Replica::default() })
+        Ok(Self { dir, replica: Replica::default(), wal: None })
+    }
+
+    /// An empty state that keeps `wal/` and `snapshots/` in
+    /// `cfg.data_dir` (opened as recovery would: a torn tail cut).
+    pub fn with_wal(cfg: &WalConfig) -> Result<Self, ApplyError> {
+        let wal = WalCopy::open(cfg, seckill_engine::wal::os_fs()).map_err(|e| ApplyError::Wal(e.to_string()))?;
+        Ok(Self { dir: cfg.data_dir.join("snapshots"), replica: Replica::default(), wal: Some(wal) })
     }
 
     pub fn replica(&self) -> &Replica {
         &self.replica
     }
+
+    /// The `wal/` copy, with [`RecordsState::with_wal`].
+    pub fn wal(&self) -> Option<&WalCopy> {
+        self.wal.as_ref()
+    }
 }
 
-/// The records of a batch, checked to follow LSN `after` one by one, or
-/// `None` when they do not (or do not decode, or there are none).
-fn decode_batch(batch: &[u8], after: u64) -> Option<Vec<(u64, seckill_engine::Event)>> {
+/// The records of a batch, checked to follow LSN `after` one by one, with
+/// the offset in `batch` where each ends, or `None` when they do not (or do
+/// not decode, or there are none).
+fn decode_batch(batch: &[u8], after: u64) -> Option<Vec<(u64, seckill_engine::Event, usize)>> {
     // The decoder's scratch (an aligned buffer); its type is inferred.
     let mut aligned = Default::default();
     let mut out = Vec::new();
@@ -264,8 +290,8 @@ fn decode_batch(batch: &[u8], after: u64) -> Option<Vec<(u64, seckill_engine::Ev
     while at < batch.len() {
         match codec::decode(&batch[at..], &mut aligned) {
             Decoded::Record { lsn, event, bytes } if lsn == next => {
-                out.push((lsn, *event));
                 at += bytes;
+                out.push((lsn, *event, at));
                 next += 1;
             }
             _ => return None,
@@ -284,19 +310,54 @@ impl Apply for RecordsState {
         let Some(records) = decode_batch(batch, self.replica.lsn) else {
             return Ok(Applied::Rejected { expected_lsn });
         };
-        for (lsn, event) in &records {
+        for (lsn, event, _) in &records {
             self.replica.apply(*lsn, event).map_err(|e| ApplyError::Replay(e.to_string()))?;
+        }
+        if let Some(wal) = &mut self.wal {
+            // After a restart the Raft log re-applies entries `wal/`
+            // already has: only the records after its last are written.
+            let have = wal.last_lsn();
+            if have + 1 < expected_lsn {
+                return Err(ApplyError::Wal(format!(
+                    "wal/ ends at LSN {have} but the entry starts at LSN {expected_lsn}"
+                )));
+            }
+            let from = records.iter().take_while(|(lsn, ..)| *lsn <= have).last().map_or(0, |r| r.2);
+            if from < batch.len() {
+                wal.append(&batch[from..], self.replica.lsn)?;
+            }
         }
         Ok(Applied::Records { first_lsn: expected_lsn, last_lsn: self.replica.lsn })
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, ApplyError> {
-        let path = seckill_engine::wal::snapshot::write(&self.dir, &self.replica)?;
+        let path = match &mut self.wal {
+            // `wal/` durable up to the snapshot before Raft lets its log go.
+            Some(wal) => wal.snapshot(&self.replica)?,
+            None => seckill_engine::wal::snapshot::write(&self.dir, &self.replica)?,
+        };
         Ok(std::fs::read(path)?)
     }
 
     fn install(&mut self, bytes: &[u8]) -> Result<(), ApplyError> {
         self.replica = seckill_engine::wal::snapshot::parse(bytes).ok_or(ApplyError::DamagedSnapshot)?;
+        if let Some(wal) = &mut self.wal {
+            wal.install(&self.replica)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), ApplyError> {
+        self.replica = seckill_engine::wal::snapshot::parse(bytes).ok_or(ApplyError::DamagedSnapshot)?;
+        match &mut self.wal {
+            // `wal/` was synced up to the snapshot when it was taken; if it
+            // was lost anyway, it starts over at the snapshot.
+            Some(wal) if wal.last_lsn() < self.replica.lsn => {
+                tracing::warn!(wal = wal.last_lsn(), snapshot = self.replica.lsn, "wal/ ends before the Raft snapshot");
+                wal.install(&self.replica)?;
+            }
+            _ => {}
+        }
         Ok(())
     }
 }

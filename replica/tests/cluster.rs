@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_state_has, Group, PATIENCE};
+use common::{assert_state_has, records_of, wal_records, Group, PATIENCE};
 use seckill_replica::openraft;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -47,6 +47,13 @@ async fn a_new_leader_has_every_acknowledged_batch() {
     assert_eq!(mine, theirs, "the old leader diverged from the group");
     assert_state_has(&g.nodes[&leader], &acked);
     assert_state_has(&g.nodes[&leader], &more);
+    // Every replica's `wal/` holds the group's records, each once, in
+    // order: the old leader's too, whose restart re-applied its whole log.
+    let all = records_of(&[acked, more].concat());
+    for id in IDS {
+        g.wait_applied(id, last).await;
+        assert_eq!(wal_records(&g.dir(id)), all, "replica {id}'s wal/ is not the group's log");
+    }
     for id in IDS {
         g.kill(id).await;
     }
@@ -87,6 +94,11 @@ async fn a_wiped_follower_rejoins_from_a_snapshot() {
     let theirs = g.nodes[&leader].state().with_state(|s| s.replica().clone());
     let mine = g.nodes[&follower].state().with_state(|s| s.replica().clone());
     assert_eq!(mine, theirs);
+    // It applies what follows the snapshot (into a `wal/` that starts
+    // after it: without that, its first apply finds a gap and stops it).
+    let mid = g.propose(leader, last, 150, 3, 3).await;
+    let last = mid.last().expect("batches").last_lsn;
+    g.wait_applied(follower, last).await;
 
     // And it takes part again: with the other follower gone, the leader
     // still has a majority.
@@ -96,6 +108,29 @@ async fn a_wiped_follower_rejoins_from_a_snapshot() {
     for a in &more {
         assert!(g.copies_on_disk(&a.bytes) >= 2, "batch {} acknowledged without the rejoined follower", a.tag);
     }
+    // Its `wal/` starts over after the snapshot it installed (which is in
+    // its `snapshots/`), and snapshot + `wal/` rebuild the leader's state,
+    // as the persister's and the mirror's resync would.
+    let last_more = more.last().expect("batches").last_lsn;
+    g.wait_applied(follower, last_more).await;
+    assert_eq!(
+        wal_records(&g.dir(follower)),
+        records_of(&[mid.clone(), more.clone()].concat()),
+        "the rejoined follower's wal/"
+    );
+    assert_eq!(wal_records(&g.dir(leader)), records_of(&[acked, mid, more].concat()), "the leader's wal/");
+    let dir = g.dir(follower);
+    let rebuilt = seckill_engine::wal::rebuild(
+        &*seckill_engine::wal::os_fs(),
+        &dir.join("wal"),
+        &dir.join("snapshots"),
+        None,
+        last_more,
+        |_| {},
+    )
+    .expect("the follower's snapshots/ and wal/ rebuild");
+    let theirs = g.nodes[&leader].state().with_state(|s| s.replica().clone());
+    assert_eq!(rebuilt, theirs, "snapshot + wal/ on the follower is not the group's state");
     for id in [leader, follower] {
         g.kill(id).await;
     }

@@ -30,7 +30,8 @@ async fn lead_on(g: &Group, id: u64, stepped_down: Arc<AtomicBool>) -> Leading {
 /// Creates an activity of `STOCK` units, `LIMIT` per buyer, open from the
 /// epoch for ages, through the leader's `engine`: its id.
 fn open_sale(engine: &Engine, title: &str) -> u64 {
-    let spec = ActivitySpec { per_user_limit: LIMIT, ..ActivitySpec::new(title.into(), 100, STOCK, 0, u64::MAX / 2) };
+    let mut spec = ActivitySpec::new(title.into(), 100, STOCK, 0, u64::MAX / 2);
+    spec.terms.per_user_limit = LIMIT;
     tokio::task::block_in_place(|| engine.create_activity(spec)).expect("activity created").id
 }
 
@@ -174,7 +175,8 @@ async fn a_key_used_on_the_old_leader_replays_on_the_new_one() {
     let leading = lead_on(&g, leader, Arc::new(AtomicBool::new(false))).await;
     let engine = leading.engine.clone();
     // Limit 1: a retry the new leader did not recognise would be refused.
-    let spec = ActivitySpec { per_user_limit: 1, ..ActivitySpec::new("k".into(), 100, STOCK, 0, u64::MAX / 2) };
+    let mut spec = ActivitySpec::new("k".into(), 100, STOCK, 0, u64::MAX / 2);
+    spec.terms.per_user_limit = 1;
     let activity_id = tokio::task::block_in_place(|| engine.create_activity(spec)).expect("activity created").id;
     let buy = |user_id: u64, key: u64| Request::Buy {
         user_id,

@@ -4,8 +4,10 @@
 //! * [`TcpProxy`]: a TCP forwarder a test can cut and restore (an outage of
 //!   MySQL, Redis or an engine without touching the real server);
 //! * [`http`]: a tiny blocking HTTP/1.1 client that shows raw answers;
+//! * [`history`]: a checker of buy histories against one serial order;
 //! * [`KillOnDrop`], [`wait_until`], [`free_port`], [`data_dir`], [`now_ms`].
 
+pub mod history;
 pub mod http;
 mod proxy;
 

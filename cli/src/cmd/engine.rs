@@ -5,7 +5,7 @@ use anyhow::Context;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use seckill_engine::limits;
 use seckill_engine::node::{Node, NodeConfig};
-use seckill_engine::wal::Durability;
+use seckill_engine::wal::{Checkpoints, Durability, WalStatus};
 use seckill_engine::{EngineConfig, SystemClock};
 use seckill_persist::{mysql, redact_url, redis};
 use seckill_proto::handshake::WireKey;
@@ -68,8 +68,8 @@ pub struct Args {
     pub admin_idle_timeout: u64,
     /// Run as replica N of a Raft group (docs/REPLICATION.md): the group's
     /// majority makes each answer durable; the leader serves --engine and
-    /// admin.sock, followers only keep the log. Needs --peers and
-    /// --replica-listen, and `none` for --mysql-url and --redis-url.
+    /// admin.sock (and runs the persister and the mirror), followers only
+    /// keep the log and their wal/. Needs --peers and --replica-listen.
     #[arg(long, env = "SECKILL_REPLICA_ID", value_name = "N", requires_all = ["peers", "replica_listen"])]
     pub replica_id: Option<u64>,
     /// Every replica of the group, this one included, at its --replica-listen:
@@ -216,8 +216,9 @@ pub fn start(args: &Args, more_stats: Vec<(&'static str, admin::StatsHook)>) -> 
     let admin_path = args.data_dir.join("admin.sock");
     let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
 
-    let mirror = start_mirror(args, &node)?;
-    let persister = start_persister(args, &node);
+    let wal_of = || (node.data_dir.as_path(), node.wal.status.clone(), node.wal.checkpoints.clone());
+    let mirror = start_mirror(args, wal_of(), node.engine.clock().clone());
+    let persister = start_persister(args, wal_of());
     let mut extra_stats: Vec<(&'static str, admin::StatsHook)> = Vec::new();
     if let Some(p) = &persister {
         extra_stats.push(("persister", p.stats_hook()));
@@ -242,7 +243,9 @@ pub fn start(args: &Args, more_stats: Vec<(&'static str, admin::StatsHook)>) -> 
                 let _ = stop_tx.try_send("admin shutdown");
             }),
             warmup: persister.as_ref().map(|_| mysql::warmup_hook(args.mysql_url.clone(), node.engine.clone())),
-            verify: persister.as_ref().map(|_| verify_hook(args.mysql_url.clone(), &node)),
+            verify: persister
+                .as_ref()
+                .map(|_| verify_hook(args.mysql_url.clone(), node.engine.clone(), wal_of().1, wal_of().2)),
             extra_stats,
             ..admin::AdminCtx::of_node(&node)
         }
@@ -297,49 +300,49 @@ pub(crate) fn node_config(args: &Args) -> anyhow::Result<NodeConfig> {
     Ok(cfg)
 }
 
+/// A data dir's `wal/` as its consumers follow it: the dir, the writer's
+/// status (durable LSN) and the checkpoints that keep segments.
+pub(crate) type WalOf<'a> = (&'a std::path::Path, Arc<WalStatus>, Arc<Checkpoints>);
+
 /// The MySQL persister, unless `--mysql-url none`.
-fn start_persister(args: &Args, node: &Node) -> Option<mysql::PersisterHandle> {
+pub(crate) fn start_persister(args: &Args, (dir, status, checkpoints): WalOf) -> Option<mysql::PersisterHandle> {
     if args.mysql_url == "none" {
         tracing::info!("MySQL persister disabled (--mysql-url none)");
         return None;
     }
     tracing::info!(url = %redact_url(&args.mysql_url), "MySQL persister on (it says so if MySQL is unreachable, and retries)");
-    Some(mysql::spawn(
-        mysql::PersistConfig::new(args.mysql_url.clone()),
-        node.data_dir.clone(),
-        node.wal.status.clone(),
-        node.wal.checkpoints.clone(),
-    ))
+    Some(mysql::spawn(mysql::PersistConfig::new(args.mysql_url.clone()), dir.to_path_buf(), status, checkpoints))
 }
 
 /// The Redis mirror, unless `--redis-url none`. An unreachable Redis is
 /// said once and retried in the background: the engine serves regardless.
-fn start_mirror(args: &Args, node: &Node) -> anyhow::Result<Option<redis::MirrorHandle>> {
+pub(crate) fn start_mirror(
+    args: &Args,
+    (dir, status, checkpoints): WalOf,
+    clock: Arc<dyn seckill_engine::Clock>,
+) -> Option<redis::MirrorHandle> {
     if args.redis_url == "none" {
         tracing::info!("Redis mirror disabled (--redis-url none)");
-        return Ok(None);
+        return None;
     }
     let mut cfg = redis::MirrorConfig::new(args.redis_url.clone());
-    cfg.clock = node.engine.clock().clone();
+    cfg.clock = clock;
     cfg.order_hashes = args.redis_order_hashes;
     match redis::probe(cfg.url.as_str(), std::time::Duration::from_secs(1)) {
         Ok(()) => tracing::info!(url = %redact_url(&args.redis_url), "Redis mirror on"),
         Err(e) => tracing::warn!("Redis mirror: {e}; serving without it and retrying in the background"),
     }
-    let handle = redis::spawn(
-        cfg,
-        node.data_dir.clone(),
-        node.wal.status.clone(),
-        node.wal.checkpoints.clone(),
-        redis::ReplicaSource::Snapshots,
-    );
-    Ok(Some(handle))
+    Some(redis::spawn(cfg, dir.to_path_buf(), status, checkpoints, redis::ReplicaSource::Snapshots))
 }
 
 /// `verify`: make everything durable, wait (up to 30 s) until the persister
 /// has applied it, then compare MySQL with the engine.
-fn verify_hook(url: String, node: &Node) -> admin::WarmupHook {
-    let (engine, status, checkpoints) = (node.engine.clone(), node.wal.status.clone(), node.wal.checkpoints.clone());
+pub(crate) fn verify_hook(
+    url: String,
+    engine: Arc<seckill_engine::Engine>,
+    status: Arc<WalStatus>,
+    checkpoints: Arc<Checkpoints>,
+) -> admin::WarmupHook {
     Arc::new(move || {
         engine.sync().map_err(|e| e.to_string())?;
         let target = status.durable_lsn.load(std::sync::atomic::Ordering::Acquire);

@@ -1,7 +1,8 @@
 //! `seckill engine --replica-id N --peers … --replica-listen …`: the engine
 //! as one replica of a Raft group (docs/REPLICATION.md). Every replica
-//! keeps the group's log and applies it; the one that leads serves the
-//! wire protocol and the admin socket, and exits (status 75) when it stops
+//! keeps the group's log, applies it and appends its records to its own
+//! `wal/`; the one that leads serves the wire protocol and the admin socket
+//! and runs the persister and the mirror over its `wal/`, and exits (status 75) when it stops
 //! leading, to be restarted as a follower. A follower listens on its
 //! `--engine` too and answers every request `not_leader` (with the leader's
 //! address from `--peer-engines`), so fronts re-route at once.
@@ -9,8 +10,9 @@
 
 use super::engine::Args;
 use anyhow::{bail, Context};
-use seckill_engine::wal::{Checkpoints, Snapshotter, WalStatus};
+use seckill_engine::wal::{Snapshotter, WalConfig};
 use seckill_engine::SystemClock;
+use seckill_persist::mysql;
 use seckill_proto::handshake::WireKey;
 use seckill_proto::Address;
 use seckill_replica::openraft::error::{InitializeError, RaftError};
@@ -81,11 +83,6 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
     let peer_engines = parse_peer_engines(args.peer_engines.as_deref().unwrap_or_default())?;
     let listen: SocketAddr = args.replica_listen.context("--replica-id needs --replica-listen HOST:PORT")?;
     anyhow::ensure!(peers.contains_key(&id), "--peers does not list this replica's id {id}");
-    anyhow::ensure!(
-        args.mysql_url == "none" && args.redis_url == "none",
-        "a replica does not run the persister or the mirror yet (docs/REPLICATION.md, \"The next slices\"): \
-         pass --mysql-url none --redis-url none"
-    );
     let cfg = super::engine::node_config(&args)?;
     anyhow::ensure!(args.admin_idle_timeout >= 1, "--admin-idle-timeout must be at least 1 (seconds)");
     let admin_idle = Duration::from_secs(args.admin_idle_timeout);
@@ -137,7 +134,10 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         .build()
         .context("starting the replica's runtime")?;
     let raft_dir = dir.join("raft");
-    let state = RecordsState::new(raft_dir.join("snapshots")).context("creating the replica's state dir")?;
+    // `wal/` and `snapshots/` as a single engine keeps them: a copy of the
+    // committed records, which the persister and the mirror follow.
+    let wal_cfg = WalConfig { segment_bytes_max: args.wal_segment_bytes, ..WalConfig::new(&dir) };
+    let state = RecordsState::with_wal(&wal_cfg).context("opening the replica's wal/")?;
     let election_ms = args.replica_election_timeout_ms;
     anyhow::ensure!(
         (ELECTION_TIMEOUT_MS_MIN..=ELECTION_TIMEOUT_MS_MAX).contains(&election_ms),
@@ -214,6 +214,18 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         }
     };
     let engine = leading.engine.clone();
+    // The persister and the mirror run where the group is led, over this
+    // replica's `wal/` (the same records at the same LSNs on every
+    // replica): the persister from its checkpoint in MySQL, the mirror by a
+    // rewrite of Redis, as on a single engine. They end with the process (a
+    // replica that stops leading exits).
+    let (wal_status, checkpoints) = node
+        .state()
+        .with_state(|s| s.wal().map(|w| (w.status(), w.checkpoints())))
+        .context("the replica keeps no wal/")?;
+    let wal_of = || (dir.as_path(), wal_status.clone(), checkpoints.clone());
+    let mirror = super::engine::start_mirror(&args, wal_of(), engine.clock().clone());
+    let persister = super::engine::start_persister(&args, wal_of());
     serving.lead(engine.clone());
     let admin_path = dir.join("admin.sock");
     let admin_listener = admin::bind(&admin_path).with_context(|| format!("binding {}", admin_path.display()))?;
@@ -224,18 +236,27 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
             serde_json::to_value(s).unwrap_or_default()
         })
     };
+    let mut extra_stats: Vec<(&'static str, admin::StatsHook)> = vec![("replica", replica_stats)];
+    if let Some(p) = &persister {
+        extra_stats.push(("persister", p.stats_hook()));
+    }
+    if let Some(m) = &mirror {
+        extra_stats.push(("mirror", m.stats_hook()));
+    }
     let ctx = admin::AdminCtx {
         engine: engine.clone(),
-        // The group's log is Raft's: no WAL, no consumers here yet.
-        wal_status: Arc::new(WalStatus::default()),
-        checkpoints: Arc::new(Checkpoints::default()),
+        wal_status: wal_status.clone(),
+        checkpoints: checkpoints.clone(),
+        // Snapshots are Raft's (by its policy), written into `snapshots/`.
         snapshotter: Snapshotter::none(),
         on_shutdown: Arc::new(move || {
             let _ = stop_tx.try_send("admin shutdown");
         }),
-        warmup: None,
-        verify: None,
-        extra_stats: vec![("replica", replica_stats)],
+        warmup: persister.as_ref().map(|_| mysql::warmup_hook(args.mysql_url.clone(), engine.clone())),
+        verify: persister.as_ref().map(|_| {
+            super::engine::verify_hook(args.mysql_url.clone(), engine.clone(), wal_status.clone(), checkpoints.clone())
+        }),
+        extra_stats,
     };
     std::thread::Builder::new()
         .name("admin-accept".into())
@@ -251,6 +272,13 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
     tracing::info!(why, "stopping the leader: draining shards into the group");
     drop(engine);
     leading.stop();
+    // After the engine: the consumers write what its last records say.
+    if let Some(p) = persister {
+        p.shutdown(Duration::from_secs(5));
+    }
+    if let Some(m) = mirror {
+        m.shutdown(seckill_persist::redis::SHUTDOWN_DRAIN);
+    }
     rt.block_on(node.shutdown());
     if let Address::Unix(p) = &addr {
         let _ = std::fs::remove_file(p);

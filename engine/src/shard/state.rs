@@ -35,7 +35,7 @@ pub struct Slot {
 
 impl Slot {
     fn limit_of(&self, user_id: u64) -> u32 {
-        self.quotas.get(&user_id).copied().unwrap_or(self.activity.per_user_limit)
+        self.quotas.get(&user_id).copied().unwrap_or(self.activity.terms.per_user_limit)
     }
 }
 
@@ -217,7 +217,7 @@ impl ShardState {
         slot.counters.buy_decided(taken);
         taken?;
         let amount_cents = slot.activity.price_cents.saturating_mul(quantity as u64);
-        let pay_before_ms = now_ms + slot.activity.payment_timeout_s as u64 * 1000;
+        let pay_before_ms = now_ms + slot.activity.terms.payment_timeout_s as u64 * 1000;
         let order = Order {
             id: self.next_id(now_ms),
             user_id,
@@ -242,7 +242,7 @@ impl ShardState {
         if let Some(code) = slot.activity.refuse_buy(now_ms) {
             return Err(code);
         }
-        if slot.activity.require_buy_token && !buy_token_ok {
+        if slot.activity.terms.require_buy_token && !buy_token_ok {
             return Err(ErrorCode::BuyTokenRequired);
         }
         let limit = slot.limit_of(user_id);
@@ -304,7 +304,7 @@ impl ShardState {
     /// The buy-token gate: may `user_id` get a token for `activity_id`?
     fn issue_buy_token(&mut self, user_id: u64, activity_id: u64, now_ms: u64) -> Outcome {
         let slot = self.slots.get(&activity_id).ok_or(ErrorCode::ActivityNotFound)?;
-        if !slot.activity.require_buy_token {
+        if !slot.activity.terms.require_buy_token {
             return Err(ErrorCode::BadRequest);
         }
         if let Some(code) = slot.activity.refuse_buy(now_ms) {
@@ -320,7 +320,7 @@ impl ShardState {
         if slot.token_holders.contains(&user_id) {
             return Ok(Response::Done);
         }
-        if !slot.pool.try_issue_gate(slot.activity.gate_factor) {
+        if !slot.pool.try_issue_gate(slot.activity.terms.gate_factor) {
             return Err(ErrorCode::SoldOut);
         }
         let slot = self.slots.get_mut(&activity_id).ok_or(ErrorCode::ActivityNotFound)?;
@@ -496,12 +496,7 @@ pub(crate) fn view_of(slot: &Slot, now_ms: u64) -> ActivityView {
         price_cents: a.price_cents,
         total_stock: slot.pool.added(),
         remaining,
-        starts_at_ms: a.starts_at_ms,
-        ends_at_ms: a.ends_at_ms,
-        per_user_limit: a.per_user_limit,
-        payment_timeout_s: a.payment_timeout_s,
-        require_buy_token: a.require_buy_token,
-        gate_factor: a.gate_factor,
+        terms: a.terms,
         status: a.status,
         phase: a.phase(now_ms),
     }

@@ -218,6 +218,48 @@ mod tests {
         buf
     }
 
+    /// An activity record as the WAL format has it: the archived layout of
+    /// `Activity` is on disk in every log and snapshot, so a change to it
+    /// (field order, types, a nested struct that moves a field) must fail
+    /// here. Every field has its own value; both strings are out of line.
+    #[test]
+    fn an_activity_record_keeps_its_bytes() {
+        let event = Event::ActivityUpserted(crate::activity::Activity {
+            id: 0x0101_0101_0101_0101,
+            product_id: 0x0202_0202_0202_0202,
+            product_name: "phone of the year".into(),
+            title: "Black Friday phone".into(),
+            price_cents: 0x0303_0303_0303_0303,
+            terms: seckill_proto::SaleTerms {
+                starts_at_ms: 0x0404_0404_0404_0404,
+                ends_at_ms: 0x0505_0505_0505_0505,
+                per_user_limit: 0x0606_0606,
+                payment_timeout_s: 0x0707_0707,
+                require_buy_token: true,
+                gate_factor: 0x0808_0808,
+            },
+            status: seckill_proto::ActivityStatus::Paused,
+        });
+        let mut buf = Vec::new();
+        Encoder::default().append(&mut buf, 9, &event);
+        let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, ACTIVITY_RECORD_HEX);
+        let mut aligned = AlignedVec::new();
+        let Decoded::Record { lsn, event: read, .. } = decode(&buf, &mut aligned) else { panic!("not a record") };
+        assert_eq!((lsn, *read), (9, event));
+    }
+
+    /// Written by the flat `Activity` of before `SaleTerms` (16 header bytes,
+    /// the two strings, then the archived event).
+    const ACTIVITY_RECORD_HEX: &str = concat!(
+        "a0000000c1b085ec090000000000000070686f6e65206f662074686520796561",
+        "72426c61636b204672696461792070686f6e6500000000000000000000000000",
+        "01000000000000000101010101010101020202020202020291000000b8ffffff",
+        "92000000c1ffffff030303030303030304040404040404040505050505050505",
+        "0606060607070707010000000808080802000000000000000000000000000000",
+        "00000000000000000000000000000000",
+    );
+
     #[test]
     fn bytes_that_are_no_event_are_refused() {
         // An enum tag far out of range, whatever follows.

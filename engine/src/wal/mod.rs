@@ -4,6 +4,7 @@
 //! Layout under the data dir: `wal/<first lsn>.wal`, `snapshots/<lsn>.snap`.
 
 pub mod codec;
+pub mod copy;
 pub(crate) mod fs;
 pub(crate) mod rebuild;
 pub mod segment;
@@ -16,6 +17,7 @@ pub(crate) mod writer;
 
 use crate::commit::Batch;
 use crate::replica::Replica;
+pub use copy::WalCopy;
 use crossbeam_channel::{bounded, Sender};
 pub use fs::{os_fs, Fs, SharedFs};
 #[cfg(any(test, feature = "sim"))]

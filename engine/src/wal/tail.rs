@@ -170,6 +170,10 @@ impl Tailer {
                 self.open_segment_for(self.next_lsn)?;
                 Ok(true)
             }
+            // A later segment starts past the next LSN while this one has
+            // no more: the records between are gone (a replica's `wal/`
+            // that started over at an installed snapshot, `wal::copy`).
+            None if segments.iter().any(|s| s.first_lsn > self.next_lsn) => Err(TailError::Truncated(self.next_lsn)),
             None => Ok(false),
         }
     }

@@ -233,6 +233,32 @@ impl Writer {
         }
     }
 
+    /// Appends records encoded elsewhere (a replica group's committed
+    /// entry, `wal::copy`): `records` holds the records of LSNs
+    /// `next_lsn() ..= last_lsn`, in the segment format. Synced only with
+    /// `--durability fsync`; on an error nothing more is appended.
+    pub(crate) fn append_encoded(&mut self, records: &[u8], last_lsn: u64) -> io::Result<()> {
+        if self.status.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other("an earlier write to the WAL failed"));
+        }
+        self.buf.extend_from_slice(records);
+        self.next_lsn = last_lsn + 1;
+        let wrote = self.flush().and_then(|()| self.maybe_rotate());
+        if let Err(e) = &wrote {
+            self.status.failed.store(true, Ordering::Release);
+            self.metrics.failed.set(1.0);
+            self.buf.clear();
+            tracing::error!(error = %e, "writing the WAL copy failed: it takes no more records");
+        }
+        self.trim_step();
+        wrote
+    }
+
+    /// The LSN the next record gets.
+    pub(crate) fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
     fn encode(&mut self, events: &[Event]) {
         for ev in events {
             self.encoder.append(&mut self.buf, self.next_lsn, ev);

@@ -12,11 +12,13 @@ pub fn spec(stock: u64) -> ActivitySpec {
         product_id: None,
         price_cents: 100,
         stock,
-        starts_at_ms: T0 - 1,
-        ends_at_ms: T0 + 86_400_000,
-        per_user_limit: 1,
-        payment_timeout_s: 3600,
-        require_buy_token: false,
-        gate_factor: 5,
+        terms: seckill_proto::SaleTerms {
+            starts_at_ms: T0 - 1,
+            ends_at_ms: T0 + 86_400_000,
+            per_user_limit: 1,
+            payment_timeout_s: 3600,
+            require_buy_token: false,
+            gate_factor: 5,
+        },
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::redact_url;
 use anyhow::Context;
+use seckill_proto::SaleTerms;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{Connection, Executor, Row};
 use std::str::FromStr;
@@ -167,6 +168,28 @@ pub(crate) fn write_datetime(out: &mut String, ms: u64) {
 /// DATETIME has no time zone, so this is exact whatever the session's.
 pub(crate) fn ms_of(column: &str) -> String {
     format!("(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) DIV 1000)")
+}
+
+/// The SELECT list of an activity's terms, which `sale_terms` reads (warmup
+/// and verify both read activity rows).
+pub(crate) fn terms_columns() -> String {
+    format!(
+        "{} AS starts_ms, {} AS ends_ms, per_user_limit, payment_timeout_s, require_buy_token, gate_factor",
+        ms_of("starts_at"),
+        ms_of("ends_at")
+    )
+}
+
+/// An activity row's terms (selected by `terms_columns`).
+pub(crate) fn sale_terms(row: &MySqlRow) -> Result<SaleTerms, String> {
+    Ok(SaleTerms {
+        starts_at_ms: u64_col(row, "starts_ms")?,
+        ends_at_ms: u64_col(row, "ends_ms")?,
+        per_user_limit: u32_col(row, "per_user_limit")?,
+        payment_timeout_s: u32_col(row, "payment_timeout_s")?,
+        require_buy_token: u64_col(row, "require_buy_token")? != 0,
+        gate_factor: u32_col(row, "gate_factor")?,
+    })
 }
 
 /// An integer column, whether MySQL typed it signed or not, as `T`. Bad

@@ -1,7 +1,7 @@
 //! Comparing MySQL with the engine (invariant 4 of DESIGN.md).
 
 use super::apply::{self, parse_order};
-use super::schema::{self, ms_of, str_col, u32_col, u64_col};
+use super::schema::{self, str_col, u32_col, u64_col};
 use seckill_engine::{Activity, Engine, Order, ShardState};
 use seckill_proto::OrderId;
 use sqlx::{Connection, MySqlConnection};
@@ -176,11 +176,9 @@ async fn quotas(conn: &mut MySqlConnection, e: &EngineState, d: &mut Diffs) -> a
 /// Each activity's configuration, total and remaining stock, and its `in_engine` mark.
 async fn activities(conn: &mut MySqlConnection, e: &EngineState, d: &mut Diffs) -> anyhow::Result<()> {
     let sql = format!(
-        "SELECT id, product_id, product_name, title, price_cents, total_stock, remaining, {} AS starts_ms, \
-         {} AS ends_ms, per_user_limit, payment_timeout_s, require_buy_token, gate_factor, status, in_engine \
+        "SELECT id, product_id, product_name, title, price_cents, total_stock, remaining, {}, status, in_engine \
          FROM activities",
-        ms_of("starts_at"),
-        ms_of("ends_at")
+        schema::terms_columns()
     );
     let mut mysql_activities = BTreeMap::new();
     for row in sqlx::query(&sql).fetch_all(&mut *conn).await? {
@@ -192,12 +190,7 @@ async fn activities(conn: &mut MySqlConnection, e: &EngineState, d: &mut Diffs) 
             product_name: str_col(&row, "product_name").map_err(bad)?,
             title: str_col(&row, "title").map_err(bad)?,
             price_cents: u64_col(&row, "price_cents").map_err(bad)?,
-            starts_at_ms: u64_col(&row, "starts_ms").map_err(bad)?,
-            ends_at_ms: u64_col(&row, "ends_ms").map_err(bad)?,
-            per_user_limit: u32_col(&row, "per_user_limit").map_err(bad)?,
-            payment_timeout_s: u32_col(&row, "payment_timeout_s").map_err(bad)?,
-            require_buy_token: u64_col(&row, "require_buy_token").map_err(bad)? != 0,
-            gate_factor: u32_col(&row, "gate_factor").map_err(bad)?,
+            terms: schema::sale_terms(&row).map_err(bad)?,
             status: seckill_proto::ActivityStatus::from_name(&status_text)
                 .ok_or_else(|| bad(format!("activity {id} has status `{status_text}`")))?,
         };

@@ -10,7 +10,7 @@
 //! source of truth, and the persister soon marks the new ones
 //! `in_engine = 1` with the engine's numbers.
 
-use super::schema::{self, ms_of, str_col, u32_col, u64_col};
+use super::schema::{self, str_col, u32_col, u64_col};
 use seckill_engine::WarmupHook;
 use seckill_engine::{ActivitySpec, Engine};
 use seckill_proto::{ActivityStatus, Request, Response};
@@ -61,12 +61,7 @@ fn activity_row(row: &MySqlRow) -> Result<ActivityRow, String> {
             product_id: (product_id != 0).then_some(product_id),
             price_cents: u64_col(row, "price_cents")?,
             stock: u64_col(row, "total_stock")?,
-            starts_at_ms: u64_col(row, "starts_ms")?,
-            ends_at_ms: u64_col(row, "ends_ms")?,
-            per_user_limit: u32_col(row, "per_user_limit")?,
-            payment_timeout_s: u32_col(row, "payment_timeout_s")?,
-            require_buy_token: u64_col(row, "require_buy_token")? != 0,
-            gate_factor: u32_col(row, "gate_factor")?,
+            terms: schema::sale_terms(row)?,
         },
         status,
     })
@@ -146,10 +141,9 @@ async fn activities(
     report: &mut WarmupReport,
 ) -> anyhow::Result<()> {
     let sql = format!(
-        "SELECT id, product_id, title, price_cents, total_stock, {} AS starts_ms, {} AS ends_ms, per_user_limit, \
-         payment_timeout_s, require_buy_token, gate_factor, status FROM activities WHERE in_engine = 0 ORDER BY id",
-        ms_of("starts_at"),
-        ms_of("ends_at")
+        "SELECT id, product_id, title, price_cents, total_stock, {}, status FROM activities WHERE in_engine = 0 \
+         ORDER BY id",
+        schema::terms_columns()
     );
     for row in sqlx::query(&sql).fetch_all(&mut *conn).await? {
         let a = match activity_row(&row) {

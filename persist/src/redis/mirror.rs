@@ -331,7 +331,7 @@ impl Redis {
             let Some(a) = plan.activities.get(id).or_else(|| self.state.activities.get(id)) else { continue };
             let (total, remaining) = a.stock();
             keys::hset(r, &self.keys.activity(*id), &keys::activity_fields(&a.activity, total, remaining, now_ms));
-            for t in [a.activity.starts_at_ms, a.activity.ends_at_ms] {
+            for t in [a.activity.terms.starts_at_ms, a.activity.terms.ends_at_ms] {
                 if t > now_ms {
                     self.boundaries.insert((t, *id));
                 }
@@ -603,7 +603,10 @@ impl Redis {
             let (total, remaining) = a.stock();
             keys::hset(&mut r, &self.keys.activity(*id), &keys::activity_fields(&a.activity, total, remaining, now_ms));
             boundaries.extend(
-                [a.activity.starts_at_ms, a.activity.ends_at_ms].into_iter().filter(|t| *t > now_ms).map(|t| (t, *id)),
+                [a.activity.terms.starts_at_ms, a.activity.terms.ends_at_ms]
+                    .into_iter()
+                    .filter(|t| *t > now_ms)
+                    .map(|t| (t, *id)),
             );
             if r.len() >= chunk {
                 send(link, &r, t).await?;

@@ -178,12 +178,14 @@ mod tests {
             product_name: String::new(),
             title: "t".into(),
             price_cents: 100,
-            starts_at_ms: 0,
-            ends_at_ms: u64::MAX / 2,
-            per_user_limit: 2,
-            payment_timeout_s: 60,
-            require_buy_token: false,
-            gate_factor: 5,
+            terms: seckill_proto::SaleTerms {
+                starts_at_ms: 0,
+                ends_at_ms: u64::MAX / 2,
+                per_user_limit: 2,
+                payment_timeout_s: 60,
+                require_buy_token: false,
+                gate_factor: 5,
+            },
             status: seckill_proto::ActivityStatus::Active,
         }
     }

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use seckill_engine::wal::codec::Encoder;
+use seckill_engine::wal::codec::{self, Encoder};
+use seckill_engine::wal::{segment, WalConfig};
 use seckill_engine::Event;
 use seckill_replica::log_store::LogStore;
 use seckill_replica::node::{default_raft_config, StartError};
@@ -20,6 +21,44 @@ use std::time::{Duration, Instant};
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
 pub type Node = ReplicaNode<RecordsState>;
+
+/// A replica's state, with `wal/` and `snapshots/` in `dir` (as the binary's).
+pub fn state(dir: &std::path::Path) -> RecordsState {
+    RecordsState::with_wal(&WalConfig::new(dir)).expect("the replica's wal/ opens")
+}
+
+/// Every record in `dir`'s `wal/`, segment after segment, checked to
+/// follow one another with no LSN twice and none missing.
+pub fn wal_records(dir: &std::path::Path) -> Vec<(u64, Event)> {
+    let mut out: Vec<(u64, Event)> = Vec::new();
+    for seg in segment::list(&dir.join("wal")).expect("wal/ lists") {
+        let end = segment::read(&seg, |lsn, ev| out.push((lsn, ev))).expect("a segment reads");
+        assert_eq!(end.stopped, None, "{} stops early (record after LSN {})", seg.path.display(), end.last_lsn);
+    }
+    for pair in out.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "wal/ in {} does not follow LSN {}", dir.display(), pair[0].0);
+    }
+    out
+}
+
+/// The records of acknowledged batches, decoded.
+pub fn records_of(acked: &[Acked]) -> Vec<(u64, Event)> {
+    let mut out = Vec::new();
+    let mut aligned = Default::default();
+    for a in acked {
+        let mut at = 0;
+        while at < a.bytes.len() {
+            match codec::decode(&a.bytes[at..], &mut aligned) {
+                codec::Decoded::Record { lsn, event, bytes } => {
+                    out.push((lsn, *event));
+                    at += bytes;
+                }
+                other => panic!("batch {} does not decode: {other:?}", a.tag),
+            }
+        }
+    }
+    out
+}
 
 /// `n` records (quota events of activity `tag`) numbered from `first_lsn`.
 pub fn batch(tag: u64, first_lsn: u64, n: u64) -> Bytes {
@@ -114,11 +153,7 @@ impl Group {
             }
         }
         for &id in ids {
-            let node = ReplicaNode::start(
-                group.config(id, group.addrs[&id]),
-                RecordsState::new(group.dir(id).join("snapshots")).expect("state dir"),
-            )
-            .await?;
+            let node = ReplicaNode::start(group.config(id, group.addrs[&id]), state(&group.dir(id))).await?;
             group.addrs.insert(id, node.addr());
             group.nodes.insert(id, node);
         }
@@ -150,12 +185,7 @@ impl Group {
         let deadline = Instant::now() + PATIENCE;
         // The old listener's port may take a moment to be free again.
         let node = loop {
-            match ReplicaNode::start(
-                self.config(id, addr),
-                RecordsState::new(self.dir(id).join("snapshots")).expect("state dir"),
-            )
-            .await
-            {
+            match ReplicaNode::start(self.config(id, addr), state(&self.dir(id))).await {
                 Ok(n) => break n,
                 Err(e) if Instant::now() < deadline => {
                     eprintln!("restart of {id} failed ({e}); retrying");
