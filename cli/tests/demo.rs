@@ -176,7 +176,7 @@ fn the_demo_verifies_the_mysql_and_redis_copies() {
     ]);
     assert!(out.status.success(), "second run:\n{text}");
     let rows = copies(&String::from_utf8_lossy(&out.stdout));
-    assert!(rows["MySQL"].1.contains("20 orders") && rows["Redis"].1.contains("20 order hashes"), "{text}");
+    assert!(rows["MySQL"].1.contains("20 orders") && rows["Redis"].1.contains("20 stream entries"), "{text}");
 }
 
 #[test]

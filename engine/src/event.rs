@@ -21,7 +21,10 @@ pub enum Event {
         limit: u32,
     },
     OrderCreated(Order),
-    OrderStatusChanged {
+    /// A status change as logged until 2026-12-07, without what the order
+    /// was before it: still read (logs and replicas written then), never
+    /// written. Its place in the enum is its tag in the WAL: keep it.
+    OrderStatusChangedV1 {
         order_id: OrderId,
         user_id: u64,
         activity_id: u64,
@@ -38,6 +41,33 @@ pub enum Event {
         txn: u64,
         at_ms: u64,
     },
+    /// An order moved from `from` to `status`. It carries what the order
+    /// was (quantity, amount, status before) so that a reader of the log
+    /// (the Redis mirror, the persister) can apply it without holding or
+    /// reading the order. Appended last: older records keep their tags.
+    OrderStatusChanged {
+        order_id: OrderId,
+        user_id: u64,
+        activity_id: u64,
+        from: OrderStatus,
+        status: OrderStatus,
+        quantity: u32,
+        amount_cents: u64,
+        at_ms: u64,
+        /// The payment transaction hash when `status` is paid, else 0.
+        txn: u64,
+    },
+}
+
+impl Event {
+    /// `(order_id, status, txn)` of a status change, in either form.
+    pub fn status_change(&self) -> Option<(OrderId, OrderStatus, u64)> {
+        match self {
+            Event::OrderStatusChanged { order_id, status, txn, .. }
+            | Event::OrderStatusChangedV1 { order_id, status, txn, .. } => Some((*order_id, *status, *txn)),
+            _ => None,
+        }
+    }
 }
 
 /// Events the WAL and snapshot tests write and read back.

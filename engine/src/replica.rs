@@ -78,7 +78,8 @@ impl Replica {
                     return Err(ReplicaError::DuplicateOrder { lsn, order_id: o.id });
                 }
             }
-            Event::OrderStatusChanged { order_id, status, txn, .. } => {
+            Event::OrderStatusChanged { order_id, status, txn, .. }
+            | Event::OrderStatusChangedV1 { order_id, status, txn, .. } => {
                 let o = self.orders.get_mut(order_id).ok_or(ReplicaError::UnknownOrder { lsn, order_id: *order_id })?;
                 o.status = *status;
                 if *status == seckill_proto::OrderStatus::Paid {

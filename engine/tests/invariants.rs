@@ -465,7 +465,10 @@ impl Harness {
                         order_id,
                         user_id: old.user_id,
                         activity_id: old.activity_id,
+                        from: old.status,
                         status,
+                        quantity: old.quantity,
+                        amount_cents: old.amount_cents,
                         at_ms: now,
                         txn,
                     };
@@ -562,7 +565,10 @@ impl Harness {
                     order_id: o.order_id,
                     user_id: o.user_id,
                     activity_id: o.activity_id,
+                    from: OrderStatus::PendingPayment,
                     status: OrderStatus::Expired,
+                    quantity: o.quantity,
+                    amount_cents: o.amount_cents,
                     at_ms: now,
                     txn: 0,
                 })

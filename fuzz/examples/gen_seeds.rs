@@ -53,7 +53,7 @@ fn events() -> Vec<Event> {
         Event::QuotaSet { activity_id: 1, user_id: 5, limit: 4 },
         Event::OrderCreated(o1),
         Event::OrderCreated(o2),
-        Event::OrderStatusChanged {
+        Event::OrderStatusChangedV1 {
             order_id: o1.id,
             user_id: 2,
             activity_id: 1,
@@ -65,7 +65,10 @@ fn events() -> Vec<Event> {
             order_id: o2.id,
             user_id: 3,
             activity_id: 1,
+            from: OrderStatus::PendingPayment,
             status: OrderStatus::Expired,
+            quantity: o2.quantity,
+            amount_cents: o2.amount_cents,
             at_ms: 1_760_000_950_000,
             txn: 0,
         },

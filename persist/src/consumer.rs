@@ -213,7 +213,7 @@ pub(crate) fn wall_ms() -> u64 {
 /// plans the batch. Each once, in the order the log first names them.
 pub(crate) fn orders_changed_not_created(records: &[(u64, Event)]) -> Vec<seckill_proto::OrderId> {
     // Most batches change no status (a sale's buys): nothing to hash then.
-    if !records.iter().any(|(_, ev)| matches!(ev, Event::OrderStatusChanged { .. })) {
+    if !records.iter().any(|(_, ev)| ev.status_change().is_some()) {
         return Vec::new();
     }
     let mut created = hashbrown::HashSet::new();
@@ -224,10 +224,13 @@ pub(crate) fn orders_changed_not_created(records: &[(u64, Event)]) -> Vec<seckil
             Event::OrderCreated(o) => {
                 created.insert(o.id);
             }
-            Event::OrderStatusChanged { order_id, .. } if !created.contains(order_id) && seen.insert(*order_id) => {
-                out.push(*order_id);
+            ev => {
+                if let Some((order_id, ..)) = ev.status_change() {
+                    if !created.contains(&order_id) && seen.insert(order_id) {
+                        out.push(order_id);
+                    }
+                }
             }
-            _ => {}
         }
     }
     out

@@ -42,7 +42,10 @@ pub(crate) mod fixtures {
             order_id: o.id,
             user_id: o.user_id,
             activity_id: o.activity_id,
+            from: o.status,
             status,
+            quantity: o.quantity,
+            amount_cents: o.amount_cents,
             at_ms: 1_700_000_001_000,
             txn: 9,
         }

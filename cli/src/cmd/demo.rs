@@ -248,6 +248,7 @@ fn service_args(
             // the ones `seckill up` uses by default.
             mysql_url: mysql.url().unwrap_or("none").to_string(),
             redis_url: redis.url().unwrap_or("none").to_string(),
+            redis_order_hashes: false,
             admin_idle_timeout: seckill_server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
             replica_id: None,
             peers: None,

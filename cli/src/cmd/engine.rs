@@ -57,6 +57,12 @@ pub struct Args {
     /// `--help` never shows the environment's value; logs mask the password.
     #[arg(long, env = "SECKILL_REDIS_URL", default_value = redis::DEFAULT_URL, hide_env_values = true)]
     pub redis_url: String,
+    /// Also write a hash `seckill:order:{id}` per order to Redis (off: the
+    /// `created` entry of the `seckill:events` stream carries every field of
+    /// an order; docs/REDIS.md, "Order hashes"). Costs Redis about 60 % more
+    /// CPU per order.
+    #[arg(long, env = "SECKILL_REDIS_ORDER_HASHES")]
+    pub redis_order_hashes: bool,
     /// Seconds an admin.sock connection may wait between requests before it is closed.
     #[arg(long, env = "SECKILL_ADMIN_IDLE_TIMEOUT", default_value_t = admin::IDLE_TIMEOUT_DEFAULT.as_secs())]
     pub admin_idle_timeout: u64,
@@ -321,6 +327,7 @@ pub(crate) fn start_mirror(
     }
     let mut cfg = redis::MirrorConfig::new(args.redis_url.clone());
     cfg.clock = clock;
+    cfg.order_hashes = args.redis_order_hashes;
     match redis::probe(cfg.url.as_str(), std::time::Duration::from_secs(1)) {
         Ok(()) => tracing::info!(url = %redact_url(&args.redis_url), "Redis mirror on"),
         Err(e) => tracing::warn!("Redis mirror: {e}; serving without it and retrying in the background"),

@@ -386,7 +386,10 @@ impl ShardState {
                     order_id,
                     user_id: order.user_id,
                     activity_id: order.activity_id,
+                    from: order.status,
                     status,
+                    quantity: order.quantity,
+                    amount_cents: order.amount_cents,
                     at_ms: now_ms,
                     txn,
                 });

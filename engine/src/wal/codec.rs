@@ -111,6 +111,34 @@ mod tests {
         assert_eq!((lsn, *event), (8, Event::StockAdded { activity_id: 3, amount: 9 }));
     }
 
+    /// A status change as the WAL held it before 2026-12-07 (bytes written
+    /// by that version) still reads back, as `OrderStatusChangedV1`: the new
+    /// form was appended to the enum and the archived enum kept its size.
+    #[test]
+    fn a_status_change_logged_by_the_previous_version_reads_back() {
+        const OLD: &str = "7000000048ca39260c000000000000000500000000000000000000000000000000000000\
+            0000008001700300000000000300000000000000010000000000000002000000000000004d00000000000000\
+            6300000000000000000000000000000000000000000000000000000000000000000000000000000000000000\
+            00000000";
+        let bytes: Vec<u8> =
+            (0..OLD.len()).step_by(2).map(|i| u8::from_str_radix(&OLD[i..i + 2], 16).expect("hex")).collect();
+        let mut aligned = AlignedVec::new();
+        let Decoded::Record { lsn, event, bytes: n } = decode(&bytes, &mut aligned) else { panic!("not a record") };
+        let want = Event::OrderStatusChangedV1 {
+            order_id: crate::event::fixtures::order(3).id,
+            user_id: 3,
+            activity_id: 1,
+            status: seckill_proto::OrderStatus::Paid,
+            at_ms: 77,
+            txn: 99,
+        };
+        assert_eq!((lsn, *event, n), (12, want.clone(), bytes.len()));
+        let mut again = Vec::new();
+        Encoder::default().append(&mut again, 12, &want);
+        assert_eq!(again, bytes, "the old form is still written byte for byte the same");
+        assert_eq!(std::mem::size_of::<<Event as rkyv::Archive>::Archived>(), 112, "older records' layout");
+    }
+
     #[test]
     fn zeros_written_ahead_read_as_the_end_and_nothing_else_does() {
         let mut buf = Vec::new();

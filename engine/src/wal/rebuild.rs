@@ -154,11 +154,24 @@ mod tests {
             1 => Event::ActivityUpserted(fixtures::activity("t")),
             2 => Event::StockAdded { activity_id: 1, amount: 1 << 40 },
             n if n % 5 == 0 => Event::ActivityUpserted(fixtures::activity(&"t".repeat((n % 41) as usize))),
-            n if n % 3 == 0 && n > 3 && (n - 1) % 5 != 0 => Event::OrderStatusChanged {
+            // Both forms of a status change: logs written before 2026-12-07
+            // hold the first.
+            n if n % 6 == 0 && (n - 1) % 5 != 0 => Event::OrderStatusChangedV1 {
                 order_id: fixtures::order(n - 1).id,
                 user_id: n - 1,
                 activity_id: 1,
                 status: OrderStatus::Paid,
+                txn: n,
+                at_ms: n,
+            },
+            n if n % 3 == 0 && n > 3 && (n - 1) % 5 != 0 => Event::OrderStatusChanged {
+                order_id: fixtures::order(n - 1).id,
+                user_id: n - 1,
+                activity_id: 1,
+                from: OrderStatus::PendingPayment,
+                status: OrderStatus::Paid,
+                quantity: 1,
+                amount_cents: 100,
                 txn: n,
                 at_ms: n,
             },

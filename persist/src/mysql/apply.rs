@@ -306,7 +306,8 @@ pub(crate) fn plan(
                     p.stock_log.add(StockLog::one(lsn, o.activity_id, delta, "order", Some(o.id), o.created_at_ms));
                 }
             }
-            Event::OrderStatusChanged { order_id, user_id, activity_id, status, at_ms, txn } => {
+            Event::OrderStatusChanged { order_id, user_id, activity_id, status, at_ms, txn, .. }
+            | Event::OrderStatusChangedV1 { order_id, user_id, activity_id, status, at_ms, txn } => {
                 p.status_changed(lsn, existing, *order_id, (*user_id, *activity_id), (*status, *at_ms, *txn))?;
             }
             Event::PaymentRefused { order_id, amount_cents, txn, at_ms } => {

@@ -38,6 +38,7 @@ impl Keys {
     pub fn activity(&self, id: u64) -> String {
         format!("{}activity:{id}", self.prefix)
     }
+    #[cfg(test)]
     pub fn order(&self, id: OrderId) -> String {
         format!("{}order:{id}", self.prefix)
     }
@@ -174,16 +175,23 @@ pub(crate) fn event_type(status: OrderStatus) -> &'static str {
     }
 }
 
-/// Fields of a stream entry of an order event.
+/// Fields of a stream entry of an order event (`created` has one more,
+/// `pay_before_ms`).
 const EVENT_FIELDS: usize = 8;
 
 /// `XADD <key> <lsn>-0 …`, the stream entry of one record; false (nothing
 /// written) for records that are not order events. The entry says what
 /// happened to which order and enough to act on it without a read: who,
-/// which activity, how many units, for how much, when. The LSN is the
-/// id's first part and the status follows from `type`, so neither is
-/// repeated. `order` gives what a status change does not carry (quantity,
-/// amount_cents: fixed when the order is created).
+/// which activity, how many units, for how much, when, and for `created`
+/// the deadline to pay: everything the order hash holds, so that the
+/// stream alone is the record of the orders. The LSN is the id's first
+/// part and the status follows from `type`, so neither is repeated.
+/// `order` gives (quantity, amount_cents) for a status change logged
+/// before 2026-12-07, which does not carry them. `create`: whether the
+/// entry may create the stream; a batch's may not (`NOMKSTREAM`): after
+/// a `FLUSHDB` the batch that finds it (its fence is read inside the
+/// transaction, checked after) would otherwise start a stream that looks
+/// whole from its first entry on, and the resync would add nothing before.
 pub(crate) fn event_xadd(
     r: &mut Resp,
     key: &str,
@@ -191,21 +199,34 @@ pub(crate) fn event_xadd(
     ev: &Event,
     prev: &str,
     order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
+    create: bool,
 ) -> bool {
-    let (id, user_id, activity_id, quantity, amount_cents, status, at_ms) = match ev {
-        Event::OrderCreated(o) => {
-            (o.id, o.user_id, o.activity_id, o.quantity, o.amount_cents, o.status, o.created_at_ms)
+    let (id, user_id, activity_id, quantity, amount_cents, status, at_ms, pay_before_ms) = match ev {
+        Event::OrderCreated(o) => (
+            o.id,
+            o.user_id,
+            o.activity_id,
+            o.quantity,
+            o.amount_cents,
+            o.status,
+            o.created_at_ms,
+            Some(o.pay_before_ms),
+        ),
+        Event::OrderStatusChanged { order_id, user_id, activity_id, status, quantity, amount_cents, at_ms, .. } => {
+            (*order_id, *user_id, *activity_id, *quantity, *amount_cents, *status, *at_ms, None)
         }
-        Event::OrderStatusChanged { order_id, user_id, activity_id, status, at_ms, .. } => {
+        Event::OrderStatusChangedV1 { order_id, user_id, activity_id, status, at_ms, .. } => {
             let Some((quantity, amount_cents)) = order(order_id) else { return false };
-            (*order_id, *user_id, *activity_id, quantity, amount_cents, *status, *at_ms)
+            (*order_id, *user_id, *activity_id, quantity, amount_cents, *status, *at_ms, None)
         }
         _ => return false,
     };
-    r.cmd(3 + 2 * EVENT_FIELDS)
-        .arg("XADD")
-        .arg(key)
-        .display(EventId(lsn))
+    let fields = EVENT_FIELDS + usize::from(pay_before_ms.is_some());
+    r.cmd(3 + usize::from(!create) + 2 * fields).arg("XADD").arg(key);
+    if !create {
+        r.arg("NOMKSTREAM");
+    }
+    r.display(EventId(lsn))
         .arg("type")
         .arg(event_type(status))
         .arg("prev")
@@ -222,6 +243,9 @@ pub(crate) fn event_xadd(
         .num(amount_cents)
         .arg("at_ms")
         .num(at_ms);
+    if let Some(t) = pay_before_ms {
+        r.arg("pay_before_ms").num(t);
+    }
     true
 }
 

@@ -4,26 +4,27 @@
 //!
 //! One position: Redis's (`synced == Some(w)`: everything up to `w` is in
 //! Redis). The mirror keeps no copy of the orders: between batches it holds
-//! only the catalog and per-activity counters (`MirrorState`), reads what a
-//! batch needs about older orders from Redis itself, and moves buyers'
-//! units by increments. When Redis lost the mirror (or the driver finds
+//! only the catalog and per-activity counters (`MirrorState`), takes what a
+//! batch needs about older orders from the status-change records (which
+//! carry quantity, amount and status before), and moves buyers' units by
+//! increments. When Redis lost the mirror (or the driver finds
 //! the WAL it lacks gone, or past the budget), the driver has it rewrite
 //! Redis from the engine's state, built for the occasion from the newest
 //! snapshot plus the WAL and dropped afterwards.
 
 use super::keys::{self, id_lsn, KeyKind, Keys};
 use super::resp::{self, Item, Link, Resp};
-use super::state::{self, KnownOrder, MirrorState, Plan};
+use super::state::{self, MirrorState, Plan};
 use super::MirrorConfig;
-use crate::consumer::{orders_changed_not_created, Failure, Names, Opened, Target};
-use hashbrown::{HashMap, HashSet};
+use crate::consumer::{Failure, Names, Opened, Target};
+use hashbrown::HashSet;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, Pipeline, Value};
 use seckill_engine::replica::Replica;
 use seckill_engine::wal::tail::{TailError, Tailer};
 use seckill_engine::wal::{segment, WalStatus};
 use seckill_engine::Event;
-use seckill_proto::{OrderId, OrderStatus};
+use seckill_proto::OrderId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -31,8 +32,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Adds `ARGV` pairs (user, delta) to the buyers' hash `KEYS[1]`, dropping
-/// buyers left with nothing: one command per activity and batch for every
-/// buyer whose units moved.
+/// buyers left with nothing: one command per activity and batch for the
+/// buyers whose units went down (those whose units went up get a plain
+/// `HINCRBY` each, cheaper for Redis than the script's loop).
 const PURCHASED_LUA: &str = "for i = 1, #ARGV, 2 do \
      local v = redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) \
      if v <= 0 then redis.call('HDEL', KEYS[1], ARGV[i]) end \
@@ -290,23 +292,11 @@ impl Redis {
 
     /// Writes `events` (after `w`) and the due phase changes as one batch.
     async fn write_step(&mut self, w: u64, events: &[(u64, Event)]) -> Result<u64, Failure> {
-        let phases = std::mem::take(&mut self.phase_due);
-        let to_read = orders_changed_not_created(events);
-        let known = if to_read.is_empty() {
-            HashMap::new()
-        } else {
-            match self.read_orders(&to_read).await {
-                Ok(k) => k,
-                Err(e) => {
-                    self.phase_due.extend(phases);
-                    return Err(Failure::Transient(e));
-                }
-            }
-        };
-        let plan = match state::plan(&self.state, events, &known) {
+        let plan = match state::plan(&self.state, events, self.cfg.order_hashes) {
             Ok(p) => p,
             Err(why) => return Err(self.lost(why)),
         };
+        let phases = std::mem::take(&mut self.phase_due);
         let new_lsn = events.last().map_or(w, |(l, _)| *l);
         match self.write_batch(w, new_lsn, events, &plan, &phases).await {
             Ok(()) => {
@@ -325,32 +315,11 @@ impl Redis {
         }
     }
 
-    /// Quantity, amount and status of orders older than the batch, from
-    /// their hashes (one pipelined round trip). An order Redis lacks is
-    /// left out (the plan then says Redis lost the mirror).
-    async fn read_orders(&self, ids: &[OrderId]) -> Result<HashMap<OrderId, KnownOrder>, String> {
-        let mut p = redis::pipe();
-        for id in ids {
-            p.cmd("HMGET").arg(self.keys.order(*id)).arg("quantity").arg("amount_cents").arg("status");
-        }
-        let mut conn = self.conn.clone().ok_or("not connected")?;
-        let rows: Vec<Vec<Option<String>>> = query(&mut conn, &p, self.op_timeout()).await?;
-        let mut out = HashMap::with_capacity(ids.len());
-        for (id, row) in ids.iter().zip(rows) {
-            let (Some(Some(q)), Some(Some(a)), Some(Some(s))) = (row.first(), row.get(1), row.get(2)) else {
-                continue;
-            };
-            let status = OrderStatus::from_name(s);
-            if let (Ok(quantity), Ok(amount_cents), Some(status)) = (q.parse(), a.parse(), status) {
-                out.insert(*id, KnownOrder { quantity, amount_cents, status });
-            }
-        }
-        Ok(out)
-    }
-
-    /// The changed hashes: products and activities whole, orders created
-    /// in the batch whole, older orders only their `status`, buyers' units
-    /// by increments (one script call per activity).
+    /// The changed hashes: products and activities whole, with order
+    /// hashes the orders created in the batch whole and older orders only
+    /// their `status`, buyers' units by increments (`HINCRBY` for those
+    /// that went up, one script call per activity for those that went
+    /// down).
     fn add_writes(&mut self, r: &mut Resp, plan: &Plan, phases: &BTreeSet<u64>) {
         let now_ms = self.cfg.clock.now_ms();
         for (id, prod) in &plan.products {
@@ -368,6 +337,7 @@ impl Redis {
                 }
             }
         }
+        // Empty without order hashes (`state::plan`).
         let mut key = String::with_capacity(64);
         for (id, o) in &plan.created {
             keys::order_hset(r, self.keys.order_in(&mut key, *id), o);
@@ -376,9 +346,20 @@ impl Redis {
             r.cmd(4).arg("HSET").arg(self.keys.order_in(&mut key, *id)).arg("status").arg(status.as_str());
         }
         for (activity_id, buyers) in &plan.purchased {
-            r.cmd(4 + 2 * buyers.len()).arg("EVAL").arg(PURCHASED_LUA).arg("1").arg(self.keys.purchased(*activity_id));
+            let key = self.keys.purchased(*activity_id);
+            let mut down = 0;
             for (user, delta) in buyers {
-                r.num(*user).num(*delta);
+                if *delta > 0 {
+                    r.cmd(4).arg("HINCRBY").arg(&key).num(*user).num(*delta);
+                } else {
+                    down += 1;
+                }
+            }
+            if down > 0 {
+                r.cmd(4 + 2 * down).arg("EVAL").arg(PURCHASED_LUA).arg("1").arg(&key);
+                for (user, delta) in buyers.iter().filter(|(_, d)| **d < 0) {
+                    r.num(*user).num(*delta);
+                }
             }
         }
     }
@@ -386,20 +367,23 @@ impl Redis {
     /// Appends XADDs for the order events among `events`, then one
     /// `XTRIM … MAXLEN ~` (once per batch rather than per entry); returns
     /// the id of the last one (or `prev` if none). `order` gives (quantity,
-    /// amount_cents) of an order.
+    /// amount_cents) of an order whose change was logged before 2026-12-07;
+    /// `create`: whether they may create the stream (`keys::event_xadd`).
     fn add_events(
         &self,
         r: &mut Resp,
         events: &[(u64, Event)],
         mut prev: String,
         order: &dyn Fn(&OrderId) -> Option<(u32, u64)>,
+        create: bool,
     ) -> String {
         let key = self.keys.events();
         let mut added = false;
         for (lsn, ev) in events {
-            // An order unknown to `order` gets no entry (never happens: the
-            // plan or the replica has every order an event names).
-            if keys::event_xadd(r, &key, *lsn, ev, &prev, order) {
+            // An order unknown to `order` gets no entry (never happens: only
+            // a resync's backfill meets old status changes, and its replica
+            // has every order).
+            if keys::event_xadd(r, &key, *lsn, ev, &prev, order, create) {
                 prev.clear();
                 let _ = write!(prev, "{}", keys::EventId(*lsn));
                 added = true;
@@ -427,7 +411,7 @@ impl Redis {
         r.cmd(2).arg("GET").arg(self.keys.lsn());
         r.cmd(2).arg("GET").arg(self.keys.run());
         self.add_writes(&mut r, plan, phases);
-        let last_id = self.add_events(&mut r, events, self.last_id.clone(), &|id| plan.event_orders.get(id).copied());
+        let last_id = self.add_events(&mut r, events, self.last_id.clone(), &|_| None, false);
         r.cmd(3).arg("SET").arg(self.keys.lsn()).num(new_lsn);
         r.cmd(1).arg("EXEC");
         let outcome = self.exec(&r, w).await;
@@ -461,6 +445,9 @@ impl Redis {
             _ => None,
         }) {
             Err(Failure::Lost(format!("Redis refused a mirror write: {e}")))
+        } else if items.iter().skip(2).any(|v| *v == Item::Nil) {
+            // Only an `XADD … NOMKSTREAM` answers nil: the stream is gone.
+            Err(Failure::Lost("the event stream is gone".into()))
         } else {
             Ok(())
         };
@@ -593,7 +580,7 @@ impl Redis {
             }
             at = out.last().map_or(at, |(l, _)| *l);
             r.clear();
-            let next = self.add_events(&mut r, &out, prev.clone(), &order);
+            let next = self.add_events(&mut r, &out, prev.clone(), &order, true);
             if !r.is_empty() {
                 send(link, &r, self.op_timeout()).await?;
             }
@@ -627,7 +614,7 @@ impl Redis {
             }
         }
         let mut key = String::new();
-        for o in replica.orders.values() {
+        for o in replica.orders.values().filter(|_| self.cfg.order_hashes) {
             keys::order_hset(&mut r, self.keys.order_in(&mut key, o.id), o);
             if r.len() >= chunk {
                 send(link, &r, t).await?;
@@ -667,7 +654,8 @@ impl Redis {
     }
 
     /// Deletes keys under the prefix that the replica does not have (orders
-    /// of another history, scratch of an interrupted resync).
+    /// of another history, every order hash when they are off, scratch of
+    /// an interrupted resync).
     async fn sweep(&self, conn: &mut MultiplexedConnection, replica: &Replica) -> Result<(), String> {
         let t = self.op_timeout();
         let buyers: HashSet<u64> =
@@ -685,7 +673,7 @@ impl Redis {
                     match self.keys.classify(k) {
                         KeyKind::Product(id) => !replica.products.contains_key(&id),
                         KeyKind::Activity(id) => !replica.activities.contains_key(&id),
-                        KeyKind::Order(id) => !replica.orders.contains_key(&id),
+                        KeyKind::Order(id) => !self.cfg.order_hashes || !replica.orders.contains_key(&id),
                         KeyKind::Purchased(id) => !buyers.contains(&id),
                         KeyKind::Scratch => true,
                         KeyKind::Other => false,

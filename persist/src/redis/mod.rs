@@ -4,9 +4,10 @@
 //! It tails the WAL like the persister and writes each batch of records to
 //! Redis as one MULTI/EXEC pipeline: the changed hashes (coalesced: each key
 //! once), buyers' units by increments, one stream entry per order event, and
-//! `{prefix}mirror:lsn`. It keeps no copy of the orders: between batches it
-//! holds the catalog and per-activity counters only, and reads what a batch
-//! needs about older orders from Redis. When Redis lost data (the LSN key is
+//! `{prefix}mirror:lsn` (order hashes only with `order_hashes`). It keeps no
+//! copy of the orders: between batches it holds the catalog and
+//! per-activity counters only; a status change's record says what the
+//! order was. When Redis lost data (the LSN key is
 //! gone, the run id changed, the LSN went back) or fell further behind than
 //! the WAL budget, it rewrites Redis (a resync) from the engine's state,
 //! built for the occasion from the newest snapshot plus the WAL and dropped
@@ -57,6 +58,13 @@ pub struct MirrorConfig {
     pub url: BackendUrl,
     /// Put before every key (default `seckill:`). One engine per prefix.
     pub prefix: String,
+    /// Whether each order also gets a hash `{prefix}order:{id}` (default
+    /// off: the `created` entry of the event stream carries every field the
+    /// hash had, and reads by id go to the HTTP API or MySQL). A key per
+    /// order is the most expensive thing the mirror asks of Redis
+    /// (docs/REDIS.md, "Order hashes"). When off, a resync deletes the
+    /// order hashes an earlier run wrote.
+    pub order_hashes: bool,
     /// Records written per MULTI/EXEC at most.
     pub batch_records_max: usize,
     /// How long the mirror sleeps when the WAL has nothing new: a record is
@@ -68,7 +76,7 @@ pub struct MirrorConfig {
     /// `batch_ms` too, so that under a steady load the next batch holds
     /// what arrived meanwhile: each batch costs Redis a fixed part (the
     /// transaction, the fence, the activity hashes, one script call per
-    /// activity, an AOF write and fsync) and the mirror a WAL read and a
+    /// activity whose buyers gave units back, an AOF write and fsync) and the mirror a WAL read and a
     /// round trip. A record then waits at most `batch_ms` more.
     pub coalesce_records: usize,
     /// `XADD … MAXLEN ~ stream_maxlen`: entries kept in the event stream.
@@ -95,6 +103,7 @@ impl MirrorConfig {
         Self {
             url: BackendUrl::new(url),
             prefix: "seckill:".into(),
+            order_hashes: false,
             batch_records_max: 1000,
             batch_ms: 5,
             coalesce_records: 250,
@@ -123,6 +132,7 @@ impl std::fmt::Debug for MirrorConfig {
         f.debug_struct("MirrorConfig")
             .field("url", &self.url)
             .field("prefix", &self.prefix)
+            .field("order_hashes", &self.order_hashes)
             .field("batch_records_max", &self.batch_records_max)
             .field("batch_ms", &self.batch_ms)
             .field("coalesce_records", &self.coalesce_records)

@@ -1,11 +1,11 @@
 //! What the mirror keeps between batches: the catalog (products, activities
 //! with the tokens ever added and the units held) and nothing per order or
-//! per buyer. Orders live in Redis; a batch that changes an order it did not
-//! create reads that order's quantity and status from Redis first (one
-//! round trip), and buyers' units move by increments in Redis. A resync
-//! builds the whole state transiently (snapshot + WAL) and drops it.
+//! per buyer. A status change carries what the mirror needs of its order
+//! (quantity, amount, status before: `Event::OrderStatusChanged`), so no
+//! batch reads anything from Redis, and buyers' units move by increments in
+//! Redis. A resync builds the whole state transiently (snapshot + WAL) and
+//! drops it.
 
-use hashbrown::HashMap;
 use seckill_engine::replica::Replica;
 use seckill_engine::{Activity, Event, Order, Product};
 use seckill_proto::{OrderId, OrderStatus};
@@ -51,14 +51,6 @@ impl MirrorState {
     }
 }
 
-/// What Redis says about an order a batch changes but did not create.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct KnownOrder {
-    pub quantity: u32,
-    pub amount_cents: u64,
-    pub status: OrderStatus,
-}
-
 /// One batch of records planned against the state before it: what to
 /// write to Redis, and the activities and products as they are after it
 /// (applied to the state only once Redis has the batch).
@@ -66,14 +58,14 @@ pub(crate) struct KnownOrder {
 pub(crate) struct Plan {
     pub products: BTreeMap<u64, Product>,
     pub activities: BTreeMap<u64, ActivityState>,
-    /// Orders created in the batch, as they are at its end (one full HSET).
+    /// Orders created in the batch, as they are at its end (one full HSET;
+    /// only with order hashes).
     pub created: BTreeMap<OrderId, Order>,
-    /// Orders created before the batch whose status changed: the new status.
+    /// Orders created before the batch whose status changed: the new status
+    /// (only with order hashes).
     pub changed: BTreeMap<OrderId, OrderStatus>,
     /// (activity, user) → change of units held (an increment in Redis).
     pub purchased: BTreeMap<u64, BTreeMap<u64, i64>>,
-    /// Per order event: (quantity, amount_cents) for its stream entry.
-    pub event_orders: HashMap<OrderId, (u32, u64)>,
 }
 
 impl Plan {
@@ -83,14 +75,10 @@ impl Plan {
     }
 }
 
-/// Plans `records` against `state` and the orders read from Redis.
-pub(crate) fn plan(
-    state: &MirrorState,
-    records: &[(u64, Event)],
-    known: &HashMap<OrderId, KnownOrder>,
-) -> Result<Plan, String> {
+/// Plans `records` against `state`; `order_hashes`: whether orders get
+/// hashes (else `created` and `changed` stay empty).
+pub(crate) fn plan(state: &MirrorState, records: &[(u64, Event)], order_hashes: bool) -> Result<Plan, String> {
     let mut p = Plan::default();
-    let mut current: HashMap<OrderId, KnownOrder> = HashMap::new();
     fn act<'a>(p: &'a mut Plan, state: &MirrorState, id: u64) -> Option<&'a mut ActivityState> {
         match p.activities.entry(id) {
             std::collections::btree_map::Entry::Occupied(e) => Some(e.into_mut()),
@@ -122,24 +110,21 @@ pub(crate) fn plan(
                     *p.purchased.entry(o.activity_id).or_default().entry(o.user_id).or_default() +=
                         i64::from(o.quantity);
                 }
-                current
-                    .insert(o.id, KnownOrder { quantity: o.quantity, amount_cents: o.amount_cents, status: o.status });
-                p.created.insert(o.id, *o);
-                p.event_orders.insert(o.id, (o.quantity, o.amount_cents));
+                if order_hashes {
+                    p.created.insert(o.id, *o);
+                }
             }
-            Event::OrderStatusChanged { order_id, user_id, activity_id, status, txn, .. } => {
-                let before = match current.get(order_id) {
-                    Some(k) => *k,
-                    None => *known.get(order_id).ok_or_else(|| format!("order {order_id} is not in Redis"))?,
-                };
-                let delta = before.status.held_delta(*status, before.quantity);
+            Event::OrderStatusChanged { order_id, user_id, activity_id, from, status, quantity, txn, .. } => {
+                let delta = from.held_delta(*status, *quantity);
                 if delta != 0 {
                     let s = act(&mut p, state, *activity_id)
                         .ok_or_else(|| format!("LSN {lsn}: order {order_id} of unknown activity {activity_id}"))?;
                     s.held = s.held.saturating_add_signed(delta);
                     *p.purchased.entry(*activity_id).or_default().entry(*user_id).or_default() += delta;
                 }
-                current.insert(*order_id, KnownOrder { status: *status, ..before });
+                if !order_hashes {
+                    continue;
+                }
                 match p.created.get_mut(order_id) {
                     Some(o) => {
                         o.status = *status;
@@ -151,7 +136,14 @@ pub(crate) fn plan(
                         p.changed.insert(*order_id, *status);
                     }
                 }
-                p.event_orders.insert(*order_id, (before.quantity, before.amount_cents));
+            }
+            // Only logs written before 2026-12-07 have these, and they are
+            // behind the resync every mirror starts with.
+            Event::OrderStatusChangedV1 { order_id, .. } => {
+                return Err(format!(
+                    "LSN {lsn} changes order {order_id} in the form logged before 2026-12-07 \
+                     (without its quantity and status before)"
+                ));
             }
         }
     }
@@ -199,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_moves_counters_and_needs_redis_only_for_older_orders() {
+    fn a_batch_moves_counters_from_the_records_alone() {
         let mut state = MirrorState::default();
         state.activities.insert(1, ActivityState { activity: activity(1), added: 10, held: 3 });
         let old = order(1, 7, 3);
@@ -210,25 +202,31 @@ mod tests {
             (7, change(&a, OrderStatus::Cancelled)),
             (8, change(&b, OrderStatus::Paid)),
             (9, change(&old, OrderStatus::Expired)),
-            (10, change(&old, OrderStatus::Expired)),
         ];
-        assert_eq!(crate::consumer::orders_changed_not_created(&recs), vec![old.id]);
-        assert!(plan(&state, &recs, &HashMap::new()).unwrap_err().contains("not in Redis"));
-        let known = HashMap::from([(
-            old.id,
-            KnownOrder { quantity: 3, amount_cents: 300, status: OrderStatus::PendingPayment },
-        )]);
-        let p = plan(&state, &recs, &known).expect("plan");
+        let p = plan(&state, &recs, true).expect("plan");
         assert_eq!(p.activities[&1].stock(), (10, 10 - 1), "only b holds: 3 + 2 + 1 - 2 - 3");
         assert_eq!(p.purchased[&1].get(&10), None, "user 10 gave back what they took");
         assert_eq!(p.purchased[&1][&11], 1);
-        assert_eq!(p.purchased[&1][&7], -3, "the repeat changed nothing");
+        assert_eq!(p.purchased[&1][&7], -3, "from the record's quantity and status before");
         assert_eq!(p.created[&a.id].status, OrderStatus::Cancelled);
         assert_eq!(p.created[&b.id].paid_txn, 9);
         assert_eq!(p.changed[&old.id], OrderStatus::Expired);
-        assert_eq!(p.event_orders[&old.id], (3, 300));
         assert_eq!(state.activities[&1].held, 3, "the state moves only on commit");
+
+        let bare = plan(&state, &recs, false).expect("plan");
+        assert!(bare.created.is_empty() && bare.changed.is_empty(), "no order hashes to write");
+        assert_eq!((bare.purchased, bare.activities), (p.purchased.clone(), p.activities.clone()));
         state.commit(&p);
         assert_eq!(state.activities[&1].held, 1);
+
+        let v1 = Event::OrderStatusChangedV1 {
+            order_id: old.id,
+            user_id: 7,
+            activity_id: 1,
+            status: OrderStatus::Paid,
+            at_ms: 1,
+            txn: 1,
+        };
+        assert!(plan(&state, &[(10, v1)], false).unwrap_err().contains("before 2026-12-07"));
     }
 }
