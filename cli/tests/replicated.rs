@@ -323,6 +323,26 @@ fn check(g: &Group, i: usize, activity_id: u64, acked: &BTreeMap<OrderId, (u64, 
     check_users(g, i, activity_id, acked, USERS, LIMIT)
 }
 
+/// The replica that leads, other than `except`, once it passes `check`
+/// (retried through elections for up to `PATIENCE`; `what` names the failure).
+fn checked_leader(
+    g: &mut Group,
+    except: usize,
+    activity_id: u64,
+    acked: &BTreeMap<OrderId, (u64, u32)>,
+    what: &str,
+) -> usize {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let l = g.leader(Some(except));
+        match check(g, l, activity_id, acked) {
+            Ok(()) => return l,
+            Err(e) => assert!(Instant::now() < deadline, "{what}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `check` for users `1..=users` buying at most `limit` each.
 fn check_users(
     g: &Group,
@@ -410,17 +430,7 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
         drop(pool);
         // The killed replica comes back (as a follower) once a new leader
         // among the other two has passed the check.
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let now_leading = g.leader(Some(leader));
-            match check(&g, now_leading, activity_id, &acked) {
-                Ok(()) => break,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "cycle {cycle}: no leader answered the check: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
+        checked_leader(&mut g, leader, activity_id, &acked, &format!("cycle {cycle}: no leader answered the check"));
         failover_ms.push(killed.elapsed().as_millis());
         eprintln!("cycle {cycle}: {this_cycle} orders acknowledged, {} in all; checked on the new leader", acked.len());
     }
@@ -483,15 +493,7 @@ fn a_leader_cut_off_from_its_peers_acknowledges_nothing() {
 
     // The majority side elects (the old leader is not asked: its admin
     // socket may still answer until it notices).
-    let deadline = Instant::now() + PATIENCE;
-    let new = loop {
-        let l = g.leader(Some(old));
-        match check(&g, l, activity_id, &acked) {
-            Ok(()) => break l,
-            Err(e) => assert!(Instant::now() < deadline, "the majority did not serve: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let new = checked_leader(&mut g, old, activity_id, &acked, "the majority did not serve");
     acked.extend(buy_some(&g, new, activity_id, 200..230));
 
     // Healed, the old leader (restarted by the supervisor if it exited)
@@ -763,15 +765,7 @@ fn acknowledged_orders_reach_mysql_exactly_once_through_a_kill_9() {
 
     // The new leader has every order and sells on; its persister writes
     // both what the old one had not and its own.
-    let deadline = Instant::now() + PATIENCE;
-    let leader = loop {
-        let l = g.leader(Some(first));
-        match check(&g, l, activity_id, &acked) {
-            Ok(()) => break l,
-            Err(e) => assert!(Instant::now() < deadline, "no leader answered the check: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let leader = checked_leader(&mut g, first, activity_id, &acked, "no leader answered the check");
     g.supervise(None);
     acked.extend(buy_some(&g, leader, activity_id, USERS + 1..USERS + 41));
     assert!(acked.len() > before_kill, "the new leader sold nothing");
