@@ -245,10 +245,7 @@ impl Writer {
         self.next_lsn = last_lsn + 1;
         let wrote = self.flush().and_then(|()| self.maybe_rotate());
         if let Err(e) = &wrote {
-            self.status.failed.store(true, Ordering::Release);
-            self.metrics.failed.set(1.0);
-            self.buf.clear();
-            tracing::error!(error = %e, "writing the WAL copy failed: it takes no more records");
+            self.fail(e, "writing the WAL copy");
         }
         self.trim_step();
         wrote
