@@ -302,17 +302,12 @@ fn final_orders(g: &Group, i: usize, activity_id: u64, users: u64) -> Result<Vec
     let pool = Pool::connect(&g.wire(i), 1, &wire_key()).map_err(|e| e.to_string())?;
     let mut finals = Vec::new();
     for user_id in 1..=users {
-        match pool.call(&Request::ListOrders { user_id, offset: 0, limit: 100 }).map_err(|e| e.to_string())? {
-            Response::Orders { items, total } => {
-                assert!(total <= 100, "user {user_id} has {total} orders; raise the page size");
-                finals.extend(items.iter().filter(|o| o.activity_id == activity_id).map(|o| history::FinalOrder {
-                    id: o.order_id.to_string(),
-                    user: o.user_id,
-                    quantity: o.quantity,
-                }));
-            }
-            other => return Err(format!("list orders of user {user_id}: {other:?}")),
-        }
+        let items = common::orders_of(|req: &Request| pool.call(req).map_err(|e| e.to_string()), user_id)?;
+        finals.extend(items.iter().filter(|o| o.activity_id == activity_id).map(|o| history::FinalOrder {
+            id: o.order_id.to_string(),
+            user: o.user_id,
+            quantity: o.quantity,
+        }));
     }
     Ok(finals)
 }

@@ -349,6 +349,22 @@ impl UpProc {
     }
 }
 
+/// Every order of `user_id` that `call` lists (one page of up to 100; more
+/// fails the test: raise the page size in the harness). `Err` when the call
+/// fails or is not answered with orders.
+pub fn orders_of(
+    mut call: impl FnMut(&seckill_proto::Request) -> Result<seckill_proto::Response, String>,
+    user_id: u64,
+) -> Result<Vec<seckill_proto::OrderView>, String> {
+    match call(&seckill_proto::Request::ListOrders { user_id, offset: 0, limit: 100 })? {
+        seckill_proto::Response::Orders { items, total } => {
+            assert!(total <= 100, "user {user_id} has {total} orders; raise the page size in the harness");
+            Ok(items)
+        }
+        other => Err(format!("list orders of user {user_id}: {other:?}")),
+    }
+}
+
 /// Checks the stock of activity `a` against its buyers `1..=users`, whose
 /// orders `call` lists (one page of up to 100 each): nobody holds more than
 /// `limit` units, nothing is oversold, and the units held plus `a.remaining`
@@ -363,12 +379,7 @@ pub fn check_stock(
 ) -> Result<u64, String> {
     let mut held_total = 0u64;
     for user_id in 1..=users {
-        let seckill_proto::Response::Orders { items, total } =
-            call(&seckill_proto::Request::ListOrders { user_id, offset: 0, limit: 100 })?
-        else {
-            return Err("list orders failed".into());
-        };
-        assert!(total <= 100, "user {user_id} has {total} orders; raise the page size in the harness");
+        let items = orders_of(&mut call, user_id)?;
         let held: u64 = items.iter().filter(|o| o.status.holds_stock()).map(|o| u64::from(o.quantity)).sum();
         assert!(held <= u64::from(limit), "{context}user {user_id} holds {held} > limit {limit}");
         held_total += held;
