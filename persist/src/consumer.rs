@@ -208,34 +208,6 @@ pub(crate) fn wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Orders whose status `records` change without creating them first: a
-/// target reads their current rows (MySQL) or hashes (Redis) before it
-/// plans the batch. Each once, in the order the log first names them.
-pub(crate) fn orders_changed_not_created(records: &[(u64, Event)]) -> Vec<seckill_proto::OrderId> {
-    // Most batches change no status (a sale's buys): nothing to hash then.
-    if !records.iter().any(|(_, ev)| ev.status_change().is_some()) {
-        return Vec::new();
-    }
-    let mut created = hashbrown::HashSet::new();
-    let mut seen = hashbrown::HashSet::new();
-    let mut out = Vec::new();
-    for (_, ev) in records {
-        match ev {
-            Event::OrderCreated(o) => {
-                created.insert(o.id);
-            }
-            ev => {
-                if let Some((order_id, ..)) = ev.status_change() {
-                    if !created.contains(&order_id) && seen.insert(order_id) {
-                        out.push(order_id);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Durable LSNs remembered with when they were first seen; more are merged.
 const SEEN_MAX: usize = 65_536;
 /// Lag samples kept for `lag_p99_ms`.
