@@ -35,6 +35,8 @@
 //!   batches as entries, answers released once committed and applied) and
 //!   [`lead`], which starts the engine on the group's state.
 //! * [`status`]: what a replica says about itself ([`Status`], gauges).
+//! * [`membership`]: adding (a learner, promoted once caught up) and
+//!   removing replicas of a running group, through its leader.
 //!
 //! Metrics: `seckill_replica_log_fsync_seconds` (one Raft log fdatasync),
 //! `seckill_replica_bad_frames_total` (connections closed for a bad frame),
@@ -43,6 +45,7 @@
 //! `_step_downs_total`; and the gauges of [`status`].
 
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod replicator;

@@ -13,6 +13,7 @@
 //! handshake, `seckill_proto::handshake`, is the next slice's); until then
 //! a replica port belongs on a private network (docs/REPLICATION.md).
 
+use crate::membership::{Change, ChangeError, Changed, Leave, Membership};
 use crate::status::Status;
 use crate::{NodeId, Raft, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
@@ -50,6 +51,8 @@ enum RequestRef<'a> {
     Vote(&'a VoteRequest<NodeId>),
     InstallSnapshot(&'a InstallSnapshotRequest<TypeConfig>),
     Status,
+    Change(&'a Change),
+    Leave(&'a Leave),
 }
 
 /// What a peer asks, as received.
@@ -60,6 +63,11 @@ enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// The replica's [`Status`] (`seckill admin replica status`).
     Status,
+    /// A membership change (`seckill admin replica add|remove`), done by
+    /// the leader; any other replica answers who leads.
+    Change(Change),
+    /// The leader's notice to a replica it removed from the group.
+    Leave(Leave),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,6 +76,10 @@ enum Response {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Status(Status),
+    Change(Result<Changed, ChangeError>),
+    /// Whether the replica accepted the notice (it is not in the membership
+    /// the notice carries) and stops.
+    Leave(bool),
 }
 
 fn invalid(why: impl Into<String>) -> io::Error {
@@ -103,10 +115,31 @@ fn encode_frame(msg: &impl Serialize) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(out))
 }
 
-/// Serves the peers of `raft` on `listener` until the future is dropped
-/// (dropping it closes every connection it accepted). `applied_lsn`: the
-/// state machine's, for [`Status`].
-pub async fn serve(listener: TcpListener, raft: Raft, applied_lsn: Arc<AtomicU64>) {
+/// What the server of one replica answers from: its Raft, the state
+/// machine's counters (for [`Status`]) and the membership side
+/// ([`Membership`]: changes on the leader, the removal notice).
+#[derive(Clone)]
+pub struct Served {
+    pub raft: Raft,
+    /// The state machine's applied LSN.
+    pub applied_lsn: Arc<AtomicU64>,
+    /// Snapshots installed from a leader since this replica started.
+    pub snapshots_installed: Arc<AtomicU64>,
+    pub membership: Membership,
+}
+
+impl Served {
+    fn status(&self) -> Status {
+        let mut s = Status::of(&self.raft.metrics().borrow(), self.applied_lsn.load(Ordering::Acquire));
+        s.snapshots_installed = self.snapshots_installed.load(Ordering::Acquire);
+        s.removed = self.membership.is_removed();
+        s
+    }
+}
+
+/// Serves the peers of `served.raft` on `listener` until the future is
+/// dropped (dropping it closes every connection it accepted).
+pub async fn serve(listener: TcpListener, served: Served) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut conns = JoinSet::new();
     loop {
@@ -117,10 +150,10 @@ pub async fn serve(listener: TcpListener, raft: Raft, applied_lsn: Arc<AtomicU64
                         tracing::warn!(%peer, "replica connection refused: {CONNECTIONS_MAX} already open");
                         continue;
                     };
-                    let (raft, applied_lsn) = (raft.clone(), applied_lsn.clone());
+                    let served = served.clone();
                     conns.spawn(async move {
                         let _permit = permit;
-                        if let Err(e) = serve_conn(stream, &raft, &applied_lsn).await {
+                        if let Err(e) = serve_conn(stream, &served).await {
                             if e.kind() == io::ErrorKind::InvalidData {
                                 metrics::counter!("seckill_replica_bad_frames_total").increment(1);
                                 tracing::warn!(%peer, error = %e, "replica connection closed: bad frame");
@@ -141,7 +174,8 @@ pub async fn serve(listener: TcpListener, raft: Raft, applied_lsn: Arc<AtomicU64
     }
 }
 
-async fn serve_conn(mut stream: TcpStream, raft: &Raft, applied_lsn: &AtomicU64) -> io::Result<()> {
+async fn serve_conn(mut stream: TcpStream, served: &Served) -> io::Result<()> {
+    let raft = &served.raft;
     stream.set_nodelay(true)?;
     loop {
         let frame = tokio::time::timeout(Duration::from_millis(IDLE_TIMEOUT_MS), read_frame(&mut stream))
@@ -153,9 +187,9 @@ async fn serve_conn(mut stream: TcpStream, raft: &Raft, applied_lsn: &AtomicU64)
             Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
             Request::Vote(r) => Response::Vote(raft.vote(r).await),
             Request::InstallSnapshot(r) => Response::InstallSnapshot(raft.install_snapshot(r).await),
-            Request::Status => {
-                Response::Status(Status::of(&raft.metrics().borrow(), applied_lsn.load(Ordering::Acquire)))
-            }
+            Request::Status => Response::Status(served.status()),
+            Request::Change(c) => Response::Change(served.membership.change(raft, c).await),
+            Request::Leave(l) => Response::Leave(served.membership.leave(raft, &l)),
         };
         let frame = encode_frame(&resp)?.ok_or_else(|| invalid("response exceeds the frame limit"))?;
         stream.write_all(&frame).await?;
@@ -263,22 +297,44 @@ impl PeerClient {
     }
 }
 
-/// Asks the replica at `addr` for its [`Status`] (waiting at most `ttl`).
-pub async fn query_status(addr: &str, ttl: Duration) -> io::Result<Status> {
+/// One request to the replica at `addr` on a connection of its own, and
+/// its answer (waiting at most `ttl`): the operator's calls.
+async fn ask_once(addr: &str, req: RequestRef<'_>, ttl: Duration) -> io::Result<Response> {
     let ask = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let frame = encode_frame(&RequestRef::Status)?.ok_or_else(|| invalid("status request too large"))?;
+        let frame = encode_frame(&req)?.ok_or_else(|| invalid("request too large"))?;
         stream.write_all(&frame).await?;
         let body = read_frame(&mut stream)
             .await?
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the replica closed the connection"))?;
-        match postcard::from_bytes(&body) {
-            Ok(Response::Status(s)) => Ok(s),
-            Ok(_) => Err(invalid("answer of another kind")),
-            Err(e) => Err(invalid(format!("undecodable answer: {e}"))),
-        }
+        postcard::from_bytes(&body).map_err(|e| invalid(format!("undecodable answer: {e}")))
     };
     tokio::time::timeout(ttl, ask).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))?
+}
+
+/// Asks the replica at `addr` for its [`Status`] (waiting at most `ttl`).
+pub async fn query_status(addr: &str, ttl: Duration) -> io::Result<Status> {
+    match ask_once(addr, RequestRef::Status, ttl).await? {
+        Response::Status(s) => Ok(s),
+        _ => Err(invalid("answer of another kind")),
+    }
+}
+
+/// Asks the replica at `addr` to make a membership change (only a leader
+/// does; another answers [`ChangeError::NotLeader`]).
+pub async fn request_change(addr: &str, change: &Change, ttl: Duration) -> io::Result<Result<Changed, ChangeError>> {
+    match ask_once(addr, RequestRef::Change(change), ttl).await? {
+        Response::Change(r) => Ok(r),
+        _ => Err(invalid("answer of another kind")),
+    }
+}
+
+/// Tells the replica at `addr` that it was removed; whether it accepted.
+pub async fn send_leave(addr: &str, leave: &Leave, ttl: Duration) -> io::Result<bool> {
+    match ask_once(addr, RequestRef::Leave(leave), ttl).await? {
+        Response::Leave(ok) => Ok(ok),
+        _ => Err(invalid("answer of another kind")),
+    }
 }
 
 fn unexpected<E: std::error::Error>() -> RPCError<NodeId, BasicNode, E> {

@@ -4,7 +4,8 @@
 //! (openraft spawns its tasks on it).
 
 use crate::log_store::{LogStore, LogStoreConfig, OpenError};
-use crate::network::{serve, NetworkFactory};
+use crate::membership::Membership;
+use crate::network::{serve, NetworkFactory, Served};
 use crate::state_machine::{Apply, ApplyError, StateMachine};
 use crate::{Applied, Batch, NodeId, Raft, TypeConfig, BATCH_BYTES_MAX};
 use openraft::error::ClientWriteError;
@@ -79,6 +80,9 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("starting Raft: {0}")]
     Raft(String),
+    /// The dir belongs to a replica that was removed from its group.
+    #[error("{0}this data dir is no longer a member of its group: do not start it again (to reuse the machine, start a new replica id on an empty data dir and `seckill admin replica add` it)")]
+    Removed(String),
 }
 
 /// Why a proposed batch was not acknowledged.
@@ -151,6 +155,7 @@ pub struct ReplicaNode<A: Apply> {
     state: StateMachine<A>,
     addr: SocketAddr,
     server: JoinHandle<()>,
+    membership: Membership,
 }
 
 impl<A: Apply> ReplicaNode<A> {
@@ -159,19 +164,30 @@ impl<A: Apply> ReplicaNode<A> {
     /// replica; a replica restarted on its old dir rejoins by itself.
     pub async fn start(cfg: ReplicaConfig, state: A) -> Result<Self, StartError> {
         let raft_cfg = Arc::new(cfg.raft.validate()?);
+        if let Some(why) = Membership::removed_mark(&cfg.dir) {
+            return Err(StartError::Removed(why));
+        }
         let log = LogStore::open(LogStoreConfig::new(cfg.dir.join("log")))?;
         let sm = StateMachine::open(cfg.dir.join("state"), state)?;
         let listener =
             TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
-        let raft =
-            Raft::new(cfg.id, raft_cfg, NetworkFactory { id: cfg.id, dial: Arc::new(cfg.dial) }, log, sm.clone())
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
-        let server = tokio::spawn(serve(listener, raft.clone(), sm.last_lsn()));
+        let dial = Arc::new(cfg.dial);
+        let raft = Raft::new(cfg.id, raft_cfg, NetworkFactory { id: cfg.id, dial: dial.clone() }, log, sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let membership = Membership::new(cfg.id, cfg.dir.clone(), dial);
+        let served = Served {
+            raft: raft.clone(),
+            applied_lsn: sm.last_lsn(),
+            snapshots_installed: sm.snapshots_installed(),
+            membership: membership.clone(),
+        };
+        let server = tokio::spawn(serve(listener, served));
         tokio::spawn(crate::status::export_metrics(raft.clone(), sm.last_lsn()));
+        tokio::spawn(membership.clone().watch(raft.clone()));
         tracing::info!(id = cfg.id, %addr, "replica started");
-        Ok(Self { id: cfg.id, raft, state: sm, addr, server })
+        Ok(Self { id: cfg.id, raft, state: sm, addr, server, membership })
     }
 
     pub fn raft(&self) -> &Raft {
@@ -185,6 +201,22 @@ impl<A: Apply> ReplicaNode<A> {
 
     pub fn state(&self) -> &StateMachine<A> {
         &self.state
+    }
+
+    /// Becomes true once this replica learns it was removed from the
+    /// group (`membership` module): its dir is marked so, and the process
+    /// should stop.
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.membership.removed()
+    }
+
+    /// This replica's [`crate::Status`], as `replica status` shows it.
+    pub fn status(&self) -> crate::Status {
+        use std::sync::atomic::Ordering;
+        let mut s = crate::Status::of(&self.raft.metrics().borrow(), self.state.last_lsn().load(Ordering::Acquire));
+        s.snapshots_installed = self.state.snapshots_installed().load(Ordering::Acquire);
+        s.removed = self.membership.is_removed();
+        s
     }
 
     /// Waits until this replica leads and has applied its whole log (the

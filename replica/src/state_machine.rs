@@ -87,11 +87,13 @@ struct Inner<A> {
 pub struct StateMachine<A> {
     inner: Arc<Mutex<Inner<A>>>,
     last_lsn: Arc<AtomicU64>,
+    /// Snapshots installed from a leader since it opened.
+    installed: Arc<AtomicU64>,
 }
 
 impl<A> Clone for StateMachine<A> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), last_lsn: self.last_lsn.clone() }
+        Self { inner: self.inner.clone(), last_lsn: self.last_lsn.clone(), installed: self.installed.clone() }
     }
 }
 
@@ -133,7 +135,7 @@ impl<A: Apply> StateMachine<A> {
         };
         let last_lsn = Arc::new(AtomicU64::new(state.last_lsn()));
         let inner = Inner { dir, state, last_applied, membership, snapshot: snapshot.map(Arc::new), built: 0 };
-        Ok(Self { inner: Arc::new(Mutex::new(inner)), last_lsn })
+        Ok(Self { inner: Arc::new(Mutex::new(inner)), last_lsn, installed: Arc::new(AtomicU64::new(0)) })
     }
 
     /// Runs `f` on the state (tests, and the engine's reads).
@@ -144,6 +146,11 @@ impl<A: Apply> StateMachine<A> {
     /// The LSN of the last record applied here, without taking the lock.
     pub fn last_lsn(&self) -> Arc<AtomicU64> {
         self.last_lsn.clone()
+    }
+
+    /// The count of snapshots installed from a leader since it opened.
+    pub fn snapshots_installed(&self) -> Arc<AtomicU64> {
+        self.installed.clone()
     }
 }
 
@@ -230,6 +237,7 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
         inner.membership = meta.last_membership.clone();
         inner.snapshot = Some(Arc::new(stored));
         self.last_lsn.store(inner.state.last_lsn(), Ordering::Release);
+        self.installed.fetch_add(1, Ordering::AcqRel);
         metrics::counter!("seckill_replica_snapshots_installed_total").increment(1);
         tracing::info!(snapshot = %meta, "installed a snapshot from the leader");
         Ok(())

@@ -34,6 +34,15 @@ pub struct Status {
     pub members: Vec<(NodeId, String)>,
     /// On the leader: each replica's last acknowledged log index.
     pub matched: Vec<(NodeId, Option<u64>)>,
+    /// The voters of the membership this replica knows (both halves of a
+    /// joint one), and its learners (replicas that receive the log but do
+    /// not vote: one being added).
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Snapshots this replica installed from a leader since it started.
+    pub snapshots_installed: u64,
+    /// This replica learned that it was removed from the group and stops.
+    pub removed: bool,
 }
 
 impl Status {
@@ -54,6 +63,10 @@ impl Status {
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
                 .unwrap_or_default(),
+            voters: m.membership_config.membership().voter_ids().collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+            learners: m.membership_config.membership().learner_ids().collect(),
+            snapshots_installed: 0,
+            removed: false,
         }
     }
 

@@ -83,6 +83,27 @@ pub enum ReplicaCmd {
         #[arg(long, env = "SECKILL_PEERS")]
         peers: String,
     },
+    /// Add a replica (started with `seckill engine --replica-id ID --join`): as a learner, then a voter once
+    /// its log has caught up with the leader's.
+    Add {
+        /// The new replica: `ID=HOST:PORT` (its id and --replica-listen).
+        replica: String,
+        /// Replicas to ask (any of them; the leader does it): `1=host:port,…`.
+        #[arg(long, env = "SECKILL_PEERS")]
+        peers: String,
+        /// The longest to wait for the new replica to catch up before promoting it (it stays a learner if it
+        /// does not).
+        #[arg(long, default_value_t = 120_000, value_name = "MS")]
+        catch_up_timeout_ms: u64,
+    },
+    /// Remove a replica from the group (a voter or a learner; not the leader: stop it first).
+    Remove {
+        /// The replica's id.
+        id: u64,
+        /// Replicas to ask (any of them; the leader does it): `1=host:port,…`.
+        #[arg(long, env = "SECKILL_PEERS")]
+        peers: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -480,8 +501,15 @@ fn raw(words: &[String], mut json: Option<String>, mut data_dir: PathBuf) -> any
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Command::Replica(ReplicaCmd::Status { peers }) = &args.command {
-        return super::replicated::status(peers, args.json.is_some());
+    match &args.command {
+        Command::Replica(ReplicaCmd::Status { peers }) => return super::replicated::status(peers, args.json.is_some()),
+        Command::Replica(ReplicaCmd::Add { replica, peers, catch_up_timeout_ms }) => {
+            return super::replicated::add(peers, replica, *catch_up_timeout_ms, args.json.is_some())
+        }
+        Command::Replica(ReplicaCmd::Remove { id, peers }) => {
+            return super::replicated::remove(peers, *id, args.json.is_some())
+        }
+        _ => {}
     }
     if let Command::Raw(words) = &args.command {
         let (verb, json_args, data_dir) = raw(words, args.json.clone(), args.data_dir.clone())?;

@@ -252,6 +252,7 @@ fn service_args(
             admin_idle_timeout: seckill_server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
             replica_id: None,
             peers: None,
+            join: false,
             replica_listen: None,
             replica_dial: None,
             replica_election_timeout_ms: 1000,

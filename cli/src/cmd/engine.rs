@@ -69,13 +69,21 @@ pub struct Args {
     /// Run as replica N of a Raft group (docs/REPLICATION.md): the group's
     /// majority makes each answer durable; the leader serves --engine and
     /// admin.sock (and runs the persister and the mirror), followers only
-    /// keep the log and their wal/. Needs --peers and --replica-listen.
-    #[arg(long, env = "SECKILL_REPLICA_ID", value_name = "N", requires_all = ["peers", "replica_listen"])]
+    /// keep the log and their wal/. Needs --replica-listen, and --peers or --join.
+    #[arg(long, env = "SECKILL_REPLICA_ID", value_name = "N", requires = "replica_listen")]
     pub replica_id: Option<u64>,
-    /// Every replica of the group, this one included, at its --replica-listen:
-    /// `1=host:port,2=host:port,3=host:port`. The same on every replica.
+    /// The replicas that form a new group, this one included, at their
+    /// --replica-listen: `1=host:port,2=host:port,3=host:port`, the same on
+    /// each. Only used to form the group (a replica with an empty log
+    /// proposes it); after that the membership in the Raft log is the truth
+    /// (`seckill admin replica add|remove` changes it).
     #[arg(long, env = "SECKILL_PEERS", value_name = "ID=HOST:PORT,...")]
     pub peers: Option<String>,
+    /// Join an existing group instead of forming one: this replica never
+    /// proposes a membership; it waits, with an empty log, until the
+    /// leader adds it (`seckill admin replica add ID=HOST:PORT`).
+    #[arg(long, env = "SECKILL_REPLICA_JOIN", requires = "replica_id")]
+    pub join: bool,
     /// Where this replica listens for its peers (and `seckill admin replica status`).
     #[arg(long, env = "SECKILL_REPLICA_LISTEN", value_name = "HOST:PORT")]
     pub replica_listen: Option<std::net::SocketAddr>,

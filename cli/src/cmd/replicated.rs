@@ -18,6 +18,8 @@ use seckill_proto::Address;
 use seckill_replica::openraft::error::{InitializeError, RaftError};
 use seckill_replica::openraft::BasicNode;
 use seckill_replica::state_machine::RecordsState;
+use seckill_replica::membership::{self, is_host_port, ChangeError, Changed};
+use seckill_replica::node::StartError;
 use seckill_replica::{lead, LeadError, NodeId, ReplicaConfig, ReplicaNode, Status};
 use seckill_server::{admin, wire};
 use std::collections::BTreeMap;
@@ -35,15 +37,19 @@ pub const ELECTION_TIMEOUT_MS_MIN: u64 = 250;
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
 /// Replicas one group may list (Raft needs a majority of them for anything).
 pub const PEERS_MAX: usize = 7;
+/// The exit status of a replica that was removed from its group, at the
+/// removal and at any later start on its data dir (EX_CONFIG): a
+/// supervisor should not restart it (systemd `RestartPreventExitStatus=78`).
+pub const REMOVED_EXIT: i32 = 78;
+/// How long `admin replica add|remove` look for a leader that answers
+/// (through an election).
+const FIND_LEADER_MS: u64 = 30_000;
 
 /// `1=host:port,2=host:port,3=host:port`: every replica of the group by id.
 pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
     let peers =
         by_id("--peers", "HOST:PORT (e.g. --peers 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400)", text, |addr| {
-            anyhow::ensure!(
-                addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
-                "--peers: `{addr}` is not HOST:PORT"
-            );
+            anyhow::ensure!(is_host_port(addr), "--peers: `{addr}` is not HOST:PORT");
             Ok(addr.to_string())
         })?;
     anyhow::ensure!(!peers.is_empty(), "--peers lists no replica");
@@ -79,10 +85,20 @@ fn by_id(
 }
 
 pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
-    let peers = parse_peers(args.peers.as_deref().unwrap_or_default())?;
+    // `--peers` forms a new group; a replica that joins one never proposes
+    // a membership (its own would be a second, conflicting first entry).
+    let peers = match (&args.peers, args.join) {
+        (Some(p), _) => parse_peers(p)?,
+        (None, true) => BTreeMap::new(),
+        (None, false) => bail!("--replica-id needs --peers (to form a group) or --join (to be added to one)"),
+    };
     let peer_engines = parse_peer_engines(args.peer_engines.as_deref().unwrap_or_default())?;
     let listen: SocketAddr = args.replica_listen.context("--replica-id needs --replica-listen HOST:PORT")?;
-    anyhow::ensure!(peers.contains_key(&id), "--peers does not list this replica's id {id}");
+    anyhow::ensure!(
+        args.join || peers.contains_key(&id),
+        "--peers does not list this replica's id {id}: to add a replica to a running group, start it with --join \
+         and run `seckill admin replica add {id}=HOST:PORT --peers …`"
+    );
     let cfg = super::engine::node_config(&args)?;
     anyhow::ensure!(args.admin_idle_timeout >= 1, "--admin-idle-timeout must be at least 1 (seconds)");
     let admin_idle = Duration::from_secs(args.admin_idle_timeout);
@@ -150,16 +166,27 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
     if let Some(dial) = &args.replica_dial {
         replica_cfg.dial = parse_peers(dial).context("--replica-dial")?;
     }
-    let node = rt.block_on(ReplicaNode::start(replica_cfg, state)).context("starting the replica")?;
-    // Every replica initializes the group with the same members: safe
-    // (openraft: the same config on several nodes), and refused as
-    // `NotAllowed` once this replica's log is not empty.
-    let members: BTreeMap<NodeId, BasicNode> =
-        peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
-    match rt.block_on(node.raft().initialize(members)) {
-        Ok(()) => tracing::info!(id, "initialized a new group"),
-        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => tracing::debug!("the group already exists"),
-        Err(e) => bail!("initializing the group: {e}"),
+    let node = match rt.block_on(ReplicaNode::start(replica_cfg, state)) {
+        Ok(n) => n,
+        Err(e @ StartError::Removed(_)) => {
+            eprintln!("seckill: {e}");
+            std::process::exit(REMOVED_EXIT);
+        }
+        Err(e) => return Err(e).context("starting the replica"),
+    };
+    if args.join {
+        tracing::info!(id, "joining: waiting to be added (`seckill admin replica add`)");
+    } else {
+        // Every forming replica initializes the group with the same
+        // members: safe (openraft: the same config on several nodes), and
+        // refused as `NotAllowed` once this replica's log is not empty.
+        let members: BTreeMap<NodeId, BasicNode> =
+            peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+        match rt.block_on(node.raft().initialize(members)) {
+            Ok(()) => tracing::info!(id, "initialized a new group"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => tracing::debug!("the group already exists"),
+            Err(e) => bail!("initializing the group: {e}"),
+        }
     }
     let addr = args.engine_address();
     // The wire port answers `not_leader` until this replica leads.
@@ -185,11 +212,11 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         });
     }
     println!(
-        "seckill engine replica {id}: peers on {} ({} replicas); serves {addr} (not_leader until it leads)",
+        "seckill engine replica {id}: peers on {} ({}); serves {addr} (not_leader until it leads)",
         node.addr(),
-        peers.len()
+        if args.join { "joining a group".to_string() } else { format!("{} replicas", peers.len()) }
     );
-    tracing::info!(id, replica = %node.addr(), peers = peers.len(), "replica started; waiting to lead");
+    tracing::info!(id, replica = %node.addr(), peers = peers.len(), join = args.join, "replica started; waiting to lead");
 
     // Follow until this replica leads (or the operator stops it).
     let on_step_down: seckill_replica::StepDown = Arc::new(|why: &str| {
@@ -199,11 +226,20 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         );
         std::process::exit(STEPPED_DOWN_EXIT);
     });
+    let removed = node.removed();
     let leading = loop {
         if let Ok(why) = stop_rx.try_recv() {
             tracing::info!(why, "stopping a follower");
             rt.block_on(node.shutdown());
             return Ok(());
+        }
+        if *removed.borrow() {
+            rt.block_on(node.shutdown());
+            eprintln!(
+                "seckill: replica {id} was removed from its group; exiting (status {REMOVED_EXIT}). Its data dir \
+                 will not start again: delete it, or keep it for forensics."
+            );
+            std::process::exit(REMOVED_EXIT);
         }
         let attempt =
             lead(&node, cfg.engine.clone(), Arc::new(SystemClock), Duration::from_secs(1), on_step_down.clone());
@@ -311,13 +347,13 @@ pub fn status(peers: &str, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10}",
-        "id", "addr", "state", "term", "leader", "last_log", "applied", "apply_lag", "lsn"
+        "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10} {:>6}",
+        "id", "addr", "state", "term", "leader", "last_log", "applied", "apply_lag", "lsn", "snaps"
     );
     for (id, addr, s) in &answers {
         match s {
             Ok(s) => println!(
-                "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10}",
+                "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10} {:>6}",
                 id,
                 addr,
                 s.state,
@@ -326,15 +362,85 @@ pub fn status(peers: &str, json: bool) -> anyhow::Result<()> {
                 s.last_log_index.map_or("-".into(), |i| i.to_string()),
                 s.applied_index.map_or("-".into(), |i| i.to_string()),
                 s.apply_lag_entries(),
-                s.applied_lsn
+                s.applied_lsn,
+                s.snapshots_installed
             ),
             Err(e) => println!("{id:<4} {addr:<22} unreachable: {e}"),
         }
     }
-    if !answers.iter().any(|(_, _, s)| s.as_ref().is_ok_and(|s| s.leader == Some(s.id))) {
+    let leader = answers.iter().find_map(|(_, _, s)| s.as_ref().ok().filter(|s| s.leader == Some(s.id)));
+    let Some(leader) = leader else {
         bail!("no replica says it leads: the group has no majority, or is electing");
-    }
+    };
+    println!("membership (the leader's, replica {}):", leader.id);
+    print_members(&leader.voters, &leader.learners, &leader.members);
     Ok(())
+}
+
+fn print_members(voters: &[NodeId], learners: &[NodeId], addrs: &[(NodeId, String)]) {
+    let at = |id: &NodeId| addrs.iter().find(|(i, _)| i == id).map_or("?", |(_, a)| a.as_str()).to_string();
+    let list = |ids: &[NodeId]| ids.iter().map(|id| format!("{id}={}", at(id))).collect::<Vec<_>>().join(",");
+    println!("  voters   {}", list(voters));
+    println!("  learners {}", if learners.is_empty() { "-".to_string() } else { list(learners) });
+}
+
+fn addrs_of(peers: &str) -> anyhow::Result<Vec<String>> {
+    Ok(parse_peers(peers)?.into_values().collect())
+}
+
+fn print_changed(what: &str, c: &Changed, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(c)?);
+        return Ok(());
+    }
+    println!(
+        "{what}{} (leader {}); voters {:?}, learners {:?}",
+        if c.changed { "" } else { " (nothing to change)" },
+        c.leader,
+        c.voters,
+        c.learners
+    );
+    Ok(())
+}
+
+fn change_failed(e: ChangeError) -> anyhow::Error {
+    match e {
+        ChangeError::Failed(_) => anyhow::anyhow!(
+            "{e}; `seckill admin replica status` shows the membership now, and the same command may be run again"
+        ),
+        e => anyhow::anyhow!("{e}"),
+    }
+}
+
+/// `seckill admin replica add ID=HOST:PORT --peers …`.
+pub fn add(peers: &str, replica: &str, catch_up_timeout_ms: u64, json: bool) -> anyhow::Result<()> {
+    let new = parse_peers(replica).context("the replica to add: ID=HOST:PORT")?;
+    let (id, addr) = new.into_iter().next().context("the replica to add: ID=HOST:PORT")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let done = rt
+        .block_on(membership::add(
+            &addrs_of(peers)?,
+            id,
+            &addr,
+            Duration::from_millis(catch_up_timeout_ms),
+            Duration::from_millis(FIND_LEADER_MS),
+        ))
+        .map_err(change_failed)?;
+    print_changed(&format!("replica {id} at {addr} is a voter"), &done, json)
+}
+
+/// `seckill admin replica remove ID --peers …`.
+pub fn remove(peers: &str, id: NodeId, json: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let done = rt
+        .block_on(membership::remove(&addrs_of(peers)?, id, Duration::from_millis(FIND_LEADER_MS)))
+        .map_err(change_failed)?;
+    let told = match done.left {
+        Some(true) => ", and it stops",
+        Some(false) => " (it did not take the notice: it is down, or stop it by hand)",
+        None => "",
+    };
+    print_changed(&format!("replica {id} is no longer a member{told}"), &done, json)
 }
 
 #[cfg(test)]
