@@ -223,15 +223,13 @@ impl Membership {
                 if !is_host_port(addr) {
                     return Err(ChangeError::Refused(format!("`{addr}` is not HOST:PORT")));
                 }
-                if voters.contains(id) {
-                    return Err(ChangeError::Refused(format!("replica {id} is a voter already")));
-                }
                 match mem.get_node(id) {
                     Some(n) if n.addr != *addr => {
+                        let what = if voters.contains(id) { "a voter" } else { "a learner" };
                         return Err(ChangeError::Refused(format!(
-                            "replica {id} is a learner at {}, not {addr}: remove it first",
+                            "replica {id} is {what} at {}, not {addr}: a new replica takes a new id",
                             n.addr
-                        )))
+                        )));
                     }
                     Some(_) => return Ok(self.changed(raft, false, None)),
                     None if mem.nodes().count() >= MEMBERS_MAX => {

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{assert_state_has, records_of, wal_records, Group, PATIENCE};
+use seckill_replica::ReplicaNode;
 use seckill_replica::openraft;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -287,5 +288,103 @@ async fn figures() {
         for id in ids {
             g.kill(*id).await;
         }
+    }
+}
+
+/// The replacement of a replica, in one process: a new replica (4, empty
+/// dir) joins without proposing a membership, is added as a learner through
+/// a follower (which names the leader), installs the leader's snapshot (the
+/// log was purged) and is promoted only once its log reaches the leader's;
+/// then follower `gone` is removed: it takes the leader's notice, marks its
+/// dir removed and never starts again; the leader and 4 then form a
+/// majority without the third replica, and 4's `wal/` holds what the leader's
+/// does after the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_is_added_once_caught_up_and_an_old_one_removed() {
+    use seckill_replica::membership::{self, ChangeError};
+    let mut g = Group::start(&IDS).await;
+    let (leader, lsn) = g.leader().await;
+    let before = g.propose(leader, lsn, 1, 20, 4).await;
+    g.snapshot_and_purge(leader).await;
+    let lsn = before.last().expect("batches").last_lsn;
+    let after_snapshot = g.propose(leader, lsn, 100, 10, 4).await;
+    let target = g.nodes[&leader].raft().metrics().borrow().last_log_index.expect("a log");
+
+    let addr4 = g.join(4).await;
+    let follower = *IDS.iter().find(|id| **id != leader).expect("a follower");
+    let ask = vec![g.addrs[&follower].to_string()];
+    let added = membership::add(&ask, 4, &addr4.to_string(), PATIENCE, PATIENCE).await.expect("replica 4 added");
+    assert_eq!(added.voters, vec![1, 2, 3, 4], "{added:?}");
+    assert!(added.learners.is_empty(), "{added:?}");
+    // Promoted only once caught up: by then its log reached the leader's.
+    let s4 = g.nodes[&4].status();
+    assert!(
+        s4.last_log_index.is_some_and(|i| i >= target),
+        "replica 4 was promoted with its log at {:?}, the leader's at {target}",
+        s4.last_log_index
+    );
+    assert!(s4.snapshots_installed >= 1, "replica 4 caught up without the snapshot: {s4:?}");
+    // Adding it again changes nothing.
+    let again = membership::add(&ask, 4, &addr4.to_string(), PATIENCE, PATIENCE).await.expect("added twice");
+    assert!(!again.changed, "{again:?}");
+
+    // The leader cannot remove itself; a follower can be removed, and stops.
+    let refused = membership::remove(&ask, leader, PATIENCE).await;
+    assert!(matches!(refused, Err(ChangeError::Refused(_))), "removing the leader: {refused:?}");
+    let gone = follower;
+    let removed = membership::remove(&ask, gone, PATIENCE).await.expect("follower removed");
+    let mut voters: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|id| *id != gone).collect();
+    voters.sort();
+    assert_eq!(removed.voters, voters, "{removed:?}");
+    assert_eq!(removed.left, Some(true), "the removed replica did not take the notice: {removed:?}");
+    assert!(*g.nodes[&gone].removed().borrow(), "replica {gone} does not know it was removed");
+    g.kill(gone).await;
+    let restarted = ReplicaNode::start(
+        seckill_replica::ReplicaConfig::new(gone, "127.0.0.1:0".parse().expect("addr"), g.dir(gone)),
+        common::state(&g.dir(gone)),
+    )
+    .await;
+    assert!(
+        matches!(restarted, Err(seckill_replica::node::StartError::Removed(_))),
+        "a removed replica's dir started again"
+    );
+    g.addrs.remove(&gone);
+
+    // Without the third old replica, the leader and 4 are the majority.
+    let other = *IDS.iter().find(|id| **id != leader && **id != gone).expect("the other old replica");
+    g.kill(other).await;
+    let lsn = after_snapshot.last().expect("batches").last_lsn;
+    let more = g.propose(leader, lsn, 200, 5, 4).await;
+    g.wait_applied(4, more.last().expect("batches").last_lsn).await;
+    let on_4 = wal_records(&g.dir(4));
+    let on_leader = wal_records(&g.dir(leader));
+    assert!(!on_4.is_empty() && on_leader.ends_with(&on_4), "replica 4's wal/ is not the tail of the leader's");
+    assert_eq!(on_4, records_of(&[after_snapshot, more].concat()), "replica 4's wal/ after the snapshot");
+    for id in [leader, 4] {
+        g.kill(id).await;
+    }
+}
+
+/// A learner whose log does not reach the leader's is not made a voter: it
+/// would count towards a majority it cannot help form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_that_did_not_catch_up_is_not_promoted() {
+    use seckill_replica::membership::{request, Change, ChangeError};
+    let mut g = Group::start(&IDS).await;
+    let (leader, lsn) = g.leader().await;
+    let addr4 = g.join(4).await;
+    let ask = vec![g.addrs[&leader].to_string()];
+    let change = Change::AddLearner { id: 4, addr: addr4.to_string() };
+    let added = request(&ask, &change, PATIENCE, PATIENCE).await.expect("learner added");
+    assert_eq!(added.learners, vec![4], "{added:?}");
+    g.kill(4).await;
+    g.propose(leader, lsn, 1, 30, 2).await;
+    let promote = Change::Promote { id: 4, wait_ms: 1_000 };
+    let got = request(&ask, &promote, PATIENCE, PATIENCE).await;
+    assert!(matches!(got, Err(ChangeError::Refused(_))), "a learner that is down was promoted: {got:?}");
+    let s = g.nodes[&leader].status();
+    assert_eq!((s.voters.clone(), s.learners.clone()), (vec![1, 2, 3], vec![4]), "{s:?}");
+    for id in IDS {
+        g.kill(id).await;
     }
 }

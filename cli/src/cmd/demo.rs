@@ -256,6 +256,7 @@ fn service_args(
             replica_listen: None,
             replica_dial: None,
             replica_election_timeout_ms: 1000,
+            replica_snapshot_entries: 10_000,
             peer_engines: None,
             metrics: front::MetricsArgs { metrics },
         },

@@ -97,6 +97,12 @@ pub struct Args {
     /// a slower failover.
     #[arg(long, env = "SECKILL_REPLICA_ELECTION_TIMEOUT_MS", default_value_t = 1000, value_name = "MS")]
     pub replica_election_timeout_ms: u64,
+    /// Raft snapshots every this many log entries, then purges the log up
+    /// to a tenth of it behind the snapshot; a replica whose log no longer
+    /// reaches the leader's (a new one, a long-stopped one) installs the
+    /// snapshot. Smaller: a shorter Raft log, more snapshots.
+    #[arg(long, env = "SECKILL_REPLICA_SNAPSHOT_ENTRIES", default_value_t = 10_000, value_name = "N")]
+    pub replica_snapshot_entries: u64,
     /// Every replica's --engine address, by id (`1=tcp:host:port,...`): a
     /// replica that does not lead answers fronts `not_leader` with the
     /// leader's address from this list (without it, with no address, and

@@ -35,6 +35,9 @@ pub const STEPPED_DOWN_EXIT: i32 = 75;
 /// Bounds of `--replica-election-timeout-ms`.
 pub const ELECTION_TIMEOUT_MS_MIN: u64 = 250;
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Bounds of `--replica-snapshot-entries`.
+pub const SNAPSHOT_ENTRIES_MIN: u64 = 10;
+pub const SNAPSHOT_ENTRIES_MAX: u64 = 10_000_000;
 /// Replicas one group may list (Raft needs a majority of them for anything).
 pub const PEERS_MAX: usize = 7;
 /// The exit status of a replica that was removed from its group, at the
@@ -163,6 +166,13 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
     replica_cfg.raft.election_timeout_min = election_ms;
     replica_cfg.raft.election_timeout_max = election_ms * 2;
     replica_cfg.raft.heartbeat_interval = election_ms / 5;
+    let snapshot_entries = args.replica_snapshot_entries;
+    anyhow::ensure!(
+        (SNAPSHOT_ENTRIES_MIN..=SNAPSHOT_ENTRIES_MAX).contains(&snapshot_entries),
+        "--replica-snapshot-entries must be {SNAPSHOT_ENTRIES_MIN}..={SNAPSHOT_ENTRIES_MAX}"
+    );
+    replica_cfg.raft.snapshot_policy = seckill_replica::openraft::SnapshotPolicy::LogsSinceLast(snapshot_entries);
+    replica_cfg.raft.max_in_snapshot_log_to_keep = snapshot_entries / 10;
     if let Some(dial) = &args.replica_dial {
         replica_cfg.dial = parse_peers(dial).context("--replica-dial")?;
     }

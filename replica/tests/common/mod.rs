@@ -179,6 +179,37 @@ impl Group {
         }
     }
 
+    /// Starts a new replica `id` on a free port and an empty dir, without
+    /// proposing any membership: it waits to be added
+    /// (`seckill_replica::membership`).
+    pub async fn join(&mut self, id: NodeId) -> SocketAddr {
+        let node = ReplicaNode::start(self.config(id, SocketAddr::from(([127, 0, 0, 1], 0))), state(&self.dir(id)))
+            .await
+            .expect("a joining replica starts");
+        let addr = node.addr();
+        self.addrs.insert(id, addr);
+        self.nodes.insert(id, node);
+        addr
+    }
+
+    /// Takes the whole applied log of `leader` into a snapshot and purges
+    /// it: a replica that joins now must install the snapshot.
+    pub async fn snapshot_and_purge(&self, leader: NodeId) -> u64 {
+        let raft = self.nodes[&leader].raft().clone();
+        let last_index = raft.metrics().borrow().last_log_index.expect("a log");
+        raft.trigger().snapshot().await.expect("snapshot triggered");
+        raft.wait(Some(PATIENCE))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= last_index), "snapshot built")
+            .await
+            .expect("the leader builds a snapshot");
+        raft.trigger().purge_log(last_index).await.expect("purge triggered");
+        raft.wait(Some(PATIENCE))
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= last_index), "log purged")
+            .await
+            .expect("the leader purges its log");
+        last_index
+    }
+
     /// Starts `id` again on its old address and its (possibly wiped) dir.
     pub async fn restart(&mut self, id: NodeId) {
         let addr = self.addrs[&id];
