@@ -51,6 +51,10 @@ struct Replica {
     replica_port: u16,
     engine_port: u16,
     child: Option<Child>,
+    /// Started with `--join` (added to the running group), not `--peers`.
+    join: bool,
+    /// Not (or no longer) a member: never started by the supervisor.
+    retired: bool,
 }
 
 struct Group {
@@ -62,6 +66,8 @@ struct Group {
     proxies: BTreeMap<(usize, usize), TcpProxy>,
     /// `--mysql-url` of every replica (`none` but in the MySQL test).
     mysql_url: String,
+    /// More flags for every replica.
+    extra: Vec<String>,
 }
 
 fn port(base: Option<u16>, i: u16) -> u16 {
@@ -85,20 +91,35 @@ impl Group {
     }
 
     fn start_with_mysql(slot: u16, proxied: bool, mysql_url: &str) -> Group {
-        let root = tempfile::tempdir().expect("tempdir");
+        Self::start_full(slot, proxied, mysql_url, 0, Vec::new())
+    }
+
+    /// The group of `REPLICAS`, with `spares` more replicas (ids from
+    /// `REPLICAS + 1`) that have ports and dirs but are not started: each
+    /// joins the running group (`--join`) when `join_spare` starts it.
+    fn start_full(slot: u16, proxied: bool, mysql_url: &str, spares: usize, extra: Vec<String>) -> Group {
+        let mut root = tempfile::tempdir().expect("tempdir");
+        // `SECKILL_TEST_KEEP=1`: the replicas' dirs and logs stay for a look.
+        root.disable_cleanup(std::env::var_os("SECKILL_TEST_KEEP").is_some());
         let base: Option<u16> =
             std::env::var("SECKILL_TEST_PORT_BASE").ok().and_then(|v| v.parse::<u16>().ok()).map(|b| b + 10 * slot);
-        let replicas: Vec<Replica> = (0..REPLICAS)
+        let all = REPLICAS + spares;
+        let replicas: Vec<Replica> = (0..all)
             .map(|i| Replica {
                 id: i + 1,
                 dir: root.path().join(format!("replica-{}", i + 1)),
                 replica_port: port(base, i as u16),
-                engine_port: port(base, (REPLICAS + i) as u16),
+                engine_port: port(base, (all + i) as u16),
                 child: None,
+                join: i >= REPLICAS,
+                retired: i >= REPLICAS,
             })
             .collect();
-        let peers =
-            replicas.iter().map(|r| format!("{}=127.0.0.1:{}", r.id, r.replica_port)).collect::<Vec<_>>().join(",");
+        let peers = replicas[..REPLICAS]
+            .iter()
+            .map(|r| format!("{}=127.0.0.1:{}", r.id, r.replica_port))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut proxies = BTreeMap::new();
         if proxied {
             for from in 0..REPLICAS {
@@ -108,7 +129,8 @@ impl Group {
                 }
             }
         }
-        let mut g = Group { _root: root, replicas, peers, restarts: 0, proxies, mysql_url: mysql_url.to_string() };
+        let mut g =
+            Group { _root: root, replicas, peers, restarts: 0, proxies, mysql_url: mysql_url.to_string(), extra };
         for i in 0..REPLICAS {
             g.spawn(i);
         }
@@ -129,11 +151,20 @@ impl Group {
         if !dial.is_empty() {
             cmd.args(["--replica-dial", &dial]);
         }
+        if r.join {
+            // Given every replica, itself included, as an operator who
+            // updated SECKILL_PEERS would: `--join` must still keep it
+            // from proposing that as a membership.
+            cmd.args(["--join", "--peers", &self.all_peers()]);
+        } else {
+            cmd.args(["--peers", &self.peers]);
+        }
         let child = cmd
+            .args(&self.extra)
             .arg("--data-dir")
             .arg(&r.dir)
             .args(["--engine", &format!("tcp:127.0.0.1:{}", r.engine_port)])
-            .args(["--replica-id", &r.id.to_string(), "--peers", &self.peers])
+            .args(["--replica-id", &r.id.to_string()])
             .args(["--replica-listen", &format!("127.0.0.1:{}", r.replica_port)])
             .args(["--peer-engines", &self.peer_engines()])
             .args(["--shards", "2", "--mysql-url", &self.mysql_url, "--redis-url", "none", "--metrics", "none"])
@@ -143,9 +174,28 @@ impl Group {
         self.replicas[i].child = Some(child);
     }
 
-    /// Starts again every replica whose process ended, but `except`.
+    /// Every replica, spares included, at its replica port.
+    fn all_peers(&self) -> String {
+        self.replicas.iter().map(|r| format!("{}=127.0.0.1:{}", r.id, r.replica_port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The members now (not retired), at their replica ports.
+    fn members(&self) -> String {
+        self.replicas
+            .iter()
+            .filter(|r| !r.retired)
+            .map(|r| format!("{}=127.0.0.1:{}", r.id, r.replica_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts again every replica whose process ended, but `except` and
+    /// the retired ones.
     fn supervise(&mut self, except: Option<usize>) {
-        for i in (0..REPLICAS).filter(|i| Some(*i) != except) {
+        for i in 0..self.replicas.len() {
+            if Some(i) == except || self.replicas[i].retired {
+                continue;
+            }
             let ended = match &mut self.replicas[i].child {
                 Some(c) => c.try_wait().expect("try_wait").is_some(),
                 None => true,
@@ -171,7 +221,7 @@ impl Group {
         let deadline = Instant::now() + PATIENCE;
         loop {
             self.supervise(except);
-            for (i, r) in self.replicas.iter().enumerate().filter(|(i, _)| Some(*i) != except) {
+            for (i, r) in self.replicas.iter().enumerate().filter(|(i, r)| Some(*i) != except && !r.retired) {
                 if try_admin(&r.dir, "stats", json!({})).is_some_and(|v| v.is_ok()) {
                     return i;
                 }
@@ -202,8 +252,12 @@ impl Group {
 
     /// Every replica's status, from `seckill admin replica status --json`.
     fn statuses(&self) -> Vec<Value> {
+        self.statuses_of(&self.peers)
+    }
+
+    fn statuses_of(&self, peers: &str) -> Vec<Value> {
         let out = seckill()
-            .args(["admin", "replica", "status", "--json", "--peers", &self.peers])
+            .args(["admin", "replica", "status", "--json", "--peers", peers])
             .stdout(std::process::Stdio::piped())
             .output()
             .expect("seckill admin replica status");
@@ -228,7 +282,7 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        for i in 0..REPLICAS {
+        for i in 0..self.replicas.len() {
             self.kill9(i);
         }
     }
@@ -816,4 +870,192 @@ fn wal_records(dir: &Path, lsn: u64) -> Vec<(u64, seckill_engine::Event)> {
         assert_eq!(*l, i as u64 + 1, "{}'s wal/ skips or repeats at record {i}", dir.display());
     }
     out
+}
+
+impl Group {
+    /// `seckill admin replica …` with `args`: its JSON answer, or its
+    /// stderr. Supervises the replicas while it runs (a leader that steps
+    /// down meanwhile is restarted, as a supervisor would).
+    fn replica_admin(&mut self, args: &[&str]) -> Result<Value, String> {
+        let mut child = seckill()
+            .args(["admin", "replica"])
+            .args(args)
+            .arg("--json")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("seckill admin replica");
+        while child.try_wait().expect("try_wait").is_none() {
+            self.supervise(None);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().expect("its output");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+/// Every record of `dir`'s `wal/`, checked to follow one another (a
+/// replica that installed a snapshot starts after it).
+fn wal_tail(dir: &Path) -> Vec<(u64, seckill_engine::Event)> {
+    use seckill_engine::wal::segment;
+    let mut out: Vec<(u64, seckill_engine::Event)> = Vec::new();
+    for seg in segment::list(&dir.join("wal")).expect("wal/ lists") {
+        segment::read(&seg, |l, ev| out.push((l, ev))).expect("a segment reads");
+    }
+    for pair in out.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "{}'s wal/ skips or repeats after LSN {}", dir.display(), pair[0].0);
+    }
+    out
+}
+
+/// OPERATIONS.md's "Replacing a replica", with processes and under load
+/// through a front: a follower's disk is lost (kill -9, dir deleted); a new
+/// replica 4 on an empty dir is started with `--join`, added (`admin
+/// replica add`: a learner, then a voter once caught up, from a snapshot
+/// as the log was purged meanwhile), and the lost one is removed (`admin
+/// replica remove`). The front keeps selling. Then the leader is `kill
+/// -9`'d: the group of the two others (4 among them) elects and sells on,
+/// every 201 is on the new leader for its user, no user holds more than
+/// one, nothing is oversold; and once the killed leader is back, replica
+/// 4's `wal/` is the tail of the others'.
+#[test]
+fn a_lost_replica_is_replaced_under_load() {
+    const BUYERS: u64 = 4;
+    // Snapshots every 50 entries (5 kept): the log is purged long before
+    // replica 4 joins, so it must install a snapshot.
+    let extra = vec!["--replica-snapshot-entries".to_string(), "50".to_string()];
+    let mut g = Group::start_full(4, false, "none", 1, extra);
+    let spare = REPLICAS;
+    let first = g.leader(None);
+    let created = try_admin(
+        &g.replicas[first].dir,
+        "activity.create",
+        json!({"title": "replace", "price_cents": 100, "stock": STOCK, "per_user_limit": 1,
+               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+    )
+    .expect("the leader's admin socket")
+    .expect("activity.create");
+    let activity_id = created["id"].as_u64().expect("an activity id");
+
+    // The front knows replica 4's address from the start (OPERATIONS.md:
+    // fronts get the new replica's --engine before it may lead).
+    let front_dir = g._root.path().join("front");
+    std::fs::create_dir_all(&front_dir).expect("front dir");
+    let http_port = seckill_testkit::free_port();
+    let _front = spawn_front(
+        &front_dir,
+        http_port,
+        &["--engine", &g.front_engines(), "--payment", "sandbox"],
+        log_file(&front_dir.with_extension("log")),
+    );
+    wait_http_ok(http_port, "/api/v1/readyz");
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|b| {
+            let (stop, killed) = (stop.clone(), killed.clone());
+            std::thread::spawn(move || http_buyer(http_port, activity_id, b + 1, BUYERS, &stop, &killed))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+
+    // A follower's disk is lost.
+    let lost = (0..REPLICAS).find(|i| *i != first).expect("a follower");
+    g.kill9(lost);
+    std::fs::remove_dir_all(&g.replicas[lost].dir).expect("wipe the lost replica's dir");
+    g.replicas[lost].retired = true;
+    let lost_id = g.replicas[lost].id.to_string();
+
+    // Its replacement: a new id on an empty dir, added, then the lost one removed.
+    g.replicas[spare].retired = false;
+    g.spawn(spare);
+    let new = format!("{}=127.0.0.1:{}", g.replicas[spare].id, g.replicas[spare].replica_port);
+    let peers = g.peers.clone();
+    let added = g
+        .replica_admin(&["add", &new, "--peers", &peers])
+        .unwrap_or_else(|e| panic!("replica add {new}: {e}; see {}", g.logs()));
+    assert_eq!(added["voters"], json!([1, 2, 3, 4]), "{added}");
+    let members = g.members();
+    let removed = g
+        .replica_admin(&["remove", &lost_id, "--peers", &members])
+        .unwrap_or_else(|e| panic!("replica remove {lost_id}: {e}; see {}", g.logs()));
+    let mut voters: Vec<usize> = (1..=REPLICAS + 1).filter(|id| *id != lost + 1).collect();
+    voters.sort();
+    assert_eq!(removed["voters"], json!(voters), "{removed}");
+    let status = g.statuses_of(&g.members());
+    let of_new = status.iter().find(|s| s["id"] == json!(REPLICAS + 1)).expect("replica 4's status");
+    assert!(
+        of_new["status"]["snapshots_installed"].as_u64().is_some_and(|n| n >= 1),
+        "replica 4 caught up without a snapshot: {of_new}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+
+    // The leader is killed: the group it leaves (replica 4 in it) elects.
+    let leader = g.leader(None);
+    g.kill9(leader);
+    let kill = Instant::now();
+    killed.store(true, Ordering::Release);
+    let next = g.leader(Some(leader));
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Release);
+    let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
+    let (mut after, mut statuses, mut users) = (0, BTreeMap::<u16, u64>::new(), 0);
+    for b in buyers {
+        let a = b.join().expect("buyer thread");
+        for (id, user_id, after_kill) in a.created {
+            assert!(acked.insert(id, (user_id, 1)).is_none(), "order id {id} answered twice");
+            after += u64::from(after_kill);
+        }
+        users = users.max(a.last_user);
+        for (s, n) in a.statuses {
+            *statuses.entry(s).or_default() += n;
+        }
+    }
+    eprintln!(
+        "replace: {} orders acknowledged ({after} after the leader's kill), answers {statuses:?}, replica {} leads \
+         {:?} after the kill",
+        acked.len(),
+        next + 1,
+        kill.elapsed()
+    );
+    assert!(after > 0, "nothing sold after the leader's kill: {statuses:?}; see {}", g.logs());
+    let deadline = Instant::now() + PATIENCE;
+    let mut at = next;
+    while let Err(e) = check_users(&g, at, activity_id, &acked, users, 1) {
+        assert!(Instant::now() < deadline, "no leader answered the check: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+        at = g.leader(Some(leader));
+    }
+
+    // The killed leader comes back; all three members reach one LSN, and
+    // replica 4's `wal/` (which started after its snapshot) is the tail of
+    // the others'.
+    let deadline = Instant::now() + PATIENCE;
+    let lsn = loop {
+        g.supervise(None);
+        let s = g.statuses_of(&g.members());
+        let lsns: Vec<Option<u64>> = s.iter().map(|r| r["status"]["applied_lsn"].as_u64()).collect();
+        if lsns.len() == REPLICAS && lsns.iter().all(|l| l.is_some() && *l == lsns[0]) {
+            break lsns[0].expect("an LSN");
+        }
+        assert!(Instant::now() < deadline, "the members did not converge: {s:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let tail = wal_tail(&g.replicas[spare].dir);
+    let first_lsn = tail.first().map(|r| r.0).expect("replica 4's wal/ holds records");
+    assert!(first_lsn > 1, "replica 4's wal/ starts at LSN 1: it did not start from a snapshot");
+    assert_eq!(tail.last().map(|r| r.0), Some(lsn), "replica 4's wal/ ends at LSN {lsn}");
+    // Each `wal/` keeps only what its retention left (segments below the
+    // oldest snapshot kept go): compared where both still hold records.
+    for r in g.replicas.iter().filter(|r| !r.retired && !r.join) {
+        let theirs = wal_tail(&r.dir);
+        let from = first_lsn.max(theirs.first().map_or(u64::MAX, |r| r.0));
+        let (a, b): (Vec<_>, Vec<_>) =
+            (theirs.iter().filter(|(l, _)| *l >= from).collect(), tail.iter().filter(|(l, _)| *l >= from).collect());
+        assert!(!a.is_empty() && a == b, "replica {}'s wal/ from LSN {from} differs from replica 4's", r.id);
+    }
+    eprintln!("replace: replica 4's wal/ holds LSN {first_lsn}..={lsn}, as the others'; {} restarts", g.restarts);
 }

@@ -44,6 +44,9 @@ pub const PEERS_MAX: usize = 7;
 /// removal and at any later start on its data dir (EX_CONFIG): a
 /// supervisor should not restart it (systemd `RestartPreventExitStatus=78`).
 pub const REMOVED_EXIT: i32 = 78;
+/// How long a forming replica waits for each peer's answer to "do you
+/// have a log already?".
+const EXISTING_GROUP_ASK_MS: u64 = 500;
 /// How long `admin replica add|remove` look for a leader that answers
 /// (through an election).
 const FIND_LEADER_MS: u64 = 30_000;
@@ -184,8 +187,20 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).context("starting the replica"),
     };
+    let empty = node.raft().metrics().borrow().last_log_index.is_none();
     if args.join {
         tracing::info!(id, "joining: waiting to be added (`seckill admin replica add`)");
+    } else if let Some((peer, index)) = empty.then(|| rt.block_on(existing_group(&peers, id))).flatten() {
+        // A second line behind `--join`: the group this list would form
+        // exists already, so proposing it could only conflict with its
+        // first entry.
+        tracing::warn!(
+            id,
+            peer,
+            index,
+            "a peer already holds the group's log: not proposing a membership (a new replica joins with --join \
+             and `seckill admin replica add`)"
+        );
     } else {
         // Every forming replica initializes the group with the same
         // members: safe (openraft: the same config on several nodes), and
@@ -331,6 +346,20 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&admin_path);
     Ok(())
+}
+
+/// A peer of `peers` (not `me`) whose log is not empty, with its last log
+/// index: the group exists already. Each peer is asked once, briefly; an
+/// unreachable one says nothing.
+async fn existing_group(peers: &BTreeMap<NodeId, String>, me: NodeId) -> Option<(NodeId, u64)> {
+    for (id, addr) in peers.iter().filter(|(id, _)| **id != me) {
+        let ttl = Duration::from_millis(EXISTING_GROUP_ASK_MS);
+        if let Ok(Status { last_log_index: Some(index), .. }) = seckill_replica::network::query_status(addr, ttl).await
+        {
+            return Some((*id, index));
+        }
+    }
+    None
 }
 
 /// `seckill admin replica status`: asks every replica of `--peers` for its
