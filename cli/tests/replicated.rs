@@ -168,6 +168,7 @@ impl Group {
             .args(["--replica-listen", &format!("127.0.0.1:{}", r.replica_port)])
             .args(["--peer-engines", &self.peer_engines()])
             .args(["--shards", "2", "--mysql-url", &self.mysql_url, "--redis-url", "none", "--metrics", "none"])
+            .stdout(log_file(&r.dir.with_extension("log")))
             .stderr(log_file(&r.dir.with_extension("log")))
             .spawn()
             .expect("spawning seckill engine --replica-id");
@@ -972,6 +973,24 @@ fn a_lost_replica_is_replaced_under_load() {
     // Its replacement: a new id on an empty dir, added, then the lost one removed.
     g.replicas[spare].retired = false;
     g.spawn(spare);
+    // Once it is up (its banner comes after it decided not to form a
+    // group), it holds no log and no membership of its own: a membership
+    // of its own would be a second first entry (the same log id as the
+    // group's), and its elections would depose the group's leader.
+    let banner = format!("seckill engine replica {}:", REPLICAS + 1);
+    let log = g.replicas[spare].dir.with_extension("log");
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&banner)) {
+        assert!(Instant::now() < deadline, "replica 4 did not start: see {}", log.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let joining = g.statuses_of(&format!("4=127.0.0.1:{}", g.replicas[spare].replica_port));
+    let joining = &joining[0]["status"];
+    assert_eq!(
+        (&joining["last_log_index"], &joining["voters"]),
+        (&Value::Null, &json!([])),
+        "a joining replica proposed a membership: {joining}"
+    );
     let new = format!("{}=127.0.0.1:{}", g.replicas[spare].id, g.replicas[spare].replica_port);
     let peers = g.peers.clone();
     let added = g
