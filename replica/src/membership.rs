@@ -178,7 +178,8 @@ impl Membership {
                 was_member |= member;
                 // Applied means committed: never a configuration a new
                 // leader could still drop.
-                let applied = m.membership_config.log_id().is_some_and(|l| Some(l.index) <= m.last_applied.map(|a| a.index));
+                let applied =
+                    m.membership_config.log_id().is_some_and(|l| Some(l.index) <= m.last_applied.map(|a| a.index));
                 was_member && !member && applied
             };
             if gone {
@@ -265,9 +266,10 @@ impl Membership {
                 }
             }
         };
-        let done = tokio::time::timeout(Duration::from_millis(CHANGE_TIMEOUT_MS), raft.change_membership(changes, false))
-            .await
-            .map_err(|_| ChangeError::Failed(format!("not committed within {CHANGE_TIMEOUT_MS} ms")))?;
+        let done =
+            tokio::time::timeout(Duration::from_millis(CHANGE_TIMEOUT_MS), raft.change_membership(changes, false))
+                .await
+                .map_err(|_| ChangeError::Failed(format!("not committed within {CHANGE_TIMEOUT_MS} ms")))?;
         done.map_err(|e| ChangeError::Failed(e.to_string()))?;
         tracing::info!(?change, "membership changed");
         let left = match &change {
@@ -284,10 +286,8 @@ impl Membership {
         let matched = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
             m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index)
         };
-        let got = raft
-            .wait(Some(within))
-            .metrics(|m| matched(m).is_some_and(|i| i >= target), "the learner caught up")
-            .await;
+        let got =
+            raft.wait(Some(within)).metrics(|m| matched(m).is_some_and(|i| i >= target), "the learner caught up").await;
         match got {
             Ok(_) => Ok(()),
             Err(_) => {
@@ -339,23 +339,19 @@ pub async fn request(
     ttl: Duration,
     within: Duration,
 ) -> Result<Changed, ChangeError> {
+    if addrs.is_empty() {
+        return Err(ChangeError::Refused("no replica address given".into()));
+    }
     let deadline = Instant::now() + within;
     let mut last = ChangeError::Failed("no replica answered".into());
     let mut hint: Option<String> = None;
     let mut next = 0usize;
-    loop {
+    for attempt in 1usize.. {
         let addr = match hint.take() {
             Some(a) => a,
             None => {
-                let Some(a) = addrs.get(next % addrs.len().max(1)) else {
-                    return Err(ChangeError::Refused("no replica address given".into()));
-                };
                 next += 1;
-                if next % addrs.len() == 0 {
-                    // A round without a leader: an election, most likely.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                a.clone()
+                addrs[next % addrs.len()].clone()
             }
         };
         match request_change(&addr, change, ttl).await {
@@ -366,9 +362,15 @@ pub async fn request(
             Err(e) => last = ChangeError::Failed(format!("{addr}: {e}")),
         }
         if Instant::now() >= deadline {
-            return Err(last);
+            break;
+        }
+        if attempt.is_multiple_of(addrs.len() + 1) {
+            // As many tries as addresses (and a hint) without a leader: an
+            // election, most likely, or hints that went stale.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    Err(last)
 }
 
 /// `seckill admin replica add`: adds `id` at `addr` as a learner, then

@@ -63,7 +63,13 @@ impl Status {
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
                 .unwrap_or_default(),
-            voters: m.membership_config.membership().voter_ids().collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+            voters: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             learners: m.membership_config.membership().learner_ids().collect(),
             snapshots_installed: 0,
             removed: false,

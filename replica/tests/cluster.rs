@@ -6,8 +6,8 @@
 mod common;
 
 use common::{assert_state_has, records_of, wal_records, Group, PATIENCE};
-use seckill_replica::ReplicaNode;
 use seckill_replica::openraft;
+use seckill_replica::ReplicaNode;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
