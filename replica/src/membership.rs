@@ -38,6 +38,7 @@
 use crate::network::{request_change, send_leave};
 use crate::{NodeId, Raft};
 use openraft::{BasicNode, ChangeMembers};
+use seckill_proto::handshake::WireKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -120,6 +121,8 @@ pub struct Membership {
     /// Where to dial a replica instead of its membership address.
     dial: Arc<BTreeMap<NodeId, String>>,
     removed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The handshake's key, for the notice to a removed replica.
+    key: Option<WireKey>,
 }
 
 fn sorted(ids: impl Iterator<Item = NodeId>) -> Vec<NodeId> {
@@ -132,8 +135,8 @@ pub fn is_host_port(addr: &str) -> bool {
 }
 
 impl Membership {
-    pub fn new(id: NodeId, dir: PathBuf, dial: Arc<BTreeMap<NodeId, String>>) -> Self {
-        Self { id, dir, dial, removed: Arc::new(tokio::sync::watch::channel(false).0) }
+    pub fn new(id: NodeId, dir: PathBuf, dial: Arc<BTreeMap<NodeId, String>>, key: Option<WireKey>) -> Self {
+        Self { id, dir, dial, removed: Arc::new(tokio::sync::watch::channel(false).0), key }
     }
 
     /// Why this dir must not start: it was removed from its group.
@@ -306,7 +309,7 @@ impl Membership {
         let Some(addr) = self.dial.get(&id).cloned().or_else(|| node.map(|n| n.addr.clone())) else { return false };
         let mem = raft.metrics().borrow().membership_config.membership().clone();
         let leave = Leave { id, voters: sorted(mem.voter_ids()), learners: sorted(mem.learner_ids()) };
-        match send_leave(&addr, &leave, Duration::from_millis(LEAVE_TTL_MS)).await {
+        match send_leave(&addr, &leave, Duration::from_millis(LEAVE_TTL_MS), self.key.as_ref()).await {
             Ok(took) => took,
             Err(e) => {
                 tracing::info!(id, %addr, error = %e, "the removed replica did not take the notice (down?)");
@@ -332,12 +335,14 @@ impl Membership {
 /// Sends `change` to the group's leader: to each of `addrs` in turn,
 /// following a `NotLeader` hint at once, until one leader answers or
 /// `within` has passed (an election in between is waited out). `ttl`: one
-/// request's own bound (a `Promote` waits for its learner).
+/// request's own bound (a `Promote` waits for its learner); `key`: the
+/// group's handshake key.
 pub async fn request(
     addrs: &[String],
     change: &Change,
     ttl: Duration,
     within: Duration,
+    key: Option<&WireKey>,
 ) -> Result<Changed, ChangeError> {
     if addrs.is_empty() {
         return Err(ChangeError::Refused("no replica address given".into()));
@@ -354,7 +359,7 @@ pub async fn request(
                 addrs[next % addrs.len()].clone()
             }
         };
-        match request_change(&addr, change, ttl).await {
+        match request_change(&addr, change, ttl, key).await {
             Ok(Ok(done)) => return Ok(done),
             Ok(Err(ChangeError::NotLeader { addr: Some(leader), .. })) if leader != addr => hint = Some(leader),
             Ok(Err(e @ (ChangeError::Refused(_) | ChangeError::Failed(_)))) => return Err(e),
@@ -382,14 +387,20 @@ pub async fn add(
     addr: &str,
     catch_up: Duration,
     within: Duration,
+    key: Option<&WireKey>,
 ) -> Result<Changed, ChangeError> {
     let rpc = Duration::from_millis(CHANGE_TIMEOUT_MS + 5_000);
-    request(addrs, &Change::AddLearner { id, addr: addr.to_string() }, rpc, within).await?;
+    request(addrs, &Change::AddLearner { id, addr: addr.to_string() }, rpc, within, key).await?;
     let wait_ms = u64::try_from(catch_up.as_millis()).unwrap_or(u64::MAX).min(CATCH_UP_WAIT_MS_MAX);
-    request(addrs, &Change::Promote { id, wait_ms }, rpc + Duration::from_millis(wait_ms), within).await
+    request(addrs, &Change::Promote { id, wait_ms }, rpc + Duration::from_millis(wait_ms), within, key).await
 }
 
 /// `seckill admin replica remove`.
-pub async fn remove(addrs: &[String], id: NodeId, within: Duration) -> Result<Changed, ChangeError> {
-    request(addrs, &Change::Remove { id }, Duration::from_millis(CHANGE_TIMEOUT_MS + 5_000), within).await
+pub async fn remove(
+    addrs: &[String],
+    id: NodeId,
+    within: Duration,
+    key: Option<&WireKey>,
+) -> Result<Changed, ChangeError> {
+    request(addrs, &Change::Remove { id }, Duration::from_millis(CHANGE_TIMEOUT_MS + 5_000), within, key).await
 }

@@ -9,9 +9,13 @@
 //! frame sends the prefix that fits and reports a partial success; openraft
 //! sends the rest next.
 //!
-//! Not yet: peers do not authenticate each other (the engine wire's HMAC
-//! handshake, `seckill_proto::handshake`, is the next slice's); until then
-//! a replica port belongs on a private network (docs/REPLICATION.md).
+//! With a key (the binary always gives one: the wire key derived from the
+//! auth secret, the same on every replica), a connection first proves that
+//! its peer holds the secret, as on the engine wire
+//! (`seckill_proto::handshake`): the server sends a hello with a random
+//! nonce, the caller answers with the HMAC of it, and a wrong or missing
+//! answer within [`HANDSHAKE_TIMEOUT_MS`] closes the connection before any
+//! frame is read.
 
 use crate::membership::{Change, ChangeError, Changed, Leave, Membership};
 use crate::status::Status;
@@ -23,6 +27,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::{BasicNode, RPCTypes};
+use seckill_proto::handshake::{WireKey, HELLO_BYTES, NONCE_BYTES, PROOF_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
@@ -43,6 +48,8 @@ pub const CONNECTIONS_MAX: usize = 64;
 /// A connection that sends nothing for this long is closed (a leader sends
 /// heartbeats far more often).
 pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+/// A caller that has not answered the hello within this long is closed.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
 /// What a peer asks (borrowed for sending: the same encoding as [`Request`]).
 #[derive(Serialize)]
@@ -126,6 +133,8 @@ pub struct Served {
     /// Snapshots installed from a leader since this replica started.
     pub snapshots_installed: Arc<AtomicU64>,
     pub membership: Membership,
+    /// The handshake's key; `None`: callers are not asked to prove anything.
+    pub key: Option<WireKey>,
 }
 
 impl Served {
@@ -157,6 +166,8 @@ pub async fn serve(listener: TcpListener, served: Served) {
                             if e.kind() == io::ErrorKind::InvalidData {
                                 metrics::counter!("seckill_replica_bad_frames_total").increment(1);
                                 tracing::warn!(%peer, error = %e, "replica connection closed: bad frame");
+                            } else if e.kind() == io::ErrorKind::PermissionDenied {
+                                tracing::warn!(%peer, error = %e, "replica connection refused");
                             } else {
                                 tracing::debug!(%peer, error = %e, "replica connection closed");
                             }
@@ -174,9 +185,41 @@ pub async fn serve(listener: TcpListener, served: Served) {
     }
 }
 
+/// The server's side of the handshake: hello out, proof in.
+async fn authenticate(stream: &mut TcpStream, key: &WireKey) -> io::Result<()> {
+    let nonce: [u8; NONCE_BYTES] = rand::random();
+    stream.write_all(&WireKey::hello(&nonce)).await?;
+    let mut proof = [0u8; PROOF_BYTES];
+    let read = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), stream.read_exact(&mut proof)).await;
+    if !matches!(read, Ok(Ok(_))) || !key.verify(&nonce, &proof) {
+        metrics::counter!("seckill_replica_handshake_refused_total").increment(1);
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the caller did not prove the group's secret (SECKILL_AUTH_SECRET)",
+        ));
+    }
+    Ok(())
+}
+
+/// The caller's side: connects to `addr` and, with a key, answers its hello.
+async fn connect(addr: &str, key: Option<&WireKey>) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    if let Some(key) = key {
+        let mut hello = [0u8; HELLO_BYTES];
+        stream.read_exact(&mut hello).await?;
+        let proof = key.proof(&hello).ok_or_else(|| invalid("the peer's hello is not a seckill replica's"))?;
+        stream.write_all(&proof).await?;
+    }
+    Ok(stream)
+}
+
 async fn serve_conn(mut stream: TcpStream, served: &Served) -> io::Result<()> {
     let raft = &served.raft;
     stream.set_nodelay(true)?;
+    if let Some(key) = &served.key {
+        authenticate(&mut stream, key).await?;
+    }
     loop {
         let frame = tokio::time::timeout(Duration::from_millis(IDLE_TIMEOUT_MS), read_frame(&mut stream))
             .await
@@ -203,6 +246,8 @@ pub struct NetworkFactory {
     pub id: NodeId,
     /// Where to dial a peer instead of its address in the membership.
     pub dial: Arc<BTreeMap<NodeId, String>>,
+    /// The handshake's key (as the peers' servers expect).
+    pub key: Option<WireKey>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -210,7 +255,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
         let addr = self.dial.get(&target).cloned().unwrap_or_else(|| node.addr.clone());
-        PeerClient { id: self.id, target, addr, conn: None }
+        PeerClient { id: self.id, target, addr, conn: None, key: self.key.clone() }
     }
 }
 
@@ -220,6 +265,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     conn: Option<TcpStream>,
+    key: Option<WireKey>,
 }
 
 /// Why a call got no answer.
@@ -247,8 +293,7 @@ impl PeerClient {
         let stream = match &mut self.conn {
             Some(s) => s,
             None => {
-                let s = TcpStream::connect(&self.addr).await.map_err(CallError::Connect)?;
-                s.set_nodelay(true).map_err(CallError::Connect)?;
+                let s = connect(&self.addr, self.key.as_ref()).await.map_err(CallError::Connect)?;
                 self.conn.insert(s)
             }
         };
@@ -299,9 +344,9 @@ impl PeerClient {
 
 /// One request to the replica at `addr` on a connection of its own, and
 /// its answer (waiting at most `ttl`): the operator's calls.
-async fn ask_once(addr: &str, req: RequestRef<'_>, ttl: Duration) -> io::Result<Response> {
+async fn ask_once(addr: &str, req: RequestRef<'_>, ttl: Duration, key: Option<&WireKey>) -> io::Result<Response> {
     let ask = async {
-        let mut stream = TcpStream::connect(addr).await?;
+        let mut stream = connect(addr, key).await?;
         let frame = encode_frame(&req)?.ok_or_else(|| invalid("request too large"))?;
         stream.write_all(&frame).await?;
         let body = read_frame(&mut stream)
@@ -312,9 +357,10 @@ async fn ask_once(addr: &str, req: RequestRef<'_>, ttl: Duration) -> io::Result<
     tokio::time::timeout(ttl, ask).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))?
 }
 
-/// Asks the replica at `addr` for its [`Status`] (waiting at most `ttl`).
-pub async fn query_status(addr: &str, ttl: Duration) -> io::Result<Status> {
-    match ask_once(addr, RequestRef::Status, ttl).await? {
+/// Asks the replica at `addr` for its [`Status`] (waiting at most `ttl`;
+/// `key`: the group's handshake key, when its replicas have one).
+pub async fn query_status(addr: &str, ttl: Duration, key: Option<&WireKey>) -> io::Result<Status> {
+    match ask_once(addr, RequestRef::Status, ttl, key).await? {
         Response::Status(s) => Ok(s),
         _ => Err(invalid("answer of another kind")),
     }
@@ -322,16 +368,21 @@ pub async fn query_status(addr: &str, ttl: Duration) -> io::Result<Status> {
 
 /// Asks the replica at `addr` to make a membership change (only a leader
 /// does; another answers [`ChangeError::NotLeader`]).
-pub async fn request_change(addr: &str, change: &Change, ttl: Duration) -> io::Result<Result<Changed, ChangeError>> {
-    match ask_once(addr, RequestRef::Change(change), ttl).await? {
+pub async fn request_change(
+    addr: &str,
+    change: &Change,
+    ttl: Duration,
+    key: Option<&WireKey>,
+) -> io::Result<Result<Changed, ChangeError>> {
+    match ask_once(addr, RequestRef::Change(change), ttl, key).await? {
         Response::Change(r) => Ok(r),
         _ => Err(invalid("answer of another kind")),
     }
 }
 
 /// Tells the replica at `addr` that it was removed; whether it accepted.
-pub async fn send_leave(addr: &str, leave: &Leave, ttl: Duration) -> io::Result<bool> {
-    match ask_once(addr, RequestRef::Leave(leave), ttl).await? {
+pub async fn send_leave(addr: &str, leave: &Leave, ttl: Duration, key: Option<&WireKey>) -> io::Result<bool> {
+    match ask_once(addr, RequestRef::Leave(leave), ttl, key).await? {
         Response::Leave(ok) => Ok(ok),
         _ => Err(invalid("answer of another kind")),
     }

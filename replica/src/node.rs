@@ -11,6 +11,7 @@ use crate::{Applied, Batch, NodeId, Raft, TypeConfig, BATCH_BYTES_MAX};
 use openraft::error::ClientWriteError;
 use openraft::raft::responder::Responder;
 use openraft::{Config, SnapshotPolicy};
+use seckill_proto::handshake::WireKey;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,7 +49,7 @@ pub fn default_raft_config() -> Config {
 }
 
 /// Where and how one replica runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ReplicaConfig {
     pub id: NodeId,
     /// The address peers reach this replica on (port 0: any free port).
@@ -59,11 +60,29 @@ pub struct ReplicaConfig {
     /// Where this replica dials a peer when not at the peer's address in
     /// the membership: another interface, or a test's cuttable proxy.
     pub dial: BTreeMap<NodeId, String>,
+    /// The handshake's key (the wire key of the auth secret, the same on
+    /// every replica): callers of this replica's port must prove it, and it
+    /// proves it to its peers. `None`: an open port (tests only).
+    pub key: Option<WireKey>,
+}
+
+impl std::fmt::Debug for ReplicaConfig {
+    /// Everything but the key (whether there is one).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaConfig")
+            .field("id", &self.id)
+            .field("listen", &self.listen)
+            .field("dir", &self.dir)
+            .field("raft", &self.raft)
+            .field("dial", &self.dial)
+            .field("key", &self.key.is_some())
+            .finish()
+    }
 }
 
 impl ReplicaConfig {
     pub fn new(id: NodeId, listen: SocketAddr, dir: impl Into<PathBuf>) -> Self {
-        Self { id, listen, dir: dir.into(), raft: default_raft_config(), dial: BTreeMap::new() }
+        Self { id, listen, dir: dir.into(), raft: default_raft_config(), dial: BTreeMap::new(), key: None }
     }
 }
 
@@ -173,15 +192,16 @@ impl<A: Apply> ReplicaNode<A> {
             TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
         let dial = Arc::new(cfg.dial);
-        let raft = Raft::new(cfg.id, raft_cfg, NetworkFactory { id: cfg.id, dial: dial.clone() }, log, sm.clone())
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        let membership = Membership::new(cfg.id, cfg.dir.clone(), dial);
+        let network = NetworkFactory { id: cfg.id, dial: dial.clone(), key: cfg.key.clone() };
+        let raft =
+            Raft::new(cfg.id, raft_cfg, network, log, sm.clone()).await.map_err(|e| StartError::Raft(e.to_string()))?;
+        let membership = Membership::new(cfg.id, cfg.dir.clone(), dial, cfg.key.clone());
         let served = Served {
             raft: raft.clone(),
             applied_lsn: sm.last_lsn(),
             snapshots_installed: sm.snapshots_installed(),
             membership: membership.clone(),
+            key: cfg.key,
         };
         let server = tokio::spawn(serve(listener, served));
         tokio::spawn(crate::status::export_metrics(raft.clone(), sm.last_lsn()));

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{assert_state_has, records_of, wal_records, Group, PATIENCE};
+use seckill_proto::handshake::{WireKey, HELLO_BYTES, HELLO_MAGIC};
 use seckill_replica::openraft;
 use seckill_replica::ReplicaNode;
 use std::io::{Read, Write};
@@ -172,9 +173,12 @@ async fn garbage_on_the_replica_port_closes_only_that_connection() {
         s.shutdown(std::net::Shutdown::Write).expect("half close");
         s.set_read_timeout(Some(PATIENCE)).expect("timeout");
         let mut answer = Vec::new();
-        // Closed without an answer (EOF or reset), never a hang.
+        // Closed with no answer but the hello (EOF or reset), never a hang.
         let _ = s.read_to_end(&mut answer);
-        assert!(answer.is_empty(), "an answer to garbage: {answer:?}");
+        assert!(
+            answer.len() <= HELLO_BYTES && answer.starts_with(HELLO_MAGIC.as_slice()) || answer.is_empty(),
+            "an answer to garbage: {answer:?}"
+        );
     }
     let deadline = Instant::now() + PATIENCE;
     while openraft::ServerState::Leader != g.nodes[&leader].raft().metrics().borrow().state {
@@ -302,6 +306,7 @@ async fn figures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_replica_is_added_once_caught_up_and_an_old_one_removed() {
     use seckill_replica::membership::{self, ChangeError};
+    let key = common::key();
     let mut g = Group::start(&IDS).await;
     let (leader, lsn) = g.leader().await;
     let before = g.propose(leader, lsn, 1, 20, 4).await;
@@ -313,7 +318,8 @@ async fn a_new_replica_is_added_once_caught_up_and_an_old_one_removed() {
     let addr4 = g.join(4).await;
     let follower = *IDS.iter().find(|id| **id != leader).expect("a follower");
     let ask = vec![g.addrs[&follower].to_string()];
-    let added = membership::add(&ask, 4, &addr4.to_string(), PATIENCE, PATIENCE).await.expect("replica 4 added");
+    let added =
+        membership::add(&ask, 4, &addr4.to_string(), PATIENCE, PATIENCE, Some(&key)).await.expect("replica 4 added");
     assert_eq!(added.voters, vec![1, 2, 3, 4], "{added:?}");
     assert!(added.learners.is_empty(), "{added:?}");
     // Promoted only once caught up: by then its log reached the leader's.
@@ -325,25 +331,24 @@ async fn a_new_replica_is_added_once_caught_up_and_an_old_one_removed() {
     );
     assert!(s4.snapshots_installed >= 1, "replica 4 caught up without the snapshot: {s4:?}");
     // Adding it again changes nothing.
-    let again = membership::add(&ask, 4, &addr4.to_string(), PATIENCE, PATIENCE).await.expect("added twice");
+    let again =
+        membership::add(&ask, 4, &addr4.to_string(), PATIENCE, PATIENCE, Some(&key)).await.expect("added twice");
     assert!(!again.changed, "{again:?}");
 
     // The leader cannot remove itself; a follower can be removed, and stops.
-    let refused = membership::remove(&ask, leader, PATIENCE).await;
+    let refused = membership::remove(&ask, leader, PATIENCE, Some(&key)).await;
     assert!(matches!(refused, Err(ChangeError::Refused(_))), "removing the leader: {refused:?}");
     let gone = follower;
-    let removed = membership::remove(&ask, gone, PATIENCE).await.expect("follower removed");
+    let removed = membership::remove(&ask, gone, PATIENCE, Some(&key)).await.expect("follower removed");
     let mut voters: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|id| *id != gone).collect();
     voters.sort();
     assert_eq!(removed.voters, voters, "{removed:?}");
     assert_eq!(removed.left, Some(true), "the removed replica did not take the notice: {removed:?}");
     assert!(*g.nodes[&gone].removed().borrow(), "replica {gone} does not know it was removed");
     g.kill(gone).await;
-    let restarted = ReplicaNode::start(
-        seckill_replica::ReplicaConfig::new(gone, "127.0.0.1:0".parse().expect("addr"), g.dir(gone)),
-        common::state(&g.dir(gone)),
-    )
-    .await;
+    let mut cfg = seckill_replica::ReplicaConfig::new(gone, "127.0.0.1:0".parse().expect("addr"), g.dir(gone));
+    cfg.key = Some(key.clone());
+    let restarted = ReplicaNode::start(cfg, common::state(&g.dir(gone))).await;
     assert!(
         matches!(restarted, Err(seckill_replica::node::StartError::Removed(_))),
         "a removed replica's dir started again"
@@ -370,20 +375,46 @@ async fn a_new_replica_is_added_once_caught_up_and_an_old_one_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_that_did_not_catch_up_is_not_promoted() {
     use seckill_replica::membership::{request, Change, ChangeError};
+    let key = common::key();
     let mut g = Group::start(&IDS).await;
     let (leader, lsn) = g.leader().await;
     let addr4 = g.join(4).await;
     let ask = vec![g.addrs[&leader].to_string()];
     let change = Change::AddLearner { id: 4, addr: addr4.to_string() };
-    let added = request(&ask, &change, PATIENCE, PATIENCE).await.expect("learner added");
+    let added = request(&ask, &change, PATIENCE, PATIENCE, Some(&key)).await.expect("learner added");
     assert_eq!(added.learners, vec![4], "{added:?}");
     g.kill(4).await;
     g.propose(leader, lsn, 1, 30, 2).await;
     let promote = Change::Promote { id: 4, wait_ms: 1_000 };
-    let got = request(&ask, &promote, PATIENCE, PATIENCE).await;
+    let got = request(&ask, &promote, PATIENCE, PATIENCE, Some(&key)).await;
     assert!(matches!(got, Err(ChangeError::Refused(_))), "a learner that is down was promoted: {got:?}");
     let s = g.nodes[&leader].status();
     assert_eq!((s.voters.clone(), s.learners.clone()), (vec![1, 2, 3], vec![4]), "{s:?}");
+    for id in IDS {
+        g.kill(id).await;
+    }
+}
+
+/// A caller must prove the group's secret before its first frame: without
+/// the key, or with another one, the replica answers nothing (not even its
+/// status, let alone a vote or a membership change), and the group goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_without_the_groups_secret_is_refused() {
+    use seckill_replica::membership::{request, Change};
+    use seckill_replica::network::query_status;
+    let mut g = Group::start(&IDS).await;
+    let (leader, lsn) = g.leader().await;
+    let addr = g.addrs[&leader].to_string();
+    let ttl = Duration::from_secs(5);
+    let wrong = WireKey::derive(b"another deployment's auth secret, 32+ bytes");
+    assert!(query_status(&addr, ttl, Some(&wrong)).await.is_err(), "a status for the wrong secret");
+    assert!(query_status(&addr, ttl, None).await.is_err(), "a status without the handshake");
+    let change = Change::Remove { id: *IDS.iter().find(|id| **id != leader).expect("a follower") };
+    let refused = request(std::slice::from_ref(&addr), &change, ttl, Duration::from_secs(1), Some(&wrong)).await;
+    assert!(refused.is_err(), "a membership change for the wrong secret: {refused:?}");
+    let s = query_status(&addr, ttl, Some(&common::key())).await.expect("the right secret is answered");
+    assert_eq!(s.voters, IDS.to_vec(), "the group's membership changed: {s:?}");
+    g.propose(leader, lsn, 1, 3, 2).await;
     for id in IDS {
         g.kill(id).await;
     }

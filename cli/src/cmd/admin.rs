@@ -502,12 +502,14 @@ fn raw(words: &[String], mut json: Option<String>, mut data_dir: PathBuf) -> any
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match &args.command {
-        Command::Replica(ReplicaCmd::Status { peers }) => return super::replicated::status(peers, args.json.is_some()),
+        Command::Replica(ReplicaCmd::Status { peers }) => {
+            return super::replicated::status(peers, &args.data_dir, args.json.is_some())
+        }
         Command::Replica(ReplicaCmd::Add { replica, peers, catch_up_timeout_ms }) => {
-            return super::replicated::add(peers, replica, *catch_up_timeout_ms, args.json.is_some())
+            return super::replicated::add(peers, replica, *catch_up_timeout_ms, &args.data_dir, args.json.is_some())
         }
         Command::Replica(ReplicaCmd::Remove { id, peers }) => {
-            return super::replicated::remove(peers, *id, args.json.is_some())
+            return super::replicated::remove(peers, *id, &args.data_dir, args.json.is_some())
         }
         _ => {}
     }

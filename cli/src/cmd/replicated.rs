@@ -24,6 +24,7 @@ use seckill_replica::{lead, LeadError, NodeId, ReplicaConfig, ReplicaNode, Statu
 use seckill_server::{admin, wire};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,6 +180,8 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
     if let Some(dial) = &args.replica_dial {
         replica_cfg.dial = parse_peers(dial).context("--replica-dial")?;
     }
+    // Peers prove the auth secret to each other, as fronts do to the engine.
+    replica_cfg.key = Some(wire_key.clone());
     let node = match rt.block_on(ReplicaNode::start(replica_cfg, state)) {
         Ok(n) => n,
         Err(e @ StartError::Removed(_)) => {
@@ -190,7 +193,7 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
     let empty = node.raft().metrics().borrow().last_log_index.is_none();
     if args.join {
         tracing::info!(id, "joining: waiting to be added (`seckill admin replica add`)");
-    } else if let Some((peer, index)) = empty.then(|| rt.block_on(existing_group(&peers, id))).flatten() {
+    } else if let Some((peer, index)) = empty.then(|| rt.block_on(existing_group(&peers, id, &wire_key))).flatten() {
         // A second line behind `--join`: the group this list would form
         // exists already, so proposing it could only conflict with its
         // first entry.
@@ -351,10 +354,11 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
 /// A peer of `peers` (not `me`) whose log is not empty, with its last log
 /// index: the group exists already. Each peer is asked once, briefly; an
 /// unreachable one says nothing.
-async fn existing_group(peers: &BTreeMap<NodeId, String>, me: NodeId) -> Option<(NodeId, u64)> {
+async fn existing_group(peers: &BTreeMap<NodeId, String>, me: NodeId, key: &WireKey) -> Option<(NodeId, u64)> {
     for (id, addr) in peers.iter().filter(|(id, _)| **id != me) {
         let ttl = Duration::from_millis(EXISTING_GROUP_ASK_MS);
-        if let Ok(Status { last_log_index: Some(index), .. }) = seckill_replica::network::query_status(addr, ttl).await
+        if let Ok(Status { last_log_index: Some(index), .. }) =
+            seckill_replica::network::query_status(addr, ttl, Some(key)).await
         {
             return Some((*id, index));
         }
@@ -364,13 +368,14 @@ async fn existing_group(peers: &BTreeMap<NodeId, String>, me: NodeId) -> Option<
 
 /// `seckill admin replica status`: asks every replica of `--peers` for its
 /// view of the group, on its replica port.
-pub fn status(peers: &str, json: bool) -> anyhow::Result<()> {
+pub fn status(peers: &str, data_dir: &Path, json: bool) -> anyhow::Result<()> {
     let peers = parse_peers(peers)?;
+    let key = group_key(data_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let answers: Vec<(NodeId, String, Result<Status, String>)> = peers
         .iter()
         .map(|(id, addr)| {
-            let got = rt.block_on(seckill_replica::network::query_status(addr, Duration::from_secs(2)));
+            let got = rt.block_on(seckill_replica::network::query_status(addr, Duration::from_secs(2), Some(&key)));
             (*id, addr.clone(), got.map_err(|e| e.to_string()))
         })
         .collect();
@@ -423,6 +428,23 @@ fn print_members(voters: &[NodeId], learners: &[NodeId], addrs: &[(NodeId, Strin
     println!("  learners {}", if learners.is_empty() { "-".to_string() } else { list(learners) });
 }
 
+/// The key the replicas' handshake expects: from `SECKILL_AUTH_SECRET`, or
+/// a replica's data dir (`auth.secret`); never created here.
+fn group_key(data_dir: &Path) -> anyhow::Result<WireKey> {
+    if let Some(v) = std::env::var_os("SECKILL_AUTH_SECRET").filter(|v| !v.is_empty()) {
+        return Ok(WireKey::derive(v.as_encoded_bytes()));
+    }
+    let path = data_dir.join("auth.secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(WireKey::derive(s.trim().as_bytes())),
+        _ => bail!(
+            "the replicas ask for the group's auth secret: set SECKILL_AUTH_SECRET, or give --data-dir of a replica \
+             (its auth.secret; {} has none)",
+            path.display()
+        ),
+    }
+}
+
 fn addrs_of(peers: &str) -> anyhow::Result<Vec<String>> {
     Ok(parse_peers(peers)?.into_values().collect())
 }
@@ -452,7 +474,8 @@ fn change_failed(e: ChangeError) -> anyhow::Error {
 }
 
 /// `seckill admin replica add ID=HOST:PORT --peers …`.
-pub fn add(peers: &str, replica: &str, catch_up_timeout_ms: u64, json: bool) -> anyhow::Result<()> {
+pub fn add(peers: &str, replica: &str, catch_up_timeout_ms: u64, data_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let key = group_key(data_dir)?;
     let new = parse_peers(replica).context("the replica to add: ID=HOST:PORT")?;
     let (id, addr) = new.into_iter().next().context("the replica to add: ID=HOST:PORT")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -463,16 +486,18 @@ pub fn add(peers: &str, replica: &str, catch_up_timeout_ms: u64, json: bool) -> 
             &addr,
             Duration::from_millis(catch_up_timeout_ms),
             Duration::from_millis(FIND_LEADER_MS),
+            Some(&key),
         ))
         .map_err(change_failed)?;
     print_changed(&format!("replica {id} at {addr} is a voter"), &done, json)
 }
 
 /// `seckill admin replica remove ID --peers …`.
-pub fn remove(peers: &str, id: NodeId, json: bool) -> anyhow::Result<()> {
+pub fn remove(peers: &str, id: NodeId, data_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let key = group_key(data_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let done = rt
-        .block_on(membership::remove(&addrs_of(peers)?, id, Duration::from_millis(FIND_LEADER_MS)))
+        .block_on(membership::remove(&addrs_of(peers)?, id, Duration::from_millis(FIND_LEADER_MS), Some(&key)))
         .map_err(change_failed)?;
     let told = match done.left {
         Some(true) => ", and it stops",

@@ -17,6 +17,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The group's handshake key (every replica proves it to its peers).
+pub fn key() -> seckill_proto::handshake::WireKey {
+    seckill_proto::handshake::WireKey::derive(b"a group's auth secret, 32 bytes or more")
+}
+
 /// Long enough for an election on a loaded 2-core box; never a timing assert.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -93,6 +98,7 @@ impl Group {
 
     fn config(&self, id: NodeId, listen: SocketAddr) -> ReplicaConfig {
         let mut cfg = ReplicaConfig::new(id, listen, self.dir(id));
+        cfg.key = Some(key());
         cfg.dial = self
             .proxies
             .iter()
