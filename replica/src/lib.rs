@@ -40,6 +40,7 @@
 //!
 //! Metrics: `seckill_replica_log_fsync_seconds` (one Raft log fdatasync),
 //! `seckill_replica_bad_frames_total` (connections closed for a bad frame),
+//! `seckill_replica_handshake_refused_total` (callers that did not prove the secret),
 //! `seckill_replica_snapshots_installed_total`, `seckill_replica_removed_total`; the replicator's
 //! `seckill_replica_commit_seconds`, `_entry_bytes`, `_records_total`,
 //! `_step_downs_total`; and the gauges of [`status`].
