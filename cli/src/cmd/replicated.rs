@@ -414,7 +414,10 @@ pub fn status(peers: &str, data_dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     let leader = answers.iter().find_map(|(_, _, s)| s.as_ref().ok().filter(|s| s.leader == Some(s.id)));
     let Some(leader) = leader else {
-        bail!("no replica says it leads: the group has no majority, or is electing");
+        bail!(
+            "no replica says it leads: the group has no majority, or is electing (or this command's auth secret is \
+             not the group's: a replica closes such connections, shown as `reset by peer`)"
+        );
     };
     println!("membership (the leader's, replica {}):", leader.id);
     print_members(&leader.voters, &leader.learners, &leader.members);
@@ -466,6 +469,10 @@ fn print_changed(what: &str, c: &Changed, json: bool) -> anyhow::Result<()> {
 
 fn change_failed(e: ChangeError) -> anyhow::Error {
     match e {
+        ChangeError::Failed(ref why) if why.contains("reset") || why.contains("closed") => anyhow::anyhow!(
+            "{e}; if every replica closes the connection, this command's auth secret (SECKILL_AUTH_SECRET or \
+             --data-dir's auth.secret) is not the group's"
+        ),
         ChangeError::Failed(_) => anyhow::anyhow!(
             "{e}; `seckill admin replica status` shows the membership now, and the same command may be run again"
         ),
