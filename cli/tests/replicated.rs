@@ -1091,4 +1091,27 @@ fn a_lost_replica_is_replaced_under_load() {
     }
     assert!(compared > 0, "no other replica's wal/ overlaps replica 4's; see {}", g.logs());
     eprintln!("replace: replica 4's wal/ holds LSN {first_lsn}..={lsn}, as the others'; {} restarts", g.restarts);
+
+    // A member removed while it runs stops (status 78) and its dir never
+    // starts again (status 78 again).
+    let leader = g.leader(None);
+    let gone = (0..g.replicas.len()).find(|i| *i != leader && !g.replicas[*i].retired).expect("a follower");
+    g.replicas[gone].retired = true;
+    let (members, gone_id) = (g.members(), g.replicas[gone].id.to_string());
+    let removed = g.replica_admin(&["remove", &gone_id, "--peers", &members]).expect("replica remove");
+    assert_eq!(removed["left"], Value::Bool(true), "replica {gone_id} did not take the notice: {removed}");
+    for start in ["running", "restarted"] {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            let child = g.replicas[gone].child.as_mut().expect("a process");
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "removed replica {gone_id} ({start}) did not exit; see {}", g.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(78), "removed replica {gone_id} ({start}): {status}");
+        g.spawn(gone);
+    }
+    g.kill9(gone);
 }
