@@ -60,8 +60,10 @@ struct Group {
     restarts: usize,
     /// With `start_proxied`: the proxy replica index `.0` dials `.1` through.
     proxies: BTreeMap<(usize, usize), TcpProxy>,
-    /// `--mysql-url` of every replica (`none` but in the MySQL test).
+    /// `--mysql-url` and `--redis-url` of every replica (`none` but in the
+    /// MySQL and Redis test).
     mysql_url: String,
+    redis_url: String,
 }
 
 fn port(base: Option<u16>, i: u16) -> u16 {
@@ -81,10 +83,10 @@ impl Group {
     }
 
     fn start_with(slot: u16, proxied: bool) -> Group {
-        Self::start_with_mysql(slot, proxied, "none")
+        Self::start_with_backends(slot, proxied, "none", "none")
     }
 
-    fn start_with_mysql(slot: u16, proxied: bool, mysql_url: &str) -> Group {
+    fn start_with_backends(slot: u16, proxied: bool, mysql_url: &str, redis_url: &str) -> Group {
         let root = tempfile::tempdir().expect("tempdir");
         let base: Option<u16> =
             std::env::var("SECKILL_TEST_PORT_BASE").ok().and_then(|v| v.parse::<u16>().ok()).map(|b| b + 10 * slot);
@@ -108,7 +110,8 @@ impl Group {
                 }
             }
         }
-        let mut g = Group { _root: root, replicas, peers, restarts: 0, proxies, mysql_url: mysql_url.to_string() };
+        let (mysql_url, redis_url) = (mysql_url.to_string(), redis_url.to_string());
+        let mut g = Group { _root: root, replicas, peers, restarts: 0, proxies, mysql_url, redis_url };
         for i in 0..REPLICAS {
             g.spawn(i);
         }
@@ -136,7 +139,16 @@ impl Group {
             .args(["--replica-id", &r.id.to_string(), "--peers", &self.peers])
             .args(["--replica-listen", &format!("127.0.0.1:{}", r.replica_port)])
             .args(["--peer-engines", &self.peer_engines()])
-            .args(["--shards", "2", "--mysql-url", &self.mysql_url, "--redis-url", "none", "--metrics", "none"])
+            .args([
+                "--shards",
+                "2",
+                "--mysql-url",
+                &self.mysql_url,
+                "--redis-url",
+                &self.redis_url,
+                "--metrics",
+                "none",
+            ])
             .stderr(log_file(&r.dir.with_extension("log")))
             .spawn()
             .expect("spawning seckill engine --replica-id");
@@ -699,40 +711,83 @@ impl Drop for TestDb {
     }
 }
 
-/// Whether MySQL answers; panics when it does not and
+/// Whether MySQL and Redis answer; panics when one does not and
 /// `SECKILL_REQUIRE_SERVICES` is set.
-fn mysql_or_skip() -> bool {
-    let url = mysql_server();
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h).split(['/', '?']).next().unwrap_or_default();
-    let up =
-        host.parse().ok().and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()).is_some();
-    if !up {
+fn services_or_skip() -> bool {
+    let mut missing = Vec::new();
+    for (what, url) in [("MySQL", mysql_server()), ("Redis", redis_server())] {
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h).split(['/', '?']).next().unwrap_or_default();
+        let up = host
+            .parse()
+            .ok()
+            .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+            .is_some();
+        if !up {
+            missing.push(format!("{what} at {host}"));
+        }
+    }
+    if !missing.is_empty() {
         assert!(
             !std::env::var("SECKILL_REQUIRE_SERVICES").is_ok_and(|v| !v.is_empty() && v != "0"),
-            "MySQL at {host} unreachable and SECKILL_REQUIRE_SERVICES is set: start it (scripts/services)"
+            "{} unreachable and SECKILL_REQUIRE_SERVICES is set: start it (scripts/services)",
+            missing.join(", ")
         );
         eprintln!(
-            "\n##### SKIPPED: MySQL at {host} unreachable (scripts/services starts it). This test did NOT run.\n"
+            "\n##### SKIPPED: {} unreachable (scripts/services starts it). This test did NOT run.\n",
+            missing.join(", ")
         );
     }
-    up
+    missing.is_empty()
 }
 
-/// Slice 2 of docs/REPLICATION.md: the persister runs on the leader, from
-/// the checkpoint in MySQL, over its own `wal/` (a copy of the committed
-/// records, the same LSNs on every replica). Three replicas with MySQL on;
-/// the leader is `kill -9`'d under load; the new leader's persister
-/// resumes where the old one's stopped, and sells on. After catch-up every
-/// acknowledged order is in MySQL exactly once, MySQL holds no other, and
-/// `admin verify` (MySQL against the leader's state) finds no difference.
+fn redis_server() -> String {
+    std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The Redis database the MySQL and Redis test may fill; flushed at its
+/// start and end (`SECKILL_REPLICATED_REDIS_DB`, default 8; no other test
+/// uses it).
+struct TestRedis(String);
+
+impl TestRedis {
+    fn new() -> Self {
+        let db: u32 = std::env::var("SECKILL_REPLICATED_REDIS_DB").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+        let r = TestRedis(format!("{}/{db}", redis_server().trim_end_matches('/')));
+        redis::cmd("FLUSHDB").query::<()>(&mut r.conn()).expect("FLUSHDB of the test's Redis db");
+        r
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.0.as_str()).and_then(|c| c.get_connection()).expect("Redis connects")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Ok(mut c) = redis::Client::open(self.0.as_str()).and_then(|c| c.get_connection()) {
+            let _: Result<(), _> = redis::cmd("FLUSHDB").query(&mut c);
+        }
+    }
+}
+
+/// Slice 2 of docs/REPLICATION.md: the persister and the mirror run on the
+/// leader, from their checkpoints in MySQL and Redis, over its own `wal/` (a
+/// copy of the committed records, the same LSNs on every replica). Three
+/// replicas with MySQL and Redis on; the leader is `kill -9`'d under load;
+/// the new leader's persister resumes where the old one's stopped, its
+/// mirror takes Redis over, and it sells on. After catch-up every
+/// acknowledged order is in MySQL exactly once, MySQL holds no other,
+/// `admin verify` (MySQL against the leader's state) finds no difference,
+/// and Redis equals the leader too: each order's `created` entry once in
+/// the stream, its last entry its status, the remaining stock.
 #[test]
-fn acknowledged_orders_reach_mysql_exactly_once_through_a_kill_9() {
-    if !mysql_or_skip() {
+fn acknowledged_orders_reach_mysql_and_redis_exactly_once_through_a_kill_9() {
+    if !services_or_skip() {
         return;
     }
-    let db = TestDb::new();
-    let mut g = Group::start_with_mysql(3, false, &db.url());
+    let (db, redis) = (TestDb::new(), TestRedis::new());
+    let mut g = Group::start_with_backends(3, false, &db.url(), &redis.0);
     let first = g.leader(None);
     let activity_id = create_activity(&g, first, "replicated-mysql", STOCK);
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
@@ -791,12 +846,50 @@ fn acknowledged_orders_reach_mysql_exactly_once_through_a_kill_9() {
     for (i, w) in wals.iter().enumerate().skip(1) {
         assert!(*w == wals[0], "replica {}'s wal/ differs from replica 1's", i + 1);
     }
+    let mirrored = redis_equals_leader(&g, leader, &redis, activity_id);
     eprintln!(
-        "replicated + MySQL: {} acknowledged ({before_kill} before the kill), {} orders in MySQL, verify at LSN {}",
+        "replicated + MySQL + Redis: {} acknowledged ({before_kill} before the kill), {} orders in MySQL, \
+         {mirrored} in Redis, verify at LSN {}",
         acked.len(),
         in_mysql.len(),
         verified["lsn"]
     );
+}
+
+/// Waits until the leader's mirror has Redis at its durable LSN, then
+/// asserts that Redis equals the leader's orders of `activity_id` (all its
+/// buyers') and stock; returns how many orders were compared.
+fn redis_equals_leader(g: &Group, leader: usize, redis: &TestRedis, activity_id: u64) -> usize {
+    let dir = &g.replicas[leader].dir;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = try_admin(dir, "stats", json!({})).expect("the leader's admin socket").expect("stats");
+        let m = &s["mirror"];
+        if m["lag_records"] == 0 && m["resync_pending"] == false && m["connected"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the mirror did not catch up: {s}; see {}", g.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pool = Pool::connect(&g.wire(leader), 1, &wire_key()).expect("the leader's wire port");
+    let call = |req: &Request| pool.call(req).map_err(|e| e.to_string());
+    let mut orders = Vec::new();
+    for user_id in 1..=USERS + 40 {
+        let items = common::orders_of(call, user_id).expect("the leader lists a user's orders");
+        orders.extend(
+            items
+                .iter()
+                .filter(|o| o.activity_id == activity_id)
+                .map(|o| (o.order_id.to_string(), o.status.as_str().to_string())),
+        );
+    }
+    let remaining = match call(&Request::GetActivity { activity_id }) {
+        Ok(Response::Activity(a)) => a.remaining,
+        other => panic!("activity {activity_id} on the leader: {other:?}"),
+    };
+    let diffs = common::redis_mirror_differences(&mut redis.conn(), "seckill:", activity_id, &orders, remaining, false);
+    assert!(diffs.is_empty(), "Redis differs from the leader ({}): {:#?}", diffs.len(), &diffs[..diffs.len().min(20)]);
+    orders.len()
 }
 
 /// The records of `dir`'s `wal/` up to `lsn`, checked to follow one another
