@@ -856,9 +856,10 @@ fn acknowledged_orders_reach_mysql_and_redis_exactly_once_through_a_kill_9() {
     );
 }
 
-/// Waits until the leader's mirror has Redis at its durable LSN, then
-/// asserts that Redis equals the leader's orders of `activity_id` (all its
-/// buyers') and stock; returns how many orders were compared.
+/// Waits until the leader's mirror has Redis at its durable LSN (having
+/// gone on from what the killed leader's mirror wrote, not rewritten it),
+/// then asserts that Redis equals the leader's orders of `activity_id` (all
+/// its buyers') and stock; returns how many orders were compared.
 fn redis_equals_leader(g: &Group, leader: usize, redis: &TestRedis, activity_id: u64) -> usize {
     let dir = &g.replicas[leader].dir;
     let deadline = Instant::now() + PATIENCE;
@@ -866,6 +867,8 @@ fn redis_equals_leader(g: &Group, leader: usize, redis: &TestRedis, activity_id:
         let s = try_admin(dir, "stats", json!({})).expect("the leader's admin socket").expect("stats");
         let m = &s["mirror"];
         if m["lag_records"] == 0 && m["resync_pending"] == false && m["connected"] == true {
+            // It went on from the Redis its predecessor wrote: no rewrite.
+            assert_eq!(m["resyncs"], 0, "the new leader's mirror rewrote Redis: {s}; see {}", g.logs());
             break;
         }
         assert!(Instant::now() < deadline, "the mirror did not catch up: {s}; see {}", g.logs());
