@@ -139,6 +139,9 @@ impl Group {
             .args(["--replica-id", &r.id.to_string(), "--peers", &self.peers])
             .args(["--replica-listen", &format!("127.0.0.1:{}", r.replica_port)])
             .args(["--peer-engines", &self.peer_engines()])
+            // Not the default (500): a debug build of three replicas on a
+            // 2-core box running the rest of the suite misses heartbeats.
+            .args(["--replica-election-timeout-ms", "1000"])
             .args([
                 "--shards",
                 "2",
