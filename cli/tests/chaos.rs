@@ -582,91 +582,12 @@ fn wait_caught_up(dir: &Path, within: Duration) -> Result<(), String> {
     Err(format!("not caught up within {within:?}; last stats: {last}"))
 }
 
-/// Differences between the Redis mirror (dedicated db) and the engine;
-/// `hashes`: whether the mirror writes order hashes.
+/// Differences between the Redis mirror (dedicated db) and the engine
+/// (`common::redis_mirror_differences`); `hashes`: whether the mirror
+/// writes order hashes.
 fn compare_redis(up: &UpProc, act: u64, conn: &mut redis::Connection, hashes: bool) -> Vec<String> {
-    let mut diffs = Vec::new();
-    let lsn: Option<String> = redis::cmd("GET").arg(format!("{PREFIX}mirror:lsn")).query(conn).expect("GET mirror:lsn");
-    if lsn.is_none() {
-        diffs.push("mirror:lsn is absent (mirror being rebuilt)".into());
-    }
-    // Each order's status as its last stream entry says, and whether the
-    // stream has a hole (a resync that could not re-add every event).
-    let (mut streamed, mut hole, mut from) = (HashMap::new(), false, "-".to_string());
-    loop {
-        type Entry = (String, HashMap<String, String>);
-        let page: Vec<Entry> = redis::cmd("XRANGE")
-            .arg(format!("{PREFIX}events"))
-            .arg(&from)
-            .arg("+")
-            .arg("COUNT")
-            .arg(1000)
-            .query(conn)
-            .expect("XRANGE");
-        for (_, f) in &page {
-            match (f["type"].as_str(), f.get("order_id")) {
-                ("resync", _) => {
-                    eprintln!(
-                        "chaos: stream resync marker {} gap {}",
-                        f.get("prev").map_or("", String::as_str),
-                        f["gap"]
-                    );
-                    hole |= f["gap"] == "1";
-                }
-                ("created", Some(id)) => drop(streamed.insert(id.clone(), "pending_payment".to_string())),
-                (status, Some(id)) => drop(streamed.insert(id.clone(), status.to_string())),
-                _ => diffs.push(format!("a stream entry without an order id: {f:?}")),
-            }
-        }
-        match page.last() {
-            Some((id, _)) if page.len() == 1000 => from = format!("({id}"),
-            _ => break,
-        }
-    }
-    let mut engine_orders = HashSet::new();
-    for user in 1..=USERS {
-        for (id, status) in user_orders(up, user).1 {
-            let key = format!("{PREFIX}order:{id}");
-            if hashes {
-                let got: Option<String> = redis::cmd("HGET").arg(&key).arg("status").query(conn).expect("HGET");
-                if got.as_deref() != Some(status.as_str()) {
-                    diffs.push(format!("{key}: Redis status {got:?}, engine {status}"));
-                }
-                engine_orders.insert(key);
-            }
-            match streamed.get(&id) {
-                Some(s) if *s == status => {}
-                None if hole => {} // its events went with Redis's data and the WAL
-                got => diffs.push(format!("order {id}: last stream entry {got:?}, engine {status}")),
-            }
-        }
-    }
-    let mut cursor = 0u64;
-    let mut redis_orders = HashSet::new();
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{PREFIX}order:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query(conn)
-            .expect("SCAN");
-        redis_orders.extend(keys);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    // Without order hashes there must be none.
-    for extra in redis_orders.difference(&engine_orders) {
-        diffs.push(format!("{extra}: in Redis, not in the engine (or order hashes are off)"));
-    }
+    let orders: Vec<(String, String)> = (1..=USERS).flat_map(|user| user_orders(up, user).1).collect();
     let a = get(up, &format!("/api/v1/activities/{act}"), None).json();
-    let remaining: Option<String> =
-        redis::cmd("HGET").arg(format!("{PREFIX}activity:{act}")).arg("remaining").query(conn).expect("HGET remaining");
-    if remaining.as_deref().and_then(|r| r.parse::<u64>().ok()) != a["remaining"].as_u64() {
-        diffs.push(format!("activity {act}: Redis remaining {remaining:?}, engine {}", a["remaining"]));
-    }
-    diffs
+    let remaining = a["remaining"].as_u64().expect("the activity's remaining stock");
+    common::redis_mirror_differences(conn, PREFIX, act, &orders, remaining, hashes)
 }

@@ -208,7 +208,7 @@ fn metrics_named_by_alert_rules_and_grafana_panels_are_exported() {
     // has the WAL, persister and mirror metrics; the front's has HTTP.
     let (_tmp2, dir2) = data_dir();
     let (mysql, redis) =
-        if services { (backends.mysql_url("engine"), backends.redis_url(14)) } else { ("none".into(), "none".into()) };
+        if services { (backends.mysql_url("engine"), backends.redis_url(10)) } else { ("none".into(), "none".into()) };
     let engine_metrics = free_port();
     let log = std::fs::File::create(dir2.with_extension("log")).expect("log");
     let _engine = KillOnDrop(

@@ -64,8 +64,10 @@ struct Group {
     restarts: usize,
     /// With `start_proxied`: the proxy replica index `.0` dials `.1` through.
     proxies: BTreeMap<(usize, usize), TcpProxy>,
-    /// `--mysql-url` of every replica (`none` but in the MySQL test).
+    /// `--mysql-url` and `--redis-url` of every replica (`none` but in the
+    /// MySQL and Redis test).
     mysql_url: String,
+    redis_url: String,
     /// More flags for every replica.
     extra: Vec<String>,
 }
@@ -87,17 +89,24 @@ impl Group {
     }
 
     fn start_with(slot: u16, proxied: bool) -> Group {
-        Self::start_with_mysql(slot, proxied, "none")
+        Self::start_with_backends(slot, proxied, "none", "none")
     }
 
-    fn start_with_mysql(slot: u16, proxied: bool, mysql_url: &str) -> Group {
-        Self::start_full(slot, proxied, mysql_url, 0, Vec::new())
+    fn start_with_backends(slot: u16, proxied: bool, mysql_url: &str, redis_url: &str) -> Group {
+        Self::start_full(slot, proxied, mysql_url, redis_url, 0, Vec::new())
     }
 
     /// The group of `REPLICAS`, with `spares` more replicas (ids from
     /// `REPLICAS + 1`) that have ports and dirs but are not started: each
-    /// joins the running group (`--join`) when `join_spare` starts it.
-    fn start_full(slot: u16, proxied: bool, mysql_url: &str, spares: usize, extra: Vec<String>) -> Group {
+    /// joins the running group (`--join`) when the test spawns it.
+    fn start_full(
+        slot: u16,
+        proxied: bool,
+        mysql_url: &str,
+        redis_url: &str,
+        spares: usize,
+        extra: Vec<String>,
+    ) -> Group {
         let mut root = tempfile::tempdir().expect("tempdir");
         // `SECKILL_TEST_KEEP=1`: the replicas' dirs and logs stay for a look.
         root.disable_cleanup(std::env::var_os("SECKILL_TEST_KEEP").is_some());
@@ -129,8 +138,8 @@ impl Group {
                 }
             }
         }
-        let mut g =
-            Group { _root: root, replicas, peers, restarts: 0, proxies, mysql_url: mysql_url.to_string(), extra };
+        let (mysql_url, redis_url) = (mysql_url.to_string(), redis_url.to_string());
+        let mut g = Group { _root: root, replicas, peers, restarts: 0, proxies, mysql_url, redis_url, extra };
         for i in 0..REPLICAS {
             g.spawn(i);
         }
@@ -167,7 +176,19 @@ impl Group {
             .args(["--replica-id", &r.id.to_string()])
             .args(["--replica-listen", &format!("127.0.0.1:{}", r.replica_port)])
             .args(["--peer-engines", &self.peer_engines()])
-            .args(["--shards", "2", "--mysql-url", &self.mysql_url, "--redis-url", "none", "--metrics", "none"])
+            // Not the default (500): a debug build of three replicas on a
+            // 2-core box running the rest of the suite misses heartbeats.
+            .args(["--replica-election-timeout-ms", "1000"])
+            .args([
+                "--shards",
+                "2",
+                "--mysql-url",
+                &self.mysql_url,
+                "--redis-url",
+                &self.redis_url,
+                "--metrics",
+                "none",
+            ])
             .stdout(log_file(&r.dir.with_extension("log")))
             .stderr(log_file(&r.dir.with_extension("log")))
             .spawn()
@@ -755,40 +776,83 @@ impl Drop for TestDb {
     }
 }
 
-/// Whether MySQL answers; panics when it does not and
+/// Whether MySQL and Redis answer; panics when one does not and
 /// `SECKILL_REQUIRE_SERVICES` is set.
-fn mysql_or_skip() -> bool {
-    let url = mysql_server();
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h).split(['/', '?']).next().unwrap_or_default();
-    let up =
-        host.parse().ok().and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()).is_some();
-    if !up {
+fn services_or_skip() -> bool {
+    let mut missing = Vec::new();
+    for (what, url) in [("MySQL", mysql_server()), ("Redis", redis_server())] {
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h).split(['/', '?']).next().unwrap_or_default();
+        let up = host
+            .parse()
+            .ok()
+            .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+            .is_some();
+        if !up {
+            missing.push(format!("{what} at {host}"));
+        }
+    }
+    if !missing.is_empty() {
         assert!(
             !std::env::var("SECKILL_REQUIRE_SERVICES").is_ok_and(|v| !v.is_empty() && v != "0"),
-            "MySQL at {host} unreachable and SECKILL_REQUIRE_SERVICES is set: start it (scripts/services)"
+            "{} unreachable and SECKILL_REQUIRE_SERVICES is set: start it (scripts/services)",
+            missing.join(", ")
         );
         eprintln!(
-            "\n##### SKIPPED: MySQL at {host} unreachable (scripts/services starts it). This test did NOT run.\n"
+            "\n##### SKIPPED: {} unreachable (scripts/services starts it). This test did NOT run.\n",
+            missing.join(", ")
         );
     }
-    up
+    missing.is_empty()
 }
 
-/// Slice 2 of docs/REPLICATION.md: the persister runs on the leader, from
-/// the checkpoint in MySQL, over its own `wal/` (a copy of the committed
-/// records, the same LSNs on every replica). Three replicas with MySQL on;
-/// the leader is `kill -9`'d under load; the new leader's persister
-/// resumes where the old one's stopped, and sells on. After catch-up every
-/// acknowledged order is in MySQL exactly once, MySQL holds no other, and
-/// `admin verify` (MySQL against the leader's state) finds no difference.
+fn redis_server() -> String {
+    std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The Redis database the MySQL and Redis test may fill; flushed at its
+/// start and end (`SECKILL_REPLICATED_REDIS_DB`, default 8; no other test
+/// uses it).
+struct TestRedis(String);
+
+impl TestRedis {
+    fn new() -> Self {
+        let db: u32 = std::env::var("SECKILL_REPLICATED_REDIS_DB").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+        let r = TestRedis(format!("{}/{db}", redis_server().trim_end_matches('/')));
+        redis::cmd("FLUSHDB").query::<()>(&mut r.conn()).expect("FLUSHDB of the test's Redis db");
+        r
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.0.as_str()).and_then(|c| c.get_connection()).expect("Redis connects")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Ok(mut c) = redis::Client::open(self.0.as_str()).and_then(|c| c.get_connection()) {
+            let _: Result<(), _> = redis::cmd("FLUSHDB").query(&mut c);
+        }
+    }
+}
+
+/// Slice 2 of docs/REPLICATION.md: the persister and the mirror run on the
+/// leader, from their checkpoints in MySQL and Redis, over its own `wal/` (a
+/// copy of the committed records, the same LSNs on every replica). Three
+/// replicas with MySQL and Redis on; the leader is `kill -9`'d under load;
+/// the new leader's persister resumes where the old one's stopped, its
+/// mirror takes Redis over, and it sells on. After catch-up every
+/// acknowledged order is in MySQL exactly once, MySQL holds no other,
+/// `admin verify` (MySQL against the leader's state) finds no difference,
+/// and Redis equals the leader too: each order's `created` entry once in
+/// the stream, its last entry its status, the remaining stock.
 #[test]
-fn acknowledged_orders_reach_mysql_exactly_once_through_a_kill_9() {
-    if !mysql_or_skip() {
+fn acknowledged_orders_reach_mysql_and_redis_exactly_once_through_a_kill_9() {
+    if !services_or_skip() {
         return;
     }
-    let db = TestDb::new();
-    let mut g = Group::start_with_mysql(3, false, &db.url());
+    let (db, redis) = (TestDb::new(), TestRedis::new());
+    let mut g = Group::start_with_backends(3, false, &db.url(), &redis.0);
     let first = g.leader(None);
     let activity_id = create_activity(&g, first, "replicated-mysql", STOCK);
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
@@ -847,12 +911,53 @@ fn acknowledged_orders_reach_mysql_exactly_once_through_a_kill_9() {
     for (i, w) in wals.iter().enumerate().skip(1) {
         assert!(*w == wals[0], "replica {}'s wal/ differs from replica 1's", i + 1);
     }
+    let mirrored = redis_equals_leader(&g, leader, &redis, activity_id);
     eprintln!(
-        "replicated + MySQL: {} acknowledged ({before_kill} before the kill), {} orders in MySQL, verify at LSN {}",
+        "replicated + MySQL + Redis: {} acknowledged ({before_kill} before the kill), {} orders in MySQL, \
+         {mirrored} in Redis, verify at LSN {}",
         acked.len(),
         in_mysql.len(),
         verified["lsn"]
     );
+}
+
+/// Waits until the leader's mirror has Redis at its durable LSN (having
+/// gone on from what the killed leader's mirror wrote, not rewritten it),
+/// then asserts that Redis equals the leader's orders of `activity_id` (all
+/// its buyers') and stock; returns how many orders were compared.
+fn redis_equals_leader(g: &Group, leader: usize, redis: &TestRedis, activity_id: u64) -> usize {
+    let dir = &g.replicas[leader].dir;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = try_admin(dir, "stats", json!({})).expect("the leader's admin socket").expect("stats");
+        let m = &s["mirror"];
+        if m["lag_records"] == 0 && m["resync_pending"] == false && m["connected"] == true {
+            // It went on from the Redis its predecessor wrote: no rewrite.
+            assert_eq!(m["resyncs"], 0, "the new leader's mirror rewrote Redis: {s}; see {}", g.logs());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the mirror did not catch up: {s}; see {}", g.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pool = Pool::connect(&g.wire(leader), 1, &wire_key()).expect("the leader's wire port");
+    let call = |req: &Request| pool.call(req).map_err(|e| e.to_string());
+    let mut orders = Vec::new();
+    for user_id in 1..=USERS + 40 {
+        let items = common::orders_of(call, user_id).expect("the leader lists a user's orders");
+        orders.extend(
+            items
+                .iter()
+                .filter(|o| o.activity_id == activity_id)
+                .map(|o| (o.order_id.to_string(), o.status.as_str().to_string())),
+        );
+    }
+    let remaining = match call(&Request::GetActivity { activity_id }) {
+        Ok(Response::Activity(a)) => a.remaining,
+        other => panic!("activity {activity_id} on the leader: {other:?}"),
+    };
+    let diffs = common::redis_mirror_differences(&mut redis.conn(), "seckill:", activity_id, &orders, remaining, false);
+    assert!(diffs.is_empty(), "Redis differs from the leader ({}): {:#?}", diffs.len(), &diffs[..diffs.len().min(20)]);
+    orders.len()
 }
 
 /// The records of `dir`'s `wal/` up to `lsn`, checked to follow one another
@@ -929,7 +1034,7 @@ fn a_lost_replica_is_replaced_under_load() {
     // Snapshots every 50 entries (5 kept): the log is purged long before
     // replica 4 joins, so it must install a snapshot.
     let extra = vec!["--replica-snapshot-entries".to_string(), "50".to_string()];
-    let mut g = Group::start_full(4, false, "none", 1, extra);
+    let mut g = Group::start_full(4, false, "none", "none", 1, extra);
     let spare = REPLICAS;
     let first = g.leader(None);
     let created = try_admin(

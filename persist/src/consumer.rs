@@ -106,6 +106,10 @@ pub(crate) struct Opened {
     pub lsn: Option<u64>,
     /// The target itself asks for a resync (MySQL's `resync_requested`).
     pub resync_flagged: bool,
+    /// The target found that it holds `lsn` of this engine's log although
+    /// the driver started without knowing it (the mirror at start): no
+    /// resync is pending for it.
+    pub resumed: bool,
 }
 
 /// A copy of the engine's state the driver writes the WAL into.
@@ -744,6 +748,10 @@ impl<T: Target> Driver<T> {
         sh.connected.store(true, Ordering::Release);
         let durable = sh.durable();
         let asked = sh.resync_requested.swap(false, Ordering::AcqRel);
+        if opened.resumed && !(opened.resync_flagged || asked || sh.flag(&sh.over_budget)) {
+            sh.resync_pending.store(false, Ordering::Release);
+            self.given = None; // the state a first resync would have written
+        }
         let cp = match opened.lsn {
             Some(cp) if !(opened.resync_flagged || asked || sh.flag(&sh.resync_pending)) => {
                 if cp > durable {

@@ -781,16 +781,51 @@ fn a_restarted_engine_and_mirror_continue_the_stream_without_a_gap() {
         node.shutdown();
         a
     };
+    // A key a rewrite would sweep away (an order hash, with hashes off):
+    // still there at the end, Redis was not rewritten.
+    let canary = format!("{}order:{}", prefix.0, OrderId(7));
+    let _: () = conn.hset(&canary, "status", "canary").unwrap();
     let node = open_node(dir.path(), 4096);
     let m = spawn_mirror(&node, mirror_config(&prefix, &redis_url()));
     shop(&node, a, 200..230, 1);
     wait_caught_up(&node, &m, Duration::from_secs(10));
+    assert_eq!(m.resyncs(), 0, "the restarted mirror went on from mirror:lsn: {:?}", m.stats());
+    assert!(conn.exists::<_, bool>(&canary).unwrap(), "Redis was rewritten");
+    let _: () = conn.del(&canary).unwrap();
     assert_mirror_equals_engine(&node, &mut conn, &prefix);
     let entries = stream(&mut conn, &prefix);
     assert_stream_matches_log(&entries, &logged_order_events(&node));
     let markers: Vec<&str> =
         entries.iter().filter(|(_, f)| f["type"] == "resync").map(|(_, f)| f["gap"].as_str()).collect();
-    assert_eq!(markers, ["0", "0"], "each start added what the stream lacked from the WAL");
+    assert_eq!(markers, ["0"], "one rewrite, at the first start; the second went on from the WAL");
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
+}
+
+/// Redis written by another engine's log (another data dir on the same
+/// prefix, further along than this one's start): its `mirror:lsn` is
+/// durable here too, but `mirror:tip` is not this log's record there, so
+/// the mirror rewrites Redis instead of going on from it.
+#[test]
+fn a_mirror_of_another_log_rewrites_redis() {
+    let Some(mut conn) = redis_or_skip() else { return };
+    let prefix = Prefix::new("other-log");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node_a = open_node(dir_a.path(), 64 << 20);
+    let m = spawn_mirror(&node_a, mirror_config(&prefix, &redis_url()));
+    let a = create_activity(&node_a, 500, 1, 1800);
+    shop(&node_a, a, 1..40, 1);
+    wait_caught_up(&node_a, &m, Duration::from_secs(10));
+    m.shutdown(mirror::SHUTDOWN_DRAIN);
+    node_a.shutdown();
+    // The same kind of sale on another engine, past the LSN Redis has.
+    let node_b = open_node(dir_b.path(), 64 << 20);
+    let b = create_activity(&node_b, 500, 1, 1800);
+    assert_eq!(a, b, "both engines number their first activity alike");
+    shop(&node_b, b, 1_000..1_080, 1);
+    let m = spawn_mirror(&node_b, mirror_config(&prefix, &redis_url()));
+    wait_caught_up(&node_b, &m, Duration::from_secs(10));
+    assert_eq!(m.resyncs(), 1, "another log's Redis is rewritten: {:?}", m.stats());
+    assert_mirror_equals_engine(&node_b, &mut conn, &prefix);
     m.shutdown(mirror::SHUTDOWN_DRAIN);
 }
 

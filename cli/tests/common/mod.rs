@@ -394,3 +394,100 @@ pub fn check_stock(
     );
     Ok(held_total)
 }
+
+/// Differences between the Redis mirror under `prefix` and the engine's
+/// orders `(order id, status)` of activity `act` and its `remaining` stock;
+/// `hashes`: whether the mirror writes order hashes. The stream must give
+/// each order's status by its last entry, hold each order's `created` once
+/// (a failover or restart that re-added an event twice shows here), and
+/// have no hole unless a `resync` entry says `gap = 1`.
+pub fn redis_mirror_differences(
+    conn: &mut redis::Connection,
+    prefix: &str,
+    act: u64,
+    engine_orders: &[(String, String)],
+    remaining: u64,
+    hashes: bool,
+) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
+    let mut diffs = Vec::new();
+    let lsn: Option<String> = redis::cmd("GET").arg(format!("{prefix}mirror:lsn")).query(conn).expect("GET mirror:lsn");
+    if lsn.is_none() {
+        diffs.push("mirror:lsn is absent (mirror being rebuilt)".into());
+    }
+    // Each order's status as its last stream entry says, how many
+    // `created` entries it has, and whether the stream has a hole.
+    let (mut streamed, mut created) = (HashMap::new(), HashMap::<String, u32>::new());
+    let (mut hole, mut from) = (false, "-".to_string());
+    loop {
+        type Entry = (String, HashMap<String, String>);
+        let page: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(format!("{prefix}events"))
+            .arg(&from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)
+            .expect("XRANGE");
+        for (_, f) in &page {
+            match (f["type"].as_str(), f.get("order_id")) {
+                ("resync", _) => hole |= f["gap"] == "1",
+                ("created", Some(id)) => {
+                    *created.entry(id.clone()).or_default() += 1;
+                    streamed.insert(id.clone(), "pending_payment".to_string());
+                }
+                (status, Some(id)) => drop(streamed.insert(id.clone(), status.to_string())),
+                _ => diffs.push(format!("a stream entry without an order id: {f:?}")),
+            }
+        }
+        match page.last() {
+            Some((id, _)) if page.len() == 1000 => from = format!("({id}"),
+            _ => break,
+        }
+    }
+    for (id, n) in created.iter().filter(|(_, n)| **n > 1) {
+        diffs.push(format!("order {id}: {n} `created` entries in the stream"));
+    }
+    let mut engine_keys = HashSet::new();
+    for (id, status) in engine_orders {
+        let key = format!("{prefix}order:{id}");
+        if hashes {
+            let got: Option<String> = redis::cmd("HGET").arg(&key).arg("status").query(conn).expect("HGET");
+            if got.as_deref() != Some(status.as_str()) {
+                diffs.push(format!("{key}: Redis status {got:?}, engine {status}"));
+            }
+            engine_keys.insert(key);
+        }
+        match streamed.get(id) {
+            Some(s) if s == status => {}
+            None if hole => {} // its events went with Redis's data and the WAL
+            got => diffs.push(format!("order {id}: last stream entry {got:?}, engine {status}")),
+        }
+    }
+    let (mut cursor, mut redis_keys) = (0u64, HashSet::new());
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}order:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)
+            .expect("SCAN");
+        redis_keys.extend(keys);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    // Without order hashes there must be none.
+    for extra in redis_keys.difference(&engine_keys) {
+        diffs.push(format!("{extra}: in Redis, not in the engine (or order hashes are off)"));
+    }
+    let got: Option<String> =
+        redis::cmd("HGET").arg(format!("{prefix}activity:{act}")).arg("remaining").query(conn).expect("HGET remaining");
+    if got.as_deref().and_then(|r| r.parse::<u64>().ok()) != Some(remaining) {
+        diffs.push(format!("activity {act}: Redis remaining {got:?}, engine {remaining}"));
+    }
+    diffs
+}

@@ -121,7 +121,7 @@ impl Target for MySql {
         let conn = self.conn.insert(schema::connect(&opts).await.map_err(transient)?);
         let (lsn, flagged) = timed(limit, "reading the checkpoint", apply::read_checkpoint(conn)).await?;
         self.stmt_bytes = timed(limit, "reading max_allowed_packet", apply::read_statement_bytes(conn)).await?;
-        Ok(Opened { lsn: Some(lsn), resync_flagged: flagged })
+        Ok(Opened { lsn: Some(lsn), resync_flagged: flagged, resumed: false })
     }
 
     async fn apply(&mut self, after: u64, batch: &[(u64, Event)]) -> Result<u64, Failure> {

@@ -62,6 +62,11 @@ impl Keys {
     pub fn run(&self) -> String {
         format!("{}mirror:run", self.prefix)
     }
+    /// The digest of the record at `mirror:lsn`: whether a starting mirror's
+    /// log is the one Redis follows (`Redis::resume`).
+    pub fn tip(&self) -> String {
+        format!("{}mirror:tip", self.prefix)
+    }
     pub fn events(&self) -> String {
         format!("{}events", self.prefix)
     }

@@ -21,8 +21,9 @@ use hashbrown::HashSet;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, Pipeline, Value};
 use seckill_engine::replica::Replica;
+use seckill_engine::wal::codec::Encoder;
 use seckill_engine::wal::tail::{TailError, Tailer};
-use seckill_engine::wal::{segment, WalStatus};
+use seckill_engine::wal::{self, segment, WalStatus};
 use seckill_engine::Event;
 use seckill_proto::OrderId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,6 +125,13 @@ pub(crate) struct Redis {
     /// (time, activity) at which an activity's phase changes.
     boundaries: BTreeSet<(u64, u64)>,
     phase_due: BTreeSet<u64>,
+    /// `mirror:lsn` and `mirror:tip` as the first connection found them:
+    /// where this run may go on from without a rewrite (`resume`), once.
+    found: Option<(u64, String)>,
+    may_resume: bool,
+    /// Digests records for `mirror:tip`.
+    encoder: Encoder,
+    record: Vec<u8>,
 }
 
 impl Target for Redis {
@@ -152,7 +160,14 @@ impl Target for Redis {
         if self.conn.is_none() || self.link.is_none() {
             self.connect().await.map_err(Failure::Transient)?;
         }
-        Ok(Opened { lsn: self.synced, resync_flagged: false })
+        if self.synced.is_none() && self.may_resume {
+            let resumed = self.resume().await.map_err(Failure::Transient)?;
+            self.may_resume = false;
+            if let Some(lsn) = resumed {
+                return Ok(Opened { lsn: Some(lsn), resync_flagged: false, resumed: true });
+            }
+        }
+        Ok(Opened { lsn: self.synced, resync_flagged: false, resumed: false })
     }
 
     async fn apply(&mut self, after: u64, batch: &[(u64, Event)]) -> Result<u64, Failure> {
@@ -203,6 +218,10 @@ impl Redis {
             last_id: String::new(),
             boundaries: BTreeSet::new(),
             phase_due: BTreeSet::new(),
+            found: None,
+            may_resume: true,
+            encoder: Encoder::default(),
+            record: Vec::new(),
         }
     }
 
@@ -256,7 +275,7 @@ impl Redis {
             Err(_) => return Err(timed_out()),
         };
         let mut p = redis::pipe();
-        p.cmd("MGET").arg(self.keys.lsn()).arg(self.keys.run());
+        p.cmd("MGET").arg(self.keys.lsn()).arg(self.keys.run()).arg(self.keys.tip());
         p.cmd("XREVRANGE").arg(self.keys.events()).arg("+").arg("-").arg("COUNT").arg(1);
         let (marks, top): (Vec<Option<String>>, Value) = query(&mut conn, &p, t).await?;
         let link = match tokio::time::timeout(t, Link::open(client.get_connection_info(), t)).await {
@@ -271,6 +290,7 @@ impl Redis {
         let lsn = marks.first().cloned().flatten().and_then(|s| s.parse::<u64>().ok());
         let ours = marks.get(1).cloned().flatten().as_deref() == Some(self.run_id.as_str());
         tracing::info!(url = %self.cfg.url, redis_lsn = ?lsn, "Redis mirror connected");
+        self.found = lsn.zip(marks.get(2).cloned().flatten());
         let in_flight = self.in_flight.take();
         if let Some(w) = self.synced {
             match (lsn, in_flight) {
@@ -413,6 +433,10 @@ impl Redis {
         self.add_writes(&mut r, plan, phases);
         let last_id = self.add_events(&mut r, events, self.last_id.clone(), &|_| None, false);
         r.cmd(3).arg("SET").arg(self.keys.lsn()).num(new_lsn);
+        if let Some((lsn, ev)) = events.last() {
+            let tip = self.tip_of(*lsn, ev);
+            r.cmd(3).arg("SET").arg(self.keys.tip()).arg(&tip);
+        }
         r.cmd(1).arg("EXEC");
         let outcome = self.exec(&r, w).await;
         self.resp = r;
@@ -470,6 +494,96 @@ impl Redis {
             return Err(self.lost(format!("expected LSN {w} and our run id, found LSN {lsn:?}")));
         }
         Ok(())
+    }
+
+    /// The digest of the record of `lsn`: its framed bytes' CRC (the
+    /// LSN's and the payload's), as `mirror:tip` holds it, with whether
+    /// order hashes are written (Redis written with another setting has
+    /// other keys: it is rewritten).
+    fn tip_of(&mut self, lsn: u64, ev: &Event) -> String {
+        self.record.clear();
+        self.encoder.append(&mut self.record, lsn, ev);
+        let crc = self.record.get(4..8).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        format!("{lsn}:{crc:08x}:h{}", u8::from(self.cfg.order_hashes))
+    }
+
+    /// The digest of this engine's record of `lsn`, read from its WAL;
+    /// `None` when the WAL does not have it (LSN 0, or deleted).
+    fn record_tip(&mut self, lsn: u64) -> Option<String> {
+        let mut tail = Tailer::new(&self.data_dir, self.status.clone(), lsn.checked_sub(1)?);
+        let mut out = Vec::with_capacity(1);
+        match tail.poll(1, &mut out) {
+            Ok(1) => {}
+            _ => return None,
+        }
+        let (at, ev) = out.pop()?;
+        (at == lsn).then(|| self.tip_of(at, &ev))
+    }
+
+    /// Goes on from what Redis has, without a rewrite, when it follows this
+    /// engine's log: `mirror:lsn` is durable here, within the WAL budget,
+    /// and `mirror:tip` is the digest of this engine's record at that LSN
+    /// (the same on every replica of a group: a new leader takes over its
+    /// predecessor's Redis). The state at that LSN is rebuilt from the
+    /// newest snapshot at or before it and the WAL; Redis becomes this run's
+    /// (`mirror:run`) only if `mirror:lsn` and `mirror:tip` did not move
+    /// meanwhile. `None`: rewrite Redis (a resync) instead.
+    async fn resume(&mut self) -> Result<Option<u64>, String> {
+        let Some((x, tip)) = self.found.take() else { return Ok(None) };
+        let durable = self.status.durable_lsn.load(std::sync::atomic::Ordering::Acquire);
+        let why_not = if x > durable {
+            Some("Redis is ahead of this engine's log")
+        } else if durable - x > self.cfg.wal_budget_records {
+            Some("Redis is further behind than the WAL budget")
+        } else if self.record_tip(x).as_deref() != Some(tip.as_str()) {
+            Some("Redis follows another log, or was written with other order-hash settings (mirror:tip)")
+        } else {
+            None
+        };
+        if let Some(why) = why_not {
+            tracing::info!(redis_lsn = x, durable, why, "Redis mirror: rewriting Redis instead of going on");
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let (wal_dir, snap_dir) = (self.data_dir.join("wal"), self.data_dir.join("snapshots"));
+        let replica = match wal::rebuild(&*wal::os_fs(), &wal_dir, &snap_dir, None, x, |_| {}) {
+            Ok(r) if r.lsn == x => r,
+            Ok(r) => {
+                let why = "the newest snapshot is past Redis's LSN";
+                tracing::info!(redis_lsn = x, snapshot_lsn = r.lsn, why, "Redis mirror: rewriting Redis instead");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::info!(redis_lsn = x, error = %e, "Redis mirror: rewriting Redis instead of going on");
+                return Ok(None);
+            }
+        };
+        let t = self.op_timeout();
+        let mut conn = self.conn.clone().ok_or("not connected")?;
+        // Ours only if nobody wrote since `connect` read the marks.
+        let script = "if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then \
+                      redis.call('SET', KEYS[3], ARGV[3]) return 1 end return 0";
+        let mut p = redis::pipe();
+        p.cmd("EVAL").arg(script).arg(3).arg(self.keys.lsn()).arg(self.keys.tip()).arg(self.keys.run());
+        p.arg(x).arg(&tip).arg(&self.run_id);
+        let (taken,): (i64,) = query(&mut conn, &p, t).await?;
+        if taken != 1 {
+            tracing::info!(redis_lsn = x, "Redis mirror: Redis moved while it was checked; rewriting it");
+            return Ok(None);
+        }
+        let state = MirrorState::from_replica(&replica);
+        let now_ms = self.cfg.clock.now_ms();
+        for (id, a) in &state.activities {
+            for t in [a.activity.terms.starts_at_ms, a.activity.terms.ends_at_ms].into_iter().filter(|t| *t > now_ms) {
+                self.boundaries.insert((t, *id));
+            }
+        }
+        self.state = state;
+        self.synced = Some(x);
+        self.in_flight = None;
+        let took_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(lsn = x, durable, took_ms, "Redis mirror: Redis follows this engine's log; going on from it");
+        Ok(Some(x))
     }
 
     /// Rewrites Redis from `replica` (the engine's state, built for it
@@ -543,6 +657,10 @@ impl Redis {
             .arg(u8::from(gap));
         p.cmd("SET").arg(self.keys.lsn()).arg(r).ignore();
         p.cmd("SET").arg(self.keys.run()).arg(&self.run_id).ignore();
+        match self.record_tip(r) {
+            Some(tip) => p.cmd("SET").arg(self.keys.tip()).arg(tip).ignore(),
+            None => p.cmd("DEL").arg(self.keys.tip()).ignore(),
+        };
         let (id,): (String,) = query(&mut conn, &p, t).await?;
         self.last_id = id;
         self.state = state;
