@@ -587,6 +587,80 @@ fn a_leader_cut_off_from_its_peers_acknowledges_nothing() {
     eprintln!("partition: {} orders acknowledged and checked; {} restarts", acked.len(), g.restarts);
 }
 
+/// A sale bought through a `seckill front` on the group: an activity with a
+/// limit of 1 (every buyer buys once: see `http_buyer`) created on
+/// `leader`, and `buyers` HTTP buyer threads, each marking its 201s with
+/// the `phase` they were sent in.
+struct HttpSale {
+    activity_id: u64,
+    phase: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    buyers: Vec<std::thread::JoinHandle<HttpAnswers>>,
+    front_log: PathBuf,
+    _front: common::KillOnDrop,
+}
+
+impl HttpSale {
+    fn start(g: &Group, leader: usize, title: &str, buyers: u64) -> HttpSale {
+        let created = try_admin(
+            &g.replicas[leader].dir,
+            "activity.create",
+            json!({"title": title, "price_cents": 100, "stock": STOCK, "per_user_limit": 1,
+                   "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+        )
+        .expect("the leader's admin socket")
+        .expect("activity.create");
+        let activity_id = created["id"].as_u64().expect("an activity id");
+        let front_dir = g._root.path().join("front");
+        std::fs::create_dir_all(&front_dir).expect("front dir");
+        let http_port = seckill_testkit::free_port();
+        let front_log = front_dir.with_extension("log");
+        let front = spawn_front(
+            &front_dir,
+            http_port,
+            &["--engine", &g.front_engines(), "--payment", "sandbox"],
+            log_file(&front_log),
+        );
+        wait_http_ok(http_port, "/api/v1/readyz");
+        let (stop, phase) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let threads = (0..buyers)
+            .map(|b| {
+                let (stop, phase) = (stop.clone(), phase.clone());
+                std::thread::spawn(move || http_buyer(http_port, activity_id, b + 1, buyers, &stop, &phase))
+            })
+            .collect();
+        HttpSale { activity_id, phase, stop, buyers: threads, front_log, _front: front }
+    }
+
+    /// Stops the buyers and gathers what they got.
+    fn finish(self) -> Sold {
+        self.stop.store(true, Ordering::Release);
+        let (mut acked, mut by_phase, mut statuses, mut users) = (BTreeMap::new(), [0u64; 3], BTreeMap::new(), 0);
+        for b in self.buyers {
+            let a = b.join().expect("buyer thread");
+            for (id, user_id, sent_in) in a.created {
+                assert!(acked.insert(id, (user_id, 1)).is_none(), "order id {id} answered twice");
+                by_phase[sent_in.min(2)] += 1;
+            }
+            users = users.max(a.last_user);
+            for (s, n) in a.statuses {
+                *statuses.entry(s).or_default() += n;
+            }
+        }
+        Sold { acked, by_phase, statuses, users }
+    }
+}
+
+/// What an `HttpSale`'s buyers got: every 201 (each order id once), how
+/// many were sent in each phase (0..=2), the answers by status, the last
+/// user.
+struct Sold {
+    acked: BTreeMap<OrderId, (u64, u32)>,
+    by_phase: [u64; 3],
+    statuses: BTreeMap<u16, u64>,
+    users: u64,
+}
+
 /// What buyers got from the front: every 201 with its order, and how many
 /// of each other status.
 #[derive(Default)]
@@ -650,62 +724,22 @@ fn a_front_follows_the_leader_through_a_kill_9() {
     const BUYERS: u64 = 4;
     let mut g = Group::start(2);
     let first = g.leader(None);
-    // The limit is 1 and every user buys once: see `http_buyer`.
-    let created = try_admin(
-        &g.replicas[first].dir,
-        "activity.create",
-        json!({"title": "front", "price_cents": 100, "stock": STOCK, "per_user_limit": 1,
-               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-    )
-    .expect("the leader's admin socket")
-    .expect("activity.create");
-    let activity_id = created["id"].as_u64().expect("an activity id");
-
-    let front_dir = g._root.path().join("front");
-    std::fs::create_dir_all(&front_dir).expect("front dir");
-    let http_port = seckill_testkit::free_port();
-    let _front = spawn_front(
-        &front_dir,
-        http_port,
-        &["--engine", &g.front_engines(), "--payment", "sandbox"],
-        log_file(&front_dir.with_extension("log")),
-    );
-    wait_http_ok(http_port, "/api/v1/readyz");
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let phase = Arc::new(AtomicUsize::new(0));
-    let buyers: Vec<_> = (0..BUYERS)
-        .map(|b| {
-            let (stop, phase) = (stop.clone(), phase.clone());
-            std::thread::spawn(move || http_buyer(http_port, activity_id, b + 1, BUYERS, &stop, &phase))
-        })
-        .collect();
+    let sale = HttpSale::start(&g, first, "front", BUYERS);
     std::thread::sleep(Duration::from_millis(700));
     g.kill9(first);
     let kill = Instant::now();
-    phase.store(1, Ordering::Release);
+    sale.phase.store(1, Ordering::Release);
     // Buyers go on through the election; the new leader must sell.
     let new = g.leader(Some(first));
     std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Release);
-    let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
-    let (mut after, mut statuses, mut users) = (0, BTreeMap::<u16, u64>::new(), 0);
-    for b in buyers {
-        let a = b.join().expect("buyer thread");
-        for (id, user_id, sent_in) in a.created {
-            assert!(acked.insert(id, (user_id, 1)).is_none(), "order id {id} answered twice");
-            after += u64::from(sent_in > 0);
-        }
-        users = users.max(a.last_user);
-        for (s, n) in a.statuses {
-            *statuses.entry(s).or_default() += n;
-        }
-    }
+    let (activity_id, front_log) = (sale.activity_id, sale.front_log.clone());
+    let Sold { acked, by_phase, statuses, users } = sale.finish();
+    let after = by_phase[1];
     eprintln!(
         "front: {} orders acknowledged ({after} after the kill), answers {statuses:?}, new leader after {:?}; front log {}",
         acked.len(),
         kill.elapsed(),
-        front_dir.with_extension("log").display()
+        front_log.display()
     );
     assert!(after > 0, "the front sold nothing after the leader's kill: {statuses:?}; see {}", g.logs());
     let deadline = Instant::now() + PATIENCE;
@@ -1037,36 +1071,10 @@ fn a_lost_replica_is_replaced_under_load() {
     let mut g = Group::start_full(4, false, "none", "none", 1, extra);
     let spare = REPLICAS;
     let first = g.leader(None);
-    let created = try_admin(
-        &g.replicas[first].dir,
-        "activity.create",
-        json!({"title": "replace", "price_cents": 100, "stock": STOCK, "per_user_limit": 1,
-               "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
-    )
-    .expect("the leader's admin socket")
-    .expect("activity.create");
-    let activity_id = created["id"].as_u64().expect("an activity id");
-
     // The front knows replica 4's address from the start (OPERATIONS.md:
     // fronts get the new replica's --engine before it may lead).
-    let front_dir = g._root.path().join("front");
-    std::fs::create_dir_all(&front_dir).expect("front dir");
-    let http_port = seckill_testkit::free_port();
-    let _front = spawn_front(
-        &front_dir,
-        http_port,
-        &["--engine", &g.front_engines(), "--payment", "sandbox"],
-        log_file(&front_dir.with_extension("log")),
-    );
-    wait_http_ok(http_port, "/api/v1/readyz");
-    let stop = Arc::new(AtomicBool::new(false));
-    let phase = Arc::new(AtomicUsize::new(0));
-    let buyers: Vec<_> = (0..BUYERS)
-        .map(|b| {
-            let (stop, phase) = (stop.clone(), phase.clone());
-            std::thread::spawn(move || http_buyer(http_port, activity_id, b + 1, BUYERS, &stop, &phase))
-        })
-        .collect();
+    let sale = HttpSale::start(&g, first, "replace", BUYERS);
+    let (activity_id, phase) = (sale.activity_id, sale.phase.clone());
     std::thread::sleep(Duration::from_millis(800));
 
     // A follower's disk is lost.
@@ -1126,21 +1134,8 @@ fn a_lost_replica_is_replaced_under_load() {
     phase.store(2, Ordering::Release);
     let next = g.leader(Some(leader));
     std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Release);
-    let mut acked: BTreeMap<OrderId, (u64, u32)> = BTreeMap::new();
-    let (mut during, mut after, mut statuses, mut users) = (0, 0, BTreeMap::<u16, u64>::new(), 0);
-    for b in buyers {
-        let a = b.join().expect("buyer thread");
-        for (id, user_id, sent_in) in a.created {
-            assert!(acked.insert(id, (user_id, 1)).is_none(), "order id {id} answered twice");
-            during += u64::from(sent_in == 1);
-            after += u64::from(sent_in == 2);
-        }
-        users = users.max(a.last_user);
-        for (s, n) in a.statuses {
-            *statuses.entry(s).or_default() += n;
-        }
-    }
+    let Sold { acked, by_phase, statuses, users } = sale.finish();
+    let (during, after) = (by_phase[1], by_phase[2]);
     eprintln!(
         "replace: {} orders acknowledged ({during} while the replica was replaced, {after} after the leader's kill), \
          answers {statuses:?}, replica {} leads {:?} after the kill",

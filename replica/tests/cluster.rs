@@ -74,18 +74,7 @@ async fn a_wiped_follower_rejoins_from_a_snapshot() {
     acked.extend(g.propose(leader, lsn, 100, 10, 3).await);
 
     // Snapshot and purge the whole log: the follower cannot catch up from it.
-    let raft = g.nodes[&leader].raft().clone();
-    let last_index = raft.metrics().borrow().last_log_index.expect("a log");
-    raft.trigger().snapshot().await.expect("snapshot triggered");
-    raft.wait(Some(PATIENCE))
-        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= last_index), "snapshot built")
-        .await
-        .expect("the leader builds a snapshot");
-    raft.trigger().purge_log(last_index).await.expect("purge triggered");
-    raft.wait(Some(PATIENCE))
-        .metrics(|m| m.purged.is_some_and(|p| p.index >= last_index), "log purged")
-        .await
-        .expect("the leader purges its log");
+    let last_index = g.snapshot_and_purge(leader).await;
 
     g.restart(follower).await;
     let last = acked.last().expect("batches").last_lsn;
