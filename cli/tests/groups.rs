@@ -12,6 +12,7 @@ mod common;
 use common::{admin, bearer, request, spawn_front, wait_http_ok, wait_until, EngineProc, HttpResp};
 use seckill_proto::OrderId;
 use serde_json::{json, Value};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 const OPEN: (&str, &str) = ("2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
@@ -138,14 +139,23 @@ fn an_engine_keeps_its_group_for_the_life_of_its_data_dir() {
         assert_eq!(stats["group"], json!(2));
         g.kill9();
     }
-    let out = common::seckill()
+    // The data dir holds no activity: only engine.meta says whose it is.
+    // An engine that did start is killed (and the test fails), never waited on.
+    let mut child = common::seckill()
         .args(["engine", "--mysql-url", "none", "--redis-url", "none", "--metrics", "none", "--data-dir"])
         .arg(&dir)
         .stderr(std::process::Stdio::piped())
-        .output()
-        .expect("run seckill engine");
+        .spawn()
+        .expect("spawn seckill engine");
+    let mut exited = None;
+    wait_until("seckill engine --group 0 on group 2's data dir to exit", Duration::from_secs(30), || {
+        exited = child.try_wait().expect("try_wait");
+        exited.is_some() || UnixStream::connect(dir.join("admin.sock")).is_ok()
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("its output");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("--group 2"), "{}: {err}", out.status);
+    assert!(exited.is_some_and(|s| !s.success()) && err.contains("--group 2"), "{exited:?}: {err}");
     let out = common::seckill()
         .args(["engine", "--group", "16", "--data-dir"])
         .arg(root.path().join("g16"))

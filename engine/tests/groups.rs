@@ -96,3 +96,20 @@ fn group_zero_keeps_the_ids_and_the_meta_file_it_had_before_groups() {
     drop(node);
     assert_eq!(std::fs::read_to_string(dir.path().join("engine.meta")).expect("meta"), "shards=2\n");
 }
+
+#[test]
+fn a_state_with_another_groups_activity_is_refused_without_engine_meta() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(T0));
+    {
+        let node = Node::open(cfg(dir.path(), 4), clock.clone()).expect("open group 4");
+        node.engine.create_activity(spec(1)).expect("activity, and no order");
+        node.shutdown();
+    }
+    std::fs::remove_file(dir.path().join("engine.meta")).expect("rm engine.meta");
+    match Node::open(cfg(dir.path(), 0), clock) {
+        Err(NodeError::Inconsistent(m)) => assert!(m.contains("group 4"), "{m}"),
+        Err(e) => panic!("wrong refusal: {e}"),
+        Ok(_) => panic!("group 4's activity opened as group 0's"),
+    }
+}
