@@ -87,7 +87,7 @@ fn a_front_routes_each_sale_and_order_to_its_group_and_survives_one_group_down()
     let mine = json_of(&call(port, "GET", "/api/v1/orders", 1));
     let listed: Vec<OrderId> = mine["items"].as_array().expect("items").iter().map(order_id_of).collect();
     let mut expected: Vec<OrderId> = orders.iter().filter(|o| o.0 == 1).map(|o| o.2).collect();
-    expected.sort_unstable_by(|a, b| b.cmp(a));
+    expected.sort_unstable_by_key(|id| std::cmp::Reverse(*id));
     assert_eq!((listed, &mine["total"]), (expected.clone(), &json!(2)), "{mine}");
     let page = json_of(&call(port, "GET", "/api/v1/orders?offset=1&limit=1", 1));
     assert_eq!(page["items"][0]["order_id"], json!(expected[1].to_string()), "{page}");

@@ -41,7 +41,7 @@ fn a_group_issues_ids_in_its_range_and_its_data_dir_stays_its_own() {
         for o in &orders {
             assert_eq!(o.order_id.group(), 3, "{}", o.order_id);
             let mine = node.engine.call(Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id });
-            assert_eq!(mine, Response::Order(o.clone()));
+            assert_eq!(mine, Response::Order(*o));
             // The same shard and sequence under group 0 is not this engine's.
             let foreign = OrderId(o.order_id.0 & !(0xf00u128 << 64));
             assert_eq!((foreign.group(), foreign.shard()), (0, o.order_id.shard()));
@@ -60,7 +60,7 @@ fn a_group_issues_ids_in_its_range_and_its_data_dir_stays_its_own() {
         let node = Node::open(cfg(dir.path(), 3), clock.clone()).expect("reopen group 3");
         for o in &orders {
             let got = node.engine.call(Request::GetOrder { user_id: Some(o.user_id), order_id: o.order_id });
-            assert_eq!(got, Response::Order(o.clone()), "recovered into its shard");
+            assert_eq!(got, Response::Order(*o), "recovered into its shard");
         }
         let next = buy(&node, 9, activity_id);
         assert_eq!(next.order_id.group(), 3);

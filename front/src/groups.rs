@@ -130,7 +130,7 @@ impl GroupLinks {
                 }
             }
         }
-        all.sort_unstable_by(|a, b| b.order_id.cmp(&a.order_id));
+        all.sort_unstable_by_key(|o| std::cmp::Reverse(o.order_id));
         let items = all.into_iter().skip(offset as usize).take(limit as usize).collect();
         Response::Orders { items, total }
     }
