@@ -4,7 +4,7 @@
 //! 1=…`. Buyers speak HTTP to the front only; the test reads each engine's
 //! admin socket to see where things landed.
 //!
-//! `SECKILL_TEST_PORT_BASE` takes the front's port from BASE + 30 instead
+//! `SECKILL_TEST_PORT_BASE` takes the front's port from BASE + 50 instead
 //! of a free one.
 
 mod common;
@@ -44,7 +44,7 @@ fn a_front_routes_each_sale_and_order_to_its_group_and_survives_one_group_down()
     let port = std::env::var("SECKILL_TEST_PORT_BASE")
         .ok()
         .and_then(|b| b.parse::<u16>().ok())
-        .map_or_else(seckill_testkit::free_port, |b| b + 30);
+        .map_or_else(seckill_testkit::free_port, |b| b + 50);
     let engine0 = format!("unix:{}", dir0.join("engine.sock").display());
     let group1 = format!("1=unix:{}", dir1.join("engine.sock").display());
     let front_log = common::log_file(&root.path().join("front.log"));
