@@ -11,8 +11,9 @@ use crate::stats::{ActivityStats, ShardCounters, SlotFigures};
 use crate::stock::StockPool;
 use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
 use parking_lot::Mutex;
+use seckill_proto::group::id_range;
 use seckill_proto::ActivityStatus;
-use seckill_proto::{ActivityView, ErrorCode, Request, Response, Route, SaleTerms};
+use seckill_proto::{ActivityView, ErrorCode, Request, Response, Route, SaleTerms, GROUPS_MAX};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub struct EngineConfig {
     /// before the write: fewer, larger fsyncs when buyers arrive faster than
     /// the disk syncs, at most this much added latency. 0 turns it off.
     pub group_commit_window_us: u64,
+    /// The group this engine is (`--group`, docs/REPLICATION.md "Activities
+    /// over groups"): its activity, product and order ids carry it. 0 for
+    /// a deployment of one group, whose ids are those before groups.
+    pub group: u8,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +49,7 @@ impl Default for EngineConfig {
             queue_capacity: crate::limits::QUEUE_CAPACITY_DEFAULT,
             clicks_per_minute: 0,
             group_commit_window_us: GROUP_COMMIT_WINDOW_US_DEFAULT,
+            group: 0,
         }
     }
 }
@@ -134,12 +140,16 @@ impl Catalog {
         }
     }
 
-    fn next_product_id(&self) -> u64 {
-        self.products.keys().next_back().map_or(1, |id| id + 1)
+    /// The next product id of `group`'s range (`proto::group::id_range`).
+    fn next_product_id(&self, group: u8) -> u64 {
+        let range = id_range(group);
+        self.products.range(range.clone()).next_back().map_or(*range.start(), |(id, _)| id + 1)
     }
 
-    fn next_activity_id(&self) -> u64 {
-        self.activities.keys().next_back().map_or(1, |id| id + 1)
+    /// The next activity id of `group`'s range.
+    fn next_activity_id(&self, group: u8) -> u64 {
+        let range = id_range(group);
+        self.activities.range(range.clone()).next_back().map_or(*range.start(), |(id, _)| id + 1)
     }
 }
 
@@ -168,6 +178,8 @@ pub struct Engine {
     log: ControlLog,
     clock: Arc<dyn Clock>,
     round_robin: AtomicUsize,
+    /// `EngineConfig::group`: the group its ids carry.
+    group: u8,
     closed: AtomicBool,
     /// `seckill_engine_busy_total`, registered once.
     busy_total: metrics::Counter,
@@ -176,7 +188,7 @@ pub struct Engine {
 impl Engine {
     /// Starts an empty engine.
     pub fn start(config: EngineConfig, clock: Arc<dyn Clock>, sink: Sink) -> Self {
-        let states = (0..config.shards).map(|i| ShardState::new(i as u16)).collect();
+        let states = (0..config.shards).map(|i| ShardState::in_group(config.group, i as u16)).collect();
         Self::start_from(config, clock, sink, Catalog::default(), states)
     }
 
@@ -192,6 +204,8 @@ impl Engine {
         assert_eq!(states.len(), config.shards);
         assert!(config.queue_capacity > 0);
         assert!(config.group_commit_window_us <= GROUP_COMMIT_WINDOW_US_MAX);
+        assert!((config.group as usize) < GROUPS_MAX, "group must be below {GROUPS_MAX}");
+        assert!(states.iter().all(|s| s.group() == config.group), "every shard issues the engine's group's ids");
         let shared = sink.share();
         assert!(shared.is_some() || config.shards == 1, "a shard may own the log only when it is the only shard");
         let log = match &shared {
@@ -235,6 +249,7 @@ impl Engine {
             log,
             clock,
             round_robin: AtomicUsize::new(0),
+            group: config.group,
             closed: AtomicBool::new(false),
             busy_total: metrics::counter!("seckill_engine_busy_total"),
         }
@@ -250,8 +265,13 @@ impl Engine {
         sink: Sink,
         replica: &crate::replica::Replica,
     ) -> Result<Self, String> {
-        let (catalog, states) = replica.into_parts(config.shards)?;
+        let (catalog, states) = replica.into_parts(config.shards, config.group)?;
         Ok(Self::start_from(config, clock, sink, catalog, states))
+    }
+
+    /// The group this engine is (its ids carry it).
+    pub fn group(&self) -> u8 {
+        self.group
     }
 
     /// How many shards decide buys.
@@ -299,12 +319,12 @@ impl Engine {
     }
 
     /// The shard that owns what `route` names, or `None` for an order id no
-    /// shard could have issued.
+    /// shard could have issued (another group's among them).
     pub fn shard_for(&self, route: Route) -> Option<usize> {
         let n = self.shards.len();
         match route {
             Route::User(user_id) => Some(shard_of_user(user_id, n)),
-            Route::Order(id) => Some(id.shard() as usize).filter(|s| *s < n),
+            Route::Order(id) => Some(id.shard() as usize).filter(|s| *s < n && id.group() == self.group),
             Route::Any => Some(self.round_robin.fetch_add(1, Ordering::Relaxed) % n),
         }
     }
@@ -425,7 +445,7 @@ impl Engine {
             ));
         }
         let mut catalog = self.catalog.lock();
-        let id = chosen_id(id, catalog.next_product_id(), "product")?;
+        let id = chosen_id(id, catalog.next_product_id(self.group), self.group, "product")?;
         let product = Product { id, name, description, image_url, price_cents };
         let ev = Event::ProductCreated(product.clone());
         self.log(vec![ev.clone()])?;
@@ -453,7 +473,7 @@ impl Engine {
             None => spec.title.clone(),
         };
         let activity = Activity {
-            id: chosen_id(id, catalog.next_activity_id(), "activity")?,
+            id: chosen_id(id, catalog.next_activity_id(self.group), self.group, "activity")?,
             product_id: spec.product_id.unwrap_or(0),
             product_name,
             title: spec.title,
@@ -543,10 +563,11 @@ impl Engine {
         self.catalog.lock().products.values().cloned().collect()
     }
 
-    /// The largest product id and activity id so far (0: none yet).
+    /// The largest product id and activity id so far (0 for group 0, or
+    /// the id below the group's range: none yet).
     pub fn last_ids(&self) -> (u64, u64) {
         let c = self.catalog.lock();
-        (c.next_product_id() - 1, c.next_activity_id() - 1)
+        (c.next_product_id(self.group) - 1, c.next_activity_id(self.group) - 1)
     }
 
     fn view(&self, activity: &Arc<Activity>, pool: &Arc<StockPool>) -> ActivityView {
@@ -598,11 +619,22 @@ impl Drop for Engine {
 }
 
 /// The id a new product or activity gets: `next`, or the caller's choice
-/// when it is at least `next` (ids only grow).
-fn chosen_id(wanted: Option<u64>, next: u64, what: &str) -> Result<u64, AdminError> {
+/// when it is at least `next` (ids only grow) and in `group`'s range (the
+/// id names the group that owns it: fronts route by it).
+fn chosen_id(wanted: Option<u64>, next: u64, group: u8, what: &str) -> Result<u64, AdminError> {
+    let range = id_range(group);
     match wanted {
-        None => Ok(next),
-        Some(id) if id >= next && id < u64::MAX => Ok(id),
+        None if range.contains(&next) => Ok(next),
+        None => Err(AdminError::new(ErrorCode::BadRequest, format!("group {group} has no {what} ids left"))),
+        Some(id) if id >= next && range.contains(&id) => Ok(id),
+        Some(id) if !range.contains(&id) => Err(AdminError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "{what} id {id} is not one of group {group}'s ({}..={}); ids name their group",
+                range.start(),
+                range.end()
+            ),
+        )),
         Some(id) => Err(AdminError::new(
             ErrorCode::BadRequest,
             format!("{what} id {id} is taken or below the largest id; new ids start at {next}"),

@@ -49,6 +49,11 @@ pub enum NodeError {
          so start with --shards {found}"
     )]
     ShardCount { path: PathBuf, found: usize, wanted: usize },
+    #[error(
+        "data dir {path} belongs to group {found}, not {wanted}: its ids name their group, \
+         so start with --group {found}"
+    )]
+    Group { path: PathBuf, found: u8, wanted: u8 },
     #[error(transparent)]
     Recovery(#[from] RecoveryError),
     #[error("recovered state is inconsistent: {0}")]
@@ -83,7 +88,7 @@ impl Node {
         let io = |source| NodeError::Io { path: dir.clone(), source };
         fs::create_dir_durable(&*fs, dir).map_err(io)?;
         let lock = fs.lock(dir).map_err(io)?.ok_or_else(|| NodeError::Locked(dir.clone()))?;
-        check_shard_count(&*fs, dir, cfg.engine.shards)?;
+        check_meta(&*fs, dir, cfg.engine.shards, cfg.engine.group)?;
         let wal_cfg = WalConfig {
             data_dir: dir.clone(),
             durability: cfg.durability,
@@ -101,7 +106,8 @@ impl Node {
             let (wal, replica, batches) = Wal::open(&wal_cfg, fs)?;
             (wal, replica, Sink::Log(batches))
         };
-        let (catalog, states) = replica.into_parts(cfg.engine.shards).map_err(NodeError::Inconsistent)?;
+        let (catalog, states) =
+            replica.into_parts(cfg.engine.shards, cfg.engine.group).map_err(NodeError::Inconsistent)?;
         let engine = Engine::start_from(cfg.engine.clone(), clock, sink, catalog, states);
         tracing::info!(
             data_dir = %dir.display(),
@@ -140,26 +146,44 @@ pub(crate) fn looser_than_private(dir: &Path) -> Option<String> {
     })
 }
 
-fn check_shard_count(fs: &dyn Fs, dir: &Path, wanted: usize) -> Result<(), NodeError> {
+/// `engine.meta`: the shard count (`shards=N`) and, for a group other
+/// than 0, the group (`group=G`; no line means 0, so a data dir made before
+/// groups is group 0's and its file stays as it was). Written on the first
+/// start, checked on every later one: order ids name their shard and every
+/// id names its group, so neither may change for the life of a data dir.
+/// Replicas (`seckill engine --replica-id`) keep one too.
+pub fn check_meta(fs: &dyn Fs, dir: &Path, wanted: usize, group: u8) -> Result<(), NodeError> {
     let path = dir.join("engine.meta");
     let io = |source| NodeError::Io { path: path.clone(), source };
     match fs.read(&path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
-            let found = text
-                .lines()
-                .find_map(|l| l.strip_prefix("shards="))
-                .and_then(|n| n.trim().parse::<usize>().ok())
+            let line = |key: &str| text.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()));
+            let found = line("shards=")
+                .and_then(|n| n.parse::<usize>().ok())
                 .ok_or_else(|| NodeError::Inconsistent(format!("{} has no shards= line", path.display())))?;
             if found != wanted {
                 return Err(NodeError::ShardCount { path: dir.to_path_buf(), found, wanted });
+            }
+            let found_group = match line("group=") {
+                None => 0,
+                Some(g) => g.parse::<u8>().map_err(|_| {
+                    NodeError::Inconsistent(format!("{}: group={g} is not a group number", path.display()))
+                })?,
+            };
+            if found_group != group {
+                return Err(NodeError::Group { path: dir.to_path_buf(), found: found_group, wanted: group });
             }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let tmp = dir.join("engine.meta.tmp");
             let mut f = fs.create(&tmp).map_err(io)?;
-            f.write_all(format!("shards={wanted}\n").as_bytes()).map_err(io)?;
+            let text = match group {
+                0 => format!("shards={wanted}\n"),
+                g => format!("shards={wanted}\ngroup={g}\n"),
+            };
+            f.write_all(text.as_bytes()).map_err(io)?;
             f.sync_all().map_err(io)?;
             drop(f);
             fs.rename(&tmp, &path).map_err(io)?;

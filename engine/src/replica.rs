@@ -127,7 +127,26 @@ impl Replica {
     /// Splits the state into what the engine runs on. Stock pools are set
     /// from the orders (`remaining = added - held`), which is exact however
     /// the shards' records interleaved in the log.
-    pub fn into_parts(&self, shards: usize) -> Result<(Catalog, Vec<ShardState>), String> {
+    pub fn into_parts(&self, shards: usize, group: u8) -> Result<(Catalog, Vec<ShardState>), String> {
+        // A data dir (or a replica group's log) belongs to one group: its
+        // ids name it, and fronts route by them.
+        let range = seckill_proto::group::id_range(group);
+        let foreign = self.activities.keys().chain(self.products.keys()).find(|id| !range.contains(id));
+        if let Some(id) = foreign {
+            return Err(format!(
+                "activity or product id {id} is not one of group {group}'s ids; this state belongs to group {}: \
+                 start with --group {0}",
+                seckill_proto::group_of_id(*id).map_or_else(|| "none".to_string(), |g| g.to_string())
+            ));
+        }
+        if let Some(o) = self.orders.values().find(|o| o.id.group() != group) {
+            return Err(format!(
+                "order {} was issued by group {}, not {group}: start with --group {}",
+                o.id,
+                o.id.group(),
+                o.id.group()
+            ));
+        }
         let held = self.held_by_activity();
         let mut catalog = Catalog { products: self.products.clone(), ..Catalog::default() };
         for (id, (activity, added)) in &self.activities {
@@ -139,7 +158,7 @@ impl Replica {
             pool.reset(*added, h);
             catalog.activities.insert(*id, (Arc::new(activity.clone()), Arc::new(pool)));
         }
-        let mut states: Vec<ShardState> = (0..shards).map(|i| ShardState::new(i as u16)).collect();
+        let mut states: Vec<ShardState> = (0..shards).map(|i| ShardState::in_group(group, i as u16)).collect();
         for state in &mut states {
             for (a, pool) in catalog.activities.values() {
                 state.install(a.clone(), pool.clone());
@@ -199,6 +218,6 @@ mod tests {
         };
         assert!(matches!(r.apply(1, &Event::OrderCreated(o)), Err(ReplicaError::EmptyOrder { .. })));
         assert!(r.orders.is_empty());
-        assert!(r.into_parts(1).is_ok());
+        assert!(r.into_parts(1, 0).is_ok());
     }
 }

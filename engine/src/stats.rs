@@ -66,12 +66,12 @@ fn status_index(s: OrderStatus) -> usize {
     s as usize - 1
 }
 
-/// Raw buy counters: [`RAW_CREATED`], each `ErrorCode as usize` (1..=18),
+/// Raw buy counters: [`RAW_CREATED`], each `ErrorCode as usize` (1..=19),
 /// [`RAW_REPLAYED`]. Indexed by the code itself so the shard maps nothing
 /// when it counts; readers fold them into `BuyOutcome::NAMES`.
-const RAW_BUYS: usize = 20;
+const RAW_BUYS: usize = 21;
 const RAW_CREATED: usize = 0;
-const RAW_REPLAYED: usize = 19;
+const RAW_REPLAYED: usize = 20;
 
 /// One shard's figures for one activity. Single writer (the shard's owner).
 #[derive(Debug, Default)]

@@ -413,6 +413,9 @@ pub enum EngineLink {
     Remote(Arc<EnginePool>),
     /// In process (`seckill up`).
     Local(Arc<dyn LocalEngine>, Arc<Mailbox>),
+    /// Several groups over the wire, each request routed by the id it names
+    /// (`seckill front --engine-group`; `crate::groups`).
+    Groups(Arc<crate::groups::GroupLinks>),
 }
 
 impl EngineLink {
@@ -428,6 +431,7 @@ impl EngineLink {
         match self {
             EngineLink::Remote(pool) => pool.is_up(),
             EngineLink::Local(..) => true,
+            EngineLink::Groups(groups) => groups.is_up(),
         }
     }
 
@@ -437,6 +441,7 @@ impl EngineLink {
         match self {
             EngineLink::Remote(pool) => pool.retries(),
             EngineLink::Local(..) => false,
+            EngineLink::Groups(groups) => groups.retries(),
         }
     }
 
@@ -454,6 +459,7 @@ impl EngineLink {
                 // or the process is gone (crash-only); a dropped sender is `busy`.
                 rx.await.unwrap_or(Response::Error(ErrorCode::Busy))
             }
+            EngineLink::Groups(groups) => groups.call(req).await,
         }
     }
 }

@@ -162,6 +162,9 @@ fn message_of(code: ErrorCode) -> &'static str {
         ErrorCode::Busy => "busy or the outcome is unknown; retry with the same Idempotency-Key",
         ErrorCode::AmountMismatch => "the amount does not match the order",
         ErrorCode::Internal => "internal error",
+        ErrorCode::GroupUnavailable => {
+            "the engines of the group that owns this sale or order are unreachable; other sales go on; retry later"
+        }
         ErrorCode::IdempotencyKeyReused => {
             "this Idempotency-Key was used for a different request; use a new key for a new buy"
         }
@@ -171,7 +174,7 @@ fn message_of(code: ErrorCode) -> &'static str {
 pub fn error(code: ErrorCode, message: &str) -> HttpResponse<Body> {
     let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = respond(status, &json!({"error": json::error(code, message)}));
-    if code == ErrorCode::Busy {
+    if matches!(code, ErrorCode::Busy | ErrorCode::GroupUnavailable) {
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
@@ -193,7 +196,7 @@ fn engine_error(code: ErrorCode) -> HttpResponse<Body> {
         Some(body) if !body.is_empty() => {
             let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut r = respond_bytes(status, body.clone());
-            if code == ErrorCode::Busy {
+            if matches!(code, ErrorCode::Busy | ErrorCode::GroupUnavailable) {
                 r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             r
@@ -369,6 +372,13 @@ pub fn parse_buy(bytes: &[u8]) -> Result<(u32, Option<String>), &'static str> {
 // ---- handlers -------------------------------------------------------------
 
 fn readyz(front: &Front) -> HttpResponse<Body> {
+    if let crate::engine_client::EngineLink::Groups(groups) = &front.engine {
+        // Ready while any group is: a down group's sales answer
+        // `group_unavailable`, the others' go on (every front sees the same).
+        if groups.is_up() {
+            return ok(json!({"status": "ready", "groups_down": groups.down()}));
+        }
+    }
     if front.engine.is_up() {
         ok(json!({"status": "ready"}))
     } else {
@@ -532,6 +542,14 @@ async fn list_orders(front: &Front, req: &HttpRequest<Incoming>) -> HttpResponse
         Ok(p) => p,
         Err(r) => return r,
     };
+    let window_max = crate::groups::ORDERS_WINDOW_MAX;
+    if matches!(front.engine, crate::engine_client::EngineLink::Groups(_)) && offset.saturating_add(limit) > window_max
+    {
+        return error(
+            ErrorCode::BadRequest,
+            &format!("offset + limit must be at most {window_max} on a front over several groups"),
+        );
+    }
     match front.engine.call(Request::ListOrders { user_id, offset, limit }).await {
         Response::Orders { items, total } => {
             ok(json!({"items": items.iter().map(json::order).collect::<Vec<_>>(), "total": total}))

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod buy_token;
 pub mod engine_client;
+pub mod groups;
 pub mod http;
 pub mod json_errors;
 pub mod limits;
@@ -89,6 +90,11 @@ pub struct FrontConfig {
     /// The engine, or every replica of its group (the front follows the
     /// leader among them: `engine_client`).
     pub engines: Vec<Address>,
+    /// Other groups than `engines`' (docs/REPLICATION.md, "Activities over
+    /// groups"): (group number, its engine or replicas). Empty: one group,
+    /// `engines`, which gets every request as before. Otherwise `engines`
+    /// is group 0 (unless empty) and requests go by the group their id names.
+    pub engine_groups: Vec<(u8, Vec<Address>)>,
     /// Connections to each of `engines`.
     pub engine_connections: usize,
     /// An engine in this process: used instead of `engines` when set.
@@ -156,11 +162,21 @@ pub async fn bind(cfg: FrontConfig) -> std::io::Result<(Arc<Front>, TcpListener)
     let front = Arc::new(Front {
         engine: match cfg.local_engine {
             Some(local) => EngineLink::local(local),
-            None => EngineLink::Remote(EnginePool::start(
+            None if cfg.engine_groups.is_empty() => EngineLink::Remote(EnginePool::start(
                 cfg.engines,
                 cfg.engine_connections.max(1),
                 seckill_proto::handshake::WireKey::derive(&cfg.auth_secret),
             )),
+            None => {
+                let key = seckill_proto::handshake::WireKey::derive(&cfg.auth_secret);
+                let zero = (!cfg.engines.is_empty()).then_some((0, cfg.engines));
+                let pools = zero
+                    .into_iter()
+                    .chain(cfg.engine_groups)
+                    .map(|(g, addrs)| (g, EnginePool::start(addrs, cfg.engine_connections.max(1), key.clone())))
+                    .collect();
+                EngineLink::Groups(Arc::new(groups::GroupLinks::new(pools)))
+            }
         },
         auth: auth::Auth::with(&cfg.auth_secret, cfg.auth),
         token_secret: cfg.auth_secret.clone(),

@@ -138,6 +138,8 @@
         return `Too many clicks. You can try again in ${wait || 'a moment'}.`;
       case 'busy':
         return `The shop is very busy and could not confirm this. Try again in ${wait || '1 s'}; trying again will not buy twice.`;
+      case 'group_unavailable':
+        return `This sale's servers are unreachable for now; other sales are open. Try again in ${wait || '1 s'}; trying again will not buy twice.`;
       case 'unauthorized':
         return 'You are not signed in, or your sign-in has expired. Please log in again.';
       case 'buy_token_required':

@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
 fn check(bytes: &[u8]) {
     let Some(replica) = parse(bytes) else { return };
     for shards in [1, 2, 3] {
-        let _ = replica.into_parts(shards);
+        let _ = replica.into_parts(shards, 0);
     }
     let mut body = Vec::new();
     let mut enc = Encoder::default();

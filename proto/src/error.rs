@@ -26,6 +26,9 @@ crate::named_enum! {
         ProductNotFound = 16 => "product_not_found",
         Internal = 17 => "internal",
         IdempotencyKeyReused = 18 => "idempotency_key_reused",
+        /// From a front with several groups: the group that owns the
+        /// activity or order (or one a list spans) has no engine reachable.
+        GroupUnavailable = 19 => "group_unavailable",
     }
 }
 
@@ -47,7 +50,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => 413,
             Self::IdempotencyKeyReused => 422,
             Self::RateLimited => 429,
-            Self::Busy => 503,
+            Self::Busy | Self::GroupUnavailable => 503,
             Self::Internal => 500,
         }
     }

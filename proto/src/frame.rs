@@ -1083,7 +1083,7 @@ mod tests {
         }
 
         let mut body = encoded_response(1, &Response::Error(ErrorCode::Busy));
-        for code in [0u8, 19, 255] {
+        for code in [0u8, 20, 255] {
             body[HEADER_BYTES] = code;
             assert_eq!(decode_response(&body), Err(FrameError::BadValue { field: "error_code" }));
         }

@@ -14,6 +14,7 @@ pub mod bucket;
 pub mod error;
 pub mod frame;
 pub mod frame_reader;
+pub mod group;
 pub mod handshake;
 pub mod json;
 pub mod model;
@@ -27,5 +28,6 @@ pub use frame::{
     decode_request, decode_response, encode_request, encode_response, split_frame, FrameError, FRAME_BYTES_MAX,
 };
 pub use frame_reader::FrameReader;
+pub use group::{group_of_id, GroupRoute, GROUPS_MAX};
 pub use model::{ActivityStatus, ActivityView, OrderId, OrderStatus, OrderView, Phase, SaleTerms};
 pub use msg::{Request, Response, Route, PAGE_LIMIT_MAX};

@@ -5,9 +5,12 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A 128-bit order id laid out as a UUIDv7: 48 bits of Unix milliseconds,
-/// the version nibble, 12 bits of shard, the variant bits and a 62-bit
-/// per-shard sequence. Ids therefore sort by creation time, are unique
-/// across shards without coordination, and name the shard that owns them.
+/// the version nibble, 12 bits of origin (4 bits of group, then 8 of shard),
+/// the variant bits and a 62-bit per-shard sequence. Ids therefore sort by
+/// creation time, are unique across shards and groups without
+/// coordination, and name the group and the shard that own them. Group 0's
+/// ids are those of the engine before groups (the 12 bits were the shard,
+/// and shards never exceeded 8 bits' worth).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -15,15 +18,25 @@ pub struct OrderId(pub u128);
 
 impl OrderId {
     pub const SEQ_BITS: u32 = 62;
-    pub const SHARD_MAX: u16 = 0x0fff;
+    /// Bits of the origin field that number the shard (the rest: the group).
+    pub const SHARD_BITS: u32 = 8;
+    pub const SHARD_MAX: u16 = (1 << Self::SHARD_BITS) - 1;
+    /// The largest group number an id can carry (`group::GROUPS_MAX` - 1).
+    pub const GROUP_MAX: u8 = 0xf;
 
-    /// The smallest id this shard may issue at `unix_ms`.
+    /// The smallest id shard `shard` of group 0 may issue at `unix_ms`.
     pub fn first_at(unix_ms: u64, shard: u16) -> Self {
-        debug_assert!(shard <= Self::SHARD_MAX);
+        Self::first_in(unix_ms, 0, shard)
+    }
+
+    /// The smallest id shard `shard` of group `group` may issue at `unix_ms`.
+    pub fn first_in(unix_ms: u64, group: u8, shard: u16) -> Self {
+        debug_assert!(shard <= Self::SHARD_MAX && group <= Self::GROUP_MAX);
         let ms = (unix_ms as u128) & 0xffff_ffff_ffff;
         let version = 0x7u128;
         let variant = 0b10u128;
-        OrderId((ms << 80) | (version << 76) | ((shard as u128 & 0xfff) << 64) | (variant << 62))
+        let origin = ((group as u128 & 0xf) << Self::SHARD_BITS) | (shard as u128 & Self::SHARD_MAX as u128);
+        OrderId((ms << 80) | (version << 76) | (origin << 64) | (variant << 62))
     }
 
     /// The next id after `self` from the same shard (same ms, sequence + 1).
@@ -34,8 +47,16 @@ impl OrderId {
         OrderId(self.0 + 1)
     }
 
+    /// The shard (of its group's engine) that issued this id.
+    #[inline]
     pub fn shard(self) -> u16 {
-        ((self.0 >> 64) & 0xfff) as u16
+        ((self.0 >> 64) as u16) & Self::SHARD_MAX
+    }
+
+    /// The group whose engine issued this id (0 for every id made before groups).
+    #[inline]
+    pub fn group(self) -> u8 {
+        (((self.0 >> 64) as u16 & 0xfff) >> Self::SHARD_BITS) as u8
     }
 
     pub fn unix_ms(self) -> u64 {
@@ -342,9 +363,35 @@ mod tests {
         }
     }
 
+    /// The layout of order ids before groups, written out again: group 0
+    /// must keep producing exactly these (WAL, snapshots, golden tests).
+    fn before_groups(unix_ms: u64, shard: u16) -> OrderId {
+        let ms = (unix_ms as u128) & 0xffff_ffff_ffff;
+        OrderId((ms << 80) | (0x7u128 << 76) | ((shard as u128 & 0xfff) << 64) | (0b10u128 << 62))
+    }
+
+    #[test]
+    fn a_known_id_keeps_its_text() {
+        let id = OrderId::first_at(1_700_000_000_123, 7);
+        assert_eq!(id.to_string(), "018bcfe5-687b-7007-8000-000000000000");
+        let id = OrderId::first_in(1_700_000_000_123, 1, 7);
+        assert_eq!(id.to_string(), "018bcfe5-687b-7107-8000-000000000000");
+    }
+
     proptest! {
         #[test]
-        fn order_ids_round_trip_and_sort(ms in 0u64..(1 << 48), shard in 0u16..=0xfff, n in 0u32..1000) {
+        fn ids_name_their_group_and_shard(ms in 0u64..(1 << 48), group in 0u8..=15, shard in 0u16..=0xff, n in 0u32..100) {
+            let mut id = OrderId::first_in(ms, group, shard);
+            for _ in 0..n { id = id.successor(); }
+            prop_assert_eq!((id.group(), id.shard(), id.unix_ms()), (group, shard, ms));
+            let parsed: OrderId = id.to_string().parse().unwrap();
+            prop_assert_eq!(parsed, id);
+            prop_assert_eq!(OrderId::first_in(ms, 0, shard), before_groups(ms, shard));
+            prop_assert_eq!(OrderId::first_at(ms, shard), before_groups(ms, shard));
+        }
+
+        #[test]
+        fn order_ids_round_trip_and_sort(ms in 0u64..(1 << 48), shard in 0u16..=0xff, n in 0u32..1000) {
             let mut id = OrderId::first_at(ms, shard);
             for _ in 0..n { id = id.successor(); }
             let parsed: OrderId = id.to_string().parse().unwrap();

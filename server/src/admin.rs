@@ -548,6 +548,7 @@ pub fn stats(ctx: &AdminCtx) -> Value {
     let activities: Vec<Value> = engine.activity_stats().iter().map(|a| a.to_json()).collect();
     let mut stats = json!({
         "now": json::rfc3339(engine.clock().now_ms()),
+        "group": engine.group(),
         "shards": engine.shard_count(),
         "queue_depths": engine.queue_depths(),
         "wal_queue_depth": engine.wal_queue_depth(),

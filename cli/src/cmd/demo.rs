@@ -250,6 +250,7 @@ fn service_args(
             redis_url: redis.url().unwrap_or("none").to_string(),
             redis_order_hashes: false,
             admin_idle_timeout: seckill_server::admin::IDLE_TIMEOUT_DEFAULT.as_secs(),
+            group: 0,
             replica_id: None,
             peers: None,
             join: false,

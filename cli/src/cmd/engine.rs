@@ -66,6 +66,13 @@ pub struct Args {
     /// Seconds an admin.sock connection may wait between requests before it is closed.
     #[arg(long, env = "SECKILL_ADMIN_IDLE_TIMEOUT", default_value_t = admin::IDLE_TIMEOUT_DEFAULT.as_secs())]
     pub admin_idle_timeout: u64,
+    /// The group this engine (or every replica of this replica group) is,
+    /// 0..=15 (docs/REPLICATION.md, "Activities over groups"): the ids of
+    /// the activities, products and orders it makes name it, so fronts
+    /// given several groups (`seckill front --engine-group N=…`) route by
+    /// them. Fixed for the life of a data dir (engine.meta).
+    #[arg(long, env = "SECKILL_GROUP", default_value_t = 0, value_name = "N")]
+    pub group: u8,
     /// Run as replica N of a Raft group (docs/REPLICATION.md): the group's
     /// majority makes each answer durable; the leader serves --engine and
     /// admin.sock (and runs the persister and the mirror), followers only
@@ -294,6 +301,12 @@ pub(crate) fn node_config(args: &Args) -> anyhow::Result<NodeConfig> {
         group_commit_window_us: args.group_commit_window_us,
         ..EngineConfig::default()
     };
+    anyhow::ensure!(
+        (args.group as usize) < seckill_proto::GROUPS_MAX,
+        "--group must be 0..={}",
+        seckill_proto::GROUPS_MAX - 1
+    );
+    cfg.engine.group = args.group;
     if let Some(n) = args.shards {
         anyhow::ensure!((1..=limits::SHARDS_MAX).contains(&n), "--shards must be 1..={}", limits::SHARDS_MAX);
         cfg.engine.shards = n;

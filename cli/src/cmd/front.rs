@@ -80,6 +80,18 @@ pub struct Args {
     /// (`tcp:A,tcp:B,tcp:C`): the front sends to the leader and follows it.
     #[arg(long, env = "SECKILL_ENGINE", value_name = "ADDRESS[,ADDRESS...]")]
     pub engine: Option<String>,
+    /// Another group of engines (docs/OPERATIONS.md, "Several groups"):
+    /// `N=ADDRESS[,ADDRESS...]`, its number (the engines' `--group N`) and
+    /// its engine or replicas; repeat it for each group (in the environment,
+    /// separated by `;`). Requests then go to the group their activity or
+    /// order id names; `--engine` (when given) is group 0.
+    #[arg(
+        long = "engine-group",
+        env = "SECKILL_ENGINE_GROUPS",
+        value_delimiter = ';',
+        value_name = "N=ADDRESS[,ADDRESS...]"
+    )]
+    pub engine_groups: Vec<String>,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -103,6 +115,33 @@ pub fn parse_engines(text: &str) -> anyhow::Result<Vec<Address>> {
     Ok(engines)
 }
 
+/// `--engine-group N=ADDRESS[,ADDRESS...]`, each group once, at most
+/// `GROUPS_MAX`; group 0 only when `--engine` is not given.
+pub fn parse_engine_groups(texts: &[String], has_engine: bool) -> anyhow::Result<Vec<(u8, Vec<Address>)>> {
+    let max = seckill_proto::GROUPS_MAX;
+    let mut groups: Vec<(u8, Vec<Address>)> = Vec::new();
+    for text in texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        let (n, addrs) = text
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--engine-group {text}: expected N=ADDRESS[,ADDRESS...]"))?;
+        let group = n
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|g| (*g as usize) < max)
+            .ok_or_else(|| anyhow::anyhow!("--engine-group {text}: the group must be 0..={}", max - 1))?;
+        anyhow::ensure!(!(group == 0 && has_engine), "--engine-group 0=… and --engine both name group 0");
+        anyhow::ensure!(groups.iter().all(|(g, _)| *g != group), "--engine-group names group {group} twice");
+        groups.push((group, parse_engines(addrs).with_context(|| format!("--engine-group {text}"))?));
+    }
+    let all: Vec<&Address> = groups.iter().flat_map(|(_, a)| a).collect();
+    anyhow::ensure!(
+        all.iter().enumerate().all(|(i, a)| !all[..i].contains(a)),
+        "--engine-group names one address in two groups"
+    );
+    Ok(groups)
+}
+
 pub fn config(http: &HttpArgs, data_dir: &Path, engines: Vec<Address>) -> anyhow::Result<FrontConfig> {
     anyhow::ensure!((1..=64).contains(&http.engine_connections), "--engine-connections must be 1..=64");
     anyhow::ensure!((1..=1_000_000).contains(&http.http_connections_max), "--http-connections-max must be 1..=1000000");
@@ -120,6 +159,7 @@ pub fn config(http: &HttpArgs, data_dir: &Path, engines: Vec<Address>) -> anyhow
     Ok(FrontConfig {
         http: http.http,
         engines,
+        engine_groups: Vec::new(),
         engine_connections: http.engine_connections,
         local_engine: None,
         auth_secret: secrets::load_or_create("SECKILL_AUTH_SECRET", data_dir, "auth.secret")
@@ -179,12 +219,20 @@ pub fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let engine_groups = parse_engine_groups(&args.engine_groups, args.engine.is_some())?;
     let engines: Vec<Address> = match &args.engine {
         Some(s) => parse_engines(s)?,
+        // With groups and no --engine, group 0 is one of them or absent.
+        None if !engine_groups.is_empty() => Vec::new(),
         None => vec![Address::Unix(args.data_dir.join("engine.sock"))],
     };
-    let engine = engines.iter().map(Address::to_string).collect::<Vec<_>>().join(",");
-    let cfg = config(&args.http, &args.data_dir, engines)?;
+    let mut engine = engines.iter().map(Address::to_string).collect::<Vec<_>>().join(",");
+    for (g, addrs) in &engine_groups {
+        let list = addrs.iter().map(Address::to_string).collect::<Vec<_>>().join(",");
+        engine = if engine.is_empty() { format!("group {g}: {list}") } else { format!("{engine}; group {g}: {list}") };
+    }
+    let mut cfg = config(&args.http, &args.data_dir, engines)?;
+    cfg.engine_groups = engine_groups;
     let prometheus = install_metrics();
     runtime(args.http.front_threads()?)?.block_on(async move {
         let (front, listener) =

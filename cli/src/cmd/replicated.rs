@@ -123,6 +123,9 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         .lock(&dir)
         .with_context(|| format!("locking {}", dir.display()))?
         .with_context(|| format!("data dir {} is in use by another seckill engine", dir.display()))?;
+    // Shard count and group, as a single engine keeps them: a replica's
+    // state splits into its shards and its ids name its group.
+    seckill_engine::node::check_meta(&*fs, &dir, cfg.engine.shards, cfg.engine.group)?;
 
     let prometheus = super::front::install_metrics();
     let metrics = seckill_front::metrics_http::bind_thread(args.metrics.metrics)

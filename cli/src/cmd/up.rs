@@ -37,6 +37,12 @@ impl Service {
             let answers = answers.clone();
             Arc::new(move || answers.to_json())
         };
+        // One process, one group: other groups are `seckill engine --group N`
+        // behind `seckill front --engine-group` (docs/OPERATIONS.md).
+        anyhow::ensure!(
+            args.engine.group == 0,
+            "seckill up runs group 0 only; run other groups with `seckill engine --group N`"
+        );
         let running = engine::start(&args.engine, vec![("front", front_stats)])?;
         let mut cfg = front::config(&args.http, &args.engine.data_dir, vec![running.addr.clone()])?;
         // The front in this process hands requests to the engine directly:

@@ -43,6 +43,8 @@ impl Slot {
 /// payment deadlines) and the decisions made on it; no threads, no I/O.
 pub struct ShardState {
     pub id: u16,
+    /// The engine's group (`EngineConfig::group`), named in every order id.
+    group: u8,
     pub slots: HashMap<u64, Slot>,
     pub orders: OrderTable,
     /// Each user's orders (positions in `orders`), oldest first. Most
@@ -73,20 +75,32 @@ pub(crate) const REFUSALS_REMEMBERED_MAX: usize = 1 << 20;
 pub(crate) const ORDERS_RESERVE_MAX: u64 = 1 << 20;
 
 impl ShardState {
-    /// An empty shard numbered `id` (named in the order ids it issues).
+    /// An empty shard numbered `id` of group 0 (named in the order ids it issues).
     pub fn new(id: u16) -> Self {
-        assert!(id <= OrderId::SHARD_MAX);
+        Self::in_group(0, id)
+    }
+
+    /// An empty shard numbered `id` of the engine of group `group` (both
+    /// named in the order ids it issues).
+    pub fn in_group(group: u8, id: u16) -> Self {
+        assert!(id <= OrderId::SHARD_MAX && group <= OrderId::GROUP_MAX);
         Self {
             id,
+            group,
             slots: HashMap::new(),
             orders: OrderTable::default(),
             user_orders: HashMap::new(),
-            last_id: OrderId::first_at(0, id),
+            last_id: OrderId::first_in(0, group, id),
             clicks: ClickLimit::new(0),
             refused: hashbrown::HashSet::new(),
             deadlines: BinaryHeap::new(),
             counters: Arc::default(),
         }
+    }
+
+    /// The group whose order ids this shard issues.
+    pub fn group(&self) -> u8 {
+        self.group
     }
 
     /// Installs or replaces an activity's configuration and its stock pool.
@@ -262,7 +276,7 @@ impl ShardState {
     }
 
     fn next_id(&mut self, now_ms: u64) -> OrderId {
-        let id = OrderId::first_at(now_ms, self.id).max(self.last_id.successor());
+        let id = OrderId::first_in(now_ms, self.group, self.id).max(self.last_id.successor());
         self.last_id = id;
         id
     }
@@ -448,7 +462,7 @@ impl ShardState {
         if order.status == OrderStatus::PendingPayment {
             self.deadlines.push(Reverse((order.pay_before_ms, order.id)));
         }
-        if order.id.shard() == self.id && order.id > self.last_id {
+        if order.id.shard() == self.id && order.id.group() == self.group && order.id > self.last_id {
             self.last_id = order.id;
         }
     }
