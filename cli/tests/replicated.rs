@@ -1215,3 +1215,72 @@ fn a_lost_replica_is_replaced_under_load() {
     }
     g.kill9(gone);
 }
+
+/// Makes a directory immutable (`chattr +i`: not even root creates files
+/// in it) for as long as it lives; `None` where `chattr` cannot (not root,
+/// a file system without the attribute).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Option<Immutable> {
+        let ok = std::process::Command::new("chattr").arg("+i").arg(dir).status().is_ok_and(|s| s.success());
+        ok.then(|| Immutable(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// A follower whose `wal/` copy can no longer be written (the directory
+/// made immutable, so its next segment cannot be created) has its Raft
+/// stop on the storage error: the process exits 70, as a single engine
+/// does when its WAL fails, instead of staying up as a member that applies
+/// nothing. The other two go on acknowledging; restarted once the disk is
+/// writable again, the replica catches up.
+#[test]
+fn a_follower_that_cannot_write_its_wal_exits_70() {
+    // Segments of 4 KiB: a new file every few dozen records.
+    let extra = vec!["--wal-segment-bytes".to_string(), "4096".to_string()];
+    let mut g = Group::start_full(6, false, "none", "none", 0, extra);
+    let leader = g.leader(None);
+    let activity_id = create_activity(&g, leader, "wal-fails", STOCK);
+    let follower = (0..REPLICAS).find(|i| *i != leader).expect("a follower");
+    let Some(frozen) = Immutable::set(&g.replicas[follower].dir.join("wal")) else {
+        eprintln!("\n##### SKIPPED: chattr +i is not possible here (not root?). This test did NOT run.\n");
+        return;
+    };
+    let mut acked = BTreeMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        acked.extend(buy_some(&g, leader, activity_id, acked.len() as u64 + 1..acked.len() as u64 + 21));
+        if let Some(s) = g.replicas[follower].child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the follower is still up after {} orders; see {}", acked.len(), g.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(RAFT_FAILED_EXIT), "the follower's exit; see {}", g.logs());
+    let before = acked.len();
+    acked.extend(buy_some(&g, leader, activity_id, before as u64 + 1..before as u64 + 21));
+    assert!(acked.len() > before, "the leader and the other follower stopped acknowledging");
+    drop(frozen);
+    g.supervise(None);
+    let leader = checked_leader(&mut g, usize::MAX, activity_id, &acked, "no leader answered the check");
+    let lsn = try_admin(&g.replicas[leader].dir, "stats", json!({})).and_then(Result::ok).expect("stats")
+        ["durable_lsn"]
+        .as_u64()
+        .expect("the leader's durable LSN");
+    let deadline = Instant::now() + PATIENCE;
+    while !g.statuses().iter().all(|s| s["status"]["applied_lsn"].as_u64().is_some_and(|l| l >= lsn)) {
+        assert!(Instant::now() < deadline, "the restarted replica did not catch up: {:?}", g.statuses());
+        g.supervise(None);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `cli/src/cmd/replicated.rs`'s status for a replica whose Raft stopped on
+/// a storage failure.
+const RAFT_FAILED_EXIT: i32 = 70;

@@ -17,7 +17,7 @@ use seckill_proto::handshake::WireKey;
 use seckill_proto::Address;
 use seckill_replica::membership::{self, is_host_port, ChangeError, Changed};
 use seckill_replica::node::StartError;
-use seckill_replica::openraft::error::{InitializeError, RaftError};
+use seckill_replica::openraft::error::{Fatal, InitializeError, RaftError};
 use seckill_replica::openraft::BasicNode;
 use seckill_replica::state_machine::RecordsState;
 use seckill_replica::{lead, LeadError, NodeId, ReplicaConfig, ReplicaNode, Status};
@@ -45,6 +45,11 @@ pub const PEERS_MAX: usize = 7;
 /// removal and at any later start on its data dir (EX_CONFIG): a
 /// supervisor should not restart it (systemd `RestartPreventExitStatus=78`).
 pub const REMOVED_EXIT: i32 = 78;
+/// The exit status of a replica whose Raft stopped on a storage failure
+/// (its Raft log, or its `wal/` copy: EX_SOFTWARE, as a single engine's WAL
+/// failure): crash-only, so that it does not stay up as a member that
+/// applies nothing; a restart recovers from its log, or says why not.
+pub const RAFT_FAILED_EXIT: i32 = 70;
 /// How long a forming replica waits for each peer's answer to "do you
 /// have a log already?".
 const EXISTING_GROUP_ASK_MS: u64 = 500;
@@ -228,6 +233,26 @@ pub fn run(args: Args, id: NodeId) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("wire-accept".into())
             .spawn(move || wire::serve_replica(serving, listener, Arc::new(AtomicBool::new(false)), wire_key))?;
+    }
+    {
+        // Raft stops for good on a storage failure (an append to the Raft
+        // log or to `wal/` that failed): leader or follower, the process
+        // exits rather than staying up as a member that applies nothing.
+        let mut metrics = node.raft().metrics();
+        rt.spawn(async move {
+            loop {
+                if let Err(fatal @ (Fatal::StorageError(_) | Fatal::Panicked)) =
+                    &metrics.borrow_and_update().running_state
+                {
+                    tracing::error!(error = %fatal, "Raft stopped: the replica exits; a restart recovers from its log");
+                    eprintln!("seckill: Raft stopped ({fatal}); exiting (status {RAFT_FAILED_EXIT})");
+                    std::process::exit(RAFT_FAILED_EXIT);
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
     {
         // The hint follows Raft's view of the leader.
