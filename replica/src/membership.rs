@@ -55,6 +55,9 @@ pub const MEMBERS_MAX: usize = 7;
 /// The file that marks a replica's dir as removed from its group
 /// (in the replica's Raft dir); such a dir never starts again.
 pub const REMOVED_FILE: &str = "REMOVED";
+/// One change request's own bound on the operator's side: the leader's
+/// wait for the commit and some room for the round trip.
+const REQUEST_TTL_MS: u64 = CHANGE_TIMEOUT_MS + 5_000;
 /// How long the leader gives the removed replica to take its notice.
 const LEAVE_TTL_MS: u64 = 2_000;
 
@@ -125,7 +128,9 @@ pub struct Membership {
     key: Option<WireKey>,
 }
 
-fn sorted(ids: impl Iterator<Item = NodeId>) -> Vec<NodeId> {
+/// Replica ids in ascending order, each once (a joint membership names a
+/// voter in both halves).
+pub(crate) fn sorted(ids: impl Iterator<Item = NodeId>) -> Vec<NodeId> {
     ids.collect::<BTreeSet<_>>().into_iter().collect()
 }
 
@@ -217,7 +222,7 @@ impl Membership {
             let addr = m.current_leader.and_then(|l| mem.get_node(&l)).map(|n| n.addr.clone());
             return Err(ChangeError::NotLeader { leader: m.current_leader, addr });
         }
-        if m.membership_config.membership().get_joint_config().len() > 1 {
+        if mem.get_joint_config().len() > 1 {
             return Err(ChangeError::Failed("a membership change is still in progress: try again".into()));
         }
         let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
@@ -389,7 +394,7 @@ pub async fn add(
     within: Duration,
     key: Option<&WireKey>,
 ) -> Result<Changed, ChangeError> {
-    let rpc = Duration::from_millis(CHANGE_TIMEOUT_MS + 5_000);
+    let rpc = Duration::from_millis(REQUEST_TTL_MS);
     request(addrs, &Change::AddLearner { id, addr: addr.to_string() }, rpc, within, key).await?;
     let wait_ms = u64::try_from(catch_up.as_millis()).unwrap_or(u64::MAX).min(CATCH_UP_WAIT_MS_MAX);
     request(addrs, &Change::Promote { id, wait_ms }, rpc + Duration::from_millis(wait_ms), within, key).await
@@ -402,5 +407,5 @@ pub async fn remove(
     within: Duration,
     key: Option<&WireKey>,
 ) -> Result<Changed, ChangeError> {
-    request(addrs, &Change::Remove { id }, Duration::from_millis(CHANGE_TIMEOUT_MS + 5_000), within, key).await
+    request(addrs, &Change::Remove { id }, Duration::from_millis(REQUEST_TTL_MS), within, key).await
 }

@@ -138,7 +138,8 @@ pub struct Served {
 }
 
 impl Served {
-    fn status(&self) -> Status {
+    /// This replica's [`Status`], as `replica status` shows it.
+    pub fn status(&self) -> Status {
         let mut s = Status::of(&self.raft.metrics().borrow(), self.applied_lsn.load(Ordering::Acquire));
         s.snapshots_installed = self.snapshots_installed.load(Ordering::Acquire);
         s.removed = self.membership.is_removed();

@@ -174,7 +174,8 @@ pub struct ReplicaNode<A: Apply> {
     state: StateMachine<A>,
     addr: SocketAddr,
     server: JoinHandle<()>,
-    membership: Membership,
+    /// What the server answers from (its status, the membership side).
+    served: Served,
 }
 
 impl<A: Apply> ReplicaNode<A> {
@@ -203,11 +204,11 @@ impl<A: Apply> ReplicaNode<A> {
             membership: membership.clone(),
             key: cfg.key,
         };
-        let server = tokio::spawn(serve(listener, served));
+        let server = tokio::spawn(serve(listener, served.clone()));
         tokio::spawn(crate::status::export_metrics(raft.clone(), sm.last_lsn()));
-        tokio::spawn(membership.clone().watch(raft.clone()));
+        tokio::spawn(membership.watch(raft.clone()));
         tracing::info!(id = cfg.id, %addr, "replica started");
-        Ok(Self { id: cfg.id, raft, state: sm, addr, server, membership })
+        Ok(Self { id: cfg.id, raft, state: sm, addr, server, served })
     }
 
     pub fn raft(&self) -> &Raft {
@@ -227,16 +228,12 @@ impl<A: Apply> ReplicaNode<A> {
     /// group (`membership` module): its dir is marked so, and the process
     /// should stop.
     pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.membership.removed()
+        self.served.membership.removed()
     }
 
     /// This replica's [`crate::Status`], as `replica status` shows it.
     pub fn status(&self) -> crate::Status {
-        use std::sync::atomic::Ordering;
-        let mut s = crate::Status::of(&self.raft.metrics().borrow(), self.state.last_lsn().load(Ordering::Acquire));
-        s.snapshots_installed = self.state.snapshots_installed().load(Ordering::Acquire);
-        s.removed = self.membership.is_removed();
-        s
+        self.served.status()
     }
 
     /// Waits until this replica leads and has applied its whole log (the

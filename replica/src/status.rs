@@ -63,14 +63,8 @@ impl Status {
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
                 .unwrap_or_default(),
-            voters: m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-            learners: m.membership_config.membership().learner_ids().collect(),
+            voters: crate::membership::sorted(m.membership_config.membership().voter_ids()),
+            learners: crate::membership::sorted(m.membership_config.membership().learner_ids()),
             snapshots_installed: 0,
             removed: false,
         }
