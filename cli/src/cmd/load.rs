@@ -519,14 +519,15 @@ async fn release_due(due: Arc<Semaphore>, total: u64, rate: f64, start: tokio::t
 }
 
 /// The auth secret of a running service: SECKILL_AUTH_SECRET or `<data-dir>/auth.secret`
-/// (never created here: a new secret would only get 401s).
+/// (never created here: a new secret would only get 401s, or be refused by a
+/// replica group's handshake).
 pub fn auth_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let env_set = std::env::var("SECKILL_AUTH_SECRET").is_ok_and(|v| !v.is_empty());
     let file = data_dir.join("auth.secret");
     if !env_set && !file.exists() {
         bail!(
             "no auth secret: {} does not exist and SECKILL_AUTH_SECRET is unset; pass the --data-dir of the running \
-             `seckill up` (or set SECKILL_AUTH_SECRET to the front's secret)",
+             `seckill up` or replica (or set SECKILL_AUTH_SECRET to its secret)",
             file.display()
         );
     }

@@ -459,21 +459,10 @@ fn print_members(voters: &[NodeId], learners: &[NodeId], addrs: &[(NodeId, Strin
     println!("  learners {}", if learners.is_empty() { "-".to_string() } else { list(learners) });
 }
 
-/// The key the replicas' handshake expects: from `SECKILL_AUTH_SECRET`, or
-/// a replica's data dir (`auth.secret`); never created here.
+/// The key the replicas' handshake expects: the auth secret of
+/// `SECKILL_AUTH_SECRET` or of a replica's data dir, never created here.
 fn group_key(data_dir: &Path) -> anyhow::Result<WireKey> {
-    if let Some(v) = std::env::var_os("SECKILL_AUTH_SECRET").filter(|v| !v.is_empty()) {
-        return Ok(WireKey::derive(v.as_encoded_bytes()));
-    }
-    let path = data_dir.join("auth.secret");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(WireKey::derive(s.trim().as_bytes())),
-        _ => bail!(
-            "the replicas ask for the group's auth secret: set SECKILL_AUTH_SECRET, or give --data-dir of a replica \
-             (its auth.secret; {} has none)",
-            path.display()
-        ),
-    }
+    Ok(WireKey::derive(&super::load::auth_secret(data_dir)?))
 }
 
 fn addrs_of(peers: &str) -> anyhow::Result<Vec<String>> {
