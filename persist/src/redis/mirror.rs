@@ -42,6 +42,12 @@ const PURCHASED_LUA: &str = "for i = 1, #ARGV, 2 do \
    end \
    return 0";
 
+/// The times after `now_ms` at which `a`'s phase changes (its start and
+/// its end): the mirror rewrites its hash then.
+fn phase_changes(a: &seckill_engine::Activity, now_ms: u64) -> impl Iterator<Item = u64> {
+    [a.terms.starts_at_ms, a.terms.ends_at_ms].into_iter().filter(move |t| *t > now_ms)
+}
+
 fn new_run_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -351,11 +357,7 @@ impl Redis {
             let Some(a) = plan.activities.get(id).or_else(|| self.state.activities.get(id)) else { continue };
             let (total, remaining) = a.stock();
             keys::hset(r, &self.keys.activity(*id), &keys::activity_fields(&a.activity, total, remaining, now_ms));
-            for t in [a.activity.terms.starts_at_ms, a.activity.terms.ends_at_ms] {
-                if t > now_ms {
-                    self.boundaries.insert((t, *id));
-                }
-            }
+            self.boundaries.extend(phase_changes(&a.activity, now_ms).map(|t| (t, *id)));
         }
         // Empty without order hashes (`state::plan`).
         let mut key = String::with_capacity(64);
@@ -574,9 +576,7 @@ impl Redis {
         let state = MirrorState::from_replica(&replica);
         let now_ms = self.cfg.clock.now_ms();
         for (id, a) in &state.activities {
-            for t in [a.activity.terms.starts_at_ms, a.activity.terms.ends_at_ms].into_iter().filter(|t| *t > now_ms) {
-                self.boundaries.insert((t, *id));
-            }
+            self.boundaries.extend(phase_changes(&a.activity, now_ms).map(|t| (t, *id)));
         }
         self.state = state;
         self.synced = Some(x);
@@ -720,12 +720,7 @@ impl Redis {
         for (id, a) in &state.activities {
             let (total, remaining) = a.stock();
             keys::hset(&mut r, &self.keys.activity(*id), &keys::activity_fields(&a.activity, total, remaining, now_ms));
-            boundaries.extend(
-                [a.activity.terms.starts_at_ms, a.activity.terms.ends_at_ms]
-                    .into_iter()
-                    .filter(|t| *t > now_ms)
-                    .map(|t| (t, *id)),
-            );
+            boundaries.extend(phase_changes(&a.activity, now_ms).map(|t| (t, *id)));
             if r.len() >= chunk {
                 send(link, &r, t).await?;
                 r.clear();
