@@ -171,13 +171,18 @@ fn message_of(code: ErrorCode) -> &'static str {
     }
 }
 
-pub fn error(code: ErrorCode, message: &str) -> HttpResponse<Body> {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = respond(status, &json!({"error": json::error(code, message)}));
+/// `Retry-After: 1` on the answers that say "try again shortly" (the
+/// engine busy, a group unreachable).
+fn retry_later(code: ErrorCode, mut r: HttpResponse<Body>) -> HttpResponse<Body> {
     if matches!(code, ErrorCode::Busy | ErrorCode::GroupUnavailable) {
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
+}
+
+pub fn error(code: ErrorCode, message: &str) -> HttpResponse<Body> {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    retry_later(code, respond(status, &json!({"error": json::error(code, message)})))
 }
 
 /// The answer for an engine's error code: its body is made once per code
@@ -195,11 +200,7 @@ fn engine_error(code: ErrorCode) -> HttpResponse<Body> {
     match bodies.get(code as usize) {
         Some(body) if !body.is_empty() => {
             let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = respond_bytes(status, body.clone());
-            if matches!(code, ErrorCode::Busy | ErrorCode::GroupUnavailable) {
-                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            r
+            retry_later(code, respond_bytes(status, body.clone()))
         }
         _ => error(code, message_of(code)),
     }
