@@ -273,6 +273,17 @@ impl Group {
     }
 
     /// Every replica's status, from `seckill admin replica status --json`.
+    /// Waits (restarting replicas that ended) until every replica of
+    /// `--peers` has applied LSN `lsn`.
+    fn wait_applied(&mut self, lsn: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.statuses().iter().all(|s| s["status"]["applied_lsn"].as_u64().is_some_and(|l| l >= lsn)) {
+            assert!(Instant::now() < deadline, "the replicas did not all reach LSN {lsn}: {:?}", self.statuses());
+            self.supervise(None);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn statuses(&self) -> Vec<Value> {
         self.statuses_of(&self.peers)
     }
@@ -398,15 +409,28 @@ fn check(g: &Group, i: usize, activity_id: u64, acked: &BTreeMap<OrderId, (u64, 
 /// (retried through elections for up to `PATIENCE`; `what` names the failure).
 fn checked_leader(
     g: &mut Group,
-    except: usize,
+    except: Option<usize>,
     activity_id: u64,
     acked: &BTreeMap<OrderId, (u64, u32)>,
     what: &str,
 ) -> usize {
+    checked_leader_of(g, except, activity_id, acked, USERS, LIMIT, what)
+}
+
+/// `checked_leader` with `check_users`' buyers `1..=users` and `limit`.
+fn checked_leader_of(
+    g: &mut Group,
+    except: Option<usize>,
+    activity_id: u64,
+    acked: &BTreeMap<OrderId, (u64, u32)>,
+    users: u64,
+    limit: u32,
+    what: &str,
+) -> usize {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let l = g.leader(Some(except));
-        match check(g, l, activity_id, acked) {
+        let l = g.leader(except);
+        match check_users(g, l, activity_id, acked, users, limit) {
             Ok(()) => return l,
             Err(e) => assert!(Instant::now() < deadline, "{what}: {e}"),
         }
@@ -501,7 +525,13 @@ fn acknowledged_orders_survive_the_leaders_kill_9() {
         drop(pool);
         // The killed replica comes back (as a follower) once a new leader
         // among the other two has passed the check.
-        checked_leader(&mut g, leader, activity_id, &acked, &format!("cycle {cycle}: no leader answered the check"));
+        checked_leader(
+            &mut g,
+            Some(leader),
+            activity_id,
+            &acked,
+            &format!("cycle {cycle}: no leader answered the check"),
+        );
         failover_ms.push(killed.elapsed().as_millis());
         eprintln!("cycle {cycle}: {this_cycle} orders acknowledged, {} in all; checked on the new leader", acked.len());
     }
@@ -564,7 +594,7 @@ fn a_leader_cut_off_from_its_peers_acknowledges_nothing() {
 
     // The majority side elects (the old leader is not asked: its admin
     // socket may still answer until it notices).
-    let new = checked_leader(&mut g, old, activity_id, &acked, "the majority did not serve");
+    let new = checked_leader(&mut g, Some(old), activity_id, &acked, "the majority did not serve");
     acked.extend(buy_some(&g, new, activity_id, 200..230));
 
     // Healed, the old leader (restarted by the supervisor if it exited)
@@ -730,7 +760,7 @@ fn a_front_follows_the_leader_through_a_kill_9() {
     let kill = Instant::now();
     sale.phase.store(1, Ordering::Release);
     // Buyers go on through the election; the new leader must sell.
-    let new = g.leader(Some(first));
+    g.leader(Some(first));
     std::thread::sleep(Duration::from_millis(1500));
     let (activity_id, front_log) = (sale.activity_id, sale.front_log.clone());
     let Sold { acked, by_phase, statuses, users } = sale.finish();
@@ -742,13 +772,7 @@ fn a_front_follows_the_leader_through_a_kill_9() {
         front_log.display()
     );
     assert!(after > 0, "the front sold nothing after the leader's kill: {statuses:?}; see {}", g.logs());
-    let deadline = Instant::now() + PATIENCE;
-    let mut leader = new;
-    while let Err(e) = check_users(&g, leader, activity_id, &acked, users, 1) {
-        assert!(Instant::now() < deadline, "no leader answered the check: {e}");
-        std::thread::sleep(Duration::from_millis(100));
-        leader = g.leader(Some(first));
-    }
+    checked_leader_of(&mut g, Some(first), activity_id, &acked, users, 1, "no leader answered the check");
     // Exactly once: each user holds at most one order (checked by `check`
     // against the limit), and every 201 is that order.
 }
@@ -914,7 +938,7 @@ fn acknowledged_orders_reach_mysql_and_redis_exactly_once_through_a_kill_9() {
 
     // The new leader has every order and sells on; its persister writes
     // both what the old one had not and its own.
-    let leader = checked_leader(&mut g, first, activity_id, &acked, "no leader answered the check");
+    let leader = checked_leader(&mut g, Some(first), activity_id, &acked, "no leader answered the check");
     g.supervise(None);
     acked.extend(buy_some(&g, leader, activity_id, USERS + 1..USERS + 41));
     assert!(acked.len() > before_kill, "the new leader sold nothing");
@@ -934,12 +958,7 @@ fn acknowledged_orders_reach_mysql_and_redis_exactly_once_through_a_kill_9() {
     // Every replica's `wal/`, the killed one's too (restarted on its data
     // dir, it re-applied its Raft log), holds the same records, each once.
     let lsn = verified["lsn"].as_u64().expect("verify's LSN");
-    let deadline = Instant::now() + PATIENCE;
-    while !g.statuses().iter().all(|s| s["status"]["applied_lsn"].as_u64().is_some_and(|l| l >= lsn)) {
-        assert!(Instant::now() < deadline, "the replicas did not all reach LSN {lsn}: {:?}", g.statuses());
-        g.supervise(None);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    g.wait_applied(lsn);
     let wals: Vec<Vec<(u64, seckill_engine::Event)>> = g.replicas.iter().map(|r| wal_records(&r.dir, lsn)).collect();
     assert_eq!(wals[0].len() as u64, lsn, "replica 1's wal/ up to LSN {lsn}");
     for (i, w) in wals.iter().enumerate().skip(1) {
@@ -1145,13 +1164,7 @@ fn a_lost_replica_is_replaced_under_load() {
     );
     assert!(during > 0, "nothing sold while the replica was replaced: {statuses:?}; see {}", g.logs());
     assert!(after > 0, "nothing sold after the leader's kill: {statuses:?}; see {}", g.logs());
-    let deadline = Instant::now() + PATIENCE;
-    let mut at = next;
-    while let Err(e) = check_users(&g, at, activity_id, &acked, users, 1) {
-        assert!(Instant::now() < deadline, "no leader answered the check: {e}");
-        std::thread::sleep(Duration::from_millis(100));
-        at = g.leader(Some(leader));
-    }
+    checked_leader_of(&mut g, Some(leader), activity_id, &acked, users, 1, "no leader answered the check");
 
     // The killed leader comes back; all three members reach one LSN, and
     // replica 4's `wal/` (which started after its snapshot) is the tail of
@@ -1268,17 +1281,12 @@ fn a_follower_that_cannot_write_its_wal_exits_70() {
     assert!(acked.len() > before, "the leader and the other follower stopped acknowledging");
     drop(frozen);
     g.supervise(None);
-    let leader = checked_leader(&mut g, usize::MAX, activity_id, &acked, "no leader answered the check");
+    let leader = checked_leader(&mut g, None, activity_id, &acked, "no leader answered the check");
     let lsn = try_admin(&g.replicas[leader].dir, "stats", json!({})).and_then(Result::ok).expect("stats")
         ["durable_lsn"]
         .as_u64()
         .expect("the leader's durable LSN");
-    let deadline = Instant::now() + PATIENCE;
-    while !g.statuses().iter().all(|s| s["status"]["applied_lsn"].as_u64().is_some_and(|l| l >= lsn)) {
-        assert!(Instant::now() < deadline, "the restarted replica did not catch up: {:?}", g.statuses());
-        g.supervise(None);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    g.wait_applied(lsn);
 }
 
 /// `cli/src/cmd/replicated.rs`'s status for a replica whose Raft stopped on
