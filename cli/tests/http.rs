@@ -1090,3 +1090,138 @@ fn two_fronts_share_one_engine_over_the_socket() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The buy fast path (`front/src/fast_path.rs`) answers as hyper's handler
+/// does. Each case is sent once as a plain buy (the fast path serves it)
+/// and once with a query string (the fast path hands it to hyper, whose
+/// router ignores the query): both get the same status, the same headers
+/// but `date` (and `location`'s order id), and the same body but the
+/// order's own id, buyer and times. Then one keep-alive connection carries
+/// buys, a read (hyper from there on) and more buys.
+#[test]
+fn the_fast_path_answers_as_hyper_does() {
+    let (_tmp, up, act) = up_with_sale(100, 1_000, 1, OPEN);
+    let sold = create_activity(&up, 100, 1, 1, OPEN);
+    let upcoming = create_activity(&up, 100, 5, 1, UPCOMING);
+    let long_key = "k".repeat(300);
+    let (a, s, u) = (act.to_string(), sold.to_string(), upcoming.to_string());
+    // (what, activity, buyer on the fast path and on hyper's, headers, body)
+    type Case<'a> = (&'a str, &'a str, Option<(u64, u64)>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("created", &a, Some((1, 2)), vec![], r#"{"quantity":1}"#),
+        ("limit reached", &a, Some((1, 2)), vec![], ""),
+        ("no token", &a, None, vec![], ""),
+        ("bad token", &a, None, vec![("Authorization", "Bearer nope")], ""),
+        ("no such activity", "999999", Some((3, 4)), vec![], ""),
+        ("not an id", "abc", Some((3, 4)), vec![], ""),
+        ("unknown field", &a, Some((3, 4)), vec![], r#"{"qty":3}"#),
+        ("not json", &a, Some((3, 4)), vec![], "[1]"),
+        ("long key", &a, Some((3, 4)), vec![("Idempotency-Key", &long_key)], ""),
+        ("keyed", &a, Some((5, 6)), vec![("Idempotency-Key", "k1")], ""),
+        ("replayed", &a, Some((5, 6)), vec![("Idempotency-Key", "k1")], ""),
+        ("key reused", &a, Some((5, 6)), vec![("Idempotency-Key", "k1")], r#"{"quantity":2}"#),
+        ("last unit", &s, Some((7, 7)), vec![], ""),
+        ("sold out", &s, Some((8, 9)), vec![], ""),
+        ("upcoming", &u, Some((8, 9)), vec![], ""),
+    ];
+    for (what, id, users, headers, body) in cases {
+        let send = |via_hyper: bool| {
+            let tokens = users.map(|(fast, hyper)| bearer(if via_hyper { hyper } else { fast }));
+            let mut hs = headers.clone();
+            if let Some(t) = &tokens {
+                hs.push(("Authorization", t));
+            }
+            let path = format!("/api/v1/activities/{id}/buy{}", if via_hyper { "?via=hyper" } else { "" });
+            up.req("POST", &path, &hs, body.as_bytes())
+        };
+        let fast = send(false);
+        if what == "last unit" {
+            assert_status(&fast, 201);
+            continue;
+        }
+        let hyper = send(true);
+        assert_eq!(fast.status, hyper.status, "{what}: {} vs {}", fast.text(), hyper.text());
+        assert_eq!(comparable_headers(&fast), comparable_headers(&hyper), "{what}");
+        assert_eq!(comparable_body(&fast), comparable_body(&hyper), "{what}");
+    }
+
+    // Keep-alive: two buys, a read, two buys on one connection, written at once.
+    let mut raw = Vec::new();
+    for (i, user) in [11u64, 12, 0, 13, 14].into_iter().enumerate() {
+        if i == 2 {
+            raw.extend_from_slice(format!("GET /api/v1/activities/{act} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            continue;
+        }
+        raw.extend_from_slice(
+            format!(
+                "POST /api/v1/activities/{act}/buy HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+                bearer(user)
+            )
+            .as_bytes(),
+        );
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", up.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    std::io::Write::write_all(&mut s, &raw).expect("write");
+    let mut r = std::io::BufReader::new(s);
+    let statuses: Vec<u16> = (0..5).map(|_| read_kept_alive(&mut r)).collect();
+    assert_eq!(statuses, [201, 201, 200, 201, 201]);
+}
+
+/// One answer from a keep-alive connection: its status (the body is read past).
+fn read_kept_alive(r: &mut impl std::io::BufRead) -> u16 {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut length = 0;
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("header");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    std::io::Read::read_exact(r, &mut body).expect("body");
+    status
+}
+
+/// Header names and values, lowercased names, without the ones that differ
+/// by time or by order.
+fn comparable_headers(r: &HttpResp) -> Vec<(String, String)> {
+    let mut hs: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .filter(|(k, _)| k != "date")
+        .map(
+            |(k, v)| {
+                if k == "location" {
+                    (k, v.rsplit_once('/').map(|x| x.0.to_string()).unwrap_or(v))
+                } else {
+                    (k, v)
+                }
+            },
+        )
+        .collect();
+    hs.sort();
+    hs
+}
+
+/// The body as JSON with an order's own fields blanked.
+fn comparable_body(r: &HttpResp) -> Value {
+    let mut v = r.json();
+    if let Some(o) = v.as_object_mut() {
+        for k in ["order_id", "user_id", "created_at", "pay_before"] {
+            if let Some(x) = o.get_mut(k) {
+                *x = Value::Null;
+            }
+        }
+    }
+    v
+}

@@ -182,12 +182,12 @@ fn retry_later(code: ErrorCode, mut r: HttpResponse<Body>) -> HttpResponse<Body>
 
 pub fn error(code: ErrorCode, message: &str) -> HttpResponse<Body> {
     let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    retry_later(code, respond(status, &json!({"error": json::error(code, message)})))
+    retry_later(code, respond_bytes(status, error_json(code, message)))
 }
 
-/// The answer for an engine's error code: its body is made once per code
-/// (a sold-out sale answers most buyers with it).
-fn engine_error(code: ErrorCode) -> HttpResponse<Body> {
+/// The JSON body of an engine error code, made once per code (a sold-out
+/// sale answers most buyers with it); shared with the buy fast path.
+pub(crate) fn error_body(code: ErrorCode) -> Bytes {
     static BODIES: std::sync::OnceLock<Vec<Bytes>> = std::sync::OnceLock::new();
     let bodies = BODIES.get_or_init(|| {
         let mut v = vec![Bytes::new(); ErrorCode::ALL.len() + 1];
@@ -198,12 +198,17 @@ fn engine_error(code: ErrorCode) -> HttpResponse<Body> {
         v
     });
     match bodies.get(code as usize) {
-        Some(body) if !body.is_empty() => {
-            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            retry_later(code, respond_bytes(status, body.clone()))
+        Some(body) if !body.is_empty() => body.clone(),
+        _ => {
+            Bytes::from(serde_json::to_vec(&json!({"error": json::error(code, message_of(code))})).unwrap_or_default())
         }
-        _ => error(code, message_of(code)),
     }
+}
+
+/// The answer for an engine's error code.
+fn engine_error(code: ErrorCode) -> HttpResponse<Body> {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    retry_later(code, respond_bytes(status, error_body(code)))
 }
 
 fn rate_limited(retry_after_s: u32) -> HttpResponse<Body> {
@@ -256,23 +261,91 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse<Body> {
     r
 }
 
-fn order_response(resp: Response, status: StatusCode) -> HttpResponse<Body> {
-    match resp {
-        // The same Idempotency-Key again: the first order, 200 not 201.
-        Response::Replayed(o) => respond_bytes(StatusCode::OK, Bytes::from(json::order_bytes(&o))),
-        Response::Order(o) => {
-            let mut r = respond_bytes(status, Bytes::from(json::order_bytes(&o)));
-            if status == StatusCode::CREATED {
-                if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/orders/{}", o.order_id)) {
-                    r.headers_mut().insert(LOCATION, v);
-                }
-            }
-            r
+/// An order answer before it is HTTP: hyper's handlers render it with
+/// `answer_response`, the buy fast path (`fast_path.rs`) writes it itself.
+pub(crate) enum Answer {
+    /// An order; 201 carries its `Location`.
+    Order(Box<seckill_proto::OrderView>, StatusCode),
+    Error(ErrorCode),
+    RateLimited {
+        retry_after_s: u32,
+    },
+    BadRequest(&'static str),
+    Unexpected,
+}
+
+impl Answer {
+    /// The answer to an engine's `resp` to a request whose success is `status`.
+    pub(crate) fn of(resp: Response, status: StatusCode) -> Answer {
+        match resp {
+            // The same Idempotency-Key again: the first order, 200 not 201.
+            Response::Replayed(o) => Answer::Order(Box::new(o), StatusCode::OK),
+            Response::Order(o) => Answer::Order(Box::new(o), status),
+            Response::Error(code) => Answer::Error(code),
+            Response::RateLimited { retry_after_s } => Answer::RateLimited { retry_after_s },
+            _ => Answer::Unexpected,
         }
-        Response::Error(code) => engine_error(code),
-        Response::RateLimited { retry_after_s } => rate_limited(retry_after_s),
-        _ => error(ErrorCode::Internal, "unexpected engine answer"),
     }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        let code = match self {
+            Answer::Order(_, status) => return *status,
+            Answer::Error(code) => *code,
+            Answer::RateLimited { .. } => ErrorCode::RateLimited,
+            Answer::BadRequest(_) => ErrorCode::BadRequest,
+            Answer::Unexpected => ErrorCode::Internal,
+        };
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// `Retry-After` seconds, if the answer says "try again shortly".
+    pub(crate) fn retry_after_s(&self) -> Option<u32> {
+        match self {
+            Answer::RateLimited { retry_after_s } => Some(*retry_after_s),
+            Answer::Error(ErrorCode::Busy | ErrorCode::GroupUnavailable) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The JSON body.
+    pub(crate) fn body(&self) -> Bytes {
+        match self {
+            Answer::Order(o, _) => Bytes::from(json::order_bytes(o)),
+            Answer::Error(code) => error_body(*code),
+            Answer::RateLimited { .. } => error_body(ErrorCode::RateLimited),
+            Answer::BadRequest(msg) => error_json(ErrorCode::BadRequest, msg),
+            Answer::Unexpected => error_json(ErrorCode::Internal, "unexpected engine answer"),
+        }
+    }
+
+    /// The JSON body, appended to `out` (an order without a `Vec` of its own).
+    pub(crate) fn write_body(&self, out: &mut Vec<u8>) {
+        match self {
+            Answer::Order(o, _) => json::write_order(o, out),
+            other => out.extend_from_slice(&other.body()),
+        }
+    }
+}
+
+fn error_json(code: ErrorCode, message: &str) -> Bytes {
+    Bytes::from(serde_json::to_vec(&json!({"error": json::error(code, message)})).unwrap_or_default())
+}
+
+fn answer_response(a: Answer) -> HttpResponse<Body> {
+    let mut r = respond_bytes(a.status(), a.body());
+    if let Answer::Order(o, StatusCode::CREATED) = &a {
+        if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/orders/{}", o.order_id)) {
+            r.headers_mut().insert(LOCATION, v);
+        }
+    }
+    if let Some(s) = a.retry_after_s() {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+fn order_response(resp: Response, status: StatusCode) -> HttpResponse<Body> {
+    answer_response(Answer::of(resp, status))
 }
 
 // ---- inputs -------------------------------------------------------------
@@ -447,66 +520,109 @@ async fn show_activity(front: &Front, id: &str) -> HttpResponse<Body> {
 /// A buy, counted per activity for the operator's dashboard.
 async fn buy(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpResponse<Body> {
     let started = Instant::now();
-    let resp = buy_answer(front, id, req).await;
+    // A body that could not be read (413, 408) is a ready response.
+    let resp = buy_answer(front, id, req).await.map_or_else(|r| r, answer_response);
     if let Ok(activity_id) = id.parse::<u64>() {
         front.buy_answers.record(activity_id, resp.status().as_u16(), started.elapsed());
     }
     resp
 }
 
-async fn buy_answer(front: &Front, id: &str, req: HttpRequest<Incoming>) -> HttpResponse<Body> {
-    let user_id = match user(front, &req) {
-        Ok(u) => u,
-        Err(r) => return r,
+async fn buy_answer(front: &Front, id: &str, req: HttpRequest<Incoming>) -> Result<Answer, HttpResponse<Body>> {
+    let head = match buy_head(
+        front,
+        id,
+        req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()),
+        req.headers().get("idempotency-key").map(|v| v.as_bytes()),
+    ) {
+        Ok(h) => h,
+        Err(a) => return Ok(a),
     };
-    let activity_id = match activity_id(id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let idempotency_key = match req.headers().get("idempotency-key").map(|v| v.as_bytes()) {
+    let bytes = body(req).await?;
+    Ok(match buy_request(front, head, &bytes, crate::now_ms()) {
+        Ok((request, pending)) => buy_finish(front, pending, front.engine.call(request).await),
+        Err(a) => a,
+    })
+}
+
+/// What a buy's head says: who buys, in which sale, under which key.
+pub(crate) struct BuyHead {
+    user_id: u64,
+    activity_id: u64,
+    idempotency_key: u64,
+}
+
+/// What `buy_finish` needs of the request the engine answered.
+pub(crate) struct PendingBuy {
+    activity_id: u64,
+    quantity: u32,
+    own_key: bool,
+    now_ms: u64,
+}
+
+/// A buy's checks before its body is read: the token, the activity id and
+/// the Idempotency-Key (so a 401 never waits for a body).
+pub(crate) fn buy_head(
+    front: &Front,
+    id: &str,
+    authorization: Option<&[u8]>,
+    idempotency_key: Option<&[u8]>,
+) -> Result<BuyHead, Answer> {
+    let user_id = front.auth.user_of(authorization).ok_or(Answer::Error(ErrorCode::Unauthorized))?;
+    let activity_id = id.parse::<u64>().ok().filter(|id| *id > 0).ok_or(Answer::Error(ErrorCode::ActivityNotFound))?;
+    let idempotency_key = match idempotency_key {
         None => 0,
         // Scoped to the activity: the same key on another sale is another buy.
         Some(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_BYTES_MAX => {
             front.keyed_hash(b"idempotency-key", &activity_id.to_le_bytes(), k)
         }
-        Some(_) => return error(ErrorCode::BadRequest, "Idempotency-Key must be 1..=255 bytes"),
+        Some(_) => return Err(Answer::BadRequest("Idempotency-Key must be 1..=255 bytes")),
     };
-    let bytes = match body(req).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let (quantity, buy_token) = match parse_buy(&bytes) {
-        Ok(q) => q,
-        Err(msg) => return error(ErrorCode::BadRequest, msg),
-    };
-    let now = crate::now_ms();
+    Ok(BuyHead { user_id, activity_id, idempotency_key })
+}
+
+/// The engine request of a buy whose body is `bytes`, or the answer that
+/// needs no engine (a bad body, a sale known to be sold out).
+pub(crate) fn buy_request(
+    front: &Front,
+    head: BuyHead,
+    bytes: &[u8],
+    now_ms: u64,
+) -> Result<(Request, PendingBuy), Answer> {
+    let BuyHead { user_id, activity_id, idempotency_key } = head;
+    let (quantity, buy_token) = parse_buy(bytes).map_err(Answer::BadRequest)?;
     let buy_token_ok =
-        buy_token.is_some_and(|t| crate::buy_token::verify(&front.token_secret, &t, user_id, activity_id, now));
+        buy_token.is_some_and(|t| crate::buy_token::verify(&front.token_secret, &t, user_id, activity_id, now_ms));
     // A retry with an Idempotency-Key must reach the engine: its order may
     // have taken the last unit.
-    if idempotency_key == 0 && front.sold_out.is_sold_out(activity_id, now) {
+    if idempotency_key == 0 && front.sold_out.is_sold_out(activity_id, now_ms) {
         front.metrics.sold_out_short_circuit.increment(1);
-        return engine_error(ErrorCode::SoldOut);
+        return Err(Answer::Error(ErrorCode::SoldOut));
     }
     // A front that may send a buy twice (to an old and a new leader of a
     // replica group) keys every buy the buyer did not key, so the second
     // attempt answers the order the first made (docs/REPLICATION.md).
     let own_key = idempotency_key == 0 && front.engine.retries();
     let idempotency_key = if own_key { rand::random::<u64>().max(1) } else { idempotency_key };
-    let resp = front.engine.call(Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok }).await;
+    let request = Request::Buy { user_id, activity_id, quantity, idempotency_key, buy_token_ok };
+    Ok((request, PendingBuy { activity_id, quantity, own_key, now_ms }))
+}
+
+/// The buyer's answer to the engine's `resp`.
+pub(crate) fn buy_finish(front: &Front, pending: PendingBuy, resp: Response) -> Answer {
     if resp == Response::Error(ErrorCode::SoldOut) {
-        front.sold_out.mark(activity_id, now);
+        front.sold_out.mark(pending.activity_id, pending.now_ms);
     }
     match resp {
         // The front's own key replayed: this buyer's one buy, retried by
         // the front, made this order; to the buyer it is new (201).
-        Response::Replayed(o) if own_key => {
+        Response::Replayed(o) if pending.own_key => {
             front.metrics.own_key_replayed.increment(1);
-            order_response(Response::Order(o), StatusCode::CREATED)
+            Answer::Order(Box::new(o), StatusCode::CREATED)
         }
         // The key's first buy was for another quantity: not a retry of it.
-        Response::Replayed(o) if o.quantity != quantity => engine_error(ErrorCode::IdempotencyKeyReused),
-        resp => order_response(resp, StatusCode::CREATED),
+        Response::Replayed(o) if o.quantity != pending.quantity => Answer::Error(ErrorCode::IdempotencyKeyReused),
+        resp => Answer::of(resp, StatusCode::CREATED),
     }
 }
 

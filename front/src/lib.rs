@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod buy_token;
 pub mod engine_client;
+pub mod fast_path;
 pub mod groups;
 pub mod http;
 pub mod json_errors;
@@ -22,6 +23,7 @@ pub mod metrics_http;
 pub mod observe;
 pub mod pages;
 pub mod payment;
+mod prefixed;
 pub mod secrets;
 
 use engine_client::{EngineLink, EnginePool, LocalEngine};
@@ -231,27 +233,13 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
         let _ = stream.set_nodelay(true);
         let front = front.clone();
         tokio::spawn(async move {
-            let ip = peer.ip();
-            let cut = front.metrics.requests_cut.clone();
-            // When the current request started (ms); the accept time before the first.
-            let started_ms = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
-            let svc = {
-                let started_ms = started_ms.clone();
-                service_fn(move |req| {
-                    started_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-                    http::handle(front.clone(), ip, req)
-                })
-            };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(64 * 1024)
-                .serve_connection(json_errors::JsonErrors::new(TokioIo::new(stream)), svc);
+            let deadline = fast_path::Deadline::default();
+            deadline.head(now_ms());
             tokio::select! {
-                _ = conn => {}
-                _ = request_overdue(&started_ms) => {
-                    cut.increment(1);
-                }
+                _ = connection(front.clone(), stream, peer.ip(), &deadline) => {}
+                in_request = overdue(&deadline) => if in_request {
+                    front.metrics.requests_cut.increment(1);
+                },
             }
             drop(slot);
             drop(permit);
@@ -259,28 +247,55 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
     }
 }
 
+/// Serves one connection: buys on the fast path (`fast_path.rs`), then
+/// hyper from the first request that is not a plain buy.
+async fn connection(
+    front: Arc<Front>,
+    mut stream: tokio::net::TcpStream,
+    ip: std::net::IpAddr,
+    deadline: &fast_path::Deadline,
+) {
+    let read = match fast_path::serve(&front, &mut stream, deadline).await {
+        fast_path::Handoff::Closed => return,
+        fast_path::Handoff::Hyper(read) => read,
+    };
+    let svc = service_fn(|req| {
+        deadline.request(now_ms());
+        http::handle(front.clone(), ip, req)
+    });
+    let io = json_errors::JsonErrors::new(TokioIo::new(prefixed::Prefixed::new(read, stream)));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, svc)
+        .await;
+}
+
 /// What a client over its address's connection cap gets before the close.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
 retry-after: 1\r\nconnection: close\r\ncontent-length: 97\r\n\r\n\
 {\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections from your address; retry later\"}}";
 
-/// Resolves once the connection's current request has run for more than
-/// `REQUEST_TIMEOUT_MS` (head, body, engine and writing the answer): a
-/// timer per connection every few seconds, nothing per request but a store.
-/// Between requests hyper's `header_read_timeout` closes idle connections
-/// first, so a connection that lives on serves a request at least every
-/// `HEADER_READ_TIMEOUT`.
-async fn request_overdue(started_ms: &std::sync::atomic::AtomicU64) {
-    let mut tick = tokio::time::interval(Duration::from_millis(REQUEST_TIMEOUT_MS / 6));
+/// Resolves once the connection is past its deadline (`fast_path::Deadline`):
+/// a head not in within `HEADER_READ_TIMEOUT`, or a request (head, body,
+/// engine and writing the answer) not done within `REQUEST_TIMEOUT_MS`;
+/// `true` for the latter. A timer per connection every two seconds,
+/// nothing per request but a store. On hyper's side of a connection its
+/// own `header_read_timeout` closes slow heads and idle connections.
+async fn overdue(deadline: &fast_path::Deadline) -> bool {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let started = started_ms.load(std::sync::atomic::Ordering::Relaxed);
-        if now_ms().saturating_sub(started) > REQUEST_TIMEOUT_MS {
-            return;
+        if let Some(in_request) = deadline.passed(now_ms()) {
+            return in_request;
         }
     }
 }
+
+/// How often a connection's deadline is checked.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

@@ -1,18 +1,19 @@
 //! The front's parsers of untrusted request parts. The first byte picks the
 //! parser, the rest is its input: 0 buy body, 1 query string (`page`),
-//! 2 payment notify body, 3 `Authorization` header, 4 buy token. Never a
-//! panic, and what is accepted is within the documented bounds.
+//! 2 payment notify body, 3 `Authorization` header, 4 buy token, 5 the buy
+//! fast path's request head. Never a panic, and what is accepted is within
+//! the documented bounds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use seckill_front::{auth::Auth, buy_token, http, payment};
+use seckill_front::{auth::Auth, buy_token, fast_path, http, payment};
 use std::sync::OnceLock;
 
 static AUTH: OnceLock<Auth> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
-    match which % 5 {
+    match which % 6 {
         0 => {
             if let Ok((q, _token)) = http::parse_buy(rest) {
                 assert!(q >= 1);
@@ -36,6 +37,12 @@ fuzz_target!(|data: &[u8]| {
             let auth = AUTH.get_or_init(|| Auth::new(b"k"));
             if let Some(user) = auth.user_of(Some(rest)) {
                 assert!(user > 0);
+            }
+        }
+        5 => {
+            if let fast_path::Next::Buy(b) = fast_path::next(rest) {
+                assert!(b.len <= rest.len() && b.body.len() <= http::BODY_BYTES_MAX);
+                assert_eq!(b.body, &rest[b.len - b.body.len()..b.len]);
             }
         }
         _ => {

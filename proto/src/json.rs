@@ -100,9 +100,14 @@ pub fn order(o: &OrderView) -> Value {
 /// The order view's JSON bytes, written in one pass (the buy answer).
 pub fn order_bytes(o: &OrderView) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    // Serializing plain numbers and strings into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, o);
+    write_order(o, &mut out);
     out
+}
+
+/// Appends `o`'s JSON to `out`.
+pub fn write_order(o: &OrderView, out: &mut Vec<u8>) {
+    // Serializing plain numbers and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, o);
 }
 
 pub fn activity(a: &ActivityView, now_ms: u64) -> Value {
