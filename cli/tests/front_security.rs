@@ -65,47 +65,67 @@ fn metric(up: &UpProc, name_and_labels: &str) -> f64 {
 
 // ---- row 3: slow clients -----------------------------------------------------
 
-/// Slowloris and idle keep-alive: a head trickled a byte a second, and a
+/// Slowloris and idle keep-alive: a head trickled a line a second, and a
 /// connection that sent one request and then nothing, are both closed
 /// about `HEADER_READ_TIMEOUT` (10 s) after their last head or answer,
-/// while requests keep being answered meanwhile. Fails without hyper's
-/// `header_read_timeout` in `front/src/lib.rs`: both stay open.
+/// while requests keep being answered meanwhile; on hyper's side (a read)
+/// and on the buy fast path's (a buy). Fails without hyper's
+/// `header_read_timeout` in `front/src/lib.rs` (the read's two stay open)
+/// or without the fast path's head deadline (`Deadline::head`: the buy's).
 #[test]
 fn trickled_heads_and_idle_connections_are_closed_after_the_head_timeout() {
     let (_tmp, dir) = data_dir();
     let up = UpProc::start(&dir, &[]);
+    let act = activity(&up, 1_000);
     let started = Instant::now();
-    let mut trickle = connect_from("127.0.0.3", up.port).expect("connect");
-    trickle.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n").expect("write");
-    let mut idle = connect_from("127.0.0.4", up.port).expect("connect");
-    idle.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    idle.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    let mut answer = [0u8; 512];
-    let n = std::io::Read::read(&mut idle, &mut answer).expect("the idle connection's first answer");
-    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
-    idle.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
-    let (mut trickle_closed, mut idle_closed) = (None, None);
-    while started.elapsed() < Duration::from_secs(20) && (trickle_closed.is_none() || idle_closed.is_none()) {
-        // A header line a second never finishes the head.
-        if trickle_closed.is_none() && trickle.write_all(b"X-Slow: 1\r\n").is_err() {
-            trickle_closed = Some(started.elapsed());
+    let buy_head = format!("POST /api/v1/activities/{act}/buy HTTP/1.1\r\nHost: x\r\n");
+    let buy = format!("{buy_head}Authorization: {}\r\n\r\n", bearer(1));
+    let read_head = "GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n".to_string();
+    // (what, socket, trickled: the head never ends; else idle after one answer)
+    let mut conns = Vec::new();
+    for (i, (what, first, trickled)) in [
+        ("trickled read head", read_head.clone(), true),
+        ("idle after a read", format!("{read_head}\r\n"), false),
+        ("trickled buy head", buy_head, true),
+        ("idle after a buy", buy, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = connect_from(&format!("127.0.0.{}", 3 + i), up.port).expect("connect");
+        s.write_all(first.as_bytes()).expect("write");
+        if !trickled {
+            s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+            let mut answer = [0u8; 1024];
+            let n = std::io::Read::read(&mut s, &mut answer).expect("the idle connection's first answer");
+            let text = String::from_utf8_lossy(&answer[..n]);
+            assert!(text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.1 201"), "{what}: {text}");
+            s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
         }
-        if idle_closed.is_none() {
-            let closed = match std::io::Read::read(&mut idle, &mut answer) {
-                Ok(n) => n == 0,
-                Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        conns.push((what, s, trickled, None::<Duration>));
+    }
+    let mut answer = [0u8; 512];
+    while started.elapsed() < Duration::from_secs(20) && conns.iter().any(|c| c.3.is_none()) {
+        for (_, s, trickled, closed) in conns.iter_mut().filter(|c| c.3.is_none()) {
+            let gone = if *trickled {
+                // A header line a second never finishes the head.
+                s.write_all(b"X-Slow: 1\r\n").is_err()
+            } else {
+                match std::io::Read::read(s, &mut answer) {
+                    Ok(n) => n == 0,
+                    Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                }
             };
-            if closed {
-                idle_closed = Some(started.elapsed());
+            if gone {
+                *closed = Some(started.elapsed());
             }
         }
         assert_eq!(request_within(&up, "GET", "/api/v1/healthz", None, b"", 2_000).status, 200);
         std::thread::sleep(Duration::from_millis(900));
     }
-    let trickle_closed = trickle_closed.expect("a head trickled for 20 s was never cut");
-    let idle_closed = idle_closed.expect("a connection idle for 20 s was never closed");
-    for (what, at) in [("trickled head", trickle_closed), ("idle connection", idle_closed)] {
-        assert!(at >= Duration::from_secs(9), "the {what} was closed after only {at:?}");
+    for (what, _, _, closed) in conns {
+        let at = closed.unwrap_or_else(|| panic!("the {what} connection was still open after 20 s"));
+        assert!(at >= Duration::from_secs(9), "the {what} connection was closed after only {at:?}");
     }
 }
 
