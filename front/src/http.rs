@@ -265,7 +265,7 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse<Body> {
 /// `answer_response`, the buy fast path (`fast_path.rs`) writes it itself.
 pub(crate) enum Answer {
     /// An order; 201 carries its `Location`.
-    Order(Box<seckill_proto::OrderView>, StatusCode),
+    Order(seckill_proto::OrderView, StatusCode),
     Error(ErrorCode),
     RateLimited {
         retry_after_s: u32,
@@ -279,8 +279,8 @@ impl Answer {
     pub(crate) fn of(resp: Response, status: StatusCode) -> Answer {
         match resp {
             // The same Idempotency-Key again: the first order, 200 not 201.
-            Response::Replayed(o) => Answer::Order(Box::new(o), StatusCode::OK),
-            Response::Order(o) => Answer::Order(Box::new(o), status),
+            Response::Replayed(o) => Answer::Order(o, StatusCode::OK),
+            Response::Order(o) => Answer::Order(o, status),
             Response::Error(code) => Answer::Error(code),
             Response::RateLimited { retry_after_s } => Answer::RateLimited { retry_after_s },
             _ => Answer::Unexpected,
@@ -618,7 +618,7 @@ pub(crate) fn buy_finish(front: &Front, pending: PendingBuy, resp: Response) -> 
         // the front, made this order; to the buyer it is new (201).
         Response::Replayed(o) if pending.own_key => {
             front.metrics.own_key_replayed.increment(1);
-            Answer::Order(Box::new(o), StatusCode::CREATED)
+            Answer::Order(o, StatusCode::CREATED)
         }
         // The key's first buy was for another quantity: not a retry of it.
         Response::Replayed(o) if o.quantity != pending.quantity => Answer::Error(ErrorCode::IdempotencyKeyReused),
