@@ -353,7 +353,7 @@ fn replayed_payment_notifies_are_refused_once_and_stale_ones_not_at_all() {
 /// Metrics are on the operator's listener only; every error the buyer port
 /// makes is JSON, including a head too large (431), an unknown path, and
 /// the 400/431 hyper makes itself. Fails if `/metrics` is served on the
-/// buyer port again, without `head_bytes`, or without `JsonErrors`.
+/// buyer port again, without `head_bytes`, or without `HyperIo`'s rewrite.
 #[test]
 fn metrics_are_not_on_the_buyer_port_and_errors_are_json() {
     let (_tmp, dir) = data_dir();

@@ -17,13 +17,12 @@ pub mod engine_client;
 pub mod fast_path;
 pub mod groups;
 pub mod http;
-pub mod json_errors;
+pub mod hyper_io;
 pub mod limits;
 pub mod metrics_http;
 pub mod observe;
 pub mod pages;
 pub mod payment;
-mod prefixed;
 pub mod secrets;
 
 use engine_client::{EngineLink, EnginePool, LocalEngine};
@@ -248,7 +247,8 @@ pub async fn run(front: Arc<Front>, listener: TcpListener, shutdown: impl std::f
 }
 
 /// Serves one connection: buys on the fast path (`fast_path.rs`), then
-/// hyper from the first request that is not a plain buy.
+/// hyper from the first request that is not a plain buy, with the bytes
+/// the fast path read in front (`hyper_io.rs`).
 async fn connection(
     front: Arc<Front>,
     mut stream: tokio::net::TcpStream,
@@ -263,7 +263,7 @@ async fn connection(
         deadline.request(now_ms());
         http::handle(front.clone(), ip, req)
     });
-    let io = json_errors::JsonErrors::new(TokioIo::new(prefixed::Prefixed::new(read, stream)));
+    let io = hyper_io::HyperIo::new(TokioIo::new(stream), read);
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)

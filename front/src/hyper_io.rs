@@ -1,3 +1,7 @@
+//! The connection as hyper sees it: first the bytes the buy fast path
+//! already read (`fast_path::Handoff::Hyper`), then the socket; and hyper's
+//! own empty error answers made JSON.
+//!
 //! Hyper answers some malformed requests itself, before our service sees
 //! them (a request line that does not parse: 400; a head over its buffer or
 //! with too many headers: 431; a URI too long: 414), with an empty body.
@@ -12,16 +16,21 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-pub struct JsonErrors<T> {
+pub struct HyperIo<T> {
     inner: T,
+    /// Bytes read before hyper had the connection, and how many of them
+    /// hyper has taken.
+    read: Vec<u8>,
+    taken: usize,
     /// A replacement being written, and how many bytes of hyper's buffer
     /// to report once it is out.
     pending: Option<(Vec<u8>, usize, usize)>,
 }
 
-impl<T> JsonErrors<T> {
-    pub fn new(inner: T) -> Self {
-        Self { inner, pending: None }
+impl<T> HyperIo<T> {
+    /// `inner` with `read` (what was read from it already) in front.
+    pub fn new(inner: T, read: Vec<u8>) -> Self {
+        Self { inner, read, taken: 0, pending: None }
     }
 }
 
@@ -56,7 +65,7 @@ pub fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-impl<T: Write + Unpin> JsonErrors<T> {
+impl<T: Write + Unpin> HyperIo<T> {
     /// Writes the pending replacement; `Ok(claimed)` once it is all out.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let Some((bytes, written, claimed)) = self.pending.as_mut() else { return Poll::Ready(Ok(0)) };
@@ -73,13 +82,23 @@ impl<T: Write + Unpin> JsonErrors<T> {
     }
 }
 
-impl<T: Read + Unpin> Read for JsonErrors<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+impl<T: Read + Unpin> Read for HyperIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.taken < this.read.len() {
+            let n = buf.remaining().min(this.read.len() - this.taken);
+            buf.put_slice(&this.read[this.taken..this.taken + n]);
+            this.taken += n;
+            if this.taken == this.read.len() {
+                (this.read, this.taken) = (Vec::new(), 0);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
-impl<T: Write + Unpin> Write for JsonErrors<T> {
+impl<T: Write + Unpin> Write for HyperIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.pending.is_none() {
             match replacement(buf) {
@@ -126,6 +145,27 @@ impl<T: Write + Unpin> Write for JsonErrors<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_bytes_read_come_first_then_the_socket() {
+        let (mut a, b) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut a, b" world").await.unwrap_or_default();
+        drop(a);
+        let mut io = HyperIo::new(hyper_util::rt::TokioIo::new(b), b"hello".to_vec());
+        let mut all = Vec::new();
+        loop {
+            // Smaller than what was read: hyper may take it in pieces.
+            let mut space = [0u8; 4];
+            let mut buf = hyper::rt::ReadBuf::new(&mut space);
+            let read = std::future::poll_fn(|cx| Pin::new(&mut io).poll_read(cx, buf.unfilled())).await;
+            assert!(read.is_ok(), "{read:?}");
+            if buf.filled().is_empty() {
+                break;
+            }
+            all.extend_from_slice(buf.filled());
+        }
+        assert_eq!(all, b"hello world");
+    }
 
     #[test]
     fn only_hyper_s_empty_error_answers_are_replaced() {
