@@ -196,6 +196,7 @@ pub async fn serve(front: &Front, stream: &mut TcpStream, deadline: &Deadline) -
             }
             deadline.head(now_ms);
             start += buy.len;
+            debug_assert!(start <= have, "a buy ends within what was read");
         }
         buf.copy_within(start..have, 0);
         have -= start;

@@ -173,9 +173,13 @@ fn message_of(code: ErrorCode) -> &'static str {
 
 /// `Retry-After: 1` on the answers that say "try again shortly" (the
 /// engine busy, a group unreachable).
+fn retry_after_s_of(code: ErrorCode) -> Option<u32> {
+    matches!(code, ErrorCode::Busy | ErrorCode::GroupUnavailable).then_some(1)
+}
+
 fn retry_later(code: ErrorCode, mut r: HttpResponse<Body>) -> HttpResponse<Body> {
-    if matches!(code, ErrorCode::Busy | ErrorCode::GroupUnavailable) {
-        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Some(s) = retry_after_s_of(code) {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
     }
     r
 }
@@ -207,14 +211,11 @@ pub(crate) fn error_body(code: ErrorCode) -> Bytes {
 
 /// The answer for an engine's error code.
 fn engine_error(code: ErrorCode) -> HttpResponse<Body> {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    retry_later(code, respond_bytes(status, error_body(code)))
+    answer_response(Answer::Error(code))
 }
 
 fn rate_limited(retry_after_s: u32) -> HttpResponse<Body> {
-    let mut r = engine_error(ErrorCode::RateLimited);
-    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
-    r
+    answer_response(Answer::RateLimited { retry_after_s })
 }
 
 fn not_found() -> HttpResponse<Body> {
@@ -302,7 +303,7 @@ impl Answer {
     pub(crate) fn retry_after_s(&self) -> Option<u32> {
         match self {
             Answer::RateLimited { retry_after_s } => Some(*retry_after_s),
-            Answer::Error(ErrorCode::Busy | ErrorCode::GroupUnavailable) => Some(1),
+            Answer::Error(code) => retry_after_s_of(*code),
             _ => None,
         }
     }
@@ -358,7 +359,12 @@ fn user(front: &Front, req: &HttpRequest<Incoming>) -> Result<u64, HttpResponse<
 }
 
 fn activity_id(s: &str) -> Result<u64, HttpResponse<Body>> {
-    s.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| engine_error(ErrorCode::ActivityNotFound))
+    parse_activity_id(s).ok_or_else(|| engine_error(ErrorCode::ActivityNotFound))
+}
+
+/// An activity id in a path: a positive integer.
+fn parse_activity_id(s: &str) -> Option<u64> {
+    s.parse::<u64>().ok().filter(|id| *id > 0)
 }
 
 fn order_id(s: &str) -> Result<OrderId, HttpResponse<Body>> {
@@ -569,7 +575,7 @@ pub(crate) fn buy_head(
     idempotency_key: Option<&[u8]>,
 ) -> Result<BuyHead, Answer> {
     let user_id = front.auth.user_of(authorization).ok_or(Answer::Error(ErrorCode::Unauthorized))?;
-    let activity_id = id.parse::<u64>().ok().filter(|id| *id > 0).ok_or(Answer::Error(ErrorCode::ActivityNotFound))?;
+    let activity_id = parse_activity_id(id).ok_or(Answer::Error(ErrorCode::ActivityNotFound))?;
     let idempotency_key = match idempotency_key {
         None => 0,
         // Scoped to the activity: the same key on another sale is another buy.
