@@ -1,7 +1,8 @@
-//! The HTTP front: hyper on tokio, JWT auth, per-user rate limits, load
-//! shedding and a sold-out short circuit (per-user click limits are kept
-//! by the engine's shards), forwarding each request to the
-//! engine over a pooled, pipelined wire connection.
+//! The HTTP front on tokio: buys on a hand-written HTTP/1.1 loop
+//! (`fast_path`), everything else on hyper; JWT auth, per-address limits,
+//! load shedding and a sold-out short circuit (per-user click limits are
+//! kept by the engine's shards), forwarding each request to the engine in
+//! process or over a pooled, pipelined wire connection.
 //!
 //! Architecture Invariant: the front holds no order or stock state of its
 //! own (only caches that expire: sold-out marks, rate buckets); every
