@@ -181,15 +181,17 @@ pub async fn serve(front: &Front, stream: &mut TcpStream, deadline: &Deadline) -
             let status = answer.status();
             out.clear();
             write_answer(&mut out, &mut body, &answer, buy.close);
-            // One write per answer, as hyper does: a pipelined buy's answer
-            // does not wait for the next one's.
-            if stream.write_all(&out).await.is_err() {
-                return Handoff::Closed;
-            }
+            // Counted before it is sent, as on the hyper path: a client that
+            // has its answer finds it in `stats`.
             let took = started.elapsed();
             front.metrics.record("buy", status.as_u16(), took);
             if let Ok(activity_id) = buy.activity.parse::<u64>() {
                 front.buy_answers.record(activity_id, status.as_u16(), took);
+            }
+            // One write per answer, as hyper does: a pipelined buy's answer
+            // does not wait for the next one's.
+            if stream.write_all(&out).await.is_err() {
+                return Handoff::Closed;
             }
             if buy.close {
                 return Handoff::Closed;
