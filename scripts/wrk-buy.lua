@@ -22,7 +22,7 @@ function init(args)
   local file, path, nthreads = args[1], args[2], tonumber(args[3])
   local body = '{"quantity":1}'
   head = "POST " .. path .. " HTTP/1.1\r\nAuthorization: Bearer "
-  tail = "\r\nHost: " .. wrk.host .. ":" .. wrk.port .. "\r\nContent-Type: application/json\r\nContent-Length: "
+  tail = "\r\nHost: " .. wrk.headers["Host"] .. "\r\nContent-Type: application/json\r\nContent-Length: "
     .. #body .. "\r\n\r\n" .. body
   tokens = {}
   local i = 0
