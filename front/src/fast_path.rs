@@ -19,7 +19,6 @@
 
 use crate::http::{self, Answer, BODY_BYTES_MAX};
 use crate::Front;
-use hyper::StatusCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -237,8 +236,8 @@ fn write_answer(out: &mut Vec<u8>, body: &mut Vec<u8>, answer: &Answer, close: b
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: application/json\r\n");
     // Writing into a Vec cannot fail.
-    if let Answer::Order(o, StatusCode::CREATED) = answer {
-        let _ = write!(out, "location: /api/v1/orders/{}\r\n", o.order_id);
+    if let Some(location) = answer.location() {
+        let _ = write!(out, "location: {location}\r\n");
     }
     if let Some(s) = answer.retry_after_s() {
         let _ = write!(out, "retry-after: {s}\r\n");

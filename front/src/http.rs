@@ -185,8 +185,11 @@ fn retry_later(code: ErrorCode, mut r: HttpResponse<Body>) -> HttpResponse<Body>
 }
 
 pub fn error(code: ErrorCode, message: &str) -> HttpResponse<Body> {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    retry_later(code, respond_bytes(status, error_json(code, message)))
+    retry_later(code, respond_bytes(status_of(code), error_json(code, message)))
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// The JSON body of an engine error code, made once per code (a sold-out
@@ -196,16 +199,13 @@ pub(crate) fn error_body(code: ErrorCode) -> Bytes {
     let bodies = BODIES.get_or_init(|| {
         let mut v = vec![Bytes::new(); ErrorCode::ALL.len() + 1];
         for c in ErrorCode::ALL {
-            let body = json!({"error": json::error(c, message_of(c))});
-            v[c as usize] = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+            v[c as usize] = error_json(c, message_of(c));
         }
         v
     });
     match bodies.get(code as usize) {
         Some(body) if !body.is_empty() => body.clone(),
-        _ => {
-            Bytes::from(serde_json::to_vec(&json!({"error": json::error(code, message_of(code))})).unwrap_or_default())
-        }
+        _ => error_json(code, message_of(code)),
     }
 }
 
@@ -296,7 +296,15 @@ impl Answer {
             Answer::BadRequest(_) => ErrorCode::BadRequest,
             Answer::Unexpected => ErrorCode::Internal,
         };
-        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        status_of(code)
+    }
+
+    /// Where a created order lives: only a 201 carries `Location`.
+    pub(crate) fn location(&self) -> Option<Location> {
+        match self {
+            Answer::Order(o, StatusCode::CREATED) => Some(Location(o.order_id)),
+            _ => None,
+        }
     }
 
     /// `Retry-After` seconds, if the answer says "try again shortly".
@@ -328,14 +336,23 @@ impl Answer {
     }
 }
 
+/// The `Location` of an order: `/api/v1/orders/{id}`.
+pub(crate) struct Location(OrderId);
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/api/v1/orders/{}", self.0)
+    }
+}
+
 fn error_json(code: ErrorCode, message: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(&json!({"error": json::error(code, message)})).unwrap_or_default())
 }
 
 fn answer_response(a: Answer) -> HttpResponse<Body> {
     let mut r = respond_bytes(a.status(), a.body());
-    if let Answer::Order(o, StatusCode::CREATED) = &a {
-        if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/orders/{}", o.order_id)) {
+    if let Some(location) = a.location() {
+        if let Ok(v) = HeaderValue::from_str(&location.to_string()) {
             r.headers_mut().insert(LOCATION, v);
         }
     }
