@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{bearer, forge_jwt, raw_request, HttpResp, UpProc, AUTH_SECRET, PAYMENT_SECRET};
+use common::{bearer, forge_jwt, raw_request, read_response_from, HttpResp, UpProc, AUTH_SECRET, PAYMENT_SECRET};
 use seckill_testkit::data_dir;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -1164,31 +1164,8 @@ fn the_fast_path_answers_as_hyper_does() {
     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     std::io::Write::write_all(&mut s, &raw).expect("write");
     let mut r = std::io::BufReader::new(s);
-    let statuses: Vec<u16> = (0..5).map(|_| read_kept_alive(&mut r)).collect();
+    let statuses: Vec<u16> = (0..5).map(|_| read_response_from(&mut r).expect("an answer").status).collect();
     assert_eq!(statuses, [201, 201, 200, 201, 201]);
-}
-
-/// One answer from a keep-alive connection: its status (the body is read past).
-fn read_kept_alive(r: &mut impl std::io::BufRead) -> u16 {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut length = 0;
-    loop {
-        line.clear();
-        r.read_line(&mut line).expect("header");
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    std::io::Read::read_exact(r, &mut body).expect("body");
-    status
 }
 
 /// Header names and values, lowercased names, without the ones that differ

@@ -75,8 +75,12 @@ pub fn raw_request_within(port: u16, raw: &[u8], timeout: Duration) -> std::io::
 
 /// Reads one HTTP/1.1 answer from `s`.
 pub fn read_response(s: std::net::TcpStream) -> std::io::Result<HttpResp> {
-    use std::io::Read;
-    let mut r = BufReader::new(s);
+    read_response_from(&mut BufReader::new(s))
+}
+
+/// Reads the next HTTP/1.1 answer from `r` (one of several on a keep-alive
+/// connection, when each has a `Content-Length`).
+pub fn read_response_from(r: &mut impl BufRead) -> std::io::Result<HttpResp> {
     let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let mut line = String::new();
     r.read_line(&mut line)?;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use seckill_testkit::http::{raw_request, raw_request_within, read_response, request, try_request, HttpResp};
+pub use seckill_testkit::http::{
+    raw_request, raw_request_within, read_response, read_response_from, request, try_request, HttpResp,
+};
 pub use seckill_testkit::{free_port, wait_until, KillOnDrop, TcpProxy};
 
 pub fn bin() -> PathBuf {
